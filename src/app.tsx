@@ -1,0 +1,117 @@
+/** @jsxImportSource hono/jsx */
+import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { requestId } from 'hono/request-id';
+import type { Logger } from 'pino';
+import type { Config } from './config.ts';
+import { createApiKeyCheck, createUserIdHasher, type Keyring } from './core/crypto.ts';
+import { isLinkgateError, LinkgateError } from './core/errors.ts';
+import { createFlowStore } from './core/flows.ts';
+import { createLinking } from './core/linking.ts';
+import { createLinkStore } from './core/links.ts';
+import type { Database } from './db/client.ts';
+import { apiRoutes } from './http/api.ts';
+import { healthRoutes } from './http/health.ts';
+import { pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
+import { oauthRoutes } from './http/oauth.tsx';
+import { describeError, MessagePage } from './http/pages.tsx';
+import type { Registry } from './registry.ts';
+
+export interface AppDeps {
+  config: Config;
+  database: Database;
+  keyring: Keyring;
+  registry: Registry;
+  logger: Logger;
+  now?: () => number;
+  /** Unexpected errors go here too (Sentry in production). */
+  reportError?: (error: unknown) => void;
+}
+
+/** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
+export function createApp(deps: AppDeps) {
+  const { config, registry, logger } = deps;
+  const now = deps.now ?? Date.now;
+  const db = deps.database.db;
+  const hashUserId = createUserIdHasher(config.userIdHashSalt);
+  const links = createLinkStore(db, deps.keyring);
+  const linking = createLinking({
+    db,
+    registry,
+    flows: createFlowStore(db, deps.keyring),
+    links,
+    logger,
+    now,
+    context: { secret: config.contextSigningSecret, ttlSeconds: config.contextTtlSeconds, returnToOrigins: config.returnToOrigins },
+    stateTtlSeconds: config.stateTtlSeconds,
+    publicBaseUrl: config.publicBaseUrl,
+    allowSharedAccounts: config.allowSharedAccounts,
+    hashUserId,
+  });
+
+  const app = new Hono<AppEnv>();
+  app.use('*', requestId({ limitLength: 64 }));
+  app.use('*', requestLog(logger, now));
+
+  app.use('/oauth/*', pageHeaders());
+  app.route('/', healthRoutes({ database: deps.database }));
+  app.route('/oauth', oauthRoutes({ linking, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
+  app.route(
+    '/api/v1',
+    apiRoutes({
+      registry,
+      links,
+      checkApiKey: createApiKeyCheck(config.apiKeys),
+      now,
+      publicBaseUrl: config.publicBaseUrl,
+      contextSigningSecret: config.contextSigningSecret,
+      contextTtlSeconds: config.contextTtlSeconds,
+      returnToOrigins: config.returnToOrigins,
+      hashUserId,
+    }),
+  );
+
+  const wantsJson = (path: string) => path.startsWith('/api/') || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
+
+  app.notFound((c) => {
+    if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
+    const { title, lines } = describeError('not_found', undefined);
+    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} />, 404);
+  });
+
+  app.onError((error, c) => {
+    const log = c.get('logger') ?? logger;
+    let failure: LinkgateError;
+    if (isLinkgateError(error)) {
+      failure = error;
+    } else if (error instanceof HTTPException && error.status < 500) {
+      failure = new LinkgateError('bad_request', 'the request could not be read', { status: error.status });
+    } else {
+      failure = new LinkgateError('decrypt_failed', 'internal error', { status: 500 });
+      deps.reportError?.(error);
+    }
+    const code = failure.status >= 500 && !isLinkgateError(error) ? 'internal_error' : failure.code;
+    const cause = failure.cause ?? (isLinkgateError(error) ? undefined : error);
+    const fields = {
+      errorCode: code,
+      status: failure.status,
+      provider: failure.provider,
+      cause: cause instanceof Error ? { name: cause.name, message: cause.message } : undefined,
+    };
+    if (failure.status >= 500) log.error(fields, 'request failed');
+    else log.info(fields, 'request refused');
+
+    if (wantsJson(c.req.path)) {
+      const message = failure.status >= 500 && code === 'internal_error' ? 'internal error' : failure.message;
+      return c.json({ error: { code, message } }, failure.status as 400);
+    }
+    const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
+    const { title, lines } = describeError(code, providerName);
+    c.header('Cache-Control', 'no-store');
+    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} />, failure.status as 400);
+  });
+
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,237 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as v from 'valibot';
+import { randomToken, type EncryptionKey } from './core/crypto.ts';
+import { issueMessage } from './core/validation.ts';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface Config {
+  readonly nodeEnv: 'development' | 'production' | 'test';
+  readonly host: string;
+  readonly port: number;
+  /** Where browsers reach the gateway; link URLs and default redirect URIs are built on it. */
+  readonly publicBaseUrl: URL;
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly providersDir: string;
+  readonly contextSigningSecret: string;
+  readonly contextTtlSeconds: number;
+  readonly stateTtlSeconds: number;
+  readonly userIdHashSalt: string;
+  readonly apiKeys: readonly string[];
+  readonly encryptionKeys: readonly EncryptionKey[];
+  /** Origins a link context's `return_to` may send the browser back to. */
+  readonly returnToOrigins: readonly string[];
+  readonly allowSharedAccounts: boolean;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
+}
+
+/** A configuration problem: one line that names the variable and says what is wrong, never its value. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The secrets generated for development when they are missing. */
+export const GENERATED_SECRETS = [
+  'OAUTH_CONTEXT_SIGNING_SECRET',
+  'USERID_HASH_SALT',
+  'LINKGATE_API_KEYS',
+  'LINKGATE_ENCRYPTION_KEYS',
+] as const;
+
+const defaultProvidersDir = fileURLToPath(new URL('../providers', import.meta.url));
+
+const integer = (min: number, max: number) =>
+  v.pipe(
+    v.string(),
+    v.regex(/^\d+$/, 'must be a whole number'),
+    v.transform(Number),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  );
+
+const secret = v.pipe(v.string(), v.minLength(32, 'must be at least 32 characters'));
+
+const list = <T>(item: v.GenericSchema<string, T>, message: string) =>
+  v.pipe(
+    v.string(),
+    v.transform((s) => s.split(',').map((part) => part.trim()).filter((part) => part !== '')),
+    v.minLength(1, message),
+    v.array(item),
+  );
+
+const boolean = v.pipe(
+  v.picklist(['true', 'false', '1', '0'], 'must be true or false'),
+  v.transform((s) => s === 'true' || s === '1'),
+);
+
+const httpUrl = v.pipe(
+  v.string(),
+  v.url('must be an absolute URL'),
+  v.transform((s) => new URL(s)),
+  v.check((u) => u.protocol === 'https:' || u.protocol === 'http:', 'must be an http(s) URL'),
+);
+
+const encryptionKey = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9+/=_-]+$/, 'each key must look like kid:base64-of-32-bytes'),
+  v.transform((s): EncryptionKey => {
+    const at = s.indexOf(':');
+    return { kid: s.slice(0, at), key: Buffer.from(s.slice(at + 1), 'base64') };
+  }),
+  v.check((k) => k.key.length === 32, 'each key must be 32 bytes once base64-decoded'),
+);
+
+const origin = v.pipe(
+  v.string(),
+  v.url('each origin must be an absolute URL such as https://bot.example'),
+  v.transform((s) => new URL(s)),
+  v.check((u) => u.protocol === 'https:' || u.protocol === 'http:', 'each origin must be http(s)'),
+  v.transform((u) => u.origin),
+);
+
+const EnvSchema = v.object({
+  NODE_ENV: v.optional(v.picklist(['development', 'production', 'test'], 'must be development, production or test'), 'development'),
+  HOST: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
+  PORT: v.optional(integer(0, 65535), '8000'),
+  PUBLIC_BASE_URL: v.optional(httpUrl),
+  DATABASE_URL: v.optional(
+    v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')),
+  ),
+  DATA_DIR: v.optional(v.pipe(v.string(), v.minLength(1)), './.linkgate'),
+  LINKGATE_PROVIDERS_DIR: v.optional(v.pipe(v.string(), v.minLength(1))),
+  OAUTH_CONTEXT_SIGNING_SECRET: secret,
+  OAUTH_CONTEXT_TTL_SECONDS: v.optional(integer(10, 86400), '300'),
+  OAUTH_STATE_TTL_SECONDS: v.optional(integer(60, 3600), '300'),
+  USERID_HASH_SALT: secret,
+  LINKGATE_API_KEYS: list(secret, 'must list at least one key'),
+  LINKGATE_ENCRYPTION_KEYS: v.pipe(
+    list(encryptionKey, 'must list at least one key'),
+    v.check((keys) => new Set(keys.map((k) => k.kid)).size === keys.length, 'key ids must be unique'),
+  ),
+  LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
+  LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
+  LOG_LEVEL: v.optional(
+    v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
+    'info',
+  ),
+  SENTRY_DSN: v.optional(v.pipe(v.string(), v.url('must be a URL'))),
+  SENTRY_ENVIRONMENT: v.optional(v.string()),
+  SENTRY_TRACES_SAMPLE_RATE: v.optional(
+    v.pipe(
+      v.string(),
+      v.transform(Number),
+      v.number('must be a number'),
+      v.minValue(0, 'must be between 0 and 1'),
+      v.maxValue(1, 'must be between 0 and 1'),
+    ),
+    '0',
+  ),
+});
+
+/** Empty values (`SENTRY_DSN=` in a .env file) mean "unset". */
+function withoutEmpty(env: Env): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1].trim() !== ''));
+}
+
+export function parseConfig(rawEnv: Env): Config {
+  const env = withoutEmpty(rawEnv);
+  const result = v.safeParse(EnvSchema, env);
+  if (!result.success) {
+    const issue = result.issues[0];
+    const name = issue.path?.[0]?.key;
+    const what = issue.input === undefined ? missingMessage(env) : issueMessage({ ...issue, path: undefined });
+    throw new ConfigError(`${typeof name === 'string' ? name : 'environment'}: ${what}`);
+  }
+  const e = result.output;
+  const loopbackHost = e.HOST === '0.0.0.0' || e.HOST === '::' ? '127.0.0.1' : e.HOST;
+  const publicBaseUrl = e.PUBLIC_BASE_URL ?? new URL(`http://${loopbackHost.includes(':') ? `[${loopbackHost}]` : loopbackHost}:${e.PORT}`);
+  if (e.NODE_ENV === 'production' && !e.PUBLIC_BASE_URL) {
+    throw new ConfigError('PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)');
+  }
+  publicBaseUrl.pathname = publicBaseUrl.pathname.replace(/\/+$/, '');
+  return Object.freeze({
+    nodeEnv: e.NODE_ENV,
+    host: e.HOST,
+    port: e.PORT,
+    publicBaseUrl,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: resolve(e.DATA_DIR),
+    providersDir: e.LINKGATE_PROVIDERS_DIR ? resolve(e.LINKGATE_PROVIDERS_DIR) : defaultProvidersDir,
+    contextSigningSecret: e.OAUTH_CONTEXT_SIGNING_SECRET,
+    contextTtlSeconds: e.OAUTH_CONTEXT_TTL_SECONDS,
+    stateTtlSeconds: e.OAUTH_STATE_TTL_SECONDS,
+    userIdHashSalt: e.USERID_HASH_SALT,
+    apiKeys: Object.freeze(e.LINKGATE_API_KEYS),
+    encryptionKeys: Object.freeze(e.LINKGATE_ENCRYPTION_KEYS),
+    returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
+    allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
+    logLevel: e.LOG_LEVEL,
+    sentry: Object.freeze({
+      dsn: e.SENTRY_DSN,
+      environment: e.SENTRY_ENVIRONMENT ?? e.NODE_ENV,
+      tracesSampleRate: e.SENTRY_TRACES_SAMPLE_RATE,
+    }),
+  });
+}
+
+function missingMessage(env: Record<string, string>): string {
+  return env.NODE_ENV === 'production'
+    ? 'is required in production'
+    : 'is required (outside production, missing secrets are generated into DATA_DIR)';
+}
+
+export function generateSecret(name: (typeof GENERATED_SECRETS)[number]): string {
+  switch (name) {
+    case 'LINKGATE_ENCRYPTION_KEYS':
+      return `k${new Date().toISOString().slice(0, 10).replaceAll('-', '')}:${randomBytes(32).toString('base64')}`;
+    case 'LINKGATE_API_KEYS':
+      return `lg_${randomToken(32)}`;
+    default:
+      return randomToken(32);
+  }
+}
+
+/**
+ * Outside production, fills in missing secrets from `DATA_DIR/secrets.env`,
+ * generating (once) and saving there (mode 0600) any that file lacks too.
+ * Returns the environment to parse and the names it generated now.
+ */
+export function withDevelopmentSecrets(rawEnv: Env): { env: Env; generated: string[]; file: string | undefined } {
+  const env = withoutEmpty(rawEnv);
+  const missing = GENERATED_SECRETS.filter((name) => env[name] === undefined);
+  if (env.NODE_ENV === 'production' || missing.length === 0) return { env, generated: [], file: undefined };
+
+  const dataDir = resolve(env.DATA_DIR ?? './.linkgate');
+  const file = join(dataDir, 'secrets.env');
+  const saved = readEnvFile(file);
+  const generated = missing.filter((name) => saved[name] === undefined);
+  for (const name of generated) saved[name] = generateSecret(name);
+  if (generated.length > 0) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const body = GENERATED_SECRETS.filter((n) => saved[n] !== undefined).map((n) => `${n}=${saved[n]}`).join('\n');
+    writeFileSync(file, `# Development secrets generated by Linkgate. Never use them in production.\n${body}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+  }
+  const filled = Object.fromEntries(missing.map((name) => [name, saved[name]]));
+  return { env: { ...env, ...filled }, generated, file };
+}
+
+function readEnvFile(file: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return {};
+  }
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const match = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (match?.[1] && match[2]) out[match[1]] = match[2];
+  }
+  return out;
+}

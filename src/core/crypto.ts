@@ -1,0 +1,106 @@
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { LinkgateError } from './errors.ts';
+
+export interface EncryptionKey {
+  /** Short id written into every envelope, so any key of the ring can open it. */
+  kid: string;
+  /** 32 bytes for AES-256-GCM. */
+  key: Buffer;
+}
+
+/**
+ * Envelope: `v1.<kid>.<iv>.<ciphertext‖tag>`, base64url parts. The associated
+ * data (for a link: tenant, user and provider) is not stored; it must be given
+ * again to open, so a ciphertext copied to another row does not decrypt.
+ */
+export interface Keyring {
+  /** The key new envelopes are sealed with. */
+  readonly primaryKid: string;
+  seal(plaintext: string, associatedData: string): string;
+  open(envelope: string, associatedData: string): string;
+  /** The key id an envelope was sealed with (for re-encryption), or undefined if it is not one. */
+  kidOf(envelope: string): string | undefined;
+}
+
+const VERSION = 'v1';
+const IV_BYTES = 12; // 96-bit IV, NIST SP 800-38D §8.2
+const TAG_BYTES = 16;
+
+export function createKeyring(keys: readonly EncryptionKey[]): Keyring {
+  const [primary] = keys;
+  if (!primary) throw new Error('a keyring needs at least one key');
+  const byKid = new Map<string, Buffer>();
+  for (const { kid, key } of keys) {
+    if (key.length !== 32) throw new Error(`encryption key "${kid}" must be 32 bytes`);
+    if (byKid.has(kid)) throw new Error(`encryption key id "${kid}" appears twice`);
+    byKid.set(kid, key);
+  }
+
+  return {
+    primaryKid: primary.kid,
+    seal(plaintext, associatedData) {
+      const iv = randomBytes(IV_BYTES);
+      const cipher = createCipheriv('aes-256-gcm', primary.key, iv);
+      cipher.setAAD(Buffer.from(associatedData, 'utf8'));
+      const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+      return [VERSION, primary.kid, iv.toString('base64url'), body.toString('base64url')].join('.');
+    },
+    open(envelope, associatedData) {
+      const parts = envelope.split('.');
+      const [version, kid, ivText, bodyText] = parts;
+      const key = kid === undefined ? undefined : byKid.get(kid);
+      if (parts.length !== 4 || version !== VERSION || !key || ivText === undefined || bodyText === undefined) {
+        throw new LinkgateError('decrypt_failed', 'stored data is sealed with an unknown key or format');
+      }
+      const iv = Buffer.from(ivText, 'base64url');
+      const body = Buffer.from(bodyText, 'base64url');
+      if (iv.length !== IV_BYTES || body.length < TAG_BYTES) {
+        throw new LinkgateError('decrypt_failed', 'stored data is truncated');
+      }
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', key, iv);
+        decipher.setAAD(Buffer.from(associatedData, 'utf8'));
+        decipher.setAuthTag(body.subarray(body.length - TAG_BYTES));
+        return Buffer.concat([decipher.update(body.subarray(0, body.length - TAG_BYTES)), decipher.final()]).toString('utf8');
+      } catch (cause) {
+        throw new LinkgateError('decrypt_failed', 'stored data does not belong here or was altered', { cause });
+      }
+    },
+    kidOf(envelope) {
+      const [version, kid] = envelope.split('.', 2);
+      return version === VERSION && kid !== undefined && byKid.has(kid) ? kid : undefined;
+    },
+  };
+}
+
+/** Random bytes as base64url: states, browser ids, PKCE verifiers, generated secrets. */
+export function randomToken(bytes = 32): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('base64url');
+}
+
+/**
+ * What logs and Sentry see instead of a user id: an HMAC keyed by
+ * USERID_HASH_SALT, stable for one deployment, useless without the salt.
+ */
+export function createUserIdHasher(salt: string): (tenant: string, userId: string) => string {
+  return (tenant, userId) => createHmac('sha256', salt).update(`${tenant}\0${userId}`, 'utf8').digest('base64url').slice(0, 22);
+}
+
+/**
+ * Checks a presented API key against the configured ones. Keys are kept only
+ * as SHA-256 digests and every digest is compared, in constant time, whatever
+ * matched, so neither timing nor memory tells a key apart.
+ */
+export function createApiKeyCheck(keys: readonly string[]): (presented: string) => boolean {
+  const digests = keys.map((key) => createHash('sha256').update(key, 'utf8').digest());
+  return (presented) => {
+    const digest = createHash('sha256').update(presented, 'utf8').digest();
+    let ok = false;
+    for (const known of digests) ok = timingSafeEqual(known, digest) || ok;
+    return ok;
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * The one error type of the gateway. `code` is a stable string that API
+ * answers and pages are chosen by; `message` is safe to show (it never holds
+ * a token, code, state or user id); `cause` is for logs and may not be shown.
+ */
+export class LinkgateError extends Error {
+  override name = 'LinkgateError';
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly provider: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { status?: number; provider?: string; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = options.status ?? defaultStatus[code];
+    this.provider = options.provider;
+  }
+}
+
+const defaultStatus = {
+  // requests
+  bad_request: 400,
+  unauthorized: 401,
+  not_found: 404,
+  payload_too_large: 413,
+  // providers
+  unknown_provider: 404,
+  provider_unconfigured: 503,
+  provider_denied: 400,
+  provider_error: 400,
+  provider_unavailable: 502,
+  provider_timeout: 504,
+  provider_response_invalid: 502,
+  exchange_failed: 400,
+  needs_reauth: 409,
+  // link contexts
+  context_invalid: 400,
+  context_expired: 400,
+  context_replayed: 400,
+  context_wrong_provider: 400,
+  context_wrong_tenant: 400,
+  // flows
+  flow_not_found: 400,
+  flow_browser_mismatch: 400,
+  flow_busy: 409,
+  // links
+  not_linked: 404,
+  account_already_linked: 409,
+  return_to_not_allowed: 400,
+  // storage
+  decrypt_failed: 500,
+} as const satisfies Record<string, number>;
+
+export type ErrorCode = keyof typeof defaultStatus;
+
+export function isLinkgateError(error: unknown, code?: ErrorCode): error is LinkgateError {
+  return error instanceof LinkgateError && (code === undefined || error.code === code);
+}

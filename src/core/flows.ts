@@ -1,0 +1,106 @@
+import { and, eq, gt, isNull, lt, or } from 'drizzle-orm';
+import * as v from 'valibot';
+import type { Db } from '../db/client.ts';
+import { flows, type FlowRow } from '../db/schema.ts';
+import type { Flow, FormSpec, Json, WaitDisplay } from '../provider.ts';
+import type { Keyring } from './crypto.ts';
+import { sha256 } from './crypto.ts';
+
+/** The step a browser is looking at, saved so it can be shown again (errors, polls, reloads). */
+export type ShownStep = { kind: 'form'; form: FormSpec } | { kind: 'wait'; display: WaitDisplay; pollMs: number } | { kind: 'redirect' };
+
+/** How long one request may hold a flow while a provider answers. */
+const CLAIM_SECONDS = 30;
+
+const JsonValue: v.GenericSchema<Json> = v.union([
+  v.string(),
+  v.number(),
+  v.boolean(),
+  v.null(),
+  v.array(v.lazy(() => JsonValue)),
+  v.record(v.string(), v.lazy(() => JsonValue)),
+]);
+const SealedFlowData = v.object({ codeVerifier: v.string(), data: v.record(v.string(), JsonValue) });
+
+export const flowAad = (stateHash: string) => `flow:${stateHash}`;
+
+export interface NewFlow {
+  state: string;
+  codeVerifier: string;
+  browserId: string;
+  tenant: string;
+  userId: string;
+  provider: string;
+  returnTo: string | undefined;
+  step: ShownStep;
+  data: Flow['data'];
+  expiresAt: Date;
+}
+
+export function createFlowStore(db: Db, keyring: Keyring) {
+  const seal = (stateHash: string, codeVerifier: string, data: Flow['data']) =>
+    keyring.seal(JSON.stringify({ codeVerifier, data }), flowAad(stateHash));
+
+  return {
+    async insert(flow: NewFlow): Promise<void> {
+      const stateHash = sha256(flow.state);
+      await db.insert(flows).values({
+        stateHash,
+        tenant: flow.tenant,
+        userId: flow.userId,
+        provider: flow.provider,
+        browserHash: sha256(flow.browserId),
+        returnTo: flow.returnTo ?? null,
+        step: flow.step,
+        data: seal(stateHash, flow.codeVerifier, flow.data),
+        expiresAt: flow.expiresAt,
+      });
+    },
+
+    async find(state: string): Promise<FlowRow | undefined> {
+      const [row] = await db.select().from(flows).where(eq(flows.stateHash, sha256(state)));
+      return row;
+    },
+
+    /**
+     * Takes the flow for one request: atomically, only while it is open,
+     * unexpired and not held by another request. `undefined` means someone
+     * else has it (or it just ended).
+     */
+    async claim(row: FlowRow, now: Date): Promise<FlowRow | undefined> {
+      const [claimed] = await db
+        .update(flows)
+        .set({ lockedUntil: new Date(now.getTime() + CLAIM_SECONDS * 1000) })
+        .where(
+          and(
+            eq(flows.stateHash, row.stateHash),
+            eq(flows.status, 'open'),
+            gt(flows.expiresAt, now),
+            or(isNull(flows.lockedUntil), lt(flows.lockedUntil, now)),
+          ),
+        )
+        .returning();
+      return claimed;
+    },
+
+    open(row: FlowRow): { codeVerifier: string; data: Flow['data'] } {
+      if (row.data === null) throw new Error('flow has no data');
+      return v.parse(SealedFlowData, JSON.parse(keyring.open(row.data, flowAad(row.stateHash))));
+    },
+
+    /** Saves the next step and the provider's data, and lets the flow go. */
+    async release(row: FlowRow, codeVerifier: string, step: ShownStep, data: Flow['data']): Promise<void> {
+      await db
+        .update(flows)
+        .set({ step, data: seal(row.stateHash, codeVerifier, data), lockedUntil: null })
+        .where(eq(flows.stateHash, row.stateHash));
+    },
+
+    /** Ends the flow for good; its secrets are dropped now, the row when it expires. */
+    async finish(row: FlowRow, status: 'completed' | 'failed'): Promise<void> {
+      await db.update(flows).set({ status, data: null, step: null, lockedUntil: null }).where(eq(flows.stateHash, row.stateHash));
+    },
+  };
+}
+
+export type FlowStore = ReturnType<typeof createFlowStore>;

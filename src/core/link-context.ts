@@ -1,0 +1,123 @@
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import * as v from 'valibot';
+import { randomToken } from './crypto.ts';
+import { LinkgateError } from './errors.ts';
+import { UserId } from './ids.ts';
+
+/** A verified link context: who is linking which provider, and where to go afterwards. */
+export interface LinkContext {
+  tenant: string;
+  userId: string;
+  provider: string;
+  jti: string;
+  expiresAt: Date;
+  returnTo: string | undefined;
+}
+
+export const DEFAULT_TENANT = 'default';
+/** A bot's clock may run a little ahead of ours. */
+const CLOCK_SKEW_SECONDS = 30;
+const MAX_CONTEXT_LENGTH = 4096;
+
+const Claims = v.object({
+  sub: UserId,
+  provider: v.pipe(v.string(), v.minLength(1), v.maxLength(64)),
+  jti: v.pipe(v.string(), v.minLength(8, 'jti must be at least 8 characters'), v.maxLength(128)),
+  iat: v.pipe(v.number(), v.integer()),
+  exp: v.pipe(v.number(), v.integer()),
+  tenant: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(64))),
+  return_to: v.optional(v.pipe(v.string(), v.maxLength(2048))),
+});
+
+export interface LinkContextOptions {
+  secret: string;
+  ttlSeconds: number;
+  returnToOrigins: readonly string[];
+  now: () => number;
+}
+
+const invalid = (message: string) => new LinkgateError('context_invalid', message);
+
+/**
+ * Verifies a link context (HS256 only), then its claims: the provider it was
+ * minted for, `exp` at most the configured TTL after `iat`, `iat` not in the
+ * future, and a `return_to` on an allowed origin. Does not consume the `jti`.
+ */
+export async function verifyLinkContext(token: string, provider: string, options: LinkContextOptions): Promise<LinkContext> {
+  if (token.length > MAX_CONTEXT_LENGTH) throw invalid('the link context is too long');
+  let payload: unknown;
+  try {
+    ({ payload } = await jwtVerify(token, new TextEncoder().encode(options.secret), {
+      algorithms: ['HS256'],
+      currentDate: new Date(options.now()),
+      clockTolerance: CLOCK_SKEW_SECONDS,
+      requiredClaims: ['sub', 'jti', 'iat', 'exp'],
+    }));
+  } catch (cause) {
+    if (cause instanceof joseErrors.JWTExpired) throw new LinkgateError('context_expired', 'the link has expired', { cause });
+    throw invalid(cause instanceof joseErrors.JOSEError ? `the link context was refused (${cause.code})` : 'the link context is malformed');
+  }
+  const claims = v.safeParse(Claims, payload);
+  if (!claims.success) throw invalid(`the link context has a bad claim: ${claims.issues[0].path?.[0]?.key ?? ''} ${claims.issues[0].message}`);
+  const { sub, jti, iat, exp, tenant = DEFAULT_TENANT, return_to: returnTo } = claims.output;
+  const nowSeconds = Math.floor(options.now() / 1000);
+  if (iat > nowSeconds + CLOCK_SKEW_SECONDS) throw invalid('the link context was issued in the future');
+  if (exp - iat > options.ttlSeconds) {
+    throw invalid(`the link context lives longer than the allowed ${options.ttlSeconds} seconds`);
+  }
+  if (claims.output.provider !== provider) {
+    throw new LinkgateError('context_wrong_provider', 'the link was made for another provider');
+  }
+  // One tenant per signing secret for now: a context naming another tenant was not made for us.
+  if (tenant !== DEFAULT_TENANT) throw new LinkgateError('context_wrong_tenant', 'the link was made for another tenant');
+  return {
+    tenant,
+    userId: sub,
+    provider,
+    jti,
+    expiresAt: new Date(exp * 1000),
+    returnTo: returnTo === undefined ? undefined : checkReturnTo(returnTo, options.returnToOrigins),
+  };
+}
+
+/**
+ * `return_to` must be an absolute http(s) URL on one of the configured
+ * origins, compared after WHATWG URL parsing, so `//evil`, `https:evil`,
+ * backslashes and userinfo tricks cannot pass as an allowed origin.
+ */
+export function checkReturnTo(value: string, allowedOrigins: readonly string[]): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new LinkgateError('return_to_not_allowed', 'return_to must be an absolute URL');
+  }
+  if (!/^https?:$/.test(url.protocol) || url.username !== '' || url.password !== '' || /[\s\\]/.test(value) || !allowedOrigins.includes(url.origin)) {
+    throw new LinkgateError('return_to_not_allowed', 'return_to is not on an allowed origin');
+  }
+  return url.href;
+}
+
+export interface SignLinkContextInput {
+  userId: string;
+  provider: string;
+  tenant?: string;
+  returnTo?: string;
+}
+
+/** Signs a context the way a bot would (used by `POST /api/v1/link-urls`). */
+export async function signLinkContext(input: SignLinkContextInput, secret: string, ttlSeconds: number, now: number): Promise<{ token: string; expiresAt: Date }> {
+  const iat = Math.floor(now / 1000);
+  const exp = iat + ttlSeconds;
+  const claims: Record<string, string> = { provider: input.provider };
+  if (input.tenant && input.tenant !== DEFAULT_TENANT) claims.tenant = input.tenant;
+  if (input.returnTo) claims.return_to = input.returnTo;
+  const token = await new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(input.userId)
+    .setJti(randomToken(16))
+    .setIssuedAt(iat)
+    .setExpirationTime(exp)
+    .sign(new TextEncoder().encode(secret));
+  return { token, expiresAt: new Date(exp * 1000) };
+}

@@ -1,0 +1,208 @@
+import type { Logger } from 'pino';
+import type { Db } from '../db/client.ts';
+import { usedContexts, type FlowRow } from '../db/schema.ts';
+import type { Flow, FormSpec, ProviderInstance, Step, StepInput, WaitDisplay } from '../provider.ts';
+import type { RegisteredProvider, Registry } from '../registry.ts';
+import { randomToken, sha256 } from './crypto.ts';
+import { isLinkgateError, LinkgateError } from './errors.ts';
+import type { FlowStore, ShownStep } from './flows.ts';
+import { verifyLinkContext, type LinkContextOptions } from './link-context.ts';
+import type { LinkStore } from './links.ts';
+
+/** What the browser is shown next. */
+export type Outcome =
+  | { kind: 'redirect'; url: URL }
+  | { kind: 'form'; state: string; form: FormSpec }
+  | { kind: 'wait'; state: string; display: WaitDisplay; pollMs: number }
+  | { kind: 'linked'; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined };
+
+export type PollAnswer =
+  | { status: 'pending'; pollMs: number }
+  | { status: 'linked' }
+  | { status: 'failed' }
+  | { status: 'expired' }
+  /** The flow moved on to a step the page must reload to show. */
+  | { status: 'continue' };
+
+export interface LinkingDeps {
+  db: Db;
+  registry: Registry;
+  flows: FlowStore;
+  links: LinkStore;
+  logger: Logger;
+  now: () => number;
+  context: Omit<LinkContextOptions, 'now'>;
+  stateTtlSeconds: number;
+  publicBaseUrl: URL;
+  allowSharedAccounts: boolean;
+  hashUserId: (tenant: string, userId: string) => string;
+}
+
+/** Finds a provider that can run a flow: unknown → 404, not configured → 503. */
+export function requireProvider(registry: Registry, id: string): RegisteredProvider & { instance: ProviderInstance } {
+  const provider = registry.get(id);
+  if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${id}"`, { provider: id });
+  if (!provider.instance) {
+    throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not set up on this gateway yet`, { provider: id });
+  }
+  return provider as RegisteredProvider & { instance: ProviderInstance };
+}
+
+/**
+ * Errors a provider throws that are not ours become ours: a timeout is 504,
+ * anything else a 502 whose cause is logged but never shown.
+ */
+export function asProviderError(error: unknown, provider: string): LinkgateError {
+  if (isLinkgateError(error)) return error;
+  if (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
+    return new LinkgateError('provider_timeout', 'the provider did not answer in time', { provider, cause: error });
+  }
+  return new LinkgateError('provider_unavailable', 'the provider could not be reached or answered unexpectedly', { provider, cause: error });
+}
+
+export function createLinking(deps: LinkingDeps) {
+  const { flows, links, logger } = deps;
+  const callbackUrl = (provider: string) => new URL(`${deps.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${provider}/callback`).href;
+
+  async function run(provider: RegisteredProvider & { instance: ProviderInstance }, call: (p: ProviderInstance) => Promise<Step>): Promise<Step> {
+    try {
+      return await call(provider.instance);
+    } catch (error) {
+      throw asProviderError(error, provider.id);
+    }
+  }
+
+  /** Finds the flow for `state` and checks it belongs to this provider and this browser. */
+  async function findFlow(providerId: string, state: string | undefined, browserId: string | undefined): Promise<FlowRow> {
+    const row = state ? await flows.find(state) : undefined;
+    if (!row || row.provider !== providerId || row.status !== 'open' || row.expiresAt.getTime() <= deps.now()) {
+      throw new LinkgateError('flow_not_found', 'this sign-in has expired or was already used', { provider: providerId });
+    }
+    if (!browserId || sha256(browserId) !== row.browserHash) {
+      throw new LinkgateError('flow_browser_mismatch', 'this sign-in was started in another browser', { provider: providerId });
+    }
+    return row;
+  }
+
+  /** Moves a claimed flow to `step`: stores the link on `done`, saves anything else. */
+  async function settle(
+    provider: RegisteredProvider,
+    row: FlowRow,
+    state: string,
+    flow: Flow,
+    step: Step,
+  ): Promise<Outcome> {
+    if (step.kind === 'done') {
+      const key = { tenant: row.tenant, userId: row.userId, provider: provider.id };
+      await links.store(key, step.account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
+      await flows.finish(row, 'completed');
+      logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
+      return { kind: 'linked', provider, accountName: step.account.name, returnTo: row.returnTo ?? undefined };
+    }
+    const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step;
+    await flows.release(row, flow.codeVerifier, shown, flow.data);
+    return outcomeOf(step, state);
+  }
+
+  function outcomeOf(step: Exclude<Step, { kind: 'done' }>, state: string): Outcome {
+    switch (step.kind) {
+      case 'redirect':
+        return { kind: 'redirect', url: step.url };
+      case 'form':
+        return { kind: 'form', state, form: step.form };
+      case 'wait':
+        return { kind: 'wait', state, display: step.display, pollMs: step.pollMs };
+    }
+  }
+
+  /** Claims the flow, runs `advance`, and ends the flow if anything fails. */
+  async function advance(providerId: string, state: string, browserId: string | undefined, input: StepInput, row: FlowRow): Promise<Outcome> {
+    const provider = requireProvider(deps.registry, providerId);
+    const claimed = await flows.claim(row, new Date(deps.now()));
+    if (!claimed) throw new LinkgateError('flow_busy', 'this sign-in is already being completed', { provider: providerId });
+    let flow: Flow;
+    try {
+      const { codeVerifier, data } = flows.open(claimed);
+      flow = { state, codeVerifier, redirectUri: callbackUrl(providerId), data };
+      const step = await run(provider, (p) => p.advance(flow, input));
+      return await settle(provider, claimed, state, flow, step);
+    } catch (error) {
+      await flows.finish(claimed, 'failed');
+      throw error;
+    }
+  }
+
+  return {
+    /** `GET /oauth/:provider/start`: verifies the context, spends its `jti`, opens a flow, runs `begin`. */
+    async start(providerId: string, contextToken: string, browserId: string): Promise<Outcome> {
+      const provider = requireProvider(deps.registry, providerId);
+      const context = await verifyLinkContext(contextToken, providerId, { ...deps.context, now: deps.now });
+      const spent = await deps.db
+        .insert(usedContexts)
+        .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.expiresAt })
+        .onConflictDoNothing()
+        .returning({ jti: usedContexts.jti });
+      if (spent.length === 0) throw new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });
+
+      const state = randomToken(32);
+      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), data: {} };
+      const step = await run(provider, (p) => p.begin(flow));
+      const now = deps.now();
+      const record = {
+        state,
+        codeVerifier: flow.codeVerifier,
+        browserId,
+        tenant: context.tenant,
+        userId: context.userId,
+        provider: providerId,
+        returnTo: context.returnTo,
+        data: flow.data,
+        expiresAt: new Date(now + deps.stateTtlSeconds * 1000),
+      };
+      logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind }, 'flow started');
+      if (step.kind === 'done') {
+        // A provider that needs no interaction: record the flow only to store the link through it.
+        await flows.insert({ ...record, step: { kind: 'redirect' } });
+        const row = await flows.find(state);
+        const claimed = row && (await flows.claim(row, new Date(now)));
+        if (!claimed) throw new LinkgateError('flow_busy', 'this sign-in is already being completed', { provider: providerId });
+        return settle(provider, claimed, state, flow, step);
+      }
+      await flows.insert({ ...record, step: step.kind === 'redirect' ? { kind: 'redirect' } : step });
+      return outcomeOf(step, state);
+    },
+
+    /** `GET|POST /oauth/:provider/callback`: the provider (or our form) hands the flow back. */
+    async callback(providerId: string, state: string | undefined, browserId: string | undefined, input: StepInput): Promise<Outcome> {
+      const row = await findFlow(providerId, state, browserId);
+      // A wait step has no provider redirect: the page's "check now" button lands here.
+      const shown = row.step as ShownStep | null;
+      const effective: StepInput = shown?.kind === 'wait' && input.kind !== 'form' ? { kind: 'poll' } : input;
+      return advance(providerId, state!, browserId, effective, row);
+    },
+
+    /** `GET /oauth/:provider/poll`: is the flow behind a `wait` step finished yet? */
+    async poll(providerId: string, state: string | undefined, browserId: string | undefined): Promise<PollAnswer> {
+      const row = state ? await flows.find(state) : undefined;
+      if (!row || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return { status: 'expired' };
+      if (row.status === 'completed') return { status: 'linked' };
+      if (row.status === 'failed') return { status: 'failed' };
+      if (row.expiresAt.getTime() <= deps.now()) return { status: 'expired' };
+      const shown = row.step as ShownStep | null;
+      if (shown?.kind !== 'wait') return { status: 'continue' };
+      if (row.lockedUntil && row.lockedUntil.getTime() > deps.now()) return { status: 'pending', pollMs: shown.pollMs };
+      try {
+        const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
+        if (outcome.kind === 'linked') return { status: 'linked' };
+        if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
+        return { status: 'continue' };
+      } catch (error) {
+        if (isLinkgateError(error, 'flow_busy')) return { status: 'pending', pollMs: shown.pollMs };
+        logger.warn({ provider: providerId, errorCode: isLinkgateError(error) ? error.code : 'unexpected' }, 'flow failed while polling');
+        return { status: 'failed' };
+      }
+    },
+  };
+}
+
+export type Linking = ReturnType<typeof createLinking>;

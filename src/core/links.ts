@@ -1,0 +1,118 @@
+import { and, asc, eq, ne, sql } from 'drizzle-orm';
+import * as v from 'valibot';
+import type { Db } from '../db/client.ts';
+import { links, type LinkRow } from '../db/schema.ts';
+import type { Account, Credentials } from '../provider.ts';
+import type { Keyring } from './crypto.ts';
+import { LinkgateError } from './errors.ts';
+
+/** The link as the bot API shows it: never a credential. */
+export interface Link {
+  userId: string;
+  provider: string;
+  externalId: string;
+  externalName: string | null;
+  status: 'active' | 'needs_reauth';
+  scopes: string[];
+  linkedAt: string;
+  updatedAt: string;
+  expiresAt: string | null;
+}
+
+export interface LinkKey {
+  tenant: string;
+  userId: string;
+  provider: string;
+}
+
+// A credential envelope opens only for the row it was sealed for.
+export const linkAad = (key: LinkKey) => `link:${JSON.stringify([key.tenant, key.userId, key.provider])}`;
+
+const StoredCredentials = v.object({
+  accessToken: v.optional(v.string()),
+  refreshToken: v.optional(v.string()),
+  tokenType: v.optional(v.string()),
+  expiresAt: v.optional(v.number()),
+  scopes: v.optional(v.array(v.string())),
+  extra: v.optional(v.record(v.string(), v.any())),
+});
+
+export function toApiLink(row: LinkRow): Link {
+  return {
+    userId: row.userId,
+    provider: row.provider,
+    externalId: row.externalId,
+    externalName: row.externalName,
+    status: row.status,
+    scopes: row.scopes,
+    linkedAt: row.linkedAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    expiresAt: row.expiresAt?.toISOString() ?? null,
+  };
+}
+
+const whereKey = (key: LinkKey) => and(eq(links.tenant, key.tenant), eq(links.userId, key.userId), eq(links.provider, key.provider));
+
+export function createLinkStore(db: Db, keyring: Keyring) {
+  return {
+    /**
+     * Stores (or replaces, on relink) the user's link. Unless shared accounts
+     * are allowed, an external account already linked to another user of the
+     * tenant is refused; an advisory lock on the account makes that check
+     * hold when two users link the same account at once.
+     */
+    async store(key: LinkKey, account: Account, credentials: Credentials, options: { allowShared: boolean; now: Date }): Promise<LinkRow> {
+      return db.transaction(async (tx) => {
+        if (!options.allowShared) {
+          await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`link:${key.tenant}:${key.provider}:${account.id}`}))`);
+          const [other] = await tx
+            .select({ userId: links.userId })
+            .from(links)
+            .where(and(eq(links.tenant, key.tenant), eq(links.provider, key.provider), eq(links.externalId, account.id), ne(links.userId, key.userId)))
+            .limit(1);
+          if (other) {
+            throw new LinkgateError('account_already_linked', 'this account is already linked to another user', { provider: key.provider });
+          }
+        }
+        const values = {
+          externalId: account.id,
+          externalName: account.name ?? null,
+          status: 'active' as const,
+          scopes: credentials.scopes ?? [],
+          credentials: keyring.seal(JSON.stringify(credentials), linkAad(key)),
+          expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt),
+          linkedAt: options.now,
+          updatedAt: options.now,
+        };
+        const [row] = await tx
+          .insert(links)
+          .values({ ...key, ...values })
+          .onConflictDoUpdate({ target: [links.tenant, links.userId, links.provider], set: values })
+          .returning();
+        if (!row) throw new Error('link upsert returned no row');
+        return row;
+      });
+    },
+
+    async get(key: LinkKey): Promise<LinkRow | undefined> {
+      const [row] = await db.select().from(links).where(whereKey(key));
+      return row;
+    },
+
+    async list(tenant: string, userId: string): Promise<LinkRow[]> {
+      return db.select().from(links).where(and(eq(links.tenant, tenant), eq(links.userId, userId))).orderBy(asc(links.provider));
+    },
+
+    async delete(key: LinkKey): Promise<LinkRow | undefined> {
+      const [row] = await db.delete(links).where(whereKey(key)).returning();
+      return row;
+    },
+
+    openCredentials(row: LinkRow): Credentials {
+      const plaintext = keyring.open(row.credentials, linkAad(row));
+      return v.parse(StoredCredentials, JSON.parse(plaintext));
+    },
+  };
+}
+
+export type LinkStore = ReturnType<typeof createLinkStore>;

@@ -1,0 +1,81 @@
+import { and, asc, eq, isNotNull, sql, type SQL } from 'drizzle-orm';
+import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
+import type { Db } from '../db/client.ts';
+import { flows, kv, links } from '../db/schema.ts';
+import type { Keyring } from './crypto.ts';
+import { flowAad } from './flows.ts';
+import { kvAad } from './kv.ts';
+import { linkAad } from './links.ts';
+
+interface SealedColumn {
+  name: string;
+  table: PgTable;
+  /** The primary key columns, in order. */
+  keys: PgColumn[];
+  value: PgColumn;
+  /** The property name of `value` in the Drizzle table. */
+  field: string;
+  aad(key: string[]): string;
+}
+
+/** Every sealed value the gateway stores, with how to find its associated data. */
+const SEALED: SealedColumn[] = [
+  { name: 'links', table: links, keys: [links.tenant, links.userId, links.provider], value: links.credentials, field: 'credentials', aad: ([tenant, userId, provider]) => linkAad({ tenant: tenant!, userId: userId!, provider: provider! }) },
+  { name: 'kv', table: kv, keys: [kv.namespace, kv.key], value: kv.value, field: 'value', aad: ([namespace, key]) => kvAad(namespace!, key!) },
+  { name: 'flows', table: flows, keys: [flows.stateHash], value: flows.data, field: 'data', aad: ([stateHash]) => flowAad(stateHash!) },
+];
+
+export interface ReencryptReport {
+  [table: string]: { scanned: number; reencrypted: number };
+}
+
+/**
+ * Re-seals, under the keyring's primary key, every stored value sealed with
+ * an older one, a batch at a time. Each row is updated only if it still holds
+ * what was read (a concurrent refresh or relink already wrote it under the
+ * primary key), so nothing written meanwhile is overwritten. Afterwards the
+ * old key can be dropped from LINKGATE_ENCRYPTION_KEYS.
+ */
+export async function reencryptAll(db: Db, keyring: Keyring, batchSize = 500): Promise<ReencryptReport> {
+  const report: ReencryptReport = {};
+  for (const column of SEALED) report[column.name] = await reencryptColumn(db, keyring, column, batchSize);
+  return report;
+}
+
+async function reencryptColumn(db: Db, keyring: Keyring, column: SealedColumn, batchSize: number) {
+  const tuple = (values: SQL[]) => sql.join(values, sql`, `);
+  let scanned = 0;
+  let reencrypted = 0;
+  let after: string[] | undefined;
+  for (;;) {
+    const selection = Object.fromEntries([...column.keys.map((k, i) => [`k${i}`, k]), ['value', column.value]]) as Record<string, PgColumn>;
+    const rows = (await db
+      .select(selection)
+      .from(column.table)
+      .where(
+        and(
+          isNotNull(column.value),
+          after ? sql`(${tuple(column.keys.map((k) => sql`${k}`))}) > (${tuple(after.map((a) => sql`${a}`))})` : undefined,
+        ),
+      )
+      .orderBy(...column.keys.map((k) => asc(k)))
+      .limit(batchSize)) as Record<string, string>[];
+    for (const row of rows) {
+      scanned += 1;
+      const key = column.keys.map((_, i) => row[`k${i}`]!);
+      const sealed = row.value!;
+      if (keyring.kidOf(sealed) === keyring.primaryKid) continue;
+      const aad = column.aad(key);
+      const resealed = keyring.seal(keyring.open(sealed, aad), aad);
+      const updated = await db
+        .update(column.table)
+        .set({ [column.field]: resealed })
+        .where(and(...column.keys.map((k, i) => eq(k, key[i]!)), eq(column.value, sealed)))
+        .returning({ v: column.value });
+      reencrypted += updated.length;
+    }
+    if (rows.length < batchSize) break;
+    after = column.keys.map((_, i) => rows.at(-1)![`k${i}`]!);
+  }
+  return { scanned, reencrypted };
+}

@@ -1,0 +1,35 @@
+import type { Logger } from 'pino';
+import type { Db } from '../db/client.ts';
+import type { ProviderTools } from '../provider.ts';
+import type { Keyring } from './crypto.ts';
+import { createKeyValueStore } from './kv.ts';
+
+/** Every request to a provider gives up after this long unless the caller passes its own signal. */
+export const PROVIDER_TIMEOUT_MS = 10_000;
+
+export function fetchWithTimeout(fetchImpl: typeof fetch, timeoutMs: number): typeof fetch {
+  return (input, init) => fetchImpl(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(timeoutMs) });
+}
+
+export interface ToolsDeps {
+  db: Db;
+  keyring: Keyring;
+  logger: Logger;
+  publicBaseUrl: URL;
+  now?: () => number;
+  fetch?: typeof fetch;
+  timeoutMs?: number;
+}
+
+/** The tools the registry hands each provider's `create`. */
+export function providerToolsFactory(deps: ToolsDeps): (providerId: string) => ProviderTools {
+  const now = deps.now ?? Date.now;
+  const fetchImpl = fetchWithTimeout(deps.fetch ?? globalThis.fetch, deps.timeoutMs ?? PROVIDER_TIMEOUT_MS);
+  return (providerId) => ({
+    fetch: fetchImpl,
+    logger: deps.logger.child({ provider: providerId }),
+    kv: createKeyValueStore(deps.db, deps.keyring, providerId, now),
+    clock: { now },
+    publicBaseUrl: deps.publicBaseUrl,
+  });
+}

@@ -1,0 +1,80 @@
+import { index, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+
+const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/**
+ * One linking attempt in one browser. The primary key is a SHA-256 of the
+ * OAuth `state`, so a database dump does not hand out live states; `data`
+ * (PKCE verifier, nonce, provider scratch) is sealed with the keyring.
+ */
+export const flows = pgTable(
+  'flows',
+  {
+    stateHash: text('state_hash').primaryKey(),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    provider: text('provider').notNull(),
+    /** SHA-256 of the browser cookie that started the flow. */
+    browserHash: text('browser_hash').notNull(),
+    returnTo: text('return_to'),
+    /** `open` until the provider says `done` or fails; then `completed` / `failed` until purged. */
+    status: text('status', { enum: ['open', 'completed', 'failed'] }).notNull().default('open'),
+    /** The last step shown to the browser (form or wait), re-rendered on errors and polls. */
+    step: jsonb('step'),
+    data: text('data'),
+    /** Set while one request is advancing the flow; others are refused until it clears or passes. */
+    lockedUntil: at('locked_until'),
+    createdAt: at('created_at').notNull().defaultNow(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [index('flows_expires_at_idx').on(t.expiresAt)],
+);
+
+/** Link-context `jti`s already used; kept until the context would have expired anyway. */
+export const usedContexts = pgTable(
+  'used_contexts',
+  {
+    tenant: text('tenant').notNull(),
+    jti: text('jti').notNull(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.jti] }), index('used_contexts_expires_at_idx').on(t.expiresAt)],
+);
+
+/** One row per (tenant, user, provider); `credentials` is an AES-256-GCM envelope. */
+export const links = pgTable(
+  'links',
+  {
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    provider: text('provider').notNull(),
+    externalId: text('external_id').notNull(),
+    externalName: text('external_name'),
+    status: text('status', { enum: ['active', 'needs_reauth'] }).notNull().default('active'),
+    scopes: text('scopes').array().notNull().default([]),
+    credentials: text('credentials').notNull(),
+    /** When the stored access token stops working, if the provider said. */
+    expiresAt: at('expires_at'),
+    linkedAt: at('linked_at').notNull().defaultNow(),
+    updatedAt: at('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.tenant, t.userId, t.provider] }),
+    index('links_external_idx').on(t.tenant, t.provider, t.externalId),
+  ],
+);
+
+/** A small key-value store providers may use (through the core), values sealed with the keyring. */
+export const kv = pgTable(
+  'kv',
+  {
+    namespace: text('namespace').notNull(),
+    key: text('key').notNull(),
+    value: text('value').notNull(),
+    expiresAt: at('expires_at'),
+  },
+  (t) => [primaryKey({ columns: [t.namespace, t.key] }), index('kv_expires_at_idx').on(t.expiresAt)],
+);
+
+export type FlowRow = typeof flows.$inferSelect;
+export type LinkRow = typeof links.$inferSelect;

@@ -1,0 +1,122 @@
+import { Hono, type Context } from 'hono';
+import * as v from 'valibot';
+import { LinkgateError } from '../core/errors.ts';
+import { ProviderId, UserId } from '../core/ids.ts';
+import { checkReturnTo, DEFAULT_TENANT, signLinkContext } from '../core/link-context.ts';
+import { toApiLink, type LinkStore } from '../core/links.ts';
+import { parseInput } from '../core/validation.ts';
+import type { Registry } from '../registry.ts';
+import { apiKeyAuth, bodyLimit, type AppEnv } from './middleware.ts';
+
+export interface ApiRoutesDeps {
+  registry: Registry;
+  links: LinkStore;
+  checkApiKey: (presented: string) => boolean;
+  now: () => number;
+  publicBaseUrl: URL;
+  contextSigningSecret: string;
+  contextTtlSeconds: number;
+  returnToOrigins: readonly string[];
+  hashUserId: (tenant: string, userId: string) => string;
+}
+
+const UserParams = v.object({ userId: UserId });
+const LinkParams = v.object({ userId: UserId, provider: ProviderId });
+const LinkUrlBody = v.object({
+  userId: UserId,
+  provider: ProviderId,
+  returnTo: v.optional(v.pipe(v.string('returnTo must be a string'), v.maxLength(2048, 'returnTo is too long'))),
+});
+
+export function apiRoutes(deps: ApiRoutesDeps) {
+  const app = new Hono<AppEnv>();
+  const tenant = DEFAULT_TENANT;
+  app.use('*', apiKeyAuth({ check: deps.checkApiKey }));
+  app.use('*', bodyLimit(64 * 1024));
+
+  /** The provider must exist; `configured` says whether a link URL can be made for it. */
+  function knownProvider(id: string) {
+    const provider = deps.registry.get(id);
+    if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${id}"`, { provider: id });
+    return provider;
+  }
+
+  async function linkUrl(userId: string, provider: string, returnTo?: string): Promise<{ url: string; expiresAt: string }> {
+    const { token, expiresAt } = await signLinkContext(
+      { userId, provider, tenant, ...(returnTo ? { returnTo } : {}) },
+      deps.contextSigningSecret,
+      deps.contextTtlSeconds,
+      deps.now(),
+    );
+    const url = new URL(`${deps.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${provider}/start`);
+    url.searchParams.set('context', token);
+    return { url: url.href, expiresAt: expiresAt.toISOString() };
+  }
+
+  async function readJson(c: Context<AppEnv>): Promise<unknown> {
+    if (!/^application\/json\b/i.test(c.req.header('content-type') ?? '')) {
+      throw new LinkgateError('bad_request', 'expected a JSON body (Content-Type: application/json)');
+    }
+    try {
+      return await c.req.json();
+    } catch {
+      throw new LinkgateError('bad_request', 'the body is not valid JSON');
+    }
+  }
+
+  app.get('/providers', (c) =>
+    c.json({
+      providers: deps.registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined })),
+    }),
+  );
+
+  app.post('/link-urls', async (c) => {
+    const body = parseInput(LinkUrlBody, await readJson(c));
+    const provider = knownProvider(body.provider);
+    if (!provider.instance) {
+      throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${provider.missing.join(', ')})`, { provider: provider.id });
+    }
+    const returnTo = body.returnTo === undefined ? undefined : checkReturnTo(body.returnTo, deps.returnToOrigins);
+    return c.json(await linkUrl(body.userId, provider.id, returnTo), 201);
+  });
+
+  app.get('/users/:userId/links', async (c) => {
+    const { userId } = parseInput(UserParams, c.req.param());
+    const rows = await deps.links.list(tenant, userId);
+    return c.json({ links: rows.map(toApiLink) });
+  });
+
+  app.get('/users/:userId/links/:provider', async (c) => {
+    const { userId, provider } = parseInput(LinkParams, c.req.param());
+    const known = knownProvider(provider);
+    const row = await deps.links.get({ tenant, userId, provider });
+    if (row) return c.json(toApiLink(row));
+    const fresh = known.instance ? await linkUrl(userId, provider) : undefined;
+    return c.json(
+      { error: { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, linkUrl: fresh?.url ?? null },
+      404,
+    );
+  });
+
+  app.delete('/users/:userId/links/:provider', async (c) => {
+    const { userId, provider } = parseInput(LinkParams, c.req.param());
+    const known = knownProvider(provider);
+    const row = await deps.links.delete({ tenant, userId, provider });
+    if (!row) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
+    // Revocation is best effort: the link is gone here whatever the provider says.
+    if (known.instance?.revoke) {
+      try {
+        await known.instance.revoke(deps.links.openCredentials(row));
+      } catch (error) {
+        c.get('logger').warn(
+          { provider, user: deps.hashUserId(tenant, userId), errorCode: error instanceof LinkgateError ? error.code : 'revoke_failed' },
+          'upstream revocation failed; the link was deleted anyway',
+        );
+      }
+    }
+    c.get('logger').info({ provider, user: deps.hashUserId(tenant, userId) }, 'link deleted');
+    return c.body(null, 204);
+  });
+
+  return app;
+}

@@ -1,0 +1,20 @@
+import { Hono } from 'hono';
+import { ping, type Database } from '../db/client.ts';
+import type { AppEnv } from './middleware.ts';
+
+export function healthRoutes(deps: { database: Database }) {
+  const app = new Hono<AppEnv>();
+  // Liveness: the process answers.
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  // Readiness: the database answers too.
+  app.get('/readyz', async (c) => {
+    try {
+      await ping(deps.database.db);
+      return c.json({ status: 'ready', database: deps.database.kind });
+    } catch (error) {
+      c.get('logger').warn({ cause: error instanceof Error ? error.message : String(error) }, 'database not ready');
+      return c.json({ status: 'unavailable', database: deps.database.kind }, 503);
+    }
+  });
+  return app;
+}

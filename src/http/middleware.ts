@@ -1,0 +1,84 @@
+import type { MiddlewareHandler } from 'hono';
+import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
+import { createMiddleware } from 'hono/factory';
+import { NONCE, secureHeaders } from 'hono/secure-headers';
+import type { Logger } from 'pino';
+import { LinkgateError } from '../core/errors.ts';
+
+export type AppEnv = {
+  Variables: {
+    requestId: string;
+    secureHeadersNonce?: string;
+    logger: Logger;
+  };
+};
+
+/**
+ * One log line per request. It names the route pattern, never the path or
+ * query: paths carry user ids and queries carry contexts, states and codes.
+ */
+export function requestLog(logger: Logger, now: () => number): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async function requestLog(c, next) {
+    const started = now();
+    const log = logger.child({ reqId: c.get('requestId') });
+    c.set('logger', log);
+    await next();
+    log.info({ method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
+  });
+}
+
+/**
+ * Bearer API keys. The check is built once from the configured keys and is
+ * constant-time (see createApiKeyCheck); a wrong or missing key is a 401.
+ */
+export function apiKeyAuth(options: { check: (presented: string) => boolean }): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async function apiKeyAuth(c, next) {
+    const header = c.req.header('authorization') ?? '';
+    const match = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
+    if (!match?.[1] || !options.check(match[1])) {
+      c.header('WWW-Authenticate', 'Bearer realm="linkgate"');
+      throw new LinkgateError('unauthorized', 'a valid API key is required (Authorization: Bearer <key>)');
+    }
+    await next();
+  });
+}
+
+/** Request bodies over `maxSize` bytes are refused with 413 before they are read. */
+export function bodyLimit(maxSize: number): MiddlewareHandler<AppEnv> {
+  return honoBodyLimit({
+    maxSize,
+    onError: () => {
+      throw new LinkgateError('payload_too_large', `the request body is larger than ${maxSize} bytes`);
+    },
+  });
+}
+
+/**
+ * Headers for every browser page: a nonce-only CSP (no inline anything),
+ * no caching, no referrer (URLs carry states and codes), no framing.
+ */
+export function pageHeaders(): MiddlewareHandler<AppEnv> {
+  const secure = secureHeaders({
+    contentSecurityPolicy: {
+      defaultSrc: ["'none'"],
+      styleSrc: [NONCE],
+      scriptSrc: [NONCE],
+      connectSrc: ["'self'"],
+      imgSrc: ["'self'"],
+      baseUri: ["'none'"],
+      frameAncestors: ["'none'"],
+      // No form-action: Chrome applies it to the redirect after a POST, and a
+      // provider form may legitimately continue at the provider.
+    },
+    referrerPolicy: 'no-referrer',
+    xFrameOptions: 'DENY',
+    crossOriginOpenerPolicy: 'same-origin',
+    strictTransportSecurity: false,
+  });
+  return createMiddleware<AppEnv>(async function pageHeaders(c, next) {
+    await secure(c, async () => {
+      await next();
+      c.header('Cache-Control', 'no-store');
+    });
+  });
+}

@@ -1,0 +1,184 @@
+/** @jsxImportSource hono/jsx */
+import type { Child } from 'hono/jsx';
+import type { ErrorCode } from '../core/errors.ts';
+import type { FormSpec, WaitDisplay } from '../provider.ts';
+
+const STYLE = `
+:root { color-scheme: light dark; --fg: #1b1b1f; --bg: #f7f7f9; --card: #fff; --muted: #4a4a55; --accent: #2952cc; --bad: #a3222a; }
+@media (prefers-color-scheme: dark) { :root { --fg: #ececf1; --bg: #16161a; --card: #222228; --muted: #b9b9c6; --accent: #8fa8ff; --bad: #ff9a9f; } }
+* { box-sizing: border-box; }
+body { margin: 0; font: 1.0625rem/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
+main { max-width: 34rem; margin: 2rem auto; padding: 1.5rem; background: var(--card); border-radius: .75rem; }
+h1 { font-size: 1.5rem; margin: 0 0 1rem; }
+p { margin: .5rem 0; } .muted { color: var(--muted); } .error { color: var(--bad); font-weight: 600; }
+label { display: block; font-weight: 600; margin-top: 1rem; }
+input { width: 100%; font: inherit; padding: .6rem; margin-top: .25rem; border: 1px solid var(--muted); border-radius: .4rem; background: var(--bg); color: var(--fg); }
+button, a.button { display: inline-block; margin-top: 1.25rem; font: inherit; font-weight: 600; padding: .65rem 1.25rem; border: 0; border-radius: .4rem; background: var(--accent); color: var(--card); text-decoration: none; cursor: pointer; }
+:focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
+.code { font: 700 2.5rem/1.2 ui-monospace, monospace; letter-spacing: .2em; text-align: center; padding: 1rem; margin: 1rem 0; border: 2px dashed var(--muted); border-radius: .5rem; }
+`;
+
+function Layout(props: { title: string; nonce: string; children: Child }) {
+  return (
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <meta name="robots" content="noindex" />
+        <title>{`${props.title} · Linkgate`}</title>
+        <style nonce={props.nonce}>{STYLE}</style>
+      </head>
+      <body>
+        <main>{props.children}</main>
+      </body>
+    </html>
+  );
+}
+
+export function MessagePage(props: { nonce: string; title: string; lines: string[] }) {
+  return (
+    <Layout title={props.title} nonce={props.nonce}>
+      <h1>{props.title}</h1>
+      {props.lines.map((line) => (
+        <p>{line}</p>
+      ))}
+    </Layout>
+  );
+}
+
+export function LinkedPage(props: { nonce: string; providerName: string; accountName: string | undefined }) {
+  return (
+    <Layout title="Account linked" nonce={props.nonce}>
+      <h1>Account linked</h1>
+      <p>
+        Your {props.providerName} account{props.accountName ? <> <strong>{props.accountName}</strong></> : null} is now linked.
+      </p>
+      <p class="muted">You can close this tab and go back to the chat.</p>
+    </Layout>
+  );
+}
+
+/** One component renders every provider form from its data description. */
+export function FormPage(props: { nonce: string; action: string; state: string; form: FormSpec }) {
+  const { form } = props;
+  return (
+    <Layout title={form.title} nonce={props.nonce}>
+      <h1>{form.title}</h1>
+      {form.description ? <p>{form.description}</p> : null}
+      {form.error ? (
+        <p class="error" role="alert" id="form-error">
+          {form.error}
+        </p>
+      ) : null}
+      <form method="post" action={props.action}>
+        <input type="hidden" name="state" value={props.state} />
+        {form.fields.map((field) => (
+          <>
+            <label for={`f-${field.name}`}>{field.label}</label>
+            {field.description ? (
+              <p class="muted" id={`f-${field.name}-help`}>
+                {field.description}
+              </p>
+            ) : null}
+            <input
+              id={`f-${field.name}`}
+              name={field.name}
+              type={field.type}
+              required={field.required ?? true}
+              placeholder={field.placeholder}
+              autocomplete={field.autocomplete}
+              aria-describedby={field.description ? `f-${field.name}-help` : undefined}
+              aria-invalid={form.error ? 'true' : undefined}
+            />
+          </>
+        ))}
+        <button type="submit">{form.submitLabel ?? 'Continue'}</button>
+      </form>
+    </Layout>
+  );
+}
+
+/** A code to approve elsewhere; the page polls, and a button does the same without JavaScript. */
+export function WaitPage(props: { nonce: string; action: string; pollUrl: string; state: string; display: WaitDisplay; pollMs: number }) {
+  const { display } = props;
+  const script = `(() => {
+  const url = ${JSON.stringify(props.pollUrl)};
+  const tick = async () => {
+    try {
+      const answer = await (await fetch(url, { credentials: 'same-origin' })).json();
+      if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
+      document.getElementById('check').submit();
+    } catch { setTimeout(tick, ${props.pollMs * 2}); }
+  };
+  setTimeout(tick, ${props.pollMs});
+})();`;
+  return (
+    <Layout title={display.title} nonce={props.nonce}>
+      <h1>{display.title}</h1>
+      {display.code ? (
+        <p class="code" aria-label={`Code: ${display.code.split('').join(' ')}`}>
+          {display.code}
+        </p>
+      ) : null}
+      {display.instructions.map((line) => (
+        <p>{line}</p>
+      ))}
+      <form method="post" action={props.action} id="check">
+        <input type="hidden" name="state" value={props.state} />
+        <input type="hidden" name="linkgate_action" value="poll" />
+        <button type="submit">I have approved it</button>
+      </form>
+      <script nonce={props.nonce}>{script}</script>
+    </Layout>
+  );
+}
+
+const NEW_LINK = 'Ask the bot for a new link and try again.';
+
+/** What a person reads for each error: what happened, then what to do. */
+export function describeError(code: ErrorCode | 'internal_error', providerName: string | undefined): { title: string; lines: string[] } {
+  const provider = providerName ?? 'the provider';
+  switch (code) {
+    case 'context_expired':
+      return { title: 'This link has expired', lines: ['Links are only valid for a few minutes.', NEW_LINK] };
+    case 'context_replayed':
+      return { title: 'This link was already used', lines: ['Each link works once.', NEW_LINK] };
+    case 'context_invalid':
+    case 'context_wrong_provider':
+    case 'context_wrong_tenant':
+      return { title: 'This link is not valid', lines: ['It may have been cut off or changed when it was copied.', NEW_LINK] };
+    case 'flow_not_found':
+      return { title: 'This sign-in has expired', lines: ['It took too long, or this page was already used.', NEW_LINK] };
+    case 'flow_browser_mismatch':
+      return {
+        title: 'Please finish in the same browser',
+        lines: ['This sign-in was started in another browser or app, or your browser blocked our cookie.', `Open the link from the bot in this browser, or ${NEW_LINK.toLowerCase()}`],
+      };
+    case 'flow_busy':
+      return { title: 'Already in progress', lines: ['This sign-in is being completed in another tab. Check that tab, or wait a moment and reload.'] };
+    case 'provider_denied':
+      return { title: 'Linking cancelled', lines: [`${provider} did not grant access, so nothing was linked.`, `If you changed your mind, ${NEW_LINK.toLowerCase()}`] };
+    case 'exchange_failed':
+    case 'provider_error':
+      return { title: 'Sign-in could not be completed', lines: [`${provider} refused to finish the sign-in.`, NEW_LINK] };
+    case 'provider_unavailable':
+    case 'provider_response_invalid':
+      return { title: `${provider} is not answering properly`, lines: ['Nothing was linked. Please try again in a few minutes.', NEW_LINK] };
+    case 'provider_timeout':
+      return { title: `${provider} is too slow right now`, lines: ['Nothing was linked. Please try again in a few minutes.', NEW_LINK] };
+    case 'provider_unconfigured':
+      return { title: `${provider} is not available`, lines: ['This gateway has not been set up for it yet. Please tell the bot’s owner.'] };
+    case 'unknown_provider':
+    case 'not_found':
+      return { title: 'Page not found', lines: ['There is nothing at this address. Check the link the bot gave you.'] };
+    case 'account_already_linked':
+      return { title: 'Account already linked', lines: [`This ${provider} account is already linked to another user.`, 'Sign in with a different account, or unlink it from the other user first.'] };
+    case 'return_to_not_allowed':
+      return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
+    case 'bad_request':
+    case 'payload_too_large':
+      return { title: 'Something is wrong with this request', lines: ['The address or form looks damaged.', NEW_LINK] };
+    default:
+      return { title: 'Something went wrong', lines: ['Nothing was linked. This is a problem on our side; please try again later.', NEW_LINK] };
+  }
+}

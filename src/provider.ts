@@ -1,0 +1,146 @@
+/**
+ * The provider contract. A provider is a small state machine the gateway's
+ * generic routes drive: `begin` opens a flow, `advance` moves it on with what
+ * the browser sent back, until a `done` step hands over the account and its
+ * credentials. Providers import this module (as `linkgate/provider`) and
+ * nothing else of the gateway: no database, no Hono, no other provider.
+ */
+import type * as v from 'valibot';
+import { LinkgateError, type ErrorCode } from './core/errors.ts';
+
+export { LinkgateError, type ErrorCode };
+
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+/** What the gateway stores for a link, sealed. Never returned by the API as a whole. */
+export interface Credentials {
+  accessToken?: string;
+  refreshToken?: string;
+  tokenType?: string;
+  /** When the access token stops working, in epoch milliseconds. */
+  expiresAt?: number;
+  scopes?: string[];
+  /** Whatever else the provider needs later (an ID token for logout, a server URL, a device id). */
+  extra?: { [key: string]: Json };
+}
+
+export interface Account {
+  /** The stable id of the account at the provider (OIDC `sub`, a numeric id, a DID). */
+  id: string;
+  /** A name a person recognises (display name, username, handle). */
+  name?: string;
+}
+
+/** One input of a gateway-rendered form, described by data (like Nango's credential fields). */
+export interface FieldSpec {
+  name: string;
+  label: string;
+  type: 'text' | 'password' | 'url' | 'email';
+  description?: string;
+  placeholder?: string;
+  autocomplete?: string;
+  required?: boolean;
+}
+
+export interface FormSpec {
+  title: string;
+  description?: string;
+  fields: FieldSpec[];
+  submitLabel?: string;
+  /** Shown above the fields when the last submission was refused. */
+  error?: string;
+}
+
+export interface WaitDisplay {
+  title: string;
+  /** A short code the user types or approves elsewhere, shown large. */
+  code?: string;
+  instructions: string[];
+}
+
+export type Step =
+  | { kind: 'redirect'; url: URL }
+  | { kind: 'form'; form: FormSpec }
+  | { kind: 'wait'; display: WaitDisplay; pollMs: number }
+  | { kind: 'done'; account: Account; credentials: Credentials };
+
+/** One linking attempt, as a provider sees it. */
+export interface Flow {
+  /** The OAuth `state`: unguessable, single-use, bound to the browser by the gateway. */
+  readonly state: string;
+  /** A PKCE code verifier (RFC 7636 §4.1) made for this flow. */
+  readonly codeVerifier: string;
+  /** The gateway's callback URL for this provider (a provider may use its own configured one). */
+  readonly redirectUri: string;
+  /** The provider's scratch space for this flow; changes are saved (sealed) after each step. */
+  data: { [key: string]: Json };
+}
+
+export type StepInput =
+  /** The provider redirected the browser back: the query (or a form_post body). */
+  | { kind: 'callback'; params: URLSearchParams }
+  /** The user submitted a form this provider asked for. */
+  | { kind: 'form'; fields: Record<string, string> }
+  /** The page of a `wait` step asks whether it is finished. */
+  | { kind: 'poll' };
+
+export interface KeyValueStore {
+  get(key: string): Promise<Json | undefined>;
+  set(key: string, value: Json, options?: { ttlSeconds?: number }): Promise<void>;
+  delete(key: string): Promise<void>;
+}
+
+export interface ProviderLogger {
+  debug(fields: Record<string, unknown>, message: string): void;
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+/** What the gateway injects; fake any of them in tests. */
+export interface ProviderTools {
+  /** `fetch` with the gateway's timeout; use it for every request to the provider. */
+  fetch: typeof globalThis.fetch;
+  logger: ProviderLogger;
+  /** A store of this provider's own, sealed with the gateway's keyring. */
+  kv: KeyValueStore;
+  clock: { now(): number };
+  /** Where browsers reach the gateway. */
+  publicBaseUrl: URL;
+}
+
+export interface ProviderInstance {
+  begin(flow: Flow): Promise<Step>;
+  advance(flow: Flow, input: StepInput): Promise<Step>;
+  /** Trades stored credentials for fresh ones. Throw `needs_reauth` when the user must link again. */
+  refresh?(credentials: Credentials): Promise<Credentials>;
+  /** Revokes credentials upstream when a link is deleted. */
+  revoke?(credentials: Credentials): Promise<void>;
+}
+
+export interface ProviderDefinition<E = unknown> {
+  /** The file name, the URL segment and the stored value: `[a-z][a-z0-9_-]*`. */
+  id: string;
+  displayName: string;
+  /**
+   * A valibot object schema over the environment. When required variables
+   * are missing the provider is listed as unconfigured; when one is present
+   * but invalid, start-up stops naming it.
+   */
+  env: v.GenericSchema<unknown, E>;
+  create(env: E, tools: ProviderTools): ProviderInstance | Promise<ProviderInstance>;
+}
+
+/** A module that yields several providers from configuration (the generic OIDC one). */
+export interface ProviderFamily {
+  family: string;
+  expand(env: Readonly<Record<string, string | undefined>>): ProviderDefinition<any>[];
+}
+
+export function defineProvider<E>(definition: ProviderDefinition<E>): ProviderDefinition<E> {
+  return definition;
+}
+
+export function defineProviderFamily(family: ProviderFamily): ProviderFamily {
+  return family;
+}

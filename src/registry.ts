@@ -1,0 +1,159 @@
+import { readdir, stat } from 'node:fs/promises';
+import { basename, extname, join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import * as v from 'valibot';
+import { ProviderId } from './core/ids.ts';
+import { issueMessage } from './core/validation.ts';
+import type { ProviderDefinition, ProviderInstance, ProviderTools } from './provider.ts';
+
+export interface RegisteredProvider {
+  id: string;
+  displayName: string;
+  /** The module it came from, for messages. */
+  file: string;
+  /** Present when every required variable is set. */
+  instance: ProviderInstance | undefined;
+  /** The variables it still needs when it is not configured. */
+  missing: string[];
+}
+
+export interface Registry {
+  list(): RegisteredProvider[];
+  get(id: string): RegisteredProvider | undefined;
+}
+
+/** Start-up stops on this: a module breaks the contract, or its configuration is wrong. */
+export class ProviderLoadError extends Error {
+  override name = 'ProviderLoadError';
+}
+
+const isSchema = (value: unknown) =>
+  typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'schema';
+
+const DefinitionShape = v.object({
+  id: ProviderId,
+  displayName: v.pipe(v.string('displayName must be a string'), v.minLength(1, 'displayName must not be empty')),
+  env: v.custom(isSchema, 'env must be a valibot schema'),
+  create: v.function('create must be a function'),
+});
+
+const FamilyShape = v.object({
+  family: v.pipe(v.string(), v.minLength(1)),
+  expand: v.function('expand must be a function'),
+});
+
+const InstanceShape = v.object({
+  begin: v.function('begin must be a function'),
+  advance: v.function('advance must be a function'),
+  refresh: v.optional(v.function('refresh must be a function')),
+  revoke: v.optional(v.function('revoke must be a function')),
+});
+
+/** Provider modules in a folder: `id.ts` / `id.js`, or `id/index.ts`; tests and `_private` files are skipped. */
+async function providerFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    if (name.startsWith('_') || name.startsWith('.')) continue;
+    const path = join(dir, name);
+    if ((await stat(path)).isDirectory()) {
+      for (const index of ['index.ts', 'index.js']) {
+        if (await stat(join(path, index)).then((s) => s.isFile(), () => false)) {
+          files.push(join(path, index));
+          break;
+        }
+      }
+    } else if (/\.(ts|js|mjs)$/.test(name) && !/\.(test|spec|d)\.(ts|js|mjs)$/.test(name)) {
+      files.push(path);
+    }
+  }
+  return files;
+}
+
+function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
+  return issues.map(issueMessage).join('; ');
+}
+
+/**
+ * Loads every provider module in `dir`, checks it against the contract and
+ * creates the configured ones. Throws `ProviderLoadError` naming the file
+ * for a broken module, a duplicate id or a present-but-invalid variable.
+ */
+export async function loadProviders(
+  dir: string,
+  env: Readonly<Record<string, string | undefined>>,
+  toolsFor: (providerId: string) => ProviderTools,
+): Promise<Registry> {
+  const byId = new Map<string, RegisteredProvider>();
+  for (const file of await providerFiles(dir)) {
+    const shown = relative(process.cwd(), file) || file;
+    let exported: unknown;
+    try {
+      exported = ((await import(pathToFileURL(file).href)) as { default?: unknown }).default;
+    } catch (cause) {
+      throw new ProviderLoadError(`${shown}: failed to load: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    }
+    let definitions: unknown[];
+    if (v.is(FamilyShape, exported)) {
+      try {
+        const expanded: unknown = exported.expand(env);
+        if (!Array.isArray(expanded)) throw new Error('expand() must return an array of provider definitions');
+        definitions = expanded;
+      } catch (cause) {
+        throw new ProviderLoadError(`${shown}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+      }
+    } else {
+      const fileId = basename(file, extname(file)) === 'index' ? basename(join(file, '..')) : basename(file, extname(file));
+      const checked = v.safeParse(DefinitionShape, exported);
+      if (!checked.success) {
+        throw new ProviderLoadError(`${shown}: the default export must be defineProvider({ id, displayName, env, create }): ${describeIssues(checked.issues)}`);
+      }
+      if (checked.output.id !== fileId) {
+        throw new ProviderLoadError(`${shown}: provider id "${checked.output.id}" must match its file name "${fileId}"`);
+      }
+      definitions = [exported];
+    }
+    for (const candidate of definitions) {
+      const checked = v.safeParse(DefinitionShape, candidate);
+      if (!checked.success) throw new ProviderLoadError(`${shown}: ${describeIssues(checked.issues)}`);
+      const definition = candidate as ProviderDefinition<unknown>;
+      const existing = byId.get(definition.id);
+      if (existing) {
+        throw new ProviderLoadError(`${shown}: provider id "${definition.id}" is already defined by ${existing.file}`);
+      }
+      byId.set(definition.id, await register(definition, shown, env, toolsFor));
+    }
+  }
+  const sorted = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+  return { list: () => sorted, get: (id) => byId.get(id) };
+}
+
+async function register(
+  definition: ProviderDefinition<unknown>,
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  toolsFor: (providerId: string) => ProviderTools,
+): Promise<RegisteredProvider> {
+  const base = { id: definition.id, displayName: definition.displayName, file };
+  // Empty values (`ANILIST_CLIENT_ID=` in a .env file) count as unset.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
+  const parsed = v.safeParse(definition.env, present);
+  if (!parsed.success) {
+    const missing = parsed.issues.filter((issue) => issue.input === undefined);
+    const invalid = parsed.issues.find((issue) => issue.input !== undefined);
+    if (invalid) {
+      const name = invalid.path?.map((p) => String(p.key)).join('.') ?? 'environment';
+      throw new ProviderLoadError(`${name}: ${issueMessage({ ...invalid, path: undefined })} (provider "${definition.id}", ${file})`);
+    }
+    const names = missing.map((issue) => issue.path?.map((p) => String(p.key)).join('.')).filter((n): n is string => !!n);
+    return { ...base, instance: undefined, missing: names };
+  }
+  let instance: unknown;
+  try {
+    instance = await definition.create(parsed.output, toolsFor(definition.id));
+  } catch (cause) {
+    throw new ProviderLoadError(`${file}: create() failed for provider "${definition.id}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+  const checked = v.safeParse(InstanceShape, instance);
+  if (!checked.success) throw new ProviderLoadError(`${file}: create() returned a bad provider: ${describeIssues(checked.issues)}`);
+  return { ...base, instance: instance as ProviderInstance, missing: [] };
+}

@@ -1,0 +1,96 @@
+/**
+ * Process entry: configuration → database → migrations → providers → HTTP.
+ * The only module that touches `process`.
+ */
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { createApp } from './app.tsx';
+import { ConfigError, parseConfig, withDevelopmentSecrets } from './config.ts';
+import { createKeyring } from './core/crypto.ts';
+import { purgeExpired } from './core/purge.ts';
+import { providerToolsFactory } from './core/tools.ts';
+import { openDatabase } from './db/client.ts';
+import { lockDataDir } from './db/lock.ts';
+import { createLogger, initSentry } from './observability.ts';
+import { ProviderLoadError, loadProviders } from './registry.ts';
+
+const PURGE_EVERY_MS = 60_000;
+const SHUTDOWN_GRACE_MS = 10_000;
+
+async function main(): Promise<void> {
+  const { env, generated, file } = withDevelopmentSecrets(process.env);
+  const config = parseConfig(env);
+  const logger = createLogger(config.logLevel);
+  if (generated.length > 0) {
+    logger.warn({ generated, file }, 'generated development secrets (the API key is in that file); set them yourself in production');
+  }
+  const reportError = initSentry(config);
+
+  const isAlive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  };
+  const unlock = config.databaseUrl ? undefined : lockDataDir(config.dataDir, process.pid, isAlive);
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: join(config.dataDir, 'pgdata') });
+  await database.migrate();
+
+  const keyring = createKeyring(config.encryptionKeys);
+  const toolsFor = providerToolsFactory({ db: database.db, keyring, logger, publicBaseUrl: config.publicBaseUrl });
+  const registry = await loadProviders(config.providersDir, env, toolsFor);
+  const app = createApp({ config, database, keyring, registry, logger, ...(reportError ? { reportError } : {}) });
+
+  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
+    logger.info(
+      {
+        url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
+        publicBaseUrl: config.publicBaseUrl.href,
+        database: database.kind,
+        providers: registry.list().map((p) => (p.instance ? p.id : `${p.id} (unconfigured: ${p.missing.join(', ')})`)),
+      },
+      'linkgate listening',
+    );
+  });
+
+  const purge = setInterval(() => {
+    purgeExpired(database.db, new Date()).then(
+      (purged) => logger.debug({ purged }, 'purged expired rows'),
+      (error: unknown) => logger.warn({ cause: error instanceof Error ? error.message : String(error) }, 'purge failed'),
+    );
+  }, PURGE_EVERY_MS);
+  purge.unref();
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    clearInterval(purge);
+    const force = setTimeout(() => {
+      logger.warn('requests still open after the grace period; closing them');
+      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+    }, SHUTDOWN_GRACE_MS);
+    force.unref();
+    server.close(async () => {
+      await database.close().catch(() => {});
+      unlock?.();
+      logger.info('stopped');
+      process.exit(0);
+    });
+    (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError || error instanceof ProviderLoadError) {
+    console.error(`linkgate: configuration error: ${error.message}`);
+  } else {
+    console.error(`linkgate: failed to start: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,93 @@
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, GENERATED_SECRETS, parseConfig, withDevelopmentSecrets } from '../src/config.ts';
+import { TEST_SECRETS } from './helpers/gateway.ts';
+
+describe('configuration', () => {
+  it('defaults to 127.0.0.1:8000 and ./.linkgate with the embedded database', () => {
+    const config = parseConfig({ ...TEST_SECRETS });
+    expect(config.host).toBe('127.0.0.1');
+    expect(config.port).toBe(8000);
+    expect(config.publicBaseUrl.href).toBe('http://127.0.0.1:8000/');
+    expect(config.dataDir).toBe(join(process.cwd(), '.linkgate'));
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.contextTtlSeconds).toBe(300);
+    expect(config.stateTtlSeconds).toBe(300);
+  });
+
+  it('reads the variable names of existing AniList auth service deployments', () => {
+    const config = parseConfig({
+      ...TEST_SECRETS,
+      OAUTH_CONTEXT_TTL_SECONDS: '600',
+      OAUTH_STATE_TTL_SECONDS: '900',
+      DATABASE_URL: 'postgres://u@db.internal:5432/auth',
+      SENTRY_DSN: 'https://key@sentry.example/1',
+      SENTRY_ENVIRONMENT: 'staging',
+      SENTRY_TRACES_SAMPLE_RATE: '0.25',
+    });
+    expect(config.contextTtlSeconds).toBe(600);
+    expect(config.stateTtlSeconds).toBe(900);
+    expect(config.databaseUrl).toBe('postgres://u@db.internal:5432/auth');
+    expect(config.sentry).toEqual({ dsn: 'https://key@sentry.example/1', environment: 'staging', tracesSampleRate: 0.25 });
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /^PORT: must be a whole number$/],
+    [{ OAUTH_CONTEXT_TTL_SECONDS: '999999' }, /^OAUTH_CONTEXT_TTL_SECONDS: must be at most 86400$/],
+    [{ OAUTH_CONTEXT_SIGNING_SECRET: 'short' }, /^OAUTH_CONTEXT_SIGNING_SECRET: must be at least 32 characters$/],
+    [{ LINKGATE_ENCRYPTION_KEYS: 'k1:AAAA' }, /^LINKGATE_ENCRYPTION_KEYS: each key must be 32 bytes/],
+    [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL: must be a postgres/],
+    [{ SENTRY_TRACES_SAMPLE_RATE: '2' }, /^SENTRY_TRACES_SAMPLE_RATE: must be between 0 and 1$/],
+    [{ LINK_ALLOW_SHARED_ACCOUNTS: 'yes' }, /^LINK_ALLOW_SHARED_ACCOUNTS: must be true or false$/],
+  ])('a bad value stops start-up with one line naming the variable: %o', (override, message) => {
+    const attempt = () => parseConfig({ ...TEST_SECRETS, ...override });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(message);
+  });
+
+  it('never echoes a secret value in its error', () => {
+    const secretValue = 'too-short-but-secret';
+    try {
+      parseConfig({ ...TEST_SECRETS, LINKGATE_API_KEYS: secretValue });
+      expect.unreachable();
+    } catch (error) {
+      expect(String(error)).toContain('LINKGATE_API_KEYS');
+      expect(String(error)).not.toContain(secretValue);
+    }
+  });
+
+  it('requires every secret in production, naming the first one missing', () => {
+    expect(() => parseConfig({ NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example' })).toThrow(
+      /^OAUTH_CONTEXT_SIGNING_SECRET: is required in production$/,
+    );
+    const { env, generated } = withDevelopmentSecrets({ NODE_ENV: 'production' });
+    expect(generated).toEqual([]);
+    expect(env.OAUTH_CONTEXT_SIGNING_SECRET).toBeUndefined();
+  });
+
+  it('requires PUBLIC_BASE_URL in production', () => {
+    expect(() => parseConfig({ ...TEST_SECRETS, NODE_ENV: 'production' })).toThrow(/^PUBLIC_BASE_URL: required in production/);
+  });
+
+  it('generates missing development secrets once into DATA_DIR, mode 0600, and reuses them', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-config-'));
+    const first = withDevelopmentSecrets({ DATA_DIR: dataDir });
+    expect(first.generated).toEqual([...GENERATED_SECRETS]);
+    const file = join(dataDir, 'secrets.env');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const config = parseConfig(first.env);
+    expect(config.apiKeys[0]).toMatch(/^lg_/);
+    expect(config.encryptionKeys[0]!.key).toHaveLength(32);
+
+    const second = withDevelopmentSecrets({ DATA_DIR: dataDir });
+    expect(second.generated).toEqual([]);
+    for (const name of GENERATED_SECRETS) expect(second.env[name]).toBe(first.env[name]);
+    expect(readFileSync(file, 'utf8')).toContain(first.env.LINKGATE_API_KEYS);
+
+    // A secret set in the environment wins over the saved one and is not written.
+    const third = withDevelopmentSecrets({ DATA_DIR: dataDir, USERID_HASH_SALT: TEST_SECRETS.USERID_HASH_SALT });
+    expect(third.env.USERID_HASH_SALT).toBe(TEST_SECRETS.USERID_HASH_SALT);
+  });
+});

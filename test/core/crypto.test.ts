@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { createApiKeyCheck, createKeyring, createUserIdHasher } from '../../src/core/crypto.ts';
+import { LinkgateError } from '../../src/core/errors.ts';
+
+const key = (byte: number) => Buffer.alloc(32, byte);
+
+describe('keyring', () => {
+  it('seals with the first key and opens with any key of the ring', () => {
+    const old = createKeyring([{ kid: 'old', key: key(1) }]);
+    const sealed = old.seal('{"accessToken":"at-secret"}', 'aad');
+    expect(sealed.startsWith('v1.old.')).toBe(true);
+    expect(sealed).not.toContain('at-secret');
+
+    const rotated = createKeyring([{ kid: 'new', key: key(2) }, { kid: 'old', key: key(1) }]);
+    expect(rotated.open(sealed, 'aad')).toBe('{"accessToken":"at-secret"}');
+    expect(rotated.kidOf(sealed)).toBe('old');
+    expect(rotated.kidOf(rotated.seal('x', 'aad'))).toBe('new');
+  });
+
+  it('uses a fresh IV every time', () => {
+    const ring = createKeyring([{ kid: 'k', key: key(3) }]);
+    expect(ring.seal('same', 'aad')).not.toBe(ring.seal('same', 'aad'));
+  });
+
+  it('refuses other associated data, altered ciphertext and unknown keys', () => {
+    const ring = createKeyring([{ kid: 'k', key: key(3) }]);
+    const sealed = ring.seal('secret', 'tenant/user-1/provider');
+    expect(() => ring.open(sealed, 'tenant/user-2/provider')).toThrow(LinkgateError);
+    const parts = sealed.split('.');
+    const body = Buffer.from(parts[3]!, 'base64url');
+    body[0]! ^= 1;
+    expect(() => ring.open([...parts.slice(0, 3), body.toString('base64url')].join('.'), 'tenant/user-1/provider')).toThrow(/altered/);
+    const other = createKeyring([{ kid: 'other', key: key(4) }]);
+    expect(() => other.open(sealed, 'tenant/user-1/provider')).toThrow(/unknown key/);
+  });
+
+  it('rejects keys that are not 32 bytes and duplicate ids', () => {
+    expect(() => createKeyring([{ kid: 'k', key: Buffer.alloc(16) }])).toThrow(/32 bytes/);
+    expect(() => createKeyring([{ kid: 'k', key: key(1) }, { kid: 'k', key: key(2) }])).toThrow(/twice/);
+  });
+});
+
+describe('API key check', () => {
+  it('accepts every configured key and nothing else', () => {
+    const check = createApiKeyCheck(['a'.repeat(32), 'b'.repeat(40)]);
+    expect(check('a'.repeat(32))).toBe(true);
+    expect(check('b'.repeat(40))).toBe(true);
+    expect(check('a'.repeat(31))).toBe(false);
+    expect(check('')).toBe(false);
+  });
+});
+
+describe('user id hashing', () => {
+  it('is stable per salt and does not contain the id', () => {
+    const hash = createUserIdHasher('salt-one-0123456789abcdef0123456789');
+    const other = createUserIdHasher('salt-two-0123456789abcdef0123456789');
+    const h = hash('default', '123456789012345678');
+    expect(h).toBe(hash('default', '123456789012345678'));
+    expect(h).not.toBe(other('default', '123456789012345678'));
+    expect(h).not.toContain('123456789012345678');
+  });
+});

@@ -1,0 +1,66 @@
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { createApp } from '../../src/app.tsx';
+import { parseConfig, type Config, type Env } from '../../src/config.ts';
+import { createKeyring, type Keyring } from '../../src/core/crypto.ts';
+import { providerToolsFactory } from '../../src/core/tools.ts';
+import type { Database } from '../../src/db/client.ts';
+import { createLogger } from '../../src/observability.ts';
+import { loadProviders, type Registry } from '../../src/registry.ts';
+
+export const PROVIDERS_DIR = fileURLToPath(new URL('../../providers', import.meta.url));
+
+/** Fixed secrets for tests; the assertions look for them in logs and tables. */
+export const TEST_SECRETS = {
+  OAUTH_CONTEXT_SIGNING_SECRET: 'test-context-signing-secret-0123456789abcdef',
+  USERID_HASH_SALT: 'test-user-id-hash-salt-0123456789abcdefghij',
+  LINKGATE_API_KEYS: 'lg_test_api_key_0123456789abcdefghijklmnop',
+  LINKGATE_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}`,
+} as const;
+export const API_KEY = TEST_SECRETS.LINKGATE_API_KEYS;
+
+export interface TestGateway {
+  app: ReturnType<typeof createApp>;
+  config: Config;
+  keyring: Keyring;
+  registry: Registry;
+  /** Every log line written so far, raw JSON text. */
+  logs: string[];
+  api(path: string, init?: RequestInit): Promise<Response>;
+}
+
+export interface TestGatewayOptions {
+  env?: Env;
+  providersDir?: string;
+  now?: () => number;
+}
+
+export async function createTestGateway(database: Database, options: TestGatewayOptions = {}): Promise<TestGateway> {
+  const env: Env = { NODE_ENV: 'test', LOG_LEVEL: 'debug', ...TEST_SECRETS, ...options.env };
+  const config = parseConfig(env);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const logger = createLogger(config.logLevel, sink);
+  const keyring = createKeyring(config.encryptionKeys);
+  const now = options.now ?? Date.now;
+  const toolsFor = providerToolsFactory({ db: database.db, keyring, logger, publicBaseUrl: config.publicBaseUrl, now });
+  const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
+  const app = createApp({ config, database, keyring, registry, logger, now });
+  return {
+    app,
+    config,
+    keyring,
+    registry,
+    logs,
+    api: (path, init = {}) => {
+      const headers = new Headers(init.headers);
+      if (!headers.has('authorization')) headers.set('authorization', `Bearer ${API_KEY}`);
+      return app.request(`/api/v1${path}`, { ...init, headers });
+    },
+  };
+}
