@@ -1,0 +1,124 @@
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKeyring } from '../../src/core/crypto.ts';
+import { isLinkgateError } from '../../src/core/errors.ts';
+import { createKeyValueStore } from '../../src/core/kv.ts';
+import { createLinkStore } from '../../src/core/links.ts';
+import { purgeExpired } from '../../src/core/purge.ts';
+import { reencryptAll } from '../../src/core/reencrypt.ts';
+import type { Database } from '../../src/db/client.ts';
+import { flows, kv, links, usedContexts } from '../../src/db/schema.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+
+const OLD = { kid: 'old', key: Buffer.alloc(32, 1) };
+const NEW = { kid: 'new', key: Buffer.alloc(32, 2) };
+const NOW = new Date('2026-11-23T10:00:00Z');
+const CREDENTIALS = { accessToken: 'access-token-plaintext', refreshToken: 'refresh-token-plaintext', tokenType: 'Bearer', scopes: ['openid'] };
+
+let database: Database;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(() => database.close());
+
+describe('link storage', () => {
+  it('keeps no plaintext token in the credentials column', async () => {
+    const store = createLinkStore(database.db, createKeyring([OLD]));
+    await store.store({ tenant: 'default', userId: 'plain-1', provider: 'corp' }, { id: 'ext-plain' }, CREDENTIALS, { allowShared: false, now: NOW });
+    const [row] = await database.db.select({ raw: links.credentials }).from(links).where(eq(links.userId, 'plain-1'));
+    expect(row!.raw).toMatch(/^v1\.old\./);
+    expect(row!.raw).not.toContain('access-token-plaintext');
+    expect(row!.raw).not.toContain('refresh-token-plaintext');
+    expect(store.openCredentials((await store.get({ tenant: 'default', userId: 'plain-1', provider: 'corp' }))!)).toEqual(CREDENTIALS);
+  });
+
+  it('re-encrypts under a new key put in front of the old one; old and new links both decrypt', async () => {
+    const oldStore = createLinkStore(database.db, createKeyring([OLD]));
+    await oldStore.store({ tenant: 'default', userId: 'rot-old', provider: 'corp' }, { id: 'ext-rot-old' }, CREDENTIALS, { allowShared: false, now: NOW });
+    await createKeyValueStore(database.db, createKeyring([OLD]), 'corp', () => NOW.getTime()).set('session', { token: 'kv-secret' });
+
+    const rotated = createKeyring([NEW, OLD]);
+    const newStore = createLinkStore(database.db, rotated);
+    await newStore.store({ tenant: 'default', userId: 'rot-new', provider: 'corp' }, { id: 'ext-rot-new' }, CREDENTIALS, { allowShared: false, now: NOW });
+
+    const report = await reencryptAll(database.db, rotated, 2);
+    expect(report.links!.reencrypted).toBeGreaterThanOrEqual(1);
+    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1 });
+    const sealed = await database.db.select({ raw: links.credentials }).from(links);
+    for (const { raw } of sealed) expect(raw).toMatch(/^v1\.new\./);
+    // A second run has nothing left to do.
+    expect((await reencryptAll(database.db, rotated)).links!.reencrypted).toBe(0);
+
+    // The old key can now go: the new key alone opens everything.
+    const newOnly = createLinkStore(database.db, createKeyring([NEW]));
+    for (const userId of ['rot-old', 'rot-new', 'plain-1']) {
+      expect(newOnly.openCredentials((await newOnly.get({ tenant: 'default', userId, provider: 'corp' }))!)).toEqual(CREDENTIALS);
+    }
+    expect(await createKeyValueStore(database.db, createKeyring([NEW]), 'corp', () => NOW.getTime()).get('session')).toEqual({ token: 'kv-secret' });
+  });
+
+  it('does not decrypt a credentials value moved to another user', async () => {
+    const keyring = createKeyring([NEW]);
+    const store = createLinkStore(database.db, keyring);
+    await store.store({ tenant: 'default', userId: 'victim', provider: 'corp' }, { id: 'ext-victim' }, CREDENTIALS, { allowShared: false, now: NOW });
+    await store.store({ tenant: 'default', userId: 'attacker', provider: 'corp' }, { id: 'ext-attacker' }, { accessToken: 'mine' }, { allowShared: false, now: NOW });
+    await database.db.execute(
+      sql`update links set credentials = (select credentials from links where user_id = 'victim') where user_id = 'attacker'`,
+    );
+    const moved = await store.get({ tenant: 'default', userId: 'attacker', provider: 'corp' });
+    let error: unknown;
+    try {
+      store.openCredentials(moved!);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(isLinkgateError(error, 'decrypt_failed')).toBe(true);
+  });
+
+  it('refuses an external account already linked to another user, unless shared accounts are allowed', async () => {
+    const store = createLinkStore(database.db, createKeyring([NEW]));
+    const account = { id: 'ext-shared', name: 'Shared' };
+    await store.store({ tenant: 'default', userId: 'first', provider: 'corp' }, account, CREDENTIALS, { allowShared: false, now: NOW });
+    const second = store.store({ tenant: 'default', userId: 'second', provider: 'corp' }, account, CREDENTIALS, { allowShared: false, now: NOW });
+    await expect(second).rejects.toMatchObject({ code: 'account_already_linked', status: 409 });
+    expect(await store.get({ tenant: 'default', userId: 'second', provider: 'corp' })).toBeUndefined();
+    // The same user relinking the same account is fine.
+    await store.store({ tenant: 'default', userId: 'first', provider: 'corp' }, account, CREDENTIALS, { allowShared: false, now: NOW });
+    await store.store({ tenant: 'default', userId: 'second', provider: 'corp' }, account, CREDENTIALS, { allowShared: true, now: NOW });
+    expect((await store.get({ tenant: 'default', userId: 'second', provider: 'corp' }))!.externalId).toBe('ext-shared');
+  });
+
+  it('replaces the old link when a user relinks', async () => {
+    const store = createLinkStore(database.db, createKeyring([NEW]));
+    const key = { tenant: 'default', userId: 'relinker', provider: 'corp' };
+    await store.store(key, { id: 'ext-a', name: 'A' }, { accessToken: 'a' }, { allowShared: false, now: NOW });
+    const later = new Date(NOW.getTime() + 60_000);
+    await store.store(key, { id: 'ext-b', name: 'B' }, { accessToken: 'b' }, { allowShared: false, now: later });
+    const rows = await store.list('default', 'relinker');
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ externalId: 'ext-b', externalName: 'B', linkedAt: later });
+    expect(store.openCredentials(rows[0]!)).toEqual({ accessToken: 'b' });
+  });
+});
+
+describe('background purge', () => {
+  it('deletes expired flows, used context ids and key-value entries, and keeps live ones', async () => {
+    const keyring = createKeyring([NEW]);
+    const past = new Date(NOW.getTime() - 1000);
+    const future = new Date(NOW.getTime() + 60_000);
+    const flow = (stateHash: string, expiresAt: Date) => ({ stateHash, tenant: 'default', userId: 'u', provider: 'corp', browserHash: 'b', expiresAt });
+    await database.db.insert(flows).values([flow('expired', past), flow('live', future)]);
+    await database.db.insert(usedContexts).values([
+      { tenant: 'default', jti: 'old-jti', expiresAt: past },
+      { tenant: 'default', jti: 'new-jti', expiresAt: future },
+    ]);
+    const store = createKeyValueStore(database.db, keyring, 'purge', () => NOW.getTime() - 10_000);
+    await store.set('short', 1, { ttlSeconds: 1 });
+    await store.set('forever', 2);
+
+    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1 });
+    expect((await database.db.select({ s: flows.stateHash }).from(flows)).map((r) => r.s)).toEqual(['live']);
+    expect((await database.db.select({ j: usedContexts.jti }).from(usedContexts)).map((r) => r.j)).toEqual(['new-jti']);
+    expect((await database.db.select({ k: kv.key }).from(kv).where(eq(kv.namespace, 'purge'))).map((r) => r.k)).toEqual(['forever']);
+  });
+});
