@@ -57,7 +57,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     keyring,
     registry,
     logs,
-    api: (path, init = {}) => {
+    api: async (path, init = {}) => {
       const headers = new Headers(init.headers);
       if (!headers.has('authorization')) headers.set('authorization', `Bearer ${API_KEY}`);
       return app.request(`/api/v1${path}`, { ...init, headers });

@@ -1,0 +1,151 @@
+// Minimal local typings for the parts of `oidc-provider` (v9, ships no types) that
+// test/fakes/oidc-idp.ts uses. Deliberately loose: this is test scaffolding, not a
+// full description of the library.
+declare module 'oidc-provider' {
+  import type { IncomingMessage, ServerResponse } from 'node:http';
+
+  export type AdapterPayload = {
+    [key: string]: unknown;
+    jti?: string;
+    grantId?: string;
+    uid?: string;
+    userCode?: string;
+    consumed?: number;
+  };
+
+  export interface Adapter {
+    upsert(id: string, payload: AdapterPayload, expiresIn: number | undefined): Promise<void>;
+    find(id: string): Promise<AdapterPayload | undefined>;
+    findByUid(uid: string): Promise<AdapterPayload | undefined>;
+    findByUserCode(userCode: string): Promise<AdapterPayload | undefined>;
+    consume(id: string): Promise<void>;
+    destroy(id: string): Promise<void>;
+    revokeByGrantId(grantId: string): Promise<void>;
+  }
+
+  export interface ClientLike {
+    clientId: string;
+    grantTypeAllowed(grantType: string): boolean;
+  }
+
+  export interface Account {
+    accountId: string;
+    claims(use: string, scope: string, claims: unknown, rejected: string[]): Promise<Record<string, unknown> & { sub: string }>;
+  }
+
+  /** The slice of the per-request `ctx.oidc` context we read. */
+  export interface OIDCContextLike {
+    route?: string;
+    body?: Record<string, unknown>;
+    params?: Record<string, unknown>;
+  }
+
+  /** The slice of the Koa context we read in `provider.use()` middleware. */
+  export interface KoaContextLike {
+    path: string;
+    method: string;
+    status: number;
+    type: string;
+    body: unknown;
+    readonly oidc?: OIDCContextLike;
+  }
+
+  export type KoaMiddleware = (ctx: KoaContextLike, next: () => Promise<void>) => Promise<void>;
+
+  export interface ErrorOut {
+    error: string;
+    error_description?: string;
+    [key: string]: unknown;
+  }
+
+  export interface ClientMetadata {
+    client_id: string;
+    client_secret?: string;
+    redirect_uris?: string[];
+    grant_types?: string[];
+    response_types?: string[];
+    token_endpoint_auth_method?: string;
+    id_token_signed_response_alg?: string;
+    [key: string]: unknown;
+  }
+
+  export interface Configuration {
+    adapter?: (modelName: string) => Adapter;
+    clients?: ClientMetadata[];
+    jwks?: { keys: Array<Record<string, unknown>> };
+    cookies?: { keys?: string[]; [key: string]: unknown };
+    claims?: Record<string, null | string[]>;
+    conformIdTokenClaims?: boolean;
+    scopes?: string[];
+    features?: Record<string, Record<string, unknown>>;
+    pkce?: { required?: (ctx: unknown, client: ClientLike) => boolean };
+    interactions?: { url?: (ctx: unknown, interaction: { uid: string }) => string | Promise<string> };
+    findAccount?: (ctx: unknown, sub: string, token?: unknown) => Promise<Account | undefined>;
+    issueRefreshToken?: (ctx: unknown, client: ClientLike, code: unknown) => boolean | Promise<boolean>;
+    expiresWithSession?: (ctx: unknown, code: unknown) => boolean | Promise<boolean>;
+    renderError?: (ctx: KoaContextLike, out: ErrorOut, error: Error) => void | Promise<void>;
+    clientBasedCORS?: (ctx: unknown, origin: string, client: ClientLike) => boolean;
+    ttl?: Record<string, number | ((...args: never[]) => number)>;
+    [key: string]: unknown;
+  }
+
+  export interface InteractionDetails {
+    uid: string;
+    returnTo: string;
+    prompt: {
+      name: string;
+      reasons: string[];
+      details: {
+        missingOIDCScope?: string[];
+        missingOIDCClaims?: string[];
+        missingResourceScopes?: Record<string, string[]>;
+        [key: string]: unknown;
+      };
+    };
+    params: Record<string, unknown> & { client_id?: string; scope?: string };
+    session?: { accountId: string; uid?: string; cookie?: string };
+    grantId?: string;
+    lastSubmission?: Record<string, unknown>;
+  }
+
+  export interface GrantInstance {
+    addOIDCScope(scope: string): void;
+    addOIDCClaims(claims: string[]): void;
+    addResourceScope(resource: string, scope: string): void;
+    save(): Promise<string>;
+  }
+
+  export interface GrantStatic {
+    new (properties: { accountId: string; clientId: string }): GrantInstance;
+    find(id: string): Promise<GrantInstance | undefined>;
+  }
+
+  export interface InteractionResultOptions {
+    mergeWithLastSubmission?: boolean;
+  }
+
+  export default class Provider {
+    constructor(issuer: string, configuration?: Configuration);
+    readonly issuer: string;
+    readonly Grant: GrantStatic;
+    callback(): (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+    use(middleware: KoaMiddleware): this;
+    on(event: 'server_error', listener: (ctx: KoaContextLike, error: Error) => void): this;
+    on(event: string, listener: (...args: any[]) => void): this;
+    pathFor(name: string, options?: Record<string, unknown>): string;
+    urlFor(name: string, options?: Record<string, unknown>): string;
+    interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<InteractionDetails>;
+    interactionResult(
+      req: IncomingMessage,
+      res: ServerResponse,
+      result: Record<string, unknown>,
+      options?: InteractionResultOptions,
+    ): Promise<string>;
+    interactionFinished(
+      req: IncomingMessage,
+      res: ServerResponse,
+      result: Record<string, unknown>,
+      options?: InteractionResultOptions,
+    ): Promise<void>;
+  }
+}
