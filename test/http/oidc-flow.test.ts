@@ -204,6 +204,8 @@ describe('linking through a real OpenID provider', () => {
     ['another provider', () => mint({ provider: 'other' }), 'This link is not valid'],
     ['another tenant', () => mint({ tenant: 'acme' }), 'This link is not valid'],
     ['no jti', () => mint({ jti: undefined }), 'This link is not valid'],
+    ['a return_to on a foreign origin', () => mint({ return_to: 'https://evil.example/' }), 'points somewhere this gateway does not send people to'],
+    ['a return_to with userinfo', () => mint({ return_to: 'https://bot.example@evil.example/' }), 'points somewhere this gateway does not send people to'],
     ['a numeric sub', async () => {
       const now = Math.floor(Date.now() / 1000);
       return new SignJWT({ provider: 'corp', sub: 123 as unknown as string }).setProtectedHeader({ alg: 'HS256' }).setJti('numeric-sub-1').setIssuedAt(now).setExpirationTime(now + 60).sign(SECRET);
