@@ -85,13 +85,13 @@ export function createApp(deps: AppDeps) {
     if (isLinkgateError(error)) {
       failure = error;
     } else if (error instanceof HTTPException && error.status < 500) {
-      failure = new LinkgateError('bad_request', 'the request could not be read', { status: error.status });
+      failure = new LinkgateError('bad_request', 'the request could not be read', { status: error.status, cause: error });
     } else {
-      failure = new LinkgateError('decrypt_failed', 'internal error', { status: 500 });
+      failure = new LinkgateError('internal_error', 'internal error', { cause: error });
       deps.reportError?.(error);
     }
-    const code = failure.status >= 500 && !isLinkgateError(error) ? 'internal_error' : failure.code;
-    const cause = failure.cause ?? (isLinkgateError(error) ? undefined : error);
+    const { code } = failure;
+    const cause = failure.cause;
     const fields = {
       errorCode: code,
       status: failure.status,
@@ -102,8 +102,7 @@ export function createApp(deps: AppDeps) {
     else log.info(fields, 'request refused');
 
     if (wantsJson(c.req.path)) {
-      const message = failure.status >= 500 && code === 'internal_error' ? 'internal error' : failure.message;
-      return c.json({ error: { code, message } }, failure.status as 400);
+      return c.json({ error: { code, message: failure.message } }, failure.status as 400);
     }
     const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
     const { title, lines } = describeError(code, providerName);

@@ -47,8 +47,9 @@ const defaultStatus = {
   not_linked: 404,
   account_already_linked: 409,
   return_to_not_allowed: 400,
-  // storage
+  // storage and everything unexpected
   decrypt_failed: 500,
+  internal_error: 500,
 } as const satisfies Record<string, number>;
 
 export type ErrorCode = keyof typeof defaultStatus;

@@ -84,6 +84,16 @@ export function createLinking(deps: LinkingDeps) {
     return row;
   }
 
+  /** The outcome of a flow this browser already completed, if it is one. */
+  async function linkedFlow(providerId: string, state: string | undefined, browserId: string | undefined): Promise<Outcome | undefined> {
+    const row = state ? await flows.find(state) : undefined;
+    if (!row || row.status !== 'completed' || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return undefined;
+    const provider = requireProvider(deps.registry, providerId);
+    const link = await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId });
+    if (!link) return undefined;
+    return { kind: 'linked', provider, accountName: link.externalName ?? undefined, returnTo: row.returnTo ?? undefined };
+  }
+
   /** Moves a claimed flow to `step`: stores the link on `done`, saves anything else. */
   async function settle(
     provider: RegisteredProvider,
@@ -174,6 +184,11 @@ export function createLinking(deps: LinkingDeps) {
 
     /** `GET|POST /oauth/:provider/callback`: the provider (or our form) hands the flow back. */
     async callback(providerId: string, state: string | undefined, browserId: string | undefined, input: StepInput): Promise<Outcome> {
+      if (input.kind === 'poll') {
+        // The wait page reloads after its poll saw the flow finish: show the result, not "expired".
+        const finished = await linkedFlow(providerId, state, browserId);
+        if (finished) return finished;
+      }
       const row = await findFlow(providerId, state, browserId);
       // A wait step has no provider redirect: the page's "check now" button lands here.
       const shown = row.step as ShownStep | null;
