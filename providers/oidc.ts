@@ -11,11 +11,11 @@ import {
   defineProvider,
   defineProviderFamily,
   LinkgateError,
-  type Credentials,
   type ProviderDefinition,
   type ProviderInstance,
   type ProviderTools,
 } from 'linkgate/provider';
+import { callbackUrl, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
 
 const Id = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'each id must be lower-case letters, digits, _ or -'));
 const ProviderList = v.pipe(
@@ -78,27 +78,6 @@ export interface OidcEnv {
 
 const FlowData = v.object({ nonce: v.string(), redirectUri: v.string() });
 
-/** What openid-client throws, as our errors: a refused grant is the user's to redo, the rest is the provider's. */
-function providerError(error: unknown, provider: string): LinkgateError {
-  if (error instanceof LinkgateError) return error;
-  if (error instanceof oidc.ResponseBodyError) {
-    if (error.error === 'invalid_grant') {
-      return new LinkgateError('exchange_failed', 'the provider refused the grant (invalid_grant)', { provider, cause: error });
-    }
-    return new LinkgateError(error.status >= 500 ? 'provider_unavailable' : 'provider_error', `the provider answered ${error.error}`, { provider, cause: error });
-  }
-  if (error instanceof oidc.AuthorizationResponseError) {
-    return new LinkgateError(error.error === 'access_denied' ? 'provider_denied' : 'provider_error', `the provider answered ${error.error}`, { provider, cause: error });
-  }
-  if (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
-    return new LinkgateError('provider_timeout', 'the provider did not answer in time', { provider, cause: error });
-  }
-  if (error instanceof oidc.ClientError) {
-    return new LinkgateError('provider_response_invalid', `the provider's answer failed validation (${error.code ?? error.name})`, { provider, cause: error });
-  }
-  return new LinkgateError('provider_unavailable', 'the provider could not be reached', { provider, cause: error });
-}
-
 function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance {
   const provider = env.id;
   // Discovery happens on first use and is retried after a failure, so an IdP
@@ -123,19 +102,10 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
       })
       .catch((error: unknown) => {
         discovered = undefined;
-        throw providerError(error, provider);
+        throw oauthError(error, provider);
       });
     return discovered;
   };
-
-  const toCredentials = (tokens: oidc.TokenEndpointResponse, previous?: Credentials): Credentials => ({
-    accessToken: tokens.access_token,
-    tokenType: tokens.token_type,
-    // A refresh answer without a refresh token keeps the old one (RFC 6749 §6).
-    ...((tokens.refresh_token ?? previous?.refreshToken) ? { refreshToken: tokens.refresh_token ?? previous?.refreshToken } : {}),
-    ...(tokens.expires_in === undefined ? {} : { expiresAt: tools.clock.now() + tokens.expires_in * 1000 }),
-    scopes: tokens.scope ? tokens.scope.split(' ').filter(Boolean) : (previous?.scopes ?? env.scopes),
-  });
 
   return {
     async begin(flow) {
@@ -160,10 +130,7 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
       const { nonce, redirectUri } = v.parse(FlowData, flow.data);
       try {
         const config = await configuration();
-        // The token request's redirect_uri must be the registered one, whatever host served the callback.
-        const currentUrl = new URL(redirectUri);
-        currentUrl.search = input.params.toString();
-        const tokens = await oidc.authorizationCodeGrant(config, currentUrl, {
+        const tokens = await oidc.authorizationCodeGrant(config, callbackUrl(redirectUri, input.params), {
           pkceCodeVerifier: flow.codeVerifier,
           expectedState: flow.state,
           expectedNonce: nonce,
@@ -176,11 +143,11 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
           const userinfo = await oidc.fetchUserInfo(config, tokens.access_token, claims.sub);
           name = pickName(userinfo) ?? name;
         }
-        const credentials = toCredentials(tokens);
+        const credentials = tokenCredentials(tokens, tools.clock.now(), undefined, env.scopes);
         if (tokens.id_token) credentials.extra = { idToken: tokens.id_token };
         return { kind: 'done', account: { id: claims.sub, ...(name ? { name } : {}) }, credentials };
       } catch (error) {
-        throw providerError(error, provider);
+        throw oauthError(error, provider);
       }
     },
 
@@ -188,11 +155,9 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
       if (!credentials.refreshToken) throw new LinkgateError('needs_reauth', 'the provider gave no refresh token', { provider });
       try {
         const tokens = await oidc.refreshTokenGrant(await configuration(), credentials.refreshToken);
-        return { ...toCredentials(tokens, credentials), ...(credentials.extra ? { extra: credentials.extra } : {}) };
+        return tokenCredentials(tokens, tools.clock.now(), credentials);
       } catch (error) {
-        const failure = providerError(error, provider);
-        if (failure.code === 'exchange_failed') throw new LinkgateError('needs_reauth', 'the provider no longer accepts the refresh token', { provider, cause: error });
-        throw failure;
+        throw refreshError(error, provider);
       }
     },
 
@@ -204,7 +169,7 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
         if (credentials.refreshToken) await oidc.tokenRevocation(config, credentials.refreshToken, { token_type_hint: 'refresh_token' });
         if (credentials.accessToken) await oidc.tokenRevocation(config, credentials.accessToken, { token_type_hint: 'access_token' });
       } catch (error) {
-        throw providerError(error, provider);
+        throw oauthError(error, provider);
       }
     },
   };

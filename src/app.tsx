@@ -9,6 +9,7 @@ import { isLinkgateError, LinkgateError } from './core/errors.ts';
 import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
+import { createTokenService } from './core/tokens.ts';
 import type { Database } from './db/client.ts';
 import { apiRoutes } from './http/api.ts';
 import { healthRoutes } from './http/health.ts';
@@ -61,6 +62,15 @@ export function createApp(deps: AppDeps) {
     apiRoutes({
       registry,
       links,
+      tokens: createTokenService({
+        database: deps.database,
+        keyring: deps.keyring,
+        registry,
+        logger,
+        now,
+        refreshMarginSeconds: config.refreshMarginSeconds,
+        hashUserId,
+      }),
       checkApiKey: createApiKeyCheck(config.apiKeys),
       now,
       publicBaseUrl: config.publicBaseUrl,

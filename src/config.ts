@@ -26,6 +26,8 @@ export interface Config {
   /** Origins a link context's `return_to` may send the browser back to. */
   readonly returnToOrigins: readonly string[];
   readonly allowSharedAccounts: boolean;
+  /** The token API refreshes a token that expires within this many seconds. */
+  readonly refreshMarginSeconds: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
 }
@@ -115,6 +117,7 @@ const EnvSchema = v.object({
   ),
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
+  LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -170,6 +173,7 @@ export function parseConfig(rawEnv: Env): Config {
     encryptionKeys: Object.freeze(e.LINKGATE_ENCRYPTION_KEYS),
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
+    refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
     logLevel: e.LOG_LEVEL,
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,

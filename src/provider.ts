@@ -116,6 +116,16 @@ export interface ProviderInstance {
   refresh?(credentials: Credentials): Promise<Credentials>;
   /** Revokes credentials upstream when a link is deleted. */
   revoke?(credentials: Credentials): Promise<void>;
+  /**
+   * Asks the provider whether the credentials still work (`?verify=true`):
+   * `false` when it refuses them; throw for an outage, which is not an answer.
+   */
+  verify?(credentials: Credentials): Promise<boolean>;
+  /**
+   * What the token API adds to `{ accessToken, tokenType, expiresAt }` for
+   * this provider (a server URL, an external user id). Never a refresh token.
+   */
+  tokenFields?(credentials: Credentials): { [key: string]: Json };
 }
 
 export interface ProviderDefinition<E = unknown> {

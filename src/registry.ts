@@ -47,6 +47,8 @@ const InstanceShape = v.object({
   advance: v.function('advance must be a function'),
   refresh: v.optional(v.function('refresh must be a function')),
   revoke: v.optional(v.function('revoke must be a function')),
+  verify: v.optional(v.function('verify must be a function')),
+  tokenFields: v.optional(v.function('tokenFields must be a function')),
 });
 
 /** Provider modules in a folder: `id.ts` / `id.js`, or `id/index.ts`; tests and `_private` files are skipped. */

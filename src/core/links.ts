@@ -108,6 +108,31 @@ export function createLinkStore(db: Db, keyring: Keyring) {
       return row;
     },
 
+    /**
+     * Replaces the credentials of a link only if they are still the ones
+     * `row` holds: a relink or another refresh that got there first wins, and
+     * the caller gets `undefined` and reads again.
+     */
+    async replaceCredentials(row: LinkRow, credentials: Credentials, now: Date): Promise<LinkRow | undefined> {
+      const [updated] = await db
+        .update(links)
+        .set({
+          credentials: keyring.seal(JSON.stringify(credentials), linkAad(row)),
+          scopes: credentials.scopes ?? row.scopes,
+          expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt),
+          status: 'active',
+          updatedAt: now,
+        })
+        .where(and(whereKey(row), eq(links.credentials, row.credentials)))
+        .returning();
+      return updated;
+    },
+
+    async setStatus(key: LinkKey, status: LinkRow['status'], now: Date): Promise<LinkRow | undefined> {
+      const [updated] = await db.update(links).set({ status, updatedAt: now }).where(whereKey(key)).returning();
+      return updated;
+    },
+
     openCredentials(row: LinkRow): Credentials {
       const plaintext = keyring.open(row.credentials, linkAad(row));
       return v.parse(StoredCredentials, JSON.parse(plaintext));

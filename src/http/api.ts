@@ -4,6 +4,7 @@ import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId } from '../core/ids.ts';
 import { checkReturnTo, DEFAULT_TENANT, signLinkContext } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
+import type { TokenService } from '../core/tokens.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Registry } from '../registry.ts';
 import { apiKeyAuth, bodyLimit, type AppEnv } from './middleware.ts';
@@ -11,6 +12,7 @@ import { apiKeyAuth, bodyLimit, type AppEnv } from './middleware.ts';
 export interface ApiRoutesDeps {
   registry: Registry;
   links: LinkStore;
+  tokens: TokenService;
   checkApiKey: (presented: string) => boolean;
   now: () => number;
   publicBaseUrl: URL;
@@ -21,6 +23,7 @@ export interface ApiRoutesDeps {
 }
 
 const UserParams = v.object({ userId: UserId });
+const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
 const LinkParams = v.object({ userId: UserId, provider: ProviderId });
 const LinkUrlBody = v.object({
   userId: UserId,
@@ -86,16 +89,45 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return c.json({ links: rows.map(toApiLink) });
   });
 
+  /**
+   * `not_linked` and `needs_reauth` answers carry a fresh link URL, so a bot
+   * can reply "please link your account: <url>" without another call.
+   */
+  async function relinkAnswer(c: Context<AppEnv>, error: LinkgateError, userId: string, provider: string) {
+    const known = knownProvider(provider);
+    const fresh = known.instance ? await linkUrl(userId, provider) : undefined;
+    return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh?.url ?? null }, error.status as 404 | 409);
+  }
+
+  /** Runs a route, answering `not_linked` / `needs_reauth` with a link URL. */
+  async function orRelink(c: Context<AppEnv>, userId: string, provider: string, run: () => Promise<Response>): Promise<Response> {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof LinkgateError && (error.code === 'not_linked' || error.code === 'needs_reauth')) {
+        return relinkAnswer(c, error, userId, provider);
+      }
+      throw error;
+    }
+  }
+
   app.get('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
+    const { verify } = parseInput(LinkQuery, { verify: c.req.query('verify') });
     const known = knownProvider(provider);
-    const row = await deps.links.get({ tenant, userId, provider });
-    if (row) return c.json(toApiLink(row));
-    const fresh = known.instance ? await linkUrl(userId, provider) : undefined;
-    return c.json(
-      { error: { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, linkUrl: fresh?.url ?? null },
-      404,
-    );
+    const key = { tenant, userId, provider };
+    return orRelink(c, userId, provider, async () => {
+      const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.get(key);
+      if (!row) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
+      return c.json(toApiLink(row));
+    });
+  });
+
+  app.post('/users/:userId/links/:provider/token', async (c) => {
+    const { userId, provider } = parseInput(LinkParams, c.req.param());
+    knownProvider(provider);
+    const key = { tenant, userId, provider };
+    return orRelink(c, userId, provider, async () => c.json(deps.tokens.answer(key, await deps.tokens.credentials(key))));
   });
 
   app.delete('/users/:userId/links/:provider', async (c) => {

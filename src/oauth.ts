@@ -1,0 +1,68 @@
+/**
+ * Helpers for providers built on openid-client (imported as `linkgate/oauth`):
+ * the same error mapping and token bookkeeping for every OAuth 2 provider.
+ */
+import * as oidc from 'openid-client';
+import { LinkgateError } from './core/errors.ts';
+import type { Credentials } from './provider.ts';
+
+/**
+ * What openid-client throws, as our errors: a refused grant is the user's to
+ * redo (`exchange_failed`), a denial is `provider_denied`, a timeout 504, an
+ * answer that fails validation 502, anything else the provider being down.
+ */
+export function oauthError(error: unknown, provider: string): LinkgateError {
+  if (error instanceof LinkgateError) return error;
+  if (error instanceof oidc.ResponseBodyError) {
+    if (error.error === 'invalid_grant') {
+      return new LinkgateError('exchange_failed', 'the provider refused the grant (invalid_grant)', { provider, cause: error });
+    }
+    const code = error.status >= 500 ? 'provider_unavailable' : 'provider_error';
+    return new LinkgateError(code, `the provider answered ${error.error}`, { provider, cause: error });
+  }
+  if (error instanceof oidc.AuthorizationResponseError) {
+    const code = error.error === 'access_denied' ? 'provider_denied' : 'provider_error';
+    return new LinkgateError(code, `the provider answered ${error.error}`, { provider, cause: error });
+  }
+  if (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
+    return new LinkgateError('provider_timeout', 'the provider did not answer in time', { provider, cause: error });
+  }
+  if (error instanceof oidc.ClientError) {
+    return new LinkgateError('provider_response_invalid', `the provider's answer was not usable (${error.code ?? error.name})`, { provider, cause: error });
+  }
+  return new LinkgateError('provider_unavailable', 'the provider could not be reached or answered unexpectedly', { provider, cause: error });
+}
+
+/** A refresh refused with `invalid_grant` means the user must link again. */
+export function refreshError(error: unknown, provider: string): LinkgateError {
+  const failure = oauthError(error, provider);
+  if (failure.code === 'exchange_failed') {
+    return new LinkgateError('needs_reauth', 'the provider no longer accepts the refresh token', { provider, cause: error });
+  }
+  return failure;
+}
+
+/** Token endpoint answer → stored credentials; a refresh without a new refresh token keeps the old one (RFC 6749 §6). */
+export function tokenCredentials(tokens: oidc.TokenEndpointResponse, now: number, previous?: Credentials, requestedScopes?: string[]): Credentials {
+  const refreshToken = tokens.refresh_token ?? previous?.refreshToken;
+  const scopes = tokens.scope ? tokens.scope.split(' ').filter(Boolean) : (previous?.scopes ?? requestedScopes);
+  return {
+    accessToken: tokens.access_token,
+    tokenType: tokens.token_type,
+    ...(refreshToken ? { refreshToken } : {}),
+    ...(tokens.expires_in === undefined ? {} : { expiresAt: now + tokens.expires_in * 1000 }),
+    ...(scopes ? { scopes } : {}),
+    ...(previous?.extra ? { extra: previous.extra } : {}),
+  };
+}
+
+/**
+ * The URL openid-client validates the authorization response against: the
+ * registered redirect URI with the callback's parameters, so the token
+ * request's `redirect_uri` is the registered one whatever host served it.
+ */
+export function callbackUrl(redirectUri: string, params: URLSearchParams): URL {
+  const url = new URL(redirectUri);
+  url.search = params.toString();
+  return url;
+}
