@@ -24,8 +24,11 @@ export function oauthError(error: unknown, provider: string): LinkgateError {
     const code = error.error === 'access_denied' ? 'provider_denied' : 'provider_error';
     return new LinkgateError(code, `the provider answered ${error.error}`, { provider, cause: error });
   }
-  if (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
+  if ((error instanceof oidc.ClientError && error.code === 'OAUTH_TIMEOUT') || (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError'))) {
     return new LinkgateError('provider_timeout', 'the provider did not answer in time', { provider, cause: error });
+  }
+  if (error instanceof oidc.ClientError && error.cause instanceof Response && error.cause.status >= 500) {
+    return new LinkgateError('provider_unavailable', `the provider answered ${error.cause.status}`, { provider, cause: error });
   }
   if (error instanceof oidc.ClientError) {
     return new LinkgateError('provider_response_invalid', `the provider's answer was not usable (${error.code ?? error.name})`, { provider, cause: error });
@@ -48,7 +51,8 @@ export function tokenCredentials(tokens: oidc.TokenEndpointResponse, now: number
   const scopes = tokens.scope ? tokens.scope.split(' ').filter(Boolean) : (previous?.scopes ?? requestedScopes);
   return {
     accessToken: tokens.access_token,
-    tokenType: tokens.token_type,
+    // openid-client lower-cases it; RFC 6750 spells the scheme "Bearer".
+    tokenType: tokens.token_type.toLowerCase() === 'bearer' ? 'Bearer' : tokens.token_type,
     ...(refreshToken ? { refreshToken } : {}),
     ...(tokens.expires_in === undefined ? {} : { expiresAt: now + tokens.expires_in * 1000 }),
     ...(scopes ? { scopes } : {}),

@@ -46,7 +46,11 @@ describe('provider registry', () => {
   it('lists a provider whose variables are missing as unconfigured, and its routes answer 503', async () => {
     const gateway = await createTestGateway(database, { env: { OIDC_PROVIDERS: 'corp' } });
     expect(await (await gateway.api('/providers')).json()).toEqual({
-      providers: [{ id: 'corp', displayName: 'corp', configured: false }],
+      providers: [
+        { id: 'anilist', displayName: 'AniList', configured: false },
+        { id: 'corp', displayName: 'corp', configured: false },
+        { id: 'discord', displayName: 'Discord', configured: false },
+      ],
     });
     expect(gateway.registry.get('corp')!.missing).toEqual(['CORP_ISSUER', 'CORP_CLIENT_ID']);
 

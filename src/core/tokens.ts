@@ -28,6 +28,9 @@ export interface TokenServiceDeps {
 
 type Locked<T> = (db: Db) => Promise<T>;
 
+/** PGlite's per-link refresh queues, shared by every app on the same database object. */
+const pgliteQueues = new WeakMap<Database, Map<string, Promise<void>>>();
+
 /**
  * Fresh credentials for a link, refreshing at most once at a time per link
  * across every instance on one database: on PostgreSQL the refresher holds
@@ -39,7 +42,8 @@ type Locked<T> = (db: Db) => Promise<T>;
  */
 export function createTokenService(deps: TokenServiceDeps) {
   const links = createLinkStore(deps.database.db, deps.keyring);
-  const queues = new Map<string, Promise<void>>();
+  let queues = pgliteQueues.get(deps.database);
+  if (!queues) pgliteQueues.set(deps.database, (queues = new Map()));
   const marginMs = deps.refreshMarginSeconds * 1000;
 
   async function withLinkLock<T>(key: LinkKey, fn: Locked<T>): Promise<T> {
@@ -54,16 +58,17 @@ export function createTokenService(deps: TokenServiceDeps) {
       });
     }
     const id = JSON.stringify([key.tenant, key.userId, key.provider]);
-    const previous = queues.get(id) ?? Promise.resolve();
+    const queue = queues!;
+    const previous = queue.get(id) ?? Promise.resolve();
     let release!: () => void;
     const mine = previous.then(() => new Promise<void>((resolve) => (release = resolve)));
-    queues.set(id, mine);
+    queue.set(id, mine);
     await previous;
     try {
       return await fn(deps.database.db);
     } finally {
       release();
-      if (queues.get(id) === mine) queues.delete(id);
+      if (queue.get(id) === mine) queue.delete(id);
     }
   }
 

@@ -4,11 +4,15 @@ import type { ProviderTools } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { createKeyValueStore } from './kv.ts';
 
-/** Every request to a provider gives up after this long unless the caller passes its own signal. */
+/** Every request to a provider gives up after this long. */
 export const PROVIDER_TIMEOUT_MS = 10_000;
 
+/** Our timeout applies even when the caller (openid-client) passes a longer signal of its own. */
 export function fetchWithTimeout(fetchImpl: typeof fetch, timeoutMs: number): typeof fetch {
-  return (input, init) => fetchImpl(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(timeoutMs) });
+  return (input, init) => {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    return fetchImpl(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout });
+  };
 }
 
 export interface ToolsDeps {

@@ -33,6 +33,8 @@ export interface TestGatewayOptions {
   env?: Env;
   providersDir?: string;
   now?: () => number;
+  /** What providers fetch with (e.g. `reroute(...)` to local fakes). */
+  fetch?: typeof fetch;
 }
 
 export async function createTestGateway(database: Database, options: TestGatewayOptions = {}): Promise<TestGateway> {
@@ -48,7 +50,14 @@ export async function createTestGateway(database: Database, options: TestGateway
   const logger = createLogger(config.logLevel, sink);
   const keyring = createKeyring(config.encryptionKeys);
   const now = options.now ?? Date.now;
-  const toolsFor = providerToolsFactory({ db: database.db, keyring, logger, publicBaseUrl: config.publicBaseUrl, now });
+  const toolsFor = providerToolsFactory({
+    db: database.db,
+    keyring,
+    logger,
+    publicBaseUrl: config.publicBaseUrl,
+    now,
+    ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
+  });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
   const app = createApp({ config, database, keyring, registry, logger, now });
   return {
@@ -63,4 +72,24 @@ export async function createTestGateway(database: Database, options: TestGateway
       return app.request(`/api/v1${path}`, { ...init, headers });
     },
   };
+}
+
+/**
+ * A fetch that sends requests for real provider origins to local fakes,
+ * leaving the provider modules' endpoint constants untouched:
+ * `reroute({ 'https://discord.com': fake.origin })`.
+ */
+export function reroute(map: Record<string, string>): typeof fetch {
+  return (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const base = map[url.origin];
+    if (!base) throw new TypeError(`test fetch: no fake for ${url.origin}`);
+    const target = new URL(base.replace(/\/$/, '') + (url.pathname === '/' ? '' : url.pathname) + url.search);
+    return input instanceof Request ? fetch(new Request(target, input), init) : fetch(target, init);
+  };
+}
+
+/** The same authorization URL at a fake's origin: what the browser would open, served by the fake. */
+export function atFake(url: URL, origin: string): URL {
+  return new URL(url.pathname + url.search, origin);
 }

@@ -44,6 +44,7 @@ const ROUTES: Array<[string, string, RequestInit?]> = [
   ['GET', `/users/${USER}/links`],
   ['GET', `/users/${USER}/links/corp`],
   ['DELETE', `/users/${USER}/links/corp`],
+  ['POST', `/users/${USER}/links/corp/token`],
 ];
 
 describe('bot API', () => {
@@ -61,7 +62,13 @@ describe('bot API', () => {
   it('lists providers with whether they are configured', async () => {
     const response = await gateway.api('/providers');
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ providers: [{ id: 'corp', displayName: 'corp', configured: true }] });
+    expect(await response.json()).toEqual({
+      providers: [
+        { id: 'anilist', displayName: 'AniList', configured: false },
+        { id: 'corp', displayName: 'corp', configured: true },
+        { id: 'discord', displayName: 'Discord', configured: false },
+      ],
+    });
   });
 
   it('makes a link URL carrying a context signed like a bot would sign it', async () => {
