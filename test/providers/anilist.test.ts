@@ -35,7 +35,7 @@ beforeAll(async () => {
   anilist.users.set(5003, { id: 5003, name: 'Outage' });
   anilist.users.set(5004, { id: 5004, name: 'Expiring' });
   gateway = await createTestGateway(database, {
-    env: { ...SERVICE_ENV, PUBLIC_BASE_URL: 'https://auth.bot.example' },
+    env: SERVICE_ENV,
     fetch: reroute({ 'https://anilist.co': anilist.origin, 'https://graphql.anilist.co': anilist.graphqlUrl }),
     now: () => clock,
   });

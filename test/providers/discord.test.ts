@@ -104,6 +104,27 @@ describe('Discord', () => {
     expect((await gateway.api('/users/u-nelly/links/discord')).status).toBe(404);
   });
 
+  it.each([
+    ['accepts', 'https://discord.com', 200],
+    ['refuses, without exchanging the code,', 'https://evil.example', 502],
+  ] as const)('%s an authorization response whose iss is %s (RFC 9207)', async (_verb, iss, status) => {
+    const issuing = await startFakeDiscord({ clientId: ENV.DISCORD_CLIENT_ID, clientSecret: ENV.DISCORD_CLIENT_SECRET, sendIss: iss });
+    issuing.users.set('80351110224678930', { id: '80351110224678930', username: 'iss', global_name: null });
+    try {
+      const instance = await createTestGateway(database, { env: ENV, fetch: reroute({ 'https://discord.com': issuing.origin }), now: () => clock });
+      const browser = new TestBrowser((path, init) => instance.app.request(path, init));
+      const start = await browser.get(`/oauth/discord/start?context=${await mint(`u-iss-${status}`)}`);
+      const callback = issuing.approve(atFake(new URL(start.headers.get('location')!), issuing.origin), '80351110224678930');
+      expect(callback.searchParams.get('iss')).toBe(iss);
+      const done = await browser.get(callback);
+      expect(done.status).toBe(status);
+      expect(issuing.counts.tokenByGrant.authorization_code ?? 0).toBe(status === 200 ? 1 : 0);
+      if (status === 200) await instance.api(`/users/u-iss-${status}/links/discord`, { method: 'DELETE' });
+    } finally {
+      await issuing.close();
+    }
+  });
+
   it('falls back to the username when there is no global name', async () => {
     await link('u-plain', '80351110224678913');
     expect(await (await gateway.api('/users/u-plain/links/discord')).json()).toMatchObject({ externalName: 'plain' });
