@@ -12,7 +12,8 @@ import type { LinkStore } from './links.ts';
 /** What the browser is shown next. */
 export type Outcome =
   | { kind: 'redirect'; url: URL }
-  | { kind: 'form'; state: string; form: FormSpec }
+  /** `values`: what the user typed last time, for fields that are not passwords. */
+  | { kind: 'form'; state: string; form: FormSpec; values?: Record<string, string> }
   | { kind: 'wait'; state: string; display: WaitDisplay; pollMs: number }
   | { kind: 'linked'; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined };
 
@@ -193,7 +194,13 @@ export function createLinking(deps: LinkingDeps) {
       // A wait step has no provider redirect: the page's "check now" button lands here.
       const shown = row.step as ShownStep | null;
       const effective: StepInput = shown?.kind === 'wait' && input.kind !== 'form' ? { kind: 'poll' } : input;
-      return advance(providerId, state!, browserId, effective, row);
+      const outcome = await advance(providerId, state!, browserId, effective, row);
+      if (outcome.kind === 'form' && input.kind === 'form') {
+        // Shown again (a refused password): keep what was typed, except secrets.
+        const secret = new Set(outcome.form.fields.filter((f) => f.type === 'password').map((f) => f.name));
+        return { ...outcome, values: Object.fromEntries(Object.entries(input.fields).filter(([name]) => !secret.has(name))) };
+      }
+      return outcome;
     },
 
     /** `GET /oauth/:provider/poll`: is the flow behind a `wait` step finished yet? */

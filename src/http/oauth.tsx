@@ -49,7 +49,7 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
       case 'redirect':
         return c.redirect(outcome.url.href, 303);
       case 'form':
-        return c.html(<FormPage nonce={nonce} action={action} state={outcome.state} form={outcome.form} />);
+        return c.html(<FormPage nonce={nonce} action={action} state={outcome.state} form={outcome.form} values={outcome.values ?? {}} />);
       case 'wait': {
         const pollUrl = `/oauth/${provider}/poll?state=${encodeURIComponent(outcome.state)}`;
         return c.html(<WaitPage nonce={nonce} action={action} pollUrl={pollUrl} state={outcome.state} display={outcome.display} pollMs={outcome.pollMs} />);

@@ -1,4 +1,5 @@
 /** @jsxImportSource hono/jsx */
+import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { ErrorCode } from '../core/errors.ts';
 import type { FormSpec, WaitDisplay } from '../provider.ts';
@@ -26,7 +27,7 @@ function Layout(props: { title: string; nonce: string; children: Child }) {
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="robots" content="noindex" />
         <title>{`${props.title} · Linkgate`}</title>
-        <style nonce={props.nonce}>{STYLE}</style>
+        <style nonce={props.nonce}>{raw(STYLE)}</style>
       </head>
       <body>
         <main>{props.children}</main>
@@ -59,7 +60,7 @@ export function LinkedPage(props: { nonce: string; providerName: string; account
 }
 
 /** One component renders every provider form from its data description. */
-export function FormPage(props: { nonce: string; action: string; state: string; form: FormSpec }) {
+export function FormPage(props: { nonce: string; action: string; state: string; form: FormSpec; values: Record<string, string> }) {
   const { form } = props;
   return (
     <Layout title={form.title} nonce={props.nonce}>
@@ -84,6 +85,8 @@ export function FormPage(props: { nonce: string; action: string; state: string; 
               id={`f-${field.name}`}
               name={field.name}
               type={field.type}
+              value={field.type === 'password' ? undefined : props.values[field.name]}
+              autofocus={form.error !== undefined && (field.type === 'password' || !props.values[field.name]) ? true : undefined}
               required={field.required ?? true}
               placeholder={field.placeholder}
               autocomplete={field.autocomplete}
@@ -102,7 +105,7 @@ export function FormPage(props: { nonce: string; action: string; state: string; 
 export function WaitPage(props: { nonce: string; action: string; pollUrl: string; state: string; display: WaitDisplay; pollMs: number }) {
   const { display } = props;
   const script = `(() => {
-  const url = ${JSON.stringify(props.pollUrl)};
+  const url = ${JSON.stringify(props.pollUrl).replaceAll('<', '\\u003c')};
   const tick = async () => {
     try {
       const answer = await (await fetch(url, { credentials: 'same-origin' })).json();
@@ -128,7 +131,8 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
         <input type="hidden" name="linkgate_action" value="poll" />
         <button type="submit">I have approved it</button>
       </form>
-      <script nonce={props.nonce}>{script}</script>
+      {/* Text in a script element is not HTML: it goes in raw; the only outside value is JSON-encoded above. */}
+      <script nonce={props.nonce}>{raw(script)}</script>
     </Layout>
   );
 }

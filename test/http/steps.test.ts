@@ -49,6 +49,7 @@ describe('form and wait steps', () => {
     expect(retry).toContain('Wrong username or password.');
     expect(retry).toContain('role="alert"');
     expect(retry).not.toContain('not-it-5ecret');
+    expect(retry).toContain('value="ada"');
 
     // Without the browser's cookie the form post is refused, and the flow stays usable.
     const forged = await new TestBrowser((path, init) => gateway.app.request(path, init)).post('/oauth/pin/callback', { state, username: 'eve', password: 'correct horse' });
@@ -59,6 +60,8 @@ describe('form and wait steps', () => {
     const waitPage = await wait.text();
     expect(waitPage).toContain('ABC123');
     expect(waitPage).toContain('name="linkgate_action" value="poll"');
+    // Script text is not HTML-escaped (an escaped `=&gt;` would not run).
+    expect(waitPage).toContain('const tick = async () => {');
     expect(waitPage).toContain(`<script nonce="${/'nonce-([^']+)'/.exec(wait.headers.get('content-security-policy')!)![1]}">`);
 
     const first = await browser.get(`/oauth/pin/poll?state=${encodeURIComponent(state)}`);
