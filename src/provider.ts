@@ -42,6 +42,12 @@ export interface FieldSpec {
   required?: boolean;
 }
 
+/** A secondary button ("Sign in with a password instead"); it comes back as `StepInput.action`. */
+export interface StepAction {
+  label: string;
+  action: string;
+}
+
 export interface FormSpec {
   title: string;
   description?: string;
@@ -49,6 +55,7 @@ export interface FormSpec {
   submitLabel?: string;
   /** Shown above the fields when the last submission was refused. */
   error?: string;
+  actions?: StepAction[];
 }
 
 export interface WaitDisplay {
@@ -56,6 +63,7 @@ export interface WaitDisplay {
   /** A short code the user types or approves elsewhere, shown large. */
   code?: string;
   instructions: string[];
+  actions?: StepAction[];
 }
 
 export type Step =
@@ -79,8 +87,8 @@ export interface Flow {
 export type StepInput =
   /** The provider redirected the browser back: the query (or a form_post body). */
   | { kind: 'callback'; params: URLSearchParams }
-  /** The user submitted a form this provider asked for. */
-  | { kind: 'form'; fields: Record<string, string> }
+  /** The user submitted a form this provider asked for, or pressed one of its `actions`. */
+  | { kind: 'form'; fields: Record<string, string>; action?: string }
   /** The page of a `wait` step asks whether it is finished. */
   | { kind: 'poll' };
 
@@ -105,6 +113,11 @@ export interface ProviderTools {
   /** A store of this provider's own, sealed with the gateway's keyring. */
   kv: KeyValueStore;
   clock: { now(): number };
+  /**
+   * For URLs a user typed: http(s) only, private addresses refused unless
+   * allowed, redirects not followed, a short timeout, a size cap.
+   */
+  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string }, options?: { allowPrivate?: boolean; timeoutMs?: number; maxBytes?: number }): Promise<Response>;
   /** Where browsers reach the gateway. */
   publicBaseUrl: URL;
 }

@@ -140,13 +140,23 @@ async function register(
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
   const parsed = v.safeParse(definition.env, present);
   if (!parsed.success) {
-    const missing = parsed.issues.filter((issue) => issue.input === undefined);
-    const invalid = parsed.issues.find((issue) => issue.input !== undefined);
+    // A union ("this variable or that one") is missing when every branch only lacks variables.
+    const isMissing = (issue: v.BaseIssue<unknown>): boolean =>
+      issue.input === undefined || (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
+    const leaves = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown>[] =>
+      issue.input === undefined || !issue.issues ? [issue] : issue.issues.flatMap(leaves);
+    const missing = parsed.issues.filter(isMissing).flatMap(leaves);
+    const firstPresent = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown> => {
+      const nested = issue.issues?.find((inner) => !isMissing(inner));
+      return nested ? firstPresent(nested) : issue;
+    };
+    const top = parsed.issues.find((issue) => !isMissing(issue));
+    const invalid = top && firstPresent(top);
     if (invalid) {
       const name = invalid.path?.map((p) => String(p.key)).join('.') ?? 'environment';
       throw new ProviderLoadError(`${name}: ${issueMessage({ ...invalid, path: undefined })} (provider "${definition.id}", ${file})`);
     }
-    const names = missing.map((issue) => issue.path?.map((p) => String(p.key)).join('.')).filter((n): n is string => !!n);
+    const names = [...new Set(missing.map((issue) => issue.path?.map((p) => String(p.key)).join('.')).filter((n): n is string => !!n))];
     return { ...base, instance: undefined, missing: names };
   }
   let instance: unknown;

@@ -3,6 +3,7 @@ import type { Db } from '../db/client.ts';
 import type { ProviderTools } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { createKeyValueStore } from './kv.ts';
+import { untrustedFetch } from './outbound.ts';
 
 /** Every request to a provider gives up after this long. */
 export const PROVIDER_TIMEOUT_MS = 10_000;
@@ -34,6 +35,7 @@ export function providerToolsFactory(deps: ToolsDeps): (providerId: string) => P
     logger: deps.logger.child({ provider: providerId }),
     kv: createKeyValueStore(deps.db, deps.keyring, providerId, now),
     clock: { now },
+    untrustedFetch,
     publicBaseUrl: deps.publicBaseUrl,
   });
 }

@@ -91,7 +91,8 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const state = parseInput(State, body.get('state') ?? undefined);
     const fields: Record<string, string> = {};
     for (const [name, value] of body) if (name !== 'state' && name !== 'linkgate_action') fields[name] = value;
-    const input: StepInput = body.get('linkgate_action') === 'poll' ? { kind: 'poll' } : { kind: 'form', fields };
+    const action = body.get('linkgate_action') ?? undefined;
+    const input: StepInput = action === 'poll' ? { kind: 'poll' } : { kind: 'form', fields, ...(action ? { action: action.slice(0, 64) } : {}) };
     return render(c, provider, await linking.callback(provider, state, browserId(c), input));
   });
 

@@ -2,7 +2,7 @@
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { ErrorCode } from '../core/errors.ts';
-import type { FormSpec, WaitDisplay } from '../provider.ts';
+import type { FormSpec, StepAction, WaitDisplay } from '../provider.ts';
 
 const STYLE = `
 :root { color-scheme: light dark; --fg: #1b1b1f; --bg: #f7f7f9; --card: #fff; --muted: #4a4a55; --accent: #2952cc; --bad: #a3222a; }
@@ -15,6 +15,7 @@ p { margin: .5rem 0; } .muted { color: var(--muted); } .error { color: var(--bad
 label { display: block; font-weight: 600; margin-top: 1rem; }
 input { width: 100%; font: inherit; padding: .6rem; margin-top: .25rem; border: 1px solid var(--muted); border-radius: .4rem; background: var(--bg); color: var(--fg); }
 button, a.button { display: inline-block; margin-top: 1.25rem; font: inherit; font-weight: 600; padding: .65rem 1.25rem; border: 0; border-radius: .4rem; background: var(--accent); color: var(--card); text-decoration: none; cursor: pointer; }
+button.secondary { background: transparent; color: var(--accent); border: 2px solid var(--accent); }
 :focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
 .code { font: 700 2.5rem/1.2 ui-monospace, monospace; letter-spacing: .2em; text-align: center; padding: 1rem; margin: 1rem 0; border: 2px dashed var(--muted); border-radius: .5rem; }
 `;
@@ -97,7 +98,25 @@ export function FormPage(props: { nonce: string; action: string; state: string; 
         ))}
         <button type="submit">{form.submitLabel ?? 'Continue'}</button>
       </form>
+      <ActionButtons action={props.action} state={props.state} actions={form.actions} />
     </Layout>
+  );
+}
+
+/** Secondary choices, each its own small form so it needs none of the main form's fields. */
+function ActionButtons(props: { action: string; state: string; actions: StepAction[] | undefined }) {
+  return (
+    <>
+      {(props.actions ?? []).map((choice) => (
+        <form method="post" action={props.action}>
+          <input type="hidden" name="state" value={props.state} />
+          <input type="hidden" name="linkgate_action" value={choice.action} />
+          <button type="submit" class="secondary">
+            {choice.label}
+          </button>
+        </form>
+      ))}
+    </>
   );
 }
 
@@ -131,6 +150,7 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
         <input type="hidden" name="linkgate_action" value="poll" />
         <button type="submit">I have approved it</button>
       </form>
+      <ActionButtons action={props.action} state={props.state} actions={display.actions} />
       {/* Text in a script element is not HTML: it goes in raw; the only outside value is JSON-encoded above. */}
       <script nonce={props.nonce}>{raw(script)}</script>
     </Layout>

