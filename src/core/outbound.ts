@@ -75,7 +75,8 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
   const maxBytes = options.maxBytes ?? 1024 * 1024;
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<Response>((resolve, reject) => {
-    const request = send(target, { method: init.method ?? 'GET', headers: init.headers, lookup, timeout: timeoutMs }, (response: IncomingMessage) => {
+    const headers = { ...init.headers, ...(init.body !== undefined ? { 'content-length': String(Buffer.byteLength(init.body)) } : {}) };
+    const request = send(target, { method: init.method ?? 'GET', headers, lookup, timeout: timeoutMs }, (response: IncomingMessage) => {
       const chunks: Buffer[] = [];
       let size = 0;
       response.on('data', (chunk: Buffer) => {

@@ -1,0 +1,69 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isPrivateAddress, untrustedFetch } from '../../src/core/outbound.ts';
+
+let server: Server;
+let base: string;
+let hits = 0;
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    hits += 1;
+    if (req.url === '/redirect') return void res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
+    if (req.url === '/big') return void res.end('x'.repeat(2 * 1024 * 1024));
+    if (req.url === '/slow') return; // never answers
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ method: req.method, body: req.headers['content-length'] ?? null }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => {
+  server.closeAllConnections();
+  server.close();
+});
+
+describe('requests to user-typed servers', () => {
+  it.each(['127.0.0.1', '10.1.2.3', '172.16.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '::1', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1', '::ffff:10.0.0.1'])(
+    'treats %s as private',
+    (address) => expect(isPrivateAddress(address)).toBe(true),
+  );
+
+  it.each(['93.184.216.34', '1.1.1.1', '2606:4700:4700::1111'])('treats %s as public', (address) => expect(isPrivateAddress(address)).toBe(false));
+
+  it.each([
+    ['an IP literal on loopback', () => `${base}/`],
+    ['a name resolving to loopback', () => `${base.replace('127.0.0.1', 'localhost')}/`],
+    ['an IPv6 loopback literal', () => 'http://[::1]:9/'],
+    ['cloud metadata', () => 'http://169.254.169.254/latest/meta-data'],
+  ])('refuses %s without contacting it', async (_name, url) => {
+    const before = hits;
+    await expect(untrustedFetch(url())).rejects.toMatchObject({ code: 'bad_request', message: 'that server address is on a private network' });
+    expect(hits).toBe(before);
+  });
+
+  it.each(['ftp://example.com/', 'file:///etc/passwd', 'http://user:pass@example.com/'])('refuses %s', async (url) => {
+    await expect(untrustedFetch(url)).rejects.toMatchObject({ code: 'bad_request' });
+  });
+
+  it('reaches a private server when the operator allows it', async () => {
+    const response = await untrustedFetch(`${base}/echo`, { method: 'POST', body: '{"a":1}', headers: { 'content-type': 'application/json' } }, { allowPrivate: true });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ method: 'POST', body: '7' });
+  });
+
+  it('does not follow redirects', async () => {
+    const response = await untrustedFetch(`${base}/redirect`, {}, { allowPrivate: true });
+    expect(response.status).toBe(302);
+    expect(response.headers.get('location')).toBe('http://169.254.169.254/latest/meta-data');
+  });
+
+  it('caps the size of an answer', async () => {
+    await expect(untrustedFetch(`${base}/big`, {}, { allowPrivate: true, maxBytes: 64 * 1024 })).rejects.toMatchObject({ code: 'provider_response_invalid' });
+  });
+
+  it('gives up on a server that does not answer', async () => {
+    await expect(untrustedFetch(`${base}/slow`, {}, { allowPrivate: true, timeoutMs: 300 })).rejects.toMatchObject({ name: 'TimeoutError' });
+  });
+});
