@@ -19,7 +19,7 @@ export type Outcome =
 
 export type PollAnswer =
   | { status: 'pending'; pollMs: number }
-  | { status: 'linked' }
+  | { status: 'linked'; returnTo?: string }
   | { status: 'failed' }
   | { status: 'expired' }
   /** The flow moved on to a step the page must reload to show. */
@@ -207,7 +207,7 @@ export function createLinking(deps: LinkingDeps) {
     async poll(providerId: string, state: string | undefined, browserId: string | undefined): Promise<PollAnswer> {
       const row = state ? await flows.find(state) : undefined;
       if (!row || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return { status: 'expired' };
-      if (row.status === 'completed') return { status: 'linked' };
+      if (row.status === 'completed') return { status: 'linked', ...(row.returnTo ? { returnTo: row.returnTo } : {}) };
       if (row.status === 'failed') return { status: 'failed' };
       if (row.expiresAt.getTime() <= deps.now()) return { status: 'expired' };
       const shown = row.step as ShownStep | null;
@@ -215,7 +215,7 @@ export function createLinking(deps: LinkingDeps) {
       if (row.lockedUntil && row.lockedUntil.getTime() > deps.now()) return { status: 'pending', pollMs: shown.pollMs };
       try {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
-        if (outcome.kind === 'linked') return { status: 'linked' };
+        if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };
       } catch (error) {

@@ -129,6 +129,18 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
     try {
       const answer = await (await fetch(url, { credentials: 'same-origin' })).json();
       if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
+      if (answer.status === 'linked') {
+        if (answer.returnTo) return location.assign(answer.returnTo);
+        // Success in place, no reload: the same words as the success page.
+        const main = document.querySelector('main');
+        const heading = document.createElement('h1');
+        heading.textContent = 'Account linked';
+        const line = document.createElement('p');
+        line.textContent = 'Your account is now linked. You can close this tab and go back to the chat.';
+        main.replaceChildren(heading, line);
+        document.title = 'Account linked · Linkgate';
+        return;
+      }
       document.getElementById('check').submit();
     } catch { setTimeout(tick, ${props.pollMs * 2}); }
   };

@@ -63,8 +63,11 @@ describe('gateway pages in Chromium', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByText('ABC123').waitFor();
     await page.screenshot({ path: `${SHOTS}/wait.png`, fullPage: true });
-    // The page's script polls (pollMs 1000) and moves on by itself on the second poll.
+    // The page's script polls (pollMs 1000) and shows success by itself on the second poll, without a reload.
+    let navigations = 0;
+    page.on('framenavigated', () => (navigations += 1));
     await page.getByRole('heading', { name: 'Account linked' }).waitFor({ timeout: 10_000 });
+    expect(navigations).toBe(0);
     await page.screenshot({ path: `${SHOTS}/linked.png`, fullPage: true });
     expect(violations).toEqual([]);
     expect(await (await gateway.api('/users/e2e-1/links/pin')).json()).toMatchObject({ externalId: 'ada' });
