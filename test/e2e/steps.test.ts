@@ -1,13 +1,12 @@
-import { SignJWT } from 'jose';
-import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { launchChromium, listen } from './browser.ts';
+import { mintContext } from '../helpers/context.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots', import.meta.url));
@@ -30,14 +29,7 @@ afterAll(async () => {
   await database?.close();
 });
 
-const mint = (userId: string) =>
-  new SignJWT({ provider: 'pin' })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(userId)
-    .setJti(randomUUID())
-    .setIssuedAt()
-    .setExpirationTime('5m')
-    .sign(new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
+const mint = (userId: string) => mintContext('pin', userId);
 
 describe('gateway pages in Chromium', () => {
   it('signs in through the form, shows the code, and the page finishes by itself once approved', async () => {

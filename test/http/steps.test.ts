@@ -1,11 +1,10 @@
-import { SignJWT } from 'jose';
-import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { mintContext } from '../helpers/context.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
 let database: Database;
@@ -17,15 +16,7 @@ beforeAll(async () => {
 });
 afterAll(() => database.close());
 
-async function mint(userId: string) {
-  return new SignJWT({ provider: 'pin' })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(userId)
-    .setJti(randomUUID())
-    .setIssuedAt()
-    .setExpirationTime('5m')
-    .sign(new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
-}
+const mint = (userId: string) => mintContext('pin', userId);
 
 const hiddenState = (html: string) => /name="state" value="([^"]+)"/.exec(html)![1]!;
 

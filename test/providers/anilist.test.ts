@@ -1,5 +1,3 @@
-import { SignJWT } from 'jose';
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
 import type { Database } from '../../src/db/client.ts';
@@ -7,6 +5,7 @@ import { startFakeAniList, type FakeAniList } from '../fakes/anilist.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { mintContext } from '../helpers/context.ts';
 
 /** Exactly the variables of an existing AniList auth service deployment. */
 const SERVICE_ENV = {
@@ -45,15 +44,7 @@ afterAll(async () => {
   await database?.close();
 });
 
-async function mint(userId: string) {
-  return new SignJWT({ provider: 'anilist' })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(userId)
-    .setJti(randomUUID())
-    .setIssuedAt(Math.floor(clock / 1000))
-    .setExpirationTime(Math.floor(clock / 1000) + 600)
-    .sign(new TextEncoder().encode(SERVICE_ENV.OAUTH_CONTEXT_SIGNING_SECRET));
-}
+const mint = (userId: string) => mintContext('anilist', userId, { secret: SERVICE_ENV.OAUTH_CONTEXT_SIGNING_SECRET, now: clock, ttlSeconds: 600 });
 
 async function link(userId: string, anilistUserId: number) {
   const browser = new TestBrowser((path, init) => gateway.app.request(path, init));

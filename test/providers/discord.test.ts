@@ -1,12 +1,11 @@
-import { SignJWT } from 'jose';
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { mintContext } from '../helpers/context.ts';
 
 const ENV = {
   DISCORD_CLIENT_ID: '1100000000000000001',
@@ -50,15 +49,7 @@ afterAll(async () => {
   await database?.close();
 });
 
-async function mint(userId: string) {
-  return new SignJWT({ provider: 'discord' })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(userId)
-    .setJti(randomUUID())
-    .setIssuedAt(Math.floor(clock / 1000))
-    .setExpirationTime(Math.floor(clock / 1000) + 300)
-    .sign(new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
-}
+const mint = (userId: string) => mintContext('discord', userId, { now: clock });
 
 async function link(userId: string, discordUserId: string) {
   const browser = new TestBrowser((path, init) => gateway.app.request(path, init));

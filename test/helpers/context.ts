@@ -1,0 +1,23 @@
+import { SignJWT } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { TEST_SECRETS } from './gateway.ts';
+
+export interface MintOptions {
+  /** Defaults to the test signing secret. */
+  secret?: string;
+  /** Epoch ms the context is issued at (a test clock); default now. */
+  now?: number;
+  ttlSeconds?: number;
+}
+
+/** A link context signed with jose, the way a bot signs one — not with our own signing code. */
+export function mintContext(provider: string, userId: string, options: MintOptions = {}): Promise<string> {
+  const iat = Math.floor((options.now ?? Date.now()) / 1000);
+  return new SignJWT({ provider })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(userId)
+    .setJti(randomUUID())
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + (options.ttlSeconds ?? 300))
+    .sign(new TextEncoder().encode(options.secret ?? TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
+}
