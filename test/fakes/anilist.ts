@@ -37,9 +37,9 @@
  * Only the `Viewer` root field of GraphQL is implemented (fields id, name, __typename).
  */
 import { generateKeyPair, randomBytes, sign, type KeyObject } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { promisify } from 'node:util';
+import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, send, sendJson } from './http.ts';
 
 export type FakeFault = 'http500' | 'malformed' | 'hang';
 export type FakeAniListEndpoint = 'token' | 'graphql';
@@ -89,7 +89,6 @@ const GRAPHQL_PATH = '/graphql';
 const ONE_YEAR = 31_536_000;
 /** Passport's default authorization-code lifetime (Passport::$authCodesExpireIn = 10 minutes). */
 const CODE_TTL_MS = 10 * 60_000;
-const MAX_BODY = 1024 * 1024;
 
 // league/oauth2-server 7.x wording (src/Exception/OAuthServerException.php).
 const MSG_INVALID_REQUEST =
@@ -138,29 +137,8 @@ interface AccessRecord {
 // HTTP helpers
 // ---------------------------------------------------------------------------------------------
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > MAX_BODY) throw new Error('request body too large');
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks);
-}
 
-function send(res: ServerResponse, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
-  res.statusCode = status;
-  res.setHeader('Content-Type', contentType);
-  res.setHeader('Content-Length', Buffer.byteLength(text));
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-  res.end(text);
-}
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  send(res, status, 'application/json', JSON.stringify(body), headers);
-}
 
 /** Laravel reads JSON bodies and form bodies alike into the request parameters. */
 function parseParams(req: IncomingMessage, body: Buffer): Record<string, string> {
@@ -188,29 +166,10 @@ function parseParams(req: IncomingMessage, body: Buffer): Record<string, string>
   return out;
 }
 
-function basicCredentials(req: IncomingMessage): [string, string] | undefined {
-  const header = req.headers.authorization;
-  if (!header?.startsWith('Basic ')) return undefined;
-  const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return undefined;
-  return [decoded.slice(0, colon), decoded.slice(colon + 1)];
-}
 
-function bearerToken(req: IncomingMessage): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-  return match?.[1];
-}
 
 const b64url = (data: Buffer | string) => Buffer.from(data).toString('base64url');
 
-function randomAlnum(length: number): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  const bytes = randomBytes(length);
-  let out = '';
-  for (const byte of bytes) out += alphabet[byte % alphabet.length];
-  return out;
-}
 
 /** league encrypts codes and refresh tokens with defuse/php-encryption: opaque hex that starts with def50200. */
 const opaqueLeagueToken = (bytes: number) => `def50200${randomBytes(bytes).toString('hex')}`;
@@ -412,23 +371,10 @@ export async function startFakeAniList(opts: StartFakeAniListOptions = {}): Prom
   const codes = new Map<string, CodeRecord>();
   const accessTokens = new Map<string, AccessRecord>();
   const faults: Record<FakeAniListEndpoint, FakeFault[]> = { token: [], graphql: [] };
-  const sockets = new Set<Socket>();
   const closing = new AbortController();
 
-  const server = createServer();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const origin = `http://127.0.0.1:${port}`;
+  const local = await listenLocal();
+  const { server, origin } = local;
 
   const isRegistered = (uri: string) => {
     if (registered) return registered.includes(uri);
@@ -670,7 +616,6 @@ export async function startFakeAniList(opts: StartFakeAniListOptions = {}): Prom
     });
   });
 
-  let closed: Promise<void> | undefined;
 
   return {
     origin,
@@ -715,13 +660,8 @@ export async function startFakeAniList(opts: StartFakeAniListOptions = {}): Prom
     },
 
     close() {
-      closed ??= new Promise<void>((resolve, reject) => {
-        closing.abort();
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
-      });
-      return closed;
+      closing.abort();
+      return local.close();
     },
   };
 }

@@ -34,10 +34,10 @@
  * it valid until it expires); code lifetime (we use 10 minutes; a Discord engineer wrote "100 seconds" in
  * discord/discord-api-docs#2526).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, send, sendJson } from './http.ts';
 
 export type FakeFault = 'http500' | 'malformed' | 'hang';
 export type FakeDiscordEndpoint = 'token' | 'revoke' | 'me';
@@ -94,7 +94,6 @@ const REVOKE_PATH = '/api/oauth2/token/revoke';
 const ME_PATH = '/api/users/@me';
 const SEVEN_DAYS = 604_800;
 const CODE_TTL_MS = 10 * 60_000;
-const MAX_BODY = 1024 * 1024;
 const PKCE_VALUE = /^[A-Za-z0-9\-._~]{43,128}$/;
 const ACCESS_DENIED_DESCRIPTION = 'The resource owner or authorization server denied the request';
 
@@ -140,29 +139,8 @@ interface TokenRecord {
 // HTTP helpers
 // ---------------------------------------------------------------------------------------------
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > MAX_BODY) throw new Error('request body too large');
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks);
-}
 
-function send(res: ServerResponse, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
-  res.statusCode = status;
-  res.setHeader('Content-Type', contentType);
-  res.setHeader('Content-Length', Buffer.byteLength(text));
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-  res.end(text);
-}
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  send(res, status, 'application/json', JSON.stringify(body), headers);
-}
 
 /** Discord reads only form bodies on the OAuth2 endpoints; anything else is an empty form here. */
 function parseForm(req: IncomingMessage, body: Buffer): URLSearchParams {
@@ -170,34 +148,8 @@ function parseForm(req: IncomingMessage, body: Buffer): URLSearchParams {
   return type.startsWith('application/x-www-form-urlencoded') ? new URLSearchParams(body.toString('utf8')) : new URLSearchParams();
 }
 
-/** RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64. */
-function basicCredentials(req: IncomingMessage): [string, string] | undefined {
-  const header = req.headers.authorization;
-  if (!header || !/^Basic /i.test(header)) return undefined;
-  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return undefined;
-  const formDecode = (s: string) => {
-    try {
-      return decodeURIComponent(s.replace(/\+/g, ' '));
-    } catch {
-      return s;
-    }
-  };
-  return [formDecode(decoded.slice(0, colon)), formDecode(decoded.slice(colon + 1))];
-}
 
-function bearerToken(req: IncomingMessage): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-  return match?.[1];
-}
 
-function randomAlnum(length: number): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  let out = '';
-  for (const byte of randomBytes(length)) out += alphabet[byte % alphabet.length];
-  return out;
-}
 
 const s256 = (verifier: string) => createHash('sha256').update(verifier, 'ascii').digest('base64url');
 
@@ -215,23 +167,10 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
   const codes = new Map<string, CodeRecord>();
   const tokens = new Map<string, TokenRecord>();
   const faults: Record<FakeDiscordEndpoint, FakeFault[]> = { token: [], revoke: [], me: [] };
-  const sockets = new Set<Socket>();
   const closing = new AbortController();
 
-  const server = createServer();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const origin = `http://127.0.0.1:${port}`;
+  const local = await listenLocal();
+  const { server, origin } = local;
   const iss = opts.sendIss === true ? origin : typeof opts.sendIss === 'string' ? opts.sendIss : undefined;
 
   const isRegistered = (uri: string) => {
@@ -469,7 +408,6 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
     });
   });
 
-  let closed: Promise<void> | undefined;
 
   const fake: FakeDiscord = {
     origin,
@@ -517,13 +455,8 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
     },
 
     close() {
-      closed ??= new Promise<void>((resolve, reject) => {
-        closing.abort();
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
-      });
-      return closed;
+      closing.abort();
+      return local.close();
     },
   };
   return fake;

@@ -10,8 +10,7 @@
  *   answer our own tiny interaction endpoints (`/interaction/:uid[/login|/confirm|/abort]`).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import { exportJWK, generateKeyPair } from 'jose';
 import Provider, {
@@ -20,6 +19,7 @@ import Provider, {
   type InteractionDetails,
   type KoaContextLike,
 } from 'oidc-provider';
+import { listenLocal } from './http.ts';
 
 export interface TestIdp {
   issuer: string; // e.g. http://127.0.0.1:<port>
@@ -280,16 +280,8 @@ export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> 
   const claimsFor = opts.claims ?? defaultClaims;
   const redirectUris = opts.redirectUris.map((u) => new URL(u));
 
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const issuer = `http://127.0.0.1:${port}`;
+  const local = await listenLocal();
+  const { server, origin: issuer } = local;
 
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   const signingJwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: 'RS256', use: 'sig' };
@@ -455,10 +447,6 @@ export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> 
     counts,
     login: (authorizationUrl, sub) => drive(authorizationUrl, { sub }),
     deny: (authorizationUrl) => drive(authorizationUrl, 'deny'),
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    close: () => local.close(),
   };
 }
