@@ -68,8 +68,8 @@
  * default Version string (pass `version`); LocalAddress (the real server derives it from the request/network config).
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { listenLocal, readBody } from './http.ts';
 
 export type FakeFault = 'http500' | 'malformed' | 'hang';
 export type FakeJellyfinEndpoint = 'initiate' | 'connect' | 'authenticate' | 'me' | 'logout';
@@ -135,7 +135,6 @@ export interface StartFakeJellyfinOptions {
 
 const QC_TIMEOUT_MS = 10 * 60_000;
 const QC_AUTHORIZED_GRACE_MS = 60_000; // AuthorizeRequest: DateAdded = UtcNow + 1 minute
-const MAX_BODY = 1024 * 1024;
 const GENERIC_ERROR = 'Error processing request.';
 const JSON_TYPE = 'application/json; charset=utf-8';
 const MIN_DATE = '0001-01-01T00:00:00.0000000Z';
@@ -234,17 +233,6 @@ function validationProblem(field: string, message: string): HttpError {
   });
 }
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > MAX_BODY) throw new Error('request body too large');
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks);
-}
 
 function send(res: ServerResponse, status: number, contentType: string | undefined, text: string): void {
   res.statusCode = status;
@@ -351,23 +339,10 @@ export async function startFakeJellyfin(opts: StartFakeJellyfinOptions = {}): Pr
   /** QuickConnectManager._authorizedSecrets: secret → (timestamp, AuthenticationResult). */
   const authorized = new Map<string, { timestamp: number; result: unknown }>();
   const faults: Record<FakeJellyfinEndpoint, FakeFault[]> = { initiate: [], connect: [], authenticate: [], me: [], logout: [] };
-  const sockets = new Set<Socket>();
   let closing = false;
 
-  const server = createServer();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://127.0.0.1:${port}`;
+  const local = await listenLocal();
+  const { server, origin: url } = local;
 
   // --- state -------------------------------------------------------------------------------
 
@@ -645,7 +620,7 @@ export async function startFakeJellyfin(opts: StartFakeJellyfinOptions = {}): Pr
 
   function publicInfo(req: IncomingMessage) {
     return {
-      LocalAddress: `http://${req.headers.host ?? `127.0.0.1:${port}`}`,
+      LocalAddress: req.headers.host ? `http://${req.headers.host}` : url,
       ServerName: serverName,
       Version: version,
       ProductName: 'Jellyfin Server',
@@ -698,7 +673,6 @@ export async function startFakeJellyfin(opts: StartFakeJellyfinOptions = {}): Pr
     });
   });
 
-  let closed: Promise<void> | undefined;
 
   const fake: FakeJellyfin = {
     url,
@@ -746,13 +720,8 @@ export async function startFakeJellyfin(opts: StartFakeJellyfinOptions = {}): Pr
     },
 
     close() {
-      closed ??= new Promise<void>((resolve, reject) => {
-        closing = true;
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
-      });
-      return closed;
+      closing = true;
+      return local.close();
     },
   };
   return fake;
