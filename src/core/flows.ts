@@ -96,6 +96,11 @@ export function createFlowStore(db: Db, keyring: Keyring) {
         .where(eq(flows.stateHash, row.stateHash));
     },
 
+    /** Lets the flow go unchanged, for the next request to try again. */
+    async unlock(row: FlowRow): Promise<void> {
+      await db.update(flows).set({ lockedUntil: null }).where(eq(flows.stateHash, row.stateHash));
+    },
+
     /** Ends the flow for good; its secrets are dropped now, the row when it expires. */
     async finish(row: FlowRow, status: 'completed' | 'failed'): Promise<void> {
       await db.update(flows).set({ status, data: null, step: null, lockedUntil: null }).where(eq(flows.stateHash, row.stateHash));

@@ -138,7 +138,10 @@ export function createLinking(deps: LinkingDeps) {
       const step = await run(provider, (p) => p.advance(flow, input));
       return await settle(provider, claimed, state, flow, step);
     } catch (error) {
-      await flows.finish(claimed, 'failed');
+      // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
+      const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
+      if (input.kind === 'poll' && transient) await flows.unlock(claimed);
+      else await flows.finish(claimed, 'failed');
       throw error;
     }
   }
@@ -219,7 +222,9 @@ export function createLinking(deps: LinkingDeps) {
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };
       } catch (error) {
-        if (isLinkgateError(error, 'flow_busy')) return { status: 'pending', pollMs: shown.pollMs };
+        if (isLinkgateError(error, 'flow_busy') || isLinkgateError(error, 'provider_unavailable') || isLinkgateError(error, 'provider_timeout')) {
+          return { status: 'pending', pollMs: shown.pollMs };
+        }
         logger.warn({ provider: providerId, errorCode: isLinkgateError(error) ? error.code : 'unexpected' }, 'flow failed while polling');
         return { status: 'failed' };
       }

@@ -123,6 +123,17 @@ describe('Jellyfin', () => {
     }
   });
 
+  it('keeps waiting through a server hiccup while the user approves the code', async () => {
+    const browser = browserFor(gateway);
+    const page = await (await browser.get(`/oauth/jellyfin/start?context=${await mint('hiccup')}`)).text();
+    const code = /class="code"[^>]*>(\d{6})</.exec(page)![1]!;
+    const s = state(page);
+    jellyfin.failNext('connect', 'http500');
+    expect(await (await browser.get(`/oauth/jellyfin/poll?state=${s}`)).json()).toMatchObject({ status: 'pending' });
+    jellyfin.approve(code, USER_ID);
+    expect(await (await browser.get(`/oauth/jellyfin/poll?state=${s}`)).json()).toEqual({ status: 'linked' });
+  });
+
   it('says so and offers a new code when a Quick Connect code expires', async () => {
     const browser = browserFor(gateway);
     const page = await (await browser.get(`/oauth/jellyfin/start?context=${await mint('expiring')}`)).text();
