@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.ts';
 import { createApiKeyCheck, createUserIdHasher, type Keyring } from './core/crypto.ts';
 import { isLinkgateError, LinkgateError } from './core/errors.ts';
+import { createLinkEvents } from './core/events.ts';
 import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
@@ -36,11 +37,13 @@ export function createApp(deps: AppDeps) {
   const db = deps.database.db;
   const hashUserId = createUserIdHasher(config.userIdHashSalt);
   const links = createLinkStore(db, deps.keyring);
+  const events = createLinkEvents(deps.database, logger);
   const linking = createLinking({
     db,
     registry,
     flows: createFlowStore(db, deps.keyring),
     links,
+    events,
     logger,
     now,
     context: { secret: config.contextSigningSecret, ttlSeconds: config.contextTtlSeconds, returnToOrigins: config.returnToOrigins },
@@ -62,6 +65,7 @@ export function createApp(deps: AppDeps) {
     apiRoutes({
       registry,
       links,
+      events,
       tokens: createTokenService({
         database: deps.database,
         keyring: deps.keyring,

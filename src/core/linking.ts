@@ -5,6 +5,7 @@ import type { Flow, FormSpec, ProviderInstance, Step, StepInput, WaitDisplay } f
 import type { RegisteredProvider, Registry } from '../registry.ts';
 import { randomToken, sha256 } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
+import type { LinkEvents } from './events.ts';
 import type { FlowStore, ShownStep } from './flows.ts';
 import { verifyLinkContext, type LinkContextOptions } from './link-context.ts';
 import type { LinkStore } from './links.ts';
@@ -30,6 +31,7 @@ export interface LinkingDeps {
   registry: Registry;
   flows: FlowStore;
   links: LinkStore;
+  events: LinkEvents;
   logger: Logger;
   now: () => number;
   context: Omit<LinkContextOptions, 'now'>;
@@ -108,6 +110,7 @@ export function createLinking(deps: LinkingDeps) {
       await links.store(key, step.account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
       await flows.finish(row, 'completed');
       logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
+      await deps.events.publish(key);
       return { kind: 'linked', provider, accountName: step.account.name, returnTo: row.returnTo ?? undefined };
     }
     const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step;

@@ -17,6 +17,10 @@ export interface Database {
   kind: 'postgres' | 'pglite';
   /** Applies the SQL migrations in drizzle/ that have not run yet. */
   migrate(): Promise<void>;
+  /** LISTEN on a channel (one connection per process on PostgreSQL); resolves to the way to stop. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /** NOTIFY every instance listening on the channel. */
+  notify(channel: string, payload: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -57,6 +61,13 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
           lock.release();
         }
       },
+      async listen(channel, onPayload) {
+        const { unlisten } = await client.listen(channel, onPayload);
+        return unlisten;
+      },
+      async notify(channel, payload) {
+        await client.notify(channel, payload);
+      },
       close: () => client.end({ timeout: 5 }),
     };
   }
@@ -67,6 +78,13 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     db,
     kind: 'pglite',
     migrate: () => migratePglite(db, { migrationsFolder }),
+    async listen(channel, onPayload) {
+      const stop = await client.listen(channel, onPayload);
+      return () => stop();
+    },
+    async notify(channel, payload) {
+      await client.query('select pg_notify($1, $2)', [channel, payload]);
+    },
     close: () => client.close(),
   };
 }

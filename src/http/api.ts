@@ -4,6 +4,7 @@ import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId } from '../core/ids.ts';
 import { checkReturnTo, DEFAULT_TENANT, signLinkContext } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
+import type { LinkEvents } from '../core/events.ts';
 import type { TokenService } from '../core/tokens.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Registry } from '../registry.ts';
@@ -12,6 +13,7 @@ import { apiKeyAuth, bodyLimit, type AppEnv } from './middleware.ts';
 export interface ApiRoutesDeps {
   registry: Registry;
   links: LinkStore;
+  events: LinkEvents;
   tokens: TokenService;
   checkApiKey: (presented: string) => boolean;
   now: () => number;
@@ -23,6 +25,12 @@ export interface ApiRoutesDeps {
 }
 
 const UserParams = v.object({ userId: UserId });
+const WaitQuery = v.object({
+  timeoutSeconds: v.optional(
+    v.pipe(v.string(), v.regex(/^\d{1,2}$/, 'timeoutSeconds must be a whole number from 1 to 60'), v.transform(Number), v.minValue(1, 'timeoutSeconds must be at least 1'), v.maxValue(60, 'timeoutSeconds must be at most 60')),
+    '30',
+  ),
+});
 const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
 const LinkParams = v.object({ userId: UserId, provider: ProviderId });
 const LinkUrlBody = v.object({
@@ -121,6 +129,42 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       if (!row) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
       return c.json(toApiLink(row));
     });
+  });
+
+  /**
+   * Long-poll until the user has an active link: at once if they already
+   * do (also when they finished before this call), else as soon as any
+   * instance stores it, or 204 after `timeoutSeconds` (1–60, default 30).
+   */
+  app.get('/users/:userId/links/:provider/wait', async (c) => {
+    const { userId, provider } = parseInput(LinkParams, c.req.param());
+    const { timeoutSeconds } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds') });
+    knownProvider(provider);
+    const key = { tenant, userId, provider };
+    // Subscribe first, then read: a link stored in between still wakes us.
+    let subscription = await deps.events.subscribe(key);
+    try {
+      const deadline = deps.now() + timeoutSeconds * 1000;
+      for (;;) {
+        const row = await deps.links.get(key);
+        if (row?.status === 'active') return c.json(toApiLink(row));
+        const left = deadline - deps.now();
+        if (left <= 0) return c.body(null, 204);
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), left)));
+        const aborted = new Promise<'timeout'>((resolve) => c.req.raw.signal.addEventListener('abort', () => resolve('timeout'), { once: true }));
+        const woke = await Promise.race([subscription.changed.then(() => 'changed' as const), timedOut, aborted]);
+        clearTimeout(timer);
+        if (woke === 'timeout') {
+          const last = await deps.links.get(key);
+          return last?.status === 'active' ? c.json(toApiLink(last)) : c.body(null, 204);
+        }
+        subscription.stop();
+        subscription = await deps.events.subscribe(key);
+      }
+    } finally {
+      subscription.stop();
+    }
   });
 
   app.post('/users/:userId/links/:provider/token', async (c) => {

@@ -45,6 +45,7 @@ const ROUTES: Array<[string, string, RequestInit?]> = [
   ['GET', `/users/${USER}/links/corp`],
   ['DELETE', `/users/${USER}/links/corp`],
   ['POST', `/users/${USER}/links/corp/token`],
+  ['GET', `/users/${USER}/links/corp/wait?timeoutSeconds=1`],
 ];
 
 describe('bot API', () => {
