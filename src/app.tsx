@@ -12,6 +12,7 @@ import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
 import { createTokenService } from './core/tokens.ts';
 import type { Database } from './db/client.ts';
+import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { healthRoutes } from './http/health.ts';
 import { pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
@@ -96,21 +97,23 @@ export function createApp(deps: AppDeps) {
   app.onError((error, c) => {
     const log = c.get('logger') ?? logger;
     let failure: LinkgateError;
-    if (isLinkgateError(error)) {
+    const database = databaseFailure(error);
+    if (database?.unavailable) {
+      failure = new LinkgateError('database_unavailable', 'the database is not answering; try again shortly', { cause: database.summary });
+    } else if (isLinkgateError(error)) {
       failure = error;
     } else if (error instanceof HTTPException && error.status < 500) {
       failure = new LinkgateError('bad_request', 'the request could not be read', { status: error.status, cause: error });
     } else {
-      failure = new LinkgateError('internal_error', 'internal error', { cause: error });
-      deps.reportError?.(error);
+      failure = new LinkgateError('internal_error', 'internal error', { cause: database?.summary ?? error });
+      deps.reportError?.(database ? new Error(`database: ${database.summary.code ?? database.summary.name}`) : error);
     }
     const { code } = failure;
-    const cause = failure.cause;
     const fields = {
       errorCode: code,
       status: failure.status,
       provider: failure.provider,
-      cause: cause instanceof Error ? { name: cause.name, message: cause.message } : undefined,
+      cause: failure.cause === undefined ? undefined : failure.cause instanceof Error ? logCause(failure.cause) : failure.cause,
     };
     if (failure.status >= 500) log.error(fields, 'request failed');
     else log.info(fields, 'request refused');

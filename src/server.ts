@@ -10,6 +10,7 @@ import { createKeyring } from './core/crypto.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
 import { openDatabase } from './db/client.ts';
+import { logCause } from './db/errors.ts';
 import { lockDataDir } from './db/lock.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, loadProviders } from './registry.ts';
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
   const purge = setInterval(() => {
     purgeExpired(database.db, new Date()).then(
       (purged) => logger.debug({ purged }, 'purged expired rows'),
-      (error: unknown) => logger.warn({ cause: error instanceof Error ? error.message : String(error) }, 'purge failed'),
+      (error: unknown) => logger.warn({ cause: logCause(error) }, 'purge failed'),
     );
   }, PURGE_EVERY_MS);
   purge.unref();

@@ -50,6 +50,7 @@ const defaultStatus = {
   // storage and everything unexpected
   decrypt_failed: 500,
   internal_error: 500,
+  database_unavailable: 503,
 } as const satisfies Record<string, number>;
 
 export type ErrorCode = keyof typeof defaultStatus;

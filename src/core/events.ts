@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
+import { logCause } from '../db/errors.ts';
 import type { LinkKey } from './links.ts';
 
 const CHANNEL = 'linkgate_links';
@@ -33,7 +34,7 @@ export function createLinkEvents(database: Database, logger: Logger) {
       try {
         await database.notify(CHANNEL, keyOf(key));
       } catch (error) {
-        logger.warn({ cause: error instanceof Error ? error.message : String(error) }, 'link notification failed');
+        logger.warn({ cause: logCause(error) }, 'link notification failed');
       }
     },
 

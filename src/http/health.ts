@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { ping, type Database } from '../db/client.ts';
+import { logCause } from '../db/errors.ts';
 import type { AppEnv } from './middleware.ts';
 
 export function healthRoutes(deps: { database: Database }) {
@@ -12,7 +13,7 @@ export function healthRoutes(deps: { database: Database }) {
       await ping(deps.database.db);
       return c.json({ status: 'ready', database: deps.database.kind });
     } catch (error) {
-      c.get('logger').warn({ cause: error instanceof Error ? error.message : String(error) }, 'database not ready');
+      c.get('logger').warn({ cause: logCause(error) }, 'database not ready');
       return c.json({ status: 'unavailable', database: deps.database.kind }, 503);
     }
   });

@@ -211,6 +211,8 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
       return { title: 'Account already linked', lines: [`This ${provider} account is already linked to another user.`, 'Sign in with a different account, or unlink it from the other user first.'] };
     case 'return_to_not_allowed':
       return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
+    case 'database_unavailable':
+      return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
     case 'bad_request':
     case 'payload_too_large':
       return { title: 'Something is wrong with this request', lines: ['The address or form looks damaged.', NEW_LINK] };

@@ -31,3 +31,22 @@ describe('health', () => {
     await database.close();
   });
 });
+
+describe('when the database goes away', () => {
+  it('answers 503 (JSON and page), logs no query parameters, and the process keeps serving', async () => {
+    const database = await createTestDatabase();
+    const gateway = await createTestGateway(database);
+    await database.close();
+    const api = await gateway.api('/users/80351110224678912/links');
+    expect(api.status).toBe(503);
+    expect(await api.json()).toEqual({ error: { code: 'database_unavailable', message: 'the database is not answering; try again shortly' } });
+    const page = await gateway.app.request('/oauth/corp/callback?state=x&code=y');
+    expect(page.status).toBe(503);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await page.text()).toContain('Linkgate is briefly unavailable');
+    // Drizzle's messages carry query parameters; none of them reaches the logs.
+    expect(gateway.logs.join('\n')).not.toContain('80351110224678912');
+    expect(gateway.logs.join('\n')).not.toContain('params:');
+    expect((await gateway.app.request('/healthz')).status).toBe(200);
+  });
+});
