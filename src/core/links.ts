@@ -54,6 +54,22 @@ export function toApiLink(row: LinkRow): Link {
 const whereKey = (key: LinkKey) => and(eq(links.tenant, key.tenant), eq(links.userId, key.userId), eq(links.provider, key.provider));
 
 export function createLinkStore(db: Db, keyring: Keyring) {
+  // The status API's one query, built once: Drizzle's query building is a
+  // noticeable share of the hot path's CPU otherwise (bench/README.md).
+  let getLink: ReturnType<typeof prepareGet> | undefined;
+  const prepareGet = () =>
+    db
+      .select()
+      .from(links)
+      .where(
+        and(
+          eq(links.tenant, sql.placeholder('tenant')),
+          eq(links.userId, sql.placeholder('userId')),
+          eq(links.provider, sql.placeholder('provider')),
+        ),
+      )
+      .prepare('linkgate_link_get');
+
   return {
     /**
      * Stores (or replaces, on relink) the user's link. Unless shared accounts
@@ -95,7 +111,8 @@ export function createLinkStore(db: Db, keyring: Keyring) {
     },
 
     async get(key: LinkKey): Promise<LinkRow | undefined> {
-      const [row] = await db.select().from(links).where(whereKey(key));
+      getLink ??= prepareGet();
+      const [row] = await getLink.execute({ tenant: key.tenant, userId: key.userId, provider: key.provider });
       return row;
     },
 
