@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   if (generated.length > 0) {
     logger.warn({ generated, file }, 'generated development secrets (the API key is in that file); set them yourself in production');
   }
-  const reportError = initSentry(config);
+  const reportError = await initSentry(config);
 
   const isAlive = (pid: number) => {
     try {

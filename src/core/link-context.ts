@@ -1,4 +1,5 @@
-import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { createHmac } from 'node:crypto';
+import { errors as joseErrors, jwtVerify } from 'jose';
 import * as v from 'valibot';
 import { randomToken } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
@@ -105,19 +106,22 @@ export interface SignLinkContextInput {
   returnTo?: string;
 }
 
-/** Signs a context the way a bot would (used by `POST /api/v1/link-urls`). */
+/**
+ * Signs a context the way a bot would (used by `POST /api/v1/link-urls` and
+ * every `not_linked` answer). HS256 is one HMAC over two base64url JSON
+ * parts (RFC 7515 §7.1, RFC 7518 §3.2); done synchronously here because the
+ * status API signs one for every unlinked user it answers. Verification
+ * stays with jose.
+ */
 export async function signLinkContext(input: SignLinkContextInput, secret: string, ttlSeconds: number, now: number): Promise<{ token: string; expiresAt: Date }> {
   const iat = Math.floor(now / 1000);
   const exp = iat + ttlSeconds;
-  const claims: Record<string, string> = { provider: input.provider };
+  const claims: Record<string, string | number> = { sub: input.userId, provider: input.provider, jti: randomToken(16), iat, exp };
   if (input.tenant && input.tenant !== DEFAULT_TENANT) claims.tenant = input.tenant;
   if (input.returnTo) claims.return_to = input.returnTo;
-  const token = await new SignJWT(claims)
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(input.userId)
-    .setJti(randomToken(16))
-    .setIssuedAt(iat)
-    .setExpirationTime(exp)
-    .sign(new TextEncoder().encode(secret));
-  return { token, expiresAt: new Date(exp * 1000) };
+  const signingInput = `${HS256_HEADER}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  const signature = createHmac('sha256', secret).update(signingInput).digest('base64url');
+  return { token: `${signingInput}.${signature}`, expiresAt: new Date(exp * 1000) };
 }
+
+const HS256_HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');

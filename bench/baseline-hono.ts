@@ -1,0 +1,25 @@
+/**
+ * Baseline: a bare Hono app doing the status API's single indexed SELECT
+ * through the same driver (postgres-js, or PGlite in DATA_DIR) and answering
+ * it as JSON, with nothing else: no auth, no logging, no validation.
+ */
+import { serve } from '@hono/node-server';
+import { PGlite } from '@electric-sql/pglite';
+import { Hono } from 'hono';
+import postgres from 'postgres';
+
+type Row = Record<string, unknown>;
+let query: (userId: string) => Promise<Row | undefined>;
+if (process.env.DATABASE_URL) {
+  const sql = postgres(process.env.DATABASE_URL, { max: 10 });
+  query = async (userId) => (await sql`select * from links where tenant = 'default' and user_id = ${userId} and provider = 'bench'`)[0];
+} else {
+  const db = await PGlite.create(process.env.DATA_DIR!);
+  query = async (userId) => (await db.query<Row>(`select * from links where tenant = 'default' and user_id = $1 and provider = 'bench'`, [userId])).rows[0];
+}
+const app = new Hono();
+app.get('/api/v1/users/:userId/links/:provider', async (c) => {
+  const row = await query(c.req.param('userId'));
+  return row ? c.json(row) : c.json({ error: { code: 'not_linked' } }, 404);
+});
+serve({ fetch: app.fetch, hostname: '127.0.0.1', port: Number(process.env.PORT) }, () => process.stdout.write('ready\n'));

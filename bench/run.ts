@@ -1,0 +1,370 @@
+/**
+ * `npm run bench`: every scenario of bench/README.md in one run, against
+ * PostgreSQL when DATABASE_URL is set (a fresh database made from it and
+ * dropped after) and PGlite otherwise. Load comes from separate processes
+ * (autocannon in bench/load.ts) or, for the browser flow, from this one.
+ * BENCH_QUICK=1 makes a smoke run with little data and short durations.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import { SignJWT } from 'jose';
+import postgres from 'postgres';
+import { createKeyring } from '../src/core/crypto.ts';
+import { linkAad } from '../src/core/links.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const QUICK = process.env.BENCH_QUICK === '1';
+const SECONDS = QUICK ? 2 : 10;
+const LINKS = QUICK ? 5_000 : 100_000;
+const USERS = Math.round(LINKS / 0.7); // 70 % of the ids asked for are linked
+const TOKEN_LINKS = 200;
+const DUE_LINKS = 20;
+const TOKEN_REQUESTS = 1_000;
+const API_KEY = `lg_bench_${randomBytes(16).toString('hex')}`;
+const SIGNING_SECRET = randomBytes(32).toString('base64url');
+const KEY = randomBytes(32);
+const BASE_PORT = 18_000 + Math.floor(Math.random() * 1000);
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+// --- a fake OAuth server the bench provider talks to -----------------------------------------
+
+function startFakeOAuth(): Promise<{ url: string; refreshes: () => number; server: Server }> {
+  let refreshes = 0;
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/authorize') {
+      const target = new URL(url.searchParams.get('redirect_uri')!);
+      target.search = new URLSearchParams({ code: `code-${randomUUID()}`, state: url.searchParams.get('state') ?? '' }).toString();
+      res.writeHead(302, { location: target.href }).end();
+      return;
+    }
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      const form = new URLSearchParams(body);
+      if (form.get('grant_type') === 'refresh_token') refreshes += 1;
+      const user = form.get('grant_type') === 'authorization_code' ? `ext-${form.get('code')}` : 'ext-refreshed';
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ access_token: `at-${randomUUID()}`, refresh_token: `rt-${randomUUID()}`, expires_in: 3600, user }));
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, refreshes: () => refreshes, server })),
+  );
+}
+
+// --- processes ---------------------------------------------------------------------------------
+
+interface Running {
+  child: ChildProcess;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Runs a TypeScript entry the way `npm start` runs the gateway (see package.json). */
+function run(args: string[], env: Record<string, string>, port: number): Running {
+  const child = spawn(process.execPath, ['--max-semi-space-size=16', '--import', 'tsx', ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  child.on('exit', (code) => {
+    if (code && code !== 0) log(`${args.join(' ')} exited ${code}: ${output.slice(-2000)}`);
+  });
+  return {
+    child,
+    port,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+async function waitFor(url: string, child: ChildProcess, timeoutMs = 60_000): Promise<number> {
+  const started = performance.now();
+  while (performance.now() - started < timeoutMs) {
+    if (child.exitCode !== null) throw new Error(`process exited before ${url} answered`);
+    try {
+      if ((await fetch(url)).status === 200) return performance.now() - started;
+    } catch {
+      // not listening yet
+    }
+    await sleep(10);
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+}
+
+function rssMb(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Math.round(Number(match[1]) / 1024) : NaN;
+}
+
+interface Load {
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  total: number;
+  non2xx: number;
+  errors: number;
+}
+
+function load(port: number, template: string, connections = 50): Promise<Load> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/load.ts', `http://127.0.0.1:${port}`, String(connections), String(SECONDS), String(USERS), API_KEY, template], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Load) : reject(new Error(`load exited ${code}`))));
+  });
+}
+
+// --- data ----------------------------------------------------------------------------------------
+
+const keyring = createKeyring([{ kid: 'bench', key: KEY }]);
+
+function linkRows(now: number) {
+  const rows = [];
+  const seal = (userId: string, credentials: object) => keyring.seal(JSON.stringify(credentials), linkAad({ tenant: 'default', userId, provider: 'bench' }));
+  for (let i = 0; i < LINKS; i += 1) {
+    rows.push({ user_id: `u${i}`, external_id: `ext-${i}`, credentials: seal(`u${i}`, { accessToken: `at-${i}`, expiresAt: now + 86_400_000 }), expires_at: new Date(now + 86_400_000) });
+  }
+  for (let i = 0; i < TOKEN_LINKS; i += 1) {
+    // The first DUE_LINKS expire within the 60 s refresh margin.
+    const expiresAt = now + (i < DUE_LINKS ? 30_000 : 3_600_000);
+    rows.push({ user_id: `t${i}`, external_id: `ext-t${i}`, credentials: seal(`t${i}`, { accessToken: `at-t${i}`, refreshToken: `rt-t${i}`, expiresAt }), expires_at: new Date(expiresAt) });
+  }
+  return rows;
+}
+
+async function seed(databaseUrl: string | undefined, dataDir: string): Promise<void> {
+  const rows = linkRows(Date.now());
+  if (databaseUrl) {
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    for (let i = 0; i < rows.length; i += 5000) {
+      const batch = rows.slice(i, i + 5000).map((r) => ({ tenant: 'default', provider: 'bench', status: 'active', ...r }));
+      await sql`insert into links ${sql(batch, 'tenant', 'user_id', 'provider', 'status', 'external_id', 'credentials', 'expires_at')}`;
+    }
+    await sql`analyze links`;
+    await sql.end();
+    return;
+  }
+  const db = await PGlite.create(join(dataDir, 'pgdata'));
+  for (let i = 0; i < rows.length; i += 2000) {
+    const batch = rows.slice(i, i + 2000);
+    const values = batch.map((_, j) => `('default', $${j * 4 + 1}, 'bench', 'active', $${j * 4 + 2}, $${j * 4 + 3}, $${j * 4 + 4})`).join(',');
+    await db.query(
+      `insert into links (tenant, user_id, provider, status, external_id, credentials, expires_at) values ${values}`,
+      batch.flatMap((r) => [r.user_id, r.external_id, r.credentials, r.expires_at.toISOString()]),
+    );
+  }
+  await db.exec('analyze links');
+  await db.close();
+}
+
+// --- scenarios -----------------------------------------------------------------------------------
+
+async function linkFlows(port: number): Promise<{ flowsPerSecond: number; p50: number; p99: number; completed: number; failed: number }> {
+  const base = `http://127.0.0.1:${port}`;
+  const secret = new TextEncoder().encode(SIGNING_SECRET);
+  const deadline = performance.now() + SECONDS * 1000;
+  const durations: number[] = [];
+  let failed = 0;
+  let counter = 0;
+  async function browser() {
+    while (performance.now() < deadline) {
+      const started = performance.now();
+      const context = await new SignJWT({ provider: 'bench' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(`f${(counter += 1)}`)
+        .setJti(randomUUID())
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(secret);
+      const start = await fetch(`${base}/oauth/bench/start?context=${context}`, { redirect: 'manual' });
+      const cookie = start.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+      const authorize = await fetch(start.headers.get('location')!, { redirect: 'manual' });
+      const callback = new URL(authorize.headers.get('location')!);
+      const done = await fetch(`${base}${callback.pathname}${callback.search}`, { headers: { cookie } });
+      await done.arrayBuffer();
+      if (done.status === 200) durations.push(performance.now() - started);
+      else failed += 1;
+    }
+  }
+  const began = performance.now();
+  await Promise.all(Array.from({ length: 20 }, browser));
+  const elapsed = (performance.now() - began) / 1000;
+  durations.sort((a, b) => a - b);
+  const pct = (p: number) => Math.round(durations[Math.min(durations.length - 1, Math.floor(durations.length * p))] ?? NaN);
+  return { flowsPerSecond: Math.round(durations.length / elapsed), p50: pct(0.5), p99: pct(0.99), completed: durations.length, failed };
+}
+
+async function tokenRequests(port: number, refreshes: () => number) {
+  const before = refreshes();
+  const base = `http://127.0.0.1:${port}`;
+  let next = 0;
+  const statuses = new Map<number, number>();
+  const began = performance.now();
+  async function worker() {
+    while (next < TOKEN_REQUESTS) {
+      const i = (next += 1) % TOKEN_LINKS;
+      const response = await fetch(`${base}/api/v1/users/t${i}/links/bench/token`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
+      await response.arrayBuffer();
+      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+    }
+  }
+  await Promise.all(Array.from({ length: 50 }, worker));
+  const elapsed = (performance.now() - began) / 1000;
+  return { requestsPerSecond: Math.round(TOKEN_REQUESTS / elapsed), requests: TOKEN_REQUESTS, dueLinks: DUE_LINKS, upstreamRefreshes: refreshes() - before, statuses: Object.fromEntries(statuses) };
+}
+
+// --- the run -------------------------------------------------------------------------------------
+
+async function main() {
+  const fake = await startFakeOAuth();
+  const adminUrl = process.env.DATABASE_URL;
+  const dbName = `linkgate_bench_${randomBytes(4).toString('hex')}`;
+  let databaseUrl: string | undefined;
+  if (adminUrl) {
+    const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create database ${dbName}`);
+    await admin.end();
+    const url = new URL(adminUrl);
+    url.pathname = `/${dbName}`;
+    databaseUrl = url.href;
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-bench-'));
+  const gatewayEnv = {
+    NODE_ENV: 'production',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    PUBLIC_BASE_URL: `http://127.0.0.1:${BASE_PORT}`,
+    OAUTH_CONTEXT_SIGNING_SECRET: SIGNING_SECRET,
+    USERID_HASH_SALT: randomBytes(32).toString('base64url'),
+    LINKGATE_API_KEYS: API_KEY,
+    LINKGATE_ENCRYPTION_KEYS: `bench:${KEY.toString('base64')}`,
+    LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'),
+    BENCH_OAUTH_URL: fake.url,
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: dataDir }),
+  };
+  const startGateway = async () => {
+    const gateway = run(['src/server.ts'], gatewayEnv, BASE_PORT);
+    const startupMs = await waitFor(`http://127.0.0.1:${BASE_PORT}/readyz`, gateway.child);
+    return { gateway, startupMs: Math.round(startupMs) };
+  };
+  const results: Record<string, unknown> = {};
+  try {
+    log(`database: ${databaseUrl ? 'postgres' : 'pglite'}; ${LINKS} links; ${SECONDS} s per load`);
+    // Scenario 4: start-up on an empty database (migrations included), then on a seeded one.
+    const first = await startGateway();
+    await first.gateway.stop();
+    await seed(databaseUrl, dataDir);
+    const { gateway, startupMs } = await startGateway();
+    await sleep(2000);
+    const idleRss = rssMb(gateway.child.pid!);
+
+    // Scenario 1: the status API, then the two baselines on the same data.
+    log('scenario 1: status API');
+    const linkgate = await load(BASE_PORT, '/api/v1/users/{id}/links/bench');
+    const afterRss = rssMb(gateway.child.pid!);
+
+    // Scenario 2 and 3 while this gateway runs.
+    log('scenario 2: link flows');
+    const flows = await linkFlows(BASE_PORT);
+    log('scenario 3: token API');
+    const tokens = await tokenRequests(BASE_PORT, fake.refreshes);
+    await gateway.stop();
+
+    log('baseline: bare node:http');
+    const http = run(['bench/baseline-http.ts'], {}, BASE_PORT + 1);
+    await waitFor(`http://127.0.0.1:${BASE_PORT + 1}/`, http.child);
+    const bareHttp = await load(BASE_PORT + 1, '/api/v1/users/{id}/links/bench');
+    await http.stop();
+
+    log('baseline: bare Hono, same query');
+    const hono = run(['bench/baseline-hono.ts'], databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'pgdata') }, BASE_PORT + 2);
+    await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
+    const bareHono = await load(BASE_PORT + 2, '/api/v1/users/{id}/links/bench');
+    await hono.stop();
+
+    Object.assign(results, {
+      machine: {
+        cpu: cpus()[0]?.model ?? 'unknown',
+        cores: cpus().length,
+        memoryGiB: Math.round(totalmem() / 2 ** 30),
+        node: process.version,
+        database: databaseUrl ? 'postgres' : 'pglite',
+      },
+      date: new Date().toISOString(),
+      quick: QUICK,
+      links: LINKS,
+      secondsPerLoad: SECONDS,
+      scenario1: { linkgate, bareHono, bareHttp, ratioToBareHono: Number((linkgate.requestsPerSecond / bareHono.requestsPerSecond).toFixed(2)) },
+      scenario2: flows,
+      scenario3: tokens,
+      scenario4: { startupEmptyMs: first.startupMs, startupSeededMs: startupMs, rssIdleMb: idleRss, rssAfterScenario1Mb: afterRss },
+    });
+  } finally {
+    fake.server.close();
+    rmSync(dataDir, { recursive: true, force: true });
+    if (adminUrl) {
+      const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+      await admin.unsafe(`drop database if exists ${dbName} with (force)`);
+      await admin.end();
+    }
+  }
+  const kind = (results.machine as { database: string }).database;
+  const file = join(ROOT, 'bench', `results-${kind}.json`);
+  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  writeTable(kind, results);
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+}
+
+/** Rewrites this database's table in bench/README.md between its markers. */
+function writeTable(kind: string, r: Record<string, any>) {
+  const readme = join(ROOT, 'bench/README.md');
+  const s1 = r.scenario1;
+  const mark = (ok: boolean) => (ok ? '✅' : '❌');
+  const rows = [
+    `Measured ${r.date.slice(0, 10)} on ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}, ${kind}${r.quick ? ' (quick smoke run: not a measurement)' : ''}; ${r.links} links, ${r.secondsPerLoad} s per load.`,
+    '',
+    '| scenario | figure | target |',
+    '| --- | --- | --- |',
+    `| 1 · status API (Linkgate) | ${Math.round(s1.linkgate.requestsPerSecond)} req/s, p50 ${s1.linkgate.p50} ms, p99 ${s1.linkgate.p99} ms | p99 < 25 ms ${mark(s1.linkgate.p99 < 25)} |`,
+    `| 1 · bare Hono, same query | ${Math.round(s1.bareHono.requestsPerSecond)} req/s, p50 ${s1.bareHono.p50} ms, p99 ${s1.bareHono.p99} ms | |`,
+    `| 1 · bare node:http, constant JSON | ${Math.round(s1.bareHttp.requestsPerSecond)} req/s, p50 ${s1.bareHttp.p50} ms, p99 ${s1.bareHttp.p99} ms | |`,
+    `| 1 · **Linkgate ÷ bare Hono** | **${s1.ratioToBareHono}** | ≥ 0.8 ${mark(s1.ratioToBareHono >= 0.8)} |`,
+    `| 2 · link flows, 20 browsers | ${r.scenario2.flowsPerSecond} flows/s, p50 ${r.scenario2.p50} ms, p99 ${r.scenario2.p99} ms (${r.scenario2.failed} failed) | |`,
+    `| 3 · token API, ${r.scenario3.requests} requests | ${r.scenario3.requestsPerSecond} req/s, ${r.scenario3.upstreamRefreshes} upstream refreshes for ${r.scenario3.dueLinks} due links | exactly ${r.scenario3.dueLinks} ${mark(r.scenario3.upstreamRefreshes === r.scenario3.dueLinks)} |`,
+    `| 4 · start-up to /readyz | empty database ${r.scenario4.startupEmptyMs} ms, seeded ${r.scenario4.startupSeededMs} ms | < 1.5 s on PostgreSQL ${kind === 'postgres' ? mark(r.scenario4.startupSeededMs < 1500) : ''} |`,
+    `| 4 · resident memory | idle ${r.scenario4.rssIdleMb} MB, after scenario 1 ${r.scenario4.rssAfterScenario1Mb} MB | idle < 120 MB ${mark(r.scenario4.rssIdleMb < 120)} |`,
+  ].join('\n');
+  const text = readFileSync(readme, 'utf8');
+  const start = `<!-- results:${kind}:start -->`;
+  const end = `<!-- results:${kind}:end -->`;
+  const at = text.indexOf(start);
+  const until = text.indexOf(end);
+  if (at < 0 || until < 0) throw new Error(`bench/README.md lacks the ${kind} markers`);
+  writeFileSync(readme, `${text.slice(0, at + start.length)}\n${rows}\n${text.slice(until)}`);
+}
+
+main().catch((error: unknown) => {
+  log(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exit(1);
+});
