@@ -330,8 +330,15 @@ async function main() {
     }
   }
   const kind = (results.machine as { database: string }).database;
-  const file = join(ROOT, 'bench', `results-${kind}.json`);
-  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  // bench/results.json keeps the latest run per database.
+  const file = join(ROOT, 'bench', 'results.json');
+  let all: Record<string, unknown> = {};
+  try {
+    all = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    // first run
+  }
+  writeFileSync(file, `${JSON.stringify({ ...all, [kind]: results }, null, 2)}\n`);
   writeTable(kind, results);
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
 }
