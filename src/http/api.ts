@@ -101,10 +101,11 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    * `not_linked` and `needs_reauth` answers carry a fresh link URL, so a bot
    * can reply "please link your account: <url>" without another call.
    */
-  async function relinkAnswer(c: Context<AppEnv>, error: LinkgateError, userId: string, provider: string) {
+  async function relinkAnswer(c: Context<AppEnv>, error: { code: 'not_linked' | 'needs_reauth'; message: string }, userId: string, provider: string) {
     const known = knownProvider(provider);
     const fresh = known.instance ? await linkUrl(userId, provider) : undefined;
-    return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh?.url ?? null }, error.status as 404 | 409);
+    const status = error.code === 'not_linked' ? 404 : 409;
+    return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh?.url ?? null }, status);
   }
 
   /** Runs a route, answering `not_linked` / `needs_reauth` with a link URL. */
@@ -113,7 +114,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       return await run();
     } catch (error) {
       if (error instanceof LinkgateError && (error.code === 'not_linked' || error.code === 'needs_reauth')) {
-        return relinkAnswer(c, error, userId, provider);
+        return relinkAnswer(c, { code: error.code, message: error.message }, userId, provider);
       }
       throw error;
     }
@@ -126,7 +127,8 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const key = { tenant, userId, provider };
     return orRelink(c, userId, provider, async () => {
       const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.get(key);
-      if (!row) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
+      // The hot path's miss: answered directly, without building (and catching) an Error.
+      if (!row) return relinkAnswer(c, { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, userId, provider);
       return c.json(toApiLink(row));
     });
   });
