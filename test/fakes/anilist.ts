@@ -39,7 +39,7 @@
 import { generateKeyPair, randomBytes, sign, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { promisify } from 'node:util';
-import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, send, sendJson } from './http.ts';
+import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, redirectUriAllowed, send, sendJson } from './http.ts';
 
 export type FakeFault = 'http500' | 'malformed' | 'hang';
 export type FakeAniListEndpoint = 'token' | 'graphql';
@@ -376,15 +376,7 @@ export async function startFakeAniList(opts: StartFakeAniListOptions = {}): Prom
   const local = await listenLocal();
   const { server, origin } = local;
 
-  const isRegistered = (uri: string) => {
-    if (registered) return registered.includes(uri);
-    try {
-      const u = new URL(uri);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  };
+  const isRegistered = (uri: string) => redirectUriAllowed(registered, uri);
 
   /** league's AuthCodeGrant::validateAuthorizationRequest, for the authorize URL. */
   function validateAuthorizeRequest(authorizeUrl: string | URL): {

@@ -37,7 +37,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, send, sendJson } from './http.ts';
+import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, redirectUriAllowed, send, sendJson } from './http.ts';
 
 export type FakeFault = 'http500' | 'malformed' | 'hang';
 export type FakeDiscordEndpoint = 'token' | 'revoke' | 'me';
@@ -173,15 +173,7 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
   const { server, origin } = local;
   const iss = opts.sendIss === true ? origin : typeof opts.sendIss === 'string' ? opts.sendIss : undefined;
 
-  const isRegistered = (uri: string) => {
-    if (registered) return registered.includes(uri);
-    try {
-      const u = new URL(uri);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  };
+  const isRegistered = (uri: string) => redirectUriAllowed(registered, uri);
 
   const isLive = (record: TokenRecord | undefined): record is TokenRecord =>
     record !== undefined && (record.expiresAt === undefined || Date.now() < record.expiresAt);

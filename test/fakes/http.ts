@@ -95,3 +95,14 @@ export function randomAlnum(length: number): string {
   for (const byte of randomBytes(length)) out += alphabet[byte % alphabet.length];
   return out;
 }
+
+/** A redirect URI is exactly one of the registered ones, or, with none registered, any http(s) URL. */
+export function redirectUriAllowed(registered: readonly string[] | undefined, uri: string): boolean {
+  if (registered) return registered.includes(uri);
+  try {
+    const u = new URL(uri);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
