@@ -148,6 +148,40 @@ describe('Discord', () => {
     }
   });
 
+  it('loses neither a relink nor a refresh that run at the same time', async () => {
+    discord.users.set('80351110224678940', { id: '80351110224678940', username: 'relinker', global_name: null });
+    discord.users.set('80351110224678941', { id: '80351110224678941', username: 'second-account', global_name: null });
+    await link('u-relink', '80351110224678940');
+    await makeDue('u-relink');
+    const refreshes = discord.counts.tokenByGrant.refresh_token ?? 0;
+    discord.tokenDelayMs = 400;
+    try {
+      // The refresh is in flight at Discord while the user finishes a relink on the other instance.
+      const refreshing = gateway.api('/users/u-relink/links/discord/token', { method: 'POST' });
+      await new Promise((r) => setTimeout(r, 100));
+      const browser = new TestBrowser((path, init) => other.app.request(path, init));
+      const start = await browser.get(`/oauth/discord/start?context=${await mint('u-relink')}`);
+      // Relinked to another Discord account, so a lost relink would show.
+      const relinked = browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), '80351110224678941'));
+      const [token, page] = await Promise.all([refreshing, relinked]);
+      expect(token.status).toBe(200);
+      expect(page.status).toBe(200);
+      const answered = ((await token.json()) as { accessToken: string }).accessToken;
+      expect(discord.isActive(answered)).toBe(true);
+      expect(discord.counts.tokenByGrant.refresh_token).toBe(refreshes + 1);
+      // The relink is what is stored: its account, and a token Discord says belongs to it.
+      const after = (await stored('u-relink'))!;
+      expect(after.row).toMatchObject({ status: 'active', externalId: '80351110224678941' });
+      const me = await fetch(`${discord.origin}/api/users/@me`, { headers: { authorization: `Bearer ${after.credentials.accessToken}` } });
+      expect(((await me.json()) as { id: string }).id).toBe('80351110224678941');
+      expect(discord.isActive(after.credentials.refreshToken!)).toBe(true);
+      const again = await gateway.api('/users/u-relink/links/discord/token', { method: 'POST' });
+      expect(again.status).toBe(200);
+    } finally {
+      discord.tokenDelayMs = 0;
+    }
+  });
+
   it('marks the link needs_reauth on invalid_grant and answers 409 with a working link URL', async () => {
     await link('u-gone', '80351110224678915');
     const { credentials } = (await stored('u-gone'))!;
