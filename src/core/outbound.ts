@@ -89,6 +89,8 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
         chunks.push(chunk);
       });
       response.on('end', () => {
+        // A hostile server's odd status (205 with a body, 600–999) must not throw outside this promise.
+        try {
         const headers = new Headers();
         for (const [name, value] of Object.entries(response.headers)) {
           if (typeof value === 'string') headers.set(name, value);
@@ -96,7 +98,11 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
         }
         const status = response.statusCode ?? 502;
         const body = status === 204 || status === 304 ? null : Buffer.concat(chunks);
-        resolve(new Response(body, { status, headers }));
+        if (status < 200 || status > 599) throw new Error(`status ${status}`);
+        resolve(new Response(status === 205 ? null : body, { status, headers }));
+        } catch (cause) {
+          reject(new LinkgateError('provider_response_invalid', 'the server sent an answer that is not valid HTTP', { cause }));
+        }
       });
       response.on('error', reject);
     });
