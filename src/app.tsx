@@ -60,7 +60,7 @@ export function createApp(deps: AppDeps) {
 
   app.use('/oauth/*', pageHeaders());
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
+  app.route('/oauth', oauthRoutes({ linking, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
   app.route(
     '/api/v1',
     apiRoutes({

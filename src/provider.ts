@@ -120,6 +120,45 @@ export interface ProviderTools {
   untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string }, options?: { allowPrivate?: boolean; timeoutMs?: number; maxBytes?: number }): Promise<Response>;
   /** Where browsers reach the gateway. */
   publicBaseUrl: URL;
+  /**
+   * Runs `fn` while holding `name`, exclusively across every instance on the
+   * database (a PostgreSQL advisory lock; in-process on PGlite). For work
+   * that must never run twice at once, like spending a single-use refresh
+   * token. Keep `fn` short: it is bounded by `timeoutMs` (default 30 s).
+   */
+  lock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/** A call a bot asks the gateway to make on a user's behalf (`/api/v1/users/:userId/links/:provider/xrpc/:nsid`). */
+export interface XrpcCall {
+  method: 'GET' | 'POST';
+  /** The XRPC method id, already checked to be a well-formed NSID. */
+  nsid: string;
+  query: URLSearchParams;
+  /** The JSON body of a POST, parsed. */
+  body?: Json;
+}
+
+/** The upstream answer, passed to the bot as it is. */
+export interface XrpcResult {
+  status: number;
+  contentType: string | undefined;
+  body: Uint8Array;
+}
+
+/**
+ * Thrown by `create` when a provider cannot run with this configuration
+ * but should not stop start-up: it is listed as unconfigured, naming what
+ * it still needs (the way a missing variable does).
+ */
+export class ProviderNotConfigured extends Error {
+  override name = 'ProviderNotConfigured';
+  constructor(
+    message: string,
+    readonly missing: string[],
+  ) {
+    super(message);
+  }
 }
 
 export interface ProviderInstance {
@@ -139,6 +178,20 @@ export interface ProviderInstance {
    * this provider (a server URL, an external user id). Never a refresh token.
    */
   tokenFields?(credentials: Credentials): { [key: string]: Json };
+  /**
+   * When the provider's client library picks the OAuth `state` itself
+   * (ATProto), maps a callback back to the flow's `state`; `undefined` when
+   * it does not know the callback.
+   */
+  callbackState?(params: URLSearchParams): Promise<string | undefined>;
+  /** Public JSON documents served at `GET /oauth/<id>/<name>` (client metadata, a JWKS). */
+  documents?: { [name: string]: () => Json };
+  /**
+   * Forwards a bot's XRPC call with the link's session (ATProto: DPoP-bound
+   * tokens cannot be handed out). Throw `needs_reauth` when the session is
+   * gone, `nsid_not_allowed` for a method outside the allowlist.
+   */
+  xrpc?(credentials: Credentials, call: XrpcCall): Promise<XrpcResult>;
 }
 
 export interface ProviderDefinition<E = unknown> {

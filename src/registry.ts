@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { ProviderId } from './core/ids.ts';
 import { issueMessage } from './core/validation.ts';
-import type { ProviderDefinition, ProviderInstance, ProviderTools } from './provider.ts';
+import { ProviderNotConfigured, type ProviderDefinition, type ProviderInstance, type ProviderTools } from './provider.ts';
 
 export interface RegisteredProvider {
   id: string;
@@ -49,6 +49,9 @@ const InstanceShape = v.object({
   revoke: v.optional(v.function('revoke must be a function')),
   verify: v.optional(v.function('verify must be a function')),
   tokenFields: v.optional(v.function('tokenFields must be a function')),
+  callbackState: v.optional(v.function('callbackState must be a function')),
+  documents: v.optional(v.record(v.pipe(v.string(), v.regex(/^[a-z0-9-]+\.json$/, 'document names look like name.json')), v.function('documents must map names to functions'))),
+  xrpc: v.optional(v.function('xrpc must be a function')),
 });
 
 /** Provider modules in a folder: `id.ts` / `id.js`, or `id/index.ts`; tests and `_private` files are skipped. */
@@ -141,8 +144,10 @@ async function register(
   const parsed = v.safeParse(definition.env, present);
   if (!parsed.success) {
     // A union ("this variable or that one") is missing when every branch only lacks variables.
+    // Only a variable itself can be missing: an absent field inside a variable's value (a JSON key) is invalid.
     const isMissing = (issue: v.BaseIssue<unknown>): boolean =>
-      issue.input === undefined || (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
+      (issue.input === undefined && (issue.path?.length ?? 0) <= 1) ||
+      (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
     const leaves = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown>[] =>
       issue.input === undefined || !issue.issues ? [issue] : issue.issues.flatMap(leaves);
     const missing = parsed.issues.filter(isMissing).flatMap(leaves);
@@ -163,6 +168,7 @@ async function register(
   try {
     instance = await definition.create(parsed.output, toolsFor(definition.id));
   } catch (cause) {
+    if (cause instanceof ProviderNotConfigured) return { ...base, instance: undefined, missing: cause.missing };
     throw new ProviderLoadError(`${file}: create() failed for provider "${definition.id}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
   const checked = v.safeParse(InstanceShape, instance);

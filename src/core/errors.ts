@@ -22,6 +22,7 @@ const defaultStatus = {
   bad_request: 400,
   unauthorized: 401,
   not_found: 404,
+  forbidden: 403,
   payload_too_large: 413,
   // providers
   unknown_provider: 404,
@@ -32,6 +33,8 @@ const defaultStatus = {
   provider_timeout: 504,
   provider_response_invalid: 502,
   exchange_failed: 400,
+  account_mismatch: 400,
+  nsid_not_allowed: 403,
   needs_reauth: 409,
   // link contexts
   context_invalid: 400,

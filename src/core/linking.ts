@@ -67,7 +67,7 @@ export function createLinking(deps: LinkingDeps) {
   const { flows, links, logger } = deps;
   const callbackUrl = (provider: string) => new URL(`${deps.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${provider}/callback`).href;
 
-  async function run(provider: RegisteredProvider & { instance: ProviderInstance }, call: (p: ProviderInstance) => Promise<Step>): Promise<Step> {
+  async function run<T = Step>(provider: RegisteredProvider & { instance: ProviderInstance }, call: (p: ProviderInstance) => Promise<T>): Promise<T> {
     try {
       return await call(provider.instance);
     } catch (error) {
@@ -195,6 +195,14 @@ export function createLinking(deps: LinkingDeps) {
         // The wait page reloads after its poll saw the flow finish: show the result, not "expired".
         const finished = await linkedFlow(providerId, state, browserId);
         if (finished) return finished;
+      }
+      if (input.kind === 'callback') {
+        // Some client libraries send their own `state` to the provider and keep ours beside it.
+        const provider = deps.registry.get(providerId);
+        const { params } = input;
+        if (provider?.instance?.callbackState) {
+          state = (await run(provider as RegisteredProvider & { instance: ProviderInstance }, (p) => p.callbackState!(params))) ?? state;
+        }
       }
       const row = await findFlow(providerId, state, browserId);
       // A wait step has no provider redirect: the page's "check now" button lands here.

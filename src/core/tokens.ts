@@ -2,7 +2,7 @@ import { and, eq } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { Database, Db } from '../db/client.ts';
 import { links as linksTable, type LinkRow } from '../db/schema.ts';
-import type { Credentials, Json, ProviderInstance } from '../provider.ts';
+import type { Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '../provider.ts';
 import type { RegisteredProvider, Registry } from '../registry.ts';
 import type { Keyring } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
@@ -146,8 +146,10 @@ export function createTokenService(deps: TokenServiceDeps) {
     credentials,
 
     /** The token API's answer: never a refresh token. */
-    answer(key: LinkKey, credentials: Credentials): TokenAnswer {
+    answer(key: LinkKey, credentials: Credentials): TokenAnswer | { [field: string]: Json } {
       const { instance } = configured(key);
+      // A provider whose tokens cannot leave the gateway (DPoP-bound) answers with its fields alone.
+      if (!credentials.accessToken && instance.tokenFields && credentials.refreshToken === undefined) return instance.tokenFields(credentials);
       if (!credentials.accessToken) throw new LinkgateError('provider_response_invalid', 'this link holds no access token', { provider: key.provider });
       return {
         ...(instance.tokenFields?.(credentials) ?? {}),
@@ -155,6 +157,26 @@ export function createTokenService(deps: TokenServiceDeps) {
         tokenType: credentials.tokenType ?? 'Bearer',
         expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt).toISOString(),
       };
+    },
+
+    /**
+     * Forwards a bot's XRPC call through the link's session. The provider
+     * refreshes what it must; a session that is gone turns the link
+     * `needs_reauth`.
+     */
+    async xrpc(key: LinkKey, call: XrpcCall): Promise<XrpcResult> {
+      const { instance } = configured(key);
+      if (!instance.xrpc) throw new LinkgateError('not_found', `${key.provider} has no XRPC proxy`, { provider: key.provider });
+      const row = requireLinked(await links.get(key), key);
+      try {
+        return await instance.xrpc(links.openCredentials(row), call);
+      } catch (error) {
+        if (isLinkgateError(error, 'needs_reauth')) {
+          await markNeedsReauth(links, key, 'session refused');
+          throw needsReauth(key.provider, error);
+        }
+        throw asProviderError(error, key.provider);
+      }
     },
 
     /** Asks the provider whether the link still works; a refused token turns the link `needs_reauth`. */

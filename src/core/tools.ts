@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
-import type { Db } from '../db/client.ts';
+import type { Database } from '../db/client.ts';
 import type { ProviderTools } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { createKeyValueStore } from './kv.ts';
+import { createNamedLock } from './named-lock.ts';
 import { untrustedFetch } from './outbound.ts';
 
 /** Every request to a provider gives up after this long. */
@@ -17,7 +18,7 @@ export function fetchWithTimeout(fetchImpl: typeof fetch, timeoutMs: number): ty
 }
 
 export interface ToolsDeps {
-  db: Db;
+  database: Database;
   keyring: Keyring;
   logger: Logger;
   publicBaseUrl: URL;
@@ -30,12 +31,14 @@ export interface ToolsDeps {
 export function providerToolsFactory(deps: ToolsDeps): (providerId: string) => ProviderTools {
   const now = deps.now ?? Date.now;
   const fetchImpl = fetchWithTimeout(deps.fetch ?? globalThis.fetch, deps.timeoutMs ?? PROVIDER_TIMEOUT_MS);
+  const lock = createNamedLock(deps.database);
   return (providerId) => ({
     fetch: fetchImpl,
     logger: deps.logger.child({ provider: providerId }),
-    kv: createKeyValueStore(deps.db, deps.keyring, providerId, now),
+    kv: createKeyValueStore(deps.database.db, deps.keyring, providerId, now),
     clock: { now },
     untrustedFetch,
     publicBaseUrl: deps.publicBaseUrl,
+    lock: (name, fn) => lock(`${providerId}:${name}`, fn),
   });
 }

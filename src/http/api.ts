@@ -7,6 +7,7 @@ import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { LinkEvents } from '../core/events.ts';
 import type { TokenService } from '../core/tokens.ts';
 import { parseInput } from '../core/validation.ts';
+import type { Json } from '../provider.ts';
 import type { Registry } from '../registry.ts';
 import { apiKeyAuth, bodyLimit, type AppEnv } from './middleware.ts';
 
@@ -33,6 +34,18 @@ const WaitQuery = v.object({
 });
 const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
 const LinkParams = v.object({ userId: UserId, provider: ProviderId });
+// NSID syntax from the AT Protocol spec (atproto.com/specs/nsid): a reversed domain, then a name.
+const Nsid = v.pipe(
+  v.string(),
+  v.maxLength(317, 'the NSID is too long'),
+  v.regex(/^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+\.[a-zA-Z][a-zA-Z0-9]{0,62}$/, 'the method must be an NSID like app.bsky.actor.getProfile'),
+);
+const XrpcParams = v.object({ userId: UserId, provider: ProviderId, nsid: Nsid });
+const XrpcQuery = v.pipe(
+  v.array(v.tuple([v.pipe(v.string(), v.maxLength(128, 'a query parameter name is too long')), v.pipe(v.string(), v.maxLength(4096, 'a query parameter is too long'))])),
+  v.maxLength(64, 'too many query parameters'),
+);
+const XrpcBody = v.record(v.string(), v.unknown(), 'the body must be a JSON object');
 const LinkUrlBody = v.object({
   userId: UserId,
   provider: ProviderId,
@@ -174,6 +187,25 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     knownProvider(provider);
     const key = { tenant, userId, provider };
     return orRelink(c, userId, provider, async () => c.json(deps.tokens.answer(key, await deps.tokens.credentials(key))));
+  });
+
+  /**
+   * ATProto's tokens are bound to a key that never leaves the gateway, so a
+   * bot calls the user's PDS through here instead: the query (GET) or JSON
+   * body (POST) goes upstream as it is, and the answer comes back as it is.
+   */
+  app.on(['GET', 'POST'], '/users/:userId/links/:provider/xrpc/:nsid', async (c) => {
+    const { userId, provider, nsid } = parseInput(XrpcParams, c.req.param());
+    knownProvider(provider);
+    const url = new URL(c.req.url);
+    parseInput(XrpcQuery, [...url.searchParams]);
+    const method = c.req.method === 'POST' ? 'POST' : 'GET';
+    const body = method === 'POST' ? parseInput(XrpcBody, await readJson(c)) : undefined;
+    const key = { tenant, userId, provider };
+    return orRelink(c, userId, provider, async () => {
+      const result = await deps.tokens.xrpc(key, { method, nsid, query: url.searchParams, ...(body === undefined ? {} : { body: body as Json }) });
+      return c.body(result.body as Uint8Array<ArrayBuffer>, result.status as 200, result.contentType ? { 'content-type': result.contentType } : {});
+    });
   });
 
   app.delete('/users/:userId/links/:provider', async (c) => {

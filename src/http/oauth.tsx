@@ -5,7 +5,8 @@ import * as v from 'valibot';
 import { randomToken } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId } from '../core/ids.ts';
-import type { Linking, Outcome } from '../core/linking.ts';
+import { requireProvider, type Linking, type Outcome } from '../core/linking.ts';
+import type { Registry } from '../registry.ts';
 import { parseInput } from '../core/validation.ts';
 import type { StepInput } from '../provider.ts';
 import { bodyLimit, type AppEnv } from './middleware.ts';
@@ -22,6 +23,7 @@ const BrowserId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/));
 
 export interface OauthRoutesDeps {
   linking: Linking;
+  registry: Registry;
   stateTtlSeconds: number;
   secureCookies: boolean;
 }
@@ -94,6 +96,14 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const action = body.get('linkgate_action') ?? undefined;
     const input: StepInput = action === 'poll' ? { kind: 'poll' } : { kind: 'form', fields, ...(action ? { action: action.slice(0, 64) } : {}) };
     return render(c, provider, await linking.callback(provider, state, browserId(c), input));
+  });
+
+  // Public documents a provider publishes (ATProto client metadata and JWKS).
+  app.get('/:provider/:document{[a-z0-9-]+\\.json}', (c) => {
+    const provider = requireProvider(deps.registry, providerParam(c));
+    const document = provider.instance.documents?.[c.req.param('document')];
+    if (!document) throw new LinkgateError('not_found', 'there is no such document');
+    return c.json(document());
   });
 
   app.get('/:provider/poll', async (c) => {

@@ -207,6 +207,11 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
     case 'unknown_provider':
     case 'not_found':
       return { title: 'Page not found', lines: ['There is nothing at this address. Check the link the bot gave you.'] };
+    case 'account_mismatch':
+      return {
+        title: 'You signed in as someone else',
+        lines: [`The ${provider} account you signed in with is not the one you asked to link, so nothing was linked.`, NEW_LINK],
+      };
     case 'account_already_linked':
       return { title: 'Account already linked', lines: [`This ${provider} account is already linked to another user.`, 'Sign in with a different account, or unlink it from the other user first.'] };
     case 'return_to_not_allowed':

@@ -51,7 +51,7 @@ export async function createTestGateway(database: Database, options: TestGateway
   const keyring = createKeyring(config.encryptionKeys);
   const now = options.now ?? Date.now;
   const toolsFor = providerToolsFactory({
-    db: database.db,
+    database,
     keyring,
     logger,
     publicBaseUrl: config.publicBaseUrl,

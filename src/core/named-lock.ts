@@ -1,0 +1,48 @@
+import { sql } from 'drizzle-orm';
+import type { Database } from '../db/client.ts';
+import { LinkgateError } from './errors.ts';
+
+export type NamedLock = <T>(name: string, fn: () => Promise<T>, options?: { timeoutMs?: number }) => Promise<T>;
+
+/** In-process queues per database object, so every app on one PGlite (or one process on PostgreSQL) shares them. */
+const queuesByDatabase = new WeakMap<Database, Map<string, Promise<void>>>();
+
+/**
+ * An exclusive lock per name across every instance on one database.
+ *
+ * Callers in this process first queue in memory, so a burst of callers holds
+ * at most one pooled connection per name; the head of the queue then takes
+ * a transaction-scoped PostgreSQL advisory lock, which other instances wait
+ * on. PGlite serves one process, so the in-memory queue is the whole lock.
+ * The wait for the advisory lock is bounded by `lock_timeout`.
+ */
+export function createNamedLock(database: Database): NamedLock {
+  let queues = queuesByDatabase.get(database);
+  if (!queues) queuesByDatabase.set(database, (queues = new Map()));
+  const queue = queues;
+
+  return async (name, fn, options = {}) => {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const previous = queue.get(name) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = previous.then(() => new Promise<void>((resolve) => (release = resolve)));
+    queue.set(name, mine);
+    await previous;
+    try {
+      if (database.kind !== 'postgres') return await fn();
+      return await database.db.transaction(async (tx) => {
+        await tx.execute(sql.raw(`set local lock_timeout = ${Math.max(1, Math.ceil(timeoutMs))}`));
+        try {
+          // Two-key form: its key space is apart from the one-key locks used elsewhere.
+          await tx.execute(sql`select pg_advisory_xact_lock(1818849383, hashtext(${name}))`);
+        } catch (cause) {
+          throw new LinkgateError('provider_timeout', 'another instance held this lock for too long', { cause });
+        }
+        return fn();
+      });
+    } finally {
+      release();
+      if (queue.get(name) === mine) queue.delete(name);
+    }
+  };
+}
