@@ -4,6 +4,7 @@
  * validation, in loopback (development) and production modes.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import {
   NodeOAuthClient,
   oauthClientMetadataSchema,
@@ -14,6 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { xrpcAllowed } from '../../providers/atproto.ts';
 import type { Database } from '../../src/db/client.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { TestBrowser } from '../helpers/browser.ts';
+import { mintContext } from '../helpers/context.ts';
 import { createTestGateway } from '../helpers/gateway.ts';
 
 let database: Database;
@@ -129,5 +132,32 @@ describe('ATPROTO_XRPC_ALLOW', () => {
     [['com.atproto.repo.*'], 'com.atproto.server.deleteAccount', false],
   ])('%j allows %s: %s', (allow, nsid, expected) => {
     expect(xrpcAllowed(allow, nsid)).toBe(expected);
+  });
+});
+
+describe('ATProto in production refuses private addresses', () => {
+  it('does not contact a server on a private address typed as the PDS, and asks again', async () => {
+    // Counts TCP connections: whatever the scheme, the guard must refuse before connecting.
+    let contacted = 0;
+    const server = createNetServer((socket) => {
+      contacted += 1;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const gateway = await createTestGateway(database, {
+        env: { PUBLIC_BASE_URL: 'https://links.example.com', ATPROTO_PRIVATE_KEYS: JSON.stringify([privateJwk('k1')]) },
+      });
+      const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+      const start = await browser.get(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:77')}`);
+      const state = /name="state" value="([^"]+)"/.exec(await start.text())![1]!;
+      const again = await browser.post('/oauth/atproto/callback', { state, identifier: `https://127.0.0.1:${port}` });
+      expect(again.status).toBe(200);
+      expect(await again.text()).toContain('We could not reach a Bluesky-compatible server at that address');
+      expect(contacted).toBe(0);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
