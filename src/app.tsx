@@ -15,7 +15,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { healthRoutes } from './http/health.ts';
-import { pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
+import { pageHeaders, requestLog, traceRoute, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import type { Registry } from './registry.ts';
@@ -29,6 +29,8 @@ export interface AppDeps {
   now?: () => number;
   /** Unexpected errors go here too (Sentry in production). */
   reportError?: (error: unknown) => void;
+  /** Names each request's trace after its route pattern (Sentry in production). */
+  nameRoute?: (name: string) => void;
 }
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
@@ -57,6 +59,7 @@ export function createApp(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   app.use('*', requestId({ limitLength: 64 }));
   app.use('*', requestLog(logger, now));
+  if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
 
   app.use('/oauth/*', pageHeaders());
   app.route('/', healthRoutes({ database: deps.database }));
