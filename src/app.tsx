@@ -94,7 +94,7 @@ export function createApp(deps: AppDeps) {
   app.notFound((c) => {
     if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
     const { title, lines } = describeError('not_found', undefined);
-    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} />, 404);
+    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code="not_found" />, 404);
   });
 
   app.onError((error, c) => {
@@ -115,6 +115,8 @@ export function createApp(deps: AppDeps) {
     const fields = {
       errorCode: code,
       status: failure.status,
+      // Safe by LinkgateError's contract (no token, code, state or user id); says which claim or field was bad.
+      message: failure.message,
       provider: failure.provider,
       cause: failure.cause === undefined ? undefined : failure.cause instanceof Error ? logCause(failure.cause) : failure.cause,
     };
@@ -127,7 +129,7 @@ export function createApp(deps: AppDeps) {
     const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
     const { title, lines } = describeError(code, providerName);
     c.header('Cache-Control', 'no-store');
-    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} />, failure.status as 400);
+    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 
   return app;
