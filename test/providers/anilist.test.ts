@@ -7,8 +7,9 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
 import { mintContext } from '../helpers/context.ts';
 
-/** Exactly the variables of an existing AniList auth service deployment. */
+/** The variables of an existing AniList auth service deployment, plus the PUBLIC_BASE_URL the README's migration adds. */
 const SERVICE_ENV = {
+  PUBLIC_BASE_URL: 'https://auth.bot.example',
   ANILIST_CLIENT_ID: '12345',
   ANILIST_CLIENT_SECRET: 'anilist-client-secret-0123456789',
   ANILIST_REDIRECT_URI: 'https://auth.bot.example/oauth/anilist/callback',
