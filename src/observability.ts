@@ -82,8 +82,8 @@ export function scrubSpan<S extends StreamedSpan>(span: S): S {
 
 /**
  * Removes from a Sentry event everything that could hold a secret or a user
- * id: cookies, bodies, queries, most headers, the user, and URLs in the
- * transaction name, trace data and breadcrumbs. Runs in `beforeSend`, so no
+ * id: cookies, bodies, queries, most headers, the user, local variables, and
+ * URLs in the transaction name, trace data and breadcrumbs. Runs in `beforeSend`, so no
  * error event leaves the process unscrubbed.
  */
 export function scrubEvent<E extends Sentry.Event>(event: E): E {
@@ -98,6 +98,8 @@ export function scrubEvent<E extends Sentry.Event>(event: E): E {
     }
   }
   delete event.user;
+  // Local variables of a frame can hold anything (a decrypted credential): never sent.
+  for (const exception of event.exception?.values ?? []) for (const frame of exception.stacktrace?.frames ?? []) delete frame.vars;
   if (event.transaction) event.transaction = scrubText(event.transaction);
   const trace = event.contexts?.trace;
   if (trace?.data) scrubAttributes(trace.data);

@@ -14,13 +14,14 @@ describe('Sentry scrubbing', () => {
       },
       user: { id: '80351110224678912', ip_address: '203.0.113.9' },
       transaction: 'POST /api/v1/users/80351110224678912/links/corp/token?context=eyJhbGciOi.secret',
+      exception: { values: [{ type: 'ValiError', stacktrace: { frames: [{ function: 'openCredentials', vars: { plaintext: '{"refreshToken":"rt-secret"}' } }] } }] },
       breadcrumbs: [
         { category: 'http', data: { url: 'https://idp.example/token?code=abc', method: 'POST' } },
         { message: 'GET http://127.0.0.1:8000/oauth/corp/callback?state=s3cret&code=c0de' },
       ],
     };
     const text = JSON.stringify(scrubEvent(event));
-    for (const secret of ['80351110224678912', 'eyJhbGciOi', 'browser-secret', 'hunter2', 'lg_secret', '203.0.113.9', 'code=abc', 's3cret', 'c0de']) {
+    for (const secret of ['80351110224678912', 'eyJhbGciOi', 'browser-secret', 'hunter2', 'lg_secret', '203.0.113.9', 'code=abc', 's3cret', 'c0de', 'rt-secret']) {
       expect(text).not.toContain(secret);
     }
     expect(event.request!.url).toBe('https://link.example/api/v1/users/:userId/links/corp');
