@@ -197,8 +197,20 @@ async function linkFlows(port: number): Promise<{ flowsPerSecond: number; p50: n
         .setIssuedAt()
         .setExpirationTime('5m')
         .sign(secret);
-      const start = await fetch(`${base}/oauth/bench/start?context=${context}`, { redirect: 'manual' });
-      const cookie = start.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+      // The link opens a confirmation page; Continue posts its form back with our cookie.
+      const confirm = await fetch(`${base}/oauth/bench/start?context=${context}`, { redirect: 'manual' });
+      const cookie = confirm.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+      const fields = Object.fromEntries([...(await confirm.text()).matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+      const start = await fetch(`${base}/oauth/bench/start`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(fields),
+      });
+      if (start.status !== 303) {
+        failed += 1;
+        continue;
+      }
       const authorize = await fetch(start.headers.get('location')!, { redirect: 'manual' });
       const callback = new URL(authorize.headers.get('location')!);
       const done = await fetch(`${base}${callback.pathname}${callback.search}`, { headers: { cookie } });

@@ -15,7 +15,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { healthRoutes } from './http/health.ts';
-import { pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
+import { pageHeaders, requestLog, traceRoute, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import type { Registry } from './registry.ts';
@@ -29,6 +29,8 @@ export interface AppDeps {
   now?: () => number;
   /** Unexpected errors go here too (Sentry in production). */
   reportError?: (error: unknown) => void;
+  /** Names each request's trace after its route pattern (Sentry in production). */
+  nameRoute?: (name: string) => void;
 }
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
@@ -57,6 +59,7 @@ export function createApp(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   app.use('*', requestId({ limitLength: 64 }));
   app.use('*', requestLog(logger, now));
+  if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
 
   app.use('/oauth/*', pageHeaders());
   app.route('/', healthRoutes({ database: deps.database }));
@@ -91,7 +94,7 @@ export function createApp(deps: AppDeps) {
   app.notFound((c) => {
     if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
     const { title, lines } = describeError('not_found', undefined);
-    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} />, 404);
+    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code="not_found" />, 404);
   });
 
   app.onError((error, c) => {
@@ -112,6 +115,8 @@ export function createApp(deps: AppDeps) {
     const fields = {
       errorCode: code,
       status: failure.status,
+      // Safe by LinkgateError's contract (no token, code, state or user id); says which claim or field was bad.
+      message: failure.message,
       provider: failure.provider,
       cause: failure.cause === undefined ? undefined : failure.cause instanceof Error ? logCause(failure.cause) : failure.cause,
     };
@@ -124,7 +129,7 @@ export function createApp(deps: AppDeps) {
     const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
     const { title, lines } = describeError(code, providerName);
     c.header('Cache-Control', 'no-store');
-    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} />, failure.status as 400);
+    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 
   return app;

@@ -156,7 +156,12 @@ export function parseConfig(rawEnv: Env): Config {
   if (e.NODE_ENV === 'production' && !e.PUBLIC_BASE_URL) {
     throw new ConfigError('PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)');
   }
+  // Codes, states and the browser cookie travel in it: in clear only on this machine.
+  if (e.NODE_ENV === 'production' && publicBaseUrl.protocol !== 'https:' && !isLoopback(publicBaseUrl)) {
+    throw new ConfigError('PUBLIC_BASE_URL: must be https in production (plain http only on a loopback address)');
+  }
   publicBaseUrl.pathname = publicBaseUrl.pathname.replace(/\/+$/, '');
+  checkRedirectUris(env, publicBaseUrl);
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
     host: e.HOST,
@@ -181,6 +186,23 @@ export function parseConfig(rawEnv: Env): Config {
       tracesSampleRate: e.SENTRY_TRACES_SAMPLE_RATE,
     }),
   });
+}
+
+const isLoopback = (url: URL) => url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
+
+/**
+ * Every `<PROVIDER>_REDIRECT_URI` must be on PUBLIC_BASE_URL's origin: the
+ * browser cookie that lets a sign-in finish is set there and is only sent
+ * back there, so a callback on another origin could never complete. (Each
+ * provider checks that its own value is an absolute URL.)
+ */
+function checkRedirectUris(env: Record<string, string>, publicBaseUrl: URL): void {
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.endsWith('_REDIRECT_URI') || !URL.canParse(value)) continue;
+    if (new URL(value).origin !== publicBaseUrl.origin) {
+      throw new ConfigError(`${name}: must be on the same origin as PUBLIC_BASE_URL (the sign-in cookie is only sent there)`);
+    }
+  }
 }
 
 function missingMessage(env: Record<string, string>): string {

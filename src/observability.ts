@@ -31,10 +31,60 @@ export function scrubUrl(url: string): string {
   return withoutQuery.replace(/\/users\/[^/]+/g, '/users/:userId');
 }
 
+/** Free text (a span name, a transaction, a log line): every URL or path in it scrubbed. */
+export function scrubText(text: string): string {
+  return text.replace(/\S*[/?#]\S*/g, (token) => scrubUrl(token));
+}
+
+/**
+ * Attribute names whose values can hold a secret or identify a person:
+ * queries and bodies, credentials, the user and their address.
+ */
+const SECRET_ATTRIBUTE = /query|body|cookie|authorization|token|password|secret|^user\.|^client\.address$|^network\.peer\.address$/i;
+
+/**
+ * Scrubs span or trace attributes in place: drops secret-bearing ones and
+ * headers other than a few harmless ones, and scrubs every string left
+ * (`url.full`, `url.path`, `http.target`, `http.url`, `sentry.segment.name`, …).
+ */
+export function scrubAttributes(attributes: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(attributes)) {
+    const header = /^http\.(?:request|response)\.header\.(.+)$/i.exec(key);
+    if (header ? !KEEP_HEADERS.has(header[1]!.toLowerCase()) : SECRET_ATTRIBUTE.test(key)) {
+      delete attributes[key];
+    } else if (typeof value === 'object' && value !== null && 'value' in value) {
+      attributes[key] = { ...value, value: scrubValue(value.value) };
+    } else {
+      attributes[key] = scrubValue(value);
+    }
+  }
+}
+
+function scrubValue(value: unknown): unknown {
+  if (typeof value === 'string') return scrubText(value);
+  if (Array.isArray(value)) return value.map((item: unknown) => (typeof item === 'string' ? scrubText(item) : item));
+  return value;
+}
+
+type StreamedSpan = Parameters<NonNullable<Sentry.NodeOptions['beforeSendSpan']>>[0];
+
+/**
+ * Scrubs a span before it leaves the process. With the SDK's default span
+ * streaming, spans are sent on their own and never pass `beforeSend` or
+ * `beforeSendTransaction`: this (`beforeSendSpan`) is their only gate.
+ */
+export function scrubSpan<S extends StreamedSpan>(span: S): S {
+  span.name = scrubText(span.name);
+  scrubAttributes(span.attributes);
+  for (const link of span.links ?? []) if (link.attributes) scrubAttributes(link.attributes);
+  return span;
+}
+
 /**
  * Removes from a Sentry event everything that could hold a secret or a user
- * id: cookies, bodies, queries, most headers, the user, and URLs in
- * breadcrumbs. Runs in `beforeSend`, so nothing leaves the process unscrubbed.
+ * id: cookies, bodies, queries, most headers, the user, local variables, and
+ * URLs in the transaction name, trace data and breadcrumbs. Runs in `beforeSend`, so no
+ * error event leaves the process unscrubbed.
  */
 export function scrubEvent<E extends Sentry.Event>(event: E): E {
   if (event.request) {
@@ -48,6 +98,15 @@ export function scrubEvent<E extends Sentry.Event>(event: E): E {
     }
   }
   delete event.user;
+  // Local variables of a frame can hold anything (a decrypted credential): never sent.
+  for (const exception of event.exception?.values ?? []) for (const frame of exception.stacktrace?.frames ?? []) delete frame.vars;
+  if (event.transaction) event.transaction = scrubText(event.transaction);
+  const trace = event.contexts?.trace;
+  if (trace?.data) scrubAttributes(trace.data);
+  for (const span of event.spans ?? []) {
+    if (span.description) span.description = scrubText(span.description);
+    if (span.data) scrubAttributes(span.data);
+  }
   for (const crumb of event.breadcrumbs ?? []) scrubBreadcrumb(crumb);
   return event;
 }
@@ -60,25 +119,52 @@ export function scrubBreadcrumb(crumb: Sentry.Breadcrumb): Sentry.Breadcrumb {
       else if (/query|body|cookie|token|authorization/i.test(key)) delete crumb.data[key];
     }
   }
-  if (crumb.message) crumb.message = crumb.message.replace(/https?:\/\/\S+/g, (url) => scrubUrl(url));
+  if (crumb.message) crumb.message = scrubText(crumb.message);
   return crumb;
 }
 
+/** What the gateway hands Sentry: unexpected errors, and each request's route. */
+export interface Observer {
+  reportError(error: unknown): void;
+  /** Names the current request's trace (and errors it reports) after its route pattern. */
+  nameRoute(name: string): void;
+}
+
 /**
- * Starts Sentry when SENTRY_DSN is set; returns how to report an unexpected
- * error. Imported only then: the SDK costs ~55 MB of memory and start-up time
- * a deployment without Sentry should not pay.
+ * Starts Sentry when SENTRY_DSN is set. Imported only then: the SDK costs
+ * ~55 MB of memory and start-up time a deployment without Sentry should not
+ * pay. `overrides` is for tests (a transport that keeps what would be sent);
+ * the scrubbing callbacks always win.
  */
-export async function initSentry(config: Config): Promise<((error: unknown) => void) | undefined> {
+export async function initSentry(config: Config, overrides: Partial<Sentry.NodeOptions> = {}): Promise<Observer | undefined> {
   if (!config.sentry.dsn) return undefined;
   const sentry = await import('@sentry/node');
   sentry.init({
+    ...overrides,
     dsn: config.sentry.dsn,
     environment: config.sentry.environment,
     tracesSampleRate: config.sentry.tracesSampleRate,
+    // Collect less in the first place; the callbacks below are the guarantee.
+    dataCollection: {
+      userInfo: false,
+      cookies: false,
+      httpHeaders: { request: { allow: [...KEEP_HEADERS] }, response: { allow: ['content-type'] } },
+      httpBodies: [],
+      urlQueryParams: false,
+      databaseQueryData: false,
+      stackFrameVariables: false,
+    },
     beforeSend: (event) => scrubEvent(event),
-    beforeSendTransaction: (event) => scrubEvent(event),
+    beforeSendSpan: (span) => scrubSpan(span),
     beforeBreadcrumb: (crumb) => scrubBreadcrumb(crumb),
   });
-  return (error) => sentry.captureException(error);
+  return {
+    reportError: (error) => sentry.captureException(error),
+    nameRoute(name) {
+      // Without this the SDK names a request after its raw path, user id included.
+      sentry.getIsolationScope().setTransactionName(name);
+      const span = sentry.getActiveSpan();
+      if (span) sentry.updateSpanName(sentry.getRootSpan(span), name);
+    },
+  };
 }

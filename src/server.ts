@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   if (generated.length > 0) {
     logger.warn({ generated, file }, 'generated development secrets (the API key is in that file); set them yourself in production');
   }
-  const reportError = await initSentry(config);
+  const observer = await initSentry(config);
 
   const isAlive = (pid: number) => {
     try {
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const keyring = createKeyring(config.encryptionKeys);
   const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
-  const app = createApp({ config, database, keyring, registry, logger, ...(reportError ? { reportError } : {}) });
+  const app = createApp({ config, database, keyring, registry, logger, ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}) });
 
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
     logger.info(

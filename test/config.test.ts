@@ -71,6 +71,39 @@ describe('configuration', () => {
     expect(() => parseConfig({ ...TEST_SECRETS, NODE_ENV: 'production' })).toThrow(/^PUBLIC_BASE_URL: required in production/);
   });
 
+  it.each(['http://link.example', 'http://10.0.0.5:8000', 'http://127.0.0.1.nip.io'])('refuses a plain-http PUBLIC_BASE_URL in production: %s', (url) => {
+    expect(() => parseConfig({ ...TEST_SECRETS, NODE_ENV: 'production', PUBLIC_BASE_URL: url })).toThrow(
+      /^PUBLIC_BASE_URL: must be https in production \(plain http only on a loopback address\)$/,
+    );
+  });
+
+  it.each(['https://link.example', 'http://127.0.0.1:8000', 'http://localhost:8000', 'http://[::1]:8000'])('accepts %s as PUBLIC_BASE_URL in production', (url) => {
+    expect(parseConfig({ ...TEST_SECRETS, NODE_ENV: 'production', PUBLIC_BASE_URL: url }).publicBaseUrl.href).toBe(new URL(url).href);
+  });
+
+  it('accepts plain http outside production (development on a LAN address)', () => {
+    expect(parseConfig({ ...TEST_SECRETS, PUBLIC_BASE_URL: 'http://192.168.1.20:8000' }).publicBaseUrl.protocol).toBe('http:');
+  });
+
+  it.each<[Record<string, string>, string]>([
+    [{ PUBLIC_BASE_URL: 'https://link.example', ANILIST_REDIRECT_URI: 'https://auth.other.example/oauth/anilist/callback' }, 'ANILIST_REDIRECT_URI'],
+    [{ PUBLIC_BASE_URL: 'https://link.example', CORP_REDIRECT_URI: 'http://link.example/oauth/corp/callback' }, 'CORP_REDIRECT_URI'],
+    [{ DISCORD_REDIRECT_URI: 'http://localhost:8000/oauth/discord/callback' }, 'DISCORD_REDIRECT_URI'],
+  ])('refuses a redirect URI on another origin than PUBLIC_BASE_URL: %o', (env, name) => {
+    expect(() => parseConfig({ ...TEST_SECRETS, ...env })).toThrow(new RegExp(`^${name}: must be on the same origin as PUBLIC_BASE_URL`));
+  });
+
+  it('accepts redirect URIs on PUBLIC_BASE_URL’s origin', () => {
+    const config = parseConfig({
+      ...TEST_SECRETS,
+      NODE_ENV: 'production',
+      PUBLIC_BASE_URL: 'https://auth.bot.example/',
+      ANILIST_REDIRECT_URI: 'https://auth.bot.example/oauth/anilist/callback',
+      CORP_REDIRECT_URI: 'https://auth.bot.example/oauth/corp/callback',
+    });
+    expect(config.publicBaseUrl.origin).toBe('https://auth.bot.example');
+  });
+
   it('generates missing development secrets once into DATA_DIR, mode 0600, and reuses them', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-config-'));
     const first = withDevelopmentSecrets({ DATA_DIR: dataDir });

@@ -46,6 +46,7 @@ const defaultStatus = {
   flow_not_found: 400,
   flow_browser_mismatch: 400,
   flow_busy: 409,
+  csrf_failed: 403,
   // links
   not_linked: 404,
   account_already_linked: 409,

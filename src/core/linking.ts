@@ -1,3 +1,5 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { and, eq } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import { usedContexts, type FlowRow } from '../db/schema.ts';
@@ -7,7 +9,7 @@ import { randomToken, sha256 } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import type { LinkEvents } from './events.ts';
 import type { FlowStore, ShownStep } from './flows.ts';
-import { verifyLinkContext, type LinkContextOptions } from './link-context.ts';
+import { verifyLinkContext, type LinkContext, type LinkContextOptions } from './link-context.ts';
 import type { LinkStore } from './links.ts';
 
 /** What the browser is shown next. */
@@ -17,6 +19,18 @@ export type Outcome =
   | { kind: 'form'; state: string; form: FormSpec; values?: Record<string, string> }
   | { kind: 'wait'; state: string; display: WaitDisplay; pollMs: number }
   | { kind: 'linked'; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined };
+
+/** What the confirmation page shows before anything is started. */
+export interface Confirmation {
+  provider: RegisteredProvider;
+  /** The bot's display name for its user, if the context carries one; never the raw user id. */
+  userName: string | undefined;
+  /** The anti-CSRF token the confirmation form posts back (see `confirmationToken`). */
+  csrfToken: string;
+}
+
+/** Where `start` leaves the browser: at the provider, or on our page for this flow. */
+export type Started = { kind: 'redirect'; url: URL } | { kind: 'linked'; returnTo: string } | { kind: 'show'; state: string };
 
 export type PollAnswer =
   | { status: 'pending'; pollMs: number }
@@ -149,11 +163,58 @@ export function createLinking(deps: LinkingDeps) {
     }
   }
 
+  // A key of its own for confirmation tokens, derived so it never doubles as the context signing key.
+  const confirmationKey = createHmac('sha256', deps.context.secret).update('linkgate start confirmation v1').digest();
+
+  /**
+   * The token the confirmation form carries: an HMAC over the context's
+   * `jti` and this browser's cookie (OWASP's signed double-submit). Another
+   * browser, or a page that never saw our form, cannot produce it.
+   */
+  function confirmationToken(context: LinkContext, browserId: string): string {
+    return createHmac('sha256', confirmationKey).update(`${context.tenant}\0${context.provider}\0${context.jti}\0${browserId}`).digest('base64url');
+  }
+
+  function sameToken(presented: string, expected: string): boolean {
+    const a = Buffer.from(presented);
+    const b = Buffer.from(expected);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  async function verifiedContext(providerId: string, contextToken: string): Promise<LinkContext> {
+    return verifyLinkContext(contextToken, providerId, { ...deps.context, now: deps.now });
+  }
+
   return {
-    /** `GET /oauth/:provider/start`: verifies the context, spends its `jti`, opens a flow, runs `begin`. */
-    async start(providerId: string, contextToken: string, browserId: string): Promise<Outcome> {
+    /**
+     * `GET /oauth/:provider/start`: verifies the context and says what the
+     * confirmation page shows. Safe and repeatable: nothing is spent, no flow
+     * is opened and the provider is not contacted, so a link preview, a
+     * reload or a stranger's link cannot start anything on its own.
+     */
+    async confirmation(providerId: string, contextToken: string, browserId: string): Promise<Confirmation> {
       const provider = requireProvider(deps.registry, providerId);
-      const context = await verifyLinkContext(contextToken, providerId, { ...deps.context, now: deps.now });
+      const context = await verifiedContext(providerId, contextToken);
+      const [spent] = await deps.db
+        .select({ jti: usedContexts.jti })
+        .from(usedContexts)
+        .where(and(eq(usedContexts.tenant, context.tenant), eq(usedContexts.jti, context.jti)));
+      if (spent) throw new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });
+      return { provider, userName: context.userName, csrfToken: confirmationToken(context, browserId) };
+    },
+
+    /**
+     * `POST /oauth/:provider/start`, the confirmation form: checks its token
+     * against this browser, spends the context's `jti` (one winner), opens a
+     * flow and runs `begin`.
+     */
+    async start(providerId: string, contextToken: string, browserId: string, csrfToken: string): Promise<Started> {
+      const provider = requireProvider(deps.registry, providerId);
+      const context = await verifiedContext(providerId, contextToken);
+      // Before the jti is spent: a forged POST must not use up the user's link.
+      if (!sameToken(csrfToken, confirmationToken(context, browserId))) {
+        throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider: providerId });
+      }
       const spent = await deps.db
         .insert(usedContexts)
         .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.expiresAt })
@@ -183,10 +244,25 @@ export function createLinking(deps: LinkingDeps) {
         const row = await flows.find(state);
         const claimed = row && (await flows.claim(row, new Date(now)));
         if (!claimed) throw new LinkgateError('flow_busy', 'this sign-in is already being completed', { provider: providerId });
-        return settle(provider, claimed, state, flow, step);
+        const linked = await settle(provider, claimed, state, flow, step);
+        return linked.kind === 'linked' && linked.returnTo ? { kind: 'linked', returnTo: linked.returnTo } : { kind: 'show', state };
       }
       await flows.insert({ ...record, step: step.kind === 'redirect' ? { kind: 'redirect' } : step });
-      return outcomeOf(step, state);
+      return step.kind === 'redirect' ? { kind: 'redirect', url: step.url } : { kind: 'show', state };
+    },
+
+    /**
+     * `GET /oauth/:provider/continue`: the page a flow is on (a form, a code
+     * to approve, or "linked"), shown again after `start` and on reload.
+     */
+    async show(providerId: string, state: string | undefined, browserId: string | undefined): Promise<Outcome> {
+      const finished = await linkedFlow(providerId, state, browserId);
+      if (finished) return finished;
+      const row = await findFlow(providerId, state, browserId);
+      const shown = row.step as ShownStep | null;
+      if (shown?.kind === 'form' || shown?.kind === 'wait') return outcomeOf(shown, state!);
+      // The browser was sent to the provider: there is nothing of ours to show until it comes back.
+      throw new LinkgateError('flow_not_found', 'this sign-in continues at the provider', { provider: providerId });
     },
 
     /** `GET|POST /oauth/:provider/callback`: the provider (or our form) hands the flow back. */

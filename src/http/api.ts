@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import { LinkgateError } from '../core/errors.ts';
-import { ProviderId, UserId } from '../core/ids.ts';
+import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
 import { checkReturnTo, DEFAULT_TENANT, signLinkContext } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { LinkEvents } from '../core/events.ts';
@@ -50,6 +50,8 @@ const LinkUrlBody = v.object({
   userId: UserId,
   provider: ProviderId,
   returnTo: v.optional(v.pipe(v.string('returnTo must be a string'), v.maxLength(2048, 'returnTo is too long'))),
+  /** Shown on the confirmation page ("… for its user <userName>"), so the person can tell the link is theirs. */
+  userName: v.optional(userNameSchema('userName')),
 });
 
 export function apiRoutes(deps: ApiRoutesDeps) {
@@ -65,9 +67,9 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return provider;
   }
 
-  async function linkUrl(userId: string, provider: string, returnTo?: string): Promise<{ url: string; expiresAt: string }> {
+  async function linkUrl(userId: string, provider: string, options: { returnTo?: string; userName?: string } = {}): Promise<{ url: string; expiresAt: string }> {
     const { token, expiresAt } = await signLinkContext(
-      { userId, provider, tenant, ...(returnTo ? { returnTo } : {}) },
+      { userId, provider, tenant, ...options },
       deps.contextSigningSecret,
       deps.contextTtlSeconds,
       deps.now(),
@@ -101,7 +103,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${provider.missing.join(', ')})`, { provider: provider.id });
     }
     const returnTo = body.returnTo === undefined ? undefined : checkReturnTo(body.returnTo, deps.returnToOrigins);
-    return c.json(await linkUrl(body.userId, provider.id, returnTo), 201);
+    return c.json(await linkUrl(body.userId, provider.id, { ...(returnTo ? { returnTo } : {}), ...(body.userName ? { userName: body.userName } : {}) }), 201);
   });
 
   app.get('/users/:userId/links', async (c) => {

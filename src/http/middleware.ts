@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
+import { matchedRoutes } from 'hono/route';
 import { NONCE, secureHeaders } from 'hono/secure-headers';
 import type { Logger } from 'pino';
 import { LinkgateError } from '../core/errors.ts';
@@ -24,6 +25,21 @@ export function requestLog(logger: Logger, now: () => number): MiddlewareHandler
     c.set('logger', log);
     await next();
     log.info({ method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
+  });
+}
+
+/**
+ * Tells tracing which route answers the request, before the handler runs
+ * (so an error it reports is named too): `GET /api/v1/users/:userId/links`,
+ * the pattern, never the path, which carries user ids. Requests no route
+ * answers share one name, whatever path they asked for.
+ */
+export function traceRoute(name: (route: string) => void): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async function traceRoute(c, next) {
+    // Middleware is registered for ALL methods; the handler for the request's own.
+    const route = matchedRoutes(c).findLast((r) => r.method !== 'ALL');
+    name(`${c.req.method} ${route ? route.path : '(no route)'}`);
+    await next();
   });
 }
 

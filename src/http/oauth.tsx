@@ -10,14 +10,24 @@ import type { Registry } from '../registry.ts';
 import { parseInput } from '../core/validation.ts';
 import type { StepInput } from '../provider.ts';
 import { bodyLimit, type AppEnv } from './middleware.ts';
-import { FormPage, LinkedPage, WaitPage } from './pages.tsx';
+import { ConfirmPage, FormPage, LinkedPage, WaitPage } from './pages.tsx';
 
-/** The cookie that binds a flow to the browser that started it. */
+/**
+ * The cookie that binds a flow to the browser that started it. Over https it
+ * is `__Host-linkgate_browser`: Secure, `Path=/`, no `Domain`, so a sibling
+ * subdomain cannot plant one (browsers enforce the prefix; RFC 6265bis
+ * §4.1.3.2). Over plain http (loopback development) the prefix is not
+ * allowed, and the cookie keeps its name and `Path=/oauth`.
+ */
 export const BROWSER_COOKIE = 'linkgate_browser';
 
 const State = v.optional(v.pipe(v.string(), v.maxLength(256, 'state is too long')));
 const StartQuery = v.object({
   context: v.pipe(v.string('the link has no context'), v.minLength(1, 'the link has no context'), v.maxLength(4096, 'the context is too long')),
+});
+const StartForm = v.object({
+  ...StartQuery.entries,
+  csrf: v.optional(v.pipe(v.string(), v.maxLength(128, 'the confirmation token is too long'))),
 });
 const BrowserId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/));
 
@@ -34,14 +44,33 @@ function providerParam(c: Context<AppEnv>): string {
   return id;
 }
 
-function browserId(c: Context<AppEnv>): string | undefined {
-  const value = getCookie(c, BROWSER_COOKIE);
-  return v.is(BrowserId, value) ? value : undefined;
+/** Our pages post forms; anything else is not from them. */
+async function readForm(c: Context<AppEnv>): Promise<URLSearchParams> {
+  if (!/^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')) {
+    throw new LinkgateError('bad_request', 'expected a form (application/x-www-form-urlencoded)');
+  }
+  return new URLSearchParams(await c.req.text());
 }
 
 export function oauthRoutes(deps: OauthRoutesDeps) {
   const { linking } = deps;
   const app = new Hono<AppEnv>();
+  const cookiePrefix = deps.secureCookies ? 'host' : undefined;
+
+  function browserId(c: Context<AppEnv>): string | undefined {
+    const value = getCookie(c, BROWSER_COOKIE, cookiePrefix);
+    return v.is(BrowserId, value) ? value : undefined;
+  }
+
+  /** Sets (or renews) the browser cookie for as long as a flow started now can live. */
+  function bindBrowser(c: Context<AppEnv>, browser: string): void {
+    setCookie(c, BROWSER_COOKIE, browser, {
+      httpOnly: true,
+      sameSite: 'Lax', // sent on the provider's top-level redirect back to us, not on cross-site POSTs
+      maxAge: deps.stateTtlSeconds,
+      ...(cookiePrefix ? { prefix: cookiePrefix, secure: true, path: '/' } : { path: '/oauth' }),
+    });
+  }
 
   function render(c: Context<AppEnv>, provider: string, outcome: Outcome) {
     const nonce = c.get('secureHeadersNonce') ?? '';
@@ -62,19 +91,54 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     }
   }
 
+  /**
+   * Opening a link shows what it will do and asks to continue: a stranger's
+   * link (login CSRF), a link preview or a reload starts nothing by itself.
+   */
   app.get('/:provider/start', async (c) => {
     const provider = providerParam(c);
     const { context } = parseInput(StartQuery, { context: c.req.query('context') });
     // One id per browser, reused across flows so two tabs can link two providers.
     const browser = browserId(c) ?? randomToken(32);
-    setCookie(c, BROWSER_COOKIE, browser, {
-      httpOnly: true,
-      sameSite: 'Lax', // sent on the provider's top-level redirect back to us, not on cross-site POSTs
-      secure: deps.secureCookies,
-      path: '/oauth',
-      maxAge: deps.stateTtlSeconds,
-    });
-    return render(c, provider, await linking.start(provider, context, browser));
+    const confirmation = await linking.confirmation(provider, context, browser);
+    bindBrowser(c, browser);
+    return c.html(
+      <ConfirmPage
+        nonce={c.get('secureHeadersNonce') ?? ''}
+        action={`/oauth/${provider}/start`}
+        providerName={confirmation.provider.displayName}
+        userName={confirmation.userName}
+        context={context}
+        csrfToken={confirmation.csrfToken}
+      />,
+    );
+  });
+
+  /** The confirmation form: only this starts a flow and contacts the provider. Always 303 (RFC 9110 §15.4.4). */
+  app.post('/:provider/start', bodyLimit(16 * 1024), async (c) => {
+    const provider = providerParam(c);
+    const form = await readForm(c);
+    const { context, csrf } = parseInput(StartForm, { context: form.get('context') ?? undefined, csrf: form.get('csrf') ?? undefined });
+    const browser = browserId(c);
+    if (!browser || !csrf) {
+      throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider });
+    }
+    const started = await linking.start(provider, context, browser, csrf);
+    bindBrowser(c, browser);
+    switch (started.kind) {
+      case 'redirect':
+        return c.redirect(started.url.href, 303);
+      case 'linked':
+        return c.redirect(started.returnTo, 303);
+      case 'show':
+        return c.redirect(`/oauth/${provider}/continue?state=${encodeURIComponent(started.state)}`, 303);
+    }
+  });
+
+  app.get('/:provider/continue', async (c) => {
+    const provider = providerParam(c);
+    const state = parseInput(State, c.req.query('state'));
+    return render(c, provider, await linking.show(provider, state, browserId(c)));
   });
 
   app.get('/:provider/callback', async (c) => {
@@ -86,10 +150,7 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
 
   app.post('/:provider/callback', bodyLimit(16 * 1024), async (c) => {
     const provider = providerParam(c);
-    if (!/^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')) {
-      throw new LinkgateError('bad_request', 'expected a form (application/x-www-form-urlencoded)');
-    }
-    const body = new URLSearchParams(await c.req.text());
+    const body = await readForm(c);
     const state = parseInput(State, body.get('state') ?? undefined);
     const fields: Record<string, string> = {};
     for (const [name, value] of body) if (name !== 'state' && name !== 'linkgate_action') fields[name] = value;

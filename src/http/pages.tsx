@@ -37,13 +37,49 @@ function Layout(props: { title: string; nonce: string; children: Child }) {
   );
 }
 
-export function MessagePage(props: { nonce: string; title: string; lines: string[] }) {
+/** An error page; `code` is the stable error code, for whoever the user asks for help. */
+export function MessagePage(props: { nonce: string; title: string; lines: string[]; code?: string }) {
   return (
     <Layout title={props.title} nonce={props.nonce}>
       <h1>{props.title}</h1>
       {props.lines.map((line) => (
         <p>{line}</p>
       ))}
+      {props.code ? (
+        <p class="muted">
+          Error code: <code id="error-code">{props.code}</code>
+        </p>
+      ) : null}
+    </Layout>
+  );
+}
+
+/**
+ * What a link is about to do, before anything happens. It names the provider
+ * and, if the bot put one in the link, its display name for the user — never
+ * the raw user id. Continuing POSTs the context with a token bound to this
+ * browser's cookie.
+ */
+export function ConfirmPage(props: { nonce: string; action: string; providerName: string; userName: string | undefined; context: string; csrfToken: string }) {
+  return (
+    <Layout title={`Link your ${props.providerName} account?`} nonce={props.nonce}>
+      <h1>Link your {props.providerName} account?</h1>
+      <p>
+        The chat bot that gave you this link will be able to use your {props.providerName} account
+        {props.userName ? (
+          <>
+            {' '}
+            for its user <strong>{props.userName}</strong>
+          </>
+        ) : null}
+        .
+      </p>
+      <p class="muted">Only continue if you asked the bot for this link yourself. If someone sent it to you, close this page.</p>
+      <form method="post" action={props.action}>
+        <input type="hidden" name="context" value={props.context} />
+        <input type="hidden" name="csrf" value={props.csrfToken} />
+        <button type="submit">Continue</button>
+      </form>
     </Layout>
   );
 }
@@ -178,7 +214,15 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
     case 'context_expired':
       return { title: 'This link has expired', lines: ['Links are only valid for a few minutes.', NEW_LINK] };
     case 'context_replayed':
-      return { title: 'This link was already used', lines: ['Each link works once.', NEW_LINK] };
+      return {
+        title: 'This link was already used',
+        lines: ['Each link works once, and this one has already been continued. If that was you, finish in the tab where you pressed Continue.', NEW_LINK],
+      };
+    case 'csrf_failed':
+      return {
+        title: 'Please continue from the link in this browser',
+        lines: ['This confirmation did not come from the page we showed this browser, or your browser blocked our cookie. Nothing was started.', `Open the link from the bot again, or ${NEW_LINK.toLowerCase()}`],
+      };
     case 'context_invalid':
     case 'context_wrong_provider':
     case 'context_wrong_tenant':

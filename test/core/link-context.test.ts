@@ -1,5 +1,7 @@
+import { CompactSign } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { checkReturnTo } from '../../src/core/link-context.ts';
+import { checkReturnTo, verifyLinkContext } from '../../src/core/link-context.ts';
+import { TEST_SECRETS } from '../helpers/gateway.ts';
 
 const ALLOWED = ['https://bot.example'];
 
@@ -35,5 +37,42 @@ describe('return_to', () => {
     }
     if (value.includes('%0d%0a')) expect(code).toBe('accepted-safely');
     else expect(code).toBe('return_to_not_allowed');
+  });
+});
+
+describe('claims', () => {
+  const now = Date.now();
+  const iat = Math.floor(now / 1000);
+  const good = { sub: '80351110224678912', provider: 'corp', jti: 'a-jti-long-enough', iat, exp: iat + 300 };
+  /** Signs any payload, well-typed or not, as a careless bot might. */
+  const sign = (payload: Record<string, unknown>) =>
+    new CompactSign(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
+  const verify = (token: string) => verifyLinkContext(token, 'corp', { secret: TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET, ttlSeconds: 300, returnToOrigins: [], now: () => now });
+
+  it('accepts a good context and reads its optional display name', async () => {
+    await expect(verify(await sign({ ...good, name: 'Ada' }))).resolves.toMatchObject({ userId: good.sub, jti: good.jti, userName: 'Ada' });
+  });
+
+  it.each<[string, Record<string, unknown>, string]>([
+    ['a numeric sub', { sub: 80351110224678912 }, 'sub must be a string'],
+    ['a sub with a slash', { sub: '8035/1110' }, 'sub must be 1–128 characters of letters, digits and ._:@+=-'],
+    ['no sub', { sub: undefined }, 'sub is missing'],
+    ['no jti', { jti: undefined }, 'jti is missing'],
+    ['a short jti', { jti: 'abc1234' }, 'jti must be at least 8 characters'],
+    ['exp as text', { exp: `${iat + 300}` }, 'exp must be a number of seconds since 1970'],
+    ['iat with a fraction', { iat: iat + 0.5 }, 'iat must be a whole number of seconds'],
+    ['an empty provider', { provider: '' }, 'provider must not be empty'],
+    ['a numeric tenant', { tenant: 4242 }, 'tenant must be a string'],
+    ['a return_to too long', { return_to: `https://bot.example/${'x'.repeat(2100)}` }, 'return_to must be at most 2048 characters'],
+    ['a name with a control character', { name: 'Ada\u202eevil' }, 'name must not contain control characters'],
+  ])('refuses %s, naming the claim and not its value', async (_name, change, problem) => {
+    const token = await sign({ ...good, ...change });
+    const error = await verify(token).then(
+      () => undefined,
+      (e: unknown) => e as { code: string; message: string },
+    );
+    expect(error).toMatchObject({ code: 'context_invalid', message: `the link context has a bad claim: ${problem}` });
+    expect(error!.message).not.toContain(token);
+    for (const value of Object.values(change)) if (value !== undefined && value !== '') expect(error!.message).not.toContain(String(value));
   });
 });

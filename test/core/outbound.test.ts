@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPrivateAddress, untrustedFetch } from '../../src/core/outbound.ts';
 
@@ -65,5 +65,43 @@ describe('requests to user-typed servers', () => {
 
   it('gives up on a server that does not answer', async () => {
     await expect(untrustedFetch(`${base}/slow`, {}, { allowPrivate: true, timeoutMs: 300 })).rejects.toMatchObject({ name: 'TimeoutError' });
+  });
+
+  it.each([
+    ['HTTP/1.1 999 Nope', 'provider_response_invalid'],
+    ['HTTP/1.1 600 Beyond', 'provider_response_invalid'],
+    ['HTTP/1.1 099 Below', 'provider_response_invalid'],
+    // Node's parser refuses these before our code sees a status; either way the promise rejects.
+    ['HTTP/1.1 0 Zero', /^(provider_response_invalid|HPE_INVALID_STATUS)$/],
+    ['HTTP/1.1 1000 Huge', /^(provider_response_invalid|HPE_INVALID_STATUS)$/],
+  ])('rejects an answer with the status line "%s", and the process carries on', async (statusLine, code) => {
+    // A raw TCP server: node:http would not let us send an invalid status.
+    const raw = createTcpServer((socket) => {
+      socket.once('data', () => socket.end(`${statusLine}\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello`));
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    // With the old bug the error escaped the promise: it surfaced here, and killed a real server.
+    const uncaught: unknown[] = [];
+    let crashed: (error: unknown) => void = () => {};
+    const crash = new Promise<unknown>((resolve) => (crashed = resolve));
+    const onUncaught = (error: unknown) => {
+      uncaught.push(error);
+      crashed({ uncaught: String(error) });
+    };
+    process.on('uncaughtException', onUncaught);
+    try {
+      const url = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/`;
+      const fetched = untrustedFetch(url, {}, { allowPrivate: true, timeoutMs: 2000 }).then(() => 'resolved', (error: unknown) => error);
+      const outcome = await Promise.race([fetched, crash]);
+      expect(outcome).toMatchObject({ code: typeof code === 'string' ? code : expect.stringMatching(code) });
+      // Nothing else escapes by the next turns of the event loop.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(uncaught).toEqual([]);
+      // Still serving: the next request works.
+      expect((await untrustedFetch(`${base}/echo`, {}, { allowPrivate: true })).status).toBe(200);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      raw.close();
+    }
   });
 });

@@ -44,6 +44,8 @@ async function open(userId: string, viewport: keyof typeof VIEWPORTS, javaScript
   const context = await browser.newContext({ viewport: VIEWPORTS[viewport], javaScriptEnabled });
   const page = await context.newPage();
   await page.goto(`${server.url}/oauth/jellyfin/start?context=${await mint(userId)}`);
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.waitForURL(/\/oauth\/jellyfin\/continue\?/);
   return page;
 }
 
@@ -108,8 +110,9 @@ describe('Jellyfin unreachable', () => {
       for (const [name, size] of Object.entries(VIEWPORTS)) {
         const context = await browser.newContext({ viewport: size });
         const page = await context.newPage();
-        const response = await page.goto(`${downServer.url}/oauth/jellyfin/start?context=${await mint(`down-${name}`)}`);
-        expect(response!.status()).toBe(502);
+        await page.goto(`${downServer.url}/oauth/jellyfin/start?context=${await mint(`down-${name}`)}`);
+        const [response] = await Promise.all([page.waitForResponse((r) => r.request().method() === 'POST'), page.getByRole('button', { name: 'Continue' }).click()]);
+        expect(response.status()).toBe(502);
         await page.getByRole('heading', { name: 'Jellyfin is not answering properly' }).waitFor();
         await shoot(page, `${name}-unreachable`);
         expect((await down.api(`/users/down-${name}/links/jellyfin`)).status).toBe(404);

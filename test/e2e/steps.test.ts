@@ -40,6 +40,9 @@ describe('gateway pages in Chromium', () => {
       if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
     });
     await page.goto(`${server.url}/oauth/pin/start?context=${await mint('e2e-1')}`);
+    await page.getByRole('heading', { name: 'Link your Pin account?' }).waitFor();
+    await page.screenshot({ path: `${SHOTS}/confirm.png`, fullPage: true });
+    await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByRole('heading', { name: 'Sign in to Pin' }).waitFor();
     await page.screenshot({ path: `${SHOTS}/form.png`, fullPage: true });
 
@@ -70,6 +73,7 @@ describe('gateway pages in Chromium', () => {
     const context = await browser.newContext({ javaScriptEnabled: false });
     const page = await context.newPage();
     await page.goto(`${server.url}/oauth/pin/start?context=${await mint('e2e-2')}`);
+    await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByLabel('Username').fill('grace');
     await page.getByLabel('Password').fill('correct horse');
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -88,5 +92,30 @@ describe('gateway pages in Chromium', () => {
     await expect(page.getByText('Ask the bot for a new link').isVisible()).resolves.toBe(true);
     await page.screenshot({ path: `${SHOTS}/error.png`, fullPage: true });
     await page.close();
+  });
+
+  it('refuses a confirmation posted from another site: the page says so, and nothing starts', async () => {
+    const link = `${server.url}/oauth/pin/start?context=${await mint('e2e-csrf')}`;
+    // The victim's browser has opened the link (and holds our cookie).
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(link);
+    const csrf = await page.locator('input[name="csrf"]').getAttribute('value');
+    // An attacker's page on another origin of the same site (another port: SameSite lets our cookie through,
+    // so only the token stops it) auto-submits the form with the context and a guessed token.
+    const attacker = await listen(() => new Response(`<!doctype html><form id="f" method="post" action="${server.url}/oauth/pin/start"><input name="context" value="${new URL(link).searchParams.get('context')}"><input name="csrf" value="${csrf!.slice(0, -2)}AA"></form><script>document.getElementById('f').submit()</script>`, { headers: { 'content-type': 'text/html' } }));
+    try {
+      const evil = await context.newPage();
+      const [response] = await Promise.all([evil.waitForResponse((r) => r.url().endsWith('/oauth/pin/start')), evil.goto(attacker.url)]);
+      expect(response.status()).toBe(403);
+      await evil.getByRole('heading', { name: 'Please continue from the link in this browser' }).waitFor();
+      await evil.screenshot({ path: `${SHOTS}/csrf-refused.png`, fullPage: true });
+      // The person's own Continue still works.
+      await page.getByRole('button', { name: 'Continue' }).click();
+      await page.getByRole('heading', { name: 'Sign in to Pin' }).waitFor();
+    } finally {
+      await attacker.close();
+      await context.close();
+    }
   });
 });

@@ -11,6 +11,21 @@ export class TestBrowser {
     return this.send(url, { method: 'GET' });
   }
 
+  /**
+   * Opens a link URL the way a person does: loads the confirmation page,
+   * presses Continue, and follows the gateway's own 303 to the flow's page.
+   * A 303 elsewhere (to the provider, to `return_to`) and any refusal are
+   * returned as they are.
+   */
+  async openLink(url: string | URL): Promise<Response> {
+    const page = await this.get(url);
+    if (page.status !== 200) return page;
+    const { action, fields } = confirmationForm(await page.text());
+    const continued = await this.post(action, fields);
+    const location = continued.headers.get('location');
+    return continued.status === 303 && location?.startsWith('/') ? this.get(location) : continued;
+  }
+
   async post(url: string | URL, form: Record<string, string>): Promise<Response> {
     return this.send(url, {
       method: 'POST',
@@ -31,4 +46,13 @@ export class TestBrowser {
     }
     return response;
   }
+}
+
+/** The confirmation page's form: where it posts and its hidden fields (the context and the CSRF token). */
+export function confirmationForm(html: string): { action: string; fields: Record<string, string> } {
+  const form = /<form method="post" action="([^"]+)">([\s\S]*?)<\/form>/.exec(html);
+  if (!form || !/name="csrf"/.test(form[2]!)) throw new Error(`not a confirmation page: ${html.slice(0, 200)}`);
+  const unescape = (text: string) => text.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
+  const fields = Object.fromEntries([...form[2]!.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, unescape(m[2]!)]));
+  return { action: unescape(form[1]!), fields };
 }

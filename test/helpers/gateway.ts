@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { createApp } from '../../src/app.tsx';
+import { createApp, type AppDeps } from '../../src/app.tsx';
 import { parseConfig, type Config, type Env } from '../../src/config.ts';
 import { createKeyring, type Keyring } from '../../src/core/crypto.ts';
 import { providerToolsFactory } from '../../src/core/tools.ts';
@@ -35,6 +35,8 @@ export interface TestGatewayOptions {
   now?: () => number;
   /** What providers fetch with (e.g. `reroute(...)` to local fakes). */
   fetch?: typeof fetch;
+  /** What the server wires in from Sentry (see initSentry). */
+  observe?: Pick<AppDeps, 'reportError' | 'nameRoute'>;
 }
 
 export async function createTestGateway(database: Database, options: TestGatewayOptions = {}): Promise<TestGateway> {
@@ -59,7 +61,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const app = createApp({ config, database, keyring, registry, logger, now });
+  const app = createApp({ config, database, keyring, registry, logger, now, ...options.observe });
   return {
     app,
     config,

@@ -6,7 +6,7 @@ import type { Database } from '../../src/db/client.ts';
 import { flows, links } from '../../src/db/schema.ts';
 import { createLinkStore } from '../../src/core/links.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
-import { TestBrowser } from '../helpers/browser.ts';
+import { confirmationForm, TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
 
@@ -71,7 +71,7 @@ async function counts() {
 
 /** Opens a link URL in a browser and signs in at the IdP; returns the callback URL the IdP sent back. */
 async function startAndLogin(browser: TestBrowser, context: string, sub: string, provider = 'corp') {
-  const start = await browser.get(`/oauth/${provider}/start?context=${encodeURIComponent(context)}`);
+  const start = await browser.openLink(`/oauth/${provider}/start?context=${encodeURIComponent(context)}`);
   expect(start.status).toBe(303);
   const authorize = new URL(start.headers.get('location')!);
   return { authorize, callback: await idp.login(authorize, sub) };
@@ -84,12 +84,15 @@ describe('linking through a real OpenID provider', () => {
     const userId = '123456789012345678';
     const browser = newBrowser();
     const context = await mint({ sub: userId });
-    const start = await browser.get(`/oauth/corp/start?context=${encodeURIComponent(context)}`);
-    expect(start.status).toBe(303);
-    const cookie = start.headers.getSetCookie().find((c) => c.startsWith('linkgate_browser='))!;
+    const confirm = await browser.get(`/oauth/corp/start?context=${encodeURIComponent(context)}`);
+    expect(confirm.status).toBe(200);
+    const cookie = confirm.headers.getSetCookie().find((c) => c.startsWith('linkgate_browser='))!;
     expect(cookie).toMatch(/HttpOnly/);
     expect(cookie).toMatch(/SameSite=Lax/);
     expect(cookie).toMatch(/Path=\/oauth/);
+    const { action, fields } = confirmationForm(await confirm.text());
+    const start = await browser.post(action, fields);
+    expect(start.status).toBe(303);
     const authorize = new URL(start.headers.get('location')!);
     expect(authorize.origin).toBe(idp.issuer);
     expect(authorize.searchParams.get('code_challenge_method')).toBe('S256');
@@ -140,7 +143,7 @@ describe('linking through a real OpenID provider', () => {
     expect(made.status).toBe(201);
     const { url } = (await made.json()) as { url: string };
     const browser = newBrowser();
-    const start = await browser.get(url);
+    const start = await browser.openLink(url);
     const callback = await idp.login(new URL(start.headers.get('location')!), 'idp-sub-from-api');
     const done = await browser.get(callback);
     expect(done.status).toBe(303);
@@ -223,7 +226,8 @@ describe('linking through a real OpenID provider', () => {
 
   it('refuses a reused jti, even from two requests at once', async () => {
     const context = await mint();
-    const [a, b] = await Promise.all([newBrowser().get(`/oauth/corp/start?context=${context}`), newBrowser().get(`/oauth/corp/start?context=${context}`)]);
+    // Two browsers both confirm the same link; one flow starts.
+    const [a, b] = await Promise.all([newBrowser().openLink(`/oauth/corp/start?context=${context}`), newBrowser().openLink(`/oauth/corp/start?context=${context}`)]);
     expect([a.status, b.status].sort()).toEqual([303, 400]);
     const refused = a.status === 400 ? a : b;
     expect(await refused.text()).toContain('This link was already used');
@@ -305,7 +309,7 @@ describe('linking through a real OpenID provider', () => {
 
     it('shows a friendly page when the user denies access at the IdP, and stores nothing', async () => {
       const browser = newBrowser();
-      const start = await browser.get(`/oauth/corp/start?context=${await mint()}`);
+      const start = await browser.openLink(`/oauth/corp/start?context=${await mint()}`);
       const denied = await idp.deny(new URL(start.headers.get('location')!));
       expect(denied.searchParams.get('error')).toBe('access_denied');
       const before = await counts();

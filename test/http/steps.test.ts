@@ -23,7 +23,7 @@ const hiddenState = (html: string) => /name="state" value="([^"]+)"/.exec(html)!
 describe('form and wait steps', () => {
   it('renders a form, re-shows it with an error, waits on a code, and finishes through polling', async () => {
     const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-    const start = await browser.get(`/oauth/pin/start?context=${await mint('4242')}`);
+    const start = await browser.openLink(`/oauth/pin/start?context=${await mint('4242')}`);
     expect(start.status).toBe(200);
     const csp = start.headers.get('content-security-policy')!;
     expect(csp).not.toContain('unsafe-inline');

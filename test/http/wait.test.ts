@@ -27,7 +27,7 @@ afterAll(async () => {
 /** Links `userId` to the pin fixture provider through the browser flow on `via`. */
 async function link(via: TestGateway, userId: string) {
   const browser = new TestBrowser((path, init) => via.app.request(path, init));
-  const form = await (await browser.get(`/oauth/pin/start?context=${await mintContext('pin', userId)}`)).text();
+  const form = await (await browser.openLink(`/oauth/pin/start?context=${await mintContext('pin', userId)}`)).text();
   const state = /name="state" value="([^"]+)"/.exec(form)![1]!;
   await browser.post('/oauth/pin/callback', { state, username: userId, password: 'correct horse' });
   await browser.get(`/oauth/pin/poll?state=${state}`);

@@ -7,8 +7,9 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
 import { mintContext } from '../helpers/context.ts';
 
-/** Exactly the variables of an existing AniList auth service deployment. */
+/** The variables of an existing AniList auth service deployment, plus the PUBLIC_BASE_URL the README's migration adds. */
 const SERVICE_ENV = {
+  PUBLIC_BASE_URL: 'https://auth.bot.example',
   ANILIST_CLIENT_ID: '12345',
   ANILIST_CLIENT_SECRET: 'anilist-client-secret-0123456789',
   ANILIST_REDIRECT_URI: 'https://auth.bot.example/oauth/anilist/callback',
@@ -48,7 +49,7 @@ const mint = (userId: string) => mintContext('anilist', userId, { secret: SERVIC
 
 async function link(userId: string, anilistUserId: number) {
   const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-  const start = await browser.get(`/oauth/anilist/start?context=${await mint(userId)}`);
+  const start = await browser.openLink(`/oauth/anilist/start?context=${await mint(userId)}`);
   expect(start.status).toBe(303);
   const authorize = new URL(start.headers.get('location')!);
   const callback = anilist.approve(atFake(authorize, anilist.origin), anilistUserId);
@@ -92,7 +93,7 @@ describe('AniList', () => {
 
       // The link URL works: relinking makes the link active again.
       const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-      const start = await browser.get(body.linkUrl);
+      const start = await browser.openLink(body.linkUrl);
       expect((await browser.get(anilist.approve(atFake(new URL(start.headers.get('location')!), anilist.origin), 5004))).status).toBe(200);
       expect(await (await gateway.api('/users/222222222222222222/links/anilist')).json()).toMatchObject({ status: 'active' });
     } finally {

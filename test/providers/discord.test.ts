@@ -53,7 +53,7 @@ const mint = (userId: string) => mintContext('discord', userId, { now: clock });
 
 async function link(userId: string, discordUserId: string) {
   const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-  const start = await browser.get(`/oauth/discord/start?context=${await mint(userId)}`);
+  const start = await browser.openLink(`/oauth/discord/start?context=${await mint(userId)}`);
   expect(start.status).toBe(303);
   const authorize = new URL(start.headers.get('location')!);
   const done = await browser.get(discord.approve(atFake(authorize, discord.origin), discordUserId));
@@ -104,7 +104,7 @@ describe('Discord', () => {
     try {
       const instance = await createTestGateway(database, { env: ENV, fetch: reroute({ 'https://discord.com': issuing.origin }), now: () => clock });
       const browser = new TestBrowser((path, init) => instance.app.request(path, init));
-      const start = await browser.get(`/oauth/discord/start?context=${await mint(`u-iss-${status}`)}`);
+      const start = await browser.openLink(`/oauth/discord/start?context=${await mint(`u-iss-${status}`)}`);
       const callback = issuing.approve(atFake(new URL(start.headers.get('location')!), issuing.origin), '80351110224678930');
       expect(callback.searchParams.get('iss')).toBe(iss);
       const done = await browser.get(callback);
@@ -160,7 +160,7 @@ describe('Discord', () => {
       const refreshing = gateway.api('/users/u-relink/links/discord/token', { method: 'POST' });
       await new Promise((r) => setTimeout(r, 100));
       const browser = new TestBrowser((path, init) => other.app.request(path, init));
-      const start = await browser.get(`/oauth/discord/start?context=${await mint('u-relink')}`);
+      const start = await browser.openLink(`/oauth/discord/start?context=${await mint('u-relink')}`);
       // Relinked to another Discord account, so a lost relink would show.
       const relinked = browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), '80351110224678941'));
       const [token, page] = await Promise.all([refreshing, relinked]);
@@ -199,7 +199,7 @@ describe('Discord', () => {
     expect(await (await gateway.api('/users/u-gone/links/discord')).json()).toMatchObject({ status: 'needs_reauth' });
 
     const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-    const start = await browser.get(body.linkUrl);
+    const start = await browser.openLink(body.linkUrl);
     expect((await browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), '80351110224678915'))).status).toBe(200);
     const relinked = await gateway.api('/users/u-gone/links/discord/token', { method: 'POST' });
     expect(relinked.status).toBe(200);

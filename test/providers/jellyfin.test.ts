@@ -45,7 +45,7 @@ async function dumpAllTables(): Promise<string> {
 describe('Jellyfin', () => {
   it('links through Quick Connect with a MediaBrowser header and a fresh device id per link', async () => {
     const browser = browserFor(gateway);
-    const start = await browser.get(`/oauth/jellyfin/start?context=${await mint('qc-user')}`);
+    const start = await browser.openLink(`/oauth/jellyfin/start?context=${await mint('qc-user')}`);
     expect(start.status).toBe(200);
     const page = await start.text();
     const code = /class="code"[^>]*>(\d{6})</.exec(page)![1]!;
@@ -72,7 +72,7 @@ describe('Jellyfin', () => {
     const shared = gateway;
     for (const user of ['twin-a', 'twin-b']) {
       const browser = browserFor(shared);
-      const start = await browser.get(`/oauth/jellyfin/start?context=${await mint(user)}`);
+      const start = await browser.openLink(`/oauth/jellyfin/start?context=${await mint(user)}`);
       const s = state(await start.text());
       const form = await browser.post('/oauth/jellyfin/callback', { state: s, linkgate_action: 'password' });
       expect(await form.text()).toContain('Sign in to Jellyfin');
@@ -86,7 +86,7 @@ describe('Jellyfin', () => {
 
   it('re-shows the form on a wrong password, and the password appears nowhere: database, logs, responses', async () => {
     const browser = browserFor(gateway);
-    const start = await browser.get(`/oauth/jellyfin/start?context=${await mint('pw-user')}`);
+    const start = await browser.openLink(`/oauth/jellyfin/start?context=${await mint('pw-user')}`);
     const s = state(await start.text());
     const responses: string[] = [];
     const form = await browser.post('/oauth/jellyfin/callback', { state: s, linkgate_action: 'password' });
@@ -114,7 +114,7 @@ describe('Jellyfin', () => {
   it('goes straight to the password form when Quick Connect is disabled', async () => {
     jellyfin.quickConnectEnabled = false;
     try {
-      const start = await browserFor(gateway).get(`/oauth/jellyfin/start?context=${await mint('no-qc')}`);
+      const start = await browserFor(gateway).openLink(`/oauth/jellyfin/start?context=${await mint('no-qc')}`);
       const page = await start.text();
       expect(page).toContain('Sign in to Jellyfin');
       expect(page).toContain('autocomplete="current-password"');
@@ -125,7 +125,7 @@ describe('Jellyfin', () => {
 
   it('keeps waiting through a server hiccup while the user approves the code', async () => {
     const browser = browserFor(gateway);
-    const page = await (await browser.get(`/oauth/jellyfin/start?context=${await mint('hiccup')}`)).text();
+    const page = await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint('hiccup')}`)).text();
     const code = /class="code"[^>]*>(\d{6})</.exec(page)![1]!;
     const s = state(page);
     jellyfin.failNext('connect', 'http500');
@@ -136,7 +136,7 @@ describe('Jellyfin', () => {
 
   it('says so and offers a new code when a Quick Connect code expires', async () => {
     const browser = browserFor(gateway);
-    const page = await (await browser.get(`/oauth/jellyfin/start?context=${await mint('expiring')}`)).text();
+    const page = await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint('expiring')}`)).text();
     const code = /class="code"[^>]*>(\d{6})</.exec(page)![1]!;
     const s = state(page);
     jellyfin.expireQuickConnect(code);
@@ -151,7 +151,7 @@ describe('Jellyfin', () => {
 
   it('verify checks the token on the server, and DELETE logs the session out', async () => {
     const browser = browserFor(gateway);
-    const s = state(await (await browser.get(`/oauth/jellyfin/start?context=${await mint('del-user')}`)).text());
+    const s = state(await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint('del-user')}`)).text());
     await browser.post('/oauth/jellyfin/callback', { state: s, linkgate_action: 'password' });
     expect((await browser.post('/oauth/jellyfin/callback', { state: s, username: 'Ada', password: PASSWORD })).status).toBe(200);
     const store = createLinkStore(database.db, gateway.keyring);
@@ -166,7 +166,7 @@ describe('Jellyfin', () => {
 
   it('turns a token the server no longer accepts into needs_reauth on verify', async () => {
     const browser = browserFor(gateway);
-    const s = state(await (await browser.get(`/oauth/jellyfin/start?context=${await mint('stale-user')}`)).text());
+    const s = state(await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint('stale-user')}`)).text());
     await browser.post('/oauth/jellyfin/callback', { state: s, linkgate_action: 'password' });
     await browser.post('/oauth/jellyfin/callback', { state: s, username: 'Ada', password: PASSWORD });
     const store = createLinkStore(database.db, gateway.keyring);
@@ -204,7 +204,7 @@ describe('Jellyfin with a server the user types', () => {
     ['a name resolving to loopback', () => jellyfin.url.replace('127.0.0.1', 'localhost')],
   ])('refuses a server at %s before sending it anything', async (_name, url) => {
     const browser = browserFor(userGateway);
-    const start = await browser.get(`/oauth/jellyfin/start?context=${await mint('ssrf-user')}`);
+    const start = await browser.openLink(`/oauth/jellyfin/start?context=${await mint('ssrf-user')}`);
     const page = await start.text();
     expect(page).toContain('Which Jellyfin server do you use?');
     const headersBefore = jellyfin.authHeaders.length;
@@ -218,7 +218,7 @@ describe('Jellyfin with a server the user types', () => {
     // The redirector itself is on loopback too, so allow private servers to reach it, and check the redirect is not followed.
     const lan = await createTestGateway(database, { env: { JELLYFIN_ALLOW_USER_SERVER: 'true', JELLYFIN_ALLOW_PRIVATE_SERVERS: 'true' } });
     const browser = browserFor(lan);
-    const page = await (await browser.get(`/oauth/jellyfin/start?context=${await mint('redirect-user')}`)).text();
+    const page = await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint('redirect-user')}`)).text();
     const answer = await browser.post('/oauth/jellyfin/callback', { state: state(page), server: redirectorUrl });
     expect(await answer.text()).toContain('No Jellyfin server answered at that address.');
     expect(redirectorHits).toBe(1);
@@ -227,7 +227,7 @@ describe('Jellyfin with a server the user types', () => {
   it('links with a typed server when private servers are allowed (a LAN deployment)', async () => {
     const lan = await createTestGateway(database, { env: { JELLYFIN_ALLOW_USER_SERVER: 'true', JELLYFIN_ALLOW_PRIVATE_SERVERS: 'true' } });
     const browser = browserFor(lan);
-    const page = await (await browser.get(`/oauth/jellyfin/start?context=${await mint('lan-user')}`)).text();
+    const page = await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint('lan-user')}`)).text();
     const s = state(page);
     const wait = await browser.post('/oauth/jellyfin/callback', { state: s, server: jellyfin.url });
     const code = /class="code"[^>]*>(\d{6})</.exec(await wait.text())![1]!;

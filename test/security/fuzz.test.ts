@@ -72,6 +72,14 @@ describe('fuzzing the inputs from outside', () => {
       }),
       RUNS,
     );
+    // The confirmation form, posted with made-up fields.
+    await fc.assert(
+      fc.asyncProperty(fc.dictionary(fc.constantFrom('context', 'csrf', 'state', 'x'), text), async (form) => {
+        const response = await browser.post('/oauth/corp/start', form);
+        return response.status >= 400 && response.status < 500 && !/\n\s+at \S+ \(/.test(await response.text());
+      }),
+      RUNS,
+    );
     expect(await stored()).toEqual(before);
   });
 
