@@ -45,7 +45,7 @@ afterAll(async () => {
 /** What the user does with a link URL: sign in to Pin, approve the code. */
 async function completeLink(url: string, username: string): Promise<void> {
   const browser = new TestBrowser((path, init) => fetch(new URL(path, baseUrl), { ...init, redirect: 'manual' }));
-  const start = await browser.get(new URL(url).pathname + new URL(url).search);
+  const start = await browser.openLink(new URL(url).pathname + new URL(url).search);
   expect(start.status).toBe(200);
   const state = /name="state" value="([^"]+)"/.exec(await start.text())![1]!;
   const wait = await browser.post('/oauth/pin/callback', { state, username, password: 'correct horse' });
@@ -95,7 +95,8 @@ describe('linkgate/client', () => {
 
   it('signs contexts locally that the gateway accepts, and the gateway refuses a wrong secret', async () => {
     const good = await signLinkContext({ secret: TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET, userId: 'discord:5', provider: 'pin' });
-    const page = await fetch(linkUrlFor(baseUrl, 'pin', good));
+    const browser = new TestBrowser((path, init) => fetch(new URL(path, baseUrl), { ...init, redirect: 'manual' }));
+    const page = await browser.openLink(new URL(linkUrlFor(baseUrl, 'pin', good)).pathname + new URL(linkUrlFor(baseUrl, 'pin', good)).search);
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('Sign in to Pin');
     const bad = await signLinkContext({ secret: 'x'.repeat(40), userId: 'discord:5', provider: 'pin' });

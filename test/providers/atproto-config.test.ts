@@ -150,7 +150,7 @@ describe('ATProto in production refuses private addresses', () => {
         env: { PUBLIC_BASE_URL: 'https://links.example.com', ATPROTO_PRIVATE_KEYS: JSON.stringify([privateJwk('k1')]) },
       });
       const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-      const start = await browser.get(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:77')}`);
+      const start = await browser.openLink(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:77')}`);
       const state = /name="state" value="([^"]+)"/.exec(await start.text())![1]!;
       const again = await browser.post('/oauth/atproto/callback', { state, identifier: `https://127.0.0.1:${port}` });
       expect(again.status).toBe(200);

@@ -50,7 +50,7 @@ const stateOf = (html: string) => /name="state" value="([^"]+)"/.exec(html)?.[1]
  */
 async function link(g: TestGateway, userId: string, identifier: string, signIn: { identifier: string; password: string } | 'deny') {
   const browser = new TestBrowser((path, init) => g.app.request(path, init));
-  const start = await browser.get(`/oauth/atproto/start?context=${await mintContext('atproto', userId)}`);
+  const start = await browser.openLink(`/oauth/atproto/start?context=${await mintContext('atproto', userId)}`);
   expect(start.status).toBe(200);
   const state = stateOf(await start.text());
   expect(state).toBeDefined();
@@ -125,7 +125,7 @@ describe('linking an ATProto account', () => {
 
   it('asks again, keeping the flow, when the handle does not resolve', async () => {
     const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-    const start = await browser.get(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:1004')}`);
+    const start = await browser.openLink(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:1004')}`);
     const state = stateOf(await start.text())!;
     const again = await browser.post('/oauth/atproto/callback', { state, identifier: 'nobody.test' });
     expect(again.status).toBe(200);
