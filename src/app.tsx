@@ -14,6 +14,7 @@ import { createTokenService } from './core/tokens.ts';
 import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
+import { docsRoutes } from './http/docs.tsx';
 import { healthRoutes } from './http/health.ts';
 import { pageHeaders, requestLog, traceRoute, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
@@ -62,6 +63,8 @@ export function createApp(deps: AppDeps) {
   if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
 
   app.use('/oauth/*', pageHeaders());
+  app.use('/docs', pageHeaders());
+  app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
   app.route(

@@ -25,28 +25,31 @@ export interface ApiRoutesDeps {
   hashUserId: (tenant: string, userId: string) => string;
 }
 
-const UserParams = v.object({ userId: UserId });
-const WaitQuery = v.object({
+export const UserParams = v.object({ userId: UserId });
+export const WaitQuery = v.object({
   timeoutSeconds: v.optional(
     v.pipe(v.string(), v.regex(/^\d{1,2}$/, 'timeoutSeconds must be a whole number from 1 to 60'), v.transform(Number), v.minValue(1, 'timeoutSeconds must be at least 1'), v.maxValue(60, 'timeoutSeconds must be at most 60')),
     '30',
   ),
 });
-const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
-const LinkParams = v.object({ userId: UserId, provider: ProviderId });
+export const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
+export const LinkParams = v.object({ userId: UserId, provider: ProviderId });
 // NSID syntax from the AT Protocol spec (atproto.com/specs/nsid): a reversed domain, then a name.
 const Nsid = v.pipe(
   v.string(),
   v.maxLength(317, 'the NSID is too long'),
   v.regex(/^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+\.[a-zA-Z][a-zA-Z0-9]{0,62}$/, 'the method must be an NSID like app.bsky.actor.getProfile'),
 );
-const XrpcParams = v.object({ userId: UserId, provider: ProviderId, nsid: Nsid });
+export const XrpcParams = v.object({ userId: UserId, provider: ProviderId, nsid: Nsid });
 const XrpcQuery = v.pipe(
   v.array(v.tuple([v.pipe(v.string(), v.maxLength(128, 'a query parameter name is too long')), v.pipe(v.string(), v.maxLength(4096, 'a query parameter is too long'))])),
   v.maxLength(64, 'too many query parameters'),
 );
-const XrpcBody = v.record(v.string(), v.unknown(), 'the body must be a JSON object');
-const LinkUrlBody = v.object({
+export const XrpcBody = v.pipe(
+  v.custom<Record<string, unknown>>((input) => typeof input === 'object' && input !== null && !Array.isArray(input), 'the body must be a JSON object'),
+  v.record(v.string(), v.unknown()),
+);
+export const LinkUrlBody = v.object({
   userId: UserId,
   provider: ProviderId,
   returnTo: v.optional(v.pipe(v.string('returnTo must be a string'), v.maxLength(2048, 'returnTo is too long'))),

@@ -6,7 +6,9 @@
  * PDS's own sign-in and consent API, as its web page would.
  */
 import { and, eq, sql } from 'drizzle-orm';
+import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorAnswer, RelinkAnswer } from '../../src/http/openapi.ts';
 import { kvAad } from '../../src/core/kv.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { kv, links } from '../../src/db/schema.ts';
@@ -173,7 +175,10 @@ describe('the XRPC proxy', () => {
       body: { repo: alice.did, collection: 'app.bsky.feed.post', record: { $type: 'app.bsky.feed.post', text: 'nope', createdAt: new Date().toISOString() } },
     });
     expect(refused.status).toBe(403);
-    expect(await refused.json()).toMatchObject({ error: { code: 'nsid_not_allowed' } });
+    const refusal = await refused.json();
+    expect(refusal).toMatchObject({ error: { code: 'nsid_not_allowed' } });
+    // The shape /openapi.json documents for this answer.
+    v.parse(ErrorAnswer, refusal);
     expect((await network.listRecords(alice.did, 'app.bsky.feed.post')).some((p) => p.value.text === 'nope')).toBe(false);
     expect((await xrpc(limited, 'discord:1001', 'com.atproto.repo.getRecord', { query: `repo=${encodeURIComponent(alice.did)}&collection=app.bsky.actor.profile&rkey=self` })).status).toBe(200);
   });
@@ -241,7 +246,9 @@ describe('unlinking', () => {
     await database.db.insert(links).values(sealedLink!);
     const refused = await gateway.api('/users/discord:3001/links/atproto/xrpc/com.atproto.server.getSession');
     expect(refused.status).toBe(409);
-    expect(await refused.json()).toMatchObject({ error: { code: 'needs_reauth' }, linkUrl: expect.any(String) });
+    const answer = await refused.json();
+    expect(answer).toMatchObject({ error: { code: 'needs_reauth' }, linkUrl: expect.any(String) });
+    v.parse(RelinkAnswer, answer);
     expect(await (await gateway.api('/users/discord:3001/links/atproto')).json()).toMatchObject({ status: 'needs_reauth' });
   });
 });

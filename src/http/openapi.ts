@@ -1,0 +1,247 @@
+/**
+ * The bot API described as OpenAPI 3.1, generated from the valibot schemas
+ * the routes validate with (requests) and answer with (responses, checked
+ * against real answers in test/http/openapi.test.ts). `GET /openapi.json`
+ * serves it; `GET /docs` renders it as a page.
+ */
+import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema';
+import * as v from 'valibot';
+import { LinkParams, LinkQuery, LinkUrlBody, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
+
+// ── Answers ────────────────────────────────────────────────────────────────
+
+const IsoTime = v.pipe(v.string(), v.isoTimestamp());
+
+export const LinkAnswer = v.strictObject({
+  userId: v.string(),
+  provider: v.string(),
+  externalId: v.pipe(v.string(), v.description('the account id at the provider (a user id, a DID)')),
+  externalName: v.nullable(v.pipe(v.string(), v.description('a name a person recognises (username, handle)'))),
+  status: v.pipe(v.picklist(['active', 'needs_reauth']), v.description('`needs_reauth`: the user must link again')),
+  scopes: v.array(v.string()),
+  linkedAt: IsoTime,
+  updatedAt: IsoTime,
+  expiresAt: v.nullable(v.pipe(IsoTime, v.description('when the access token expires; refreshed by the token route'))),
+});
+
+export const ErrorAnswer = v.strictObject({
+  error: v.strictObject({
+    code: v.pipe(v.string(), v.description('stable, machine-readable: not_linked, needs_reauth, unauthorized, bad_request, …')),
+    message: v.pipe(v.string(), v.description('safe to show; never holds a token or a user id')),
+  }),
+});
+
+export const RelinkAnswer = v.strictObject({
+  error: v.strictObject({ code: v.picklist(['not_linked', 'needs_reauth']), message: v.string() }),
+  linkUrl: v.nullable(v.pipe(v.string(), v.url(), v.description('a fresh link URL to send the user; null when the provider is not configured'))),
+});
+
+export const ProvidersAnswer = v.strictObject({
+  providers: v.array(v.strictObject({ id: v.string(), displayName: v.string(), configured: v.boolean() })),
+});
+
+export const LinkUrlAnswer = v.strictObject({ url: v.pipe(v.string(), v.url()), expiresAt: IsoTime });
+
+export const LinksAnswer = v.strictObject({ links: v.array(LinkAnswer) });
+
+export const TokenAnswer = v.pipe(
+  v.looseObject({
+    accessToken: v.optional(v.string()),
+    tokenType: v.optional(v.string()),
+    expiresAt: v.optional(v.nullable(IsoTime)),
+  }),
+  v.description('an access token and the provider’s own fields (a server URL, an external id); ATProto answers { did, handle, pdsUrl } and no token. Never a refresh token.'),
+);
+
+export const HealthAnswer = v.strictObject({ status: v.literal('ok') });
+export const ReadyAnswer = v.strictObject({ status: v.picklist(['ready', 'unavailable']), database: v.picklist(['postgres', 'pglite']) });
+
+// ── Operations ─────────────────────────────────────────────────────────────
+
+type Schema = v.GenericSchema;
+interface Response {
+  description: string;
+  schema?: Schema;
+}
+export interface Operation {
+  method: 'get' | 'post' | 'delete';
+  /** Hono style (`/api/v1/users/:userId/links`). */
+  path: string;
+  summary: string;
+  description?: string;
+  tag: 'links' | 'providers' | 'health' | 'atproto';
+  params?: v.ObjectSchema<v.ObjectEntries, undefined>;
+  query?: v.ObjectSchema<v.ObjectEntries, undefined>;
+  body?: Schema;
+  public?: boolean;
+  responses: Record<number, Response>;
+}
+
+const unauthorized: Response = { description: 'missing or wrong API key', schema: ErrorAnswer };
+const badRequest: Response = { description: 'a parameter or the body is invalid', schema: ErrorAnswer };
+const relink = (description: string): Response => ({ description, schema: RelinkAnswer });
+
+export const operations: Operation[] = [
+  {
+    method: 'get',
+    path: '/api/v1/providers',
+    summary: 'List providers',
+    tag: 'providers',
+    responses: { 200: { description: 'every provider module, and whether it is configured', schema: ProvidersAnswer }, 401: unauthorized },
+  },
+  {
+    method: 'post',
+    path: '/api/v1/link-urls',
+    summary: 'Create a link URL',
+    description: 'A link URL signed by the gateway, the same a bot could sign itself; valid once, for OAUTH_CONTEXT_TTL_SECONDS.',
+    tag: 'links',
+    body: LinkUrlBody,
+    responses: {
+      201: { description: 'the URL to send the user', schema: LinkUrlAnswer },
+      400: badRequest,
+      401: unauthorized,
+      404: { description: 'no such provider', schema: ErrorAnswer },
+      503: { description: 'the provider is not configured', schema: ErrorAnswer },
+    },
+  },
+  {
+    method: 'get',
+    path: '/api/v1/users/:userId/links',
+    summary: 'List a user’s links',
+    tag: 'links',
+    params: UserParams,
+    responses: { 200: { description: 'every link of the user', schema: LinksAnswer }, 400: badRequest, 401: unauthorized },
+  },
+  {
+    method: 'get',
+    path: '/api/v1/users/:userId/links/:provider',
+    summary: 'Get a link',
+    description: 'The hot path: "is this user linked?". With verify=true the provider is asked whether the token still works.',
+    tag: 'links',
+    params: LinkParams,
+    query: LinkQuery,
+    responses: { 200: { description: 'the link', schema: LinkAnswer }, 400: badRequest, 401: unauthorized, 404: relink('not linked: send the user linkUrl') },
+  },
+  {
+    method: 'delete',
+    path: '/api/v1/users/:userId/links/:provider',
+    summary: 'Unlink',
+    description: 'Revokes upstream where the provider can, then deletes.',
+    tag: 'links',
+    params: LinkParams,
+    responses: { 204: { description: 'deleted' }, 400: badRequest, 401: unauthorized, 404: { description: 'not linked', schema: ErrorAnswer } },
+  },
+  {
+    method: 'post',
+    path: '/api/v1/users/:userId/links/:provider/token',
+    summary: 'Get fresh credentials',
+    description: 'Refreshed first when due, once per link at a time across every instance.',
+    tag: 'links',
+    params: LinkParams,
+    responses: {
+      200: { description: 'the credentials', schema: TokenAnswer },
+      400: badRequest,
+      401: unauthorized,
+      404: relink('not linked'),
+      409: relink('the user must link again'),
+      502: { description: 'the provider failed; the stored credentials are unchanged', schema: ErrorAnswer },
+      504: { description: 'the provider timed out; the stored credentials are unchanged', schema: ErrorAnswer },
+    },
+  },
+  {
+    method: 'get',
+    path: '/api/v1/users/:userId/links/:provider/wait',
+    summary: 'Wait for a link',
+    description: 'Long-poll: answers the moment the user has an active link (at once if they already do).',
+    tag: 'links',
+    params: LinkParams,
+    query: WaitQuery,
+    responses: { 200: { description: 'linked', schema: LinkAnswer }, 204: { description: 'not linked before the timeout' }, 400: badRequest, 401: unauthorized },
+  },
+  ...(['get', 'post'] as const).map(
+    (method): Operation => ({
+      method,
+      path: '/api/v1/users/:userId/links/:provider/xrpc/:nsid',
+      summary: method === 'get' ? 'XRPC query through the user’s session' : 'XRPC procedure through the user’s session',
+      description: 'ATProto: the call is made on the user’s PDS with their DPoP-bound session; the upstream status and body come back unchanged.',
+      tag: 'atproto',
+      params: XrpcParams,
+      ...(method === 'post' ? { body: XrpcBody } : {}),
+      responses: {
+        200: { description: 'the PDS’s answer, as it is' },
+        400: badRequest,
+        401: unauthorized,
+        403: { description: 'the NSID is not in ATPROTO_XRPC_ALLOW', schema: ErrorAnswer },
+        404: relink('not linked'),
+        409: relink('the session no longer works: link again'),
+      },
+    }),
+  ),
+  { method: 'get', path: '/healthz', summary: 'Liveness', tag: 'health', public: true, responses: { 200: { description: 'the process answers', schema: HealthAnswer } } },
+  {
+    method: 'get',
+    path: '/readyz',
+    summary: 'Readiness',
+    tag: 'health',
+    public: true,
+    responses: { 200: { description: 'the database answers', schema: ReadyAnswer }, 503: { description: 'the database does not answer', schema: ReadyAnswer } },
+  },
+];
+
+const json = (schema: Schema, typeMode: 'input' | 'output'): JsonSchema => {
+  const { $schema: _, ...rest } = toJsonSchema(schema, { target: 'draft-2020-12', typeMode, errorMode: 'ignore' }) as JsonSchema & { $schema?: string };
+  return rest;
+};
+
+const openApiPath = (path: string) => path.replace(/:([A-Za-z]+)/g, '{$1}');
+
+function parameters(where: 'path' | 'query', schema: v.ObjectSchema<v.ObjectEntries, undefined> | undefined) {
+  if (!schema) return [];
+  return Object.entries(schema.entries).map(([name, entry]) => ({
+    name,
+    in: where,
+    required: where === 'path' || !('default' in entry || entry.type === 'optional'),
+    schema: json(entry, 'input'),
+  }));
+}
+
+/** The OpenAPI 3.1 document for this gateway. */
+export function openApiDocument(serverUrl: string) {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const op of operations) {
+    const item = (paths[openApiPath(op.path)] ??= {});
+    item[op.method] = {
+      summary: op.summary,
+      ...(op.description ? { description: op.description } : {}),
+      tags: [op.tag],
+      operationId: `${op.method}${op.path.replace(/[:/{}.-]+(\w)?/g, (_, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      ...(op.public ? { security: [] } : {}),
+      parameters: [...parameters('path', op.params), ...parameters('query', op.query)],
+      ...(op.body ? { requestBody: { required: true, content: { 'application/json': { schema: json(op.body, 'input') } } } } : {}),
+      responses: Object.fromEntries(
+        Object.entries(op.responses).map(([status, response]) => [
+          status,
+          { description: response.description, ...(response.schema ? { content: { 'application/json': { schema: json(response.schema, 'output') } } } : {}) },
+        ]),
+      ),
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Linkgate bot API',
+      version: '1',
+      description: 'Account links for chat bots. Every /api/v1 route needs `Authorization: Bearer <one of LINKGATE_API_KEYS>`; errors are `{ "error": { "code", "message" } }`.',
+    },
+    servers: [{ url: serverUrl }],
+    security: [{ apiKey: [] }],
+    components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'one of LINKGATE_API_KEYS' } } },
+    tags: [
+      { name: 'links', description: 'Link URLs, links, tokens' },
+      { name: 'providers', description: 'What can be linked' },
+      { name: 'atproto', description: 'Calls made with a user’s ATProto session' },
+      { name: 'health', description: 'For load balancers and orchestrators' },
+    ],
+    paths,
+  };
+}
