@@ -11,6 +11,7 @@ import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
 import { createTokenService } from './core/tokens.ts';
+import { providerStepBudgetMs } from './core/tools.ts';
 import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
@@ -74,6 +75,7 @@ export function createApp(deps: AppDeps) {
         logger,
         now,
         refreshMarginSeconds: config.refreshMarginSeconds,
+        refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
         hashUserId,
       }),
       checkApiKey: createApiKeyCheck(config.apiKeys),

@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   await database.migrate();
 
   const keyring = createKeyring(config.encryptionKeys);
-  const toolsFor = providerToolsFactory({ db: database.db, keyring, logger, publicBaseUrl: config.publicBaseUrl });
+  const toolsFor = providerToolsFactory({ db: database.db, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
   const app = createApp({ config, database, keyring, registry, logger, ...(reportError ? { reportError } : {}) });
 
