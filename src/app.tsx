@@ -43,7 +43,7 @@ export function createApp(deps: AppDeps) {
   const linking = createLinking({
     db,
     registry,
-    flows: createFlowStore(db, deps.keyring),
+    flows: createFlowStore(db, deps.keyring, { claimMs: providerStepBudgetMs(config.providerTimeoutMs) }),
     links,
     events,
     logger,

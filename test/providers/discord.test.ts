@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
+import { providerStepBudgetMs } from '../../src/core/tools.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -113,6 +114,30 @@ describe('Discord', () => {
       if (status === 200) await instance.api(`/users/u-iss-${status}/links/discord`, { method: 'DELETE' });
     } finally {
       await issuing.close();
+    }
+  });
+
+  it('does not store the link of a request whose hold on the flow lapsed and was taken over', async () => {
+    discord.users.set('80351110224678962', { id: '80351110224678962', username: 'lapse', global_name: null });
+    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const start = await browser.get(`/oauth/discord/start?context=${await mint('u-lapse')}`);
+    const callback = discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), '80351110224678962');
+    const exchanges = discord.counts.tokenByGrant.authorization_code ?? 0;
+    discord.tokenDelayMs = 500;
+    const startedAt = clock;
+    try {
+      const first = browser.get(callback);
+      while ((discord.counts.tokenByGrant.authorization_code ?? 0) === exchanges) await new Promise((r) => setTimeout(r, 5));
+      // The first request's claim runs out while Discord is still answering; a second request takes the flow over.
+      clock = startedAt + providerStepBudgetMs(gateway.config.providerTimeoutMs) + 1000;
+      const second = browser.get(callback);
+      const [late, takeover] = await Promise.all([first, second]);
+      expect(late.status).toBe(409);
+      expect(takeover.status).toBe(400); // Discord refuses the spent code
+      expect(await stored('u-lapse')).toBeUndefined();
+    } finally {
+      discord.tokenDelayMs = 0;
+      clock = startedAt;
     }
   });
 
