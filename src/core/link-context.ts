@@ -12,12 +12,17 @@ export interface LinkContext {
   provider: string;
   jti: string;
   expiresAt: Date;
+  /** The last moment this context verifies (`exp` plus the clock skew): its `jti` must be remembered until then. */
+  acceptedUntil: Date;
   returnTo: string | undefined;
 }
 
 export const DEFAULT_TENANT = 'default';
-/** A bot's clock may run a little ahead of ours. */
-const CLOCK_SKEW_SECONDS = 30;
+/**
+ * A bot's clock may run a little ahead of ours: `iat` may be this far in the
+ * future and a context is still accepted this long after its `exp`.
+ */
+export const CONTEXT_CLOCK_SKEW_SECONDS = 30;
 const MAX_CONTEXT_LENGTH = 4096;
 
 const Claims = v.object({
@@ -51,7 +56,7 @@ export async function verifyLinkContext(token: string, provider: string, options
     ({ payload } = await jwtVerify(token, new TextEncoder().encode(options.secret), {
       algorithms: ['HS256'],
       currentDate: new Date(options.now()),
-      clockTolerance: CLOCK_SKEW_SECONDS,
+      clockTolerance: CONTEXT_CLOCK_SKEW_SECONDS,
       requiredClaims: ['sub', 'jti', 'iat', 'exp'],
     }));
   } catch (cause) {
@@ -62,7 +67,7 @@ export async function verifyLinkContext(token: string, provider: string, options
   if (!claims.success) throw invalid(`the link context has a bad claim: ${claims.issues[0].path?.[0]?.key ?? ''} ${claims.issues[0].message}`);
   const { sub, jti, iat, exp, tenant = DEFAULT_TENANT, return_to: returnTo } = claims.output;
   const nowSeconds = Math.floor(options.now() / 1000);
-  if (iat > nowSeconds + CLOCK_SKEW_SECONDS) throw invalid('the link context was issued in the future');
+  if (iat > nowSeconds + CONTEXT_CLOCK_SKEW_SECONDS) throw invalid('the link context was issued in the future');
   if (exp - iat > options.ttlSeconds) {
     throw invalid(`the link context lives longer than the allowed ${options.ttlSeconds} seconds`);
   }
@@ -77,6 +82,7 @@ export async function verifyLinkContext(token: string, provider: string, options
     provider,
     jti,
     expiresAt: new Date(exp * 1000),
+    acceptedUntil: new Date((exp + CONTEXT_CLOCK_SKEW_SECONDS) * 1000),
     returnTo: returnTo === undefined ? undefined : checkReturnTo(returnTo, options.returnToOrigins),
   };
 }

@@ -162,7 +162,8 @@ export function createLinking(deps: LinkingDeps) {
       const context = await verifyLinkContext(contextToken, providerId, { ...deps.context, now: deps.now });
       const spent = await deps.db
         .insert(usedContexts)
-.values({ tenant: context.tenant, jti: context.jti, expiresAt: context.expiresAt })
+        // Remembered as long as the context verifies (skew included): a purge before then would let it be replayed.
+        .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.acceptedUntil })
         .onConflictDoNothing()
         .returning({ jti: usedContexts.jti });
       if (spent.length === 0) throw new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });

@@ -36,7 +36,7 @@ export const flows = pgTable(
   (t) => [index('flows_expires_at_idx').on(t.expiresAt)],
 );
 
-/** Link-context `jti`s already used; kept until the context would have expired anyway. */
+/** Link-context `jti`s already used; kept until the context would no longer verify anyway (`exp` + clock skew). */
 export const usedContexts = pgTable(
   'used_contexts',
   {
