@@ -1,4 +1,4 @@
-import { generateKeyPair, SignJWT } from 'jose';
+import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
 import { count } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -343,6 +343,51 @@ describe('linking through a real OpenID provider', () => {
     expect(refused.status).toBe(409);
     expect(await refused.text()).toContain('already linked to another user');
     expect((await gateway.api(`/users/${secondUser}/links/corp`)).status).toBe(404);
+  });
+
+  it('keeps the ID token of the sign-in when a refresh brings none, and takes a new one about the same user', async () => {
+    const browser = newBrowser();
+    const userId = randomUserId();
+    const { callback } = await startAndLogin(browser, await mint({ sub: userId }), 'idp-sub-id-token');
+    expect((await browser.get(callback)).status).toBe(200);
+    const store = createLinkStore(database.db, gateway.keyring);
+    const signedIn = store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'corp' }))!);
+    const corp = gateway.registry.get('corp')!.instance!;
+    expect(decodeJwt(String(signedIn.extra!.idToken)).sub).toBe('idp-sub-id-token');
+
+    // The IdP answers the refresh with a new ID token: it replaces the stored one. (A second
+    // later, so it differs: RS256 over the same claims in the same second is the same token.)
+    await new Promise((r) => setTimeout(r, 1100));
+    const renewed = await corp.refresh!(signedIn);
+    expect(renewed.extra!.idToken).not.toBe(signedIn.extra!.idToken);
+    expect(decodeJwt(String(renewed.extra!.idToken))).toMatchObject({ sub: 'idp-sub-id-token', iss: idp.issuer });
+    expect(decodeJwt(String(renewed.extra!.idToken)).iat).toBeGreaterThan(decodeJwt(String(signedIn.extra!.idToken)).iat!);
+
+    // It answers without one (OIDC Core §12.2 allows that): the previous one is kept.
+    idp.idTokenOnRefresh = false;
+    try {
+      const refreshes = idp.counts.tokenByGrant.refresh_token ?? 0;
+      const again = await corp.refresh!(renewed);
+      expect(idp.counts.tokenByGrant.refresh_token).toBe(refreshes + 1);
+      expect(again.accessToken).not.toBe(renewed.accessToken);
+      expect(again.extra).toEqual({ idToken: renewed.extra!.idToken });
+    } finally {
+      idp.idTokenOnRefresh = true;
+    }
+  });
+
+  it('refuses a refreshed ID token about another user than the stored one', async () => {
+    const [first, second] = [newBrowser(), newBrowser()];
+    const [a, b] = [randomUserId(), randomUserId()];
+    const one = await startAndLogin(first, await mint({ sub: a }), 'idp-sub-one');
+    expect((await first.get(one.callback)).status).toBe(200);
+    const two = await startAndLogin(second, await mint({ sub: b }), 'idp-sub-two');
+    expect((await second.get(two.callback)).status).toBe(200);
+    const store = createLinkStore(database.db, gateway.keyring);
+    const ofA = store.openCredentials((await store.get({ tenant: 'default', userId: a, provider: 'corp' }))!);
+    const ofB = store.openCredentials((await store.get({ tenant: 'default', userId: b, provider: 'corp' }))!);
+    // B's refresh token next to A's ID token: the IdP answers about B, which is not who signed in.
+    await expect(gateway.registry.get('corp')!.instance!.refresh!({ ...ofB, extra: ofA.extra! })).rejects.toMatchObject({ code: 'provider_response_invalid' });
   });
 
   it('refreshes with the IdP refresh token and revokes on unlink', async () => {
