@@ -72,6 +72,16 @@ function legacyHolder(file: string): number {
   }
 }
 
+/** Whether a process runs, as far as `kill(pid, 0)` tells (EPERM: it runs as another user). */
+export function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** A synchronous pause: the lock is taken before anything else starts. */
 function pause(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lockDataDir } from '../../src/db/lock.ts';
+import { isProcessAlive, lockDataDir } from '../../src/db/lock.ts';
 
 const RACER = fileURLToPath(new URL('../helpers/lock-racer.ts', import.meta.url));
 const ROUNDS = 25;
@@ -31,15 +31,6 @@ async function deadPid(): Promise<number> {
   return child.pid!;
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
-
 let racers: Racer[] = [];
 beforeAll(async () => {
   racers = await Promise.all([startRacer(), startRacer()]);
@@ -52,12 +43,12 @@ afterAll(() => {
 describe('the DATA_DIR lock', () => {
   it('refuses a second holder while the first runs, and names its pid', () => {
     const dir = join(root, 'live');
-    const release = lockDataDir(dir, process.pid, alive);
+    const release = lockDataDir(dir, process.pid, isProcessAlive);
     const other = racers[0]!.child.pid!;
-    expect(() => lockDataDir(dir, other, alive)).toThrow(`is in use by another Linkgate process (pid ${process.pid})`);
+    expect(() => lockDataDir(dir, other, isProcessAlive)).toThrow(`is in use by another Linkgate process (pid ${process.pid})`);
     release();
     expect(readdirSync(dir)).toEqual([]);
-    lockDataDir(dir, other, alive)();
+    lockDataDir(dir, other, isProcessAlive)();
   });
 
   it(`gives a stale lock to exactly one of two processes racing for it (${ROUNDS} rounds)`, async () => {

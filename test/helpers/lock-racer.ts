@@ -3,7 +3,7 @@
  * instant (so two racers start together), tries to lock the directory and
  * reports; on `release`, lets it go. Run by Node directly (type stripping).
  */
-import { lockDataDir } from '../../src/db/lock.ts';
+import { isProcessAlive, lockDataDir } from '../../src/db/lock.ts';
 
 /**
  * The gateway's liveness check, taking a few milliseconds as it may on a
@@ -15,12 +15,7 @@ const isAlive = (pid: number) => {
   while (performance.now() < until) {
     // a slow kill(2)
   }
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return isProcessAlive(pid);
 };
 
 const held = new Map<string, () => void>();

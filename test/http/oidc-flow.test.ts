@@ -79,6 +79,16 @@ async function startAndLogin(browser: TestBrowser, context: string, sub: string,
 
 const newBrowser = () => new TestBrowser((path, init) => gateway.app.request(path, init));
 
+/** Links a new bot user to the IdP account `sub` through the browser flow; its stored credentials. */
+async function linkCorp(sub: string) {
+  const browser = newBrowser();
+  const userId = randomUserId();
+  const { callback } = await startAndLogin(browser, await mint({ sub: userId }), sub);
+  expect((await browser.get(callback)).status).toBe(200);
+  const store = createLinkStore(database.db, gateway.keyring);
+  return { userId, credentials: store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'corp' }))!) };
+}
+
 describe('linking through a real OpenID provider', () => {
   it('links a user: start → IdP login → callback, then the API shows the IdP sub and no token', async () => {
     const userId = '123456789012345678';
@@ -346,12 +356,7 @@ describe('linking through a real OpenID provider', () => {
   });
 
   it('keeps the ID token of the sign-in when a refresh brings none, and takes a new one about the same user', async () => {
-    const browser = newBrowser();
-    const userId = randomUserId();
-    const { callback } = await startAndLogin(browser, await mint({ sub: userId }), 'idp-sub-id-token');
-    expect((await browser.get(callback)).status).toBe(200);
-    const store = createLinkStore(database.db, gateway.keyring);
-    const signedIn = store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'corp' }))!);
+    const { credentials: signedIn } = await linkCorp('idp-sub-id-token');
     const corp = gateway.registry.get('corp')!.instance!;
     expect(decodeJwt(String(signedIn.extra!.idToken)).sub).toBe('idp-sub-id-token');
 
@@ -377,26 +382,14 @@ describe('linking through a real OpenID provider', () => {
   });
 
   it('refuses a refreshed ID token about another user than the stored one', async () => {
-    const [first, second] = [newBrowser(), newBrowser()];
-    const [a, b] = [randomUserId(), randomUserId()];
-    const one = await startAndLogin(first, await mint({ sub: a }), 'idp-sub-one');
-    expect((await first.get(one.callback)).status).toBe(200);
-    const two = await startAndLogin(second, await mint({ sub: b }), 'idp-sub-two');
-    expect((await second.get(two.callback)).status).toBe(200);
-    const store = createLinkStore(database.db, gateway.keyring);
-    const ofA = store.openCredentials((await store.get({ tenant: 'default', userId: a, provider: 'corp' }))!);
-    const ofB = store.openCredentials((await store.get({ tenant: 'default', userId: b, provider: 'corp' }))!);
+    const { credentials: ofA } = await linkCorp('idp-sub-one');
+    const { credentials: ofB } = await linkCorp('idp-sub-two');
     // B's refresh token next to A's ID token: the IdP answers about B, which is not who signed in.
     await expect(gateway.registry.get('corp')!.instance!.refresh!({ ...ofB, extra: ofA.extra! })).rejects.toMatchObject({ code: 'provider_response_invalid' });
   });
 
   it('refreshes with the IdP refresh token and revokes on unlink', async () => {
-    const browser = newBrowser();
-    const userId = randomUserId();
-    const { callback } = await startAndLogin(browser, await mint({ sub: userId }), 'idp-sub-refresh');
-    expect((await browser.get(callback)).status).toBe(200);
-    const store = createLinkStore(database.db, gateway.keyring);
-    const credentials = store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'corp' }))!);
+    const { userId, credentials } = await linkCorp('idp-sub-refresh');
     expect(credentials.refreshToken).toBeTruthy();
 
     const refreshes = idp.counts.tokenByGrant.refresh_token ?? 0;

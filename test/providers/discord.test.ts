@@ -68,6 +68,15 @@ const stored = async (userId: string) => {
   return row && { row, credentials: store.openCredentials(row) };
 };
 
+/** Revokes a refresh token the way Discord's revoke endpoint does for an app the user removed. */
+async function revokeAtDiscord(refreshToken: string) {
+  await fetch(`${discord.origin}/api/oauth2/token/revoke`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${ENV.DISCORD_CLIENT_ID}:${ENV.DISCORD_CLIENT_SECRET}`).toString('base64')}` },
+    body: new URLSearchParams({ token: refreshToken, token_type_hint: 'refresh_token' }),
+  });
+}
+
 /** Moves the clock to just inside the refresh margin of the stored token. */
 async function makeDue(userId: string) {
   const { credentials } = (await stored(userId))!;
@@ -253,11 +262,7 @@ describe('Discord', () => {
     const { credentials } = (await stored('u-cas'))!;
     await makeDue('u-cas');
     // Discord no longer accepts the stored refresh token…
-    await fetch(`${discord.origin}/api/oauth2/token/revoke`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${ENV.DISCORD_CLIENT_ID}:${ENV.DISCORD_CLIENT_SECRET}`).toString('base64')}` },
-      body: new URLSearchParams({ token: credentials.refreshToken!, token_type_hint: 'refresh_token' }),
-    });
+    await revokeAtDiscord(credentials.refreshToken!);
     discord.tokenDelayMs = 500;
     try {
       // …and the user relinks: their code exchange is at Discord first, so the relink is stored
@@ -305,11 +310,7 @@ describe('Discord', () => {
     const { credentials } = (await stored('u-gone'))!;
     await makeDue('u-gone');
     // Someone revoked the app on Discord's side: the refresh token no longer works.
-    await fetch(`${discord.origin}/api/oauth2/token/revoke`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${ENV.DISCORD_CLIENT_ID}:${ENV.DISCORD_CLIENT_SECRET}`).toString('base64')}` },
-      body: new URLSearchParams({ token: credentials.refreshToken!, token_type_hint: 'refresh_token' }),
-    });
+    await revokeAtDiscord(credentials.refreshToken!);
     const token = await gateway.api('/users/u-gone/links/discord/token', { method: 'POST' });
     expect(token.status).toBe(409);
     const body = (await token.json()) as { error: { code: string }; linkUrl: string };
