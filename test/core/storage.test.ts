@@ -50,7 +50,7 @@ describe('link storage', () => {
 
     const report = await reencryptAll(database.db, rotated, 2);
     expect(report.links!.reencrypted).toBeGreaterThanOrEqual(1);
-    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1 });
+    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1, left: 0 });
     const sealed = await database.db.select({ raw: links.credentials }).from(links);
     for (const { raw } of sealed) expect(raw).toMatch(/^v1\.new\./);
     // A second run has nothing left to do.
@@ -62,6 +62,24 @@ describe('link storage', () => {
       expect(newOnly.openCredentials((await newOnly.get({ tenant: 'default', userId, provider: 'corp' }))!)).toEqual(CREDENTIALS);
     }
     expect(await createKeyValueStore(database.db, createKeyring([NEW]), 'corp', () => NOW.getTime()).get('session')).toEqual({ token: 'kv-secret' });
+  });
+
+  it('leaves a link being refreshed to its refresher, whose new credentials then still land', async () => {
+    const key = { tenant: 'default', userId: 'rot-leased', provider: 'corp' };
+    await createLinkStore(database.db, createKeyring([OLD])).store(key, { id: 'ext-rot-leased' }, CREDENTIALS, { allowShared: false, now: NOW });
+    const rotated = createKeyring([NEW, OLD]);
+    const store = createLinkStore(database.db, rotated);
+    const now = Date.now();
+    const leased = (await store.takeRefreshLease(key, 'lease-token', new Date(now), new Date(now + 60_000)))!;
+
+    const report = await reencryptAll(database.db, rotated);
+    expect(report.links!.left).toBe(1);
+    expect((await store.get(key))!.credentials).toBe(leased.credentials);
+
+    // The refresher writes over what it read, under the primary key; a later run has nothing left.
+    const refreshed = await store.replaceCredentials(leased, { ...CREDENTIALS, accessToken: 'refreshed' }, NOW);
+    expect(refreshed!.credentials).toMatch(/^v1\.new\./);
+    expect((await reencryptAll(database.db, rotated)).links!.left).toBe(0);
   });
 
   it('does not decrypt a credentials value moved to another user', async () => {
