@@ -42,12 +42,6 @@ export interface FlowStoreOptions {
   claimMs: number;
 }
 
-/**
- * Holding a flow: a claimed row carries the holder's random `claimToken`,
- * and saving, ending or letting go of the flow applies only while that
- * token is still the flow's. A request whose claim lapsed and was taken over
- * gets `false` back and must not act on the flow any more.
- */
 function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
   const held = (claimed: FlowRow) =>
     and(eq(flows.stateHash, claimed.stateHash), eq(flows.status, 'open'), claimed.claimToken === null ? sql`false` : eq(flows.claimToken, claimed.claimToken));
@@ -132,6 +126,12 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
   };
 }
 
+/**
+ * Holding a flow: a claimed row carries the holder's random `claimToken`,
+ * and saving, ending or letting go of the flow applies only while that
+ * token is still the flow's. A request whose claim lapsed and was taken over
+ * gets `false` back and must not act on the flow any more.
+ */
 export function createFlowStore(db: Db, keyring: Keyring, options: FlowStoreOptions) {
   return {
     ...storeOn(db, keyring, options),
