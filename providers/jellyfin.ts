@@ -46,10 +46,29 @@ const AuthenticationResult = v.object({
 });
 const FlowData = v.object({
   serverUrl: v.optional(v.string()),
+  /** The typed server's SystemId, part of the account id (see `accountId`). */
+  serverId: v.optional(v.string()),
   deviceId: v.optional(v.string()),
   secret: v.optional(v.string()),
   code: v.optional(v.string()),
 });
+/** `/System/Info/Public`: `Id` is the server's SystemId, a Guid ("N" format on current servers). */
+const PublicInfo = v.object({
+  Id: v.pipe(v.string(), v.regex(/^[0-9A-Fa-f-]{8,64}$/), v.transform((id) => id.toLowerCase().replaceAll('-', ''))),
+  ProductName: v.optional(v.string()),
+});
+
+/**
+ * The link's external account id. On the operator's server a Jellyfin user id
+ * is unique, and is the id itself, as it always was. A server the user typed
+ * is one of many, each with its own user ids: the id is
+ * `<server SystemId>:<user id>`, so the same user id on two servers is two
+ * accounts. Links stored before this (a bare user id from a typed server)
+ * stay readable as they are and get the new form when the user links again;
+ * until then, linking that same account for another bot user is not refused
+ * as already linked.
+ */
+const accountId = (serverId: string | undefined, userId: string) => (serverId ? `${serverId}:${userId}` : userId);
 
 export default defineProvider({
   id: 'jellyfin',
@@ -123,21 +142,28 @@ export default defineProvider({
     });
 
     /** Quick Connect if the server has it on, the password form otherwise. */
-    async function start(flow: Parameters<ProviderInstance['begin']>[0], server: string): Promise<Step> {
+    /** The server a flow signs in to: its URL, and its SystemId when the user typed it. */
+    const serverOf = (server: string, serverId: string | undefined) => ({ serverUrl: server, ...(serverId ? { serverId } : {}) });
+
+    async function start(flow: Parameters<ProviderInstance['begin']>[0], server: string, serverId: string | undefined): Promise<Step> {
       const deviceId = (flow.data.deviceId as string | undefined) ?? randomUUID().replaceAll('-', '');
-      flow.data = { serverUrl: server, deviceId };
+      flow.data = { ...serverOf(server, serverId), deviceId };
       const enabled = await call(server, '/QuickConnect/Enabled', deviceId);
       if (!enabled.ok || (await enabled.json().catch(() => false)) !== true) return { kind: 'form', form: passwordForm() };
       const initiated = await json(await call(server, '/QuickConnect/Initiate', deviceId, { method: 'POST' }), QuickConnectResult, 'Quick Connect');
-      flow.data = { serverUrl: server, deviceId, secret: initiated.Secret, code: initiated.Code };
+      flow.data = { ...serverOf(server, serverId), deviceId, secret: initiated.Secret, code: initiated.Code };
       return { kind: 'wait', display: waitDisplay(initiated.Code), pollMs: POLL_MS };
     }
 
-    function done(server: string, deviceId: string, result: v.InferOutput<typeof AuthenticationResult>): Step {
+    function done(server: string, serverId: string | undefined, deviceId: string, result: v.InferOutput<typeof AuthenticationResult>): Step {
       return {
         kind: 'done',
-        account: { id: result.User.Id, name: result.User.Name },
-        credentials: { accessToken: result.AccessToken, tokenType: 'MediaBrowser', extra: { serverUrl: server, deviceId, userId: result.User.Id } },
+        account: { id: accountId(serverId, result.User.Id), name: result.User.Name },
+        credentials: {
+          accessToken: result.AccessToken,
+          tokenType: 'MediaBrowser',
+          extra: { serverUrl: server, deviceId, userId: result.User.Id, ...(serverId ? { serverId } : {}) },
+        },
       };
     }
 
@@ -148,7 +174,7 @@ export default defineProvider({
         // Each link gets its own device id: Jellyfin keys sessions on user + device, so a shared one would make links log each other out.
         flow.data = { deviceId: randomUUID().replaceAll('-', '') };
         if (userServer) return serverForm();
-        return start(flow, fixedServer!);
+        return start(flow, fixedServer!, undefined);
       },
 
       async advance(flow, input) {
@@ -160,21 +186,25 @@ export default defineProvider({
           const typed = (input.fields.server ?? '').trim();
           const parsed = v.safeParse(serverUrl, /^[a-z]+:\/\//i.test(typed) ? typed : `https://${typed}`);
           if (!parsed.success) return serverForm('That does not look like a server address. Try https://jellyfin.example.com');
+          let serverId: string;
           try {
             const info = await call(parsed.output, '/System/Info/Public', data.deviceId!);
-            const body = v.safeParse(v.object({ Id: v.string(), ProductName: v.optional(v.string()) }), await info.json().catch(() => undefined));
+            const body = v.safeParse(PublicInfo, await info.json().catch(() => undefined));
             if (!info.ok || !body.success) return serverForm('No Jellyfin server answered at that address.');
+            serverId = body.output.Id;
           } catch (error) {
             if (error instanceof LinkgateError && error.code === 'bad_request') return serverForm(`That address cannot be used: ${error.message}.`);
             return serverForm('No Jellyfin server answered at that address.');
           }
-          return start(flow, parsed.output);
+          // The operator's own server, typed: its accounts keep their plain ids.
+          return start(flow, parsed.output, parsed.output === fixedServer ? undefined : serverId);
         }
         const server = data.serverUrl;
+        const serverId = data.serverId;
         const deviceId = data.deviceId!;
 
         if (input.kind === 'form' && input.action === 'password') {
-          flow.data = { serverUrl: server, deviceId };
+          flow.data = { ...serverOf(server, serverId), deviceId };
           return { kind: 'form', form: passwordForm() };
         }
 
@@ -183,22 +213,22 @@ export default defineProvider({
           if (!username) return { kind: 'form', form: passwordForm('Please type your username.') };
           const response = await call(server, '/Users/AuthenticateByName', deviceId, { method: 'POST', body: { Username: username, Pw: input.fields.password ?? '' } });
           if (response.status === 401 || response.status === 400) return { kind: 'form', form: passwordForm('Wrong username or password.') };
-          return done(server, deviceId, await json(response, AuthenticationResult, 'the sign-in'));
+          return done(server, serverId, deviceId, await json(response, AuthenticationResult, 'the sign-in'));
         }
 
-        if (input.kind === 'form') return start(flow, server); // "Get a new code"
+        if (input.kind === 'form') return start(flow, server, serverId); // "Get a new code"
 
         // Polling a Quick Connect code.
         if (!data.secret) return { kind: 'form', form: passwordForm() };
         const state = await call(server, `/QuickConnect/Connect?secret=${encodeURIComponent(data.secret)}`, deviceId);
         if (state.status === 404 || state.status === 400 || state.status === 401) {
-          flow.data = { serverUrl: server, deviceId };
+          flow.data = { ...serverOf(server, serverId), deviceId };
           return { kind: 'form', form: expiredForm('The code expired or was refused. Get a new code to try again.') };
         }
         const result = await json(state, QuickConnectResult, 'Quick Connect');
         if (!result.Authenticated) return { kind: 'wait', display: waitDisplay(data.code ?? result.Code), pollMs: POLL_MS };
         const response = await call(server, '/Users/AuthenticateWithQuickConnect', deviceId, { method: 'POST', body: { Secret: data.secret } });
-        return done(server, deviceId, await json(response, AuthenticationResult, 'Quick Connect sign-in'));
+        return done(server, serverId, deviceId, await json(response, AuthenticationResult, 'Quick Connect sign-in'));
       },
 
       tokenFields(credentials) {

@@ -144,7 +144,6 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
           name = pickName(userinfo) ?? name;
         }
         const credentials = tokenCredentials(tokens, tools.clock.now(), undefined, env.scopes);
-        if (tokens.id_token) credentials.extra = { idToken: tokens.id_token };
         return { kind: 'done', account: { id: claims.sub, ...(name ? { name } : {}) }, credentials };
       } catch (error) {
         throw oauthError(error, provider);
@@ -155,6 +154,13 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
       if (!credentials.refreshToken) throw new LinkgateError('needs_reauth', 'the provider gave no refresh token', { provider });
       try {
         const tokens = await oidc.refreshTokenGrant(await configuration(), credentials.refreshToken);
+        // OIDC Core §12.2: a refreshed ID token is about the same user as the one from the sign-in.
+        const signedIn = subjectOf(credentials.extra?.idToken);
+        const refreshed = tokens.claims()?.sub;
+        if (refreshed !== undefined && signedIn !== undefined && refreshed !== signedIn) {
+          throw new LinkgateError('provider_response_invalid', 'the refreshed ID token is about another user', { provider });
+        }
+        // Without a new ID token, the one from the sign-in is kept.
         return tokenCredentials(tokens, tools.clock.now(), credentials);
       } catch (error) {
         throw refreshError(error, provider);
@@ -173,6 +179,19 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
       }
     },
   };
+}
+
+/** The `sub` of an ID token we stored (validated when it was received), if it is one. */
+function subjectOf(idToken: unknown): string | undefined {
+  if (typeof idToken !== 'string') return undefined;
+  const payload = idToken.split('.')[1];
+  if (payload === undefined) return undefined;
+  try {
+    const parsed = v.safeParse(v.object({ sub: v.string() }), JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')));
+    return parsed.success ? parsed.output.sub : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const NameClaims = v.object({

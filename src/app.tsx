@@ -11,6 +11,7 @@ import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
 import { createTokenService } from './core/tokens.ts';
+import { providerStepBudgetMs } from './core/tools.ts';
 import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
@@ -45,7 +46,7 @@ export function createApp(deps: AppDeps) {
   const linking = createLinking({
     db,
     registry,
-    flows: createFlowStore(db, deps.keyring),
+    flows: createFlowStore(db, deps.keyring, { claimMs: providerStepBudgetMs(config.providerTimeoutMs) }),
     links,
     events,
     logger,
@@ -80,6 +81,7 @@ export function createApp(deps: AppDeps) {
         logger,
         now,
         refreshMarginSeconds: config.refreshMarginSeconds,
+        refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
         hashUserId,
       }),
       checkApiKey: createApiKeyCheck(config.apiKeys),

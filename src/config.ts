@@ -28,6 +28,8 @@ export interface Config {
   readonly allowSharedAccounts: boolean;
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
+  /** Every request to a provider (or a server a user typed) gives up after this long. */
+  readonly providerTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
 }
@@ -118,6 +120,7 @@ const EnvSchema = v.object({
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
+  LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -179,6 +182,7 @@ export function parseConfig(rawEnv: Env): Config {
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
+    providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,

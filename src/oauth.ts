@@ -45,10 +45,16 @@ export function refreshError(error: unknown, provider: string): LinkgateError {
   return failure;
 }
 
-/** Token endpoint answer → stored credentials; a refresh without a new refresh token keeps the old one (RFC 6749 §6). */
+/**
+ * Token endpoint answer → stored credentials. A refresh answer without a new
+ * refresh token keeps the old one (RFC 6749 §6), and one without an ID token
+ * keeps the ID token of the sign-in (OIDC Core §12.2: it is optional there);
+ * a new ID token replaces it (`extra.idToken`; openid-client has validated it).
+ */
 export function tokenCredentials(tokens: oidc.TokenEndpointResponse, now: number, previous?: Credentials, requestedScopes?: string[]): Credentials {
   const refreshToken = tokens.refresh_token ?? previous?.refreshToken;
   const scopes = tokens.scope ? tokens.scope.split(' ').filter(Boolean) : (previous?.scopes ?? requestedScopes);
+  const extra = { ...previous?.extra, ...(tokens.id_token ? { idToken: tokens.id_token } : {}) };
   return {
     accessToken: tokens.access_token,
     // openid-client lower-cases it; RFC 6750 spells the scheme "Bearer".
@@ -56,7 +62,7 @@ export function tokenCredentials(tokens: oidc.TokenEndpointResponse, now: number
     ...(refreshToken ? { refreshToken } : {}),
     ...(tokens.expires_in === undefined ? {} : { expiresAt: now + tokens.expires_in * 1000 }),
     ...(scopes ? { scopes } : {}),
-    ...(previous?.extra ? { extra: previous.extra } : {}),
+    ...(Object.keys(extra).length > 0 ? { extra } : {}),
   };
 }
 

@@ -115,9 +115,10 @@ export interface ProviderTools {
   clock: { now(): number };
   /**
    * For URLs a user typed: http(s) only, private addresses refused unless
-   * allowed, redirects not followed, a short timeout, a size cap.
+   * allowed, redirects not followed, an idle timeout and a total deadline
+   * (both the gateway's provider timeout unless given), a size cap.
    */
-  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string }, options?: { allowPrivate?: boolean; timeoutMs?: number; maxBytes?: number }): Promise<Response>;
+  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string }, options?: { allowPrivate?: boolean; timeoutMs?: number; deadlineMs?: number; maxBytes?: number }): Promise<Response>;
   /** Where browsers reach the gateway. */
   publicBaseUrl: URL;
   /**

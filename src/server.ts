@@ -11,7 +11,7 @@ import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
 import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
-import { lockDataDir } from './db/lock.ts';
+import { isProcessAlive, lockDataDir } from './db/lock.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, loadProviders } from './registry.ts';
 
@@ -27,20 +27,12 @@ async function main(): Promise<void> {
   }
   const observer = await initSentry(config);
 
-  const isAlive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (error) {
-      return (error as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  };
-  const unlock = config.databaseUrl ? undefined : lockDataDir(config.dataDir, process.pid, isAlive);
+  const unlock = config.databaseUrl ? undefined : lockDataDir(config.dataDir, process.pid, isProcessAlive);
   const database = await openDatabase({ url: config.databaseUrl, dataDir: join(config.dataDir, 'pgdata') });
   await database.migrate();
 
   const keyring = createKeyring(config.encryptionKeys);
-  const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl });
+  const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
   const app = createApp({ config, database, keyring, registry, logger, ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}) });
 

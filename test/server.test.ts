@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,7 +80,7 @@ describe('the gateway process', () => {
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     expect(first.output()).toContain('"msg":"stopped"');
-    expect(existsSync(join(dataDir, 'linkgate.lock'))).toBe(false);
+    expect(readdirSync(dataDir).filter((name) => name.endsWith('.lock'))).toEqual([]);
 
     // Store a link in the embedded database while the gateway is down…
     const database = await openDatabase({ dataDir: join(dataDir, 'pgdata') });

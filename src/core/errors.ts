@@ -32,6 +32,8 @@ const defaultStatus = {
   provider_unavailable: 502,
   provider_timeout: 504,
   provider_response_invalid: 502,
+  /** The provider refused a refresh for a reason that is not the user's grant (our client, its endpoint). */
+  refresh_failed: 502,
   exchange_failed: 400,
   account_mismatch: 400,
   nsid_not_allowed: 403,

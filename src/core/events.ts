@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
 import { logCause } from '../db/errors.ts';
+import { LinkgateError } from './errors.ts';
 import type { LinkKey } from './links.ts';
 
 const CHANNEL = 'linkgate_links';
@@ -41,10 +42,16 @@ export function createLinkEvents(database: Database, logger: Logger) {
     /**
      * Registers interest in a link before the caller checks it, so a change
      * between the check and the wait is not missed. `wake` resolves on the
-     * next change; `stop` must be called when done.
+     * next change; `stop` must be called when done. `database_unavailable`
+     * (503) when the database cannot LISTEN.
      */
     async subscribe(key: LinkKey): Promise<{ changed: Promise<void>; stop: () => void }> {
-      await ensureListening();
+      try {
+        await ensureListening();
+      } catch (cause) {
+        // Without LISTEN nobody would wake the waiter: the database is unavailable to it, not broken.
+        throw new LinkgateError('database_unavailable', 'waiting for link changes is not possible right now; try again shortly', { cause });
+      }
       const id = keyOf(key);
       let wake!: () => void;
       const changed = new Promise<void>((resolve) => (wake = resolve));

@@ -1,16 +1,12 @@
-import { and, eq, gt, isNull, lt, or } from 'drizzle-orm';
+import { and, eq, gt, isNull, lt, or, sql } from 'drizzle-orm';
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
 import { flows, type FlowRow } from '../db/schema.ts';
 import type { Flow, FormSpec, Json, WaitDisplay } from '../provider.ts';
-import type { Keyring } from './crypto.ts';
-import { sha256 } from './crypto.ts';
+import { randomToken, sha256, type Keyring } from './crypto.ts';
 
 /** The step a browser is looking at, saved so it can be shown again (errors, polls, reloads). */
 export type ShownStep = { kind: 'form'; form: FormSpec } | { kind: 'wait'; display: WaitDisplay; pollMs: number } | { kind: 'redirect' };
-
-/** How long one request may hold a flow while a provider answers. */
-const CLAIM_SECONDS = 30;
 
 const JsonValue: v.GenericSchema<Json> = v.union([
   v.string(),
@@ -37,7 +33,18 @@ export interface NewFlow {
   expiresAt: Date;
 }
 
-export function createFlowStore(db: Db, keyring: Keyring) {
+export interface FlowStoreOptions {
+  /**
+   * How long one request may hold a flow while a provider answers: longer
+   * than the provider can take (see `providerStepBudgetMs`), so a claim does
+   * not lapse while its holder is still working.
+   */
+  claimMs: number;
+}
+
+function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
+  const held = (claimed: FlowRow) =>
+    and(eq(flows.stateHash, claimed.stateHash), eq(flows.status, 'open'), claimed.claimToken === null ? sql`false` : eq(flows.claimToken, claimed.claimToken));
   const seal = (stateHash: string, codeVerifier: string, data: Flow['data']) =>
     keyring.seal(JSON.stringify({ codeVerifier, data }), flowAad(stateHash));
 
@@ -70,7 +77,7 @@ export function createFlowStore(db: Db, keyring: Keyring) {
     async claim(row: FlowRow, now: Date): Promise<FlowRow | undefined> {
       const [claimed] = await db
         .update(flows)
-        .set({ lockedUntil: new Date(now.getTime() + CLAIM_SECONDS * 1000) })
+        .set({ lockedUntil: new Date(now.getTime() + options.claimMs), claimToken: randomToken(16) })
         .where(
           and(
             eq(flows.stateHash, row.stateHash),
@@ -88,23 +95,48 @@ export function createFlowStore(db: Db, keyring: Keyring) {
       return v.parse(SealedFlowData, JSON.parse(keyring.open(row.data, flowAad(row.stateHash))));
     },
 
-    /** Saves the next step and the provider's data, and lets the flow go. */
-    async release(row: FlowRow, codeVerifier: string, step: ShownStep, data: Flow['data']): Promise<void> {
-      await db
+    /** Saves the next step and the provider's data, and lets the flow go; false if `claimed` no longer holds it. */
+    async release(claimed: FlowRow, codeVerifier: string, step: ShownStep, data: Flow['data']): Promise<boolean> {
+      const saved = await db
         .update(flows)
-        .set({ step, data: seal(row.stateHash, codeVerifier, data), lockedUntil: null })
-        .where(eq(flows.stateHash, row.stateHash));
+        .set({ step, data: seal(claimed.stateHash, codeVerifier, data), lockedUntil: null, claimToken: null })
+        .where(held(claimed))
+        .returning({ stateHash: flows.stateHash });
+      return saved.length > 0;
     },
 
-    /** Lets the flow go unchanged, for the next request to try again. */
-    async unlock(row: FlowRow): Promise<void> {
-      await db.update(flows).set({ lockedUntil: null }).where(eq(flows.stateHash, row.stateHash));
+    /** Lets the flow go unchanged, for the next request to try again; false if `claimed` no longer holds it. */
+    async unlock(claimed: FlowRow): Promise<boolean> {
+      const unlocked = await db.update(flows).set({ lockedUntil: null, claimToken: null }).where(held(claimed)).returning({ stateHash: flows.stateHash });
+      return unlocked.length > 0;
     },
 
-    /** Ends the flow for good; its secrets are dropped now, the row when it expires. */
-    async finish(row: FlowRow, status: 'completed' | 'failed'): Promise<void> {
-      await db.update(flows).set({ status, data: null, step: null, lockedUntil: null }).where(eq(flows.stateHash, row.stateHash));
+    /**
+     * Ends the flow for good; its secrets are dropped now, the row when it
+     * expires. False if `claimed` no longer holds it.
+     */
+    async finish(claimed: FlowRow, status: 'completed' | 'failed'): Promise<boolean> {
+      const ended = await db
+        .update(flows)
+        .set({ status, data: null, step: null, lockedUntil: null, claimToken: null })
+        .where(held(claimed))
+        .returning({ stateHash: flows.stateHash });
+      return ended.length > 0;
     },
+  };
+}
+
+/**
+ * Holding a flow: a claimed row carries the holder's random `claimToken`,
+ * and saving, ending or letting go of the flow applies only while that
+ * token is still the flow's. A request whose claim lapsed and was taken over
+ * gets `false` back and must not act on the flow any more.
+ */
+export function createFlowStore(db: Db, keyring: Keyring, options: FlowStoreOptions) {
+  return {
+    ...storeOn(db, keyring, options),
+    /** The same store over another connection or a transaction. */
+    using: (other: Db) => storeOn(other, keyring, options),
   };
 }
 

@@ -12,14 +12,19 @@ export interface LinkContext {
   provider: string;
   jti: string;
   expiresAt: Date;
+  /** The last moment this context verifies (`exp` plus the clock skew): its `jti` must be remembered until then. */
+  acceptedUntil: Date;
   returnTo: string | undefined;
   /** The bot's display name for its user (`name` claim), shown on the confirmation page. */
   userName: string | undefined;
 }
 
 export const DEFAULT_TENANT = 'default';
-/** A bot's clock may run a little ahead of ours. */
-const CLOCK_SKEW_SECONDS = 30;
+/**
+ * A bot's clock may run a little ahead of ours: `iat` may be this far in the
+ * future and a context is still accepted this long after its `exp`.
+ */
+export const CONTEXT_CLOCK_SKEW_SECONDS = 30;
 const MAX_CONTEXT_LENGTH = 4096;
 
 // Every message names its claim and never the value: they end up in logs and API answers.
@@ -79,9 +84,9 @@ export async function verifyLinkContext(token: string, provider: string, options
   const { sub, jti, iat, exp, nbf, tenant = DEFAULT_TENANT, return_to: returnTo, name } = claims.output;
   const nowSeconds = Math.floor(options.now() / 1000);
   // RFC 7519 §4.1.4 and §4.1.5, with the same tolerance either way.
-  if (exp <= nowSeconds - CLOCK_SKEW_SECONDS) throw new LinkgateError('context_expired', 'the link has expired');
-  if (nbf !== undefined && nbf > nowSeconds + CLOCK_SKEW_SECONDS) throw invalid('the link context is not valid yet (nbf)');
-  if (iat > nowSeconds + CLOCK_SKEW_SECONDS) throw invalid('the link context was issued in the future');
+  if (exp <= nowSeconds - CONTEXT_CLOCK_SKEW_SECONDS) throw new LinkgateError('context_expired', 'the link has expired');
+  if (nbf !== undefined && nbf > nowSeconds + CONTEXT_CLOCK_SKEW_SECONDS) throw invalid('the link context is not valid yet (nbf)');
+  if (iat > nowSeconds + CONTEXT_CLOCK_SKEW_SECONDS) throw invalid('the link context was issued in the future');
   if (exp - iat > options.ttlSeconds) {
     throw invalid(`the link context lives longer than the allowed ${options.ttlSeconds} seconds`);
   }
@@ -96,6 +101,7 @@ export async function verifyLinkContext(token: string, provider: string, options
     provider,
     jti,
     expiresAt: new Date(exp * 1000),
+    acceptedUntil: new Date((exp + CONTEXT_CLOCK_SKEW_SECONDS) * 1000),
     returnTo: returnTo === undefined ? undefined : checkReturnTo(returnTo, options.returnToOrigins),
     userName: name,
   };

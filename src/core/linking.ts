@@ -77,6 +77,9 @@ export function asProviderError(error: unknown, provider: string): LinkgateError
   return new LinkgateError('provider_unavailable', 'the provider could not be reached or answered unexpectedly', { provider, cause: error });
 }
 
+/** This request's hold on the flow lapsed and another request took it over: what it did is not saved. */
+const claimLost = (provider: string) => new LinkgateError('flow_busy', 'this sign-in is already being completed', { provider });
+
 export function createLinking(deps: LinkingDeps) {
   const { flows, links, logger } = deps;
   const callbackUrl = (provider: string) => new URL(`${deps.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${provider}/callback`).href;
@@ -121,14 +124,17 @@ export function createLinking(deps: LinkingDeps) {
   ): Promise<Outcome> {
     if (step.kind === 'done') {
       const key = { tenant: row.tenant, userId: row.userId, provider: provider.id };
-      await links.store(key, step.account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
-      await flows.finish(row, 'completed');
+      // The link is stored only by the request still holding the flow, in one transaction with ending it.
+      await deps.db.transaction(async (tx) => {
+        if (!(await flows.using(tx).finish(row, 'completed'))) throw claimLost(provider.id);
+        await links.using(tx).store(key, step.account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
+      });
       logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
       await deps.events.publish(key);
       return { kind: 'linked', provider, accountName: step.account.name, returnTo: row.returnTo ?? undefined };
     }
     const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step;
-    await flows.release(row, flow.codeVerifier, shown, flow.data);
+    if (!(await flows.release(row, flow.codeVerifier, shown, flow.data))) throw claimLost(provider.id);
     return outcomeOf(step, state);
   }
 
@@ -217,7 +223,8 @@ export function createLinking(deps: LinkingDeps) {
       }
       const spent = await deps.db
         .insert(usedContexts)
-        .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.expiresAt })
+        // Remembered as long as the context verifies (skew included): a purge before then would let it be replayed.
+        .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.acceptedUntil })
         .onConflictDoNothing()
         .returning({ jti: usedContexts.jti });
       if (spent.length === 0) throw new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });

@@ -1,4 +1,4 @@
-import { and, asc, eq, ne, sql } from 'drizzle-orm';
+import { and, asc, eq, isNull, lte, ne, or, sql } from 'drizzle-orm';
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
 import { links, type LinkRow } from '../db/schema.ts';
@@ -53,7 +53,7 @@ export function toApiLink(row: LinkRow): Link {
 
 const whereKey = (key: LinkKey) => and(eq(links.tenant, key.tenant), eq(links.userId, key.userId), eq(links.provider, key.provider));
 
-export function createLinkStore(db: Db, keyring: Keyring) {
+function storeOn(db: Db, keyring: Keyring) {
   // The status API's one query, built once: Drizzle's query building is a
   // noticeable share of the hot path's CPU otherwise (bench/README.md).
   let getLink: ReturnType<typeof prepareGet> | undefined;
@@ -99,6 +99,9 @@ export function createLinkStore(db: Db, keyring: Keyring) {
           expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt),
           linkedAt: options.now,
           updatedAt: options.now,
+          // New credentials: a refresh of the old ones in flight is moot (it sees the change and reads again).
+          refreshLease: null,
+          refreshLeaseUntil: null,
         };
         const [row] = await tx
           .insert(links)
@@ -128,7 +131,7 @@ export function createLinkStore(db: Db, keyring: Keyring) {
     /**
      * Replaces the credentials of a link only if they are still the ones
      * `row` holds: a relink or another refresh that got there first wins, and
-     * the caller gets `undefined` and reads again.
+     * the caller gets `undefined` and reads again. Ends any refresh lease.
      */
     async replaceCredentials(row: LinkRow, credentials: Credentials, now: Date): Promise<LinkRow | undefined> {
       const [updated] = await db
@@ -139,21 +142,63 @@ export function createLinkStore(db: Db, keyring: Keyring) {
           expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt),
           status: 'active',
           updatedAt: now,
+          refreshLease: null,
+          refreshLeaseUntil: null,
         })
         .where(and(whereKey(row), eq(links.credentials, row.credentials)))
         .returning();
       return updated;
     },
 
-    async setStatus(key: LinkKey, status: LinkRow['status'], now: Date): Promise<LinkRow | undefined> {
-      const [updated] = await db.update(links).set({ status, updatedAt: now }).where(whereKey(key)).returning();
+    /**
+     * Sets the status only if the link still holds the credentials of `row`
+     * (the ones found refused or expired): a relink that landed in between
+     * keeps its status, and the caller gets `undefined` and reads again.
+     */
+    async setStatus(row: LinkRow, status: LinkRow['status'], now: Date): Promise<LinkRow | undefined> {
+      const [updated] = await db
+        .update(links)
+        .set({ status, updatedAt: now })
+        .where(and(whereKey(row), eq(links.credentials, row.credentials)))
+        .returning();
       return updated;
+    },
+
+    /**
+     * Takes the refresh lease of an active link if nobody holds an unexpired
+     * one, and returns the link as it is now (the holder decides on these
+     * credentials, not on an earlier read); `undefined` if someone else holds
+     * it or the link is gone or no longer active.
+     */
+    async takeRefreshLease(key: LinkKey, lease: string, now: Date, until: Date): Promise<LinkRow | undefined> {
+      const [leased] = await db
+        .update(links)
+        .set({ refreshLease: lease, refreshLeaseUntil: until })
+        .where(and(whereKey(key), eq(links.status, 'active'), or(isNull(links.refreshLeaseUntil), lte(links.refreshLeaseUntil, now))))
+        .returning();
+      return leased;
+    },
+
+    /** Lets the refresh lease go, if it is still `lease`. */
+    async releaseRefreshLease(key: LinkKey, lease: string): Promise<void> {
+      await db
+        .update(links)
+        .set({ refreshLease: null, refreshLeaseUntil: null })
+        .where(and(whereKey(key), eq(links.refreshLease, lease)));
     },
 
     openCredentials(row: LinkRow): Credentials {
       const plaintext = keyring.open(row.credentials, linkAad(row));
       return v.parse(StoredCredentials, JSON.parse(plaintext));
     },
+  };
+}
+
+export function createLinkStore(db: Db, keyring: Keyring) {
+  return {
+    ...storeOn(db, keyring),
+    /** The same store over another connection or a transaction. */
+    using: (other: Db) => storeOn(other, keyring),
   };
 }
 

@@ -7,7 +7,13 @@ import { LinkgateError } from './errors.ts';
 /**
  * Addresses a user-supplied URL must not reach unless the operator allows
  * private servers: loopback, private, shared, link-local, multicast and
- * reserved ranges (RFC 6890), for IPv4 and IPv6 (v4-mapped ones included).
+ * reserved ranges (RFC 6890), for IPv4 and IPv6. An IPv4-mapped IPv6 address
+ * (`::ffff:a.b.c.d`) is judged by its IPv4 address. Prefixes that carry an
+ * IPv4 address to a translator or tunnel (IPv4-compatible `::/96`,
+ * IPv4-translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96` and
+ * `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo and the rest of `2001::/23`)
+ * are refused whole, whatever IPv4 address they embed: where the translator
+ * delivers it (a private network of the operator's) cannot be seen from here.
  */
 const privateRanges = new BlockList();
 for (const [net, prefix] of [
@@ -16,15 +22,47 @@ for (const [net, prefix] of [
   ['224.0.0.0', 4], ['240.0.0.0', 4],
 ] as const) privateRanges.addSubnet(net, prefix, 'ipv4');
 for (const [net, prefix] of [
-  ['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['2001:db8::', 32], ['100::', 64],
+  ['::', 96], // unspecified, loopback and IPv4-compatible (RFC 4291 §2.5.5.1, deprecated)
+  ['::ffff:0:0:0', 96], // IPv4-translated (RFC 2765)
+  ['64:ff9b::', 96], ['64:ff9b:1::', 48], // NAT64 (RFC 6052, RFC 8215)
+  ['100::', 64], // discard-only
+  ['2001::', 23], // IETF protocol assignments: Teredo, benchmarking, ORCHID
+  ['2001:db8::', 32], // documentation
+  ['2002::', 16], // 6to4 (RFC 3056, deprecated by RFC 7526)
+  ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8], // unique-local, link-local, site-local (RFC 3879), multicast
 ] as const) privateRanges.addSubnet(net, prefix, 'ipv6');
+
+/** `::ffff:a.b.c.d` or `::ffff:xxxx:xxxx` (any spelling): the IPv4 address inside, else undefined. */
+function mappedIPv4(address: string): string | undefined {
+  const words = ipv6Words(address);
+  if (!words || words.slice(0, 5).some((w) => w !== 0) || words[5] !== 0xffff) return undefined;
+  return [words[6]! >> 8, words[6]! & 0xff, words[7]! >> 8, words[7]! & 0xff].join('.');
+}
+
+/** The eight 16-bit words of an IPv6 address (zone id dropped), or undefined if it does not parse. */
+function ipv6Words(address: string): number[] | undefined {
+  let text = address.split('%')[0]!.toLowerCase();
+  const dotted = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const parse = (part: string | undefined) => (part ? part.split(':').map((w) => Number.parseInt(w, 16)) : []);
+  const head = parse(halves[0]);
+  const tail = parse(halves[1]);
+  const words = halves.length === 2 ? [...head, ...Array<number>(8 - head.length - tail.length).fill(0), ...tail] : head;
+  return words.length === 8 && words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffff) ? words : undefined;
+}
 
 export function isPrivateAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 4) return privateRanges.check(address, 'ipv4');
   if (family === 6) {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    return mapped ? privateRanges.check(mapped[1]!, 'ipv4') : privateRanges.check(address, 'ipv6');
+    const mapped = mappedIPv4(address);
+    if (mapped !== undefined) return privateRanges.check(mapped, 'ipv4');
+    return ipv6Words(address) === undefined || privateRanges.check(address.split('%')[0]!, 'ipv6');
   }
   return true;
 }
@@ -32,8 +70,14 @@ export function isPrivateAddress(address: string): boolean {
 export interface UntrustedFetchOptions {
   /** Let the request reach loopback and private addresses (a LAN-only server). */
   allowPrivate?: boolean;
+  /** Gives up when the server sends nothing for this long (default 5 s). */
   timeoutMs?: number;
-  /** Larger answers are cut off with an error. */
+  /**
+   * Gives up when the whole exchange (connect, headers and body) takes longer,
+   * however steadily the server trickles bytes. Default: `timeoutMs`.
+   */
+  deadlineMs?: number;
+  /** Larger answers are cut off with an error (default 1 MiB). */
   maxBytes?: number;
 }
 
@@ -44,12 +88,14 @@ export interface UntrustedRequest {
 }
 
 const refused = (message: string) => new LinkgateError('bad_request', message, { status: 400 });
+const timedOut = (message: string) => Object.assign(new Error(message), { name: 'TimeoutError' });
 
 /**
  * A request to a URL a user typed. Only http(s); the host is resolved and
  * every address checked at connect time (so a DNS answer cannot change
  * between the check and the connection); redirects are returned, never
- * followed; a short timeout; the answer is capped in size.
+ * followed; an idle timeout and a total deadline; the answer is capped in
+ * size.
  */
 export async function untrustedFetch(url: string | URL, init: UntrustedRequest = {}, options: UntrustedFetchOptions = {}): Promise<Response> {
   const target = new URL(url);
@@ -72,13 +118,20 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
   };
 
   const timeoutMs = options.timeoutMs ?? 5000;
+  const deadlineMs = options.deadlineMs ?? timeoutMs;
   const maxBytes = options.maxBytes ?? 1024 * 1024;
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  let deadline: NodeJS.Timeout | undefined;
   return new Promise<Response>((resolve, reject) => {
     const headers = { ...init.headers, ...(init.body !== undefined ? { 'content-length': String(Buffer.byteLength(init.body)) } : {}) };
     const request = send(target, { method: init.method ?? 'GET', headers, lookup, timeout: timeoutMs }, (response: IncomingMessage) => {
       const chunks: Buffer[] = [];
       let size = 0;
+      if (Number(response.headers['content-length']) > maxBytes) {
+        request.destroy();
+        reject(new LinkgateError('provider_response_invalid', `the server's answer is larger than ${maxBytes} bytes`));
+        return;
+      }
       response.on('data', (chunk: Buffer) => {
         size += chunk.length;
         if (size > maxBytes) {
@@ -106,12 +159,17 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
       });
       response.on('error', reject);
     });
-    request.on('timeout', () => request.destroy(Object.assign(new Error('the server did not answer in time'), { name: 'TimeoutError' })));
+    // The socket's idle timeout restarts with every byte; the deadline does not.
+    deadline = setTimeout(() => {
+      reject(timedOut('the server did not finish answering in time'));
+      request.destroy();
+    }, deadlineMs);
+    request.on('timeout', () => request.destroy(timedOut('the server did not answer in time')));
     request.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EPRIVATE') reject(refused('that server address is on a private network'));
       else reject(error);
     });
     if (init.body !== undefined) request.write(init.body);
     request.end();
-  });
+  }).finally(() => clearTimeout(deadline));
 }

@@ -1,4 +1,4 @@
-import { and, asc, eq, isNotNull, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, isNotNull, not, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.ts';
 import { flows, kv, links } from '../db/schema.ts';
@@ -16,25 +16,39 @@ interface SealedColumn {
   /** The property name of `value` in the Drizzle table. */
   field: string;
   aad(key: string[]): string;
+  /** Rows that must be left alone for now (the next run gets them). */
+  busy?: SQL;
 }
 
 /** Every sealed value the gateway stores, with how to find its associated data. */
 const SEALED: SealedColumn[] = [
-  { name: 'links', table: links, keys: [links.tenant, links.userId, links.provider], value: links.credentials, field: 'credentials', aad: ([tenant, userId, provider]) => linkAad({ tenant: tenant!, userId: userId!, provider: provider! }) },
+  {
+    name: 'links',
+    table: links,
+    keys: [links.tenant, links.userId, links.provider],
+    value: links.credentials,
+    field: 'credentials',
+    aad: ([tenant, userId, provider]) => linkAad({ tenant: tenant!, userId: userId!, provider: provider! }),
+    // A refresh in flight writes only over the ciphertext it read: re-sealing it meanwhile would make
+    // the refresher drop its new tokens (a rotated refresh token is then lost). It writes under the primary key anyway.
+    busy: sql`(${links.refreshLeaseUntil} is not null and ${links.refreshLeaseUntil} > now())`,
+  },
   { name: 'kv', table: kv, keys: [kv.namespace, kv.key], value: kv.value, field: 'value', aad: ([namespace, key]) => kvAad(namespace!, key!) },
   { name: 'flows', table: flows, keys: [flows.stateHash], value: flows.data, field: 'data', aad: ([stateHash]) => flowAad(stateHash!) },
 ];
 
 export interface ReencryptReport {
-  [table: string]: { scanned: number; reencrypted: number };
+  /** `left`: values still sealed with an older key after this run (busy rows); run again before dropping a key. */
+  [table: string]: { scanned: number; reencrypted: number; left: number };
 }
 
 /**
  * Re-seals, under the keyring's primary key, every stored value sealed with
  * an older one, a batch at a time. Each row is updated only if it still holds
  * what was read (a concurrent refresh or relink already wrote it under the
- * primary key), so nothing written meanwhile is overwritten. Afterwards the
- * old key can be dropped from LINKGATE_ENCRYPTION_KEYS.
+ * primary key), so nothing written meanwhile is overwritten, and a link being
+ * refreshed is left to its refresher (counted in `left`). Once a run
+ * leaves nothing, the old key can be dropped from LINKGATE_ENCRYPTION_KEYS.
  */
 export async function reencryptAll(db: Db, keyring: Keyring, batchSize = 500): Promise<ReencryptReport> {
   const report: ReencryptReport = {};
@@ -46,6 +60,7 @@ async function reencryptColumn(db: Db, keyring: Keyring, column: SealedColumn, b
   const tuple = (values: SQL[]) => sql.join(values, sql`, `);
   let scanned = 0;
   let reencrypted = 0;
+  let left = 0;
   let after: string[] | undefined;
   for (;;) {
     const selection = Object.fromEntries([...column.keys.map((k, i) => [`k${i}`, k]), ['value', column.value]]) as Record<string, PgColumn>;
@@ -70,12 +85,19 @@ async function reencryptColumn(db: Db, keyring: Keyring, column: SealedColumn, b
       const updated = await db
         .update(column.table)
         .set({ [column.field]: resealed })
-        .where(and(...column.keys.map((k, i) => eq(k, key[i]!)), eq(column.value, sealed)))
+        .where(and(...column.keys.map((k, i) => eq(k, key[i]!)), eq(column.value, sealed), column.busy ? not(column.busy) : undefined))
         .returning({ v: column.value });
       reencrypted += updated.length;
+      if (updated.length === 0) {
+        const [now] = (await db
+          .select({ value: column.value })
+          .from(column.table)
+          .where(and(...column.keys.map((k, i) => eq(k, key[i]!))))) as Array<{ value: string | null }>;
+        if (now?.value && keyring.kidOf(now.value) !== keyring.primaryKid) left += 1;
+      }
     }
     if (rows.length < batchSize) break;
     after = column.keys.map((_, i) => rows.at(-1)![`k${i}`]!);
   }
-  return { scanned, reencrypted };
+  return { scanned, reencrypted, left };
 }

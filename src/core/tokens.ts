@@ -1,13 +1,13 @@
-import { and, eq } from 'drizzle-orm';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { Database, Db } from '../db/client.ts';
-import { links as linksTable, type LinkRow } from '../db/schema.ts';
+import type { Database } from '../db/client.ts';
+import type { LinkRow } from '../db/schema.ts';
 import type { Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '../provider.ts';
 import type { RegisteredProvider, Registry } from '../registry.ts';
-import type { Keyring } from './crypto.ts';
+import { randomToken, type Keyring } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import { asProviderError } from './linking.ts';
-import { createLinkStore, type LinkKey, type LinkStore } from './links.ts';
+import { createLinkStore, type LinkKey } from './links.ts';
 
 export interface TokenAnswer {
   accessToken: string;
@@ -23,54 +23,44 @@ export interface TokenServiceDeps {
   logger: Logger;
   now: () => number;
   refreshMarginSeconds: number;
+  /** How long a refresh may hold the link's lease: longer than the provider can take to answer. */
+  refreshLeaseMs: number;
   hashUserId: (tenant: string, userId: string) => string;
 }
 
-type Locked<T> = (db: Db) => Promise<T>;
+/** A link and its opened credentials, read together. */
+interface Current {
+  row: LinkRow;
+  credentials: Credentials;
+}
 
-/** PGlite's per-link refresh queues, shared by every app on the same database object. */
-const pgliteQueues = new WeakMap<Database, Map<string, Promise<void>>>();
+/** How often a request waiting on another instance's refresh looks again (it starts faster). */
+const LEASE_POLL_MAX_MS = 250;
 
 /**
  * Fresh credentials for a link, refreshing at most once at a time per link
- * across every instance on one database: on PostgreSQL the refresher holds
- * the link's row lock (`SELECT … FOR UPDATE`) for the refresh, and whoever
- * gets the lock next reads the credentials again before deciding to
- * refresh, so waiters reuse the result instead of spending the refresh token
- * twice. PGlite serves a single process, so an in-process queue per link
- * does the same there without holding its one connection.
+ * across every instance on one database, without holding a database
+ * connection while the provider answers:
+ *
+ * - in this instance, concurrent requests for one link share one refresh
+ *   (single-flight), so a burst costs one provider call and one connection
+ *   at a time;
+ * - across instances, the refresher takes a lease on the link row (a token
+ *   and an expiry, set by one atomic UPDATE), decides on the credentials as
+ *   the lease returns them, and writes the new ones only if the stored ones
+ *   are still those it refreshed (compare-and-swap), which also ends the
+ *   lease. Others re-read until the lease ends and reuse the result, so a
+ *   rotating refresh token (Discord) is never spent twice;
+ * - a relink that lands meanwhile wins: the refresher's write, or its
+ *   `needs_reauth`, applies only to the credentials it started from.
+ *
+ * A lease outlives the worst-case provider time, and an abandoned one (a
+ * crashed instance) expires.
  */
 export function createTokenService(deps: TokenServiceDeps) {
   const links = createLinkStore(deps.database.db, deps.keyring);
-  let queues = pgliteQueues.get(deps.database);
-  if (!queues) pgliteQueues.set(deps.database, (queues = new Map()));
   const marginMs = deps.refreshMarginSeconds * 1000;
-
-  async function withLinkLock<T>(key: LinkKey, fn: Locked<T>): Promise<T> {
-    if (deps.database.kind === 'postgres') {
-      return deps.database.db.transaction(async (tx) => {
-        await tx
-          .select({ provider: linksTable.provider })
-          .from(linksTable)
-          .where(and(eq(linksTable.tenant, key.tenant), eq(linksTable.userId, key.userId), eq(linksTable.provider, key.provider)))
-          .for('update');
-        return fn(tx);
-      });
-    }
-    const id = JSON.stringify([key.tenant, key.userId, key.provider]);
-    const queue = queues!;
-    const previous = queue.get(id) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = previous.then(() => new Promise<void>((resolve) => (release = resolve)));
-    queue.set(id, mine);
-    await previous;
-    try {
-      return await fn(deps.database.db);
-    } finally {
-      release();
-      if (queue.get(id) === mine) queue.delete(id);
-    }
-  }
+  const inFlight = new Map<string, Promise<Current>>();
 
   const dueForRefresh = (credentials: Credentials) =>
     credentials.expiresAt !== undefined && credentials.expiresAt - deps.now() <= marginMs;
@@ -79,9 +69,11 @@ export function createTokenService(deps: TokenServiceDeps) {
   const needsReauth = (provider: string, cause?: unknown) =>
     new LinkgateError('needs_reauth', 'the user must link this account again', { provider, cause });
 
-  async function markNeedsReauth(store: LinkStore, key: LinkKey, reason: string): Promise<void> {
-    await store.setStatus(key, 'needs_reauth', new Date(deps.now()));
-    deps.logger.info({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId), reason }, 'link needs reauthentication');
+  /** Marks the link `needs_reauth` if it still holds the credentials of `row`; false when a relink replaced them. */
+  async function markNeedsReauth(row: LinkRow, reason: string): Promise<boolean> {
+    const marked = await links.setStatus(row, 'needs_reauth', new Date(deps.now()));
+    if (marked) deps.logger.info({ provider: row.provider, user: deps.hashUserId(row.tenant, row.userId), reason }, 'link needs reauthentication');
+    return marked !== undefined;
   }
 
   function configured(key: LinkKey): RegisteredProvider & { instance: ProviderInstance } {
@@ -97,53 +89,91 @@ export function createTokenService(deps: TokenServiceDeps) {
     return row;
   }
 
-  /** Refreshes under the link's lock, unless someone else already did. */
-  async function refreshLocked(key: LinkKey, instance: ProviderInstance): Promise<Credentials> {
-    const outcome = await withLinkLock(key, async (db) => {
-      const store = createLinkStore(db, deps.keyring);
-      for (;;) {
-        const row = requireLinked(await store.get(key), key);
-        const current = store.openCredentials(row);
-        if (!dueForRefresh(current)) return { credentials: current };
+  /**
+   * A refresh that failed for a reason other than the user's grant: the bot
+   * asked nothing wrong, so a provider's 4xx (`invalid_client`,
+   * `unsupported_grant_type`: our client or the provider is at fault) is a
+   * 502 too, never the bot's 400.
+   */
+  function refreshFailure(error: unknown, provider: string): LinkgateError {
+    const failure = asProviderError(error, provider);
+    if (failure.status >= 500) return failure;
+    return new LinkgateError('refresh_failed', `the provider refused to refresh the token (${failure.message})`, { provider, cause: failure });
+  }
+
+  /** Refreshes under the link's lease, unless someone else already did. */
+  async function refreshLeased(key: LinkKey, instance: ProviderInstance): Promise<Current> {
+    const lease = randomToken(16);
+    let pauseMs = 20;
+    for (;;) {
+      const row = requireLinked(await links.get(key), key);
+      const seen = links.openCredentials(row);
+      if (!dueForRefresh(seen)) return { row, credentials: seen };
+      if (row.refreshLeaseUntil && row.refreshLeaseUntil.getTime() > deps.now()) {
+        // Another instance is refreshing: look again shortly (no connection is held meanwhile).
+        await sleep(pauseMs);
+        pauseMs = Math.min(pauseMs * 2, LEASE_POLL_MAX_MS);
+        continue;
+      }
+      const now = deps.now();
+      const leased = await links.takeRefreshLease(key, lease, new Date(now), new Date(now + deps.refreshLeaseMs));
+      if (!leased) continue;
+      let released = false;
+      try {
+        const current = links.openCredentials(leased);
+        if (!dueForRefresh(current)) return { row: leased, credentials: current };
         let fresh: Credentials;
         try {
           fresh = await instance.refresh!(current);
         } catch (error) {
-          if (isLinkgateError(error, 'needs_reauth')) {
-            // Commit the status inside the lock, then tell the caller.
-            await markNeedsReauth(store, key, 'refresh refused');
-            return { reauth: error };
-          }
-          throw asProviderError(error, key.provider);
+          if (!isLinkgateError(error, 'needs_reauth')) throw refreshFailure(error, key.provider);
+          if (await markNeedsReauth(leased, 'refresh refused')) throw needsReauth(key.provider, error);
+          continue; // A relink replaced the credentials that were refused: look again.
         }
-        if (await store.replaceCredentials(row, fresh, new Date(deps.now()))) {
+        const updated = await links.replaceCredentials(leased, fresh, new Date(deps.now()));
+        if (updated) {
+          released = true;
           deps.logger.info({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId) }, 'token refreshed');
-          return { credentials: fresh };
+          return { row: updated, credentials: fresh };
         }
         // A relink replaced the row while we refreshed: its credentials win; look again.
+      } finally {
+        if (!released) await links.releaseRefreshLease(key, lease);
       }
-    });
-    if ('reauth' in outcome) throw needsReauth(key.provider, outcome.reauth);
-    return outcome.credentials;
+    }
   }
 
-  /** Credentials that work now (refreshed if due), or `needs_reauth`. */
-  async function credentials(key: LinkKey): Promise<Credentials> {
-    const { instance } = configured(key);
-    const row = requireLinked(await links.get(key), key);
-    const stored = links.openCredentials(row);
-    if (!dueForRefresh(stored)) return stored;
-    if (!instance.refresh) {
-      // Nothing to refresh with (AniList): usable until it actually expires.
-      if (!expired(stored)) return stored;
-      await markNeedsReauth(links, key, 'token expired');
-      throw needsReauth(key.provider);
+  /** One refresh per link in this instance: concurrent callers share it. */
+  function refreshOnce(key: LinkKey, instance: ProviderInstance): Promise<Current> {
+    const id = JSON.stringify([key.tenant, key.userId, key.provider]);
+    let running = inFlight.get(id);
+    if (!running) {
+      running = refreshLeased(key, instance).finally(() => inFlight.delete(id));
+      inFlight.set(id, running);
     }
-    return refreshLocked(key, instance);
+    return running;
+  }
+
+  /** The link and credentials that work now (refreshed if due), or `needs_reauth`. */
+  async function current(key: LinkKey): Promise<Current> {
+    const { instance } = configured(key);
+    for (;;) {
+      const row = requireLinked(await links.get(key), key);
+      const stored = links.openCredentials(row);
+      if (!dueForRefresh(stored)) return { row, credentials: stored };
+      if (instance.refresh) return refreshOnce(key, instance);
+      // Nothing to refresh with (AniList): usable until it actually expires.
+      if (!expired(stored)) return { row, credentials: stored };
+      if (await markNeedsReauth(row, 'token expired')) throw needsReauth(key.provider);
+      // Relinked since we read it: look again.
+    }
   }
 
   return {
-    credentials,
+    /** Credentials that work now (refreshed if due), or `needs_reauth`. */
+    async credentials(key: LinkKey): Promise<Credentials> {
+      return (await current(key)).credentials;
+    },
 
     /** The token API's answer: never a refresh token. */
     answer(key: LinkKey, credentials: Credentials): TokenAnswer | { [field: string]: Json } {
@@ -172,7 +202,7 @@ export function createTokenService(deps: TokenServiceDeps) {
         return await instance.xrpc(links.openCredentials(row), call);
       } catch (error) {
         if (isLinkgateError(error, 'needs_reauth')) {
-          await markNeedsReauth(links, key, 'session refused');
+          await markNeedsReauth(row, 'session refused');
           throw needsReauth(key.provider, error);
         }
         throw asProviderError(error, key.provider);
@@ -182,9 +212,9 @@ export function createTokenService(deps: TokenServiceDeps) {
     /** Asks the provider whether the link still works; a refused token turns the link `needs_reauth`. */
     async verify(key: LinkKey): Promise<LinkRow> {
       const { instance } = configured(key);
-      let current: Credentials;
+      let now: Current;
       try {
-        current = await credentials(key);
+        now = await current(key);
       } catch (error) {
         if (isLinkgateError(error, 'needs_reauth')) return requireRow(await links.get(key), key);
         throw error;
@@ -192,11 +222,12 @@ export function createTokenService(deps: TokenServiceDeps) {
       if (instance.verify) {
         let works: boolean;
         try {
-          works = await instance.verify(current);
+          works = await instance.verify(now.credentials);
         } catch (error) {
           throw asProviderError(error, key.provider);
         }
-        if (!works) await markNeedsReauth(links, key, 'provider refused the token');
+        // Only the credentials that were refused: a relink meanwhile stays active.
+        if (!works) await markNeedsReauth(now.row, 'provider refused the token');
       }
       return requireRow(await links.get(key), key);
     },

@@ -6,8 +6,26 @@ import { createKeyValueStore } from './kv.ts';
 import { createNamedLock } from './named-lock.ts';
 import { untrustedFetch } from './outbound.ts';
 
-/** Every request to a provider gives up after this long. */
+/** Every request to a provider gives up after this long (`LINKGATE_PROVIDER_TIMEOUT_SECONDS`). */
 export const PROVIDER_TIMEOUT_MS = 10_000;
+
+/**
+ * The most requests a provider makes one after the other in one step or
+ * refresh: OIDC discovery, the token request, the JWKS for the ID token and
+ * userinfo; a typed Jellyfin server: info, Quick Connect check, initiate.
+ */
+const PROVIDER_REQUESTS_PER_STEP = 4;
+/** Our own database work around the provider's, with room to spare. */
+const STEP_MARGIN_MS = 5_000;
+
+/**
+ * How long one step or refresh may take in the worst case, every provider
+ * request running into the timeout: what a flow claim or a refresh lease
+ * must outlast, so it does not lapse while its holder is still working.
+ */
+export function providerStepBudgetMs(timeoutMs: number): number {
+  return timeoutMs * PROVIDER_REQUESTS_PER_STEP + STEP_MARGIN_MS;
+}
 
 /** Our timeout applies even when the caller (openid-client) passes a longer signal of its own. */
 export function fetchWithTimeout(fetchImpl: typeof fetch, timeoutMs: number): typeof fetch {
@@ -30,14 +48,15 @@ export interface ToolsDeps {
 /** The tools the registry hands each provider's `create`. */
 export function providerToolsFactory(deps: ToolsDeps): (providerId: string) => ProviderTools {
   const now = deps.now ?? Date.now;
-  const fetchImpl = fetchWithTimeout(deps.fetch ?? globalThis.fetch, deps.timeoutMs ?? PROVIDER_TIMEOUT_MS);
+  const timeoutMs = deps.timeoutMs ?? PROVIDER_TIMEOUT_MS;
+  const fetchImpl = fetchWithTimeout(deps.fetch ?? globalThis.fetch, timeoutMs);
   const lock = createNamedLock(deps.database);
   return (providerId) => ({
     fetch: fetchImpl,
     logger: deps.logger.child({ provider: providerId }),
     kv: createKeyValueStore(deps.database.db, deps.keyring, providerId, now),
     clock: { now },
-    untrustedFetch,
+    untrustedFetch: (url, init, options) => untrustedFetch(url, init, { timeoutMs, ...options }),
     publicBaseUrl: deps.publicBaseUrl,
     lock: (name, fn) => lock(`${providerId}:${name}`, fn),
   });

@@ -24,13 +24,19 @@ export const flows = pgTable(
     data: text('data'),
     /** Set while one request is advancing the flow; others are refused until it clears or passes. */
     lockedUntil: at('locked_until'),
+    /**
+     * A random token of the request holding the flow: saving, ending or
+     * letting go of the flow applies only for the holder, so a request whose
+     * claim lapsed cannot overwrite what the next one did.
+     */
+    claimToken: text('claim_token'),
     createdAt: at('created_at').notNull().defaultNow(),
     expiresAt: at('expires_at').notNull(),
   },
   (t) => [index('flows_expires_at_idx').on(t.expiresAt)],
 );
 
-/** Link-context `jti`s already used; kept until the context would have expired anyway. */
+/** Link-context `jti`s already used; kept until the context would no longer verify anyway (`exp` + clock skew). */
 export const usedContexts = pgTable(
   'used_contexts',
   {
@@ -55,6 +61,13 @@ export const links = pgTable(
     credentials: text('credentials').notNull(),
     /** When the stored access token stops working, if the provider said. */
     expiresAt: at('expires_at'),
+    /**
+     * The refresh lease: a random token of the one request (on any instance)
+     * refreshing these credentials, and until when. Nobody holds a database
+     * connection or lock while the provider answers; others wait for the lease.
+     */
+    refreshLease: text('refresh_lease'),
+    refreshLeaseUntil: at('refresh_lease_until'),
     linkedAt: at('linked_at').notNull().defaultNow(),
     updatedAt: at('updated_at').notNull().defaultNow(),
   },

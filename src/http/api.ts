@@ -163,6 +163,13 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const key = { tenant, userId, provider };
     // Subscribe first, then read: a link stored in between still wakes us.
     let subscription = await deps.events.subscribe(key);
+    // One abort listener for the whole wait, removed when it ends: a keep-alive
+    // connection's signal outlives this request.
+    const signal = c.req.raw.signal;
+    let onAbort!: () => void;
+    const aborted = new Promise<'timeout'>((resolve) => (onAbort = () => resolve('timeout')));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
     try {
       const deadline = deps.now() + timeoutSeconds * 1000;
       for (;;) {
@@ -172,7 +179,6 @@ export function apiRoutes(deps: ApiRoutesDeps) {
         if (left <= 0) return c.body(null, 204);
         let timer: NodeJS.Timeout | undefined;
         const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), left)));
-        const aborted = new Promise<'timeout'>((resolve) => c.req.raw.signal.addEventListener('abort', () => resolve('timeout'), { once: true }));
         const woke = await Promise.race([subscription.changed.then(() => 'changed' as const), timedOut, aborted]);
         clearTimeout(timer);
         if (woke === 'timeout') {
@@ -183,6 +189,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
         subscription = await deps.events.subscribe(key);
       }
     } finally {
+      signal.removeEventListener('abort', onAbort);
       subscription.stop();
     }
   });

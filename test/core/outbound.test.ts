@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPrivateAddress, untrustedFetch } from '../../src/core/outbound.ts';
 
@@ -76,7 +76,7 @@ describe('requests to user-typed servers', () => {
     ['HTTP/1.1 1000 Huge', /^(provider_response_invalid|HPE_INVALID_STATUS)$/],
   ])('rejects an answer with the status line "%s", and the process carries on', async (statusLine, code) => {
     // A raw TCP server: node:http would not let us send an invalid status.
-    const raw = createTcpServer((socket) => {
+    const raw = createNetServer((socket) => {
       socket.once('data', () => socket.end(`${statusLine}\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello`));
     });
     await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
@@ -104,4 +104,109 @@ describe('requests to user-typed servers', () => {
       raw.close();
     }
   });
+});
+
+describe('requests to user-typed servers: total deadline and size cap', () => {
+  let trickler: NetServer;
+  let tricklerUrl: string;
+  const sockets = new Set<Socket>();
+
+  beforeAll(async () => {
+    // Sends one byte every 100 ms (one answer per connection): never idle long enough for an idle timeout.
+    trickler = createNetServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.once('data', (request) => {
+        const head = request.toString('latin1');
+        const answer = head.startsWith('GET /slow-headers')
+          ? 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello'
+          : head.startsWith('GET /huge')
+            ? `HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: ${10 * 1024 * 1024}\r\n\r\n`
+            : 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 600\r\n\r\n' + 'x'.repeat(600);
+        const bodyAt = head.startsWith('GET /slow-headers') ? 0 : answer.indexOf('\r\n\r\n') + 4;
+        if (head.startsWith('GET /huge')) return void socket.write(answer);
+        socket.write(answer.slice(0, bodyAt));
+        let at = bodyAt;
+        const timer = setInterval(() => {
+          if (at >= answer.length || socket.destroyed) {
+            clearInterval(timer);
+            return void socket.end();
+          }
+          socket.write(answer[at]!);
+          at += 1;
+        }, 100);
+        socket.on('close', () => clearInterval(timer));
+      });
+    });
+    await new Promise<void>((resolve) => trickler.listen(0, '127.0.0.1', resolve));
+    tricklerUrl = `http://127.0.0.1:${(trickler.address() as AddressInfo).port}`;
+  });
+  afterAll(() => {
+    for (const socket of sockets) socket.destroy();
+    trickler.close();
+  });
+
+  it.each([
+    ['a body trickled a byte at a time', '/slow-body', { timeoutMs: 400, deadlineMs: 800 }],
+    ['headers trickled a byte at a time', '/slow-headers', { timeoutMs: 400, deadlineMs: 800 }],
+    ['a body trickled a byte at a time (default deadline: the timeout)', '/slow-body', { timeoutMs: 800 }],
+  ])('gives up on %s at the deadline, though the server is never idle', async (_name, path, timing) => {
+    const started = performance.now();
+    await expect(untrustedFetch(`${tricklerUrl}${path}`, {}, { allowPrivate: true, ...timing })).rejects.toMatchObject({ name: 'TimeoutError' });
+    const took = performance.now() - started;
+    expect(took).toBeGreaterThanOrEqual(750);
+    expect(took).toBeLessThan(2000);
+  }, 10_000);
+
+  it('refuses an answer that announces more than the size cap, without reading it', async () => {
+    await expect(untrustedFetch(`${tricklerUrl}/huge`, {}, { allowPrivate: true, maxBytes: 64 * 1024 })).rejects.toMatchObject({ code: 'provider_response_invalid' });
+  });
+});
+
+describe('private address ranges', () => {
+  it.each([
+    // IPv4-mapped, in either spelling, is judged by its IPv4 address
+    ['::ffff:127.0.0.1', true],
+    ['::ffff:7f00:1', true],
+    ['::ffff:10.0.0.1', true],
+    ['::ffff:8.8.8.8', false],
+    ['::ffff:808:808', false],
+    // IPv4-compatible ::/96 (deprecated), whatever it embeds
+    ['::127.0.0.1', true],
+    ['::7f00:1', true],
+    ['::8.8.8.8', true],
+    // IPv4-translated ::ffff:0:0:0/96
+    ['::ffff:0:7f00:1', true],
+    // NAT64, well-known and local-use prefixes
+    ['64:ff9b::7f00:1', true],
+    ['64:ff9b::10.1.2.3', true],
+    ['64:ff9b::8.8.8.8', true],
+    ['64:ff9b:1::a00:1', true],
+    ['64:ff9b:1:ffff::1', true],
+    // 6to4, with a private or a public IPv4 address inside
+    ['2002:7f00:1::1', true],
+    ['2002:a00:1::', true],
+    ['2002:808:808::1', true],
+    // Teredo and the rest of 2001::/23
+    ['2001::1', true],
+    ['2001:0:4136:e378:8000:63bf:3fff:fdd2', true],
+    // site-local (deprecated), unique-local, link-local with a zone
+    ['fec0::1', true],
+    ['feff::1', true],
+    ['fd12:3456::1', true],
+    ['fe80::1%eth0', true],
+    // public IPv6
+    ['2606:4700:4700::1111', false],
+    ['2001:4860:4860::8888', false],
+    ['2a00:1450:4001:81d::200e', false],
+  ])('%s is private: %s', (address, expected) => {
+    expect(isPrivateAddress(address)).toBe(expected);
+  });
+
+  it.each(['http://[::ffff:127.0.0.1]:9/', 'http://[::127.0.0.1]:9/', 'http://[2002:7f00:1::1]:9/', 'http://[64:ff9b::7f00:1]:9/', 'http://[fec0::1]:9/'])(
+    'refuses %s without contacting it',
+    async (url) => {
+      await expect(untrustedFetch(url)).rejects.toMatchObject({ code: 'bad_request', message: 'that server address is on a private network' });
+    },
+  );
 });

@@ -1,15 +1,22 @@
+import { fileURLToPath } from 'node:url';
 import { eq, sql } from 'drizzle-orm';
+import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyring } from '../../src/core/crypto.ts';
 import { isLinkgateError } from '../../src/core/errors.ts';
 import { createKeyValueStore } from '../../src/core/kv.ts';
+import { CONTEXT_CLOCK_SKEW_SECONDS } from '../../src/core/link-context.ts';
 import { createLinkStore } from '../../src/core/links.ts';
 import { purgeExpired } from '../../src/core/purge.ts';
 import { reencryptAll } from '../../src/core/reencrypt.ts';
 import type { Database } from '../../src/db/client.ts';
 import { flows, kv, links, usedContexts } from '../../src/db/schema.ts';
+import { TestBrowser } from '../helpers/browser.ts';
+import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { createTestGateway } from '../helpers/gateway.ts';
 
+const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
 const OLD = { kid: 'old', key: Buffer.alloc(32, 1) };
 const NEW = { kid: 'new', key: Buffer.alloc(32, 2) };
 const NOW = new Date('2026-11-23T10:00:00Z');
@@ -43,7 +50,7 @@ describe('link storage', () => {
 
     const report = await reencryptAll(database.db, rotated, 2);
     expect(report.links!.reencrypted).toBeGreaterThanOrEqual(1);
-    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1 });
+    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1, left: 0 });
     const sealed = await database.db.select({ raw: links.credentials }).from(links);
     for (const { raw } of sealed) expect(raw).toMatch(/^v1\.new\./);
     // A second run has nothing left to do.
@@ -55,6 +62,24 @@ describe('link storage', () => {
       expect(newOnly.openCredentials((await newOnly.get({ tenant: 'default', userId, provider: 'corp' }))!)).toEqual(CREDENTIALS);
     }
     expect(await createKeyValueStore(database.db, createKeyring([NEW]), 'corp', () => NOW.getTime()).get('session')).toEqual({ token: 'kv-secret' });
+  });
+
+  it('leaves a link being refreshed to its refresher, whose new credentials then still land', async () => {
+    const key = { tenant: 'default', userId: 'rot-leased', provider: 'corp' };
+    await createLinkStore(database.db, createKeyring([OLD])).store(key, { id: 'ext-rot-leased' }, CREDENTIALS, { allowShared: false, now: NOW });
+    const rotated = createKeyring([NEW, OLD]);
+    const store = createLinkStore(database.db, rotated);
+    const now = Date.now();
+    const leased = (await store.takeRefreshLease(key, 'lease-token', new Date(now), new Date(now + 60_000)))!;
+
+    const report = await reencryptAll(database.db, rotated);
+    expect(report.links!.left).toBe(1);
+    expect((await store.get(key))!.credentials).toBe(leased.credentials);
+
+    // The refresher writes over what it read, under the primary key; a later run has nothing left.
+    const refreshed = await store.replaceCredentials(leased, { ...CREDENTIALS, accessToken: 'refreshed' }, NOW);
+    expect(refreshed!.credentials).toMatch(/^v1\.new\./);
+    expect((await reencryptAll(database.db, rotated)).links!.left).toBe(0);
   });
 
   it('does not decrypt a credentials value moved to another user', async () => {
@@ -120,5 +145,30 @@ describe('background purge', () => {
     expect((await database.db.select({ s: flows.stateHash }).from(flows)).map((r) => r.s)).toEqual(['live']);
     expect((await database.db.select({ j: usedContexts.jti }).from(usedContexts)).map((r) => r.j)).toEqual(['new-jti']);
     expect((await database.db.select({ k: kv.key }).from(kv).where(eq(kv.namespace, 'purge'))).map((r) => r.k)).toEqual(['forever']);
+  });
+});
+
+describe('used link contexts', () => {
+  it('stays refused after a purge while the verifier still accepts it (exp + clock skew)', async () => {
+    let clock = NOW.getTime();
+    const gateway = await createTestGateway(database, { providersDir: FIXTURES, now: () => clock });
+    const context = await mintContext('pin', 'replayer', { now: clock, ttlSeconds: 60 });
+    const first = await new TestBrowser((path, init) => gateway.app.request(path, init)).openLink(`/oauth/pin/start?context=${context}`);
+    expect(first.status).toBe(200);
+
+    // Past `exp`, inside the skew the verifier allows; the background purge runs.
+    clock = NOW.getTime() + 60_000 + (CONTEXT_CLOCK_SKEW_SECONDS - 5) * 1000;
+    await purgeExpired(database.db, new Date(clock));
+    const replay = await new TestBrowser((path, init) => gateway.app.request(path, init)).openLink(`/oauth/pin/start?context=${context}`);
+    expect(replay.status).toBe(400);
+    expect(await replay.text()).toContain('This link was already used');
+
+    // Once the context no longer verifies, its id can go.
+    clock = NOW.getTime() + 60_000 + (CONTEXT_CLOCK_SKEW_SECONDS + 1) * 1000;
+    await purgeExpired(database.db, new Date(clock));
+    expect(await database.db.select().from(usedContexts).where(eq(usedContexts.jti, decodeJwt(context).jti!))).toEqual([]);
+    const late = await new TestBrowser((path, init) => gateway.app.request(path, init)).openLink(`/oauth/pin/start?context=${context}`);
+    expect(late.status).toBe(400);
+    expect(await late.text()).toContain('This link has expired');
   });
 });

@@ -30,6 +30,8 @@ export interface TestIdp {
   login(authorizationUrl: string | URL, sub: string): Promise<URL>;
   /** Same but the user cancels/denies: returns the redirect URL carrying error=access_denied. */
   deny(authorizationUrl: string | URL): Promise<URL>;
+  /** Whether a refresh_token grant answers with a new id_token (oidc-provider's default, true); OIDC Core §12.2 lets an IdP leave it out. */
+  idTokenOnRefresh: boolean;
   close(): Promise<void>;
 }
 
@@ -367,6 +369,8 @@ export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> 
         const grantType = ctx.oidc?.body?.grant_type;
         const key = typeof grantType === 'string' && grantType ? grantType : '(none)';
         counts.tokenByGrant[key] = (counts.tokenByGrant[key] ?? 0) + 1;
+        const answer: unknown = ctx.body;
+        if (key === 'refresh_token' && !idp.idTokenOnRefresh && answer && typeof answer === 'object' && 'id_token' in answer) delete answer.id_token;
       }
     }
   });
@@ -440,13 +444,15 @@ export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> 
     throw new Error(`test IdP: too many redirects starting from ${new URL(authorizationUrl).href}`);
   }
 
-  return {
+  const idp: TestIdp = {
     issuer,
     clientId,
     clientSecret,
     counts,
     login: (authorizationUrl, sub) => drive(authorizationUrl, { sub }),
     deny: (authorizationUrl) => drive(authorizationUrl, 'deny'),
+    idTokenOnRefresh: true,
     close: () => local.close(),
   };
+  return idp;
 }

@@ -1,4 +1,4 @@
-import { generateKeyPair, SignJWT } from 'jose';
+import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
 import { count } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -78,6 +78,16 @@ async function startAndLogin(browser: TestBrowser, context: string, sub: string,
 }
 
 const newBrowser = () => new TestBrowser((path, init) => gateway.app.request(path, init));
+
+/** Links a new bot user to the IdP account `sub` through the browser flow; its stored credentials. */
+async function linkCorp(sub: string) {
+  const browser = newBrowser();
+  const userId = randomUserId();
+  const { callback } = await startAndLogin(browser, await mint({ sub: userId }), sub);
+  expect((await browser.get(callback)).status).toBe(200);
+  const store = createLinkStore(database.db, gateway.keyring);
+  return { userId, credentials: store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'corp' }))!) };
+}
 
 describe('linking through a real OpenID provider', () => {
   it('links a user: start → IdP login → callback, then the API shows the IdP sub and no token', async () => {
@@ -349,13 +359,41 @@ describe('linking through a real OpenID provider', () => {
     expect((await gateway.api(`/users/${secondUser}/links/corp`)).status).toBe(404);
   });
 
+  it('keeps the ID token of the sign-in when a refresh brings none, and takes a new one about the same user', async () => {
+    const { credentials: signedIn } = await linkCorp('idp-sub-id-token');
+    const corp = gateway.registry.get('corp')!.instance!;
+    expect(decodeJwt(String(signedIn.extra!.idToken)).sub).toBe('idp-sub-id-token');
+
+    // The IdP answers the refresh with a new ID token: it replaces the stored one. (A second
+    // later, so it differs: RS256 over the same claims in the same second is the same token.)
+    await new Promise((r) => setTimeout(r, 1100));
+    const renewed = await corp.refresh!(signedIn);
+    expect(renewed.extra!.idToken).not.toBe(signedIn.extra!.idToken);
+    expect(decodeJwt(String(renewed.extra!.idToken))).toMatchObject({ sub: 'idp-sub-id-token', iss: idp.issuer });
+    expect(decodeJwt(String(renewed.extra!.idToken)).iat).toBeGreaterThan(decodeJwt(String(signedIn.extra!.idToken)).iat!);
+
+    // It answers without one (OIDC Core §12.2 allows that): the previous one is kept.
+    idp.idTokenOnRefresh = false;
+    try {
+      const refreshes = idp.counts.tokenByGrant.refresh_token ?? 0;
+      const again = await corp.refresh!(renewed);
+      expect(idp.counts.tokenByGrant.refresh_token).toBe(refreshes + 1);
+      expect(again.accessToken).not.toBe(renewed.accessToken);
+      expect(again.extra).toEqual({ idToken: renewed.extra!.idToken });
+    } finally {
+      idp.idTokenOnRefresh = true;
+    }
+  });
+
+  it('refuses a refreshed ID token about another user than the stored one', async () => {
+    const { credentials: ofA } = await linkCorp('idp-sub-one');
+    const { credentials: ofB } = await linkCorp('idp-sub-two');
+    // B's refresh token next to A's ID token: the IdP answers about B, which is not who signed in.
+    await expect(gateway.registry.get('corp')!.instance!.refresh!({ ...ofB, extra: ofA.extra! })).rejects.toMatchObject({ code: 'provider_response_invalid' });
+  });
+
   it('refreshes with the IdP refresh token and revokes on unlink', async () => {
-    const browser = newBrowser();
-    const userId = randomUserId();
-    const { callback } = await startAndLogin(browser, await mint({ sub: userId }), 'idp-sub-refresh');
-    expect((await browser.get(callback)).status).toBe(200);
-    const store = createLinkStore(database.db, gateway.keyring);
-    const credentials = store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'corp' }))!);
+    const { userId, credentials } = await linkCorp('idp-sub-refresh');
     expect(credentials.refreshToken).toBeTruthy();
 
     const refreshes = idp.counts.tokenByGrant.refresh_token ?? 0;

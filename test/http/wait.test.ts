@@ -1,9 +1,14 @@
+import { getEventListeners } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLinkEvents } from '../../src/core/events.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
+import { createLogger } from '../../src/observability.ts';
 import { mintContext } from '../helpers/context.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { API_KEY, createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { fileURLToPath } from 'node:url';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
@@ -61,5 +66,61 @@ describe('waiting for a link', () => {
     const response = await gateway.api(`/users/nobody/links/pin/wait?timeoutSeconds=${value}`);
     expect(response.status).toBe(400);
     expect(await response.json()).toMatchObject({ error: { code: 'bad_request' } });
+  });
+
+  it('adds one abort listener to the request for the whole wait, however often it wakes, and removes it', async () => {
+    const controller = new AbortController();
+    const request = new Request('http://gateway.test/api/v1/users/restless/links/pin/wait?timeoutSeconds=30', {
+      headers: { authorization: `Bearer ${API_KEY}` },
+      signal: controller.signal,
+    });
+    const waiting = gateway.app.fetch(request);
+    // Changes to the link that do not make it active wake the waiter, which looks and waits again.
+    const events = createLinkEvents(database, createLogger('silent'));
+    for (let i = 0; i < 5; i += 1) {
+      await new Promise((r) => setTimeout(r, 60));
+      await events.publish({ tenant: 'default', userId: 'restless', provider: 'pin' });
+    }
+    await new Promise((r) => setTimeout(r, 60));
+    expect(getEventListeners(request.signal, 'abort')).toHaveLength(1);
+    controller.abort();
+    expect((await waiting).status).toBe(204);
+    expect(getEventListeners(request.signal, 'abort')).toHaveLength(0);
+  });
+});
+
+describe('waiting when the database cannot LISTEN', () => {
+  it('answers 503 database_unavailable, not 500, when the database is gone', async () => {
+    const gone = database.url ? await openDatabase({ url: database.url, maxConnections: 1 }) : await openDatabase({ dataDir: 'memory://' });
+    const instance = await createTestGateway(gone, { providersDir: FIXTURES });
+    await gone.close();
+    const response = await instance.api('/users/nobody/links/pin/wait?timeoutSeconds=1');
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ error: { code: 'database_unavailable' } });
+  });
+
+  it.skipIf(!process.env.TEST_DATABASE_URL)('answers 503 when PostgreSQL refuses the LISTEN connection, and serves the rest of the API', async () => {
+    // A role allowed one connection: the pool has it, so the LISTEN connection is refused (53300).
+    const role = `linkgate_one_${randomBytes(4).toString('hex')}`;
+    const admin = postgres(database.url!, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create role ${role} login connection limit 1`);
+    await admin.unsafe(`grant all on all tables in schema public to ${role}`);
+    const url = new URL(database.url!);
+    url.username = role;
+    const limited = await openDatabase({ url: url.href, maxConnections: 1 });
+    try {
+      const instance = await createTestGateway(limited, { providersDir: FIXTURES });
+      expect((await instance.api('/users/nobody/links/pin')).status).toBe(404);
+      const response = await instance.api('/users/nobody/links/pin/wait?timeoutSeconds=1');
+      expect(response.status).toBe(503);
+      expect(await response.json()).toMatchObject({ error: { code: 'database_unavailable' } });
+      expect(instance.logs.join('\n')).toContain('too many connections');
+      expect((await instance.api('/users/nobody/links/pin')).status).toBe(404);
+    } finally {
+      await limited.close();
+      await admin.unsafe(`drop owned by ${role}`);
+      await admin.unsafe(`drop role ${role}`);
+      await admin.end();
+    }
   });
 });

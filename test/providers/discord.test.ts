@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
+import { providerStepBudgetMs } from '../../src/core/tools.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -67,6 +68,15 @@ const stored = async (userId: string) => {
   return row && { row, credentials: store.openCredentials(row) };
 };
 
+/** Revokes a refresh token the way Discord's revoke endpoint does for an app the user removed. */
+async function revokeAtDiscord(refreshToken: string) {
+  await fetch(`${discord.origin}/api/oauth2/token/revoke`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${ENV.DISCORD_CLIENT_ID}:${ENV.DISCORD_CLIENT_SECRET}`).toString('base64')}` },
+    body: new URLSearchParams({ token: refreshToken, token_type_hint: 'refresh_token' }),
+  });
+}
+
 /** Moves the clock to just inside the refresh margin of the stored token. */
 async function makeDue(userId: string) {
   const { credentials } = (await stored(userId))!;
@@ -113,6 +123,30 @@ describe('Discord', () => {
       if (status === 200) await instance.api(`/users/u-iss-${status}/links/discord`, { method: 'DELETE' });
     } finally {
       await issuing.close();
+    }
+  });
+
+  it('does not store the link of a request whose hold on the flow lapsed and was taken over', async () => {
+    discord.users.set('80351110224678962', { id: '80351110224678962', username: 'lapse', global_name: null });
+    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const start = await browser.openLink(`/oauth/discord/start?context=${await mint('u-lapse')}`);
+    const callback = discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), '80351110224678962');
+    const exchanges = discord.counts.tokenByGrant.authorization_code ?? 0;
+    discord.tokenDelayMs = 500;
+    const startedAt = clock;
+    try {
+      const first = browser.get(callback);
+      while ((discord.counts.tokenByGrant.authorization_code ?? 0) === exchanges) await new Promise((r) => setTimeout(r, 5));
+      // The first request's claim runs out while Discord is still answering; a second request takes the flow over.
+      clock = startedAt + providerStepBudgetMs(gateway.config.providerTimeoutMs) + 1000;
+      const second = browser.get(callback);
+      const [late, takeover] = await Promise.all([first, second]);
+      expect(late.status).toBe(409);
+      expect(takeover.status).toBe(400); // Discord refuses the spent code
+      expect(await stored('u-lapse')).toBeUndefined();
+    } finally {
+      discord.tokenDelayMs = 0;
+      clock = startedAt;
     }
   });
 
@@ -182,16 +216,101 @@ describe('Discord', () => {
     }
   });
 
+  it('keeps serving the status API while refreshes of several links wait on a slow Discord, with a pool of 3 connections', async () => {
+    // On PostgreSQL a refresh that held a pooled connection for the provider's answer would starve this pool.
+    const small = database.url ? await openDatabase({ url: database.url, maxConnections: 3 }) : undefined;
+    try {
+      const narrow = await createTestGateway(small ?? database, { env: ENV, fetch: reroute({ 'https://discord.com': discord.origin }), now: () => clock });
+      const users = ['u-pool-0', 'u-pool-1', 'u-pool-2', 'u-pool-3', 'u-pool-4'];
+      for (const [i, user] of users.entries()) {
+        const id = `8035111022467895${i}`;
+        discord.users.set(id, { id, username: user, global_name: null });
+        await link(user, id);
+      }
+      await makeDue(users[0]!);
+      const before = await Promise.all(users.map(async (user) => (await stored(user))!.credentials.accessToken));
+      const refreshes = discord.counts.tokenByGrant.refresh_token ?? 0;
+      discord.tokenDelayMs = 1500;
+      try {
+        const tokens = Promise.all(users.map((user) => narrow.api(`/users/${user}/links/discord/token`, { method: 'POST' })));
+        // Once as many refreshes as the pool has connections are waiting on Discord, ask for a status.
+        while ((discord.counts.tokenByGrant.refresh_token ?? 0) < refreshes + 3) await new Promise((r) => setTimeout(r, 10));
+        const asked = performance.now();
+        const status = await narrow.api('/users/u-pool-0/links/discord');
+        const statusMs = performance.now() - asked;
+        expect(status.status).toBe(200);
+        expect(statusMs).toBeLessThan(500);
+        const answers = await tokens;
+        expect(answers.map((a) => a.status)).toEqual(users.map(() => 200));
+        const fresh = (await Promise.all(answers.map((a) => a.json()))) as Array<{ accessToken: string }>;
+        fresh.forEach((body, i) => {
+          expect(body.accessToken).not.toBe(before[i]);
+          expect(discord.isActive(body.accessToken)).toBe(true);
+        });
+        expect(discord.counts.tokenByGrant.refresh_token).toBe(refreshes + users.length);
+      } finally {
+        discord.tokenDelayMs = 0;
+      }
+    } finally {
+      await small?.close();
+    }
+  });
+
+  it('does not mark a relink needs_reauth when it lands between a refused refresh and the status write', async () => {
+    discord.users.set('80351110224678960', { id: '80351110224678960', username: 'cas', global_name: null });
+    await link('u-cas', '80351110224678960');
+    const { credentials } = (await stored('u-cas'))!;
+    await makeDue('u-cas');
+    // Discord no longer accepts the stored refresh token…
+    await revokeAtDiscord(credentials.refreshToken!);
+    discord.tokenDelayMs = 500;
+    try {
+      // …and the user relinks: their code exchange is at Discord first, so the relink is stored
+      // while the refused refresh's answer is still on its way.
+      const browser = new TestBrowser((path, init) => other.app.request(path, init));
+      const start = await browser.openLink(`/oauth/discord/start?context=${await mint('u-cas')}`);
+      const exchanges = discord.counts.tokenByGrant.authorization_code ?? 0;
+      const relinked = browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), '80351110224678960'));
+      while ((discord.counts.tokenByGrant.authorization_code ?? 0) === exchanges) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 150));
+      const token = await gateway.api('/users/u-cas/links/discord/token', { method: 'POST' });
+      expect((await relinked).status).toBe(200);
+      expect(token.status).toBe(200);
+      const answered = ((await token.json()) as { accessToken: string }).accessToken;
+      const after = (await stored('u-cas'))!;
+      expect(after.row.status).toBe('active');
+      expect(answered).toBe(after.credentials.accessToken);
+      expect(discord.isActive(answered)).toBe(true);
+    } finally {
+      discord.tokenDelayMs = 0;
+    }
+  });
+
+  it('answers 502 refresh_failed when Discord refuses our client (invalid_client), and keeps the credentials', async () => {
+    discord.users.set('80351110224678961', { id: '80351110224678961', username: 'client', global_name: null });
+    await link('u-client', '80351110224678961');
+    const before = (await stored('u-client'))!;
+    await makeDue('u-client');
+    const misconfigured = await createTestGateway(database, {
+      env: { ...ENV, DISCORD_CLIENT_SECRET: 'not-the-discord-client-secret-0123' },
+      fetch: reroute({ 'https://discord.com': discord.origin }),
+      now: () => clock,
+    });
+    const token = await misconfigured.api('/users/u-client/links/discord/token', { method: 'POST' });
+    expect(token.status).toBe(502);
+    expect(await token.json()).toMatchObject({ error: { code: 'refresh_failed', message: expect.stringContaining('invalid_client') } });
+    const after = (await stored('u-client'))!;
+    expect(after.row.credentials).toBe(before.row.credentials);
+    expect(after.row.status).toBe('active');
+    expect((await gateway.api('/users/u-client/links/discord/token', { method: 'POST' })).status).toBe(200);
+  });
+
   it('marks the link needs_reauth on invalid_grant and answers 409 with a working link URL', async () => {
     await link('u-gone', '80351110224678915');
     const { credentials } = (await stored('u-gone'))!;
     await makeDue('u-gone');
     // Someone revoked the app on Discord's side: the refresh token no longer works.
-    await fetch(`${discord.origin}/api/oauth2/token/revoke`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${ENV.DISCORD_CLIENT_ID}:${ENV.DISCORD_CLIENT_SECRET}`).toString('base64')}` },
-      body: new URLSearchParams({ token: credentials.refreshToken!, token_type_hint: 'refresh_token' }),
-    });
+    await revokeAtDiscord(credentials.refreshToken!);
     const token = await gateway.api('/users/u-gone/links/discord/token', { method: 'POST' });
     expect(token.status).toBe(409);
     const body = (await token.json()) as { error: { code: string }; linkUrl: string };

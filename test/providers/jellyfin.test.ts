@@ -236,4 +236,57 @@ describe('Jellyfin with a server the user types', () => {
     const token = (await (await lan.api('/users/lan-user/links/jellyfin/token', { method: 'POST' })).json()) as { serverUrl: string; externalUserId: string };
     expect(token).toMatchObject({ serverUrl: jellyfin.url, externalUserId: LAN_USER_ID });
   });
+  it('tells the same user id on two typed servers apart: the server id is part of the account id', async () => {
+    const other = await startFakeJellyfin({ serverName: 'Elsewhere' });
+    other.users.set(USER_ID, { id: USER_ID, name: 'Ada', password: `${PASSWORD}-elsewhere` });
+    try {
+      expect(other.serverId).not.toBe(jellyfin.serverId);
+      // One account per user here: a second bot user linking the same account is refused.
+      const strict = await createTestGateway(database, { env: { JELLYFIN_ALLOW_USER_SERVER: 'true', JELLYFIN_ALLOW_PRIVATE_SERVERS: 'true' } });
+      const linkOn = async (server: string, user: string, password: string) => {
+        const browser = browserFor(strict);
+        const s = state(await (await browser.openLink(`/oauth/jellyfin/start?context=${await mint(user)}`)).text());
+        await browser.post('/oauth/jellyfin/callback', { state: s, server });
+        await browser.post('/oauth/jellyfin/callback', { state: s, linkgate_action: 'password' });
+        return browser.post('/oauth/jellyfin/callback', { state: s, username: 'Ada', password });
+      };
+      const linked = async (answer: Response) => {
+        expect(answer.status).toBe(200);
+        expect(await answer.text()).toContain('Account linked');
+      };
+
+      await linked(await linkOn(jellyfin.url, 'two-servers-a', PASSWORD));
+      await linked(await linkOn(other.url, 'two-servers-b', `${PASSWORD}-elsewhere`));
+      expect(await (await strict.api('/users/two-servers-a/links/jellyfin')).json()).toMatchObject({ externalId: `${jellyfin.serverId}:${USER_ID}`, externalName: 'Ada' });
+      expect(await (await strict.api('/users/two-servers-b/links/jellyfin')).json()).toMatchObject({ externalId: `${other.serverId}:${USER_ID}`, externalName: 'Ada' });
+      const token = (await (await strict.api('/users/two-servers-b/links/jellyfin/token', { method: 'POST' })).json()) as Record<string, string>;
+      expect(token).toMatchObject({ serverUrl: other.url, externalUserId: USER_ID });
+      expect(other.isActive(token.accessToken!)).toBe(true);
+
+      // The same account on the same server is still one account.
+      const again = await linkOn(other.url, 'two-servers-c', `${PASSWORD}-elsewhere`);
+      expect(again.status).toBe(409);
+      expect(await again.text()).toContain('already linked to another user');
+    } finally {
+      await other.close();
+    }
+  });
+  it('keeps serving a link stored before the server id was part of the account id', async () => {
+    const lan = await createTestGateway(database, { env: { JELLYFIN_ALLOW_USER_SERVER: 'true', JELLYFIN_ALLOW_PRIVATE_SERVERS: 'true' } });
+    const deviceId = 'a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5';
+    const accessToken = jellyfin.issueToken(LAN_USER_ID, deviceId);
+    // What earlier versions stored for a typed server: the bare user id, no server id in extra.
+    await createLinkStore(database.db, lan.keyring).store(
+      { tenant: 'default', userId: 'legacy-typed', provider: 'jellyfin' },
+      { id: LAN_USER_ID, name: 'Grace' },
+      { accessToken, tokenType: 'MediaBrowser', extra: { serverUrl: jellyfin.url, deviceId, userId: LAN_USER_ID } },
+      { allowShared: true, now: new Date() },
+    );
+    expect(await (await lan.api('/users/legacy-typed/links/jellyfin?verify=true')).json()).toMatchObject({ externalId: LAN_USER_ID, status: 'active' });
+    expect(await (await lan.api('/users/legacy-typed/links/jellyfin/token', { method: 'POST' })).json()).toMatchObject({
+      accessToken,
+      serverUrl: jellyfin.url,
+      externalUserId: LAN_USER_ID,
+    });
+  });
 });
