@@ -41,7 +41,8 @@ export function createApp(deps: AppDeps) {
   const now = deps.now ?? Date.now;
   const db = deps.database.db;
   const hashUserId = createUserIdHasher(config.userIdHashSalt);
-  const links = createLinkStore(db, deps.keyring);
+  const webhookEvents = config.webhook !== undefined;
+  const links = createLinkStore(db, deps.keyring, { webhookEvents });
   const events = createLinkEvents(deps.database, logger);
   const linking = createLinking({
     db,
@@ -72,10 +73,12 @@ export function createApp(deps: AppDeps) {
     '/api/v1',
     apiRoutes({
       registry,
+      db,
       links,
       events,
       tokens: createTokenService({
         database: deps.database,
+        webhookEvents,
         keyring: deps.keyring,
         registry,
         logger,

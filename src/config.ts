@@ -30,6 +30,8 @@ export interface Config {
   readonly refreshMarginSeconds: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
   readonly providerTimeoutMs: number;
+  /** Where link events are POSTed, signed; `undefined`: no webhooks. */
+  readonly webhook: { readonly url: URL; readonly secret: string; readonly maxAttempts: number; readonly retryBaseMs: number } | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
 }
@@ -121,6 +123,15 @@ const EnvSchema = v.object({
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
+  LINKGATE_WEBHOOK_URL: v.optional(
+    v.pipe(httpUrl, v.check((u) => !u.username && !u.password, 'must not contain a user name or password (sign with LINKGATE_WEBHOOK_SECRET)')),
+  ),
+  LINKGATE_WEBHOOK_SECRET: v.optional(secret),
+  LINKGATE_WEBHOOK_MAX_ATTEMPTS: v.optional(integer(1, 50), '10'),
+  LINKGATE_WEBHOOK_RETRY_BASE_SECONDS: v.optional(
+    v.pipe(v.string(), v.regex(/^\d+(\.\d+)?$/, 'must be a number of seconds'), v.transform(Number), v.minValue(0.01, 'must be at least 0.01'), v.maxValue(3600, 'must be at most 3600')),
+    '10',
+  ),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -165,6 +176,9 @@ export function parseConfig(rawEnv: Env): Config {
   }
   publicBaseUrl.pathname = publicBaseUrl.pathname.replace(/\/+$/, '');
   checkRedirectUris(env, publicBaseUrl);
+  if (e.LINKGATE_WEBHOOK_URL && !e.LINKGATE_WEBHOOK_SECRET) {
+    throw new ConfigError('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
+  }
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
     host: e.HOST,
@@ -183,6 +197,14 @@ export function parseConfig(rawEnv: Env): Config {
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
+    webhook: e.LINKGATE_WEBHOOK_URL
+      ? Object.freeze({
+          url: e.LINKGATE_WEBHOOK_URL,
+          secret: e.LINKGATE_WEBHOOK_SECRET!,
+          maxAttempts: e.LINKGATE_WEBHOOK_MAX_ATTEMPTS,
+          retryBaseMs: Math.round(e.LINKGATE_WEBHOOK_RETRY_BASE_SECONDS * 1000),
+        })
+      : undefined,
     logLevel: e.LOG_LEVEL,
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,

@@ -9,6 +9,7 @@ import { ConfigError, parseConfig, withDevelopmentSecrets } from './config.ts';
 import { createKeyring } from './core/crypto.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
+import { createWebhookWorker } from './core/webhooks.ts';
 import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
 import { isProcessAlive, lockDataDir } from './db/lock.ts';
@@ -56,6 +57,10 @@ async function main(): Promise<void> {
   }, PURGE_EVERY_MS);
   purge.unref();
 
+  // Every instance delivers webhooks; the outbox rows are claimed, so none is sent twice at once.
+  const webhooks = config.webhook ? createWebhookWorker({ database, ...config.webhook, logger }) : undefined;
+  webhooks?.start();
+
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -68,6 +73,7 @@ async function main(): Promise<void> {
     }, SHUTDOWN_GRACE_MS);
     force.unref();
     server.close(async () => {
+      await webhooks?.stop().catch(() => {});
       await database.close().catch(() => {});
       unlock?.();
       logger.info('stopped');

@@ -41,6 +41,10 @@ describe('configuration', () => {
     [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL: must be a postgres/],
     [{ SENTRY_TRACES_SAMPLE_RATE: '2' }, /^SENTRY_TRACES_SAMPLE_RATE: must be between 0 and 1$/],
     [{ LINK_ALLOW_SHARED_ACCOUNTS: 'yes' }, /^LINK_ALLOW_SHARED_ACCOUNTS: must be true or false$/],
+    [{ LINKGATE_WEBHOOK_URL: 'https://bot.example/hooks' }, /^LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL/],
+    [{ LINKGATE_WEBHOOK_URL: 'https://u:p@bot.example/hooks', LINKGATE_WEBHOOK_SECRET: 'x'.repeat(32) }, /^LINKGATE_WEBHOOK_URL: must not contain a user name or password/],
+    [{ LINKGATE_WEBHOOK_URL: 'https://bot.example/hooks', LINKGATE_WEBHOOK_SECRET: 'short' }, /^LINKGATE_WEBHOOK_SECRET: must be at least 32 characters$/],
+    [{ LINKGATE_WEBHOOK_RETRY_BASE_SECONDS: 'soon' }, /^LINKGATE_WEBHOOK_RETRY_BASE_SECONDS: must be a number of seconds$/],
   ])('a bad value stops start-up with one line naming the variable: %o', (override, message) => {
     const attempt = () => parseConfig({ ...TEST_SECRETS, ...override });
     expect(attempt).toThrow(ConfigError);

@@ -5,6 +5,7 @@ import { links, type LinkRow } from '../db/schema.ts';
 import type { Account, Credentials } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
+import { enqueueLinkEvent } from './webhooks.ts';
 
 /** The link as the bot API shows it: never a credential. */
 export interface Link {
@@ -53,7 +54,13 @@ export function toApiLink(row: LinkRow): Link {
 
 const whereKey = (key: LinkKey) => and(eq(links.tenant, key.tenant), eq(links.userId, key.userId), eq(links.provider, key.provider));
 
-function storeOn(db: Db, keyring: Keyring) {
+export interface LinkStoreOptions {
+  /** Write a webhook event with every change, in its transaction. */
+  webhookEvents?: boolean;
+}
+
+function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
+  const events = options.webhookEvents ?? false;
   // The status API's one query, built once: Drizzle's query building is a
   // noticeable share of the hot path's CPU otherwise (bench/README.md).
   let getLink: ReturnType<typeof prepareGet> | undefined;
@@ -78,6 +85,7 @@ function storeOn(db: Db, keyring: Keyring) {
      * hold when two users link the same account at once.
      */
     async store(key: LinkKey, account: Account, credentials: Credentials, options: { allowShared: boolean; now: Date }): Promise<LinkRow> {
+      // (The webhook event is written in the same transaction: it exists exactly when the change does.)
       return db.transaction(async (tx) => {
         if (!options.allowShared) {
           await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`link:${key.tenant}:${key.provider}:${account.id}`}))`);
@@ -103,12 +111,15 @@ function storeOn(db: Db, keyring: Keyring) {
           refreshLease: null,
           refreshLeaseUntil: null,
         };
+        // Locks the row of a relink, so "created" or "updated" is decided on what is really there.
+        const existed = events ? (await tx.select({ provider: links.provider }).from(links).where(whereKey(key)).for('update')).length > 0 : false;
         const [row] = await tx
           .insert(links)
           .values({ ...key, ...values })
           .onConflictDoUpdate({ target: [links.tenant, links.userId, links.provider], set: values })
           .returning();
         if (!row) throw new Error('link upsert returned no row');
+        if (events) await enqueueLinkEvent(tx, existed ? 'link.updated' : 'link.created', row, options.now);
         return row;
       });
     },
@@ -123,9 +134,16 @@ function storeOn(db: Db, keyring: Keyring) {
       return db.select().from(links).where(and(eq(links.tenant, tenant), eq(links.userId, userId))).orderBy(asc(links.provider));
     },
 
-    async delete(key: LinkKey): Promise<LinkRow | undefined> {
-      const [row] = await db.delete(links).where(whereKey(key)).returning();
-      return row;
+    async delete(key: LinkKey, now: Date = new Date()): Promise<LinkRow | undefined> {
+      if (!events) {
+        const [row] = await db.delete(links).where(whereKey(key)).returning();
+        return row;
+      }
+      return db.transaction(async (tx) => {
+        const [row] = await tx.delete(links).where(whereKey(key)).returning();
+        if (row) await enqueueLinkEvent(tx, 'link.deleted', row, now);
+        return row;
+      });
     },
 
     /**
@@ -156,12 +174,19 @@ function storeOn(db: Db, keyring: Keyring) {
      * keeps its status, and the caller gets `undefined` and reads again.
      */
     async setStatus(row: LinkRow, status: LinkRow['status'], now: Date): Promise<LinkRow | undefined> {
-      const [updated] = await db
-        .update(links)
-        .set({ status, updatedAt: now })
-        .where(and(whereKey(row), eq(links.credentials, row.credentials)))
-        .returning();
-      return updated;
+      const update = (on: Db) =>
+        on
+          .update(links)
+          .set({ status, updatedAt: now })
+          .where(and(whereKey(row), eq(links.credentials, row.credentials)))
+          .returning();
+      if (!events || status !== 'needs_reauth') return (await update(db))[0];
+      return db.transaction(async (tx) => {
+        const [updated] = await update(tx);
+        // Only a change is an event: a link already needing reauth stays quiet.
+        if (updated && row.status !== 'needs_reauth') await enqueueLinkEvent(tx, 'link.needs_reauth', updated, now);
+        return updated;
+      });
     },
 
     /**
@@ -194,11 +219,11 @@ function storeOn(db: Db, keyring: Keyring) {
   };
 }
 
-export function createLinkStore(db: Db, keyring: Keyring) {
+export function createLinkStore(db: Db, keyring: Keyring, options: LinkStoreOptions = {}) {
   return {
-    ...storeOn(db, keyring),
+    ...storeOn(db, keyring, options),
     /** The same store over another connection or a transaction. */
-    using: (other: Db) => storeOn(other, keyring),
+    using: (other: Db) => storeOn(other, keyring, options),
   };
 }
 

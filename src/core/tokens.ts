@@ -18,6 +18,8 @@ export interface TokenAnswer {
 
 export interface TokenServiceDeps {
   database: Database;
+  /** Write a webhook event when a link turns needs_reauth. */
+  webhookEvents?: boolean;
   keyring: Keyring;
   registry: Registry;
   logger: Logger;
@@ -58,7 +60,7 @@ const LEASE_POLL_MAX_MS = 250;
  * crashed instance) expires.
  */
 export function createTokenService(deps: TokenServiceDeps) {
-  const links = createLinkStore(deps.database.db, deps.keyring);
+  const links = createLinkStore(deps.database.db, deps.keyring, { webhookEvents: deps.webhookEvents ?? false });
   const marginMs = deps.refreshMarginSeconds * 1000;
   const inFlight = new Map<string, Promise<Current>>();
 

@@ -1,4 +1,4 @@
-import { index, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+import { index, integer, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
 
 const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -89,5 +89,31 @@ export const kv = pgTable(
   (t) => [primaryKey({ columns: [t.namespace, t.key] }), index('kv_expires_at_idx').on(t.expiresAt)],
 );
 
+/**
+ * The webhook outbox: one row per link event, written in the transaction
+ * that changed the link, delivered at least once by whichever instance
+ * claims it (`locked_until`), retried with exponential backoff until
+ * `delivered` or, after the last attempt, `dead`. `payload` is the exact
+ * body that is signed and sent; it never holds a credential.
+ */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: text('id').primaryKey(),
+    type: text('type', { enum: ['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth'] }).notNull(),
+    payload: text('payload').notNull(),
+    status: text('status', { enum: ['pending', 'delivered', 'dead'] }).notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: at('next_attempt_at').notNull(),
+    lockedUntil: at('locked_until'),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    createdAt: at('created_at').notNull(),
+    deliveredAt: at('delivered_at'),
+  },
+  (t) => [index('webhook_deliveries_due_idx').on(t.status, t.nextAttemptAt), index('webhook_deliveries_created_idx').on(t.createdAt)],
+);
+
 export type FlowRow = typeof flows.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
+export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;

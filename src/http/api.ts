@@ -9,10 +9,14 @@ import type { TokenService } from '../core/tokens.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Json } from '../provider.ts';
 import type { Registry } from '../registry.ts';
+import type { Db } from '../db/client.ts';
+import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.ts';
 import { apiKeyAuth, bodyLimit, type AppEnv } from './middleware.ts';
 
 export interface ApiRoutesDeps {
   registry: Registry;
+  /** The webhook outbox, for the delivery log. */
+  db: Db;
   links: LinkStore;
   events: LinkEvents;
   tokens: TokenService;
@@ -49,6 +53,14 @@ export const XrpcBody = v.pipe(
   v.custom<Record<string, unknown>>((input) => typeof input === 'object' && input !== null && !Array.isArray(input), 'the body must be a JSON object'),
   v.record(v.string(), v.unknown()),
 );
+export const DeliveriesQuery = v.object({
+  status: v.optional(v.picklist(['pending', 'delivered', 'dead'], 'status must be pending, delivered or dead')),
+  limit: v.optional(
+    v.pipe(v.string(), v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'), v.transform(Number), v.minValue(1, 'limit must be at least 1'), v.maxValue(100, 'limit must be at most 100')),
+    '50',
+  ),
+});
+export const DeliveryParams = v.object({ id: v.pipe(v.string(), v.regex(/^evt_[0-9a-f-]{36}$/, 'id must be a delivery id like evt_…')) });
 export const LinkUrlBody = v.object({
   userId: UserId,
   provider: ProviderId,
@@ -220,10 +232,25 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     });
   });
 
+  /** The webhook delivery log, newest first. */
+  app.get('/webhooks/deliveries', async (c) => {
+    const { status, limit } = parseInput(DeliveriesQuery, { status: c.req.query('status'), limit: c.req.query('limit') });
+    const rows = await listDeliveries(deps.db, { ...(status ? { status } : {}), limit });
+    return c.json({ deliveries: rows.map(toApiDelivery) });
+  });
+
+  /** Sends a delivery again as soon as a worker is free (a dead one gets a fresh set of attempts). */
+  app.post('/webhooks/deliveries/:id/retry', async (c) => {
+    const { id } = parseInput(DeliveryParams, c.req.param());
+    const row = await retryDelivery(deps.db, id, new Date(deps.now()));
+    if (!row) throw new LinkgateError('not_found', 'there is no undelivered delivery with this id');
+    return c.json(toApiDelivery(row), 202);
+  });
+
   app.delete('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const known = knownProvider(provider);
-    const row = await deps.links.delete({ tenant, userId, provider });
+    const row = await deps.links.delete({ tenant, userId, provider }, new Date(deps.now()));
     if (!row) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
     // Revocation is best effort: the link is gone here whatever the provider says.
     if (known.instance?.revoke) {

@@ -6,7 +6,7 @@
  */
 import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema';
 import * as v from 'valibot';
-import { LinkParams, LinkQuery, LinkUrlBody, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
+import { DeliveriesQuery, DeliveryParams, LinkParams, LinkQuery, LinkUrlBody, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
 
 // ── Answers ────────────────────────────────────────────────────────────────
 
@@ -53,6 +53,24 @@ export const TokenAnswer = v.pipe(
   v.description('an access token and the provider’s own fields (a server URL, an external id); ATProto answers { did, handle, pdsUrl } and no token. Never a refresh token.'),
 );
 
+export const DeliveryAnswer = v.strictObject({
+  id: v.string(),
+  type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth']),
+  status: v.pipe(v.picklist(['pending', 'delivered', 'dead']), v.description('`dead`: every attempt failed; POST …/retry to try again')),
+  attempts: v.number(),
+  lastStatus: v.nullable(v.pipe(v.number(), v.description('the receiver’s last HTTP status'))),
+  lastError: v.nullable(v.string()),
+  createdAt: IsoTime,
+  nextAttemptAt: v.nullable(IsoTime),
+  deliveredAt: v.nullable(IsoTime),
+  event: v.pipe(
+    v.strictObject({ id: v.string(), type: v.string(), createdAt: IsoTime, link: LinkAnswer }),
+    v.description('the body that is (or was) POSTed to LINKGATE_WEBHOOK_URL'),
+  ),
+});
+
+export const DeliveriesAnswer = v.strictObject({ deliveries: v.array(DeliveryAnswer) });
+
 export const HealthAnswer = v.strictObject({ status: v.literal('ok') });
 export const ReadyAnswer = v.strictObject({ status: v.picklist(['ready', 'unavailable']), database: v.picklist(['postgres', 'pglite']) });
 
@@ -69,7 +87,7 @@ export interface Operation {
   path: string;
   summary: string;
   description?: string;
-  tag: 'links' | 'providers' | 'health' | 'atproto';
+  tag: 'links' | 'providers' | 'health' | 'atproto' | 'webhooks';
   params?: v.ObjectSchema<v.ObjectEntries, undefined>;
   query?: v.ObjectSchema<v.ObjectEntries, undefined>;
   body?: Schema;
@@ -177,6 +195,29 @@ export const operations: Operation[] = [
       },
     }),
   ),
+  {
+    method: 'get',
+    path: '/api/v1/webhooks/deliveries',
+    summary: 'Webhook delivery log',
+    description: 'Newest first; every event written since LINKGATE_WEBHOOK_URL was set, until 30 days after it was delivered or given up on.',
+    tag: 'webhooks',
+    query: DeliveriesQuery,
+    responses: { 200: { description: 'deliveries', schema: DeliveriesAnswer }, 400: badRequest, 401: unauthorized },
+  },
+  {
+    method: 'post',
+    path: '/api/v1/webhooks/deliveries/:id/retry',
+    summary: 'Send a delivery again',
+    description: 'Queues it for the next round, with a fresh set of attempts.',
+    tag: 'webhooks',
+    params: DeliveryParams,
+    responses: {
+      202: { description: 'queued', schema: DeliveryAnswer },
+      400: badRequest,
+      401: unauthorized,
+      404: { description: 'no such delivery, or already delivered', schema: ErrorAnswer },
+    },
+  },
   { method: 'get', path: '/healthz', summary: 'Liveness', tag: 'health', public: true, responses: { 200: { description: 'the process answers', schema: HealthAnswer } } },
   {
     method: 'get',
@@ -240,6 +281,7 @@ export function openApiDocument(serverUrl: string) {
       { name: 'links', description: 'Link URLs, links, tokens' },
       { name: 'providers', description: 'What can be linked' },
       { name: 'atproto', description: 'Calls made with a user’s ATProto session' },
+      { name: 'webhooks', description: 'Link events sent to LINKGATE_WEBHOOK_URL' },
       { name: 'health', description: 'For load balancers and orchestrators' },
     ],
     paths,

@@ -30,7 +30,10 @@ async function link(userId: string, mode: string) {
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  gateway = await createTestGateway(database, { providersDir: API_FIXTURES });
+  gateway = await createTestGateway(database, {
+    providersDir: API_FIXTURES,
+    env: { LINKGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', LINKGATE_WEBHOOK_SECRET: 'whsec_openapi_0123456789abcdefghijklmnop' },
+  });
   standard = await createTestGateway(database);
   for (const mode of ['ok', 'down', 'slow', 'revoked']) await link(`u-${mode}`, mode);
   const closed = await createTestDatabase();
@@ -84,6 +87,16 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 400': () => standard.api('/users/u-ok/links/atproto/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: json, body: '[1]' }),
   'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 401': () => standard.api('/users/u-ok/links/atproto/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: { ...json, authorization: 'Bearer nope' }, body: '{}' }),
   'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 404': () => standard.api('/users/u-none/links/atproto/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: json, body: '{}' }),
+  'get /api/v1/webhooks/deliveries 200': () => gateway.api('/webhooks/deliveries?limit=5'),
+  'get /api/v1/webhooks/deliveries 400': () => gateway.api('/webhooks/deliveries?status=lost'),
+  'get /api/v1/webhooks/deliveries 401': () => gateway.api('/webhooks/deliveries', { headers: { authorization: 'Bearer nope' } }),
+  'post /api/v1/webhooks/deliveries/:id/retry 202': async () => {
+    const { deliveries } = (await (await gateway.api('/webhooks/deliveries?status=pending&limit=1')).json()) as { deliveries: Array<{ id: string }> };
+    return gateway.api(`/webhooks/deliveries/${deliveries[0]!.id}/retry`, { method: 'POST' });
+  },
+  'post /api/v1/webhooks/deliveries/:id/retry 400': () => gateway.api('/webhooks/deliveries/nope/retry', { method: 'POST' }),
+  'post /api/v1/webhooks/deliveries/:id/retry 401': () => gateway.api('/webhooks/deliveries/nope/retry', { method: 'POST', headers: { authorization: 'Bearer nope' } }),
+  'post /api/v1/webhooks/deliveries/:id/retry 404': () => gateway.api('/webhooks/deliveries/evt_00000000-0000-0000-0000-000000000000/retry', { method: 'POST' }),
   'get /healthz 200': async () => gateway.app.request('/healthz'),
   'get /readyz 200': async () => gateway.app.request('/readyz'),
   'get /readyz 503': async () => offline.app.request('/readyz'),

@@ -1,0 +1,219 @@
+/**
+ * Webhooks: link events from a database outbox, delivered at least once.
+ *
+ * The link store writes an event row in the same transaction as the change
+ * (`enqueueLinkEvent`), so an event exists exactly when its change does. A
+ * worker in every instance claims due rows (`FOR UPDATE SKIP LOCKED`, then a
+ * short `locked_until` lease, so two instances never send one row at once
+ * and a crashed instance's claim lapses), POSTs them signed, and marks them
+ * `delivered`, or schedules the next attempt with exponential backoff, or,
+ * after the last attempt, `dead`. Receivers must tolerate duplicates (a
+ * crash between sending and marking resends): the event `id` is stable.
+ *
+ * Signature (the format is Stripe's and Slack's, a fact worth reusing):
+ * `Linkgate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+ */
+import { createHmac, randomUUID } from 'node:crypto';
+import { and, desc, eq, inArray, isNull, lte, ne, or, sql } from 'drizzle-orm';
+import type { Logger } from 'pino';
+import type { Database, Db } from '../db/client.ts';
+import { webhookDeliveries, type LinkRow, type WebhookDeliveryRow } from '../db/schema.ts';
+import { toApiLink } from './links.ts';
+
+export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | 'link.needs_reauth';
+
+/** How long a claimed delivery is ours before another instance may take it. */
+const CLAIM_MS = 60_000;
+/** The longest wait between two attempts. */
+const MAX_BACKOFF_MS = 60 * 60 * 1000;
+const DELIVERY_TIMEOUT_MS = 10_000;
+/** Rows claimed per round. */
+const BATCH = 20;
+
+/** Writes the event for a change to `row` on `db` (the change's own transaction). */
+export async function enqueueLinkEvent(db: Db, type: LinkEventType, row: LinkRow, now: Date): Promise<void> {
+  const id = `evt_${randomUUID()}`;
+  const payload = JSON.stringify({ id, type, createdAt: now.toISOString(), link: toApiLink(row) });
+  await db.insert(webhookDeliveries).values({ id, type, payload, nextAttemptAt: now, createdAt: now });
+}
+
+/** The `Linkgate-Signature` header value for `body` sent at `timestamp` (unix seconds). */
+export function signWebhook(secret: string, timestamp: number, body: string): string {
+  return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+}
+
+/** The wait before attempt `attempts + 1`: base, 2×base, 4×base, … up to an hour. */
+export function backoffMs(attempts: number, baseMs: number): number {
+  return Math.min(baseMs * 2 ** Math.max(0, attempts - 1), MAX_BACKOFF_MS);
+}
+
+export interface WebhookWorkerDeps {
+  database: Database;
+  url: URL;
+  secret: string;
+  maxAttempts: number;
+  retryBaseMs: number;
+  logger: Logger;
+  now?: () => number;
+  fetch?: typeof fetch;
+  /** How often an idle worker looks for due deliveries (default 1 s). */
+  intervalMs?: number;
+}
+
+export function createWebhookWorker(deps: WebhookWorkerDeps) {
+  const now = deps.now ?? Date.now;
+  const fetchImpl = deps.fetch ?? globalThis.fetch;
+  const db = deps.database.db;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<number> | undefined;
+  let stopped = true;
+
+  async function claim(): Promise<WebhookDeliveryRow[]> {
+    const at = new Date(now());
+    const until = new Date(at.getTime() + CLAIM_MS);
+    return db.transaction(async (tx) => {
+      const due = await tx
+        .select({ id: webhookDeliveries.id })
+        .from(webhookDeliveries)
+        .where(
+          and(
+            eq(webhookDeliveries.status, 'pending'),
+            lte(webhookDeliveries.nextAttemptAt, at),
+            or(isNull(webhookDeliveries.lockedUntil), lte(webhookDeliveries.lockedUntil, at)),
+          ),
+        )
+        .orderBy(webhookDeliveries.createdAt)
+        .limit(BATCH)
+        .for('update', { skipLocked: true });
+      if (due.length === 0) return [];
+      return tx
+        .update(webhookDeliveries)
+        .set({ lockedUntil: until, attempts: sql`${webhookDeliveries.attempts} + 1` })
+        .where(inArray(webhookDeliveries.id, due.map((d) => d.id)))
+        .returning();
+    });
+  }
+
+  async function deliver(row: WebhookDeliveryRow): Promise<void> {
+    const sentAt = Math.floor(now() / 1000);
+    let status: number | undefined;
+    let error: string | undefined;
+    try {
+      const response = await fetchImpl(deps.url, {
+        method: 'POST',
+        redirect: 'manual',
+        signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'Linkgate-Webhooks/1',
+          'linkgate-event-id': row.id,
+          'linkgate-event-type': row.type,
+          'linkgate-signature': signWebhook(deps.secret, sentAt, row.payload),
+        },
+        body: row.payload,
+      });
+      status = response.status;
+      await response.body?.cancel().catch(() => {});
+      if (!response.ok) error = `the receiver answered ${response.status}`;
+    } catch (cause) {
+      error = cause instanceof Error && cause.name === 'TimeoutError' ? 'the receiver did not answer in time' : 'the receiver could not be reached';
+    }
+    const at = new Date(now());
+    if (error === undefined) {
+      await db
+        .update(webhookDeliveries)
+        .set({ status: 'delivered', deliveredAt: at, lastStatus: status ?? null, lastError: null, lockedUntil: null })
+        .where(eq(webhookDeliveries.id, row.id));
+      deps.logger.debug({ event: row.id, type: row.type, attempts: row.attempts }, 'webhook delivered');
+      return;
+    }
+    const dead = row.attempts >= deps.maxAttempts;
+    await db
+      .update(webhookDeliveries)
+      .set({
+        status: dead ? 'dead' : 'pending',
+        lastStatus: status ?? null,
+        lastError: error,
+        lockedUntil: null,
+        nextAttemptAt: new Date(at.getTime() + backoffMs(row.attempts, deps.retryBaseMs)),
+      })
+      .where(eq(webhookDeliveries.id, row.id));
+    deps.logger.warn({ event: row.id, type: row.type, attempts: row.attempts, status, dead }, dead ? 'webhook dead after its last attempt' : 'webhook attempt failed; will retry');
+  }
+
+  /** One round: claims what is due and delivers it; the number of attempts made. */
+  async function runOnce(): Promise<number> {
+    const rows = await claim();
+    await Promise.all(rows.map(deliver));
+    return rows.length;
+  }
+
+  function schedule(delayMs: number) {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = runOnce()
+        .catch((error: unknown) => {
+          deps.logger.warn({ errorName: error instanceof Error ? error.name : 'unknown' }, 'webhook round failed');
+          return 0;
+        })
+        .finally(() => {
+          running = undefined;
+        });
+      // A full batch means more may be waiting: go again at once.
+      void running.then((count) => schedule(count >= BATCH ? 0 : (deps.intervalMs ?? 1000)));
+    }, delayMs);
+    timer.unref();
+  }
+
+  return {
+    runOnce,
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      schedule(0);
+    },
+    /** Stops looking for work and waits for the round in flight. */
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+export type WebhookWorker = ReturnType<typeof createWebhookWorker>;
+
+/** What the delivery log API shows of a row (the payload is the event itself). */
+export function toApiDelivery(row: WebhookDeliveryRow) {
+  return {
+    id: row.id,
+    type: row.type,
+    status: row.status,
+    attempts: row.attempts,
+    lastStatus: row.lastStatus,
+    lastError: row.lastError,
+    createdAt: row.createdAt.toISOString(),
+    nextAttemptAt: row.status === 'pending' ? row.nextAttemptAt.toISOString() : null,
+    deliveredAt: row.deliveredAt?.toISOString() ?? null,
+    event: JSON.parse(row.payload) as unknown,
+  };
+}
+
+export async function listDeliveries(db: Db, options: { status?: WebhookDeliveryRow['status']; limit: number }): Promise<WebhookDeliveryRow[]> {
+  return db
+    .select()
+    .from(webhookDeliveries)
+    .where(options.status ? eq(webhookDeliveries.status, options.status) : undefined)
+    .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
+    .limit(options.limit);
+}
+
+/** Queues a delivery again now (a dead one gets a fresh set of attempts); `undefined` if there is no such delivery. */
+export async function retryDelivery(db: Db, id: string, now: Date): Promise<WebhookDeliveryRow | undefined> {
+  const [row] = await db
+    .update(webhookDeliveries)
+    .set({ status: 'pending', attempts: 0, nextAttemptAt: now, lockedUntil: null })
+    .where(and(eq(webhookDeliveries.id, id), ne(webhookDeliveries.status, 'delivered')))
+    .returning();
+  return row;
+}
