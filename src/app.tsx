@@ -10,6 +10,7 @@ import { createLinkEvents } from './core/events.ts';
 import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
+import { createMetrics, type Metrics } from './core/metrics.ts';
 import { createTokenService } from './core/tokens.ts';
 import { providerStepBudgetMs } from './core/tools.ts';
 import type { Database } from './db/client.ts';
@@ -17,7 +18,7 @@ import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { healthRoutes } from './http/health.ts';
-import { pageHeaders, requestLog, traceRoute, type AppEnv } from './http/middleware.ts';
+import { apiKeyAuth, pageHeaders, requestLog, requestMetrics, traceRoute, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import type { Registry } from './registry.ts';
@@ -33,6 +34,8 @@ export interface AppDeps {
   reportError?: (error: unknown) => void;
   /** Names each request's trace after its route pattern (Sentry in production). */
   nameRoute?: (name: string) => void;
+  /** Shared with the webhook worker so /metrics shows its deliveries too. */
+  metrics?: Metrics;
 }
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
@@ -41,11 +44,13 @@ export function createApp(deps: AppDeps) {
   const now = deps.now ?? Date.now;
   const db = deps.database.db;
   const hashUserId = createUserIdHasher(config.userIdHashSalt);
+  const metrics = config.metrics ? (deps.metrics ?? createMetrics()) : undefined;
   const webhookEvents = config.webhook !== undefined;
   const links = createLinkStore(db, deps.keyring, { webhookEvents });
   const events = createLinkEvents(deps.database, logger);
   const linking = createLinking({
     db,
+    ...(metrics ? { metrics } : {}),
     registry,
     flows: createFlowStore(db, deps.keyring, { claimMs: providerStepBudgetMs(config.providerTimeoutMs) }),
     links,
@@ -63,6 +68,13 @@ export function createApp(deps: AppDeps) {
   app.use('*', requestId({ limitLength: 64 }));
   app.use('*', requestLog(logger, now));
   if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
+  if (metrics) {
+    app.use('*', requestMetrics(metrics, now));
+    // Protected like the API: the counts say who uses which provider how much.
+    app.get('/metrics', apiKeyAuth({ check: createApiKeyCheck(config.apiKeys) }), (c) =>
+      c.body(metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
+    );
+  }
 
   app.use('/oauth/*', pageHeaders());
   app.use('/docs', pageHeaders());
@@ -78,6 +90,7 @@ export function createApp(deps: AppDeps) {
       events,
       tokens: createTokenService({
         database: deps.database,
+        ...(metrics ? { metrics } : {}),
         webhookEvents,
         keyring: deps.keyring,
         registry,

@@ -32,6 +32,8 @@ export interface Config {
   readonly providerTimeoutMs: number;
   /** Where link events are POSTed, signed; `undefined`: no webhooks. */
   readonly webhook: { readonly url: URL; readonly secret: string; readonly maxAttempts: number; readonly retryBaseMs: number } | undefined;
+  /** Serve Prometheus metrics at /metrics (with an API key). */
+  readonly metrics: boolean;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
 }
@@ -123,6 +125,7 @@ const EnvSchema = v.object({
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
+  LINKGATE_METRICS: v.optional(boolean, 'false'),
   LINKGATE_WEBHOOK_URL: v.optional(
     v.pipe(httpUrl, v.check((u) => !u.username && !u.password, 'must not contain a user name or password (sign with LINKGATE_WEBHOOK_SECRET)')),
   ),
@@ -205,6 +208,7 @@ export function parseConfig(rawEnv: Env): Config {
           retryBaseMs: Math.round(e.LINKGATE_WEBHOOK_RETRY_BASE_SECONDS * 1000),
         })
       : undefined,
+    metrics: e.LINKGATE_METRICS,
     logLevel: e.LOG_LEVEL,
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,

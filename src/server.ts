@@ -10,6 +10,7 @@ import { createKeyring } from './core/crypto.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
 import { createWebhookWorker } from './core/webhooks.ts';
+import { createMetrics } from './core/metrics.ts';
 import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
 import { isProcessAlive, lockDataDir } from './db/lock.ts';
@@ -35,7 +36,8 @@ async function main(): Promise<void> {
   const keyring = createKeyring(config.encryptionKeys);
   const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
-  const app = createApp({ config, database, keyring, registry, logger, ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}) });
+  const metrics = config.metrics ? createMetrics() : undefined;
+  const app = createApp({ config, database, keyring, registry, logger, ...(metrics ? { metrics } : {}), ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}) });
 
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
     logger.info(
@@ -58,7 +60,7 @@ async function main(): Promise<void> {
   purge.unref();
 
   // Every instance delivers webhooks; the outbox rows are claimed, so none is sent twice at once.
-  const webhooks = config.webhook ? createWebhookWorker({ database, ...config.webhook, logger }) : undefined;
+  const webhooks = config.webhook ? createWebhookWorker({ database, ...config.webhook, logger, ...(metrics ? { metrics } : {}) }) : undefined;
   webhooks?.start();
 
   let stopping = false;

@@ -11,6 +11,7 @@ import type { LinkEvents } from './events.ts';
 import type { FlowStore, ShownStep } from './flows.ts';
 import { verifyLinkContext, type LinkContext, type LinkContextOptions } from './link-context.ts';
 import type { LinkStore } from './links.ts';
+import type { Metrics } from './metrics.ts';
 
 /** What the browser is shown next. */
 export type Outcome =
@@ -42,6 +43,7 @@ export type PollAnswer =
 
 export interface LinkingDeps {
   db: Db;
+  metrics?: Metrics;
   registry: Registry;
   flows: FlowStore;
   links: LinkStore;
@@ -130,6 +132,7 @@ export function createLinking(deps: LinkingDeps) {
         await links.using(tx).store(key, step.account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
       });
       logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
+      deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id });
       await deps.events.publish(key);
       return { kind: 'linked', provider, accountName: step.account.name, returnTo: row.returnTo ?? undefined };
     }
@@ -164,7 +167,10 @@ export function createLinking(deps: LinkingDeps) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
       if (input.kind === 'poll' && transient) await flows.unlock(claimed);
-      else await flows.finish(claimed, 'failed');
+      else {
+        await flows.finish(claimed, 'failed');
+        deps.metrics?.inc('linkgate_flows_failed_total', { provider: providerId, reason: isLinkgateError(error) ? error.code : 'internal_error' });
+      }
       throw error;
     }
   }
@@ -245,6 +251,7 @@ export function createLinking(deps: LinkingDeps) {
         expiresAt: new Date(now + deps.stateTtlSeconds * 1000),
       };
       logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind }, 'flow started');
+      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId });
       if (step.kind === 'done') {
         // A provider that needs no interaction: record the flow only to store the link through it.
         await flows.insert({ ...record, step: { kind: 'redirect' } });

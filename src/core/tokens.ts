@@ -8,6 +8,7 @@ import { randomToken, type Keyring } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import { asProviderError } from './linking.ts';
 import { createLinkStore, type LinkKey } from './links.ts';
+import type { Metrics } from './metrics.ts';
 
 export interface TokenAnswer {
   accessToken: string;
@@ -18,6 +19,7 @@ export interface TokenAnswer {
 
 export interface TokenServiceDeps {
   database: Database;
+  metrics?: Metrics;
   /** Write a webhook event when a link turns needs_reauth. */
   webhookEvents?: boolean;
   keyring: Keyring;
@@ -128,7 +130,12 @@ export function createTokenService(deps: TokenServiceDeps) {
         try {
           fresh = await instance.refresh!(current);
         } catch (error) {
-          if (!isLinkgateError(error, 'needs_reauth')) throw refreshFailure(error, key.provider);
+          if (!isLinkgateError(error, 'needs_reauth')) {
+            const failure = refreshFailure(error, key.provider);
+            deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, outcome: failure.code });
+            throw failure;
+          }
+          deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, outcome: 'needs_reauth' });
           if (await markNeedsReauth(leased, 'refresh refused')) throw needsReauth(key.provider, error);
           continue; // A relink replaced the credentials that were refused: look again.
         }
@@ -136,6 +143,7 @@ export function createTokenService(deps: TokenServiceDeps) {
         if (updated) {
           released = true;
           deps.logger.info({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId) }, 'token refreshed');
+          deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, outcome: 'refreshed' });
           return { row: updated, credentials: fresh };
         }
         // A relink replaced the row while we refreshed: its credentials win; look again.

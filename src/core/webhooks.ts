@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import type { Database, Db } from '../db/client.ts';
 import { webhookDeliveries, type LinkRow, type WebhookDeliveryRow } from '../db/schema.ts';
 import { toApiLink } from './links.ts';
+import type { Metrics } from './metrics.ts';
 
 export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | 'link.needs_reauth';
 
@@ -54,6 +55,7 @@ export interface WebhookWorkerDeps {
   maxAttempts: number;
   retryBaseMs: number;
   logger: Logger;
+  metrics?: Metrics;
   now?: () => number;
   fetch?: typeof fetch;
   /** How often an idle worker looks for due deliveries (default 1 s). */
@@ -125,9 +127,11 @@ export function createWebhookWorker(deps: WebhookWorkerDeps) {
         .set({ status: 'delivered', deliveredAt: at, lastStatus: status ?? null, lastError: null, lockedUntil: null })
         .where(eq(webhookDeliveries.id, row.id));
       deps.logger.debug({ event: row.id, type: row.type, attempts: row.attempts }, 'webhook delivered');
+      deps.metrics?.inc('linkgate_webhook_deliveries_total', { outcome: 'delivered' });
       return;
     }
     const dead = row.attempts >= deps.maxAttempts;
+    deps.metrics?.inc('linkgate_webhook_deliveries_total', { outcome: dead ? 'dead' : 'failed' });
     await db
       .update(webhookDeliveries)
       .set({

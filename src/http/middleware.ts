@@ -2,6 +2,7 @@ import type { MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
 import { matchedRoutes } from 'hono/route';
+import type { Metrics } from '../core/metrics.ts';
 import { NONCE, secureHeaders } from 'hono/secure-headers';
 import type { Logger } from 'pino';
 import { LinkgateError } from '../core/errors.ts';
@@ -25,6 +26,19 @@ export function requestLog(logger: Logger, now: () => number): MiddlewareHandler
     c.set('logger', log);
     await next();
     log.info({ method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
+  });
+}
+
+/** Times every request into the latency histogram, labelled by route pattern (never the path). */
+export function requestMetrics(metrics: Metrics, now: () => number): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async function requestMetrics(c, next) {
+    const started = now();
+    try {
+      await next();
+    } finally {
+      const route = matchedRoutes(c).findLast((r) => r.method !== 'ALL');
+      metrics.observeRequest({ method: c.req.method, route: route ? route.path : '(no route)', status: String(c.res.status) }, (now() - started) / 1000);
+    }
   });
 }
 

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { createApp, type AppDeps } from '../../src/app.tsx';
 import { parseConfig, type Config, type Env } from '../../src/config.ts';
 import { createKeyring, type Keyring } from '../../src/core/crypto.ts';
+import type { Metrics } from '../../src/core/metrics.ts';
 import { providerToolsFactory } from '../../src/core/tools.ts';
 import type { Database } from '../../src/db/client.ts';
 import { createLogger } from '../../src/observability.ts';
@@ -35,6 +36,8 @@ export interface TestGatewayOptions {
   now?: () => number;
   /** What providers fetch with (e.g. `reroute(...)` to local fakes). */
   fetch?: typeof fetch;
+  /** Shared with a webhook worker in the test. */
+  metrics?: Metrics;
   /** What the server wires in from Sentry (see initSentry). */
   observe?: Pick<AppDeps, 'reportError' | 'nameRoute'>;
 }
@@ -61,7 +64,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const app = createApp({ config, database, keyring, registry, logger, now, ...options.observe });
+  const app = createApp({ config, database, keyring, registry, logger, ...(options.metrics ? { metrics: options.metrics } : {}), now, ...options.observe });
   return {
     app,
     config,
