@@ -10,14 +10,16 @@ import { createLinkEvents } from './core/events.ts';
 import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
+import { createRateLimiter } from './core/rate-limit.ts';
 import { createTokenService } from './core/tokens.ts';
 import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { healthRoutes } from './http/health.ts';
-import { pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
+import { bearerToken, pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
+import { clientAddress, rateLimit } from './http/rate-limit.ts';
 import type { Registry } from './registry.ts';
 
 export interface AppDeps {
@@ -58,7 +60,11 @@ export function createApp(deps: AppDeps) {
   app.use('*', requestId({ limitLength: 64 }));
   app.use('*', requestLog(logger, now));
 
+  // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
+  const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
+
   app.use('/oauth/*', pageHeaders());
+  app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: (c) => clientAddress(c, config.trustProxyHops) }));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
   app.route(
@@ -83,6 +89,7 @@ export function createApp(deps: AppDeps) {
       contextTtlSeconds: config.contextTtlSeconds,
       returnToOrigins: config.returnToOrigins,
       hashUserId,
+      rateLimit: rateLimit({ limiter, scope: 'api', keyOf: (c) => bearerToken(c) ?? '' }),
     }),
   );
 

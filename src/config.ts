@@ -28,8 +28,18 @@ export interface Config {
   readonly allowSharedAccounts: boolean;
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
+  /** Requests allowed per API key, and per client address on the browser routes; `limit` 0 turns a rule off. */
+  readonly rateLimits: { readonly api: RateLimitRule; readonly browser: RateLimitRule };
+  /** How many reverse proxies in front of the gateway append to X-Forwarded-For (0: use the socket address). */
+  readonly trustProxyHops: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
+}
+
+/** At most `limit` requests in any `windowSeconds` (approximately: see src/core/rate-limit.ts). */
+export interface RateLimitRule {
+  readonly limit: number;
+  readonly windowSeconds: number;
 }
 
 /** A configuration problem: one line that names the variable and says what is wrong, never its value. */
@@ -118,6 +128,11 @@ const EnvSchema = v.object({
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
+  LINKGATE_API_RATE_LIMIT: v.optional(integer(0, 1_000_000_000), '100'),
+  LINKGATE_API_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '2'),
+  LINKGATE_BROWSER_RATE_LIMIT: v.optional(integer(0, 1_000_000_000), '60'),
+  LINKGATE_BROWSER_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '60'),
+  LINKGATE_TRUST_PROXY: v.optional(integer(0, 10), '0'),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -174,6 +189,11 @@ export function parseConfig(rawEnv: Env): Config {
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
+    rateLimits: Object.freeze({
+      api: Object.freeze({ limit: e.LINKGATE_API_RATE_LIMIT, windowSeconds: e.LINKGATE_API_RATE_WINDOW_SECONDS }),
+      browser: Object.freeze({ limit: e.LINKGATE_BROWSER_RATE_LIMIT, windowSeconds: e.LINKGATE_BROWSER_RATE_WINDOW_SECONDS }),
+    }),
+    trustProxyHops: e.LINKGATE_TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,

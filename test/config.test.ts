@@ -17,6 +17,15 @@ describe('configuration', () => {
     expect(config.stateTtlSeconds).toBe(300);
   });
 
+  it('limits 100 requests per API key in 2 s and 60 browser requests per address a minute unless told otherwise, trusting no proxy', () => {
+    const config = parseConfig({ ...TEST_SECRETS });
+    expect(config.rateLimits).toEqual({ api: { limit: 100, windowSeconds: 2 }, browser: { limit: 60, windowSeconds: 60 } });
+    expect(config.trustProxyHops).toBe(0);
+    const tuned = parseConfig({ ...TEST_SECRETS, LINKGATE_API_RATE_LIMIT: '0', LINKGATE_BROWSER_RATE_LIMIT: '300', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '600', LINKGATE_TRUST_PROXY: '2' });
+    expect(tuned.rateLimits).toEqual({ api: { limit: 0, windowSeconds: 2 }, browser: { limit: 300, windowSeconds: 600 } });
+    expect(tuned.trustProxyHops).toBe(2);
+  });
+
   it('reads the variable names of existing AniList auth service deployments', () => {
     const config = parseConfig({
       ...TEST_SECRETS,
@@ -41,6 +50,9 @@ describe('configuration', () => {
     [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL: must be a postgres/],
     [{ SENTRY_TRACES_SAMPLE_RATE: '2' }, /^SENTRY_TRACES_SAMPLE_RATE: must be between 0 and 1$/],
     [{ LINK_ALLOW_SHARED_ACCOUNTS: 'yes' }, /^LINK_ALLOW_SHARED_ACCOUNTS: must be true or false$/],
+    [{ LINKGATE_API_RATE_LIMIT: '-1' }, /^LINKGATE_API_RATE_LIMIT: must be a whole number$/],
+    [{ LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '0' }, /^LINKGATE_BROWSER_RATE_WINDOW_SECONDS: must be at least 1$/],
+    [{ LINKGATE_TRUST_PROXY: '11' }, /^LINKGATE_TRUST_PROXY: must be at most 10$/],
   ])('a bad value stops start-up with one line naming the variable: %o', (override, message) => {
     const attempt = () => parseConfig({ ...TEST_SECRETS, ...override });
     expect(attempt).toThrow(ConfigError);

@@ -23,6 +23,7 @@ const defaultStatus = {
   unauthorized: 401,
   not_found: 404,
   payload_too_large: 413,
+  rate_limited: 429,
   // providers
   unknown_provider: 404,
   provider_unconfigured: 503,

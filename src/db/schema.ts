@@ -1,4 +1,4 @@
-import { index, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+import { index, integer, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
 
 const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -74,6 +74,22 @@ export const kv = pgTable(
     expiresAt: at('expires_at'),
   },
   (t) => [primaryKey({ columns: [t.namespace, t.key] }), index('kv_expires_at_idx').on(t.expiresAt)],
+);
+
+/**
+ * Requests counted per rate-limit key and fixed window, summed over every
+ * instance (src/core/rate-limit.ts). The key is an HMAC of the scope and the
+ * API key or client address, never the raw value.
+ */
+export const rateLimits = pgTable(
+  'rate_limits',
+  {
+    keyHash: text('key_hash').notNull(),
+    windowStart: at('window_start').notNull(),
+    count: integer('count').notNull(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.keyHash, t.windowStart] }), index('rate_limits_expires_at_idx').on(t.expiresAt)],
 );
 
 export type FlowRow = typeof flows.$inferSelect;

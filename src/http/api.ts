@@ -1,4 +1,4 @@
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import * as v from 'valibot';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId } from '../core/ids.ts';
@@ -22,6 +22,8 @@ export interface ApiRoutesDeps {
   contextTtlSeconds: number;
   returnToOrigins: readonly string[];
   hashUserId: (tenant: string, userId: string) => string;
+  /** Runs after the key check, so only valid keys are counted. */
+  rateLimit: MiddlewareHandler<AppEnv>;
 }
 
 const UserParams = v.object({ userId: UserId });
@@ -43,6 +45,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   const app = new Hono<AppEnv>();
   const tenant = DEFAULT_TENANT;
   app.use('*', apiKeyAuth({ check: deps.checkApiKey }));
+  app.use('*', deps.rateLimit);
   app.use('*', bodyLimit(64 * 1024));
 
   /** The provider must exist; `configured` says whether a link URL can be made for it. */

@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
 import { NONCE, secureHeaders } from 'hono/secure-headers';
@@ -33,14 +33,18 @@ export function requestLog(logger: Logger, now: () => number): MiddlewareHandler
  */
 export function apiKeyAuth(options: { check: (presented: string) => boolean }): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async function apiKeyAuth(c, next) {
-    const header = c.req.header('authorization') ?? '';
-    const match = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
-    if (!match?.[1] || !options.check(match[1])) {
+    const presented = bearerToken(c);
+    if (!presented || !options.check(presented)) {
       c.header('WWW-Authenticate', 'Bearer realm="linkgate"');
       throw new LinkgateError('unauthorized', 'a valid API key is required (Authorization: Bearer <key>)');
     }
     await next();
   });
+}
+
+/** The key in `Authorization: Bearer <key>`, if the header has that shape. */
+export function bearerToken(c: Context<AppEnv>): string | undefined {
+  return /^Bearer ([\x21-\x7e]{1,512})$/i.exec(c.req.header('authorization') ?? '')?.[1];
 }
 
 /**

@@ -213,6 +213,8 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
       return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
     case 'database_unavailable':
       return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
+    case 'rate_limited':
+      return { title: 'Too many attempts', lines: ['Please wait a minute, then reload this page.'] };
     case 'bad_request':
     case 'payload_too_large':
       return { title: 'Something is wrong with this request', lines: ['The address or form looks damaged.', NEW_LINK] };
