@@ -55,7 +55,9 @@ export function bearerToken(c: Context<AppEnv>): string | undefined {
 export function bodyLimit(maxSize: number): MiddlewareHandler<AppEnv> {
   const limit = honoBodyLimit({
     maxSize,
-    onError: () => {
+    onError: (c) => {
+      // The rest of the body is left unread: the connection cannot carry another request.
+      c.header('Connection', 'close');
       throw new LinkgateError('payload_too_large', `the request body is larger than ${maxSize} bytes`);
     },
   });
