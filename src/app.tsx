@@ -1,4 +1,4 @@
-/** @jsxImportSource hono/jsx */
+/** @jsxRuntime automatic @jsxImportSource hono/jsx */
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
@@ -16,7 +16,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { healthRoutes } from './http/health.ts';
-import { bearerToken, pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
+import { bearerToken, closeWhenStopping, pageHeaders, requestLog, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, rateLimit } from './http/rate-limit.ts';
@@ -31,6 +31,8 @@ export interface AppDeps {
   now?: () => number;
   /** Unexpected errors go here too (Sentry in production). */
   reportError?: (error: unknown) => void;
+  /** Aborted when the process starts shutting down: long polls answer at once instead of holding it open. */
+  stopping?: AbortSignal;
 }
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
@@ -59,6 +61,7 @@ export function createApp(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   app.use('*', requestId({ limitLength: 64 }));
   app.use('*', requestLog(logger, now));
+  if (deps.stopping) app.use('*', closeWhenStopping(deps.stopping));
 
   // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
   const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
@@ -90,6 +93,7 @@ export function createApp(deps: AppDeps) {
       returnToOrigins: config.returnToOrigins,
       hashUserId,
       rateLimit: rateLimit({ limiter, scope: 'api', keyOf: (c) => bearerToken(c) ?? '' }),
+      stopping: deps.stopping,
     }),
   );
 

@@ -24,6 +24,8 @@ export interface ApiRoutesDeps {
   hashUserId: (tenant: string, userId: string) => string;
   /** Runs after the key check, so only valid keys are counted. */
   rateLimit: MiddlewareHandler<AppEnv>;
+  /** Aborted at shutdown: waits answer as on timeout, so the bot asks again elsewhere. */
+  stopping?: AbortSignal | undefined;
 }
 
 const UserParams = v.object({ userId: UserId });
@@ -146,6 +148,12 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const { timeoutSeconds } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds') });
     knownProvider(provider);
     const key = { tenant, userId, provider };
+    // The caller leaving and the gateway shutting down end the wait early, answered as a timeout.
+    const ended = deps.stopping ? AbortSignal.any([c.req.raw.signal, deps.stopping]) : c.req.raw.signal;
+    const cut = new Promise<'timeout'>((resolve) => {
+      if (ended.aborted) resolve('timeout');
+      else ended.addEventListener('abort', () => resolve('timeout'), { once: true });
+    });
     // Subscribe first, then read: a link stored in between still wakes us.
     let subscription = await deps.events.subscribe(key);
     try {
@@ -157,8 +165,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
         if (left <= 0) return c.body(null, 204);
         let timer: NodeJS.Timeout | undefined;
         const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), left)));
-        const aborted = new Promise<'timeout'>((resolve) => c.req.raw.signal.addEventListener('abort', () => resolve('timeout'), { once: true }));
-        const woke = await Promise.race([subscription.changed.then(() => 'changed' as const), timedOut, aborted]);
+        const woke = await Promise.race([subscription.changed.then(() => 'changed' as const), timedOut, cut]);
         clearTimeout(timer);
         if (woke === 'timeout') {
           const last = await deps.links.get(key);

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
@@ -24,6 +25,18 @@ export function requestLog(logger: Logger, now: () => number): MiddlewareHandler
     c.set('logger', log);
     await next();
     log.info({ method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
+  });
+}
+
+/**
+ * Once the process is shutting down, every answer closes its connection, so
+ * a client cannot send another request on it while the server drains.
+ */
+export function closeWhenStopping(stopping: AbortSignal): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async function closeWhenStopping(c, next) {
+    await next();
+    // On the Node response, which sends the head after this returns (merged with the app's headers).
+    if (stopping.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
   });
 }
 
