@@ -1,14 +1,13 @@
-import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { and, eq } from 'drizzle-orm';
-import { SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { flows, links } from '../../src/db/schema.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { mintContext } from '../helpers/context.ts';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 
 /**
  * The database stops answering in the middle of a link flow. On PostgreSQL a
@@ -21,7 +20,6 @@ import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/ga
 const onPostgres = process.env.TEST_DATABASE_URL !== undefined;
 
 const BASE = 'http://127.0.0.1:8000';
-const SECRET = new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET);
 const CLIENT_SECRET = 'outage-client-secret-0123456789abcdef';
 
 /** A TCP proxy to PostgreSQL that can be cut (port closed, connections dropped) and restored on the same port. */
@@ -113,20 +111,10 @@ describe.skipIf(!onPostgres)('when PostgreSQL stops in the middle of a link flow
     await database?.close();
   });
 
-  async function mint(userId: string): Promise<string> {
-    return new SignJWT({ provider: 'corp' })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject(userId)
-      .setJti(randomBytes(12).toString('base64url'))
-      .setIssuedAt()
-      .setExpirationTime('5m')
-      .sign(SECRET);
-  }
-
   /** Starts a flow and signs in at the IdP: the browser and the callback URL it is about to open. */
   async function signIn(userId: string, sub: string) {
     const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-    const start = await browser.get(`/oauth/corp/start?context=${encodeURIComponent(await mint(userId))}`);
+    const start = await browser.get(`/oauth/corp/start?context=${encodeURIComponent(await mintContext('corp', userId))}`);
     expect(start.status).toBe(303);
     const authorize = new URL(start.headers.get('location')!);
     return { browser, state: authorize.searchParams.get('state')!, callback: await idp.login(authorize, sub) };

@@ -1,15 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer, type Server } from 'node:http';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/client.ts';
 import { links } from '../../src/db/schema.ts';
+import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, TEST_SECRETS } from '../helpers/gateway.ts';
 
@@ -28,7 +28,7 @@ async function startSlowOAuth(): Promise<{ url: string; server: Server; tokenReq
   let tokenRequests = 0;
   let exchanging!: () => void;
   const started = new Promise<void>((resolve) => (exchanging = resolve));
-  const server = createHttpServer((req, res) => {
+  const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname === '/authorize') {
       const target = new URL(url.searchParams.get('redirect_uri')!);
@@ -46,15 +46,6 @@ async function startSlowOAuth(): Promise<{ url: string; server: Server; tokenReq
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, tokenRequests: () => tokenRequests, exchanging: started };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Whether a TCP connection to the port is accepted. */
@@ -84,15 +75,13 @@ describe('SIGTERM with requests in flight', () => {
     dataDir = mkdtempSync(join(tmpdir(), 'linkgate-shutdown-'));
     // On PostgreSQL the process gets a database of its own; otherwise embedded PGlite in a fresh DATA_DIR.
     if (process.env.TEST_DATABASE_URL) database = await createTestDatabase();
-    port = await freePort();
-    base = `http://127.0.0.1:${port}`;
     child = spawn(TSX, [join(ROOT, 'src/server.ts')], {
       cwd: dataDir,
       env: {
         PATH: process.env.PATH,
         HOME: process.env.HOME,
         NODE_ENV: 'test',
-        PORT: String(port),
+        PORT: '0', // the kernel picks; the port is read from the "listening" log line
         LOG_LEVEL: 'info',
         ...TEST_SECRETS,
         LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'),
@@ -106,8 +95,12 @@ describe('SIGTERM with requests in flight', () => {
     exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
     for (let i = 0; ; i += 1) {
       if (child.exitCode !== null || i > 300) throw new Error(`gateway did not start: ${output}`);
-      const ready = await fetch(`${base}/readyz`).catch(() => undefined);
-      if (ready?.status === 200) break;
+      const listening = /"url":"http:\/\/127\.0\.0\.1:(\d+)".*"msg":"linkgate listening"/.exec(output);
+      if (listening) {
+        port = Number(listening[1]);
+        base = `http://127.0.0.1:${port}`;
+        if ((await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200) break;
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }, 60_000);
@@ -120,13 +113,7 @@ describe('SIGTERM with requests in flight', () => {
 
   it('finishes the sign-in and the long polls in flight, refuses new connections, and exits 0', async () => {
     const userId = '80351110224678912';
-    const context = await new SignJWT({ provider: 'bench' })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject(userId)
-      .setJti(randomBytes(12).toString('base64url'))
-      .setIssuedAt()
-      .setExpirationTime('5m')
-      .sign(new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
+    const context = await mintContext('bench', userId);
     const start = await fetch(`${base}/oauth/bench/start?context=${context}`, { redirect: 'manual' });
     expect(start.status).toBe(303);
     const cookie = start.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');

@@ -1,10 +1,9 @@
 import { request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
 import { count } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { flows, links } from '../../src/db/schema.ts';
+import { listen } from '../e2e/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 
@@ -14,19 +13,17 @@ const FORM_CAP = 16 * 1024;
 
 let database: Database;
 let gateway: TestGateway;
-let server: ServerType;
+let server: { url: string; close(): Promise<void> };
 let base: string;
 
 beforeAll(async () => {
   database = await createTestDatabase();
   gateway = await createTestGateway(database);
-  server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
-  });
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await listen(gateway.app.fetch);
+  base = server.url;
 });
 afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
+  await server?.close();
   await database?.close();
 });
 

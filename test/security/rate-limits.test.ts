@@ -1,10 +1,9 @@
-import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { purgeExpired } from '../../src/core/purge.ts';
 import { SYNC_MS } from '../../src/core/rate-limit.ts';
 import type { Database } from '../../src/db/client.ts';
 import { rateLimits } from '../../src/db/schema.ts';
+import { listen } from '../e2e/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
 
@@ -22,7 +21,7 @@ let clock = Date.parse('2026-11-23T10:00:00Z');
 const now = () => clock;
 let a: TestGateway;
 let b: TestGateway;
-const servers: ServerType[] = [];
+const servers: { close(): Promise<void> }[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -38,17 +37,15 @@ beforeAll(async () => {
   b = await createTestGateway(database, { env, now });
 });
 afterAll(async () => {
-  for (const server of servers) await new Promise((resolve) => server.close(resolve));
+  for (const server of servers) await server.close();
   await database?.close();
 });
 
 /** Serves an app on a real socket, so the client address is the socket's. */
-async function listen(gateway: TestGateway): Promise<string> {
-  const server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
-  });
-  servers.push(server);
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+async function serveOnSocket(gateway: TestGateway): Promise<string> {
+  const served = await listen(gateway.app.fetch);
+  servers.push(served);
+  return served.url;
 }
 
 /** Every API request the instances accepted so far. */
@@ -146,7 +143,7 @@ describe('rate limits across two instances on one database', () => {
   });
 
   it('per client address on the browser routes: a small 429 page with Retry-After, across both instances; other addresses are unaffected', async () => {
-    const [urlA, urlB] = [await listen(a), await listen(b)];
+    const [urlA, urlB] = [await serveOnSocket(a), await serveOnSocket(b)];
     // One trusted proxy in front (LINKGATE_TRUST_PROXY=1): it appended the client's address.
     const open = (base: string, forwardedFor: string) =>
       fetch(`${base}/oauth/corp/start?context=not-a-jwt`, { headers: { 'x-forwarded-for': forwardedFor } });
@@ -175,7 +172,7 @@ describe('rate limits across two instances on one database', () => {
   });
 
   it('counts an IPv6 client by its /64', async () => {
-    const base = await listen(a);
+    const base = await serveOnSocket(a);
     const open = (forwardedFor: string) => fetch(`${base}/oauth/corp/start?context=x`, { headers: { 'x-forwarded-for': forwardedFor } });
     for (let i = 0; i < BROWSER_LIMIT; i += 1) expect((await open(`2001:db8:1:2::${(i + 1).toString(16)}`)).status).toBe(404);
     expect((await open('2001:0db8:0001:0002:ffff:1:2:3')).status).toBe(429);
@@ -191,7 +188,7 @@ describe('the client address without a trusted proxy', () => {
       env: { ...TEST_SECRETS, LINKGATE_BROWSER_RATE_LIMIT: '5', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '60' },
       now,
     });
-    base = await listen(gateway);
+    base = await serveOnSocket(gateway);
   });
 
   it('is the socket address: X-Forwarded-For cannot buy a new budget', async () => {
