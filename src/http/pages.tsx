@@ -127,7 +127,10 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
   const url = ${JSON.stringify(props.pollUrl).replaceAll('<', '\\u003c')};
   const tick = async () => {
     try {
-      const answer = await (await fetch(url, { credentials: 'same-origin' })).json();
+      const response = await fetch(url, { credentials: 'same-origin' });
+      // Rate-limited (many people behind one address): wait as long as asked, then ask again.
+      if (response.status === 429) return setTimeout(tick, (Number(response.headers.get('retry-after')) || 5) * 1000);
+      const answer = await response.json();
       if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
       if (answer.status === 'linked') {
         if (answer.returnTo) return location.assign(answer.returnTo);
