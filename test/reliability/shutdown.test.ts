@@ -20,7 +20,12 @@ import { API_KEY, TEST_SECRETS } from '../helpers/gateway.ts';
  * refused at once, and the process exits 0 well within its grace period.
  */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const TSX = join(ROOT, 'node_modules/.bin/tsx');
+/**
+ * `node --import tsx`, as `npm start` runs it, and not the tsx CLI: that is a
+ * parent process of its own, and a signal (or a SIGKILL after a failure) to it
+ * would not reach the gateway.
+ */
+const TSX_LOADER = import.meta.resolve('tsx');
 const TOKEN_DELAY_MS = 2000;
 
 /** A plain OAuth 2 server for the bench provider (bench/providers/bench.ts) whose token endpoint is slow. */
@@ -75,7 +80,7 @@ describe('SIGTERM with requests in flight', () => {
     dataDir = mkdtempSync(join(tmpdir(), 'linkgate-shutdown-'));
     // On PostgreSQL the process gets a database of its own; otherwise embedded PGlite in a fresh DATA_DIR.
     if (process.env.TEST_DATABASE_URL) database = await createTestDatabase();
-    child = spawn(TSX, [join(ROOT, 'src/server.ts')], {
+    child = spawn(process.execPath, ['--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
       cwd: dataDir,
       env: {
         PATH: process.env.PATH,
