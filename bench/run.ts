@@ -273,6 +273,10 @@ async function main() {
     LINKGATE_ENCRYPTION_KEYS: `bench:${KEY.toString('base64')}`,
     LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'),
     BENCH_OAUTH_URL: fake.url,
+    // One key and one address send thousands of requests a second here: the limiter counts them all
+    // (its cost is in the figures) but is set not to refuse any.
+    LINKGATE_API_RATE_LIMIT: '1000000000',
+    LINKGATE_BROWSER_RATE_LIMIT: '1000000000',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: dataDir }),
   };
   const startGateway = async () => {

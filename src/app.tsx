@@ -1,4 +1,4 @@
-/** @jsxImportSource hono/jsx */
+/** @jsxRuntime automatic @jsxImportSource hono/jsx */
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
@@ -11,6 +11,7 @@ import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { createLinkStore } from './core/links.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
+import { createRateLimiter } from './core/rate-limit.ts';
 import { createTokenService } from './core/tokens.ts';
 import { providerStepBudgetMs } from './core/tools.ts';
 import type { Database } from './db/client.ts';
@@ -18,9 +19,10 @@ import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { healthRoutes } from './http/health.ts';
-import { apiKeyAuth, pageHeaders, requestLog, requestMetrics, traceRoute, type AppEnv } from './http/middleware.ts';
+import { apiKeyAuth, bearerToken, closeWhenStopping, pageHeaders, requestLog, requestMetrics, traceRoute, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
+import { clientAddress, rateLimit } from './http/rate-limit.ts';
 import type { Registry } from './registry.ts';
 
 export interface AppDeps {
@@ -36,6 +38,8 @@ export interface AppDeps {
   nameRoute?: (name: string) => void;
   /** Shared with the webhook worker so /metrics shows its deliveries too. */
   metrics?: Metrics;
+  /** Aborted when the process starts shutting down: long polls answer at once instead of holding it open. */
+  stopping?: AbortSignal;
 }
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
@@ -68,6 +72,7 @@ export function createApp(deps: AppDeps) {
   app.use('*', requestId({ limitLength: 64 }));
   app.use('*', requestLog(logger, now));
   if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
+  if (deps.stopping) app.use('*', closeWhenStopping(deps.stopping));
   if (metrics) {
     app.use('*', requestMetrics(metrics, now));
     // Protected like the API: the counts say who uses which provider how much.
@@ -76,7 +81,11 @@ export function createApp(deps: AppDeps) {
     );
   }
 
+  // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
+  const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
+
   app.use('/oauth/*', pageHeaders());
+  app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: (c) => clientAddress(c, config.trustProxyHops) }));
   app.use('/docs', pageHeaders());
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', healthRoutes({ database: deps.database }));
@@ -107,6 +116,8 @@ export function createApp(deps: AppDeps) {
       contextTtlSeconds: config.contextTtlSeconds,
       returnToOrigins: config.returnToOrigins,
       hashUserId,
+      rateLimit: rateLimit({ limiter, scope: 'api', keyOf: (c) => bearerToken(c) ?? '' }),
+      stopping: deps.stopping,
     }),
   );
 

@@ -34,8 +34,18 @@ export interface Config {
   readonly webhook: { readonly url: URL; readonly secret: string; readonly maxAttempts: number; readonly retryBaseMs: number } | undefined;
   /** Serve Prometheus metrics at /metrics (with an API key). */
   readonly metrics: boolean;
+  /** Requests allowed per API key, and per client address on the browser routes; `limit` 0 turns a rule off. */
+  readonly rateLimits: { readonly api: RateLimitRule; readonly browser: RateLimitRule };
+  /** How many reverse proxies in front of the gateway append to X-Forwarded-For (0: use the socket address). */
+  readonly trustProxyHops: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
+}
+
+/** At most `limit` requests in any `windowSeconds` (approximately: see src/core/rate-limit.ts). */
+export interface RateLimitRule {
+  readonly limit: number;
+  readonly windowSeconds: number;
 }
 
 /** A configuration problem: one line that names the variable and says what is wrong, never its value. */
@@ -135,6 +145,11 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.regex(/^\d+(\.\d+)?$/, 'must be a number of seconds'), v.transform(Number), v.minValue(0.01, 'must be at least 0.01'), v.maxValue(3600, 'must be at most 3600')),
     '10',
   ),
+  LINKGATE_API_RATE_LIMIT: v.optional(integer(0, 1_000_000_000), '100'),
+  LINKGATE_API_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '2'),
+  LINKGATE_BROWSER_RATE_LIMIT: v.optional(integer(0, 1_000_000_000), '60'),
+  LINKGATE_BROWSER_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '60'),
+  LINKGATE_TRUST_PROXY: v.optional(integer(0, 10), '0'),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -209,6 +224,11 @@ export function parseConfig(rawEnv: Env): Config {
         })
       : undefined,
     metrics: e.LINKGATE_METRICS,
+    rateLimits: Object.freeze({
+      api: Object.freeze({ limit: e.LINKGATE_API_RATE_LIMIT, windowSeconds: e.LINKGATE_API_RATE_WINDOW_SECONDS }),
+      browser: Object.freeze({ limit: e.LINKGATE_BROWSER_RATE_LIMIT, windowSeconds: e.LINKGATE_BROWSER_RATE_WINDOW_SECONDS }),
+    }),
+    trustProxyHops: e.LINKGATE_TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,

@@ -37,7 +37,17 @@ async function main(): Promise<void> {
   const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
   const metrics = config.metrics ? createMetrics() : undefined;
-  const app = createApp({ config, database, keyring, registry, logger, ...(metrics ? { metrics } : {}), ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}) });
+  const shuttingDown = new AbortController();
+  const app = createApp({
+    config,
+    database,
+    keyring,
+    registry,
+    logger,
+    stopping: shuttingDown.signal,
+    ...(metrics ? { metrics } : {}),
+    ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}),
+  });
 
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
     logger.info(
@@ -69,19 +79,27 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     clearInterval(purge);
+    const connections = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+    // Long polls answer now (as on timeout) instead of holding the process for up to a minute.
+    shuttingDown.abort();
+    // A kept-alive connection goes as soon as its request is answered, not after its idle timeout.
+    const idle = setInterval(() => connections.closeIdleConnections?.(), 50);
+    idle.unref();
     const force = setTimeout(() => {
       logger.warn('requests still open after the grace period; closing them');
-      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      connections.closeAllConnections?.();
     }, SHUTDOWN_GRACE_MS);
     force.unref();
+    // No new connections from here on; requests in flight finish, then the database closes.
     server.close(async () => {
+      clearInterval(idle);
       await webhooks?.stop().catch(() => {});
       await database.close().catch(() => {});
       unlock?.();
       logger.info('stopped');
       process.exit(0);
     });
-    (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    connections.closeIdleConnections?.();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));

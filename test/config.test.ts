@@ -17,6 +17,15 @@ describe('configuration', () => {
     expect(config.stateTtlSeconds).toBe(300);
   });
 
+  it('limits 100 requests per API key in 2 s and 60 browser requests per address a minute unless told otherwise, trusting no proxy', () => {
+    const config = parseConfig({ ...TEST_SECRETS });
+    expect(config.rateLimits).toEqual({ api: { limit: 100, windowSeconds: 2 }, browser: { limit: 60, windowSeconds: 60 } });
+    expect(config.trustProxyHops).toBe(0);
+    const tuned = parseConfig({ ...TEST_SECRETS, LINKGATE_API_RATE_LIMIT: '0', LINKGATE_BROWSER_RATE_LIMIT: '300', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '600', LINKGATE_TRUST_PROXY: '2' });
+    expect(tuned.rateLimits).toEqual({ api: { limit: 0, windowSeconds: 2 }, browser: { limit: 300, windowSeconds: 600 } });
+    expect(tuned.trustProxyHops).toBe(2);
+  });
+
   it('reads the variable names of existing AniList auth service deployments', () => {
     const config = parseConfig({
       ...TEST_SECRETS,
@@ -45,6 +54,9 @@ describe('configuration', () => {
     [{ LINKGATE_WEBHOOK_URL: 'https://u:p@bot.example/hooks', LINKGATE_WEBHOOK_SECRET: 'x'.repeat(32) }, /^LINKGATE_WEBHOOK_URL: must not contain a user name or password/],
     [{ LINKGATE_WEBHOOK_URL: 'https://bot.example/hooks', LINKGATE_WEBHOOK_SECRET: 'short' }, /^LINKGATE_WEBHOOK_SECRET: must be at least 32 characters$/],
     [{ LINKGATE_WEBHOOK_RETRY_BASE_SECONDS: 'soon' }, /^LINKGATE_WEBHOOK_RETRY_BASE_SECONDS: must be a number of seconds$/],
+    [{ LINKGATE_API_RATE_LIMIT: '-1' }, /^LINKGATE_API_RATE_LIMIT: must be a whole number$/],
+    [{ LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '0' }, /^LINKGATE_BROWSER_RATE_WINDOW_SECONDS: must be at least 1$/],
+    [{ LINKGATE_TRUST_PROXY: '11' }, /^LINKGATE_TRUST_PROXY: must be at most 10$/],
   ])('a bad value stops start-up with one line naming the variable: %o', (override, message) => {
     const attempt = () => parseConfig({ ...TEST_SECRETS, ...override });
     expect(attempt).toThrow(ConfigError);

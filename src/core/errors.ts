@@ -24,6 +24,7 @@ const defaultStatus = {
   not_found: 404,
   forbidden: 403,
   payload_too_large: 413,
+  rate_limited: 429,
   // providers
   unknown_provider: 404,
   provider_unconfigured: 503,

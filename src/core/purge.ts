@@ -1,21 +1,25 @@
 import { and, lt, ne } from 'drizzle-orm';
 import type { Db } from '../db/client.ts';
-import { flows, kv, usedContexts, webhookDeliveries } from '../db/schema.ts';
+import { flows, kv, rateLimits, usedContexts, webhookDeliveries } from '../db/schema.ts';
 
 /** How long the webhook delivery log keeps what was delivered or given up on. */
 export const DELIVERY_LOG_DAYS = 30;
 
-/** Deletes flows, used context ids and key-value entries whose time has passed, and old finished webhook deliveries. */
-export async function purgeExpired(db: Db, now: Date): Promise<{ flows: number; usedContexts: number; kv: number; webhookDeliveries: number }> {
+/** Deletes flows, used context ids, key-value entries and rate-limit windows whose time has passed, and old finished webhook deliveries. */
+export async function purgeExpired(
+  db: Db,
+  now: Date,
+): Promise<{ flows: number; usedContexts: number; kv: number; rateLimits: number; webhookDeliveries: number }> {
   const logStart = new Date(now.getTime() - DELIVERY_LOG_DAYS * 24 * 3600 * 1000);
-  const [f, u, k, w] = await Promise.all([
+  const [f, u, k, r, w] = await Promise.all([
     db.delete(flows).where(lt(flows.expiresAt, now)).returning({ x: flows.stateHash }),
     db.delete(usedContexts).where(lt(usedContexts.expiresAt, now)).returning({ x: usedContexts.jti }),
     db.delete(kv).where(lt(kv.expiresAt, now)).returning({ x: kv.key }),
+    db.delete(rateLimits).where(lt(rateLimits.expiresAt, now)).returning({ x: rateLimits.keyHash }),
     db
       .delete(webhookDeliveries)
       .where(and(ne(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.createdAt, logStart)))
       .returning({ x: webhookDeliveries.id }),
   ]);
-  return { flows: f.length, usedContexts: u.length, kv: k.length, webhookDeliveries: w.length };
+  return { flows: f.length, usedContexts: u.length, kv: k.length, rateLimits: r.length, webhookDeliveries: w.length };
 }

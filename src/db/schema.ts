@@ -114,6 +114,22 @@ export const webhookDeliveries = pgTable(
   (t) => [index('webhook_deliveries_due_idx').on(t.status, t.nextAttemptAt), index('webhook_deliveries_created_idx').on(t.createdAt)],
 );
 
+/**
+ * Requests counted per rate-limit key and fixed window, summed over every
+ * instance (src/core/rate-limit.ts). The key is an HMAC of the scope and the
+ * API key or client address, never the raw value.
+ */
+export const rateLimits = pgTable(
+  'rate_limits',
+  {
+    keyHash: text('key_hash').notNull(),
+    windowStart: at('window_start').notNull(),
+    count: integer('count').notNull(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.keyHash, t.windowStart] }), index('rate_limits_expires_at_idx').on(t.expiresAt)],
+);
+
 export type FlowRow = typeof flows.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;

@@ -1,4 +1,4 @@
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import * as v from 'valibot';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
@@ -27,6 +27,10 @@ export interface ApiRoutesDeps {
   contextTtlSeconds: number;
   returnToOrigins: readonly string[];
   hashUserId: (tenant: string, userId: string) => string;
+  /** Runs after the key check, so only valid keys are counted. */
+  rateLimit: MiddlewareHandler<AppEnv>;
+  /** Aborted at shutdown: waits answer as on timeout, so the bot asks again elsewhere. */
+  stopping?: AbortSignal | undefined;
 }
 
 export const UserParams = v.object({ userId: UserId });
@@ -73,6 +77,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   const app = new Hono<AppEnv>();
   const tenant = DEFAULT_TENANT;
   app.use('*', apiKeyAuth({ check: deps.checkApiKey }));
+  app.use('*', deps.rateLimit);
   app.use('*', bodyLimit(64 * 1024));
 
   /** The provider must exist; `configured` says whether a link URL can be made for it. */
@@ -173,15 +178,16 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const { timeoutSeconds } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds') });
     knownProvider(provider);
     const key = { tenant, userId, provider };
+    // The caller leaving and the gateway shutting down end the wait early, answered as a timeout.
+    const ended = deps.stopping ? AbortSignal.any([c.req.raw.signal, deps.stopping]) : c.req.raw.signal;
     // Subscribe first, then read: a link stored in between still wakes us.
     let subscription = await deps.events.subscribe(key);
     // One abort listener for the whole wait, removed when it ends: a keep-alive
     // connection's signal outlives this request.
-    const signal = c.req.raw.signal;
     let onAbort!: () => void;
     const aborted = new Promise<'timeout'>((resolve) => (onAbort = () => resolve('timeout')));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
+    if (ended.aborted) onAbort();
+    else ended.addEventListener('abort', onAbort, { once: true });
     try {
       const deadline = deps.now() + timeoutSeconds * 1000;
       for (;;) {
@@ -201,7 +207,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
         subscription = await deps.events.subscribe(key);
       }
     } finally {
-      signal.removeEventListener('abort', onAbort);
+      ended.removeEventListener('abort', onAbort);
       subscription.stop();
     }
   });

@@ -1,4 +1,5 @@
-import type { MiddlewareHandler } from 'hono';
+import type { ServerResponse } from 'node:http';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
 import { matchedRoutes } from 'hono/route';
@@ -58,19 +59,35 @@ export function traceRoute(name: (route: string) => void): MiddlewareHandler<App
 }
 
 /**
+ * Once the process is shutting down, every answer closes its connection, so
+ * a client cannot send another request on it while the server drains.
+ */
+export function closeWhenStopping(stopping: AbortSignal): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async function closeWhenStopping(c, next) {
+    await next();
+    // On the Node response, which sends the head after this returns (merged with the app's headers).
+    if (stopping.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
+  });
+}
+
+/**
  * Bearer API keys. The check is built once from the configured keys and is
  * constant-time (see createApiKeyCheck); a wrong or missing key is a 401.
  */
 export function apiKeyAuth(options: { check: (presented: string) => boolean }): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async function apiKeyAuth(c, next) {
-    const header = c.req.header('authorization') ?? '';
-    const match = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
-    if (!match?.[1] || !options.check(match[1])) {
+    const presented = bearerToken(c);
+    if (!presented || !options.check(presented)) {
       c.header('WWW-Authenticate', 'Bearer realm="linkgate"');
       throw new LinkgateError('unauthorized', 'a valid API key is required (Authorization: Bearer <key>)');
     }
     await next();
   });
+}
+
+/** The key in `Authorization: Bearer <key>`, if the header has that shape. */
+export function bearerToken(c: Context<AppEnv>): string | undefined {
+  return /^Bearer ([\x21-\x7e]{1,512})$/i.exec(c.req.header('authorization') ?? '')?.[1];
 }
 
 /**
@@ -81,7 +98,9 @@ export function apiKeyAuth(options: { check: (presented: string) => boolean }): 
 export function bodyLimit(maxSize: number): MiddlewareHandler<AppEnv> {
   const limit = honoBodyLimit({
     maxSize,
-    onError: () => {
+    onError: (c) => {
+      // The rest of the body is left unread: the connection cannot carry another request.
+      c.header('Connection', 'close');
       throw new LinkgateError('payload_too_large', `the request body is larger than ${maxSize} bytes`);
     },
   });

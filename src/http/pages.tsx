@@ -1,4 +1,4 @@
-/** @jsxImportSource hono/jsx */
+/** @jsxRuntime automatic @jsxImportSource hono/jsx */
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { ErrorCode } from '../core/errors.ts';
@@ -163,7 +163,10 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
   const url = ${JSON.stringify(props.pollUrl).replaceAll('<', '\\u003c')};
   const tick = async () => {
     try {
-      const answer = await (await fetch(url, { credentials: 'same-origin' })).json();
+      const response = await fetch(url, { credentials: 'same-origin' });
+      // Rate-limited (many people behind one address): wait as long as asked, then ask again.
+      if (response.status === 429) return setTimeout(tick, (Number(response.headers.get('retry-after')) || 5) * 1000);
+      const answer = await response.json();
       if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
       if (answer.status === 'linked') {
         if (answer.returnTo) return location.assign(answer.returnTo);
@@ -262,6 +265,8 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
       return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
     case 'database_unavailable':
       return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
+    case 'rate_limited':
+      return { title: 'Too many attempts', lines: ['Please wait a minute, then reload this page.'] };
     case 'bad_request':
     case 'payload_too_large':
       return { title: 'Something is wrong with this request', lines: ['The address or form looks damaged.', NEW_LINK] };

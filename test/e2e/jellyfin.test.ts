@@ -123,3 +123,37 @@ describe('Jellyfin unreachable', () => {
     }
   });
 });
+
+describe('Jellyfin wait page behind a busy address', () => {
+  it('backs off for Retry-After when its poll is refused, stays on the code, and still turns to success', async () => {
+    // Two browser requests per address in any 3 s: the page load and one poll, then 429s.
+    const limited = await createTestGateway(database, {
+      env: { JELLYFIN_SERVER_URL: jellyfin.url, LINK_ALLOW_SHARED_ACCOUNTS: 'true', LINKGATE_BROWSER_RATE_LIMIT: '2', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '3' },
+    });
+    const limitedServer = await listen(limited.app.fetch);
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      const refusedPolls: number[] = [];
+      page.on('response', (response) => {
+        if (response.url().includes('/poll') && response.status() === 429) refusedPolls.push(Number(response.headers()['retry-after']));
+      });
+      await page.goto(`${limitedServer.url}/oauth/jellyfin/start?context=${await mint('rate-limited')}`);
+      const code = (await page.locator('.code').textContent())!.trim();
+      let navigations = 0;
+      page.on('framenavigated', () => (navigations += 1));
+
+      await expect.poll(() => refusedPolls.length, { timeout: 15_000 }).toBeGreaterThan(0);
+      expect(refusedPolls[0]).toBeGreaterThanOrEqual(1);
+      expect(await page.locator('.code').textContent()).toContain(code);
+
+      jellyfin.approve(code, USER_ID);
+      await page.getByRole('heading', { name: 'Account linked' }).waitFor({ timeout: 20_000 });
+      expect(navigations).toBe(0);
+      expect((await limited.api('/users/rate-limited/links/jellyfin')).status).toBe(200);
+    } finally {
+      await context.close();
+      await limitedServer.close();
+    }
+  }, 40_000);
+});

@@ -20,6 +20,13 @@ export const TEST_SECRETS = {
 } as const;
 export const API_KEY = TEST_SECRETS.LINKGATE_API_KEYS;
 
+/**
+ * Test gateways count every request but refuse none unless a test sets its
+ * own limits: app.request() has no socket, so every browser request shares
+ * one address, and suites make hundreds of requests a minute.
+ */
+const GENEROUS_RATE_LIMITS = { LINKGATE_API_RATE_LIMIT: '1000000', LINKGATE_BROWSER_RATE_LIMIT: '1000000' } as const;
+
 export interface TestGateway {
   app: ReturnType<typeof createApp>;
   config: Config;
@@ -43,7 +50,7 @@ export interface TestGatewayOptions {
 }
 
 export async function createTestGateway(database: Database, options: TestGatewayOptions = {}): Promise<TestGateway> {
-  const env: Env = { NODE_ENV: 'test', LOG_LEVEL: 'debug', ...TEST_SECRETS, ...options.env };
+  const env: Env = { NODE_ENV: 'test', LOG_LEVEL: 'debug', ...TEST_SECRETS, ...GENEROUS_RATE_LIMITS, ...options.env };
   const config = parseConfig(env);
   const logs: string[] = [];
   const sink = new Writable({

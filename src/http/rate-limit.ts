@@ -1,0 +1,67 @@
+import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
+import type { Context, MiddlewareHandler } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import { LinkgateError } from '../core/errors.ts';
+import type { RateLimiter, RateScope } from '../core/rate-limit.ts';
+import type { AppEnv } from './middleware.ts';
+
+/**
+ * Counts each request against `scope` under the key `keyOf` gives, and
+ * refuses it with 429 `rate_limited` and `Retry-After` (seconds) when the
+ * key is over its limit.
+ */
+export function rateLimit(options: { limiter: RateLimiter; scope: RateScope; keyOf: (c: Context<AppEnv>) => string }): MiddlewareHandler<AppEnv> {
+  const { limiter, scope, keyOf } = options;
+  return createMiddleware<AppEnv>(async function rateLimit(c, next) {
+    const taken = limiter.take(scope, keyOf(c));
+    const decision = taken instanceof Promise ? await taken : taken;
+    if (!decision.allowed) {
+      c.header('Retry-After', String(decision.retryAfterSeconds));
+      throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`);
+    }
+    await next();
+  });
+}
+
+/**
+ * The address a request comes from, as a rate-limit key: the socket's peer,
+ * or, behind `trustedHops` reverse proxies, the X-Forwarded-For entry the
+ * outermost trusted proxy wrote (entries further left are whatever the
+ * client sent, and are ignored). An IPv6 address counts as its /64, the
+ * block one host usually gets. Without a socket (`app.request()` in
+ * tests) every request shares the key `unknown`.
+ */
+export function clientAddress(c: Context<AppEnv>, trustedHops: number): string {
+  const env = c.env as { incoming?: IncomingMessage } | undefined;
+  const peer = env?.incoming?.socket.remoteAddress ?? 'unknown';
+  if (trustedHops === 0) return addressKey(peer);
+  const forwarded = (c.req.header('x-forwarded-for') ?? '').split(',').map((part) => part.trim()).filter((part) => part !== '');
+  const chain = [...forwarded, peer];
+  const client = chain[Math.max(0, chain.length - 1 - trustedHops)]!;
+  // A trusted proxy writes addresses; anything else means the header is not what we were told.
+  return isIP(client) ? addressKey(client) : addressKey(peer);
+}
+
+function addressKey(address: string): string {
+  if (isIP(address) !== 6) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  return `${ipv6Groups(address.replace(/%.*$/, '')).slice(0, 4).join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address (valid per `isIP`), as hex without leading zeros. */
+function ipv6Groups(address: string): string[] {
+  const [head = '', tail] = address.split('::');
+  const part = (s: string | undefined) => (s ? s.split(':') : []);
+  const expand = (groups: string[]) =>
+    groups.flatMap((g) => {
+      if (!g.includes('.')) return [g];
+      const [a = 0, b = 0, c = 0, d = 0] = g.split('.').map(Number);
+      return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+    });
+  const left = expand(part(head));
+  const right = expand(part(tail));
+  const zeros = tail === undefined ? [] : Array.from({ length: 8 - left.length - right.length }, () => '0');
+  return [...left, ...zeros, ...right].map((g) => parseInt(g, 16).toString(16));
+}
