@@ -138,7 +138,12 @@ describe('Jellyfin wait page behind a busy address', () => {
       page.on('response', (response) => {
         if (response.url().includes('/poll') && response.status() === 429) refusedPolls.push(Number(response.headers()['retry-after']));
       });
-      await page.goto(`${limitedServer.url}/oauth/jellyfin/start?context=${await mint('rate-limited')}`);
+      // Confirmed on an unlimited instance; the wait page then runs on the limited one (same
+      // database, same host: the browser's cookie goes to both ports).
+      await page.goto(`${server.url}/oauth/jellyfin/start?context=${await mint('rate-limited')}`);
+      await page.getByRole('button', { name: 'Continue' }).click();
+      await page.waitForURL(/\/oauth\/jellyfin\/continue\?/);
+      await page.goto(`${limitedServer.url}${new URL(page.url()).pathname}${new URL(page.url()).search}`);
       const code = (await page.locator('.code').textContent())!.trim();
       let navigations = 0;
       page.on('framenavigated', () => (navigations += 1));
