@@ -1,13 +1,21 @@
+/**
+ * The `linkgate` commands: what each does, its arguments and its --help.
+ * They reuse the server's own code (config, link store, unlink, reencrypt,
+ * link contexts) rather than repeating it.
+ */
 import { GENERATED_SECRETS, generateSecret } from '../config.ts';
 import { createKeyring, createUserIdHasher } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
-import { checkReturnTo, createLinkUrl, DEFAULT_TENANT } from '../core/link-context.ts';
-import { createLinkStore, toApiLink, type Link } from '../core/links.ts';
-import { reencryptAll } from '../core/reencrypt.ts';
-import { unlink, type Revocation } from '../core/unlink.ts';
+import { DEFAULT_TENANT } from '../core/link-context.ts';
+import type { Link } from '../core/links.ts';
+import type { Revocation } from '../core/unlink.ts';
 import { argument, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
-import { cliLogger, loadConfig, loadRegistry, loadRegistryWithoutDatabase, migrationState, requireMigrated, withDatabase } from './runtime.ts';
+import { cliLogger, loadConfig } from './runtime.ts';
+
+// Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
+const databaseModule = () => import('./database.ts');
+const linkStore = () => import('../core/links.ts');
 
 const tenant = DEFAULT_TENANT;
 
@@ -39,6 +47,7 @@ const migrate: Command = {
   ],
   async run(args, io) {
     const { config } = loadConfig(io);
+    const { migrationState, withDatabase } = await databaseModule();
     const result = await withDatabase(io, config, async (database) => {
       const before = await migrationState(database);
       await database.migrate();
@@ -83,6 +92,8 @@ const keysRotate: Command = {
     const loaded = loadConfig(io);
     const { config } = loaded;
     if (args.values.reencrypt) {
+      const { requireMigrated, withDatabase } = await databaseModule();
+      const { reencryptAll } = await import('../core/reencrypt.ts');
       const report = await withDatabase(io, config, async (database) => {
         await requireMigrated(database);
         return reencryptAll(database.db, createKeyring(config.encryptionKeys));
@@ -125,6 +136,7 @@ const providers: Command = {
   details: ['An unconfigured provider names the variables it still needs. Reads the configuration only: works while the server runs.'],
   async run(args, io) {
     const loaded = loadConfig(io);
+    const { loadRegistryWithoutDatabase } = await databaseModule();
     const registry = await loadRegistryWithoutDatabase(io, loaded, cliLogger(io, loaded.config));
     const list = registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined, missing: p.missing }));
     print(io, args, { providers: list }, () =>
@@ -156,7 +168,9 @@ const linkUrl: Command = {
     const userName = typeof userNameValue === 'string' ? argument(userNameSchema('--user-name'), userNameValue) : undefined;
     const loaded = loadConfig(io);
     const { config } = loaded;
+    const { checkReturnTo, createLinkUrl } = await import('../core/link-context.ts');
     const returnTo = typeof returnToValue === 'string' ? checkReturnTo(returnToValue, config.returnToOrigins) : undefined;
+    const { loadRegistryWithoutDatabase } = await databaseModule();
     const registry = await loadRegistryWithoutDatabase(io, loaded, cliLogger(io, config));
     const provider = registry.get(providerId);
     if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${providerId}"`);
@@ -196,6 +210,8 @@ const linksList: Command = {
   async run(args, io) {
     const userId = argument(UserId, args.positionals[0]!);
     const { config } = loadConfig(io);
+    const { requireMigrated, withDatabase } = await databaseModule();
+    const { createLinkStore, toApiLink } = await linkStore();
     const rows = await withDatabase(io, config, async (database) => {
       await requireMigrated(database);
       return createLinkStore(database.db, createKeyring(config.encryptionKeys)).list(tenant, userId);
@@ -222,6 +238,8 @@ const linksShow: Command = {
   async run(args, io) {
     const key = linkKey(args);
     const { config } = loadConfig(io);
+    const { requireMigrated, withDatabase } = await databaseModule();
+    const { createLinkStore, toApiLink } = await linkStore();
     const row = await withDatabase(io, config, async (database) => {
       await requireMigrated(database);
       return createLinkStore(database.db, createKeyring(config.encryptionKeys)).get(key);
@@ -253,6 +271,9 @@ const linksDelete: Command = {
     const loaded = loadConfig(io);
     const { config } = loaded;
     const logger = cliLogger(io, config);
+    const { loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+    const { createLinkStore, toApiLink } = await linkStore();
+    const { unlink } = await import('../core/unlink.ts');
     const deleted = await withDatabase(io, config, async (database) => {
       await requireMigrated(database);
       const links = createLinkStore(database.db, createKeyring(config.encryptionKeys));
