@@ -154,3 +154,14 @@ export async function signLinkContext(input: SignLinkContextInput, secret: strin
 }
 
 const HS256_HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
+
+/** The link a bot sends its user to: the provider's start page with a freshly signed context. */
+export async function createLinkUrl(
+  input: SignLinkContextInput,
+  options: { secret: string; ttlSeconds: number; publicBaseUrl: URL; now: number },
+): Promise<{ url: string; expiresAt: Date }> {
+  const { token, expiresAt } = await signLinkContext(input, options.secret, options.ttlSeconds, options.now);
+  const url = new URL(`${options.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${input.provider}/start`);
+  url.searchParams.set('context', token);
+  return { url: url.href, expiresAt };
+}

@@ -2,10 +2,11 @@ import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import * as v from 'valibot';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
-import { checkReturnTo, DEFAULT_TENANT, signLinkContext } from '../core/link-context.ts';
+import { checkReturnTo, createLinkUrl, DEFAULT_TENANT } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { LinkEvents } from '../core/events.ts';
 import type { TokenService } from '../core/tokens.ts';
+import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Json } from '../provider.ts';
 import type { Registry } from '../registry.ts';
@@ -88,15 +89,11 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   }
 
   async function linkUrl(userId: string, provider: string, options: { returnTo?: string; userName?: string } = {}): Promise<{ url: string; expiresAt: string }> {
-    const { token, expiresAt } = await signLinkContext(
+    const { url, expiresAt } = await createLinkUrl(
       { userId, provider, tenant, ...options },
-      deps.contextSigningSecret,
-      deps.contextTtlSeconds,
-      deps.now(),
+      { secret: deps.contextSigningSecret, ttlSeconds: deps.contextTtlSeconds, publicBaseUrl: deps.publicBaseUrl, now: deps.now() },
     );
-    const url = new URL(`${deps.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${provider}/start`);
-    url.searchParams.set('context', token);
-    return { url: url.href, expiresAt: expiresAt.toISOString() };
+    return { url, expiresAt: expiresAt.toISOString() };
   }
 
   async function readJson(c: Context<AppEnv>): Promise<unknown> {
@@ -256,20 +253,8 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.delete('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const known = knownProvider(provider);
-    const row = await deps.links.delete({ tenant, userId, provider }, new Date(deps.now()));
-    if (!row) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
-    // Revocation is best effort: the link is gone here whatever the provider says.
-    if (known.instance?.revoke) {
-      try {
-        await known.instance.revoke(deps.links.openCredentials(row));
-      } catch (error) {
-        c.get('logger').warn(
-          { provider, user: deps.hashUserId(tenant, userId), errorCode: error instanceof LinkgateError ? error.code : 'revoke_failed' },
-          'upstream revocation failed; the link was deleted anyway',
-        );
-      }
-    }
-    c.get('logger').info({ provider, user: deps.hashUserId(tenant, userId) }, 'link deleted');
+    const deleted = await unlink(deps, { tenant, userId, provider }, c.get('logger'));
+    if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
     return c.body(null, 204);
   });
 

@@ -1,0 +1,42 @@
+# Linkgate in a container: Node.js 24 (the current LTS), production
+# dependencies only, run as the unprivileged `node` user.
+#
+#   docker build -t linkgate .
+#   docker run --rm linkgate linkgate secrets generate > linkgate.env   # then add PUBLIC_BASE_URL, DATABASE_URL, providers
+#   docker run -d --env-file linkgate.env -p 8000:8000 -v linkgate-data:/data linkgate
+#
+# NODE_ENV=production: every secret and PUBLIC_BASE_URL must be set (nothing
+# is generated), PUBLIC_BASE_URL must be https unless it is a loopback address.
+FROM node:24-bookworm-slim
+
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    DATA_DIR=/data \
+    NPM_CONFIG_UPDATE_NOTIFIER=false \
+    NPM_CONFIG_FUND=false
+
+WORKDIR /app
+
+# The sources stay owned by root: the service cannot rewrite its own code.
+# They are copied before the install because install scripts may use them.
+# tsx (which runs the TypeScript sources) is a runtime dependency, so
+# --omit=dev leaves everything the gateway and the CLI need.
+COPY . .
+RUN npm ci --omit=dev --no-audit && npm cache clean --force \
+    && ln -s /app/bin/linkgate.js /usr/local/bin/linkgate \
+    && mkdir -p /data && chown node:node /data
+
+# The embedded database, its lock and nothing else live in DATA_DIR; with
+# DATABASE_URL (PostgreSQL) the container keeps no state. Mount a volume on
+# /data when you use the embedded database.
+USER node
+EXPOSE 8000
+
+# Slim images have no curl: Node's own fetch asks /healthz.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+
+# What `npm start` runs, without npm in between: SIGTERM reaches the server,
+# which drains its requests and exits.
+CMD ["node", "--max-semi-space-size=16", "--import", "tsx", "src/server.ts"]

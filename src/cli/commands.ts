@@ -1,0 +1,289 @@
+/**
+ * The `linkgate` commands: what each does, its arguments and its --help.
+ * They reuse the server's own code (config, link store, unlink, reencrypt,
+ * link contexts) rather than repeating it.
+ */
+import { GENERATED_SECRETS, generateSecret } from '../config.ts';
+import { createKeyring, createUserIdHasher } from '../core/crypto.ts';
+import { LinkgateError } from '../core/errors.ts';
+import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
+import { DEFAULT_TENANT } from '../core/link-context.ts';
+import type { Link } from '../core/links.ts';
+import type { Revocation } from '../core/unlink.ts';
+import { argument, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
+import { cliLogger, loadConfig } from './runtime.ts';
+
+// Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
+const databaseModule = () => import('./database.ts');
+const linkStore = () => import('../core/links.ts');
+
+const tenant = DEFAULT_TENANT;
+
+const USER_ARG = { name: 'userId', help: "the bot's id for its user (letters, digits and ._:@+=-)" };
+const PROVIDER_ARG = { name: 'provider', help: 'a provider id, as `linkgate providers` lists them' };
+
+function print(io: CliIo, args: ParsedArgs, data: unknown, text: () => string): void {
+  io.out(args.json ? `${JSON.stringify(data, null, 2)}\n` : text());
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+function linkKey(args: ParsedArgs) {
+  return { tenant, userId: argument(UserId, args.positionals[0]!), provider: argument(ProviderId, args.positionals[1]!) };
+}
+
+const notLinked = (provider: string) => new LinkgateError('not_linked', `this user has no ${provider} link`, { provider });
+
+const migrate: Command = {
+  path: ['migrate'],
+  args: [],
+  json: true,
+  summary: 'Apply the database migrations that have not run yet.',
+  details: [
+    'The server migrates at start-up too; run this to prepare a database ahead of a deployment. On PostgreSQL several instances may migrate at once (one waits for the other).',
+  ],
+  async run(args, io) {
+    const { config } = loadConfig(io);
+    const { migrationState, withDatabase } = await databaseModule();
+    const result = await withDatabase(io, config, async (database) => {
+      const before = await migrationState(database);
+      await database.migrate();
+      const after = await migrationState(database);
+      return { database: database.kind, applied: after.applied - before.applied, total: after.total };
+    });
+    print(io, args, result, () =>
+      `applied ${result.applied} migration${result.applied === 1 ? '' : 's'} to the ${result.database === 'pglite' ? 'embedded' : 'PostgreSQL'} database; it is up to date (${result.total} of ${result.total})\n`,
+    );
+    return EXIT.ok;
+  },
+};
+
+const secretsGenerate: Command = {
+  path: ['secrets', 'generate'],
+  args: [],
+  json: true,
+  summary: 'Print fresh secrets for a new deployment, in .env format.',
+  details: [
+    `Prints new values for ${GENERATED_SECRETS.join(', ')}. Nothing is read or stored: redirect the output into your secrets file (\`linkgate secrets generate >> .env\`) and keep it secret. Back LINKGATE_ENCRYPTION_KEYS up: stored links cannot be read without it.`,
+  ],
+  async run(args, io) {
+    const secrets = Object.fromEntries(GENERATED_SECRETS.map((name) => [name, generateSecret(name)]));
+    print(io, args, secrets, () =>
+      [`# Linkgate secrets generated ${new Date(io.now()).toISOString()}. Keep them secret; back LINKGATE_ENCRYPTION_KEYS up.`, ...Object.entries(secrets).map(([k, value]) => `${k}=${value}`), ''].join('\n'),
+    );
+    return EXIT.ok;
+  },
+};
+
+const keysRotate: Command = {
+  path: ['keys', 'rotate'],
+  args: [],
+  options: { reencrypt: { type: 'boolean', help: 're-seal every stored value under the first configured key instead (step 2)' } },
+  json: true,
+  summary: 'Rotate the credential encryption key.',
+  details: [
+    'Step 1, `linkgate keys rotate`: prints LINKGATE_ENCRYPTION_KEYS with a new key in front of the configured ones. Nothing is stored: set that value on every instance and restart them (new data is sealed with the new key; old data still opens with the old ones).',
+    'Step 2, `linkgate keys rotate --reencrypt`: re-seals every stored credential, flow and key-value entry under the first configured key, and names the older keys, which can then be dropped (step 3). Safe while the server runs on PostgreSQL; with the embedded database, stop the server first.',
+  ],
+  async run(args, io) {
+    const loaded = loadConfig(io);
+    const { config } = loaded;
+    if (args.values.reencrypt) {
+      const { requireMigrated, withDatabase } = await databaseModule();
+      const { reencryptAll } = await import('../core/reencrypt.ts');
+      const report = await withDatabase(io, config, async (database) => {
+        await requireMigrated(database);
+        return reencryptAll(database.db, createKeyring(config.encryptionKeys));
+      });
+      const [primary, ...older] = config.encryptionKeys.map((k) => k.kid);
+      // Values it had to leave (a link being refreshed at that moment) still need an older key.
+      const left = Object.values(report).reduce((n, r) => n + Number('left' in r ? r.left : 0), 0);
+      print(io, args, { primaryKid: primary, ...report, olderKids: older }, () =>
+        [
+          `re-sealed under ${primary}: ${Object.entries(report).map(([table, r]) => `${table} ${r.reencrypted} of ${r.scanned}`).join(', ')} (the others already were)`,
+          left > 0
+            ? `${left} value${left === 1 ? ' was' : 's were'} being written meanwhile and still need${left === 1 ? 's' : ''} an older key: run this again before dropping one`
+            : older.length > 0
+              ? `every stored value now opens with ${primary}: remove ${older.join(', ')} from LINKGATE_ENCRYPTION_KEYS once every instance runs with ${primary} first`
+              : 'only one key is configured: nothing to drop',
+          '',
+        ].join('\n'),
+      );
+      return EXIT.ok;
+    }
+    const kids = config.encryptionKeys.map((k) => k.kid);
+    const fresh = generateSecret('LINKGATE_ENCRYPTION_KEYS');
+    const at = fresh.indexOf(':');
+    // The generated id is the date: a second rotation on one day needs another.
+    let kid = fresh.slice(0, at);
+    for (let n = 2; kids.includes(kid); n += 1) kid = `${fresh.slice(0, at)}-${n}`;
+    const configured = (loaded.env.LINKGATE_ENCRYPTION_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+    const value = [`${kid}${fresh.slice(at)}`, ...configured].join(',');
+    print(io, args, { LINKGATE_ENCRYPTION_KEYS: value, kid, previousKids: kids }, () => `LINKGATE_ENCRYPTION_KEYS=${value}\n`);
+    io.err(`linkgate: set this LINKGATE_ENCRYPTION_KEYS on every instance and restart them, then run \`linkgate keys rotate --reencrypt\`\n`);
+    return EXIT.ok;
+  },
+};
+
+const providers: Command = {
+  path: ['providers'],
+  args: [],
+  json: true,
+  summary: 'List the providers and whether each is configured.',
+  details: ['An unconfigured provider names the variables it still needs. Reads the configuration only: works while the server runs.'],
+  async run(args, io) {
+    const loaded = loadConfig(io);
+    const { loadRegistryWithoutDatabase } = await databaseModule();
+    const registry = await loadRegistryWithoutDatabase(io, loaded, cliLogger(io, loaded.config));
+    const list = registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined, missing: p.missing }));
+    print(io, args, { providers: list }, () =>
+      table(
+        ['ID', 'NAME', 'CONFIGURED'],
+        list.map((p) => [p.id, p.displayName, p.configured ? 'yes' : `no (missing ${p.missing.join(', ') || 'configuration'})`]),
+      ),
+    );
+    return EXIT.ok;
+  },
+};
+
+const linkUrl: Command = {
+  path: ['link-url'],
+  args: [USER_ARG, PROVIDER_ARG],
+  options: {
+    'return-to': { type: 'string', value: 'URL', help: 'where to send the browser afterwards (its origin must be in LINKGATE_RETURN_TO_ORIGINS)' },
+    'user-name': { type: 'string', value: 'NAME', help: "the bot's display name for the user, shown on the confirmation page" },
+  },
+  json: true,
+  summary: 'Print a link URL for a user, signed here with OAUTH_CONTEXT_SIGNING_SECRET.',
+  details: [
+    'The same link as POST /api/v1/link-urls gives, valid for OAUTH_CONTEXT_TTL_SECONDS and usable once; anyone holding it can link their account to this user, so hand it to that user only. Reads the configuration only: works while the server runs.',
+  ],
+  async run(args, io) {
+    const { userId, provider: providerId } = linkKey(args);
+    const returnToValue = args.values['return-to'];
+    const userNameValue = args.values['user-name'];
+    const userName = typeof userNameValue === 'string' ? argument(userNameSchema('--user-name'), userNameValue) : undefined;
+    const loaded = loadConfig(io);
+    const { config } = loaded;
+    const { checkReturnTo, createLinkUrl } = await import('../core/link-context.ts');
+    const returnTo = typeof returnToValue === 'string' ? checkReturnTo(returnToValue, config.returnToOrigins) : undefined;
+    const { loadRegistryWithoutDatabase } = await databaseModule();
+    const registry = await loadRegistryWithoutDatabase(io, loaded, cliLogger(io, config));
+    const provider = registry.get(providerId);
+    if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${providerId}"`);
+    if (!provider.instance) {
+      throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${provider.missing.join(', ')})`);
+    }
+    const { url, expiresAt } = await createLinkUrl(
+      { userId, provider: providerId, tenant, ...(returnTo ? { returnTo } : {}), ...(userName ? { userName } : {}) },
+      { secret: config.contextSigningSecret, ttlSeconds: config.contextTtlSeconds, publicBaseUrl: config.publicBaseUrl, now: io.now() },
+    );
+    print(io, args, { url, expiresAt: expiresAt.toISOString() }, () => `${url}\n`);
+    return EXIT.ok;
+  },
+};
+
+function linkText(link: Link): string {
+  const rows: [string, string][] = [
+    ['userId', link.userId],
+    ['provider', link.provider],
+    ['externalId', link.externalId],
+    ['externalName', link.externalName ?? '-'],
+    ['status', link.status],
+    ['scopes', link.scopes.join(' ') || '-'],
+    ['linkedAt', link.linkedAt],
+    ['updatedAt', link.updatedAt],
+    ['expiresAt', link.expiresAt ?? '-'],
+  ];
+  return rows.map(([k, value]) => `${`${k}:`.padEnd(14)}${value}`).join('\n') + '\n';
+}
+
+const linksList: Command = {
+  path: ['links', 'list'],
+  args: [USER_ARG],
+  json: true,
+  summary: "List a user's links (never their credentials).",
+  details: ['A user without links is not an error: the list is empty.'],
+  async run(args, io) {
+    const userId = argument(UserId, args.positionals[0]!);
+    const { config } = loadConfig(io);
+    const { requireMigrated, withDatabase } = await databaseModule();
+    const { createLinkStore, toApiLink } = await linkStore();
+    const rows = await withDatabase(io, config, async (database) => {
+      await requireMigrated(database);
+      return createLinkStore(database.db, createKeyring(config.encryptionKeys)).list(tenant, userId);
+    });
+    const list = rows.map(toApiLink);
+    print(io, args, { links: list }, () =>
+      list.length === 0
+        ? 'this user has no links\n'
+        : table(
+            ['PROVIDER', 'STATUS', 'ACCOUNT', 'LINKED'],
+            list.map((l) => [l.provider, l.status, l.externalName ? `${l.externalName} (${l.externalId})` : l.externalId, l.linkedAt]),
+          ),
+    );
+    return EXIT.ok;
+  },
+};
+
+const linksShow: Command = {
+  path: ['links', 'show'],
+  args: [USER_ARG, PROVIDER_ARG],
+  json: true,
+  summary: "Show one of a user's links (never its credentials).",
+  details: ['Exits with 3 when the user has no link to that provider.'],
+  async run(args, io) {
+    const key = linkKey(args);
+    const { config } = loadConfig(io);
+    const { requireMigrated, withDatabase } = await databaseModule();
+    const { createLinkStore, toApiLink } = await linkStore();
+    const row = await withDatabase(io, config, async (database) => {
+      await requireMigrated(database);
+      return createLinkStore(database.db, createKeyring(config.encryptionKeys)).get(key);
+    });
+    if (!row) throw notLinked(key.provider);
+    const link = toApiLink(row);
+    print(io, args, link, () => linkText(link));
+    return EXIT.ok;
+  },
+};
+
+const REVOCATION_TEXT: Record<Revocation, string> = {
+  revoked: 'the provider revoked its credentials',
+  failed: 'revoking its credentials at the provider failed (the warning above says why)',
+  not_supported: 'the provider has no revocation',
+  provider_unavailable: 'the provider is not configured here, so its credentials were not revoked upstream',
+};
+
+const linksDelete: Command = {
+  path: ['links', 'delete'],
+  args: [USER_ARG, PROVIDER_ARG],
+  json: true,
+  summary: "Delete a user's link and revoke its credentials at the provider.",
+  details: [
+    'Does what DELETE /api/v1/users/:userId/links/:provider does: the link is deleted, then the provider is asked to revoke its tokens. Revocation is best effort: the link is deleted whatever the provider answers, and the output says what it answered. Exits with 3 when there is no such link.',
+  ],
+  async run(args, io) {
+    const key = linkKey(args);
+    const loaded = loadConfig(io);
+    const { config } = loaded;
+    const logger = cliLogger(io, config);
+    const { loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+    const { createLinkStore, toApiLink } = await linkStore();
+    const { unlink } = await import('../core/unlink.ts');
+    const deleted = await withDatabase(io, config, async (database) => {
+      await requireMigrated(database);
+      const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
+      const registry = await loadRegistry(io, loaded, database, logger);
+      return unlink({ links, registry, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
+    });
+    if (!deleted) throw notLinked(key.provider);
+    print(io, args, { deleted: toApiLink(deleted.row), revocation: deleted.revocation }, () => `deleted the ${key.provider} link; ${REVOCATION_TEXT[deleted.revocation]}\n`);
+    return EXIT.ok;
+  },
+};
+
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete];

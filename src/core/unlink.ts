@@ -1,0 +1,49 @@
+import type { Logger } from 'pino';
+import type { LinkRow } from '../db/schema.ts';
+import type { Registry } from '../registry.ts';
+import { LinkgateError } from './errors.ts';
+import type { LinkKey, LinkStore } from './links.ts';
+
+/**
+ * What the provider said when a deleted link's credentials were revoked:
+ * `revoked` (it accepted), `failed` (it refused or could not be reached),
+ * `not_supported` (the provider has no revocation), `provider_unavailable`
+ * (the provider is not configured or no longer loaded here).
+ */
+export type Revocation = 'revoked' | 'failed' | 'not_supported' | 'provider_unavailable';
+
+export interface UnlinkDeps {
+  links: LinkStore;
+  registry: Registry;
+  hashUserId: (tenant: string, userId: string) => string;
+  now?: () => number;
+}
+
+/**
+ * Deletes a user's link, then asks the provider to revoke its credentials.
+ * Revocation is best effort: the link is gone here whatever the provider
+ * says, so a user who unlinks is unlinked even while the provider is down.
+ * Used by the API's DELETE and `linkgate links delete`. Returns undefined
+ * when there was no link.
+ */
+export async function unlink(deps: UnlinkDeps, key: LinkKey, logger: Logger): Promise<{ row: LinkRow; revocation: Revocation } | undefined> {
+  const row = await deps.links.delete(key, new Date((deps.now ?? Date.now)()));
+  if (!row) return undefined;
+  const fields = { provider: key.provider, user: deps.hashUserId(key.tenant, key.userId) };
+  const instance = deps.registry.get(key.provider)?.instance;
+  let revocation: Revocation = instance ? 'not_supported' : 'provider_unavailable';
+  if (instance?.revoke) {
+    try {
+      await instance.revoke(deps.links.openCredentials(row));
+      revocation = 'revoked';
+    } catch (error) {
+      revocation = 'failed';
+      logger.warn(
+        { ...fields, errorCode: error instanceof LinkgateError ? error.code : 'revoke_failed' },
+        'upstream revocation failed; the link was deleted anyway',
+      );
+    }
+  }
+  logger.info({ ...fields, revocation }, 'link deleted');
+  return { row, revocation };
+}
