@@ -20,7 +20,16 @@ import { ProviderLoadError, loadProviders } from './registry.ts';
 const PURGE_EVERY_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
 
+/** package.json `engines`: the ATProto client needs Node 22.12 or newer; npm only warns about it. */
+function checkNodeVersion(): void {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  if (major < 22 || (major === 22 && minor < 12)) {
+    throw new ConfigError(`Node.js ${process.versions.node} is too old: Linkgate needs 22.12 or newer (the current LTS, 24, is best)`);
+  }
+}
+
 async function main(): Promise<void> {
+  checkNodeVersion();
   const { env, generated, file } = withDevelopmentSecrets(process.env);
   const config = parseConfig(env);
   const logger = createLogger(config.logLevel);
