@@ -275,7 +275,8 @@ async function main() {
     BENCH_OAUTH_URL: fake.url,
     // One key and one address send thousands of requests a second here: the limiter counts them all
     // (its cost is in the figures) but is set not to refuse any.
-    LINKGATE_API_RATE_LIMIT: '1000000000',
+    // BENCH_API_RATE_LIMIT=0 turns the API limiter off, to see what it costs.
+    LINKGATE_API_RATE_LIMIT: process.env.BENCH_API_RATE_LIMIT ?? '1000000000',
     LINKGATE_BROWSER_RATE_LIMIT: '1000000000',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: dataDir }),
   };
