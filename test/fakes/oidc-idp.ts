@@ -6,19 +6,23 @@
  * - One confidential client (`client_secret_basic`), grant types authorization_code + refresh_token;
  *   a refresh token is issued on every code exchange (no `offline_access` needed).
  * - PKCE (S256) is required for every authorization request; `nonce` and RFC 9207 `iss` supported.
+ * - The provider itself is the demo's (src/demo/openid-provider.ts); this file adds the test driver.
  * - No browser: `login()` / `deny()` walk the authorization redirects with a per-call cookie jar and
  *   answer our own tiny interaction endpoints (`/interaction/:uid[/login|/confirm|/abort]`).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-import { exportJWK, generateKeyPair } from 'jose';
-import Provider, {
-  type Adapter,
-  type AdapterPayload,
-  type InteractionDetails,
-  type KoaContextLike,
-} from 'oidc-provider';
+import type Provider from 'oidc-provider';
+import type { InteractionDetails, KoaContextLike } from 'oidc-provider';
+import {
+  abortInteraction,
+  createLocalOpenIdProvider,
+  finishConsent,
+  finishLogin,
+  INTERACTION_PREFIX,
+  readForm,
+} from '../../src/demo/openid-provider.ts';
 import { listenLocal } from './http.ts';
 
 export interface TestIdp {
@@ -43,86 +47,10 @@ export interface StartTestIdpOptions {
   claims?: (sub: string) => Record<string, unknown>;
 }
 
-const STANDARD_CLAIMS: Record<string, string[]> = {
-  openid: ['sub'],
-  profile: [
-    'name', 'given_name', 'family_name', 'middle_name', 'nickname', 'preferred_username',
-    'profile', 'picture', 'website', 'gender', 'birthdate', 'zoneinfo', 'locale', 'updated_at',
-  ],
-  email: ['email', 'email_verified'],
-  phone: ['phone_number', 'phone_number_verified'],
-  address: ['address'],
-};
-
-const INTERACTION_PREFIX = '/interaction/';
 const MAX_HOPS = 20;
 
 function defaultClaims(sub: string): Record<string, unknown> {
   return { name: `Test User ${sub}`, preferred_username: sub, email: `${sub}@example.test` };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Storage: a small per-IdP in-memory adapter (avoids oidc-provider's dev-adapter warning and
-// keeps separate IdP instances fully isolated). Payloads are cloned in and out like a real DB.
-// ---------------------------------------------------------------------------------------------
-
-interface Stored {
-  payload: AdapterPayload;
-  expiresAt: number | undefined; // epoch ms
-}
-
-class MemoryStore {
-  readonly #rows = new Map<string, Stored>();
-  readonly #byGrant = new Map<string, Set<string>>();
-  readonly #sessionByUid = new Map<string, string>();
-  readonly #byUserCode = new Map<string, string>();
-
-  adapterFor(model: string): Adapter {
-    const key = (id: string) => `${model}:${id}`;
-    return {
-      upsert: async (id, payload, expiresIn) => {
-        const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : undefined;
-        this.#rows.set(key(id), { payload: structuredClone(payload), expiresAt });
-        if (payload.grantId) {
-          let set = this.#byGrant.get(payload.grantId);
-          if (!set) this.#byGrant.set(payload.grantId, (set = new Set()));
-          set.add(key(id));
-        }
-        if (model === 'Session' && payload.uid) this.#sessionByUid.set(payload.uid, id);
-        if (payload.userCode) this.#byUserCode.set(payload.userCode, id);
-      },
-      find: async (id) => this.#get(key(id)),
-      findByUid: async (uid) => {
-        const id = this.#sessionByUid.get(uid);
-        return id === undefined ? undefined : this.#get(key(id));
-      },
-      findByUserCode: async (userCode) => {
-        const id = this.#byUserCode.get(userCode);
-        return id === undefined ? undefined : this.#get(key(id));
-      },
-      consume: async (id) => {
-        const row = this.#rows.get(key(id));
-        if (row) row.payload.consumed = Math.floor(Date.now() / 1000);
-      },
-      destroy: async (id) => {
-        this.#rows.delete(key(id));
-      },
-      revokeByGrantId: async (grantId) => {
-        for (const k of this.#byGrant.get(grantId) ?? []) this.#rows.delete(k);
-        this.#byGrant.delete(grantId);
-      },
-    };
-  }
-
-  #get(k: string): AdapterPayload | undefined {
-    const row = this.#rows.get(k);
-    if (!row) return undefined;
-    if (row.expiresAt !== undefined && row.expiresAt <= Date.now()) {
-      this.#rows.delete(k);
-      return undefined;
-    }
-    return structuredClone(row.payload);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,18 +106,6 @@ function pathMatches(requestPath: string, cookiePath: string): boolean {
 // Interaction endpoints (our stand-in for a login/consent UI).
 // ---------------------------------------------------------------------------------------------
 
-async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > 64 * 1024) throw new Error('interaction form too large');
-    chunks.push(buf);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.statusCode = status;
@@ -239,35 +155,19 @@ async function handleInteraction(
       }
       const sub = form.get('sub');
       if (!sub) return sendJson(res, 400, { error: 'invalid_request', error_description: 'sub is required' });
-      return provider.interactionFinished(req, res, { login: { accountId: sub } }, { mergeWithLastSubmission: false });
+      return finishLogin(provider, req, res, sub);
     }
     case 'confirm': {
       if (details.prompt.name !== 'consent') {
         return sendJson(res, 400, { error: 'invalid_interaction', error_description: `prompt is ${details.prompt.name}` });
       }
-      const accountId = details.session?.accountId;
-      const clientId = details.params.client_id;
-      if (!accountId || !clientId) {
+      if (!(await finishConsent(provider, req, res, details))) {
         return sendJson(res, 400, { error: 'invalid_interaction', error_description: 'no session or client' });
       }
-      const existing = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
-      const grant = existing ?? new provider.Grant({ accountId, clientId });
-      const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = details.prompt.details;
-      if (missingOIDCScope?.length) grant.addOIDCScope(missingOIDCScope.join(' '));
-      if (missingOIDCClaims?.length) grant.addOIDCClaims(missingOIDCClaims);
-      for (const [resource, scopes] of Object.entries(missingResourceScopes ?? {})) {
-        grant.addResourceScope(resource, scopes.join(' '));
-      }
-      const grantId = await grant.save();
-      return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+      return;
     }
     case 'abort':
-      return provider.interactionFinished(
-        req,
-        res,
-        { error: 'access_denied', error_description: 'End-User aborted interaction' },
-        { mergeWithLastSubmission: false },
-      );
+      return abortInteraction(provider, req, res);
     default:
       return sendJson(res, 404, { error: 'not_found' });
   }
@@ -278,72 +178,22 @@ async function handleInteraction(
 export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> {
   const clientId = opts.clientId ?? 'linkgate-test-client';
   const clientSecret = opts.clientSecret ?? randomBytes(24).toString('base64url');
-  const accessTokenTtl = opts.accessTokenTtlSeconds ?? 3600;
   const claimsFor = opts.claims ?? defaultClaims;
   const redirectUris = opts.redirectUris.map((u) => new URL(u));
 
   const local = await listenLocal();
   const { server, origin: issuer } = local;
 
-  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
-  const signingJwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: 'RS256', use: 'sig' };
-
-  const store = new MemoryStore();
-  const provider = new Provider(issuer, {
-    adapter: (model) => store.adapterFor(model),
-    clients: [
-      {
-        client_id: clientId,
-        client_secret: clientSecret,
-        redirect_uris: opts.redirectUris,
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'client_secret_basic',
-        id_token_signed_response_alg: 'RS256',
-      },
-    ],
-    jwks: { keys: [signingJwk] },
-    cookies: { keys: [randomBytes(32).toString('base64url')] },
-    claims: STANDARD_CLAIMS,
-    // Put scope-granted claims (name, email, ...) in the ID token too, like most real IdPs do.
-    conformIdTokenClaims: false,
-    features: {
-      devInteractions: { enabled: false },
-      revocation: {
-        enabled: true,
-        // A client may revoke only its own tokens (same as the default, minus the console notice).
-        allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId?: string }) =>
-          token.clientId === client.clientId,
-      },
-      resourceIndicators: { enabled: false },
-      // Keep the surface small; nothing in our tests needs these.
-      rpInitiatedLogout: { enabled: false },
-      pushedAuthorizationRequests: { enabled: false },
-    },
-    pkce: { required: () => true },
-    interactions: { url: (_ctx, interaction) => `${INTERACTION_PREFIX}${interaction.uid}` },
-    findAccount: async (_ctx, sub) => ({
-      accountId: sub,
-      claims: async () => ({ ...claimsFor(sub), sub }),
-    }),
-    // Always hand this client a refresh token (scope `openid` alone is enough).
-    issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-    // Tokens outlive the (headless, throwaway) browser session.
-    expiresWithSession: () => false,
-    clientBasedCORS: () => false,
+  const provider = await createLocalOpenIdProvider({
+    issuer,
+    clientId,
+    clientSecret,
+    redirectUris: opts.redirectUris,
+    claims: claimsFor,
+    accessTokenTtlSeconds: opts.accessTokenTtlSeconds ?? 3600,
     renderError: (ctx, out) => {
       ctx.type = 'application/json';
       ctx.body = JSON.stringify(out);
-    },
-    // Explicit TTLs (seconds) also keep oidc-provider from printing "you SHOULD change it" notices.
-    ttl: {
-      AccessToken: accessTokenTtl,
-      AuthorizationCode: 60,
-      IdToken: 3600,
-      RefreshToken: 14 * 24 * 3600,
-      Interaction: 600,
-      Session: 3600,
-      Grant: 14 * 24 * 3600,
     },
   });
 

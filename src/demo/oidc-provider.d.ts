@@ -1,6 +1,6 @@
 // Minimal local typings for the parts of `oidc-provider` (v9, ships no types) that
-// test/fakes/oidc-idp.ts uses. Deliberately loose: this is test scaffolding, not a
-// full description of the library.
+// src/demo/openid-provider.ts uses (for the demo and the test IdP). Deliberately
+// loose: this is local scaffolding, not a full description of the library.
 declare module 'oidc-provider' {
   import type { IncomingMessage, ServerResponse } from 'node:http';
 
