@@ -69,6 +69,15 @@ async function main(): Promise<void> {
       'linkgate listening',
     );
   });
+  // A port that is taken (or not ours to bind) is a start-up failure with one line, not a stack trace.
+  server.once('error', (error: NodeJS.ErrnoException) => {
+    const why = error.code === 'EADDRINUSE' ? `${config.host}:${config.port} is already in use` : error.code === 'EACCES' ? `no permission to listen on ${config.host}:${config.port}` : error.message;
+    console.error(`linkgate: failed to start: ${why}`);
+    void database.close().finally(() => {
+      unlock?.();
+      process.exit(1);
+    });
+  });
 
   const purge = setInterval(() => {
     purgeExpired(database.db, new Date()).then(

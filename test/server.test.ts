@@ -116,4 +116,18 @@ describe('the gateway process', () => {
     expect(code).toBe(1);
     expect(stderr.trim()).toBe('linkgate: configuration error: OAUTH_STATE_TTL_SECONDS: must be a whole number');
   });
+
+  it('stops with one line, and no stack trace, when its port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const running = start(port);
+      expect(await running.exited).toBe(1);
+      expect(running.output()).toContain(`linkgate: failed to start: 127.0.0.1:${port} is already in use`);
+      expect(running.output()).not.toMatch(/\n\s+at /);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
 });
