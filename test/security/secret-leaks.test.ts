@@ -339,7 +339,10 @@ async function runEveryFlow() {
       .update(links)
       .set({ credentials: gateway.keyring.seal(JSON.stringify({ accessToken: 42, refreshToken: brokenRefresh }), linkAad(key)) })
       .where(eq(links.userId, userId));
-    expect((await api(`/users/${userId}/links/corp/token`, { method: 'POST' })).status).toBe(500);
+    const failed = await api(`/users/${userId}/links/corp/token`, { method: 'POST' });
+    expect(failed.status).toBe(500);
+    // The answer names no cause: no stack, no validation detail, no value.
+    expect(await failed.json()).toEqual({ error: { code: 'internal_error', message: 'internal error' } });
   }
 
   // The bot reads and lists links, and unlinks one (revocation at the IdP).
