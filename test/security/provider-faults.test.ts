@@ -1,10 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
@@ -14,7 +10,8 @@ import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { ROOT, startGatewayProcess, type GatewayProcess } from '../helpers/process.ts';
 
 /**
  * The provider fails while the authorization code is exchanged: a 5xx, an
@@ -106,15 +103,6 @@ describe('the provider fails during the code exchange', () => {
   });
 });
 
-/**
- * The timeout is LINKGATE_PROVIDER_TIMEOUT_SECONDS, 10 s unless set: two
- * real gateway processes (`src/server.ts`, as `npm start` runs it), one with
- * it set to 1 and one with no setting, sign in against a provider whose
- * token endpoint never answers.
- */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const TSX_LOADER = import.meta.resolve('tsx');
-
 /** An OAuth server for the bench provider (bench/providers/bench.ts) whose token endpoint never answers. */
 async function startSilentOAuth(): Promise<{ url: string; server: Server; tokenRequests: () => number; close: () => void }> {
   let tokenRequests = 0;
@@ -143,60 +131,15 @@ async function startSilentOAuth(): Promise<{ url: string; server: Server; tokenR
   };
 }
 
-interface Process {
-  child: ChildProcess;
-  base: string;
-  output: () => string;
-  cleanup: () => Promise<void>;
-}
-
-async function startGateway(oauthUrl: string, env: Record<string, string>): Promise<Process> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-timeout-'));
-  const database = process.env.TEST_DATABASE_URL ? await createTestDatabase() : undefined;
-  let output = '';
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
-    cwd: dataDir,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      NODE_ENV: 'test',
-      PORT: '0',
-      LOG_LEVEL: 'info',
-      ...TEST_SECRETS,
-      LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'),
-      BENCH_OAUTH_URL: oauthUrl,
-      ...(database?.url ? { DATABASE_URL: database.url } : { DATA_DIR: join(dataDir, 'data') }),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const cleanup = async () => {
-    if (child.exitCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }
-    await database?.close();
-    rmSync(dataDir, { recursive: true, force: true });
-  };
-  for (let i = 0; ; i += 1) {
-    if (child.exitCode !== null || i > 400) {
-      await cleanup();
-      throw new Error(`gateway did not start: ${output}`);
-    }
-    const listening = /"url":"(http:\/\/127\.0\.0\.1:\d+)".*"msg":"linkgate listening"/.exec(output);
-    if (listening && (await fetch(`${listening[1]}/readyz`).catch(() => undefined))?.status === 200) {
-      return { child, base: listening[1]!, output: () => output, cleanup };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
+/**
+ * The timeout is LINKGATE_PROVIDER_TIMEOUT_SECONDS, 10 s unless set: two
+ * real gateway processes (`src/server.ts`, as `npm start` runs it), one with
+ * it set to 1 and one with no setting, sign in against a provider whose
+ * token endpoint never answers.
+ */
 describe('the provider timeout of the real process', () => {
   let oauth: Awaited<ReturnType<typeof startSilentOAuth>>;
-  const gateways: Process[] = [];
+  const gateways: GatewayProcess[] = [];
 
   beforeAll(async () => {
     oauth = await startSilentOAuth();
@@ -207,7 +150,7 @@ describe('the provider timeout of the real process', () => {
   });
 
   /** Signs in through `gateway`; how long the callback took, and what it answered. */
-  async function timedSignIn(gateway: Process, userId: string) {
+  async function timedSignIn(gateway: GatewayProcess, userId: string) {
     const browser = new TestBrowser((path, init) => fetch(new URL(path, gateway.base), { ...init, redirect: 'manual' }));
     const start = await browser.openLink(`/oauth/bench/start?context=${await mintContext('bench', userId)}`);
     expect(start.status).toBe(303);
@@ -221,7 +164,8 @@ describe('the provider timeout of the real process', () => {
   }
 
   it('gives up after LINKGATE_PROVIDER_TIMEOUT_SECONDS (1 s here) and after 10 s unless set, with a 504 page; the code is sent once', { timeout: 90_000 }, async () => {
-    const [configured, defaulted] = await Promise.all([startGateway(oauth.url, { LINKGATE_PROVIDER_TIMEOUT_SECONDS: '1' }), startGateway(oauth.url, {})]);
+    const bench = { LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'), BENCH_OAUTH_URL: oauth.url };
+    const [configured, defaulted] = await Promise.all([startGatewayProcess({ ...bench, LINKGATE_PROVIDER_TIMEOUT_SECONDS: '1' }), startGatewayProcess(bench)]);
     gateways.push(configured, defaulted);
     const [fast, slow] = await Promise.all([timedSignIn(configured, '80351110224673331'), timedSignIn(defaulted, '80351110224673332')]);
 

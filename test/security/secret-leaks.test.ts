@@ -6,11 +6,9 @@ import * as Sentry from '@sentry/node';
 import { serve, type ServerType } from '@hono/node-server';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config.ts';
 import { flowAad } from '../../src/core/flows.ts';
 import { createLinkStore, linkAad } from '../../src/core/links.ts';
 import { flows, links } from '../../src/db/schema.ts';
-import { initSentry } from '../../src/observability.ts';
 import { startFakeAniList, type FakeAniList } from '../fakes/anilist.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
@@ -19,6 +17,7 @@ import { confirmationForm, TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, atFake, createTestGateway, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { captureSentry, type SentryCapture } from '../helpers/sentry.ts';
 import { everyStoredValue, leaksIn } from './leaks.ts';
 
 /**
@@ -50,9 +49,7 @@ const remember = (name: string, value: string | undefined | null) => {
   secrets.set(name, value!);
 };
 
-const envelopes: string[] = [];
-const decoder = new TextDecoder();
-
+let sentry: SentryCapture;
 let database: Awaited<ReturnType<typeof createTestDatabase>>;
 let idp: TestIdp;
 let discord: FakeDiscord;
@@ -127,14 +124,7 @@ async function refreshTwice(userId: string, provider: string, name: string) {
 }
 
 beforeAll(async () => {
-  const config = parseConfig({ NODE_ENV: 'test', ...TEST_SECRETS, SENTRY_DSN: 'https://public@sentry.example/1', SENTRY_TRACES_SAMPLE_RATE: '1' });
-  const observer = await initSentry(config, {
-    transport: (options) =>
-      Sentry.createTransport(options, async (request) => {
-        envelopes.push(typeof request.body === 'string' ? request.body : decoder.decode(request.body));
-        return { statusCode: 200 };
-      }),
-  });
+  sentry = await captureSentry();
   database = await createTestDatabase();
   idp = await startTestIdp({ redirectUris: [`${BASE}/oauth/corp/callback`], clientId: 'linkgate', clientSecret: OIDC_CLIENT_SECRET, accessTokenTtlSeconds: 30 });
   discord = await startFakeDiscord({ clientId: '1100000000000000009', clientSecret: DISCORD_CLIENT_SECRET, redirectUris: [`${BASE}/oauth/discord/callback`], accessTokenTtlSeconds: 30 });
@@ -161,7 +151,7 @@ beforeAll(async () => {
       LINKGATE_METRICS: 'true',
     },
     fetch: providerFetch(),
-    observe: observer!,
+    observe: sentry.observer,
   });
   server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
@@ -191,92 +181,81 @@ afterAll(async () => {
   await database?.close();
 });
 
+/**
+ * A new bot user confirms a link to `provider` (from `url`, or a context of
+ * its own); the browser is left at the provider's authorization page. The
+ * context, confirmation token, cookie, state and nonce are remembered.
+ */
+async function toProvider(provider: string, name: string, url?: (userId: string) => Promise<string>) {
+  const userId = newUserId(`${name} user`);
+  const browser = newBrowser();
+  const continued = await confirm(browser, url ? await url(userId) : `/oauth/${provider}/start?context=${await mintContext(provider, userId)}`, name);
+  const authorize = new URL(continued.headers.get('location')!);
+  remember(`${name} state`, authorize.searchParams.get('state'));
+  if (authorize.searchParams.has('nonce')) remember(`${name} nonce`, authorize.searchParams.get('nonce'));
+  return { userId, browser, authorize };
+}
+
+/** The provider sends the browser back to `callback`; its code is remembered. */
+function comeBack(browser: TestBrowser, callback: URL, name: string): Promise<Response> {
+  if (callback.searchParams.has('code')) remember(`${name} authorization code`, callback.searchParams.get('code'));
+  return browser.get(callback.pathname + callback.search);
+}
+
 async function runEveryFlow() {
   // OpenID Connect, from a link URL the API made, back to return_to; then refreshes.
   {
-    const userId = newUserId('OIDC user');
-    const made = await api('/link-urls', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ userId, provider: 'corp', returnTo: 'https://bot.example/linked', userName: 'Ada' }),
+    const { userId, browser, authorize } = await toProvider('corp', 'OIDC', async (userId) => {
+      const made = await api('/link-urls', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ userId, provider: 'corp', returnTo: 'https://bot.example/linked', userName: 'Ada' }),
+      });
+      expect(made.status).toBe(201);
+      return ((await made.json()) as { url: string }).url;
     });
-    expect(made.status).toBe(201);
-    const browser = newBrowser();
-    const continued = await confirm(browser, ((await made.json()) as { url: string }).url, 'OIDC');
-    const authorize = new URL(continued.headers.get('location')!);
-    remember('OIDC state', authorize.searchParams.get('state'));
-    remember('OIDC nonce', authorize.searchParams.get('nonce'));
     await rememberFlowSecrets(userId, 'OIDC');
     const callback = await idp.login(authorize, 'idp-leak-sub');
-    remember('OIDC authorization code', callback.searchParams.get('code'));
-    const done = await browser.get(callback.pathname + callback.search);
+    const done = await comeBack(browser, callback, 'OIDC');
     expect(done.status).toBe(303);
     expect(done.headers.get('location')).toBe('https://bot.example/linked');
     await rememberCredentials(userId, 'corp', 'OIDC');
     await refreshTwice(userId, 'corp', 'OIDC');
     // The same callback again: refused, nothing exchanged.
-    expect((await browser.get(callback.pathname + callback.search)).status).toBe(400);
+    expect((await comeBack(browser, callback, 'OIDC')).status).toBe(400);
   }
 
   // OpenID Connect, left open at the IdP: its sealed flow stays in the database for the scans.
   {
-    const userId = newUserId('OIDC open-flow user');
-    const browser = newBrowser();
-    const continued = await confirm(browser, `/oauth/corp/start?context=${await mintContext('corp', userId)}`, 'OIDC open flow');
-    const authorize = new URL(continued.headers.get('location')!);
-    remember('OIDC open flow state', authorize.searchParams.get('state'));
-    remember('OIDC open flow nonce', authorize.searchParams.get('nonce'));
+    const { userId } = await toProvider('corp', 'OIDC open flow');
     await rememberFlowSecrets(userId, 'OIDC open flow');
   }
 
-  // Discord, then refreshes (rotating refresh tokens).
+  // Discord, then refreshes (rotating refresh tokens); then Discord down while a code is exchanged (502, nothing stored).
+  discord.users.set('80351110224670001', { id: '80351110224670001', username: 'leaky', global_name: 'Leaky' });
   {
-    const userId = newUserId('Discord user');
-    discord.users.set('80351110224670001', { id: '80351110224670001', username: 'leaky', global_name: 'Leaky' });
-    const browser = newBrowser();
-    const continued = await confirm(browser, `/oauth/discord/start?context=${await mintContext('discord', userId)}`, 'Discord');
-    const authorize = new URL(continued.headers.get('location')!);
-    remember('Discord state', authorize.searchParams.get('state'));
+    const { userId, browser, authorize } = await toProvider('discord', 'Discord');
     await rememberFlowSecrets(userId, 'Discord');
-    const callback = discord.approve(atFake(authorize, discord.origin), '80351110224670001');
-    remember('Discord authorization code', callback.searchParams.get('code'));
-    expect((await browser.get(callback.pathname + callback.search)).status).toBe(200);
+    expect((await comeBack(browser, discord.approve(atFake(authorize, discord.origin), '80351110224670001'), 'Discord')).status).toBe(200);
     await rememberCredentials(userId, 'discord', 'Discord');
     await refreshTwice(userId, 'discord', 'Discord');
   }
-
-  // Discord down while the code is exchanged: a 502 page, nothing stored.
   {
-    const userId = newUserId('Discord outage user');
-    const browser = newBrowser();
-    const continued = await confirm(browser, `/oauth/discord/start?context=${await mintContext('discord', userId)}`, 'Discord outage');
-    const authorize = new URL(continued.headers.get('location')!);
-    remember('Discord outage state', authorize.searchParams.get('state'));
+    const { browser, authorize } = await toProvider('discord', 'Discord outage');
     const callback = discord.approve(atFake(authorize, discord.origin), '80351110224670001');
-    remember('Discord outage authorization code', callback.searchParams.get('code'));
     discord.failNext('token', 'http500');
-    expect((await browser.get(callback.pathname + callback.search)).status).toBe(502);
+    expect((await comeBack(browser, callback, 'Discord outage')).status).toBe(502);
   }
 
   // AniList; then a user who denies access.
   {
-    const userId = newUserId('AniList user');
-    const browser = newBrowser();
-    const continued = await confirm(browser, `/oauth/anilist/start?context=${await mintContext('anilist', userId)}`, 'AniList');
-    const authorize = new URL(continued.headers.get('location')!);
-    remember('AniList state', authorize.searchParams.get('state'));
-    const callback = anilist.approve(atFake(authorize, anilist.origin), 7001);
-    remember('AniList authorization code', callback.searchParams.get('code'));
-    expect((await browser.get(callback.pathname + callback.search)).status).toBe(200);
+    const { userId, browser, authorize } = await toProvider('anilist', 'AniList');
+    expect((await comeBack(browser, anilist.approve(atFake(authorize, anilist.origin), 7001), 'AniList')).status).toBe(200);
     await rememberCredentials(userId, 'anilist', 'AniList');
     expect((await api(`/users/${userId}/links/anilist/token`, { method: 'POST' })).status).toBe(200);
 
-    const denier = newBrowser();
-    const denied = await confirm(denier, `/oauth/anilist/start?context=${await mintContext('anilist', newUserId('AniList denier'))}`, 'AniList denied');
-    const deniedAuthorize = new URL(denied.headers.get('location')!);
-    remember('AniList denied state', deniedAuthorize.searchParams.get('state'));
-    const back = anilist.deny(atFake(deniedAuthorize, anilist.origin));
-    expect((await denier.get(back.pathname + back.search)).status).toBe(400);
+    const denier = await toProvider('anilist', 'AniList denied');
+    expect((await comeBack(denier.browser, anilist.deny(atFake(denier.authorize, anilist.origin)), 'AniList denied')).status).toBe(400);
   }
 
   // Jellyfin by password, after a wrong one.
@@ -416,14 +395,8 @@ describe('after every kind of flow', () => {
   });
 
   it('nothing the Sentry SDK would send (error events and every traced span) holds them, nor a raw user id', () => {
-    const sent = envelopes.join('\n');
-    const items = envelopes.flatMap((envelope) =>
-      envelope
-        .split('\n')
-        .slice(1)
-        .filter((_, i) => i % 2 === 0)
-        .map((line) => (JSON.parse(line) as { type: string }).type),
-    );
+    const sent = sentry.envelopes.join('\n');
+    const items = sentry.itemTypes();
     expect(items).toContain('event');
     expect(items).toContain('span');
     // Spans of the flows' own routes were sent: the scan covers them.
