@@ -84,9 +84,11 @@ export function createApp(deps: AppDeps) {
   // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
   const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
 
-  app.use('/oauth/*', pageHeaders());
+  // Every HTML page gets the page headers, the 404 page for any path included; the API and health checks answer JSON.
+  const pages = pageHeaders();
+  const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
+  app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
   app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: (c) => clientAddress(c, config.trustProxyHops) }));
-  app.use('/docs', pageHeaders());
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));

@@ -4,41 +4,25 @@ import * as Sentry from '@sentry/node';
 import { serve, type ServerType } from '@hono/node-server';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config.ts';
 import { createLinkStore, linkAad } from '../src/core/links.ts';
 import { links } from '../src/db/schema.ts';
-import { initSentry } from '../src/observability.ts';
 import { mintContext } from './helpers/context.ts';
 import { createTestDatabase } from './helpers/database.ts';
-import { API_KEY, createTestGateway, TEST_SECRETS, type TestGateway } from './helpers/gateway.ts';
+import { API_KEY, createTestGateway, type TestGateway } from './helpers/gateway.ts';
+import { captureSentry, type SentryCapture } from './helpers/sentry.ts';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/providers', import.meta.url));
 
-/** Everything the SDK would have sent to sentry.io, as the bytes it would send. */
-const envelopes: string[] = [];
-const decoder = new TextDecoder();
-
+let sentry: SentryCapture;
 let database: Awaited<ReturnType<typeof createTestDatabase>>;
 let gateway: TestGateway;
 let server: ServerType;
 let base: string;
 
 beforeAll(async () => {
-  const config = parseConfig({
-    NODE_ENV: 'test',
-    ...TEST_SECRETS,
-    SENTRY_DSN: 'https://public@sentry.example/1',
-    SENTRY_TRACES_SAMPLE_RATE: '1',
-  });
-  const observer = await initSentry(config, {
-    transport: (options) =>
-      Sentry.createTransport(options, async (request) => {
-        envelopes.push(typeof request.body === 'string' ? request.body : decoder.decode(request.body));
-        return { statusCode: 200 };
-      }),
-  });
+  sentry = await captureSentry();
   database = await createTestDatabase();
-  gateway = await createTestGateway(database, { providersDir: FIXTURES, observe: observer! });
+  gateway = await createTestGateway(database, { providersDir: FIXTURES, observe: sentry.observer });
   server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
   });
@@ -86,8 +70,9 @@ describe('what reaches Sentry', () => {
     expect(posted.status).toBe(400);
     expect(await Sentry.flush(5000)).toBe(true);
 
-    const sent = envelopes.join("\n");
-    const items = envelopes.flatMap((envelope) => envelope.split('\n').slice(1).filter((_, i) => i % 2 === 0).map((line) => (JSON.parse(line) as { type: string }).type));
+    const { envelopes } = sentry;
+    const sent = envelopes.join('\n');
+    const items = sentry.itemTypes();
     expect(items).toContain('event');
     expect(items).toContain('span');
     for (const secret of [userId, '77777777777777777', ...Object.values(secrets), API_KEY]) {

@@ -108,9 +108,17 @@ export async function verifyLinkContext(token: string, provider: string, options
 }
 
 /**
+ * Newlines and other control characters, percent-encoded (the URL parser
+ * encodes raw ones outside the host): C0 controls, DEL, NEL and the Unicode
+ * line and paragraph separators. Whoever reads the URL next may decode it.
+ */
+const ENCODED_CONTROL = /%(?:[01][0-9a-f]|7f)|%c2%85|%e2%80%a[89]/i;
+
+/**
  * `return_to` must be an absolute http(s) URL on one of the configured
  * origins, compared after WHATWG URL parsing, so `//evil`, `https:evil`,
- * backslashes and userinfo tricks cannot pass as an allowed origin.
+ * backslashes and userinfo tricks cannot pass as an allowed origin; raw or
+ * percent-encoded newlines and control characters are refused anywhere in it.
  */
 export function checkReturnTo(value: string, allowedOrigins: readonly string[]): string {
   let url: URL;
@@ -119,7 +127,10 @@ export function checkReturnTo(value: string, allowedOrigins: readonly string[]):
   } catch {
     throw new LinkgateError('return_to_not_allowed', 'return_to must be an absolute URL');
   }
-  if (!/^https?:$/.test(url.protocol) || url.username !== '' || url.password !== '' || /[\s\\]/.test(value) || !allowedOrigins.includes(url.origin)) {
+  if (/[\s\\]/.test(value) || ENCODED_CONTROL.test(url.href)) {
+    throw new LinkgateError('return_to_not_allowed', 'return_to must not contain whitespace, backslashes, newlines or control characters');
+  }
+  if (!/^https?:$/.test(url.protocol) || url.username !== '' || url.password !== '' || !allowedOrigins.includes(url.origin)) {
     throw new LinkgateError('return_to_not_allowed', 'return_to is not on an allowed origin');
   }
   return url.href;

@@ -1,18 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/client.ts';
 import { links } from '../../src/db/schema.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
-import { createTestDatabase } from '../helpers/database.ts';
-import { API_KEY, TEST_SECRETS } from '../helpers/gateway.ts';
+import { API_KEY } from '../helpers/gateway.ts';
+import { ROOT, startGatewayProcess, type GatewayProcess } from '../helpers/process.ts';
 
 /**
  * SIGTERM while requests are in flight, on the real process (`src/server.ts`
@@ -20,13 +16,6 @@ import { API_KEY, TEST_SECRETS } from '../helpers/gateway.ts';
  * long-polling. Those requests get their normal answers, new connections are
  * refused at once, and the process exits 0 well within its grace period.
  */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-/**
- * `node --import tsx`, as `npm start` runs it, and not the tsx CLI: that is a
- * parent process of its own, and a signal (or a SIGKILL after a failure) to it
- * would not reach the gateway.
- */
-const TSX_LOADER = import.meta.resolve('tsx');
 const TOKEN_DELAY_MS = 2000;
 
 /** A plain OAuth 2 server for the bench provider (bench/providers/bench.ts) whose token endpoint is slow. */
@@ -67,57 +56,21 @@ function accepts(port: number): Promise<boolean> {
 }
 
 describe('SIGTERM with requests in flight', () => {
-  let database: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
   let oauth: Awaited<ReturnType<typeof startSlowOAuth>>;
-  let dataDir: string;
-  let child: ChildProcess;
-  let output = '';
-  let exited: Promise<number | null>;
-  let base: string;
-  let port: number;
+  let gateway: GatewayProcess;
 
   beforeAll(async () => {
     oauth = await startSlowOAuth();
-    dataDir = mkdtempSync(join(tmpdir(), 'linkgate-shutdown-'));
-    // On PostgreSQL the process gets a database of its own; otherwise embedded PGlite in a fresh DATA_DIR.
-    if (process.env.TEST_DATABASE_URL) database = await createTestDatabase();
-    child = spawn(process.execPath, ['--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
-      cwd: dataDir,
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        NODE_ENV: 'test',
-        PORT: '0', // the kernel picks; the port is read from the "listening" log line
-        LOG_LEVEL: 'info',
-        ...TEST_SECRETS,
-        LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'),
-        BENCH_OAUTH_URL: oauth.url,
-        ...(database?.url ? { DATABASE_URL: database.url } : { DATA_DIR: join(dataDir, 'data') }),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-    for (let i = 0; ; i += 1) {
-      if (child.exitCode !== null || i > 300) throw new Error(`gateway did not start: ${output}`);
-      const listening = /"url":"http:\/\/127\.0\.0\.1:(\d+)".*"msg":"linkgate listening"/.exec(output);
-      if (listening) {
-        port = Number(listening[1]);
-        base = `http://127.0.0.1:${port}`;
-        if ((await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200) break;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    gateway = await startGatewayProcess({ LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'), BENCH_OAUTH_URL: oauth.url });
   }, 60_000);
   afterAll(async () => {
-    if (child.exitCode === null) child.kill('SIGKILL');
     oauth?.server.close();
-    await database?.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await gateway?.cleanup();
   });
 
   it('finishes the sign-in and the long polls in flight, refuses new connections, and exits 0', async () => {
+    const { child, base, port, database, dataDir, exited } = gateway;
+    const output = () => gateway.output();
     const userId = '80351110224678912';
     const context = await mintContext('bench', userId);
     const browser = new TestBrowser((path, init) => fetch(new URL(path, base), { ...init, redirect: 'manual' }));
@@ -137,8 +90,8 @@ describe('SIGTERM with requests in flight', () => {
 
     const signalled = Date.now();
     child.kill('SIGTERM');
-    for (let i = 0; !output.includes('"msg":"shutting down"'); i += 1) {
-      if (i > 100) throw new Error(`no shutdown: ${output}`);
+    for (let i = 0; !output().includes('"msg":"shutting down"'); i += 1) {
+      if (i > 100) throw new Error(`no shutdown: ${output()}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     // The listener is closed while the sign-in is still waiting on the provider.
@@ -160,8 +113,8 @@ describe('SIGTERM with requests in flight', () => {
 
     expect(await exited).toBe(0);
     expect(Date.now() - signalled).toBeLessThan(TOKEN_DELAY_MS + 4000);
-    expect(output).toContain('"msg":"stopped"');
-    expect(output).not.toContain('requests still open after the grace period');
+    expect(output()).toContain('"msg":"stopped"');
+    expect(output()).not.toContain('requests still open after the grace period');
 
     const stored = database ?? (await openDatabase({ dataDir: join(dataDir, 'data', 'pgdata') }));
     try {

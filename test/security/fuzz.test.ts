@@ -95,6 +95,22 @@ describe('fuzzing the inputs from outside', () => {
       }),
       RUNS,
     );
+    // The other API body: the XRPC proxy's JSON (and its query), for a user with no link.
+    await fc.assert(
+      fc.asyncProperty(body, fc.dictionary(text, text, { maxKeys: 5 }), async (raw, query) => {
+        const path = `/users/80351110224678912/links/corp/xrpc/app.bsky.actor.getProfile?${new URLSearchParams(query)}`;
+        const [posted, got] = [
+          await gateway.api(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw }),
+          await gateway.api(path),
+        ];
+        for (const response of [posted, got]) {
+          const answer = (await response.json()) as { error?: { code?: unknown } };
+          if (response.status < 400 || response.status >= 500 || typeof answer.error?.code !== 'string') return false;
+        }
+        return true;
+      }),
+      { numRuns: 80 },
+    );
     await fc.assert(
       fc.asyncProperty(text, fc.constantFrom('', '/corp', '/corp/token', '/corp/wait?timeoutSeconds=1'), async (userId, rest) => {
         const method = rest.endsWith('token') ? 'POST' : 'GET';

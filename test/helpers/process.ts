@@ -1,0 +1,81 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase } from './database.ts';
+import { TEST_SECRETS } from './gateway.ts';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/**
+ * `node --import tsx`, as `npm start` runs it, and not the tsx CLI: that is a
+ * parent process of its own, and a signal (or a SIGKILL after a failure) to it
+ * would not reach the gateway.
+ */
+const TSX_LOADER = import.meta.resolve('tsx');
+
+export interface GatewayProcess {
+  child: ChildProcess;
+  base: string;
+  port: number;
+  /** Its working directory; with PGlite the database is in `data/pgdata` below it. */
+  dataDir: string;
+  /** On PostgreSQL, the database of its own it runs on. */
+  database: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  exited: Promise<number | null>;
+  /** Kills it if it still runs, drops its database and directory. */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * The real gateway process (`src/server.ts`) with the test secrets, a port the
+ * kernel picks (read from its "listening" log line) and a database of its own:
+ * a PostgreSQL database when TEST_DATABASE_URL is set, else PGlite in a fresh
+ * directory. Resolves once `/readyz` answers 200.
+ */
+export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-process-'));
+  const database = process.env.TEST_DATABASE_URL ? await createTestDatabase() : undefined;
+  let output = '';
+  const child = spawn(process.execPath, ['--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
+    cwd: dataDir,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      NODE_ENV: 'test',
+      PORT: '0',
+      LOG_LEVEL: 'info',
+      ...TEST_SECRETS,
+      ...(database?.url ? { DATABASE_URL: database.url } : { DATA_DIR: join(dataDir, 'data') }),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const cleanup = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    await database?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  for (let i = 0; ; i += 1) {
+    if (child.exitCode !== null || i > 400) {
+      await cleanup();
+      throw new Error(`gateway did not start: ${output}`);
+    }
+    const listening = /"url":"http:\/\/127\.0\.0\.1:(\d+)".*"msg":"linkgate listening"/.exec(output);
+    if (listening) {
+      const base = `http://127.0.0.1:${listening[1]}`;
+      if ((await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200) {
+        return { child, base, port: Number(listening[1]), dataDir, database, output: () => output, exited, cleanup };
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
