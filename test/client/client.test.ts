@@ -3,7 +3,6 @@
  * a socket, on a real database, linking through the test `pin` provider.
  */
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -16,6 +15,7 @@ import {
   type LinkgateClient,
 } from 'linkgate/client';
 import type { Database } from '../../src/db/client.ts';
+import { listen } from '../e2e/browser.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
@@ -24,21 +24,19 @@ const FIXTURES = new URL('../fixtures/providers', import.meta.url).pathname;
 
 let database: Database;
 let gateway: TestGateway;
-let server: ServerType;
+let server: { url: string; close(): Promise<void> };
 let baseUrl: string;
 let client: LinkgateClient;
 
 beforeAll(async () => {
   database = await createTestDatabase();
   gateway = await createTestGateway(database, { providersDir: FIXTURES });
-  server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
-  });
-  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await listen(gateway.app.fetch);
+  baseUrl = server.url;
   client = createLinkgateClient({ baseUrl, apiKey: API_KEY, timeoutMs: 5000 });
 });
 afterAll(async () => {
-  await new Promise((resolve) => server?.close(resolve));
+  await server?.close();
   await database?.close();
 });
 
