@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import * as Sentry from '@sentry/node';
 import { serve, type ServerType } from '@hono/node-server';
-import { eq } from 'drizzle-orm';
+import { eq } from '../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore, linkAad } from '../src/core/links.ts';
 import { links } from '../src/db/schema.ts';

@@ -4,8 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { count } from 'drizzle-orm';
-import { pgSchema, serial } from 'drizzle-orm/pg-core';
+import { count, pgSchema, serial } from '../db/orm.ts';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
 import type { Config } from '../config.ts';

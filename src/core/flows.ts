@@ -1,4 +1,4 @@
-import { and, eq, gt, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, eq, gt, isNull, lt, or, sql } from '../db/orm.ts';
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
 import { flows, type FlowRow } from '../db/schema.ts';

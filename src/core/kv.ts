@@ -1,4 +1,4 @@
-import { and, eq, gt, isNull, or } from 'drizzle-orm';
+import { and, eq, gt, isNull, or } from '../db/orm.ts';
 import type { Db } from '../db/client.ts';
 import { kv } from '../db/schema.ts';
 import type { Json, KeyValueStore } from '../provider.ts';

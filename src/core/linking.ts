@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { and, eq } from 'drizzle-orm';
+import { and, eq } from '../db/orm.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import { usedContexts, type FlowRow } from '../db/schema.ts';

@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull, lte, ne, or, sql } from 'drizzle-orm';
+import { and, asc, eq, isNull, lte, ne, or, sql } from '../db/orm.ts';
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
 import { links, type LinkRow } from '../db/schema.ts';

@@ -1,4 +1,4 @@
-import { and, lt, ne } from 'drizzle-orm';
+import { and, lt, ne } from '../db/orm.ts';
 import type { Db } from '../db/client.ts';
 import { flows, kv, rateLimits, usedContexts, webhookDeliveries } from '../db/schema.ts';
 

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { sql } from 'drizzle-orm';
+import { sql } from '../db/orm.ts';
 import type { Logger } from 'pino';
 import type { RateLimitRule } from '../config.ts';
 import type { Db } from '../db/client.ts';

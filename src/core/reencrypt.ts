@@ -1,4 +1,5 @@
-import { and, asc, eq, isNotNull, not, sql, type SQL } from 'drizzle-orm';
+import type { SQL } from 'drizzle-orm';
+import { and, asc, eq, isNotNull, not, sql } from '../db/orm.ts';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.ts';
 import { flows, kv, links } from '../db/schema.ts';

@@ -14,7 +14,7 @@
  * `Linkgate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
  */
 import { createHmac, randomUUID } from 'node:crypto';
-import { and, desc, eq, inArray, isNull, lte, ne, or, sql } from 'drizzle-orm';
+import { and, desc, eq, inArray, isNull, lte, ne, or, sql } from '../db/orm.ts';
 import type { Logger } from 'pino';
 import type { Database, Db } from '../db/client.ts';
 import { webhookDeliveries, type LinkRow, type WebhookDeliveryRow } from '../db/schema.ts';

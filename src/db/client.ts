@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
-import { sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { pgliteDriver, postgresDriver, sql } from './orm.ts';
 import * as schema from './schema.ts';
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
@@ -34,9 +34,7 @@ export interface OpenDatabaseOptions {
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   // Each driver is loaded only when used: a PostgreSQL deployment does not carry PGlite's WebAssembly, and back.
   if (options.url) {
-    const { default: postgres } = await import('postgres');
-    const { drizzle: drizzlePostgres } = await import('drizzle-orm/postgres-js');
-    const { migrate: migratePostgres } = await import('drizzle-orm/postgres-js/migrator');
+    const { postgres, drizzle: drizzlePostgres, migrate: migratePostgres } = postgresDriver();
     const client = postgres(options.url, {
       max: options.maxConnections ?? 10,
       onnotice: () => {},
@@ -69,9 +67,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       close: () => client.end({ timeout: 5 }),
     };
   }
-  const { PGlite } = await import('@electric-sql/pglite');
-  const { drizzle: drizzlePglite } = await import('drizzle-orm/pglite');
-  const { migrate: migratePglite } = await import('drizzle-orm/pglite/migrator');
+  const { PGlite, drizzle: drizzlePglite, migrate: migratePglite } = pgliteDriver();
   const dataDir = options.dataDir ?? 'memory://';
   const client = await PGlite.create(dataDir, options.loadDataDir ? { loadDataDir: options.loadDataDir } : {});
   const db = drizzlePglite(client, { schema });

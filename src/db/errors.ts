@@ -1,4 +1,4 @@
-import { DrizzleQueryError } from 'drizzle-orm/errors';
+import { DrizzleQueryError } from './orm.ts';
 
 /** Connection-level failures (postgres-js codes, Node socket codes). */
 const CONNECTION_CODES = new Set([

@@ -3,7 +3,7 @@
  * a socket, on a real database, linking through the test `pin` provider.
  */
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { sql } from 'drizzle-orm';
+import { sql } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createLinkgateClient,

@@ -1,5 +1,5 @@
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
-import { count } from 'drizzle-orm';
+import { count } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import type { Database } from '../../src/db/client.ts';

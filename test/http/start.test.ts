@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { count } from 'drizzle-orm';
+import { count } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { flows, usedContexts } from '../../src/db/schema.ts';

@@ -5,7 +5,7 @@
  * revocation. The client library is not mocked; sign-in goes through the
  * PDS's own sign-in and consent API, as its web page would.
  */
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, sql } from '../../src/db/orm.ts';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorAnswer, RelinkAnswer } from '../../src/http/openapi.ts';

@@ -1,5 +1,5 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { and, eq } from 'drizzle-orm';
+import { and, eq } from '../../src/db/orm.ts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { flows, links } from '../../src/db/schema.ts';

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { count } from 'drizzle-orm';
+import { count } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { flows, links, usedContexts } from '../../src/db/schema.ts';

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { sql } from '../../src/db/orm.ts';
 import type { Db } from '../../src/db/client.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, sql } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLinkgateError } from '../../src/core/errors.ts';
 import { createFlowStore } from '../../src/core/flows.ts';

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import * as Sentry from '@sentry/node';
 import { serve, type ServerType } from '@hono/node-server';
-import { eq } from 'drizzle-orm';
+import { eq } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flowAad } from '../../src/core/flows.ts';
 import { createLinkStore, linkAad } from '../../src/core/links.ts';
