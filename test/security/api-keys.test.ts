@@ -1,7 +1,7 @@
-import { Session } from 'node:inspector/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKeyCheck } from '../../src/core/crypto.ts';
+import { openClosureInspector, type ClosureInspector, type RemoteValue } from '../helpers/closure.ts';
 
 /**
  * The API key check keeps the configured keys only as SHA-256 digests and
@@ -15,70 +15,36 @@ import { createApiKeyCheck } from '../../src/core/crypto.ts';
  * without being flaky. It rests on `timingSafeEqual` over fixed-length
  * digests, every digest compared on every call (src/core/crypto.ts).
  */
-let session: Session;
+let inspector: ClosureInspector;
 beforeAll(() => {
-  session = new Session();
-  session.connect();
+  inspector = openClosureInspector();
 });
-afterAll(() => session.disconnect());
-
-interface RemoteValue {
-  type: string;
-  subtype?: string;
-  value?: unknown;
-  objectId?: string;
-  description?: string;
-}
-interface Property {
-  name: string;
-  value?: RemoteValue;
-}
-
-async function properties(objectId: string): Promise<{ result: Property[]; internalProperties?: Property[] }> {
-  return (await session.post('Runtime.getProperties', { objectId, ownProperties: true })) as never;
-}
+afterAll(() => inspector.close());
 
 /** Every value the function's closures hold, as text: strings as they are, buffers and typed arrays as hex. */
 async function closureContents(fn: unknown): Promise<{ names: string[]; texts: string[] }> {
-  const holder = globalThis as { __linkgateInspect?: unknown };
-  holder.__linkgateInspect = fn;
-  try {
-    const { result } = (await session.post('Runtime.evaluate', { expression: 'globalThis.__linkgateInspect' })) as { result: RemoteValue };
-    const scopes = (await properties(result.objectId!)).internalProperties!.find((p) => p.name === '[[Scopes]]')!;
-    const names: string[] = [];
-    const texts: string[] = [];
-    const seen = new Set<string>();
-    async function walk(value: RemoteValue | undefined, depth: number): Promise<void> {
-      if (!value || depth > 6) return;
-      if (value.type === 'string') texts.push(String(value.value));
-      if (!value.objectId || value.type !== 'object' || seen.has(value.objectId)) return;
-      seen.add(value.objectId);
-      if (value.subtype === 'typedarray' || value.subtype === 'arraybuffer') {
-        // Read the bytes back through the inspector.
-        const { result: hex } = (await session.post('Runtime.callFunctionOn', {
-          objectId: value.objectId,
-          functionDeclaration: 'function () { return Buffer.from(this.buffer ?? this, this.byteOffset ?? 0, this.byteLength).toString("hex"); }',
-          returnByValue: true,
-        })) as { result: RemoteValue };
-        texts.push(String(hex.value));
-        return;
-      }
-      const { result: props, internalProperties = [] } = await properties(value.objectId);
-      for (const prop of [...props, ...internalProperties].filter((p) => p.name !== '__proto__' && p.name !== '[[Prototype]]')) {
-        if (depth <= 1) names.push(prop.name);
-        await walk(prop.value, depth + 1);
-      }
+  const names: string[] = [];
+  const texts: string[] = [];
+  const seen = new Set<string>();
+  async function walk(value: RemoteValue | undefined, depth: number): Promise<void> {
+    if (!value || depth > 6) return;
+    if (value.type === 'string') texts.push(String(value.value));
+    if (!value.objectId || value.type !== 'object' || seen.has(value.objectId)) return;
+    seen.add(value.objectId);
+    if (value.subtype === 'typedarray' || value.subtype === 'arraybuffer') {
+      // Read the bytes back through the inspector.
+      texts.push(String(await inspector.call(value.objectId, 'function () { return Buffer.from(this.buffer ?? this, this.byteOffset ?? 0, this.byteLength).toString("hex"); }')));
+      return;
     }
-    const scopeList = (await properties(scopes.value!.objectId!)).result;
-    // Global scope aside: only the closure's own variables.
-    for (const scope of scopeList) {
-      if (scope.value?.description === 'Global') continue;
-      await walk(scope.value, 0);
+    const { result: props, internalProperties = [] } = await inspector.properties(value.objectId);
+    for (const prop of [...props, ...internalProperties].filter((p) => p.name !== '__proto__' && p.name !== '[[Prototype]]')) {
+      if (depth <= 1) names.push(prop.name);
+      await walk(prop.value, depth + 1);
     }
-    return { names, texts };
-  } finally {
-    delete holder.__linkgateInspect;
   }
+  // Global scope aside: only the closure's own variables.
+  for (const scope of await inspector.scopes(fn)) await walk(scope, 0);
+  return { names, texts };
 }
 
 describe('the API key check', () => {
