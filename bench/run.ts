@@ -4,23 +4,27 @@
  * dropped after) and PGlite otherwise. Load comes from separate processes
  * (autocannon in bench/load.ts) or, for the browser flow, from this one.
  * BENCH_QUICK=1 makes a smoke run with little data and short durations.
+ * BENCH_PROFILE=<dir> profiles the gateway instead (`--cpu-prof` into <dir>)
+ * through scenario 1 only, prints where its CPU time went and writes no results.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { SignJWT } from 'jose';
 import postgres from 'postgres';
 import { createKeyring } from '../src/core/crypto.ts';
 import { linkAad } from '../src/core/links.ts';
+import { summarize } from './profile.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
+const PROFILE_DIR = process.env.BENCH_PROFILE ? resolve(process.env.BENCH_PROFILE) : undefined;
 const SECONDS = QUICK ? 2 : 10;
 const LINKS = QUICK ? 5_000 : 100_000;
 const USERS = Math.round(LINKS / 0.7); // 70 % of the ids asked for are linked
@@ -71,8 +75,8 @@ interface Running {
 }
 
 /** Runs a TypeScript entry the way `npm start` runs the gateway (see package.json). */
-function run(args: string[], env: Record<string, string>, port: number): Running {
-  const child = spawn(process.execPath, ['--max-semi-space-size=16', '--import', 'tsx', ...args], {
+function run(args: string[], env: Record<string, string>, port: number, nodeFlags: string[] = []): Running {
+  const child = spawn(process.execPath, ['--max-semi-space-size=16', ...nodeFlags, '--import', 'tsx', ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -280,14 +284,31 @@ async function main() {
     LINKGATE_BROWSER_RATE_LIMIT: '1000000000',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: dataDir }),
   };
-  const startGateway = async () => {
-    const gateway = run(['src/server.ts'], gatewayEnv, BASE_PORT);
+  const startGateway = async (nodeFlags: string[] = []) => {
+    const gateway = run(['src/server.ts'], gatewayEnv, BASE_PORT, nodeFlags);
     const startupMs = await waitFor(`http://127.0.0.1:${BASE_PORT}/readyz`, gateway.child);
     return { gateway, startupMs: Math.round(startupMs) };
   };
   const results: Record<string, unknown> = {};
   try {
     log(`database: ${databaseUrl ? 'postgres' : 'pglite'}; ${LINKS} links; ${SECONDS} s per load`);
+    if (PROFILE_DIR) {
+      await (await startGateway()).gateway.stop(); // migrates the new database
+      await seed(databaseUrl, dataDir);
+      mkdirSync(PROFILE_DIR, { recursive: true });
+      const started = new Date();
+      const { gateway } = await startGateway(['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`]);
+      log('scenario 1 under --cpu-prof');
+      const profiled = await load(BASE_PORT, '/api/v1/users/{id}/links/bench');
+      await gateway.stop();
+      const file = readdirSync(PROFILE_DIR)
+        .filter((name) => name.endsWith('.cpuprofile'))
+        .map((name) => join(PROFILE_DIR, name))
+        .find((path) => statSync(path).mtime >= started);
+      if (!file) throw new Error(`no profile was written to ${PROFILE_DIR}`);
+      process.stdout.write(`${profiled.requestsPerSecond} req/s while profiled (not a measurement); ${file}\n\n${summarize(file)}\n`);
+      return;
+    }
     // Scenario 4: start-up on an empty database (migrations included), then on a seeded one.
     const first = await startGateway();
     await first.gateway.stop();

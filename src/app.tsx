@@ -132,7 +132,7 @@ export function createApp(deps: AppDeps) {
   });
 
   app.onError((error, c) => {
-    const log = c.get('logger') ?? logger;
+    const log = c.get('log')?.() ?? logger;
     let failure: LinkgateError;
     const database = databaseFailure(error);
     if (database?.unavailable) {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LinkgateError } from './errors.ts';
 
 export interface EncryptionKey {
@@ -74,12 +74,28 @@ export function createKeyring(keys: readonly EncryptionKey[]): Keyring {
 }
 
 /** Random bytes as base64url: states, browser ids, PKCE verifiers, generated secrets. */
+// Tokens are cut from a pool of random bytes refilled 4 KiB at a time, as
+// Node does for crypto.randomUUID(): one call into OpenSSL per ~128 tokens
+// instead of one per token (the status API makes one for every link URL).
+const POOL_BYTES = 4096;
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
+
 export function randomToken(bytes = 32): string {
-  return randomBytes(bytes).toString('base64url');
+  if (bytes > POOL_BYTES) return randomBytes(bytes).toString('base64url');
+  if (poolOffset + bytes > pool.length) {
+    pool = randomBytes(POOL_BYTES);
+    poolOffset = 0;
+  }
+  const token = pool.toString('base64url', poolOffset, poolOffset + bytes);
+  // Each byte is handed out once; clearing it keeps spent tokens out of the pool.
+  pool.fill(0, poolOffset, poolOffset + bytes);
+  poolOffset += bytes;
+  return token;
 }
 
 export function sha256(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('base64url');
+  return hash('sha256', text, 'base64url');
 }
 
 /**
@@ -96,9 +112,9 @@ export function createUserIdHasher(salt: string): (tenant: string, userId: strin
  * matched, so neither timing nor memory tells a key apart.
  */
 export function createApiKeyCheck(keys: readonly string[]): (presented: string) => boolean {
-  const digests = keys.map((key) => createHash('sha256').update(key, 'utf8').digest());
+  const digests = keys.map((key) => hash('sha256', key, 'buffer'));
   return (presented) => {
-    const digest = createHash('sha256').update(presented, 'utf8').digest();
+    const digest = hash('sha256', presented, 'buffer');
     let ok = false;
     for (const known of digests) ok = timingSafeEqual(known, digest) || ok;
     return ok;

@@ -172,7 +172,7 @@ export async function createLinkUrl(
   options: { secret: string; ttlSeconds: number; publicBaseUrl: URL; now: number },
 ): Promise<{ url: string; expiresAt: Date }> {
   const { token, expiresAt } = await signLinkContext(input, options.secret, options.ttlSeconds, options.now);
-  const url = new URL(`${options.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${input.provider}/start`);
-  url.searchParams.set('context', token);
-  return { url: url.href, expiresAt };
+  // A JWS is base64url parts joined by dots: nothing in it needs escaping in a query.
+  const url = `${options.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${encodeURIComponent(input.provider)}/start?context=${token}`;
+  return { url, expiresAt };
 }

@@ -253,7 +253,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.delete('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const known = knownProvider(provider);
-    const deleted = await unlink(deps, { tenant, userId, provider }, c.get('logger'));
+    const deleted = await unlink(deps, { tenant, userId, provider }, c.get('log')());
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
     return c.body(null, 204);
   });

@@ -13,7 +13,7 @@ export function healthRoutes(deps: { database: Database }) {
       await ping(deps.database.db);
       return c.json({ status: 'ready', database: deps.database.kind });
     } catch (error) {
-      c.get('logger').warn({ cause: logCause(error) }, 'database not ready');
+      c.get('log')().warn({ cause: logCause(error) }, 'database not ready');
       return c.json({ status: 'unavailable', database: deps.database.kind }, 503);
     }
   });

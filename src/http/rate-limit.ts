@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
-import type { Context, MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler, Next } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { LinkgateError } from '../core/errors.ts';
-import type { RateLimiter, RateScope } from '../core/rate-limit.ts';
+import type { RateDecision, RateLimiter, RateScope } from '../core/rate-limit.ts';
 import type { AppEnv } from './middleware.ts';
 
 /**
@@ -13,14 +13,17 @@ import type { AppEnv } from './middleware.ts';
  */
 export function rateLimit(options: { limiter: RateLimiter; scope: RateScope; keyOf: (c: Context<AppEnv>) => string }): MiddlewareHandler<AppEnv> {
   const { limiter, scope, keyOf } = options;
-  return createMiddleware<AppEnv>(async function rateLimit(c, next) {
-    const taken = limiter.take(scope, keyOf(c));
-    const decision = taken instanceof Promise ? await taken : taken;
+  const admit = (c: Context<AppEnv>, decision: RateDecision, next: Next) => {
     if (!decision.allowed) {
       c.header('Retry-After', String(decision.retryAfterSeconds));
       throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`);
     }
-    await next();
+    return next();
+  };
+  // Not async: a request the counter lets through at once costs no promise of its own.
+  return createMiddleware<AppEnv>(function rateLimit(c, next) {
+    const taken = limiter.take(scope, keyOf(c));
+    return taken instanceof Promise ? taken.then((decision) => admit(c, decision, next)) : admit(c, taken, next);
   });
 }
 
