@@ -1,7 +1,6 @@
 /** @jsxRuntime automatic @jsxImportSource hono/jsx */
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import { requestId } from 'hono/request-id';
 import type { Logger } from 'pino';
 import type { Config } from './config.ts';
 import { createApiKeyCheck, createUserIdHasher, type Keyring } from './core/crypto.ts';
@@ -19,7 +18,7 @@ import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { healthRoutes } from './http/health.ts';
-import { apiKeyAuth, bearerToken, closeWhenStopping, pageHeaders, requestLog, requestMetrics, traceRoute, type AppEnv } from './http/middleware.ts';
+import { apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, rateLimit } from './http/rate-limit.ts';
@@ -69,10 +68,8 @@ export function createApp(deps: AppDeps) {
   });
 
   const app = new Hono<AppEnv>();
-  app.use('*', requestId({ limitLength: 64 }));
-  app.use('*', requestLog(logger, now));
+  app.use('*', requestScope({ logger, now, stopping: deps.stopping }));
   if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
-  if (deps.stopping) app.use('*', closeWhenStopping(deps.stopping));
   if (metrics) {
     app.use('*', requestMetrics(metrics, now));
     // Protected like the API: the counts say who uses which provider how much.
@@ -118,7 +115,7 @@ export function createApp(deps: AppDeps) {
       contextTtlSeconds: config.contextTtlSeconds,
       returnToOrigins: config.returnToOrigins,
       hashUserId,
-      rateLimit: rateLimit({ limiter, scope: 'api', keyOf: (c) => bearerToken(c) ?? '' }),
+      limiter,
       stopping: deps.stopping,
     }),
   );

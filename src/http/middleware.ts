@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
@@ -22,16 +23,30 @@ export type AppEnv = {
 };
 
 /**
- * One log line per request. It names the route pattern, never the path or
- * query: paths carry user ids and queries carry contexts, states and codes.
+ * What every request gets first, in one middleware (each layer costs every
+ * request a promise and a dispatch, and the status API is the hot path):
+ *
+ * - an id: the caller's `X-Request-Id` when it is a short token (letters,
+ *   digits, `_`, `-`, `=`, at most 64), else a new UUID; echoed back;
+ * - `c.get('log')()`, a logger whose lines carry that id;
+ * - one closing log line naming the route pattern, never the path or query:
+ *   paths carry user ids and queries carry contexts, states and codes;
+ * - once the process is stopping (`stopping` aborted), `Connection: close`,
+ *   so a client cannot send another request on it while the server drains.
  */
-export function requestLog(logger: Logger, now: () => number): MiddlewareHandler<AppEnv> {
-  return createMiddleware<AppEnv>(async function requestLog(c, next) {
+export function requestScope(options: { logger: Logger; now: () => number; stopping?: AbortSignal | undefined }): MiddlewareHandler<AppEnv> {
+  const { logger, now, stopping } = options;
+  return createMiddleware<AppEnv>(async function requestScope(c, next) {
     const started = now();
-    const reqId = c.get('requestId');
+    const asked = c.req.header('x-request-id');
+    const reqId = asked !== undefined && asked.length <= 64 && /^[\w=-]+$/.test(asked) ? asked : randomUUID();
+    c.set('requestId', reqId);
+    c.header('X-Request-Id', reqId);
     let child: Logger | undefined;
     c.set('log', () => (child ??= logger.child({ reqId })));
     await next();
+    // On the Node response, which sends the head after this returns (merged with the app's headers).
+    if (stopping?.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
     logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
 }
@@ -65,31 +80,25 @@ export function traceRoute(name: (route: string) => void): MiddlewareHandler<App
 }
 
 /**
- * Once the process is shutting down, every answer closes its connection, so
- * a client cannot send another request on it while the server drains.
- */
-export function closeWhenStopping(stopping: AbortSignal): MiddlewareHandler<AppEnv> {
-  return createMiddleware<AppEnv>(async function closeWhenStopping(c, next) {
-    await next();
-    // On the Node response, which sends the head after this returns (merged with the app's headers).
-    if (stopping.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
-  });
-}
-
-/**
  * Bearer API keys. The check is built once from the configured keys and is
  * constant-time (see createApiKeyCheck); a wrong or missing key is a 401.
  */
 export function apiKeyAuth(options: { check: (presented: string) => boolean }): MiddlewareHandler<AppEnv> {
   // Not async: passing a request on is one call, not one more promise and microtask per request.
   return createMiddleware<AppEnv>(function apiKeyAuth(c, next) {
-    const presented = bearerToken(c);
-    if (!presented || !options.check(presented)) {
-      c.header('WWW-Authenticate', 'Bearer realm="linkgate"');
-      throw new LinkgateError('unauthorized', 'a valid API key is required (Authorization: Bearer <key>)');
-    }
+    requireApiKey(c, options.check);
     return next();
   });
+}
+
+/** The request's API key when `check` accepts it; a 401 `unauthorized` otherwise. */
+export function requireApiKey(c: Context<AppEnv>, check: (presented: string) => boolean): string {
+  const presented = bearerToken(c);
+  if (!presented || !check(presented)) {
+    c.header('WWW-Authenticate', 'Bearer realm="linkgate"');
+    throw new LinkgateError('unauthorized', 'a valid API key is required (Authorization: Bearer <key>)');
+  }
+  return presented;
 }
 
 /** The key in `Authorization: Bearer <key>`, if the header has that shape. */

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
-import type { Context, MiddlewareHandler, Next } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { LinkgateError } from '../core/errors.ts';
 import type { RateDecision, RateLimiter, RateScope } from '../core/rate-limit.ts';
@@ -13,18 +13,28 @@ import type { AppEnv } from './middleware.ts';
  */
 export function rateLimit(options: { limiter: RateLimiter; scope: RateScope; keyOf: (c: Context<AppEnv>) => string }): MiddlewareHandler<AppEnv> {
   const { limiter, scope, keyOf } = options;
-  const admit = (c: Context<AppEnv>, decision: RateDecision, next: Next) => {
-    if (!decision.allowed) {
-      c.header('Retry-After', String(decision.retryAfterSeconds));
-      throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`);
-    }
-    return next();
-  };
   // Not async: a request the counter lets through at once costs no promise of its own.
   return createMiddleware<AppEnv>(function rateLimit(c, next) {
-    const taken = limiter.take(scope, keyOf(c));
-    return taken instanceof Promise ? taken.then((decision) => admit(c, decision, next)) : admit(c, taken, next);
+    const counted = countRequest(c, limiter, scope, keyOf(c));
+    return counted ? counted.then(() => next()) : next();
   });
+}
+
+/**
+ * Counts one request under `key`: nothing to wait for when the counter lets
+ * it through at once, a promise when it waits for the counters to sync, and
+ * a 429 `rate_limited` with `Retry-After` (seconds) when `key` is over its limit.
+ */
+export function countRequest(c: Context<AppEnv>, limiter: RateLimiter, scope: RateScope, key: string): void | Promise<void> {
+  const taken = limiter.take(scope, key);
+  return taken instanceof Promise ? taken.then((decision) => admit(c, decision)) : admit(c, taken);
+}
+
+function admit(c: Context<AppEnv>, decision: RateDecision): void {
+  if (!decision.allowed) {
+    c.header('Retry-After', String(decision.retryAfterSeconds));
+    throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`);
+  }
 }
 
 /**
