@@ -73,7 +73,6 @@ export function createKeyring(keys: readonly EncryptionKey[]): Keyring {
   };
 }
 
-/** Random bytes as base64url: states, browser ids, PKCE verifiers, generated secrets. */
 // Tokens are cut from a pool of random bytes refilled 4 KiB at a time, as
 // Node does for crypto.randomUUID(): one call into OpenSSL per ~128 tokens
 // instead of one per token (the status API makes one for every link URL).
@@ -81,6 +80,7 @@ const POOL_BYTES = 4096;
 let pool = Buffer.alloc(0);
 let poolOffset = 0;
 
+/** Random bytes as base64url: states, browser ids, PKCE verifiers, generated secrets. */
 export function randomToken(bytes = 32): string {
   if (bytes > POOL_BYTES) return randomBytes(bytes).toString('base64url');
   if (poolOffset + bytes > pool.length) {

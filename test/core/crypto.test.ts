@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createApiKeyCheck, createKeyring, createUserIdHasher } from '../../src/core/crypto.ts';
+import { createApiKeyCheck, createKeyring, createUserIdHasher, randomToken } from '../../src/core/crypto.ts';
 import { LinkgateError } from '../../src/core/errors.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte);
@@ -58,5 +58,29 @@ describe('user id hashing', () => {
     expect(h).toBe(hash('default', '123456789012345678'));
     expect(h).not.toBe(other('default', '123456789012345678'));
     expect(h).not.toContain('123456789012345678');
+  });
+});
+
+describe('random tokens (cut from a pool of random bytes)', () => {
+  it('have the length asked for and are never handed out twice, across pool refills', () => {
+    const sizes = [16, 32, 48, 7, 5000]; // 5000: more than the 4 KiB pool, taken directly
+    const seen = new Set<string>();
+    let bytes = 0;
+    for (let i = 0; i < 2000; i += 1) {
+      const size = sizes[i % sizes.length]!;
+      const token = randomToken(size);
+      expect(Buffer.from(token, 'base64url').length).toBe(size);
+      expect(token).toMatch(/^[\w-]+$/);
+      seen.add(token);
+      bytes += size;
+    }
+    expect(bytes).toBeGreaterThan(100 * 4096); // many refills
+    expect(seen.size).toBe(2000);
+  });
+
+  it('are not made of the zeros a spent slot is cleared to', () => {
+    // 2 000 tokens of 32 bytes: a slot handed out twice (after being cleared) would show as a run of zero bytes.
+    const zeroRun = Buffer.alloc(8).toString('base64url').slice(0, 10);
+    for (let i = 0; i < 2000; i += 1) expect(randomToken(32)).not.toContain(zeroRun);
   });
 });
