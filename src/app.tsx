@@ -136,6 +136,8 @@ export function createApp(deps: AppDeps) {
       failure = new LinkgateError('database_unavailable', 'the database is not answering; try again shortly', { cause: database.summary });
     } else if (isLinkgateError(error)) {
       failure = error;
+      // A 500 of ours (stored data that does not open: a missing or wrong key) is for the operator, like any fault.
+      if (failure.status === 500) deps.reportError?.(error);
     } else if (error instanceof HTTPException && error.status < 500) {
       failure = new LinkgateError('bad_request', 'the request could not be read', { status: error.status, cause: error });
     } else {

@@ -24,10 +24,12 @@ const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url)
 
 let database: Database;
 let gateway: TestGateway;
+/** What the gateway reported as faults (to Sentry in production). */
+const reported: unknown[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  gateway = await createTestGateway(database, { providersDir: FIXTURES });
+  gateway = await createTestGateway(database, { providersDir: FIXTURES, observe: { reportError: (error) => reported.push(error) } });
 });
 afterAll(() => database.close());
 
@@ -57,8 +59,15 @@ describe('a sealed value copied to another row', () => {
       const [row] = await database.db.select().from(links).where(and(eq(links.tenant, target.tenant), eq(links.userId, target.userId), eq(links.provider, target.provider)));
       expect(decryptFailure(() => store.openCredentials(row!)), JSON.stringify(target)).toBe('decrypt_failed');
     }
+    reported.length = 0;
     const answer = await gateway.api('/users/sealed-attacker/links/pin/token', { method: 'POST' });
     expect(answer.status).toBe(500);
+    // A fault for the operator: reported, once, as the error it is.
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toMatchObject({ code: 'decrypt_failed' });
+    // A refusal is not a fault: nothing more is reported for it.
+    expect((await gateway.api('/users/nobody-here/links/pin/token', { method: 'POST' })).status).toBe(404);
+    expect(reported).toHaveLength(1);
     const text = await answer.text();
     expect(JSON.parse(text)).toEqual({ error: { code: 'decrypt_failed', message: 'stored data does not belong here or was altered' } });
     expect(text).not.toContain('victim-access-token');
