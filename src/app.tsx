@@ -116,6 +116,7 @@ export function createApp(deps: AppDeps) {
       returnToOrigins: config.returnToOrigins,
       hashUserId,
       limiter,
+      trustProxyHops: config.trustProxyHops,
       stopping: deps.stopping,
     }),
   );

@@ -171,6 +171,25 @@ describe('rate limits across two instances on one database', () => {
     expect((await open(urlB, '198.51.100.99')).status).toBe(404);
   });
 
+  it('per client address, API requests without a valid key: 401s up to the address limit, then 429; a valid key from there still works', async () => {
+    const base = await serveOnSocket(a);
+    const call = (authorization: string | undefined) =>
+      fetch(`${base}/api/v1/users/80351110224678912/links`, { headers: { 'x-forwarded-for': '203.0.113.60', ...(authorization ? { authorization } : {}) } });
+    const statuses: number[] = [];
+    for (let i = 0; i < BROWSER_LIMIT + 5; i += 1) statuses.push((await call(i % 2 ? 'Bearer lg_guess_0123456789' : undefined)).status);
+    const unauthorized = statuses.filter((s) => s === 401).length;
+    expect(unauthorized).toBeGreaterThanOrEqual(BROWSER_LIMIT / 2);
+    expect(unauthorized).toBeLessThanOrEqual(BROWSER_LIMIT);
+    // Once refused, refused: no mix of answers that would let guessing go on.
+    expect(statuses.slice(unauthorized)).toEqual(Array(statuses.length - unauthorized).fill(429));
+    const refused = await call('Bearer lg_guess_again_0123456789');
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(await refused.json()).toMatchObject({ error: { code: 'rate_limited' } });
+    // The bot with the right key behind the same address is counted by its key, not refused.
+    expect((await call(`Bearer ${OTHER_KEY}`)).status).toBe(200);
+  });
+
   it('counts an IPv6 client by its /64', async () => {
     const base = await serveOnSocket(a);
     const open = (forwardedFor: string) => fetch(`${base}/oauth/corp/start?context=x`, { headers: { 'x-forwarded-for': forwardedFor } });
