@@ -24,6 +24,8 @@ import { summarize } from './profile.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
+/** Scenario 1's request; load.ts puts a random user id in place of {id}. */
+const STATUS_PATH = '/api/v1/users/{id}/links/bench';
 const PROFILE_DIR = process.env.BENCH_PROFILE ? resolve(process.env.BENCH_PROFILE) : undefined;
 const SECONDS = QUICK ? 2 : 10;
 // Scenario 1 runs in turns: ROUNDS loads of SCENARIO1_SECONDS on each server.
@@ -171,7 +173,7 @@ async function inTurns(targets: { name: string; server: Running }[]): Promise<Re
   for (let round = 0; round < ROUNDS; round += 1) {
     for (const { name, server } of targets) {
       const before = cpuTicks(server.child.pid!);
-      rounds.get(name)!.push(await load(server.port, '/api/v1/users/{id}/links/bench', 50, SCENARIO1_SECONDS));
+      rounds.get(name)!.push(await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS));
       ticks.set(name, ticks.get(name)! + cpuTicks(server.child.pid!) - before);
     }
   }
@@ -353,7 +355,7 @@ async function main() {
       const started = new Date();
       const { gateway } = await startGateway(['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`]);
       log('scenario 1 under --cpu-prof');
-      const profiled = await load(BASE_PORT, '/api/v1/users/{id}/links/bench');
+      const profiled = await load(BASE_PORT, STATUS_PATH);
       await gateway.stop();
       const file = readdirSync(PROFILE_DIR)
         .filter((name) => name.endsWith('.cpuprofile'))
@@ -385,7 +387,7 @@ async function main() {
     await waitFor(`http://127.0.0.1:${BASE_PORT + 1}/`, http.child);
     let hono = databaseUrl ? await startHono() : undefined;
     log(`scenario 1: status API and baselines, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each`);
-    const first1 = await inTurns([{ name: 'linkgate', server: gateway }, ...(hono ? [{ name: 'bareHono', server: hono }] : []), { name: 'bareHttp', server: http }]);
+    const scenario1 = await inTurns([{ name: 'linkgate', server: gateway }, ...(hono ? [{ name: 'bareHono', server: hono }] : []), { name: 'bareHttp', server: http }]);
     const afterRss = rssMb(gateway.child.pid!);
     await http.stop();
 
@@ -397,10 +399,10 @@ async function main() {
     await gateway.stop();
     if (!hono) {
       hono = await startHono();
-      Object.assign(first1, await inTurns([{ name: 'bareHono', server: hono }]));
+      Object.assign(scenario1, await inTurns([{ name: 'bareHono', server: hono }]));
     }
     await hono.stop();
-    const { linkgate, bareHono, bareHttp } = first1 as Record<'linkgate' | 'bareHono' | 'bareHttp', Measured>;
+    const { linkgate, bareHono, bareHttp } = scenario1 as Record<'linkgate' | 'bareHono' | 'bareHttp', Measured>;
 
     Object.assign(results, {
       machine: {

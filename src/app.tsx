@@ -1,5 +1,5 @@
 /** @jsxRuntime automatic @jsxImportSource hono/jsx */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
 import type { Config } from './config.ts';
@@ -18,10 +18,10 @@ import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { healthRoutes } from './http/health.ts';
-import { apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type AppEnv } from './http/middleware.ts';
+import { apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
-import { clientAddress, rateLimit } from './http/rate-limit.ts';
+import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
 import type { Registry } from './registry.ts';
 
 export interface AppDeps {
@@ -70,22 +70,23 @@ export function createApp(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   app.use('*', requestScope({ logger, now, stopping: deps.stopping }));
   if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
+  // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
+  const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
+  const addressOf = (c: Context<AppEnv>) => clientAddress(c, config.trustProxyHops);
+  // A request without a valid key counts against its client address, under the browser limit.
+  const apiKeys: ApiKeys = { check: createApiKeyCheck(config.apiKeys), countRefused: (c) => countRequest(c, limiter, 'browser', addressOf(c)) };
+
   if (metrics) {
     app.use('*', requestMetrics(metrics, now));
     // Protected like the API: the counts say who uses which provider how much.
-    app.get('/metrics', apiKeyAuth({ check: createApiKeyCheck(config.apiKeys) }), (c) =>
-      c.body(metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
-    );
+    app.get('/metrics', apiKeyAuth(apiKeys), (c) => c.body(metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
   }
-
-  // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
-  const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
 
   // Every HTML page gets the page headers, the 404 page for any path included; the API and health checks answer JSON.
   const pages = pageHeaders();
   const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
-  app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: (c) => clientAddress(c, config.trustProxyHops) }));
+  app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: addressOf }));
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
@@ -108,7 +109,7 @@ export function createApp(deps: AppDeps) {
         refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
         hashUserId,
       }),
-      checkApiKey: createApiKeyCheck(config.apiKeys),
+      apiKeys,
       now,
       publicBaseUrl: config.publicBaseUrl,
       contextSigningSecret: config.contextSigningSecret,
@@ -116,7 +117,6 @@ export function createApp(deps: AppDeps) {
       returnToOrigins: config.returnToOrigins,
       hashUserId,
       limiter,
-      trustProxyHops: config.trustProxyHops,
       stopping: deps.stopping,
     }),
   );

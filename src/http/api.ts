@@ -12,8 +12,8 @@ import type { Json } from '../provider.ts';
 import type { Registry } from '../registry.ts';
 import type { Db } from '../db/client.ts';
 import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.ts';
-import { bodyLimit, requireApiKey, type AppEnv } from './middleware.ts';
-import { clientAddress, countRequest } from './rate-limit.ts';
+import { bodyLimit, refuseApiKey, validApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
+import { countRequest } from './rate-limit.ts';
 import type { RateLimiter } from '../core/rate-limit.ts';
 
 export interface ApiRoutesDeps {
@@ -23,17 +23,15 @@ export interface ApiRoutesDeps {
   links: LinkStore;
   events: LinkEvents;
   tokens: TokenService;
-  checkApiKey: (presented: string) => boolean;
+  apiKeys: ApiKeys;
   now: () => number;
   publicBaseUrl: URL;
   contextSigningSecret: string;
   contextTtlSeconds: number;
   returnToOrigins: readonly string[];
   hashUserId: (tenant: string, userId: string) => string;
-  /** Counts requests per API key, and those without a valid key per client address. */
+  /** Counts requests per API key. */
   limiter: RateLimiter;
-  /** Reverse proxies in front whose X-Forwarded-For entry names the client (LINKGATE_TRUST_PROXY). */
-  trustProxyHops: number;
   /** Aborted at shutdown: waits answer as on timeout, so the bot asks again elsewhere. */
   stopping?: AbortSignal | undefined;
 }
@@ -83,20 +81,10 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   const tenant = DEFAULT_TENANT;
   // The key (401), its rate limit (429), then for a request with a body its size (413):
   // one middleware for the three, as each layer costs the hot path a dispatch and a promise.
-  // A request without a valid key counts against its client address, under the address's
-  // (browser) limit: guessing keys or a bot stuck on a wrong one gets 429 instead of endless 401s.
   const limitBody = bodyLimit(64 * 1024);
   app.use('*', function apiGate(c, next) {
-    let key: string;
-    try {
-      key = requireApiKey(c, deps.checkApiKey);
-    } catch (unauthorized) {
-      const counted = countRequest(c, deps.limiter, 'browser', clientAddress(c, deps.trustProxyHops));
-      if (!counted) throw unauthorized;
-      return counted.then(() => {
-        throw unauthorized;
-      });
-    }
+    const key = validApiKey(c, deps.apiKeys);
+    if (key === undefined) return refuseApiKey(c, deps.apiKeys);
     const counted = countRequest(c, deps.limiter, 'api', key);
     return counted ? counted.then(() => limitBody(c, next)) : limitBody(c, next);
   });

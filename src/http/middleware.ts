@@ -47,7 +47,7 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
     await next();
     // On the Node response, which sends the head after this returns (merged with the app's headers).
     if (stopping?.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
-    logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
+    if (logger.isLevelEnabled('info')) logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
 }
 
@@ -79,26 +79,41 @@ export function traceRoute(name: (route: string) => void): MiddlewareHandler<App
   });
 }
 
-/**
- * Bearer API keys. The check is built once from the configured keys and is
- * constant-time (see createApiKeyCheck); a wrong or missing key is a 401.
- */
-export function apiKeyAuth(options: { check: (presented: string) => boolean }): MiddlewareHandler<AppEnv> {
+/** How API keys are checked, on the API and on /metrics alike. */
+export interface ApiKeys {
+  /** Constant-time check against the configured keys (createApiKeyCheck). */
+  check: (presented: string) => boolean;
+  /**
+   * Counts a request without a valid key (per client address): nothing to
+   * wait for, a promise to, or a 429 thrown once the address is over its
+   * limit. Guessing keys, or a bot stuck on a wrong one, turns from endless
+   * 401s into 429s.
+   */
+  countRefused: (c: Context<AppEnv>) => void | Promise<void>;
+}
+
+/** Bearer API keys: a wrong or missing key is counted and answered 401. */
+export function apiKeyAuth(keys: ApiKeys): MiddlewareHandler<AppEnv> {
   // Not async: passing a request on is one call, not one more promise and microtask per request.
   return createMiddleware<AppEnv>(function apiKeyAuth(c, next) {
-    requireApiKey(c, options.check);
-    return next();
+    return validApiKey(c, keys) === undefined ? refuseApiKey(c, keys) : next();
   });
 }
 
-/** The request's API key when `check` accepts it; a 401 `unauthorized` otherwise. */
-export function requireApiKey(c: Context<AppEnv>, check: (presented: string) => boolean): string {
+/** The request's API key, when `keys.check` accepts it. */
+export function validApiKey(c: Context<AppEnv>, keys: ApiKeys): string | undefined {
   const presented = bearerToken(c);
-  if (!presented || !check(presented)) {
+  return presented !== undefined && keys.check(presented) ? presented : undefined;
+}
+
+/** A request without a valid key: counted against its address, then 401 `unauthorized` (or the count's 429). */
+export function refuseApiKey(c: Context<AppEnv>, keys: ApiKeys): never | Promise<never> {
+  const refuse = (): never => {
     c.header('WWW-Authenticate', 'Bearer realm="linkgate"');
     throw new LinkgateError('unauthorized', 'a valid API key is required (Authorization: Bearer <key>)');
-  }
-  return presented;
+  };
+  const counted = keys.countRefused(c);
+  return counted ? counted.then(refuse) : refuse();
 }
 
 /** The key in `Authorization: Bearer <key>`, if the header has that shape. */

@@ -5,6 +5,7 @@
  * of its classes (`instanceof DrizzleQueryError` failing across them).
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -32,6 +33,11 @@ describe('drizzle-orm is loaded once, through src/db/orm.ts', () => {
       if (file.startsWith('src') && /from 'postgres'|import\('postgres'\)/.test(text)) offenders.push(`${file}: postgres`);
     }
     expect(offenders).toEqual([]);
+  });
+
+  it('comes from the CommonJS build, loaded through require (the ESM build costs 250 MB of start-up heap on Node 24)', () => {
+    const loaded = Object.keys(createRequire(import.meta.url).cache);
+    expect(loaded.filter((file) => /node_modules\/drizzle-orm\/(index|pg-core\/index|errors)\.cjs$/.test(file))).toHaveLength(3);
   });
 
   it("the errors drizzle throws are the DrizzleQueryError that src/db/errors.ts tests for", async () => {

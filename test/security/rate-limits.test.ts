@@ -32,6 +32,7 @@ beforeAll(async () => {
     LINKGATE_BROWSER_RATE_LIMIT: String(BROWSER_LIMIT),
     LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '60',
     LINKGATE_TRUST_PROXY: '1',
+    LINKGATE_METRICS: 'true',
   };
   a = await createTestGateway(database, { env, now });
   b = await createTestGateway(database, { env, now });
@@ -171,12 +172,13 @@ describe('rate limits across two instances on one database', () => {
     expect((await open(urlB, '198.51.100.99')).status).toBe(404);
   });
 
-  it('per client address, API requests without a valid key: 401s up to the address limit, then 429; a valid key from there still works', async () => {
+  it('per client address, API and /metrics requests without a valid key: 401s up to the address limit, then 429; a valid key from there still works', async () => {
     const base = await serveOnSocket(a);
-    const call = (authorization: string | undefined) =>
-      fetch(`${base}/api/v1/users/80351110224678912/links`, { headers: { 'x-forwarded-for': '203.0.113.60', ...(authorization ? { authorization } : {}) } });
+    const call = (authorization: string | undefined, path = '/api/v1/users/80351110224678912/links') =>
+      fetch(`${base}${path}`, { headers: { 'x-forwarded-for': '203.0.113.60', ...(authorization ? { authorization } : {}) } });
     const statuses: number[] = [];
-    for (let i = 0; i < BROWSER_LIMIT + 5; i += 1) statuses.push((await call(i % 2 ? 'Bearer lg_guess_0123456789' : undefined)).status);
+    // Both routes that take an API key count refusals against the one address budget.
+    for (let i = 0; i < BROWSER_LIMIT + 5; i += 1) statuses.push((await call(i % 2 ? 'Bearer lg_guess_0123456789' : undefined, i % 3 ? undefined : '/metrics')).status);
     const unauthorized = statuses.filter((s) => s === 401).length;
     expect(unauthorized).toBeGreaterThanOrEqual(BROWSER_LIMIT / 2);
     expect(unauthorized).toBeLessThanOrEqual(BROWSER_LIMIT);
@@ -188,6 +190,8 @@ describe('rate limits across two instances on one database', () => {
     expect(await refused.json()).toMatchObject({ error: { code: 'rate_limited' } });
     // The bot with the right key behind the same address is counted by its key, not refused.
     expect((await call(`Bearer ${OTHER_KEY}`)).status).toBe(200);
+    expect((await call(`Bearer ${OTHER_KEY}`, '/metrics')).status).toBe(200);
+    expect((await call('Bearer lg_guess_on_metrics', '/metrics')).status).toBe(429);
   });
 
   it('counts an IPv6 client by its /64', async () => {
