@@ -8,6 +8,8 @@ import { isLinkgateError, LinkgateError } from './core/errors.ts';
 import { createLinkEvents } from './core/events.ts';
 import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
+import { jwtContextFormat } from './core/link-context.ts';
+import { annieMeiContextFormat } from './compat/annie-mei/context.ts';
 import { createLinkStore } from './core/links.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { createRateLimiter } from './core/rate-limit.ts';
@@ -40,6 +42,9 @@ export interface AppDeps {
   /** Aborted when the process starts shutting down: long polls answer at once instead of holding it open. */
   stopping?: AbortSignal;
 }
+
+/** The link-context formats bots may sign links with: ours (`?context=`) and the Annie Mei bot's (`?ctx=`). */
+const LINK_CONTEXT_FORMATS = [jwtContextFormat, annieMeiContextFormat] as const;
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
 export function createApp(deps: AppDeps) {
@@ -89,7 +94,7 @@ export function createApp(deps: AppDeps) {
   app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: addressOf }));
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
+  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
   app.route(
     '/api/v1',
     apiRoutes({
@@ -118,6 +123,7 @@ export function createApp(deps: AppDeps) {
       hashUserId,
       limiter,
       stopping: deps.stopping,
+      metrics,
     }),
   );
 
@@ -161,7 +167,7 @@ export function createApp(deps: AppDeps) {
       return c.json({ error: { code, message: failure.message } }, failure.status as 400);
     }
     const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
-    const { title, lines } = describeError(code, providerName);
+    const { title, lines } = describeError(code, providerName, c.get('nextStep'));
     c.header('Cache-Control', 'no-store');
     return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code={code} />, failure.status as 400);
   });

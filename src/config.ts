@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseEnv } from 'node:util';
 import * as v from 'valibot';
 import { randomToken, type EncryptionKey } from './core/crypto.ts';
 import { issueMessage } from './core/validation.ts';
@@ -40,6 +41,14 @@ export interface Config {
   readonly trustProxyHops: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
+  /**
+   * Keep the Annie Mei bot's view of the database (`annie_auth.oauth_credentials`
+   * and `oauth_sessions`) on PostgreSQL when AniList is configured
+   * (src/compat/annie-mei/database.ts).
+   */
+  readonly annieMeiCompat: boolean;
+  /** Things that work but deserve the operator's attention, logged once at start-up. */
+  readonly warnings: readonly string[];
 }
 
 /** At most `limit` requests in any `windowSeconds` (approximately: see src/core/rate-limit.ts). */
@@ -73,6 +82,15 @@ const integer = (min: number, max: number) =>
   );
 
 const secret = v.pipe(v.string(), v.minLength(32, 'must be at least 32 characters'));
+
+/**
+ * The two secrets a bot shares with the gateway (the Annie Mei bot's `.env`
+ * has them at any length): a short one is accepted with a warning, because
+ * refusing it would mean changing the bot too.
+ */
+const SHARED_SECRETS = ['OAUTH_CONTEXT_SIGNING_SECRET', 'USERID_HASH_SALT'] as const;
+const sharedSecret = v.pipe(v.string(), v.minLength(1, 'must not be empty'));
+const SHORT_SECRET = 32;
 
 const list = <T>(item: v.GenericSchema<string, T>, message: string) =>
   v.pipe(
@@ -122,10 +140,10 @@ const EnvSchema = v.object({
   ),
   DATA_DIR: v.optional(v.pipe(v.string(), v.minLength(1)), './.linkgate'),
   LINKGATE_PROVIDERS_DIR: v.optional(v.pipe(v.string(), v.minLength(1))),
-  OAUTH_CONTEXT_SIGNING_SECRET: secret,
+  OAUTH_CONTEXT_SIGNING_SECRET: sharedSecret,
   OAUTH_CONTEXT_TTL_SECONDS: v.optional(integer(10, 86400), '300'),
   OAUTH_STATE_TTL_SECONDS: v.optional(integer(60, 3600), '300'),
-  USERID_HASH_SALT: secret,
+  USERID_HASH_SALT: sharedSecret,
   LINKGATE_API_KEYS: list(secret, 'must list at least one key'),
   LINKGATE_ENCRYPTION_KEYS: v.pipe(
     list(encryptionKey, 'must list at least one key'),
@@ -150,6 +168,7 @@ const EnvSchema = v.object({
   LINKGATE_BROWSER_RATE_LIMIT: v.optional(integer(0, 1_000_000_000), '60'),
   LINKGATE_BROWSER_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '60'),
   LINKGATE_TRUST_PROXY: v.optional(integer(0, 10), '0'),
+  LINKGATE_ANNIE_MEI_COMPAT: v.optional(boolean, 'true'),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -197,6 +216,9 @@ export function parseConfig(rawEnv: Env): Config {
   if (e.LINKGATE_WEBHOOK_URL && !e.LINKGATE_WEBHOOK_SECRET) {
     throw new ConfigError('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
   }
+  const warnings = SHARED_SECRETS.filter((name) => e[name].length < SHORT_SECRET).map(
+    (name) => `${name} is shorter than ${SHORT_SECRET} characters: accepted because a bot shares it, but a longer random value is safer (change it in the bot and here together)`,
+  );
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
     host: e.HOST,
@@ -235,6 +257,8 @@ export function parseConfig(rawEnv: Env): Config {
       environment: e.SENTRY_ENVIRONMENT ?? e.NODE_ENV,
       tracesSampleRate: e.SENTRY_TRACES_SAMPLE_RATE,
     }),
+    annieMeiCompat: e.LINKGATE_ANNIE_MEI_COMPAT,
+    warnings: Object.freeze(warnings),
   });
 }
 
@@ -295,6 +319,25 @@ export function withDevelopmentSecrets(rawEnv: Env): { env: Env; generated: stri
   }
   const filled = Object.fromEntries(missing.map((name) => [name, saved[name]]));
   return { env: { ...env, ...filled }, generated, file };
+}
+
+/**
+ * Adds the variables of `<dir>/.env`, when there is one, under the real
+ * environment: a variable set in the environment wins over the file. The
+ * file is read with Node's own dotenv parser (`util.parseEnv`), as the
+ * services Linkgate replaces read theirs (the Annie Mei auth service uses
+ * dotenvy in its working directory).
+ */
+export function withDotEnv(env: Env, dir: string): Env {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, '.env'), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return env;
+    throw new ConfigError(`.env: could not be read (${(error as NodeJS.ErrnoException).code ?? 'unknown error'})`);
+  }
+  const fromFile = Object.fromEntries(Object.entries(parseEnv(text)).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+  return { ...fromFile, ...Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined)) };
 }
 
 function readEnvFile(file: string): Record<string, string> {

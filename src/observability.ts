@@ -13,8 +13,8 @@ export function createLogger(level: Config['logLevel'], destination?: Destinatio
       base: { service: 'linkgate' },
       redact: {
         paths: [
-          'accessToken', 'refreshToken', 'password', 'code', 'state', 'context', 'authorization', 'cookie',
-          '*.accessToken', '*.refreshToken', '*.password', '*.state', '*.context', '*.authorization', '*.cookie',
+          'accessToken', 'refreshToken', 'password', 'code', 'state', 'context', 'ctx', 'authorization', 'cookie',
+          '*.accessToken', '*.refreshToken', '*.password', '*.state', '*.context', '*.ctx', '*.authorization', '*.cookie',
         ],
         censor: '[redacted]',
       },

@@ -5,8 +5,10 @@
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.tsx';
-import { ConfigError, parseConfig, withDevelopmentSecrets } from './config.ts';
-import { createKeyring } from './core/crypto.ts';
+import { ConfigError, parseConfig, withDevelopmentSecrets, withDotEnv } from './config.ts';
+import { AnnieMeiError, countViewUnlinks, removeViews, takeOver } from './compat/annie-mei/database.ts';
+import { createKeyring, createUserIdHasher } from './core/crypto.ts';
+import { DEFAULT_TENANT } from './core/ids.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
 import { createWebhookWorker } from './core/webhooks.ts';
@@ -30,9 +32,11 @@ function checkNodeVersion(): void {
 
 async function main(): Promise<void> {
   checkNodeVersion();
-  const { env, generated, file } = withDevelopmentSecrets(process.env);
+  // The working directory's .env (as the services Linkgate replaces read theirs), under the real environment.
+  const { env, generated, file } = withDevelopmentSecrets(withDotEnv(process.env, process.cwd()));
   const config = parseConfig(env);
   const logger = createLogger(config.logLevel);
+  for (const warning of config.warnings) logger.warn(warning);
   if (generated.length > 0) {
     logger.warn({ generated, file }, 'generated development secrets (the API key is in that file); set them yourself in production');
   }
@@ -46,6 +50,17 @@ async function main(): Promise<void> {
   const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
   const metrics = config.metrics ? createMetrics() : undefined;
+  // The Annie Mei bot reads links from annie_auth.* on PostgreSQL: take its old service's tables over, or keep the views.
+  if (database.kind === 'postgres' && registry.get('anilist')?.instance) {
+    const hashUserId = createUserIdHasher(config.userIdHashSalt);
+    const annieMei = { db: database.db, keyring, logger, fingerprint: (userId: string) => hashUserId(DEFAULT_TENANT, userId), now: Date.now };
+    if (config.annieMeiCompat) {
+      await takeOver(annieMei, { webhooks: config.webhook !== undefined });
+      if (metrics) await countViewUnlinks(database, metrics);
+    } else {
+      await removeViews(database.db);
+    }
+  }
   const shuttingDown = new AbortController();
   const app = createApp({
     config,
@@ -126,6 +141,8 @@ async function main(): Promise<void> {
 main().catch((error: unknown) => {
   if (error instanceof ConfigError || error instanceof ProviderLoadError) {
     console.error(`linkgate: configuration error: ${error.message}`);
+  } else if (error instanceof AnnieMeiError) {
+    console.error(`linkgate: failed to take over the Annie Mei auth service's tables: ${error.message}`);
   } else {
     console.error(`linkgate: failed to start: ${error instanceof Error ? error.message : String(error)}`);
   }

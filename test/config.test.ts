@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, GENERATED_SECRETS, parseConfig, withDevelopmentSecrets } from '../src/config.ts';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { ConfigError, GENERATED_SECRETS, parseConfig, withDevelopmentSecrets, withDotEnv } from '../src/config.ts';
 import { TEST_SECRETS } from './helpers/gateway.ts';
 
 describe('configuration', () => {
@@ -45,7 +46,9 @@ describe('configuration', () => {
   it.each([
     [{ PORT: 'eighty' }, /^PORT: must be a whole number$/],
     [{ OAUTH_CONTEXT_TTL_SECONDS: '999999' }, /^OAUTH_CONTEXT_TTL_SECONDS: must be at most 86400$/],
-    [{ OAUTH_CONTEXT_SIGNING_SECRET: 'short' }, /^OAUTH_CONTEXT_SIGNING_SECRET: must be at least 32 characters$/],
+    [{ OAUTH_CONTEXT_SIGNING_SECRET: ' ' }, /^OAUTH_CONTEXT_SIGNING_SECRET: is required/],
+    [{ LINKGATE_API_KEYS: 'short' }, /^LINKGATE_API_KEYS: must be at least 32 characters$/],
+    [{ LINKGATE_ANNIE_MEI_COMPAT: 'off' }, /^LINKGATE_ANNIE_MEI_COMPAT: must be true or false$/],
     [{ LINKGATE_ENCRYPTION_KEYS: 'k1:AAAA' }, /^LINKGATE_ENCRYPTION_KEYS: each key must be 32 bytes/],
     [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL: must be a postgres/],
     [{ SENTRY_TRACES_SAMPLE_RATE: '2' }, /^SENTRY_TRACES_SAMPLE_RATE: must be between 0 and 1$/],
@@ -138,5 +141,67 @@ describe('configuration', () => {
     // A secret set in the environment wins over the saved one and is not written.
     const third = withDevelopmentSecrets({ DATA_DIR: dataDir, USERID_HASH_SALT: TEST_SECRETS.USERID_HASH_SALT });
     expect(third.env.USERID_HASH_SALT).toBe(TEST_SECRETS.USERID_HASH_SALT);
+  });
+
+  it('accepts the secrets a bot shares at any length, with one warning naming each short one and never its value', () => {
+    // The Annie Mei bot's .env carries them as they are; refusing would mean changing the bot too.
+    const config = parseConfig({ ...TEST_SECRETS, OAUTH_CONTEXT_SIGNING_SECRET: 'bot-secret', USERID_HASH_SALT: 'salty', NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://auth.bot.example' });
+    expect(config.contextSigningSecret).toBe('bot-secret');
+    expect(config.userIdHashSalt).toBe('salty');
+    expect(config.warnings).toHaveLength(2);
+    expect(config.warnings[0]).toMatch(/^OAUTH_CONTEXT_SIGNING_SECRET is shorter than 32 characters/);
+    expect(config.warnings[1]).toMatch(/^USERID_HASH_SALT is shorter than 32 characters/);
+    expect(config.warnings.join('\n')).not.toContain('bot-secret');
+    expect(config.warnings.join('\n')).not.toContain('salty');
+    expect(parseConfig({ ...TEST_SECRETS }).warnings).toEqual([]);
+  });
+
+  it('keeps the Annie Mei views unless LINKGATE_ANNIE_MEI_COMPAT=false', () => {
+    expect(parseConfig({ ...TEST_SECRETS }).annieMeiCompat).toBe(true);
+    expect(parseConfig({ ...TEST_SECRETS, LINKGATE_ANNIE_MEI_COMPAT: 'false' }).annieMeiCompat).toBe(false);
+  });
+});
+
+describe('the .env file of the working directory', () => {
+  const folder = (text?: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'linkgate-dotenv-'));
+    if (text !== undefined) writeFileSync(join(dir, '.env'), text);
+    return dir;
+  };
+
+  it('is read as dotenv files are (comments, quotes, export, empty values), under the real environment', () => {
+    const dir = folder(
+      [
+        '# the old service',
+        'ANILIST_CLIENT_ID=12345',
+        'OAUTH_CONTEXT_SIGNING_SECRET="quoted secret # not a comment"',
+        "USERID_HASH_SALT='single'",
+        'export PORT=9001',
+        'SENTRY_DSN=',
+        'ROCKET_SECRET_KEY=ignored-by-linkgate',
+      ].join('\n'),
+    );
+    const env = withDotEnv({ PORT: '9002', PATH: '/usr/bin' }, dir);
+    expect(env.ANILIST_CLIENT_ID).toBe('12345');
+    expect(env.OAUTH_CONTEXT_SIGNING_SECRET).toBe('quoted secret # not a comment');
+    expect(env.USERID_HASH_SALT).toBe('single');
+    // A variable set in the environment wins over the file.
+    expect(env.PORT).toBe('9002');
+    expect(env.PATH).toBe('/usr/bin');
+    const config = parseConfig({ ...TEST_SECRETS, ...env, OAUTH_CONTEXT_SIGNING_SECRET: env.OAUTH_CONTEXT_SIGNING_SECRET });
+    expect(config.port).toBe(9002);
+    expect(config.contextSigningSecret).toBe('quoted secret # not a comment');
+    expect(config.sentry.dsn).toBeUndefined();
+  });
+
+  it('changes nothing when there is none', () => {
+    const env = { PORT: '9003' };
+    expect(withDotEnv(env, folder())).toEqual(env);
+  });
+
+  it('stops start-up with one line when it exists but cannot be read', () => {
+    const dir = folder();
+    mkdirSync(join(dir, '.env'));
+    expect(() => withDotEnv({}, dir)).toThrow(/^\.env: could not be read \(EISDIR\)$/);
   });
 });

@@ -62,7 +62,7 @@ describe('the gateway process', () => {
     expect(await ready.json()).toEqual({ status: 'ready', database: 'pglite' });
     const health = await fetch(`http://127.0.0.1:${port}/healthz`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toEqual({ status: 'ok' });
+    expect(await health.json()).toEqual({ status: 'healthy' });
 
     const dataDir = join(cwd, '.linkgate');
     expect(existsSync(join(dataDir, 'pgdata'))).toBe(true);

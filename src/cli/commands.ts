@@ -10,7 +10,7 @@ import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
 import { DEFAULT_TENANT } from '../core/link-context.ts';
 import type { Link } from '../core/links.ts';
 import type { Revocation } from '../core/unlink.ts';
-import { argument, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
+import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
 
 // Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
@@ -286,4 +286,77 @@ const linksDelete: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete];
+/** The Annie Mei takeover needs the bot's database: PostgreSQL, migrated. */
+async function withAnnieMeiDatabase<T>(io: CliIo, run: (deps: import('../compat/annie-mei/database.ts').AnnieMeiDeps, webhooks: boolean) => Promise<T>): Promise<T> {
+  const { config } = loadConfig(io);
+  if (!config.databaseUrl) {
+    throw new CliError(EXIT.usage, 'needs_postgres', 'the Annie Mei tables live in its PostgreSQL database: set DATABASE_URL to it (the same as in the old service\'s .env)');
+  }
+  const { requireMigrated, withDatabase } = await databaseModule();
+  const hash = createUserIdHasher(config.userIdHashSalt);
+  return withDatabase(io, config, async (database) => {
+    await requireMigrated(database);
+    const deps = { db: database.db, keyring: createKeyring(config.encryptionKeys), logger: cliLogger(io, config), fingerprint: (id: string) => hash(tenant, id), now: io.now };
+    return run(deps, config.webhook !== undefined);
+  });
+}
+
+const importAnnieMei: Command = {
+  path: ['import', 'annie-mei'],
+  args: [],
+  options: { 'dry-run': { type: 'boolean', help: 'say what would be imported and changed, and change nothing' } },
+  json: true,
+  summary: "Take over the Annie Mei auth service's tables in DATABASE_URL (the server does this at start-up).",
+  details: [
+    'When annie_auth.oauth_credentials is still the old service\'s table, every row becomes an AniList link of the default tenant (tokens sealed with LINKGATE_ENCRYPTION_KEYS, `needs_reauth` where relink_required_at is set), the old tables are renamed to oauth_credentials_legacy and oauth_sessions_legacy with their tokens cleared, and views with the same names, columns and grants take their place, all in one transaction. Stop the old service first. Running it again imports nothing.',
+  ],
+  async run(args, io) {
+    const { planTakeover, takeOver } = await import('../compat/annie-mei/database.ts');
+    const dryRun = args.values['dry-run'] === true;
+    const result = await withAnnieMeiDatabase(io, async (deps, webhooks) => {
+      const plan = await planTakeover(deps);
+      if (dryRun || plan.found !== 'legacy') return { ...plan, imported: 0, dryRun };
+      const report = await takeOver(deps, { webhooks });
+      return { ...plan, ...report, dryRun };
+    });
+    print(io, args, result, () => {
+      if (result.found === 'views') return 'annie_auth.oauth_credentials is already Linkgate\'s view: there is nothing to import\n';
+      if (result.found === 'none') return `there are no annie_auth tables in this database: nothing to import${dryRun ? '' : ' (the server creates the views at start-up)'}\n`;
+      const grants = result.grants.map((g) => `${g.grantee}: ${g.privileges.join(', ')} on ${g.table}`).join('; ') || 'none besides the owner';
+      const verb = dryRun ? 'would import' : 'imported';
+      return [
+        `annie_auth.oauth_credentials is the old service's table with ${result.rows} row${result.rows === 1 ? '' : 's'}:`,
+        `  ${verb} ${dryRun ? result.rows - result.alreadyLinked : result.imported} as AniList links (${result.needsReauth} needing the user to link again, ${result.alreadyLinked} already linked here and kept as they are)`,
+        `  ${dryRun ? 'would rename' : 'renamed'} oauth_credentials and oauth_sessions to *_legacy, their token columns cleared`,
+        `  ${dryRun ? 'would create' : 'created'} the views annie_auth.oauth_credentials and oauth_sessions, granted as the old tables were (${grants})`,
+        ...(dryRun ? ['nothing was changed'] : []),
+        '',
+      ].join('\n');
+    });
+    return EXIT.ok;
+  },
+};
+
+const exportAnnieMei: Command = {
+  path: ['export', 'annie-mei'],
+  args: [],
+  options: { 'dry-run': { type: 'boolean', help: 'say how many links would be written back, and change nothing' } },
+  json: true,
+  summary: "Give the Annie Mei auth service its tables back (the rollback of `import annie-mei`).",
+  details: [
+    'Stop Linkgate first. Drops Linkgate\'s annie_auth views, renames oauth_credentials_legacy and oauth_sessions_legacy back, and writes every AniList link of the default tenant into oauth_credentials as it is now, tokens in plaintext as the old service keeps them (links made or removed since the takeover included). Then start the old service; do not start Linkgate on this database again with LINKGATE_ANNIE_MEI_COMPAT on unless you want it to take over again.',
+  ],
+  async run(args, io) {
+    const { giveBack } = await import('../compat/annie-mei/database.ts');
+    const dryRun = args.values['dry-run'] === true;
+    const report = await withAnnieMeiDatabase(io, (deps) => giveBack(deps, { dryRun }));
+    print(io, args, { ...report, dryRun }, () =>
+      dryRun
+        ? `would write ${report.rows} AniList link${report.rows === 1 ? '' : 's'} back into annie_auth.oauth_credentials; nothing was changed\n`
+        : `wrote ${report.rows} AniList link${report.rows === 1 ? '' : 's'} back into annie_auth.oauth_credentials; the old service can start\n`,
+    );
+    return EXIT.ok;
+  },
+};
+
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei];

@@ -3,12 +3,22 @@
  * the only module of the command line that touches `process`.
  */
 import pino from 'pino';
+import { withDotEnv, type Env } from '../config.ts';
 import { isProcessAlive } from '../db/lock.ts';
 import { runCli } from './cli.ts';
 import { COMMANDS } from './commands.ts';
 
+let env: Env;
+try {
+  // The working directory's .env, under the real environment, as `npm start` reads it.
+  env = withDotEnv(process.env, process.cwd());
+} catch (error) {
+  process.stderr.write(`linkgate: configuration error: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+}
+
 process.exitCode = await runCli(process.argv.slice(2), COMMANDS, {
-  env: process.env,
+  env,
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
   log: pino.destination({ fd: 2, sync: true }),

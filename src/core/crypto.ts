@@ -1,5 +1,8 @@
 import { createCipheriv, createDecipheriv, createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { blake3 } from '@noble/hashes/blake3.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { LinkgateError } from './errors.ts';
+import { DEFAULT_TENANT } from './ids.ts';
 
 export interface EncryptionKey {
   /** Short id written into every envelope, so any key of the ring can open it. */
@@ -99,11 +102,20 @@ export function sha256(text: string): string {
 }
 
 /**
- * What logs and Sentry see instead of a user id: an HMAC keyed by
- * USERID_HASH_SALT, stable for one deployment, useless without the salt.
+ * What logs and Sentry see instead of a user id: the first 16 hex characters
+ * of BLAKE3(USERID_HASH_SALT ‖ user id), the fingerprint the Annie Mei bot
+ * and its auth service log (annie-mei/auth `identifier_fingerprint`), so one
+ * user can be followed across the bot's and the gateway's logs. Stable for
+ * one deployment, useless without the salt. A tenant other than `default`
+ * goes in front of the id with a NUL, which no user id contains, so the same
+ * id in two tenants is two users.
  */
 export function createUserIdHasher(salt: string): (tenant: string, userId: string) => string {
-  return (tenant, userId) => createHmac('sha256', salt).update(`${tenant}\0${userId}`, 'utf8').digest('base64url').slice(0, 22);
+  const encoder = new TextEncoder();
+  return (tenant, userId) => {
+    const input = tenant === DEFAULT_TENANT ? `${salt}${userId}` : `${salt}${tenant}\0${userId}`;
+    return bytesToHex(blake3(encoder.encode(input))).slice(0, 16);
+  };
 }
 
 /**

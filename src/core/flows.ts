@@ -16,13 +16,33 @@ const JsonValue: v.GenericSchema<Json> = v.union([
   v.array(v.lazy(() => JsonValue)),
   v.record(v.string(), v.lazy(() => JsonValue)),
 ]);
-const SealedFlowData = v.object({ codeVerifier: v.string(), data: v.record(v.string(), JsonValue) });
+const SealedFlowData = v.object({
+  codeVerifier: v.string(),
+  data: v.record(v.string(), JsonValue),
+  // Absent in flows stored before a used link could be reopened.
+  state: v.optional(v.string()),
+  resumeUrl: v.optional(v.string()),
+});
+
+/**
+ * What a flow keeps sealed: the PKCE verifier and the provider's scratch
+ * data, and, so that the browser that opened the link can reopen it and land
+ * where it was, the state itself and the provider URL it was sent to.
+ */
+export interface FlowSecrets {
+  codeVerifier: string;
+  data: Flow['data'];
+  state?: string | undefined;
+  /** The provider page the browser was sent to (a `redirect` step), to send it there again. */
+  resumeUrl?: string | undefined;
+}
 
 export const flowAad = (stateHash: string) => `flow:${stateHash}`;
 
 export interface NewFlow {
   state: string;
   codeVerifier: string;
+  resumeUrl?: string | undefined;
   browserId: string;
   tenant: string;
   userId: string;
@@ -45,8 +65,11 @@ export interface FlowStoreOptions {
 function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
   const held = (claimed: FlowRow) =>
     and(eq(flows.stateHash, claimed.stateHash), eq(flows.status, 'open'), claimed.claimToken === null ? sql`false` : eq(flows.claimToken, claimed.claimToken));
-  const seal = (stateHash: string, codeVerifier: string, data: Flow['data']) =>
-    keyring.seal(JSON.stringify({ codeVerifier, data }), flowAad(stateHash));
+  async function findByHash(stateHash: string): Promise<FlowRow | undefined> {
+    const [row] = await db.select().from(flows).where(eq(flows.stateHash, stateHash));
+    return row;
+  }
+  const seal = (stateHash: string, secrets: FlowSecrets) => keyring.seal(JSON.stringify(secrets), flowAad(stateHash));
 
   return {
     async insert(flow: NewFlow): Promise<void> {
@@ -59,15 +82,12 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         browserHash: sha256(flow.browserId),
         returnTo: flow.returnTo ?? null,
         step: flow.step,
-        data: seal(stateHash, flow.codeVerifier, flow.data),
+        data: seal(stateHash, { codeVerifier: flow.codeVerifier, data: flow.data, state: flow.state, resumeUrl: flow.resumeUrl }),
         expiresAt: flow.expiresAt,
       });
     },
 
-    async find(state: string): Promise<FlowRow | undefined> {
-      const [row] = await db.select().from(flows).where(eq(flows.stateHash, sha256(state)));
-      return row;
-    },
+    find: (state: string): Promise<FlowRow | undefined> => findByHash(sha256(state)),
 
     /**
      * Takes the flow for one request: atomically, only while it is open,
@@ -90,16 +110,18 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
       return claimed;
     },
 
-    open(row: FlowRow): { codeVerifier: string; data: Flow['data'] } {
+    open(row: FlowRow): FlowSecrets {
       if (row.data === null) throw new Error('flow has no data');
       return v.parse(SealedFlowData, JSON.parse(keyring.open(row.data, flowAad(row.stateHash))));
     },
 
-    /** Saves the next step and the provider's data, and lets the flow go; false if `claimed` no longer holds it. */
-    async release(claimed: FlowRow, codeVerifier: string, step: ShownStep, data: Flow['data']): Promise<boolean> {
+    findByHash,
+
+    /** Saves the next step and what the flow keeps sealed, and lets the flow go; false if `claimed` no longer holds it. */
+    async release(claimed: FlowRow, secrets: FlowSecrets, step: ShownStep): Promise<boolean> {
       const saved = await db
         .update(flows)
-        .set({ step, data: seal(claimed.stateHash, codeVerifier, data), lockedUntil: null, claimToken: null })
+        .set({ step, data: seal(claimed.stateHash, secrets), lockedUntil: null, claimToken: null })
         .where(held(claimed))
         .returning({ stateHash: flows.stateHash });
       return saved.length > 0;

@@ -1,5 +1,8 @@
 import * as v from 'valibot';
 
+/** The tenant of a single-tenant deployment, and of every link made before tenants. */
+export const DEFAULT_TENANT = 'default';
+
 /**
  * A bot's user id: opaque text, never parsed as a number (Discord snowflakes
  * do not fit one). Letters, digits and `._:@+=-`, at most 128 characters and

@@ -3,7 +3,7 @@ import { compactVerify, errors as joseErrors } from 'jose';
 import * as v from 'valibot';
 import { randomToken } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
-import { userIdSchema, userNameSchema } from './ids.ts';
+import { DEFAULT_TENANT, userIdSchema, userNameSchema } from './ids.ts';
 
 /** A verified link context: who is linking which provider, and where to go afterwards. */
 export interface LinkContext {
@@ -19,7 +19,7 @@ export interface LinkContext {
   userName: string | undefined;
 }
 
-export const DEFAULT_TENANT = 'default';
+export { DEFAULT_TENANT };
 /**
  * A bot's clock may run a little ahead of ours: `iat` may be this far in the
  * future and a context is still accepted this long after its `exp`.
@@ -60,6 +60,28 @@ export interface LinkContextOptions {
   ttlSeconds: number;
   returnToOrigins: readonly string[];
   now: () => number;
+}
+
+/**
+ * A way a bot carries a link context in its link. The JWT below is ours;
+ * a bot that signs its own format (src/compat/annie-mei/context.ts) gets a
+ * format of its own, and the routes treat every format alike.
+ */
+export interface LinkContextFormat {
+  /** Its name in logs and metrics. */
+  readonly id: string;
+  /** The query parameter of the link, and the field the confirmation form posts it back in. */
+  readonly param: string;
+  /** What error pages about such a link tell a person to do next, when the bot has its own words for it. */
+  readonly nextStep?: string;
+  /** Verifies a context (signature, then claims) for `provider`; does not consume it. */
+  verify(token: string, provider: string, options: LinkContextOptions): Promise<LinkContext>;
+}
+
+/** A link context as a link carried it: which format, and the text. */
+export interface PresentedContext {
+  format: LinkContextFormat;
+  token: string;
 }
 
 const invalid = (message: string) => new LinkgateError('context_invalid', message);
@@ -106,6 +128,9 @@ export async function verifyLinkContext(token: string, provider: string, options
     userName: name,
   };
 }
+
+/** Linkgate's own link context: an HS256 JWT in `?context=`. */
+export const jwtContextFormat: LinkContextFormat = { id: 'jwt', param: 'context', verify: verifyLinkContext };
 
 /**
  * Newlines and other control characters, percent-encoded (the URL parser

@@ -1,5 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { and, eq } from '../db/orm.ts';
+import { logCause } from '../db/errors.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import { usedContexts, type FlowRow } from '../db/schema.ts';
@@ -8,8 +9,8 @@ import type { RegisteredProvider, Registry } from '../registry.ts';
 import { randomToken, sha256 } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import type { LinkEvents } from './events.ts';
-import type { FlowStore, ShownStep } from './flows.ts';
-import { verifyLinkContext, type LinkContext, type LinkContextOptions } from './link-context.ts';
+import type { FlowSecrets, FlowStore, ShownStep } from './flows.ts';
+import type { LinkContext, LinkContextOptions, PresentedContext } from './link-context.ts';
 import type { LinkStore } from './links.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -32,6 +33,15 @@ export interface Confirmation {
 
 /** Where `start` leaves the browser: at the provider, or on our page for this flow. */
 export type Started = { kind: 'redirect'; url: URL } | { kind: 'linked'; returnTo: string } | { kind: 'show'; state: string };
+
+/**
+ * What opening a link shows: the confirmation, or, when this browser already
+ * pressed Continue on it, where its flow is (`Started`).
+ */
+export type Opened = { kind: 'confirm'; confirmation: Confirmation } | Reopened;
+
+/** Where a link opened again by the browser that used it goes: as `start` would, or straight to its result. */
+export type Reopened = Started | { kind: 'result'; outcome: Outcome };
 
 export type PollAnswer =
   | { status: 'pending'; pollMs: number }
@@ -123,6 +133,7 @@ export function createLinking(deps: LinkingDeps) {
     state: string,
     flow: Flow,
     step: Step,
+    previous?: FlowSecrets,
   ): Promise<Outcome> {
     if (step.kind === 'done') {
       const key = { tenant: row.tenant, userId: row.userId, provider: provider.id };
@@ -137,7 +148,8 @@ export function createLinking(deps: LinkingDeps) {
       return { kind: 'linked', provider, accountName: step.account.name, returnTo: row.returnTo ?? undefined };
     }
     const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step;
-    if (!(await flows.release(row, flow.codeVerifier, shown, flow.data))) throw claimLost(provider.id);
+    const resumeUrl = step.kind === 'redirect' ? step.url.href : previous?.resumeUrl;
+    if (!(await flows.release(row, { codeVerifier: flow.codeVerifier, data: flow.data, state, resumeUrl }, shown))) throw claimLost(provider.id);
     return outcomeOf(step, state);
   }
 
@@ -159,10 +171,10 @@ export function createLinking(deps: LinkingDeps) {
     if (!claimed) throw new LinkgateError('flow_busy', 'this sign-in is already being completed', { provider: providerId });
     let flow: Flow;
     try {
-      const { codeVerifier, data } = flows.open(claimed);
-      flow = { state, codeVerifier, redirectUri: callbackUrl(providerId), data };
+      const secrets = flows.open(claimed);
+      flow = { state, codeVerifier: secrets.codeVerifier, redirectUri: callbackUrl(providerId), data: secrets.data };
       const step = await run(provider, (p) => p.advance(flow, input));
-      return await settle(provider, claimed, state, flow, step);
+      return await settle(provider, claimed, state, flow, step, secrets);
     } catch (error) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
@@ -193,8 +205,42 @@ export function createLinking(deps: LinkingDeps) {
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
-  async function verifiedContext(providerId: string, contextToken: string): Promise<LinkContext> {
-    return verifyLinkContext(contextToken, providerId, { ...deps.context, now: deps.now });
+  async function verifiedContext(providerId: string, presented: PresentedContext): Promise<LinkContext> {
+    return presented.format.verify(presented.token, providerId, { ...deps.context, now: deps.now });
+  }
+
+  const usedByOthers = (providerId: string) =>
+    new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });
+
+  /**
+   * A link whose context is spent, opened again. The browser that pressed
+   * Continue on it goes back to its flow: to the provider page it was sent
+   * to, to the flow's own page, or to the result once linked. Anyone else,
+   * and that browser once its flow failed or expired, is told the link was
+   * used (`context_replayed`: "your account may already be linked").
+   */
+  async function reopen(providerId: string, context: LinkContext, browserId: string): Promise<Reopened> {
+    const [used] = await deps.db
+      .select({ browserHash: usedContexts.browserHash, stateHash: usedContexts.stateHash })
+      .from(usedContexts)
+      .where(and(eq(usedContexts.tenant, context.tenant), eq(usedContexts.jti, context.jti)));
+    if (!used?.stateHash || !used.browserHash || sha256(browserId) !== used.browserHash) throw usedByOthers(providerId);
+    const row = await flows.findByHash(used.stateHash);
+    if (!row || row.provider !== providerId || row.browserHash !== used.browserHash) throw usedByOthers(providerId);
+    if (row.status === 'completed') {
+      const link = await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId });
+      if (!link) throw usedByOthers(providerId);
+      if (row.returnTo) return { kind: 'linked', returnTo: row.returnTo };
+      const provider = requireProvider(deps.registry, providerId);
+      return { kind: 'result', outcome: { kind: 'linked', provider, accountName: link.externalName ?? undefined, returnTo: undefined } };
+    }
+    if (row.status !== 'open' || row.expiresAt.getTime() <= deps.now() || row.data === null) throw usedByOthers(providerId);
+    const secrets = flows.open(row);
+    if (!secrets.state) throw usedByOthers(providerId); // a flow stored before reopening existed
+    const shown = row.step as ShownStep | null;
+    if (shown?.kind === 'form' || shown?.kind === 'wait') return { kind: 'show', state: secrets.state };
+    if (!secrets.resumeUrl) throw usedByOthers(providerId);
+    return { kind: 'redirect', url: new URL(secrets.resumeUrl) };
   }
 
   return {
@@ -204,40 +250,52 @@ export function createLinking(deps: LinkingDeps) {
      * is opened and the provider is not contacted, so a link preview, a
      * reload or a stranger's link cannot start anything on its own.
      */
-    async confirmation(providerId: string, contextToken: string, browserId: string): Promise<Confirmation> {
+    async confirmation(providerId: string, presented: PresentedContext, browserId: string): Promise<Opened> {
       const provider = requireProvider(deps.registry, providerId);
-      const context = await verifiedContext(providerId, contextToken);
+      const context = await verifiedContext(providerId, presented);
       const [spent] = await deps.db
         .select({ jti: usedContexts.jti })
         .from(usedContexts)
         .where(and(eq(usedContexts.tenant, context.tenant), eq(usedContexts.jti, context.jti)));
-      if (spent) throw new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });
-      return { provider, userName: context.userName, csrfToken: confirmationToken(context, browserId) };
+      if (spent) return reopen(providerId, context, browserId);
+      return { kind: 'confirm', confirmation: { provider, userName: context.userName, csrfToken: confirmationToken(context, browserId) } };
     },
 
     /**
      * `POST /oauth/:provider/start`, the confirmation form: checks its token
-     * against this browser, spends the context's `jti` (one winner), opens a
+     * against this browser, spends the context's `jti` (one winner; the
+     * browser that spent it pressing again goes back to its flow), opens a
      * flow and runs `begin`.
      */
-    async start(providerId: string, contextToken: string, browserId: string, csrfToken: string): Promise<Started> {
+    async start(providerId: string, presented: PresentedContext, browserId: string, csrfToken: string): Promise<Reopened> {
       const provider = requireProvider(deps.registry, providerId);
-      const context = await verifiedContext(providerId, contextToken);
+      const context = await verifiedContext(providerId, presented);
       // Before the jti is spent: a forged POST must not use up the user's link.
       if (!sameToken(csrfToken, confirmationToken(context, browserId))) {
         throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider: providerId });
       }
+      const state = randomToken(32);
+      const usedKey = and(eq(usedContexts.tenant, context.tenant), eq(usedContexts.jti, context.jti), eq(usedContexts.stateHash, sha256(state)));
       const spent = await deps.db
         .insert(usedContexts)
         // Remembered as long as the context verifies (skew included): a purge before then would let it be replayed.
-        .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.acceptedUntil })
+        .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.acceptedUntil, browserHash: sha256(browserId), stateHash: sha256(state) })
         .onConflictDoNothing()
         .returning({ jti: usedContexts.jti });
-      if (spent.length === 0) throw new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });
+      if (spent.length === 0) return reopen(providerId, context, browserId);
 
-      const state = randomToken(32);
       const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), data: {} };
-      const step = await run(provider, (p) => p.begin(flow));
+      let step: Step;
+      try {
+        step = await run(provider, (p) => p.begin(flow));
+      } catch (error) {
+        // Nothing was opened: the link stays usable, so the user can press Continue again once the provider answers.
+        await deps.db
+          .delete(usedContexts)
+          .where(usedKey)
+          .catch((cause: unknown) => logger.warn({ provider: providerId, cause: logCause(cause) }, 'could not make the link usable again'));
+        throw error;
+      }
       const now = deps.now();
       const record = {
         state,
@@ -250,7 +308,7 @@ export function createLinking(deps: LinkingDeps) {
         data: flow.data,
         expiresAt: new Date(now + deps.stateTtlSeconds * 1000),
       };
-      logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind }, 'flow started');
+      logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind, format: presented.format.id }, 'flow started');
       deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId });
       if (step.kind === 'done') {
         // A provider that needs no interaction: record the flow only to store the link through it.
@@ -261,7 +319,7 @@ export function createLinking(deps: LinkingDeps) {
         const linked = await settle(provider, claimed, state, flow, step);
         return linked.kind === 'linked' && linked.returnTo ? { kind: 'linked', returnTo: linked.returnTo } : { kind: 'show', state };
       }
-      await flows.insert({ ...record, step: step.kind === 'redirect' ? { kind: 'redirect' } : step });
+      await flows.insert({ ...record, ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}), step: step.kind === 'redirect' ? { kind: 'redirect' } : step });
       return step.kind === 'redirect' ? { kind: 'redirect', url: step.url } : { kind: 'show', state };
     },
 

@@ -13,6 +13,7 @@ const DEFINITIONS = {
   linkgate_flows_failed_total: { help: 'Link flows that ended without a link, by error code', type: 'counter' },
   linkgate_token_refreshes_total: { help: 'Token refreshes, by outcome', type: 'counter' },
   linkgate_webhook_deliveries_total: { help: 'Webhook delivery attempts, by outcome', type: 'counter' },
+  linkgate_links_deleted_total: { help: 'Links deleted, by provider and by where the unlink came from (api, annie_auth)', type: 'counter' },
   linkgate_http_request_duration_seconds: { help: 'HTTP requests, by method, route pattern and status', type: 'histogram' },
 } as const;
 

@@ -43,6 +43,13 @@ export const usedContexts = pgTable(
     tenant: text('tenant').notNull(),
     jti: text('jti').notNull(),
     expiresAt: at('expires_at').notNull(),
+    /**
+     * SHA-256 of the browser cookie that spent it and of the state of the
+     * flow it opened: that browser reopening the link lands in its flow (or
+     * on its result); any other browser is told the link was used.
+     */
+    browserHash: text('browser_hash'),
+    stateHash: text('state_hash'),
   },
   (t) => [primaryKey({ columns: [t.tenant, t.jti] }), index('used_contexts_expires_at_idx').on(t.expiresAt)],
 );

@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
+import type { Metrics } from '../core/metrics.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
 import { checkReturnTo, createLinkUrl, DEFAULT_TENANT } from '../core/link-context.ts';
@@ -34,6 +35,7 @@ export interface ApiRoutesDeps {
   limiter: RateLimiter;
   /** Aborted at shutdown: waits answer as on timeout, so the bot asks again elsewhere. */
   stopping?: AbortSignal | undefined;
+  metrics?: Metrics | undefined;
 }
 
 export const UserParams = v.object({ userId: UserId });
@@ -263,6 +265,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const known = knownProvider(provider);
     const deleted = await unlink(deps, { tenant, userId, provider }, c.get('log')());
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
+    deps.metrics?.inc('linkgate_links_deleted_total', { provider, via: 'api' });
     return c.body(null, 204);
   });
 

@@ -5,8 +5,8 @@ import type { AppEnv } from './middleware.ts';
 
 export function healthRoutes(deps: { database: Database }) {
   const app = new Hono<AppEnv>();
-  // Liveness: the process answers.
-  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  // Liveness: the process answers. `healthy` is what the Annie Mei auth service answered; its monitors look for it.
+  app.get('/healthz', (c) => c.json({ status: 'healthy' }));
   // Readiness: the database answers too.
   app.get('/readyz', async (c) => {
     try {

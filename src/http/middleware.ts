@@ -19,6 +19,8 @@ export type AppEnv = {
      * child per request was a visible share of the status API's CPU.
      */
     log: () => Logger;
+    /** How the link being opened tells its users to get a new one, for the error pages of this request. */
+    nextStep?: string;
   };
 };
 

@@ -5,7 +5,8 @@ import * as v from 'valibot';
 import { randomToken } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId } from '../core/ids.ts';
-import { requireProvider, type Linking, type Outcome } from '../core/linking.ts';
+import type { LinkContextFormat, PresentedContext } from '../core/link-context.ts';
+import { requireProvider, type Linking, type Outcome, type Reopened } from '../core/linking.ts';
 import type { Registry } from '../registry.ts';
 import { parseInput } from '../core/validation.ts';
 import type { StepInput } from '../provider.ts';
@@ -22,17 +23,14 @@ import { ConfirmPage, FormPage, LinkedPage, WaitPage } from './pages.tsx';
 export const BROWSER_COOKIE = 'linkgate_browser';
 
 const State = v.optional(v.pipe(v.string(), v.maxLength(256, 'state is too long')));
-const StartQuery = v.object({
-  context: v.pipe(v.string('the link has no context'), v.minLength(1, 'the link has no context'), v.maxLength(4096, 'the context is too long')),
-});
-const StartForm = v.object({
-  ...StartQuery.entries,
-  csrf: v.optional(v.pipe(v.string(), v.maxLength(128, 'the confirmation token is too long'))),
-});
+const ContextText = v.pipe(v.string(), v.minLength(1, 'the link has no context'), v.maxLength(4096, 'the context is too long'));
+const Csrf = v.optional(v.pipe(v.string(), v.maxLength(128, 'the confirmation token is too long')));
 const BrowserId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/));
 
 export interface OauthRoutesDeps {
   linking: Linking;
+  /** The link-context formats links may carry, each in its own query parameter. */
+  formats: readonly LinkContextFormat[];
   registry: Registry;
   stateTtlSeconds: number;
   secureCookies: boolean;
@@ -53,7 +51,21 @@ async function readForm(c: Context<AppEnv>): Promise<URLSearchParams> {
 }
 
 export function oauthRoutes(deps: OauthRoutesDeps) {
-  const { linking } = deps;
+  const { linking, formats } = deps;
+
+  /**
+   * The link context a link (or the confirmation form) carries, in whichever
+   * format's parameter it is. Its format's words for "get a new link" go to
+   * the error pages of this request.
+   */
+  function presentedContext(c: Context<AppEnv>, read: (name: string) => string | undefined): PresentedContext {
+    const present = formats.filter((format) => read(format.param) !== undefined);
+    if (present.length > 1) throw new LinkgateError('context_invalid', 'the link carries more than one context');
+    const format = present[0];
+    if (!format) throw new LinkgateError('bad_request', 'the link has no context');
+    if (format.nextStep) c.set('nextStep', format.nextStep);
+    return { format, token: parseInput(ContextText, read(format.param)) };
+  }
   const app = new Hono<AppEnv>();
   const cookiePrefix = deps.secureCookies ? 'host' : undefined;
 
@@ -97,34 +109,28 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
    */
   app.get('/:provider/start', async (c) => {
     const provider = providerParam(c);
-    const { context } = parseInput(StartQuery, { context: c.req.query('context') });
+    const presented = presentedContext(c, (name) => c.req.query(name));
     // One id per browser, reused across flows so two tabs can link two providers.
     const browser = browserId(c) ?? randomToken(32);
-    const confirmation = await linking.confirmation(provider, context, browser);
+    const opened = await linking.confirmation(provider, presented, browser);
     bindBrowser(c, browser);
+    if (opened.kind !== 'confirm') return followed(c, provider, opened);
+    const { confirmation } = opened;
     return c.html(
       <ConfirmPage
         nonce={c.get('secureHeadersNonce') ?? ''}
         action={`/oauth/${provider}/start`}
         providerName={confirmation.provider.displayName}
         userName={confirmation.userName}
-        context={context}
+        contextField={presented.format.param}
+        context={presented.token}
         csrfToken={confirmation.csrfToken}
       />,
     );
   });
 
-  /** The confirmation form: only this starts a flow and contacts the provider. Always 303 (RFC 9110 §15.4.4). */
-  app.post('/:provider/start', bodyLimit(16 * 1024), async (c) => {
-    const provider = providerParam(c);
-    const form = await readForm(c);
-    const { context, csrf } = parseInput(StartForm, { context: form.get('context') ?? undefined, csrf: form.get('csrf') ?? undefined });
-    const browser = browserId(c);
-    if (!browser || !csrf) {
-      throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider });
-    }
-    const started = await linking.start(provider, context, browser, csrf);
-    bindBrowser(c, browser);
+  /** Where a started (or reopened) flow sends the browser. Always 303 (RFC 9110 §15.4.4). */
+  function followed(c: Context<AppEnv>, provider: string, started: Reopened) {
     switch (started.kind) {
       case 'redirect':
         return c.redirect(started.url.href, 303);
@@ -132,7 +138,24 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
         return c.redirect(started.returnTo, 303);
       case 'show':
         return c.redirect(`/oauth/${provider}/continue?state=${encodeURIComponent(started.state)}`, 303);
+      case 'result':
+        return render(c, provider, started.outcome);
     }
+  }
+
+  /** The confirmation form: only this starts a flow and contacts the provider. Always 303 (RFC 9110 §15.4.4). */
+  app.post('/:provider/start', bodyLimit(16 * 1024), async (c) => {
+    const provider = providerParam(c);
+    const form = await readForm(c);
+    const presented = presentedContext(c, (name) => form.get(name) ?? undefined);
+    const csrf = parseInput(Csrf, form.get('csrf') ?? undefined);
+    const browser = browserId(c);
+    if (!browser || !csrf) {
+      throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider });
+    }
+    const started = await linking.start(provider, presented, browser, csrf);
+    bindBrowser(c, browser);
+    return followed(c, provider, started);
   });
 
   app.get('/:provider/continue', async (c) => {

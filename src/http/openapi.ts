@@ -71,7 +71,7 @@ export const DeliveryAnswer = v.strictObject({
 
 export const DeliveriesAnswer = v.strictObject({ deliveries: v.array(DeliveryAnswer) });
 
-export const HealthAnswer = v.strictObject({ status: v.literal('ok') });
+export const HealthAnswer = v.strictObject({ status: v.literal('healthy') });
 export const ReadyAnswer = v.strictObject({ status: v.picklist(['ready', 'unavailable']), database: v.picklist(['postgres', 'pglite']) });
 
 // ── Operations ─────────────────────────────────────────────────────────────

@@ -60,7 +60,7 @@ export function MessagePage(props: { nonce: string; title: string; lines: string
  * the raw user id. Continuing POSTs the context with a token bound to this
  * browser's cookie.
  */
-export function ConfirmPage(props: { nonce: string; action: string; providerName: string; userName: string | undefined; context: string; csrfToken: string }) {
+export function ConfirmPage(props: { nonce: string; action: string; providerName: string; userName: string | undefined; contextField: string; context: string; csrfToken: string }) {
   return (
     <Layout title={`Link your ${props.providerName} account?`} nonce={props.nonce}>
       <h1>Link your {props.providerName} account?</h1>
@@ -76,7 +76,7 @@ export function ConfirmPage(props: { nonce: string; action: string; providerName
       </p>
       <p class="muted">Only continue if you asked the bot for this link yourself. If someone sent it to you, close this page.</p>
       <form method="post" action={props.action}>
-        <input type="hidden" name="context" value={props.context} />
+        <input type="hidden" name={props.contextField} value={props.context} />
         <input type="hidden" name="csrf" value={props.csrfToken} />
         <button type="submit">Continue</button>
       </form>
@@ -208,23 +208,28 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
   );
 }
 
-const NEW_LINK = 'Ask the bot for a new link and try again.';
+const ASK_BOT = 'Ask the bot for a new link and try again.';
 
-/** What a person reads for each error: what happened, then what to do. */
-export function describeError(code: ErrorCode | 'internal_error', providerName: string | undefined): { title: string; lines: string[] } {
+/**
+ * What a person reads for each error: what happened, then what to do.
+ * `nextStep` is how this bot's users get a new link, when the link's format
+ * says (the Annie Mei bot: "Run /register in Discord again").
+ */
+export function describeError(code: ErrorCode | 'internal_error', providerName: string | undefined, nextStep?: string): { title: string; lines: string[] } {
   const provider = providerName ?? 'the provider';
+  const NEW_LINK = nextStep ?? ASK_BOT;
   switch (code) {
     case 'context_expired':
       return { title: 'This link has expired', lines: ['Links are only valid for a few minutes.', NEW_LINK] };
     case 'context_replayed':
       return {
         title: 'This link was already used',
-        lines: ['Each link works once, and this one has already been continued. If that was you, finish in the tab where you pressed Continue.', NEW_LINK],
+        lines: ['Each link works once, and this one has already been used. Your account may already be linked: check with the bot.', `If it is not, ${lowerFirst(NEW_LINK)}`],
       };
     case 'csrf_failed':
       return {
         title: 'Please continue from the link in this browser',
-        lines: ['This confirmation did not come from the page we showed this browser, or your browser blocked our cookie. Nothing was started.', `Open the link from the bot again, or ${NEW_LINK.toLowerCase()}`],
+        lines: ['This confirmation did not come from the page we showed this browser, or your browser blocked our cookie. Nothing was started.', `Open the link from the bot again, or ${lowerFirst(NEW_LINK)}`],
       };
     case 'context_invalid':
     case 'context_wrong_provider':
@@ -235,12 +240,12 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
     case 'flow_browser_mismatch':
       return {
         title: 'Please finish in the same browser',
-        lines: ['This sign-in was started in another browser or app, or your browser blocked our cookie.', `Open the link from the bot in this browser, or ${NEW_LINK.toLowerCase()}`],
+        lines: ['This sign-in was started in another browser or app, or your browser blocked our cookie.', `Open the link from the bot in this browser, or ${lowerFirst(NEW_LINK)}`],
       };
     case 'flow_busy':
       return { title: 'Already in progress', lines: ['This sign-in is being completed in another tab. Check that tab, or wait a moment and reload.'] };
     case 'provider_denied':
-      return { title: 'Linking cancelled', lines: [`${provider} did not grant access, so nothing was linked.`, `If you changed your mind, ${NEW_LINK.toLowerCase()}`] };
+      return { title: 'Linking cancelled', lines: [`${provider} did not grant access, so nothing was linked.`, `If you changed your mind, ${lowerFirst(NEW_LINK)}`] };
     case 'exchange_failed':
     case 'provider_error':
       return { title: 'Sign-in could not be completed', lines: [`${provider} refused to finish the sign-in.`, NEW_LINK] };
@@ -273,4 +278,9 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
     default:
       return { title: 'Something went wrong', lines: ['Nothing was linked. This is a problem on our side; please try again later.', NEW_LINK] };
   }
+}
+
+/** "Run /register …" → "run /register …", keeping the rest as written (names, commands). */
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }

@@ -156,10 +156,10 @@ describe('providers', () => {
   });
 
   it('a broken configuration exits 1 with one line naming the variable, and no secret', async () => {
-    const result = await runCli(['providers'], { ...env, NODE_ENV: 'production', OAUTH_CONTEXT_SIGNING_SECRET: 'short' });
+    const result = await runCli(['providers'], { ...env, NODE_ENV: 'production', LINKGATE_API_KEYS: 'short' });
     expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
-    expect(result.stderr).toBe('linkgate providers: configuration error: OAUTH_CONTEXT_SIGNING_SECRET: must be at least 32 characters\n');
+    expect(result.stderr).toBe('linkgate providers: configuration error: LINKGATE_API_KEYS: must be at least 32 characters\n');
   });
 });
 

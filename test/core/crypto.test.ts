@@ -59,6 +59,16 @@ describe('user id hashing', () => {
     expect(h).not.toBe(other('default', '123456789012345678'));
     expect(h).not.toContain('123456789012345678');
   });
+
+  it('is the Annie Mei fingerprint: the first 16 hex characters of BLAKE3(salt ‖ user id)', () => {
+    // BLAKE3("abc") = 6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85 (the reference
+    // implementation's value), and BLAKE3("") = af1349b9…; salt "a" and id "bc" make "abc".
+    expect(createUserIdHasher('a')('default', 'bc')).toBe('6437b3ac38465133');
+    expect(createUserIdHasher('')('default', '')).toBe('af1349b9f5f9a1a6');
+    // Another tenant's user with the same id is another fingerprint.
+    expect(createUserIdHasher('a')('acme', 'bc')).toMatch(/^[0-9a-f]{16}$/);
+    expect(createUserIdHasher('a')('acme', 'bc')).not.toBe('6437b3ac38465133');
+  });
 });
 
 describe('random tokens (cut from a pool of random bytes)', () => {

@@ -49,7 +49,7 @@ describe('holding a flow', () => {
     const second = (await store.claim(row, at(CLAIM_MS + 1000)))!;
 
     // The first holder comes back late: nothing it does applies.
-    expect(await store.release(first, 'verifier', { kind: 'redirect' }, { step: 'late' })).toBe(false);
+    expect(await store.release(first, { codeVerifier: 'verifier', data: { step: 'late' } }, { kind: 'redirect' })).toBe(false);
     expect(await store.unlock(first)).toBe(false);
     expect(await store.finish(first, 'completed')).toBe(false);
     const untouched = (await store.find('state-taken-over'))!;
@@ -57,7 +57,7 @@ describe('holding a flow', () => {
     expect(store.open(untouched).data).toEqual({ step: 'first' });
 
     // The holder of the flow can.
-    expect(await store.release(second, 'verifier', { kind: 'redirect' }, { step: 'second' })).toBe(true);
+    expect(await store.release(second, { codeVerifier: 'verifier', data: { step: 'second' } }, { kind: 'redirect' })).toBe(true);
     const released = (await store.find('state-taken-over'))!;
     expect(released).toMatchObject({ status: 'open', claimToken: null, lockedUntil: null });
     expect(store.open(released).data).toEqual({ step: 'second' });

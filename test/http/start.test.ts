@@ -125,7 +125,7 @@ describe('opening a link', () => {
     expect(continued.status).toBe(303);
   });
 
-  it('links after Continue; the same link cannot be continued again, and a reload says so', async () => {
+  it('links after Continue; the link is spent: its own browser reopening it sees its flow, then its result; any other browser is told it was used', async () => {
     const url = await linkUrl('happy-user');
     const browser = browserOn(gateway);
     const { action, fields } = confirmationForm(await (await browser.get(url)).text());
@@ -142,20 +142,45 @@ describe('opening a link', () => {
     const code = /class="code"[^>]*>(\d{6})</.exec(html)![1]!;
     // The flow's page survives a reload.
     expect(await (await browser.get(next)).text()).toContain(code);
+    // Tapping the chat message again (or pressing Continue twice) lands in the same flow: no second flow, no new code.
+    const flowsBefore = (await sideEffects()).flows;
+    const reopened = await browser.get(url);
+    expect(reopened.status).toBe(303);
+    expect(reopened.headers.get('location')).toBe(next);
+    const pressedAgain = await browser.post(action, fields);
+    expect(pressedAgain.status).toBe(303);
+    expect(pressedAgain.headers.get('location')).toBe(next);
+    expect((await sideEffects()).flows).toBe(flowsBefore);
+
     jellyfin.approve(code, JELLYFIN_USER);
     const state = new URL(next, 'http://x').searchParams.get('state')!;
     expect(await (await browser.get(`/oauth/jellyfin/poll?state=${state}`)).json()).toEqual({ status: 'linked' });
     expect(await (await gateway.api('/users/happy-user/links/jellyfin')).json()).toMatchObject({ externalId: JELLYFIN_USER, status: 'active' });
     expect(await (await browser.get(next)).text()).toContain('Account linked');
 
-    const replayed = await browser.post(action, fields);
-    expect(replayed.status).toBe(400);
-    expect(await replayed.text()).toMatch(/id="error-code">context_replayed</);
-    const reloaded = await browser.get(url);
-    expect(reloaded.status).toBe(400);
-    const reloadedPage = await reloaded.text();
-    expect(reloadedPage).toContain('This link was already used');
-    expect(reloadedPage).toContain('finish in the tab where you pressed Continue');
+    // Once linked, the same browser opening the link again sees the result.
+    const linkedAgain = await browser.get(url);
+    expect(linkedAgain.status).toBe(200);
+    const linkedPage = await linkedAgain.text();
+    expect(linkedPage).toContain('Account linked');
+    expect(linkedPage).toContain('Ada');
+    expect(await (await browser.post(action, fields)).text()).toContain('Account linked');
+
+    // Another browser (the link forwarded, another phone) learns only that it was used.
+    const stranger = browserOn(gateway);
+    const refused = await stranger.get(url);
+    expect(refused.status).toBe(400);
+    const refusedPage = await refused.text();
+    expect(refusedPage).toMatch(/id="error-code">context_replayed</);
+    expect(refusedPage).toContain('This link was already used');
+    expect(refusedPage).toContain('Your account may already be linked: check with the bot.');
+    expect(refusedPage).not.toContain('Ada');
+
+    // And once the user unlinks, the old link shows nothing of the old account to anyone.
+    expect((await gateway.api('/users/happy-user/links/jellyfin', { method: 'DELETE' })).status).toBe(204);
+    const afterUnlink = await browser.get(url);
+    expect(afterUnlink.status).toBe(400);
+    expect(await afterUnlink.text()).toMatch(/id="error-code">context_replayed</);
   });
 });
 
