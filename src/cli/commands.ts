@@ -286,8 +286,16 @@ const linksDelete: Command = {
   },
 };
 
-/** The Annie Mei takeover needs the bot's database: PostgreSQL, migrated. */
-async function withAnnieMeiDatabase<T>(io: CliIo, run: (deps: import('../compat/annie-mei/database.ts').AnnieMeiDeps, webhooks: boolean) => Promise<T>): Promise<T> {
+/**
+ * The Annie Mei takeover needs the bot's database: PostgreSQL. `prepare`:
+ * `migrate` brings Linkgate's tables first (as the server does at start-up),
+ * `check` requires them, `none` reads what is there.
+ */
+async function withAnnieMeiDatabase<T>(
+  io: CliIo,
+  prepare: 'migrate' | 'check' | 'none',
+  run: (deps: import('../compat/annie-mei/database.ts').AnnieMeiDeps, webhooks: boolean) => Promise<T>,
+): Promise<T> {
   const { config } = loadConfig(io);
   if (!config.databaseUrl) {
     throw new CliError(EXIT.usage, 'needs_postgres', 'the Annie Mei tables live in its PostgreSQL database: set DATABASE_URL to it (the same as in the old service\'s .env)');
@@ -295,7 +303,8 @@ async function withAnnieMeiDatabase<T>(io: CliIo, run: (deps: import('../compat/
   const { requireMigrated, withDatabase } = await databaseModule();
   const hash = createUserIdHasher(config.userIdHashSalt);
   return withDatabase(io, config, async (database) => {
-    await requireMigrated(database);
+    if (prepare === 'migrate') await database.migrate();
+    if (prepare === 'check') await requireMigrated(database);
     const deps = { db: database.db, keyring: createKeyring(config.encryptionKeys), logger: cliLogger(io, config), fingerprint: (id: string) => hash(tenant, id), now: io.now };
     return run(deps, config.webhook !== undefined);
   });
@@ -313,7 +322,7 @@ const importAnnieMei: Command = {
   async run(args, io) {
     const { planTakeover, takeOver } = await import('../compat/annie-mei/database.ts');
     const dryRun = args.values['dry-run'] === true;
-    const result = await withAnnieMeiDatabase(io, async (deps, webhooks) => {
+    const result = await withAnnieMeiDatabase(io, dryRun ? 'none' : 'migrate', async (deps, webhooks) => {
       const plan = await planTakeover(deps);
       if (dryRun || plan.found !== 'legacy') return { ...plan, imported: 0, dryRun };
       const report = await takeOver(deps, { webhooks });
@@ -349,7 +358,7 @@ const exportAnnieMei: Command = {
   async run(args, io) {
     const { giveBack } = await import('../compat/annie-mei/database.ts');
     const dryRun = args.values['dry-run'] === true;
-    const report = await withAnnieMeiDatabase(io, (deps) => giveBack(deps, { dryRun }));
+    const report = await withAnnieMeiDatabase(io, 'check', (deps) => giveBack(deps, { dryRun }));
     print(io, args, { ...report, dryRun }, () =>
       dryRun
         ? `would write ${report.rows} AniList link${report.rows === 1 ? '' : 's'} back into annie_auth.oauth_credentials; nothing was changed\n`

@@ -29,28 +29,44 @@ export interface GatewayProcess {
   cleanup(): Promise<void>;
 }
 
+export interface GatewayProcessOptions {
+  /**
+   * Runs on an existing PostgreSQL database (`DATABASE_URL` in `env`), which
+   * is neither created nor dropped here: a second start on the same data.
+   */
+  databaseUrl?: string;
+  /** Called with its working directory (empty) and database before it starts: write a `.env`, lay out tables. */
+  prepare?: (where: { dir: string; databaseUrl: string | undefined }) => Promise<void> | void;
+  /** Its environment is PATH, HOME and `env` only: none of the test secrets, NODE_ENV or DATA_DIR. */
+  bare?: boolean;
+}
+
 /**
  * The real gateway process (`src/server.ts`) with the test secrets, a port the
  * kernel picks (read from its "listening" log line) and a database of its own:
  * a PostgreSQL database when TEST_DATABASE_URL is set, else PGlite in a fresh
  * directory. Resolves once `/readyz` answers 200.
  */
-export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+export async function startGatewayProcess(env: Record<string, string>, options: GatewayProcessOptions = {}): Promise<GatewayProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-process-'));
-  const database = process.env.TEST_DATABASE_URL ? await createTestDatabase() : undefined;
+  const database = options.databaseUrl === undefined && process.env.TEST_DATABASE_URL ? await createTestDatabase() : undefined;
+  const databaseUrl = options.databaseUrl ?? database?.url;
+  await options.prepare?.({ dir: dataDir, databaseUrl });
   let output = '';
   const child = spawn(process.execPath, ['--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
     cwd: dataDir,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      NODE_ENV: 'test',
-      PORT: '0',
-      LOG_LEVEL: 'info',
-      ...TEST_SECRETS,
-      ...(database?.url ? { DATABASE_URL: database.url } : { DATA_DIR: join(dataDir, 'data') }),
-      ...env,
-    },
+    env: options.bare
+      ? { PATH: process.env.PATH, HOME: process.env.HOME, ...env }
+      : {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          NODE_ENV: 'test',
+          PORT: '0',
+          LOG_LEVEL: 'info',
+          ...TEST_SECRETS,
+          ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'data') }),
+          ...env,
+        },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));

@@ -158,8 +158,11 @@ async function createViews(tx: Tx, own: string, webhooks: boolean): Promise<void
   );
   // Only ever run as triggers; nobody calls them directly.
   await tx.execute(sql.raw(`revoke all on function ${s}.linkgate_unlink(), ${s}.linkgate_end_sessions() from public`));
-  await tx.execute(sql.raw(`create or replace trigger linkgate_unlink instead of delete on ${s}.oauth_credentials for each row execute function ${s}.linkgate_unlink()`));
-  await tx.execute(sql.raw(`create or replace trigger linkgate_end_sessions instead of delete on ${s}.oauth_sessions for each row execute function ${s}.linkgate_end_sessions()`));
+  // Dropped and made again (`create or replace trigger` needs PostgreSQL 14); a view's grants are not the trigger's.
+  for (const [trigger, view, fn] of [['linkgate_unlink', 'oauth_credentials', 'linkgate_unlink'], ['linkgate_end_sessions', 'oauth_sessions', 'linkgate_end_sessions']] as const) {
+    await tx.execute(sql.raw(`drop trigger if exists ${trigger} on ${s}.${view}`));
+    await tx.execute(sql.raw(`create trigger ${trigger} instead of delete on ${s}.${view} for each row execute function ${s}.${fn}()`));
+  }
 }
 
 async function dropViews(tx: Tx): Promise<void> {
@@ -177,7 +180,15 @@ const AniListId = v.pipe(
   v.union([v.pipe(v.string(), v.regex(/^[0-9]{1,18}$/, 'anilist_id must be a positive whole number')), v.pipe(v.number(), v.integer(), v.minValue(0)), v.bigint()]),
   v.transform(String),
 );
-const Timestamp = v.nullish(v.date('must be a timestamp'));
+/** Timestamps are read as epoch milliseconds (see readLegacyRows), whatever the driver does with timestamptz. */
+const Timestamp = v.nullish(
+  v.pipe(
+    v.number('must be a timestamp'),
+    v.check((ms) => Number.isFinite(ms), 'must be a finite timestamp'),
+    v.transform((ms) => new Date(Math.round(ms))),
+  ),
+);
+const TIMESTAMP_COLUMNS = new Set(['token_expires_at', 'token_updated_at', 'created_at', 'relink_required_at']);
 
 /** A row of the old `oauth_credentials` table, as its migrations made it (the later columns may be missing). */
 const LegacyRow = v.object({
@@ -206,7 +217,9 @@ async function legacyColumns(db: Db | Tx, table: string): Promise<Set<string>> {
 /** Every row of the old table, each checked; a bad one stops everything, naming its fingerprint and what is wrong. */
 async function readLegacyRows(tx: Db | Tx, fingerprint: (userId: string) => string): Promise<LegacyRow[]> {
   const columns = await legacyColumns(tx, 'oauth_credentials');
-  const select = ['discord_user_id', 'anilist_id', 'access_token', ...OPTIONAL_COLUMNS.filter((c) => columns.has(c))].map(ident).join(', ');
+  const select = ['discord_user_id', 'anilist_id', 'access_token', ...OPTIONAL_COLUMNS.filter((c) => columns.has(c))]
+    .map((c) => (TIMESTAMP_COLUMNS.has(c) ? `(extract(epoch from ${ident(c)}) * 1000)::float8 as ${ident(c)}` : ident(c)))
+    .join(', ');
   const order = columns.has('created_at') ? 'created_at nulls first, discord_user_id' : 'discord_user_id';
   const raw = await rows(tx, sql.raw(`select ${select} from ${ident(SCHEMA)}.oauth_credentials order by ${order}`));
   return raw.map((row, index) => {
@@ -216,9 +229,8 @@ async function readLegacyRows(tx: Db | Tx, fingerprint: (userId: string) => stri
     const id = typeof (row as { discord_user_id?: unknown }).discord_user_id === 'string' ? (row as { discord_user_id: string }).discord_user_id : undefined;
     const who = id && v.is(userIdSchema('id'), id) ? `user ${fingerprint(id)}` : `row ${index + 1}`;
     const field = issue.path?.[0]?.key;
-    throw new AnnieMeiError(
-      `${SCHEMA}.oauth_credentials, ${who} of ${raw.length}: ${issue.input === undefined && issue.kind === 'schema' ? `${String(field)} is missing` : issue.message}; nothing was imported and the old tables are as they were`,
-    );
+    const problem = issue.input === undefined && issue.kind === 'schema' ? `${String(field)} is missing` : issue.message.startsWith(String(field)) ? issue.message : `${String(field)} ${issue.message}`;
+    throw new AnnieMeiError(`${SCHEMA}.oauth_credentials, ${who} of ${raw.length}: ${problem}; nothing was imported and the old tables are as they were`);
   });
 }
 
@@ -284,11 +296,17 @@ async function plan(tx: Db | Tx, deps: AnnieMeiDeps): Promise<TakeoverPlan & { l
     return { found: credentials === 'view' ? 'views' : 'none', rows: 0, needsReauth: 0, alreadyLinked: 0, grants: [], legacyRows: [] };
   }
   const legacyRows = await readLegacyRows(tx, deps.fingerprint);
-  const own = await ownSchema(tx);
-  const linked = v.parse(
-    v.array(v.object({ userId: v.string() })),
-    await rows(tx, sql.raw(`select user_id as "userId" from ${ident(own)}.links where tenant = '${DEFAULT_TENANT}' and provider = '${PROVIDER}'`)),
-  );
+  // Before Linkgate's first start (a dry run) there is no links table yet, and so nothing linked here.
+  const own = await ownSchema(tx).catch((error: unknown) => {
+    if (error instanceof AnnieMeiError) return undefined;
+    throw error;
+  });
+  const linked = own
+    ? v.parse(
+        v.array(v.object({ userId: v.string() })),
+        await rows(tx, sql.raw(`select user_id as "userId" from ${ident(own)}.links where tenant = '${DEFAULT_TENANT}' and provider = '${PROVIDER}'`)),
+      )
+    : [];
   const already = new Set(linked.map((l) => l.userId));
   const grants = [
     ...groupGrants('oauth_credentials', await grantsOn(tx, 'oauth_credentials')),
@@ -458,7 +476,11 @@ export async function giveBack(deps: AnnieMeiDeps, options: { dryRun: boolean })
       const names = Object.keys(values).filter((name) => columns.has(name));
       await tx.execute(
         sql`insert into ${sql.raw(`${s}.oauth_credentials`)} (${sql.raw(names.map(ident).join(', '))}) values (${sql.join(
-          names.map((name) => sql`${values[name]}`),
+          // Timestamps go as ISO text: drizzle's postgres.js driver leaves Date parameters to the caller.
+          names.map((name) => {
+            const value = values[name];
+            return sql`${value instanceof Date ? value.toISOString() : value}`;
+          }),
           sql`, `,
         )})`,
       );
