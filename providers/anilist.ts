@@ -54,6 +54,8 @@ export default defineProvider({
     }
 
     return {
+      // AniList has no scopes: a token acts as the user (https://docs.anilist.co/guide/auth/).
+      access: ['see your AniList profile', 'read and change your anime and manga lists, favourites and settings as you'],
       async begin(flow) {
         const redirectUri = env.ANILIST_REDIRECT_URI ?? flow.redirectUri;
         flow.data = { redirectUri };

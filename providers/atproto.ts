@@ -45,6 +45,7 @@ import {
   type ProviderTools,
   type Step,
 } from 'linkgate/provider';
+import { describeScopes } from 'linkgate/oauth';
 
 /** The largest upstream answer the proxy passes on. */
 const MAX_XRPC_RESPONSE_BYTES = 5 * 1024 * 1024;
@@ -232,6 +233,13 @@ export default defineProvider({
     const extraOf = (credentials: Credentials) => v.parse(LinkExtra, credentials.extra);
 
     return {
+      // Scopes: https://atproto.com/specs/oauth#scopes (transition:generic is everything an app password may do).
+      access: describeScopes([...new Set(['atproto', ...env.ATPROTO_SCOPE.split(' ')])], {
+        atproto: 'see your handle and public profile',
+        'transition:generic': 'post, like, follow and change everything in your account as you (but not your direct messages)',
+        'transition:chat.bsky': 'read and send your direct messages',
+        'transition:email': 'see your email address',
+      }),
       async begin() {
         return identifierForm();
       },

@@ -6,7 +6,7 @@
 import * as oidc from 'openid-client';
 import * as v from 'valibot';
 import { defineProvider, LinkgateError, type ProviderInstance } from 'linkgate/provider';
-import { callbackUrl, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
+import { callbackUrl, describeScopes, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
 
 const ISSUER = 'https://discord.com';
 const AUTHORIZATION_ENDPOINT = 'https://discord.com/oauth2/authorize';
@@ -57,6 +57,16 @@ export default defineProvider({
     }
 
     return {
+      // Scope names: https://discord.com/developers/docs/topics/oauth2#shared-resources-oauth2-scopes
+      access: describeScopes(scopes, {
+        identify: 'see your Discord username and avatar',
+        email: 'see your email address',
+        guilds: 'see which servers you are in',
+        'guilds.members.read': 'see your nickname and roles in your servers',
+        connections: 'see the accounts you connected to Discord',
+        'role_connections.write': 'update the linked-role details of your account',
+        'applications.commands': null,
+      }),
       async begin(flow) {
         const redirectUri = env.DISCORD_REDIRECT_URI ?? flow.redirectUri;
         flow.data = { redirectUri };

@@ -11,6 +11,7 @@ import {
   defineProvider,
   LinkgateError,
   type Credentials,
+  type Flow,
   type FormSpec,
   type ProviderInstance,
   type Step,
@@ -19,6 +20,8 @@ import {
 
 const CLIENT_VERSION = '0.1.0';
 const POLL_MS = 2000;
+/** How long a Jellyfin server keeps a Quick Connect code (about ten minutes; README, Jellyfin). */
+const QUICK_CONNECT_CODE_MS = 10 * 60 * 1000;
 
 const bool = v.pipe(v.picklist(['true', 'false', '1', '0'], 'must be true or false'), v.transform((s) => s === 'true' || s === '1'));
 const serverUrl = v.pipe(
@@ -123,13 +126,17 @@ export default defineProvider({
       ...(error ? { error } : {}),
     });
 
-    const waitDisplay = (code: string): WaitDisplay => ({
+    /** How long the code can still be approved: Jellyfin keeps it about 10 minutes, our flow maybe less. */
+    const codeLifetime = (flow: Flow): string => {
+      const minutes = Math.floor(Math.min(flow.expiresAt - tools.clock.now(), QUICK_CONNECT_CODE_MS) / 60_000);
+      const left = minutes >= 2 ? `about ${minutes} minutes` : minutes === 1 ? 'about a minute' : 'less than a minute';
+      return `This page continues by itself once you have approved it. The code works for ${left}.`;
+    };
+
+    const waitDisplay = (code: string, flow: Flow): WaitDisplay => ({
       title: 'Approve this code in Jellyfin',
       code,
-      instructions: [
-        'In your Jellyfin app: Settings → Quick Connect → enter this code.',
-        'This page continues by itself once you have approved it. The code works for about 10 minutes.',
-      ],
+      instructions: ['In your Jellyfin app: Settings → Quick Connect → enter this code.', codeLifetime(flow)],
       actions: [{ label: 'Sign in with a password instead', action: 'password' }],
     });
 
@@ -152,7 +159,7 @@ export default defineProvider({
       if (!enabled.ok || (await enabled.json().catch(() => false)) !== true) return { kind: 'form', form: passwordForm() };
       const initiated = await json(await call(server, '/QuickConnect/Initiate', deviceId, { method: 'POST' }), QuickConnectResult, 'Quick Connect');
       flow.data = { ...serverOf(server, serverId), deviceId, secret: initiated.Secret, code: initiated.Code };
-      return { kind: 'wait', display: waitDisplay(initiated.Code), pollMs: POLL_MS };
+      return { kind: 'wait', display: waitDisplay(initiated.Code, flow), pollMs: POLL_MS };
     }
 
     function done(server: string, serverId: string | undefined, deviceId: string, result: v.InferOutput<typeof AuthenticationResult>): Step {
@@ -170,6 +177,8 @@ export default defineProvider({
     const extra = (credentials: Credentials) => v.parse(v.object({ serverUrl: v.string(), deviceId: v.string(), userId: v.string() }), credentials.extra);
 
     return {
+      // A Jellyfin access token acts as the user on that server: there are no scopes.
+      access: [`use your Jellyfin account on ${fixedServer && !env.JELLYFIN_ALLOW_USER_SERVER ? new URL(fixedServer).host : 'the server you choose'} as you: see your libraries, what you watched, and play media`],
       async begin(flow) {
         // Each link gets its own device id: Jellyfin keys sessions on user + device, so a shared one would make links log each other out.
         flow.data = { deviceId: randomUUID().replaceAll('-', '') };
@@ -226,7 +235,7 @@ export default defineProvider({
           return { kind: 'form', form: expiredForm('The code expired or was refused. Get a new code to try again.') };
         }
         const result = await json(state, QuickConnectResult, 'Quick Connect');
-        if (!result.Authenticated) return { kind: 'wait', display: waitDisplay(data.code ?? result.Code), pollMs: POLL_MS };
+        if (!result.Authenticated) return { kind: 'wait', display: waitDisplay(data.code ?? result.Code, flow), pollMs: POLL_MS };
         const response = await call(server, '/Users/AuthenticateWithQuickConnect', deviceId, { method: 'POST', body: { Secret: data.secret } });
         return done(server, serverId, deviceId, await json(response, AuthenticationResult, 'Quick Connect sign-in'));
       },

@@ -15,7 +15,7 @@ import {
   type ProviderInstance,
   type ProviderTools,
 } from 'linkgate/provider';
-import { callbackUrl, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
+import { callbackUrl, describeScopes, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
 
 const Id = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'each id must be lower-case letters, digits, _ or -'));
 const ProviderList = v.pipe(
@@ -108,6 +108,15 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
   };
 
   return {
+    // Standard scopes: OpenID Connect Core §5.4 and §11.
+    access: describeScopes(env.scopes, {
+      openid: 'confirm who you are',
+      profile: 'see your name and profile',
+      email: 'see your email address',
+      address: 'see your postal address',
+      phone: 'see your phone number',
+      offline_access: 'stay connected while you are away',
+    }),
     async begin(flow) {
       const config = await configuration();
       const nonce = oidc.randomNonce();

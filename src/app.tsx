@@ -70,6 +70,7 @@ export function createApp(deps: AppDeps) {
     publicBaseUrl: config.publicBaseUrl,
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
+    webhookEvents,
   });
 
   const app = new Hono<AppEnv>();
@@ -94,7 +95,7 @@ export function createApp(deps: AppDeps) {
   app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: addressOf }));
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:' }));
+  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand }));
   app.route(
     '/api/v1',
     apiRoutes({
@@ -124,6 +125,7 @@ export function createApp(deps: AppDeps) {
       limiter,
       stopping: deps.stopping,
       metrics,
+      cancelledSince: linking.cancelledSince,
     }),
   );
 
@@ -132,7 +134,7 @@ export function createApp(deps: AppDeps) {
   app.notFound((c) => {
     if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
     const { title, lines } = describeError('not_found', undefined);
-    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code="not_found" />, 404);
+    return c.html(<MessagePage frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: config.brand }} title={title} lines={lines} code="not_found" />, 404);
   });
 
   app.onError((error, c) => {
@@ -167,9 +169,9 @@ export function createApp(deps: AppDeps) {
       return c.json({ error: { code, message: failure.message } }, failure.status as 400);
     }
     const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
-    const { title, lines } = describeError(code, providerName, c.get('nextStep'));
+    const { title, lines } = describeError(code, providerName, c.get('nextStep'), failure.retryAfterSeconds);
     c.header('Cache-Control', 'no-store');
-    return c.html(<MessagePage nonce={c.get('secureHeadersNonce') ?? ''} title={title} lines={lines} code={code} />, failure.status as 400);
+    return c.html(<MessagePage frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: config.brand }} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 
   return app;

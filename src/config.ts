@@ -47,8 +47,21 @@ export interface Config {
    * (src/compat/annie-mei/database.ts).
    */
   readonly annieMeiCompat: boolean;
+  readonly brand: Brand;
   /** Things that work but deserve the operator's attention, logged once at start-up. */
   readonly warnings: readonly string[];
+}
+
+/** How the operator's pages look and whom they name (LINKGATE_BRAND_*, LINKGATE_SUPPORT_URL). */
+export interface Brand {
+  /** The bot's or operator's name: "<name> will be able to …". */
+  readonly name?: string | undefined;
+  /** A `data:` image, or an image on PUBLIC_BASE_URL's origin: the pages' CSP allows nothing else. */
+  readonly iconUrl?: string | undefined;
+  /** `#rrggbb`, for buttons. */
+  readonly color?: string | undefined;
+  /** Where a person gets help (https, or mailto:). */
+  readonly supportUrl?: string | undefined;
 }
 
 /** At most `limit` requests in any `windowSeconds` (approximately: see src/core/rate-limit.ts). */
@@ -169,6 +182,29 @@ const EnvSchema = v.object({
   LINKGATE_BROWSER_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '60'),
   LINKGATE_TRUST_PROXY: v.optional(integer(0, 10), '0'),
   LINKGATE_ANNIE_MEI_COMPAT: v.optional(boolean, 'true'),
+  LINKGATE_BRAND_NAME: v.optional(
+    v.pipe(v.string(), v.maxLength(60, 'must be at most 60 characters'), v.regex(/^[^\p{Cc}\p{Cf}<>]*$/u, 'must not contain control characters or < >')),
+  ),
+  LINKGATE_BRAND_ICON_URL: v.optional(
+    v.pipe(
+      v.string(),
+      v.maxLength(100_000, 'must be at most 100 000 characters (a small image)'),
+      v.check((s) => /^data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$/.test(s) || URL.canParse(s), 'must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL'),
+    ),
+  ),
+  LINKGATE_BRAND_COLOR: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$/, 'must be a colour like #5865f2'),
+      v.transform((s) => (s.length === 4 ? `#${[...s.slice(1)].map((c) => c + c).join('')}` : s).toLowerCase()),
+    ),
+  ),
+  LINKGATE_SUPPORT_URL: v.optional(
+    v.pipe(
+      v.string(),
+      v.check((s) => URL.canParse(s) && ['https:', 'http:', 'mailto:'].includes(new URL(s).protocol), 'must be an http(s) or mailto: URL'),
+    ),
+  ),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
@@ -216,6 +252,10 @@ export function parseConfig(rawEnv: Env): Config {
   if (e.LINKGATE_WEBHOOK_URL && !e.LINKGATE_WEBHOOK_SECRET) {
     throw new ConfigError('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
   }
+  // The pages allow images from our own origin and data: URLs only (CSP img-src).
+  if (e.LINKGATE_BRAND_ICON_URL && !e.LINKGATE_BRAND_ICON_URL.startsWith('data:') && new URL(e.LINKGATE_BRAND_ICON_URL).origin !== publicBaseUrl.origin) {
+    throw new ConfigError('LINKGATE_BRAND_ICON_URL: must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL (the pages load images from nowhere else)');
+  }
   const warnings = SHARED_SECRETS.filter((name) => e[name].length < SHORT_SECRET).map(
     (name) => `${name} is shorter than ${SHORT_SECRET} characters: accepted because a bot shares it, but a longer random value is safer (change it in the bot and here together)`,
   );
@@ -258,6 +298,12 @@ export function parseConfig(rawEnv: Env): Config {
       tracesSampleRate: e.SENTRY_TRACES_SAMPLE_RATE,
     }),
     annieMeiCompat: e.LINKGATE_ANNIE_MEI_COMPAT,
+    brand: Object.freeze({
+      name: e.LINKGATE_BRAND_NAME,
+      iconUrl: e.LINKGATE_BRAND_ICON_URL,
+      color: e.LINKGATE_BRAND_COLOR,
+      supportUrl: e.LINKGATE_SUPPORT_URL,
+    }),
     warnings: Object.freeze(warnings),
   });
 }

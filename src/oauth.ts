@@ -76,3 +76,13 @@ export function callbackUrl(redirectUri: string, params: URLSearchParams): URL {
   url.search = params.toString();
   return url;
 }
+
+/**
+ * The `access` sentences for the scopes a provider asks for: each known
+ * scope in the provider's words, an unknown one named as it is, duplicates
+ * once.
+ */
+export function describeScopes(scopes: readonly string[], known: Readonly<Record<string, string | null>>): string[] {
+  const sentences = scopes.map((scope) => (scope in known ? known[scope] : `use the permission “${scope}”`)).filter((s): s is string => s !== null);
+  return [...new Set(sentences)];
+}

@@ -80,6 +80,8 @@ export interface Flow {
   readonly codeVerifier: string;
   /** The gateway's callback URL for this provider (a provider may use its own configured one). */
   readonly redirectUri: string;
+  /** When the gateway gives up on this flow (epoch ms): a page that promises a time must not promise longer. */
+  readonly expiresAt: number;
   /** The provider's scratch space for this flow; changes are saved (sealed) after each step. */
   data: { [key: string]: Json };
 }
@@ -163,6 +165,13 @@ export class ProviderNotConfigured extends Error {
 }
 
 export interface ProviderInstance {
+  /**
+   * What a bot can do with a link, in words for the person linking: each
+   * finishes the sentence "The bot will be able to …" ("see your Discord
+   * username and avatar"). Made from the configured scopes; the confirmation
+   * page lists them.
+   */
+  access?: readonly string[];
   begin(flow: Flow): Promise<Step>;
   advance(flow: Flow, input: StepInput): Promise<Step>;
   /** Trades stored credentials for fresh ones. Throw `needs_reauth` when the user must link again. */

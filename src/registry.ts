@@ -43,6 +43,7 @@ const FamilyShape = v.object({
 });
 
 const InstanceShape = v.object({
+  access: v.optional(v.pipe(v.array(v.pipe(v.string('access must list sentences'), v.minLength(1), v.maxLength(200, 'each access sentence must be at most 200 characters'))), v.maxLength(20, 'access must list at most 20 sentences'))),
   begin: v.function('begin must be a function'),
   advance: v.function('advance must be a function'),
   refresh: v.optional(v.function('refresh must be a function')),

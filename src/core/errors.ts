@@ -8,12 +8,15 @@ export class LinkgateError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly provider: string | undefined;
+  /** `rate_limited`: when to try again, as the `Retry-After` header says; pages say it in words. */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { status?: number; provider?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { status?: number; provider?: string; cause?: unknown; retryAfterSeconds?: number } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.status = options.status ?? defaultStatus[code];
     this.provider = options.provider;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
 
@@ -50,6 +53,10 @@ const defaultStatus = {
   flow_browser_mismatch: 400,
   flow_busy: 409,
   csrf_failed: 403,
+  /** The success page of a sign-in whose flow is gone (reloaded long after). */
+  result_gone: 404,
+  /** The user cancelled linking (the wait API). */
+  link_cancelled: 409,
   // links
   not_linked: 404,
   account_already_linked: 409,

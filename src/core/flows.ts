@@ -1,4 +1,4 @@
-import { and, eq, gt, isNull, lt, or, sql } from '../db/orm.ts';
+import { and, desc, eq, gt, isNull, lt, or, sql } from '../db/orm.ts';
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
 import { flows, type FlowRow } from '../db/schema.ts';
@@ -127,6 +127,46 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
       return saved.length > 0;
     },
 
+    /**
+     * Records a flow that ended before it began: the user pressed Cancel on
+     * the confirmation page. It has no secrets; the wait API and the webhook
+     * learn of the cancellation from it.
+     */
+    async insertCancelled(flow: { tenant: string; userId: string; provider: string; browserId: string; now: Date; expiresAt: Date }): Promise<void> {
+      await db.insert(flows).values({
+        stateHash: sha256(randomToken(32)),
+        tenant: flow.tenant,
+        userId: flow.userId,
+        provider: flow.provider,
+        browserHash: sha256(flow.browserId),
+        status: 'cancelled',
+        createdAt: flow.now,
+        endedAt: flow.now,
+        expiresAt: flow.expiresAt,
+      });
+    },
+
+    /** The flow this browser last completed with `provider`, while its row lives: what its result page shows. */
+    async lastCompleted(browserId: string, provider: string, now: Date): Promise<FlowRow | undefined> {
+      const [row] = await db
+        .select()
+        .from(flows)
+        .where(and(eq(flows.browserHash, sha256(browserId)), eq(flows.provider, provider), eq(flows.status, 'completed'), gt(flows.expiresAt, now)))
+        .orderBy(desc(flows.endedAt))
+        .limit(1);
+      return row;
+    },
+
+    /** Whether the user cancelled linking `provider` at or after `since` (a flow ended as `cancelled`). */
+    async cancelledSince(key: { tenant: string; userId: string; provider: string }, since: Date): Promise<boolean> {
+      const [row] = await db
+        .select({ stateHash: flows.stateHash })
+        .from(flows)
+        .where(and(eq(flows.tenant, key.tenant), eq(flows.userId, key.userId), eq(flows.provider, key.provider), eq(flows.status, 'cancelled'), sql`${flows.endedAt} >= ${since.toISOString()}`))
+        .limit(1);
+      return row !== undefined;
+    },
+
     /** Lets the flow go unchanged, for the next request to try again; false if `claimed` no longer holds it. */
     async unlock(claimed: FlowRow): Promise<boolean> {
       const unlocked = await db.update(flows).set({ lockedUntil: null, claimToken: null }).where(held(claimed)).returning({ stateHash: flows.stateHash });
@@ -137,10 +177,10 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
      * Ends the flow for good; its secrets are dropped now, the row when it
      * expires. False if `claimed` no longer holds it.
      */
-    async finish(claimed: FlowRow, status: 'completed' | 'failed'): Promise<boolean> {
+    async finish(claimed: FlowRow, status: 'completed' | 'failed' | 'cancelled', now: Date = new Date()): Promise<boolean> {
       const ended = await db
         .update(flows)
-        .set({ status, data: null, step: null, lockedUntil: null, claimToken: null })
+        .set({ status, data: null, step: null, lockedUntil: null, claimToken: null, endedAt: now })
         .where(held(claimed))
         .returning({ stateHash: flows.stateHash });
       return ended.length > 0;

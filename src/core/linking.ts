@@ -10,6 +10,7 @@ import { randomToken, sha256 } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import type { LinkEvents } from './events.ts';
 import type { FlowSecrets, FlowStore, ShownStep } from './flows.ts';
+import { enqueueCancelEvent, type CancelReason } from './webhooks.ts';
 import type { LinkContext, LinkContextOptions, PresentedContext } from './link-context.ts';
 import type { LinkStore } from './links.ts';
 import type { Metrics } from './metrics.ts';
@@ -47,6 +48,7 @@ export type PollAnswer =
   | { status: 'pending'; pollMs: number }
   | { status: 'linked'; returnTo?: string }
   | { status: 'failed' }
+  | { status: 'cancelled' }
   | { status: 'expired' }
   /** The flow moved on to a step the page must reload to show. */
   | { status: 'continue' };
@@ -65,6 +67,8 @@ export interface LinkingDeps {
   publicBaseUrl: URL;
   allowSharedAccounts: boolean;
   hashUserId: (tenant: string, userId: string) => string;
+  /** Write webhook events (`link.cancelled`) with the flow changes. */
+  webhookEvents?: boolean;
 }
 
 /** Finds a provider that can run a flow: unknown → 404, not configured → 503. */
@@ -107,6 +111,9 @@ export function createLinking(deps: LinkingDeps) {
   /** Finds the flow for `state` and checks it belongs to this provider and this browser. */
   async function findFlow(providerId: string, state: string | undefined, browserId: string | undefined): Promise<FlowRow> {
     const row = state ? await flows.find(state) : undefined;
+    if (row?.status === 'cancelled' && row.provider === providerId && browserId && sha256(browserId) === row.browserHash) {
+      throw new LinkgateError('link_cancelled', 'this sign-in was cancelled', { provider: providerId });
+    }
     if (!row || row.provider !== providerId || row.status !== 'open' || row.expiresAt.getTime() <= deps.now()) {
       throw new LinkgateError('flow_not_found', 'this sign-in has expired or was already used', { provider: providerId });
     }
@@ -172,19 +179,44 @@ export function createLinking(deps: LinkingDeps) {
     let flow: Flow;
     try {
       const secrets = flows.open(claimed);
-      flow = { state, codeVerifier: secrets.codeVerifier, redirectUri: callbackUrl(providerId), data: secrets.data };
+      flow = { state, codeVerifier: secrets.codeVerifier, redirectUri: callbackUrl(providerId), expiresAt: claimed.expiresAt.getTime(), data: secrets.data };
       const step = await run(provider, (p) => p.advance(flow, input));
       return await settle(provider, claimed, state, flow, step, secrets);
     } catch (error) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
       if (input.kind === 'poll' && transient) await flows.unlock(claimed);
-      else {
-        await flows.finish(claimed, 'failed');
+      else if (isLinkgateError(error, 'provider_denied')) {
+        // Refusing access at the provider is the user's Cancel too: the bot hears of it.
+        await endCancelled(claimed, 'provider_denied');
+      } else {
+        await flows.finish(claimed, 'failed', new Date(deps.now()));
         deps.metrics?.inc('linkgate_flows_failed_total', { provider: providerId, reason: isLinkgateError(error) ? error.code : 'internal_error' });
       }
       throw error;
     }
+  }
+
+  /**
+   * Ends a flow as cancelled, with its `link.cancelled` event in the same
+   * transaction, and wakes the bot's waits. False if the flow was no longer
+   * this request's to end.
+   */
+  async function endCancelled(claimed: FlowRow, reason: CancelReason): Promise<boolean> {
+    const now = new Date(deps.now());
+    const ended = await deps.db.transaction(async (tx) => {
+      if (!(await flows.using(tx).finish(claimed, 'cancelled', now))) return false;
+      if (deps.webhookEvents) await enqueueCancelEvent(tx, { userId: claimed.userId, provider: claimed.provider, reason }, now);
+      return true;
+    });
+    if (ended) await announceCancel({ tenant: claimed.tenant, userId: claimed.userId, provider: claimed.provider }, reason);
+    return ended;
+  }
+
+  async function announceCancel(key: { tenant: string; userId: string; provider: string }, reason: CancelReason): Promise<void> {
+    logger.info({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId), reason }, 'linking cancelled');
+    deps.metrics?.inc('linkgate_flows_cancelled_total', { provider: key.provider, reason });
+    await deps.events.publish(key);
   }
 
   // A key of its own for confirmation tokens, derived so it never doubles as the context signing key.
@@ -284,7 +316,7 @@ export function createLinking(deps: LinkingDeps) {
         .returning({ jti: usedContexts.jti });
       if (spent.length === 0) return reopen(providerId, context, browserId);
 
-      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), data: {} };
+      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
       let step: Step;
       try {
         step = await run(provider, (p) => p.begin(flow));
@@ -306,7 +338,7 @@ export function createLinking(deps: LinkingDeps) {
         provider: providerId,
         returnTo: context.returnTo,
         data: flow.data,
-        expiresAt: new Date(now + deps.stateTtlSeconds * 1000),
+        expiresAt: new Date(flow.expiresAt),
       };
       logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind, format: presented.format.id }, 'flow started');
       deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId });
@@ -365,12 +397,63 @@ export function createLinking(deps: LinkingDeps) {
       return outcome;
     },
 
+    /**
+     * `GET /oauth/:provider/linked`: the result of the flow this browser last
+     * completed, shown for as long as its row lives, so a reload of the
+     * success page (which the callback redirects to) still says "linked".
+     */
+    async result(providerId: string, browserId: string | undefined): Promise<Outcome> {
+      const provider = requireProvider(deps.registry, providerId);
+      const row = browserId ? await flows.lastCompleted(browserId, providerId, new Date(deps.now())) : undefined;
+      const link = row ? await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId }) : undefined;
+      if (!link) throw new LinkgateError('result_gone', 'there is no recent sign-in of this browser to show', { provider: providerId });
+      return { kind: 'linked', provider, accountName: link.externalName ?? undefined, returnTo: undefined };
+    },
+
+    /**
+     * `POST /oauth/:provider/cancel`: the user pressed Cancel. On the
+     * confirmation page (`context`) the link is spent and nothing starts; on a
+     * flow's own page (`state`) the flow ends. Either way the bot hears of it:
+     * a `link.cancelled` event, and its waits answer `link_cancelled`.
+     */
+    async cancel(providerId: string, browserId: string | undefined, target: { context: PresentedContext; csrf: string } | { state: string | undefined }): Promise<void> {
+      requireProvider(deps.registry, providerId);
+      if ('state' in target) {
+        const row = await findFlow(providerId, target.state, browserId);
+        const claimed = await flows.claim(row, new Date(deps.now()));
+        if (!claimed || !(await endCancelled(claimed, 'user'))) throw claimLost(providerId);
+        return;
+      }
+      const context = await verifiedContext(providerId, target.context);
+      if (!browserId || !sameToken(target.csrf, confirmationToken(context, browserId))) {
+        throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider: providerId });
+      }
+      const now = new Date(deps.now());
+      const cancelled = await deps.db.transaction(async (tx) => {
+        const spent = await tx
+          .insert(usedContexts)
+          .values({ tenant: context.tenant, jti: context.jti, expiresAt: context.acceptedUntil, browserHash: sha256(browserId) })
+          .onConflictDoNothing()
+          .returning({ jti: usedContexts.jti });
+        if (spent.length === 0) return false;
+        await flows.using(tx).insertCancelled({ tenant: context.tenant, userId: context.userId, provider: providerId, browserId, now, expiresAt: new Date(now.getTime() + deps.stateTtlSeconds * 1000) });
+        if (deps.webhookEvents) await enqueueCancelEvent(tx, { userId: context.userId, provider: providerId, reason: 'user' }, now);
+        return true;
+      });
+      if (!cancelled) throw usedByOthers(providerId);
+      await announceCancel({ tenant: context.tenant, userId: context.userId, provider: providerId }, 'user');
+    },
+
+    /** Whether the user gave up linking `provider` at or after `since` (the wait API's `link_cancelled`). */
+    cancelledSince: (key: { tenant: string; userId: string; provider: string }, since: Date) => flows.cancelledSince(key, since),
+
     /** `GET /oauth/:provider/poll`: is the flow behind a `wait` step finished yet? */
     async poll(providerId: string, state: string | undefined, browserId: string | undefined): Promise<PollAnswer> {
       const row = state ? await flows.find(state) : undefined;
       if (!row || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return { status: 'expired' };
       if (row.status === 'completed') return { status: 'linked', ...(row.returnTo ? { returnTo: row.returnTo } : {}) };
       if (row.status === 'failed') return { status: 'failed' };
+      if (row.status === 'cancelled') return { status: 'cancelled' };
       if (row.expiresAt.getTime() <= deps.now()) return { status: 'expired' };
       const shown = row.step as ShownStep | null;
       if (shown?.kind !== 'wait') return { status: 'continue' };

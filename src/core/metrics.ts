@@ -11,6 +11,7 @@ const DEFINITIONS = {
   linkgate_flows_started_total: { help: 'Link flows started (Continue pressed)', type: 'counter' },
   linkgate_flows_completed_total: { help: 'Link flows that stored a link', type: 'counter' },
   linkgate_flows_failed_total: { help: 'Link flows that ended without a link, by error code', type: 'counter' },
+  linkgate_flows_cancelled_total: { help: 'Linking cancelled by the user, on our page (user) or at the provider (provider_denied)', type: 'counter' },
   linkgate_token_refreshes_total: { help: 'Token refreshes, by outcome', type: 'counter' },
   linkgate_webhook_deliveries_total: { help: 'Webhook delivery attempts, by outcome', type: 'counter' },
   linkgate_links_deleted_total: { help: 'Links deleted, by provider and by where the unlink came from (api, annie_auth)', type: 'counter' },

@@ -23,6 +23,12 @@ import type { Metrics } from './metrics.ts';
 
 export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | 'link.needs_reauth';
 
+/**
+ * Why a user did not link: `user` pressed Cancel on our page, `provider_denied`
+ * refused access at the provider's.
+ */
+export type CancelReason = 'user' | 'provider_denied';
+
 /** How long a claimed delivery is ours before another instance may take it. */
 const CLAIM_MS = 60_000;
 /** The longest wait between two attempts. */
@@ -36,6 +42,13 @@ export async function enqueueLinkEvent(db: Db, type: LinkEventType, row: LinkRow
   const id = `evt_${randomUUID()}`;
   const payload = JSON.stringify({ id, type, createdAt: now.toISOString(), link: toApiLink(row) });
   await db.insert(webhookDeliveries).values({ id, type, payload, nextAttemptAt: now, createdAt: now });
+}
+
+/** Writes `link.cancelled` (the user gave up linking) on `db`, in the transaction that ended the flow. */
+export async function enqueueCancelEvent(db: Db, cancel: { userId: string; provider: string; reason: CancelReason }, now: Date): Promise<void> {
+  const id = `evt_${randomUUID()}`;
+  const payload = JSON.stringify({ id, type: 'link.cancelled', createdAt: now.toISOString(), cancellation: { userId: cancel.userId, provider: cancel.provider, reason: cancel.reason } });
+  await db.insert(webhookDeliveries).values({ id, type: 'link.cancelled', payload, nextAttemptAt: now, createdAt: now });
 }
 
 /** The `Linkgate-Signature` header value for `body` sent at `timestamp` (unix seconds). */

@@ -17,8 +17,12 @@ export const flows = pgTable(
     /** SHA-256 of the browser cookie that started the flow. */
     browserHash: text('browser_hash').notNull(),
     returnTo: text('return_to'),
-    /** `open` until the provider says `done` or fails; then `completed` / `failed` until purged. */
-    status: text('status', { enum: ['open', 'completed', 'failed'] }).notNull().default('open'),
+    /**
+     * `open` until the provider says `done` or fails; then `completed`,
+     * `failed` or `cancelled` (the user pressed Cancel, or refused access at
+     * the provider) until purged.
+     */
+    status: text('status', { enum: ['open', 'completed', 'failed', 'cancelled'] }).notNull().default('open'),
     /** The last step shown to the browser (form or wait), re-rendered on errors and polls. */
     step: jsonb('step'),
     data: text('data'),
@@ -31,9 +35,11 @@ export const flows = pgTable(
      */
     claimToken: text('claim_token'),
     createdAt: at('created_at').notNull().defaultNow(),
+    /** When it stopped being open: the wait API tells a bot about a cancellation after the time it asks from. */
+    endedAt: at('ended_at'),
     expiresAt: at('expires_at').notNull(),
   },
-  (t) => [index('flows_expires_at_idx').on(t.expiresAt)],
+  (t) => [index('flows_expires_at_idx').on(t.expiresAt), index('flows_user_idx').on(t.tenant, t.userId, t.provider)],
 );
 
 /** Link-context `jti`s already used; kept until the context would no longer verify anyway (`exp` + clock skew). */
@@ -107,7 +113,7 @@ export const webhookDeliveries = pgTable(
   'webhook_deliveries',
   {
     id: text('id').primaryKey(),
-    type: text('type', { enum: ['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth'] }).notNull(),
+    type: text('type', { enum: ['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.cancelled'] }).notNull(),
     payload: text('payload').notNull(),
     status: text('status', { enum: ['pending', 'delivered', 'dead'] }).notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),

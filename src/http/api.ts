@@ -36,6 +36,8 @@ export interface ApiRoutesDeps {
   /** Aborted at shutdown: waits answer as on timeout, so the bot asks again elsewhere. */
   stopping?: AbortSignal | undefined;
   metrics?: Metrics | undefined;
+  /** Whether the user cancelled linking at or after a time (flows ended as `cancelled`). */
+  cancelledSince: (key: { tenant: string; userId: string; provider: string }, since: Date) => Promise<boolean>;
 }
 
 export const UserParams = v.object({ userId: UserId });
@@ -43,6 +45,13 @@ export const WaitQuery = v.object({
   timeoutSeconds: v.optional(
     v.pipe(v.string(), v.regex(/^\d{1,2}$/, 'timeoutSeconds must be a whole number from 1 to 60'), v.transform(Number), v.minValue(1, 'timeoutSeconds must be at least 1'), v.maxValue(60, 'timeoutSeconds must be at most 60')),
     '30',
+  ),
+  since: v.optional(
+    v.pipe(
+      v.string(),
+      v.isoTimestamp('since must be an ISO 8601 time such as 2026-12-03T12:00:00Z'),
+      v.transform((text) => new Date(text)),
+    ),
   ),
 });
 export const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
@@ -182,9 +191,13 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    */
   app.get('/users/:userId/links/:provider/wait', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
-    const { timeoutSeconds } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds') });
+    const { timeoutSeconds, since } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds'), since: c.req.query('since') });
     knownProvider(provider);
     const key = { tenant, userId, provider };
+    // A cancellation since `since` (default: now) ends the wait: the user will not link this time.
+    const cancelledFrom = since ?? new Date(deps.now());
+    const cancelled = () =>
+      c.json({ error: { code: 'link_cancelled', message: 'the user cancelled linking' } }, 409);
     // The caller leaving and the gateway shutting down end the wait early, answered as a timeout.
     const ended = deps.stopping ? AbortSignal.any([c.req.raw.signal, deps.stopping]) : c.req.raw.signal;
     // Subscribe first, then read: a link stored in between still wakes us.
@@ -197,9 +210,11 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     else ended.addEventListener('abort', onAbort, { once: true });
     try {
       const deadline = deps.now() + timeoutSeconds * 1000;
-      for (;;) {
+      for (let first = true; ; first = false) {
         const row = await deps.links.get(key);
         if (row?.status === 'active') return c.json(toApiLink(row));
+        // Asked at once only when the bot gave a `since`; otherwise only a change can be one.
+        if ((!first || since) && (await deps.cancelledSince(key, cancelledFrom))) return cancelled();
         const left = deadline - deps.now();
         if (left <= 0) return c.body(null, 204);
         let timer: NodeJS.Timeout | undefined;

@@ -155,7 +155,8 @@ export function pageHeaders(): MiddlewareHandler<AppEnv> {
       styleSrc: [NONCE],
       scriptSrc: [NONCE],
       connectSrc: ["'self'"],
-      imgSrc: ["'self'"],
+      // data: for an operator's icon given inline (LINKGATE_BRAND_ICON_URL).
+      imgSrc: ["'self'", 'data:'],
       baseUri: ["'none'"],
       frameAncestors: ["'none'"],
       // No form-action: Chrome applies it to the redirect after a POST, and a

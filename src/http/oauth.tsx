@@ -11,7 +11,8 @@ import type { Registry } from '../registry.ts';
 import { parseInput } from '../core/validation.ts';
 import type { StepInput } from '../provider.ts';
 import { bodyLimit, type AppEnv } from './middleware.ts';
-import { ConfirmPage, FormPage, LinkedPage, WaitPage } from './pages.tsx';
+import type { Brand } from '../config.ts';
+import { CancelledPage, ConfirmPage, FormPage, LinkedPage, WaitPage, type PageFrame } from './pages.tsx';
 
 /**
  * The cookie that binds a flow to the browser that started it. Over https it
@@ -34,6 +35,7 @@ export interface OauthRoutesDeps {
   registry: Registry;
   stateTtlSeconds: number;
   secureCookies: boolean;
+  brand: Brand;
 }
 
 function providerParam(c: Context<AppEnv>): string {
@@ -84,22 +86,27 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     });
   }
 
+  const frame = (c: Context<AppEnv>): PageFrame => ({ nonce: c.get('secureHeadersNonce') ?? '', brand: deps.brand });
+
   function render(c: Context<AppEnv>, provider: string, outcome: Outcome) {
-    const nonce = c.get('secureHeadersNonce') ?? '';
     const action = `/oauth/${provider}/callback`;
+    const cancelAction = `/oauth/${provider}/cancel`;
     switch (outcome.kind) {
       // 303 so a browser that POSTed a form follows with GET (RFC 9110 §15.4.4).
       case 'redirect':
         return c.redirect(outcome.url.href, 303);
       case 'form':
-        return c.html(<FormPage nonce={nonce} action={action} state={outcome.state} form={outcome.form} values={outcome.values ?? {}} />);
+        return c.html(<FormPage frame={frame(c)} action={action} cancelAction={cancelAction} state={outcome.state} form={outcome.form} values={outcome.values ?? {}} />);
       case 'wait': {
         const pollUrl = `/oauth/${provider}/poll?state=${encodeURIComponent(outcome.state)}`;
-        return c.html(<WaitPage nonce={nonce} action={action} pollUrl={pollUrl} state={outcome.state} display={outcome.display} pollMs={outcome.pollMs} />);
+        return c.html(
+          <WaitPage frame={frame(c)} action={action} cancelAction={cancelAction} cancelledUrl={`/oauth/${provider}/cancelled`} pollUrl={pollUrl} state={outcome.state} display={outcome.display} pollMs={outcome.pollMs} />,
+        );
       }
       case 'linked':
         if (outcome.returnTo) return c.redirect(outcome.returnTo, 303);
-        return c.html(<LinkedPage nonce={nonce} providerName={outcome.provider.displayName} accountName={outcome.accountName} />);
+        // The result has an address of its own: a reload shows it again, and the code and state leave the address bar.
+        return c.redirect(`/oauth/${provider}/linked`, 303);
     }
   }
 
@@ -118,9 +125,11 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const { confirmation } = opened;
     return c.html(
       <ConfirmPage
-        nonce={c.get('secureHeadersNonce') ?? ''}
+        frame={frame(c)}
         action={`/oauth/${provider}/start`}
+        cancelAction={`/oauth/${provider}/cancel`}
         providerName={confirmation.provider.displayName}
+        access={confirmation.provider.instance?.access ?? []}
         userName={confirmation.userName}
         contextField={presented.format.param}
         context={presented.token}
@@ -156,6 +165,39 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const started = await linking.start(provider, presented, browser, csrf);
     bindBrowser(c, browser);
     return followed(c, provider, started);
+  });
+
+  /** The success page, reloadable for as long as the flow row lives (see `linking.result`). */
+  app.get('/:provider/linked', async (c) => {
+    const provider = providerParam(c);
+    const outcome = await linking.result(provider, browserId(c));
+    if (outcome.kind !== 'linked') throw new LinkgateError('result_gone', 'there is nothing to show', { provider });
+    return c.html(<LinkedPage frame={frame(c)} providerName={outcome.provider.displayName} accountName={outcome.accountName} />);
+  });
+
+  /**
+   * Cancel, from the confirmation page (the context and its token) or a
+   * flow's page (its state). 303 to a page that says so, which a reload
+   * shows again.
+   */
+  app.post('/:provider/cancel', bodyLimit(16 * 1024), async (c) => {
+    const provider = providerParam(c);
+    const form = await readForm(c);
+    const state = form.get('state');
+    if (state !== null) {
+      await linking.cancel(provider, browserId(c), { state: parseInput(State, state) });
+    } else {
+      const context = presentedContext(c, (name) => form.get(name) ?? undefined);
+      const csrf = parseInput(Csrf, form.get('csrf') ?? undefined);
+      if (!csrf) throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider });
+      await linking.cancel(provider, browserId(c), { context, csrf });
+    }
+    return c.redirect(`/oauth/${provider}/cancelled`, 303);
+  });
+
+  app.get('/:provider/cancelled', (c) => {
+    const provider = requireProvider(deps.registry, providerParam(c));
+    return c.html(<CancelledPage frame={frame(c)} providerName={provider.displayName} />);
   });
 
   app.get('/:provider/continue', async (c) => {

@@ -55,7 +55,7 @@ export const TokenAnswer = v.pipe(
 
 export const DeliveryAnswer = v.strictObject({
   id: v.string(),
-  type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth']),
+  type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.cancelled']),
   status: v.pipe(v.picklist(['pending', 'delivered', 'dead']), v.description('`dead`: every attempt failed; POST …/retry to try again')),
   attempts: v.number(),
   lastStatus: v.nullable(v.pipe(v.number(), v.description('the receiver’s last HTTP status'))),
@@ -64,7 +64,19 @@ export const DeliveryAnswer = v.strictObject({
   nextAttemptAt: v.nullable(IsoTime),
   deliveredAt: v.nullable(IsoTime),
   event: v.pipe(
-    v.strictObject({ id: v.string(), type: v.string(), createdAt: IsoTime, link: LinkAnswer }),
+    v.union([
+      v.strictObject({ id: v.string(), type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth']), createdAt: IsoTime, link: LinkAnswer }),
+      v.strictObject({
+        id: v.string(),
+        type: v.literal('link.cancelled'),
+        createdAt: IsoTime,
+        cancellation: v.strictObject({
+          userId: v.string(),
+          provider: v.string(),
+          reason: v.pipe(v.picklist(['user', 'provider_denied']), v.description('`user` pressed Cancel on our page; `provider_denied` refused access at the provider')),
+        }),
+      }),
+    ]),
     v.description('the body that is (or was) POSTed to LINKGATE_WEBHOOK_URL'),
   ),
 });
@@ -170,11 +182,18 @@ export const operations: Operation[] = [
     method: 'get',
     path: '/api/v1/users/:userId/links/:provider/wait',
     summary: 'Wait for a link',
-    description: 'Long-poll: answers the moment the user has an active link (at once if they already do).',
+    description:
+      'Long-poll: answers the moment the user has an active link (at once if they already do), or 409 `link_cancelled` the moment they cancel (on our page, or by refusing access at the provider). `since` (ISO 8601, e.g. when the link URL was made) also reports a cancellation from before the wait, up to OAUTH_STATE_TTL_SECONDS ago.',
     tag: 'links',
     params: LinkParams,
     query: WaitQuery,
-    responses: { 200: { description: 'linked', schema: LinkAnswer }, 204: { description: 'not linked before the timeout' }, 400: badRequest, 401: unauthorized },
+    responses: {
+      200: { description: 'linked', schema: LinkAnswer },
+      204: { description: 'not linked before the timeout' },
+      400: badRequest,
+      401: unauthorized,
+      409: { description: '`link_cancelled`: the user cancelled linking', schema: ErrorAnswer },
+    },
   },
   ...(['get', 'post'] as const).map(
     (method): Operation => ({

@@ -1,8 +1,15 @@
 /** @jsxRuntime automatic @jsxImportSource hono/jsx */
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
+import type { Brand } from '../config.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import type { FormSpec, StepAction, WaitDisplay } from '../provider.ts';
+
+/** What every page needs besides its content: the CSP nonce of this response, and the operator's branding. */
+export interface PageFrame {
+  nonce: string;
+  brand: Brand;
+}
 
 const STYLE = `
 :root { color-scheme: light dark; --fg: #1b1b1f; --bg: #f7f7f9; --card: #fff; --muted: #4a4a55; --accent: #2952cc; --bad: #a3222a; }
@@ -16,31 +23,72 @@ label { display: block; font-weight: 600; margin-top: 1rem; }
 input { width: 100%; font: inherit; padding: .6rem; margin-top: .25rem; border: 1px solid var(--muted); border-radius: .4rem; background: var(--bg); color: var(--fg); }
 button, a.button { display: inline-block; margin-top: 1.25rem; font: inherit; font-weight: 600; padding: .65rem 1.25rem; border: 0; border-radius: .4rem; background: var(--accent); color: var(--card); text-decoration: none; cursor: pointer; }
 button.secondary { background: transparent; color: var(--accent); border: 2px solid var(--accent); }
+.actions { display: flex; flex-wrap: wrap; gap: 0 .75rem; align-items: center; }
+.actions form { margin: 0; }
+header.brand { display: flex; align-items: center; gap: .75rem; margin: 0 0 1rem; font-weight: 600; }
+header.brand img { width: 2.5rem; height: 2.5rem; border-radius: .5rem; object-fit: contain; }
+ul.access { margin: .5rem 0; padding-left: 1.25rem; }
+footer { max-width: 34rem; margin: 0 auto 2rem; padding: 0 1.5rem; font-size: .9rem; color: var(--muted); }
+footer a { color: var(--accent); }
+a { color: var(--accent); }
+code { overflow-wrap: anywhere; }
 :focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
 .code { font: 700 2.5rem/1.2 ui-monospace, monospace; letter-spacing: .2em; text-align: center; padding: 1rem; margin: 1rem 0; border: 2px dashed var(--muted); border-radius: .5rem; }
 `;
 
-function Layout(props: { title: string; nonce: string; children: Child }) {
+/** WCAG 2.x relative luminance of `#rrggbb`. */
+function luminance(hex: string): number {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255).map((c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  return 0.2126 * r! + 0.7152 * g! + 0.0722 * b!;
+}
+
+/**
+ * The operator's colour on buttons, with the text colour that reads best on
+ * it (black or white, by WCAG contrast), in light and dark mode alike.
+ */
+function brandStyle(color: string | undefined): string {
+  if (!color) return '';
+  const l = luminance(color);
+  const onColor = (1.05 / (l + 0.05) >= (l + 0.05) / 0.05) ? '#fff' : '#000';
+  return `button:not(.secondary), a.button { background: ${color}; color: ${onColor}; } main { border-top: .35rem solid ${color}; }`;
+}
+
+function Layout(props: { title: string; frame: PageFrame; children: Child }) {
+  const { brand, nonce } = props.frame;
   return (
     <html lang="en">
       <head>
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="robots" content="noindex" />
-        <title>{`${props.title} · Linkgate`}</title>
-        <style nonce={props.nonce}>{raw(STYLE)}</style>
+        <title>{`${props.title} · ${brand.name ?? 'Linkgate'}`}</title>
+        <link rel="icon" href={brand.iconUrl ?? '/favicon.svg'} />
+        <style nonce={nonce}>{raw(STYLE + brandStyle(brand.color))}</style>
       </head>
       <body>
-        <main>{props.children}</main>
+        <main>
+          {brand.name || brand.iconUrl ? (
+            <header class="brand">
+              {brand.iconUrl ? <img src={brand.iconUrl} alt="" /> : null}
+              {brand.name ? <span>{brand.name}</span> : null}
+            </header>
+          ) : null}
+          {props.children}
+        </main>
+        {brand.supportUrl ? (
+          <footer>
+            Need help? <a href={brand.supportUrl}>Contact {brand.name ?? 'the bot'}’s support</a>
+          </footer>
+        ) : null}
       </body>
     </html>
   );
 }
 
 /** An error page; `code` is the stable error code, for whoever the user asks for help. */
-export function MessagePage(props: { nonce: string; title: string; lines: string[]; code?: string }) {
+export function MessagePage(props: { frame: PageFrame; title: string; lines: string[]; code?: string }) {
   return (
-    <Layout title={props.title} nonce={props.nonce}>
+    <Layout title={props.title} frame={props.frame}>
       <h1>{props.title}</h1>
       {props.lines.map((line) => (
         <p>{line}</p>
@@ -55,38 +103,70 @@ export function MessagePage(props: { nonce: string; title: string; lines: string
 }
 
 /**
- * What a link is about to do, before anything happens. It names the provider
- * and, if the bot put one in the link, its display name for the user — never
- * the raw user id. Continuing POSTs the context with a token bound to this
- * browser's cookie.
+ * What a link is about to do, before anything happens: who asks (the
+ * operator's name), what they will be able to do (the provider's `access`),
+ * and, if the bot put one in the link, its display name for the user who
+ * asked — never the raw user id. Continue POSTs the context with a token
+ * bound to this browser's cookie; Cancel ends it, and the bot hears of it.
  */
-export function ConfirmPage(props: { nonce: string; action: string; providerName: string; userName: string | undefined; contextField: string; context: string; csrfToken: string }) {
+export function ConfirmPage(props: {
+  frame: PageFrame;
+  action: string;
+  cancelAction: string;
+  providerName: string;
+  access: readonly string[];
+  userName: string | undefined;
+  contextField: string;
+  context: string;
+  csrfToken: string;
+}) {
+  const who = props.frame.brand.name ?? 'The chat bot that gave you this link';
+  const hidden = (
+    <>
+      <input type="hidden" name={props.contextField} value={props.context} />
+      <input type="hidden" name="csrf" value={props.csrfToken} />
+    </>
+  );
   return (
-    <Layout title={`Link your ${props.providerName} account?`} nonce={props.nonce}>
+    <Layout title={`Link your ${props.providerName} account?`} frame={props.frame}>
       <h1>Link your {props.providerName} account?</h1>
-      <p>
-        The chat bot that gave you this link will be able to use your {props.providerName} account
-        {props.userName ? (
-          <>
-            {' '}
-            for its user <strong>{props.userName}</strong>
-          </>
-        ) : null}
-        .
-      </p>
-      <p class="muted">Only continue if you asked the bot for this link yourself. If someone sent it to you, close this page.</p>
-      <form method="post" action={props.action}>
-        <input type="hidden" name={props.contextField} value={props.context} />
-        <input type="hidden" name="csrf" value={props.csrfToken} />
-        <button type="submit">Continue</button>
-      </form>
+      {props.access.length > 0 ? (
+        <>
+          <p>{who} will be able to:</p>
+          <ul class="access">
+            {props.access.map((sentence) => (
+              <li>{sentence}</li>
+            ))}
+          </ul>
+        </>
+      ) : (
+        <p>{who} will be able to use your {props.providerName} account.</p>
+      )}
+      {props.userName ? (
+        <p>
+          Asked for by <strong>{props.userName}</strong> in the chat.
+        </p>
+      ) : null}
+      <p class="muted">Only continue if you asked for this link yourself. If someone sent it to you, press Cancel.</p>
+      <div class="actions">
+        <form method="post" action={props.action}>
+          {hidden}
+          <button type="submit">Continue</button>
+        </form>
+        <form method="post" action={props.cancelAction}>
+          {hidden}
+          <button type="submit" class="secondary">
+            Cancel
+          </button>
+        </form>
+      </div>
     </Layout>
   );
 }
 
-export function LinkedPage(props: { nonce: string; providerName: string; accountName: string | undefined }) {
+export function LinkedPage(props: { frame: PageFrame; providerName: string; accountName: string | undefined }) {
   return (
-    <Layout title="Account linked" nonce={props.nonce}>
+    <Layout title="Account linked" frame={props.frame}>
       <h1>Account linked</h1>
       <p>
         Your {props.providerName} account{props.accountName ? <> <strong>{props.accountName}</strong></> : null} is now linked.
@@ -96,11 +176,22 @@ export function LinkedPage(props: { nonce: string; providerName: string; account
   );
 }
 
+/** After Cancel: nothing happened, and the bot knows. */
+export function CancelledPage(props: { frame: PageFrame; providerName: string }) {
+  return (
+    <Layout title="Linking cancelled" frame={props.frame}>
+      <h1>Linking cancelled</h1>
+      <p>You cancelled, so your {props.providerName} account was not linked. The bot has been told.</p>
+      <p class="muted">You can close this tab. To link later, ask the bot for a new link.</p>
+    </Layout>
+  );
+}
+
 /** One component renders every provider form from its data description. */
-export function FormPage(props: { nonce: string; action: string; state: string; form: FormSpec; values: Record<string, string> }) {
+export function FormPage(props: { frame: PageFrame; action: string; cancelAction: string; state: string; form: FormSpec; values: Record<string, string> }) {
   const { form } = props;
   return (
-    <Layout title={form.title} nonce={props.nonce}>
+    <Layout title={form.title} frame={props.frame}>
       <h1>{form.title}</h1>
       {form.description ? <p>{form.description}</p> : null}
       {form.error ? (
@@ -135,7 +226,20 @@ export function FormPage(props: { nonce: string; action: string; state: string; 
         <button type="submit">{form.submitLabel ?? 'Continue'}</button>
       </form>
       <ActionButtons action={props.action} state={props.state} actions={form.actions} />
+      <CancelButton action={props.cancelAction} state={props.state} />
     </Layout>
+  );
+}
+
+/** Ends the flow: the user gives up linking, and the bot hears of it. */
+function CancelButton(props: { action: string; state: string }) {
+  return (
+    <form method="post" action={props.action}>
+      <input type="hidden" name="state" value={props.state} />
+      <button type="submit" class="secondary">
+        Cancel
+      </button>
+    </form>
   );
 }
 
@@ -157,7 +261,7 @@ function ActionButtons(props: { action: string; state: string; actions: StepActi
 }
 
 /** A code to approve elsewhere; the page polls, and a button does the same without JavaScript. */
-export function WaitPage(props: { nonce: string; action: string; pollUrl: string; state: string; display: WaitDisplay; pollMs: number }) {
+export function WaitPage(props: { frame: PageFrame; action: string; cancelAction: string; cancelledUrl: string; pollUrl: string; state: string; display: WaitDisplay; pollMs: number }) {
   const { display } = props;
   const script = `(() => {
   const url = ${JSON.stringify(props.pollUrl).replaceAll('<', '\\u003c')};
@@ -168,6 +272,7 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
       if (response.status === 429) return setTimeout(tick, (Number(response.headers.get('retry-after')) || 5) * 1000);
       const answer = await response.json();
       if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
+      if (answer.status === 'cancelled') return location.assign(${JSON.stringify(props.cancelledUrl).replaceAll('<', '\\u003c')});
       if (answer.status === 'linked') {
         if (answer.returnTo) return location.assign(answer.returnTo);
         // Success in place, no reload: the same words as the success page.
@@ -186,7 +291,7 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
   setTimeout(tick, ${props.pollMs});
 })();`;
   return (
-    <Layout title={display.title} nonce={props.nonce}>
+    <Layout title={display.title} frame={props.frame}>
       <h1>{display.title}</h1>
       {display.code ? (
         <p class="code" aria-label={`Code: ${display.code.split('').join(' ')}`}>
@@ -202,8 +307,9 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
         <button type="submit">I have approved it</button>
       </form>
       <ActionButtons action={props.action} state={props.state} actions={display.actions} />
+      <CancelButton action={props.cancelAction} state={props.state} />
       {/* Text in a script element is not HTML: it goes in raw; the only outside value is JSON-encoded above. */}
-      <script nonce={props.nonce}>{raw(script)}</script>
+      <script nonce={props.frame.nonce}>{raw(script)}</script>
     </Layout>
   );
 }
@@ -215,7 +321,12 @@ const ASK_BOT = 'Ask the bot for a new link and try again.';
  * `nextStep` is how this bot's users get a new link, when the link's format
  * says (the Annie Mei bot: "Run /register in Discord again").
  */
-export function describeError(code: ErrorCode | 'internal_error', providerName: string | undefined, nextStep?: string): { title: string; lines: string[] } {
+export function describeError(
+  code: ErrorCode | 'internal_error',
+  providerName: string | undefined,
+  nextStep?: string,
+  retryAfterSeconds?: number,
+): { title: string; lines: string[] } {
   const provider = providerName ?? 'the provider';
   const NEW_LINK = nextStep ?? ASK_BOT;
   switch (code) {
@@ -245,7 +356,11 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
     case 'flow_busy':
       return { title: 'Already in progress', lines: ['This sign-in is being completed in another tab. Check that tab, or wait a moment and reload.'] };
     case 'provider_denied':
-      return { title: 'Linking cancelled', lines: [`${provider} did not grant access, so nothing was linked.`, `If you changed your mind, ${lowerFirst(NEW_LINK)}`] };
+      return { title: 'Linking cancelled', lines: [`Access was not allowed at ${provider}, so nothing was linked. The bot has been told.`, `If you change your mind, ${lowerFirst(NEW_LINK)}`] };
+    case 'link_cancelled':
+      return { title: 'Linking cancelled', lines: ['This sign-in was cancelled, so nothing was linked.', `To link after all, ${lowerFirst(NEW_LINK)}`] };
+    case 'result_gone':
+      return { title: 'Nothing to show here any more', lines: ['If you linked your account a while ago, you are done: check with the bot.', `Otherwise, ${lowerFirst(NEW_LINK)}`] };
     case 'exchange_failed':
     case 'provider_error':
       return { title: 'Sign-in could not be completed', lines: [`${provider} refused to finish the sign-in.`, NEW_LINK] };
@@ -271,7 +386,7 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
     case 'database_unavailable':
       return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
     case 'rate_limited':
-      return { title: 'Too many attempts', lines: ['Please wait a minute, then reload this page.'] };
+      return { title: 'Too many attempts', lines: [`Please wait ${waitFor(retryAfterSeconds)}, then reload this page.`] };
     case 'bad_request':
     case 'payload_too_large':
       return { title: 'Something is wrong with this request', lines: ['The address or form looks damaged.', NEW_LINK] };
@@ -283,4 +398,11 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
 /** "Run /register …" → "run /register …", keeping the rest as written (names, commands). */
 function lowerFirst(text: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
+function waitFor(seconds: number | undefined): string {
+  if (seconds === undefined) return 'a minute';
+  if (seconds < 60) return seconds <= 1 ? 'a second' : `${seconds} seconds`;
+  const minutes = Math.ceil(seconds / 60);
+  return minutes === 1 ? 'a minute' : `${minutes} minutes`;
 }

@@ -33,7 +33,7 @@ export function countRequest(c: Context<AppEnv>, limiter: RateLimiter, scope: Ra
 function admit(c: Context<AppEnv>, decision: RateDecision): void {
   if (!decision.allowed) {
     c.header('Retry-After', String(decision.retryAfterSeconds));
-    throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`);
+    throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`, { retryAfterSeconds: decision.retryAfterSeconds });
   }
 }
 

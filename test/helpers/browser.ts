@@ -7,8 +7,18 @@ export class TestBrowser {
 
   constructor(private readonly request: (path: string, init?: RequestInit) => Response | Promise<Response>) {}
 
-  async get(url: string | URL): Promise<Response> {
-    return this.send(url, { method: 'GET' });
+  /**
+   * GET, following the gateway's own 303 to a result page (`/oauth/:provider/linked`
+   * or `/cancelled`) as a browser would; `{ follow: false }` returns it as it is.
+   */
+  async get(url: string | URL, options: { follow?: boolean } = {}): Promise<Response> {
+    return this.follow(await this.send(url, { method: 'GET' }), options.follow ?? true);
+  }
+
+  private async follow(response: Response, follow: boolean): Promise<Response> {
+    const location = response.headers.get('location');
+    if (follow && response.status === 303 && location && /^\/oauth\/[^/]+\/(linked|cancelled)$/.test(location)) return this.send(location, { method: 'GET' });
+    return response;
   }
 
   /**
@@ -26,7 +36,11 @@ export class TestBrowser {
     return continued.status === 303 && location?.startsWith('/') ? this.get(location) : continued;
   }
 
-  async post(url: string | URL, form: Record<string, string>): Promise<Response> {
+  async post(url: string | URL, form: Record<string, string>, options: { follow?: boolean } = {}): Promise<Response> {
+    return this.follow(await this.sendForm(url, form), options.follow ?? true);
+  }
+
+  private async sendForm(url: string | URL, form: Record<string, string>): Promise<Response> {
     return this.send(url, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },

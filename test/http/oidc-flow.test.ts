@@ -327,7 +327,8 @@ describe('linking through a real OpenID provider', () => {
       expect(response.status).toBe(400);
       const page = await response.text();
       expect(page).toContain('Linking cancelled');
-      expect(page).toContain('Corp SSO did not grant access');
+      expect(page).toContain('Access was not allowed at Corp SSO, so nothing was linked.');
+      expect(page).toContain('The bot has been told.');
       expect(await counts()).toMatchObject({ links: before.links, token: before.token });
     });
   });

@@ -80,6 +80,14 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'get /api/v1/users/:userId/links/:provider/wait 204': () => gateway.api('/users/u-none/links/token/wait?timeoutSeconds=1'),
   'get /api/v1/users/:userId/links/:provider/wait 400': () => gateway.api('/users/u-ok/links/token/wait?timeoutSeconds=61'),
   'get /api/v1/users/:userId/links/:provider/wait 401': () => gateway.api('/users/u-ok/links/token/wait', { headers: { authorization: 'Bearer nope' } }),
+  'get /api/v1/users/:userId/links/:provider/wait 409': async () => {
+    const since = new Date().toISOString();
+    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const form = await browser.openLink(`/oauth/token/start?context=${await mintContext('token', 'u-cancels')}`);
+    const state = /name="state" value="([^"]+)"/.exec(await form.text())![1]!;
+    await browser.post('/oauth/token/cancel', { state });
+    return gateway.api(`/users/u-cancels/links/token/wait?timeoutSeconds=1&since=${since}`);
+  },
   // The XRPC proxy's upstream answers (200, 403, 409) need a PDS: test/providers/atproto.test.ts checks them against these schemas.
   'get /api/v1/users/:userId/links/:provider/xrpc/:nsid 400': () => standard.api('/users/u-ok/links/atproto/xrpc/not..an.nsid'),
   'get /api/v1/users/:userId/links/:provider/xrpc/:nsid 401': () => standard.api('/users/u-ok/links/atproto/xrpc/com.atproto.server.getSession', { headers: { authorization: 'Bearer nope' } }),
@@ -133,6 +141,7 @@ describe('GET /openapi.json', () => {
       ['userId', 'path', true],
       ['provider', 'path', true],
       ['timeoutSeconds', 'query', false],
+      ['since', 'query', false],
     ]);
     const body = doc.paths['/api/v1/link-urls']!.post!.requestBody!.content['application/json']!.schema;
     expect(Object.keys(body.properties).sort()).toEqual(['provider', 'returnTo', 'userId', 'userName']);

@@ -70,7 +70,7 @@ describe('opening a link', () => {
   it('names the bot’s user by the display name the link carries, and by nothing else', async () => {
     const context = await mintContext('jellyfin', '80351110224678913', { claims: { name: 'Ada <Lovelace>' } });
     const html = await (await browserOn(gateway).get(`/oauth/jellyfin/start?context=${context}`)).text();
-    expect(html).toContain('for its user <strong>Ada &lt;Lovelace&gt;</strong>');
+    expect(html).toContain('Asked for by <strong>Ada &lt;Lovelace&gt;</strong> in the chat.');
     expect(html).not.toContain('80351110224678913');
 
     const made = await gateway.api('/link-urls', {
@@ -80,7 +80,7 @@ describe('opening a link', () => {
     });
     expect(made.status).toBe(201);
     const fromApi = await (await browserOn(gateway).get(((await made.json()) as { url: string }).url)).text();
-    expect(fromApi).toContain('for its user <strong>Grace</strong>');
+    expect(fromApi).toContain('Asked for by <strong>Grace</strong> in the chat.');
   });
 
   it('logs which claim of a refused context is wrong, never the context itself', async () => {

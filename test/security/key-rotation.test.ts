@@ -151,7 +151,8 @@ describe('rotating the encryption key with npm run reencrypt', () => {
     const finished = await after.app.request(waiting.callback.pathname + waiting.callback.search, {
       headers: { cookie: `linkgate_browser=${waiting.browser.cookies.get('linkgate_browser')}` },
     });
-    expect(finished.status).toBe(200);
+    expect(finished.status).toBe(303);
+    expect(finished.headers.get('location')).toBe('/oauth/corp/linked');
     expect(await (await after.api('/users/rotation-waiting/links/corp')).json()).toMatchObject({ externalId: 'idp-rotation-2', status: 'active' });
     const refreshed = createLinkStore(database.db, createKeyring([{ kid: 'new', key: Buffer.alloc(32, 0x22) }]));
     expect(refreshed.openCredentials((await refreshed.get({ tenant: 'default', userId: 'rotation-linked', provider: 'corp' }))!)).toEqual(oldCredentials);
