@@ -167,8 +167,12 @@ export interface ProviderInstance {
   advance(flow: Flow, input: StepInput): Promise<Step>;
   /** Trades stored credentials for fresh ones. Throw `needs_reauth` when the user must link again. */
   refresh?(credentials: Credentials): Promise<Credentials>;
-  /** Revokes credentials upstream when a link is deleted. */
-  revoke?(credentials: Credentials): Promise<void>;
+  /**
+   * Revokes credentials upstream when a link is deleted. Resolves to
+   * `'not_supported'` when the provider offers no way to (no revocation
+   * endpoint), so the unlink does not report a revocation that did not happen.
+   */
+  revoke?(credentials: Credentials): Promise<void | 'not_supported'>;
   /**
    * Asks the provider whether the credentials still work (`?verify=true`):
    * `false` when it refuses them; throw for an outage, which is not an answer.

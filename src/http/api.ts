@@ -283,7 +283,8 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const known = knownProvider(provider);
     const deleted = await unlink(deps, { tenant, userId, provider }, c.get('log')());
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
-    return c.body(null, 204);
+    // What the provider said, for a bot that tells its user (`revoked`, `not_supported`, `failed`, `provider_unavailable`).
+    return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
   });
 
   return app;
