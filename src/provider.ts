@@ -24,10 +24,31 @@ export interface Credentials {
   extra?: { [key: string]: Json };
 }
 
+/**
+ * Bounds on what a provider hands over (see `Account`, `Credentials`): ids,
+ * names and handles come from servers the gateway does not control, and a
+ * server a user typed can answer anything. The gateway refuses a `done` step
+ * outside them as a bad provider answer (502 `provider_response_invalid`):
+ * nothing is stored.
+ */
+export const LIMITS = {
+  /** Characters of `Account.id` (it is indexed; a did:web on a 253-character host fits). */
+  accountId: 512,
+  /** Characters of `Account.name`. */
+  accountName: 256,
+  /** Entries of `Credentials.scopes`, and characters of each. */
+  scopes: 100,
+  scope: 256,
+  /** The whole of `Credentials`, as JSON, in bytes. */
+  credentialsBytes: 64 * 1024,
+  /** A `wait` step's `pollMs`: anything outside is brought inside. */
+  pollMs: { min: 500, max: 60_000 },
+} as const;
+
 export interface Account {
-  /** The stable id of the account at the provider (OIDC `sub`, a numeric id, a DID). */
+  /** The stable id of the account at the provider (OIDC `sub`, a numeric id, a DID): 1–512 characters, no control characters. */
   id: string;
-  /** A name a person recognises (display name, username, handle). */
+  /** A name a person recognises (display name, username, handle): at most 256 characters, no control characters. */
   name?: string;
 }
 
@@ -69,6 +90,7 @@ export interface WaitDisplay {
 export type Step =
   | { kind: 'redirect'; url: URL }
   | { kind: 'form'; form: FormSpec }
+  /** `pollMs`: how often the page asks, within `LIMITS.pollMs`. */
   | { kind: 'wait'; display: WaitDisplay; pollMs: number }
   | { kind: 'done'; account: Account; credentials: Credentials };
 

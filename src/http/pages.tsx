@@ -1,6 +1,7 @@
 /** @jsxRuntime automatic @jsxImportSource hono/jsx */
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
+import { pollInterval } from '../core/bounds.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import type { FormSpec, StepAction, WaitDisplay } from '../provider.ts';
 
@@ -159,6 +160,8 @@ function ActionButtons(props: { action: string; state: string; actions: StepActi
 /** A code to approve elsewhere; the page polls, and a button does the same without JavaScript. */
 export function WaitPage(props: { nonce: string; action: string; pollUrl: string; state: string; display: WaitDisplay; pollMs: number }) {
   const { display } = props;
+  // Goes into the script as it is: only ever a bounded whole number.
+  const pollMs = pollInterval(props.pollMs);
   const script = `(() => {
   const url = ${JSON.stringify(props.pollUrl).replaceAll('<', '\\u003c')};
   const tick = async () => {
@@ -167,7 +170,7 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
       // Rate-limited (many people behind one address): wait as long as asked, then ask again.
       if (response.status === 429) return setTimeout(tick, (Number(response.headers.get('retry-after')) || 5) * 1000);
       const answer = await response.json();
-      if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
+      if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${pollMs});
       if (answer.status === 'linked') {
         if (answer.returnTo) return location.assign(answer.returnTo);
         // Success in place, no reload: the same words as the success page.
@@ -181,9 +184,9 @@ export function WaitPage(props: { nonce: string; action: string; pollUrl: string
         return;
       }
       document.getElementById('check').submit();
-    } catch { setTimeout(tick, ${props.pollMs * 2}); }
+    } catch { setTimeout(tick, ${pollMs * 2}); }
   };
-  setTimeout(tick, ${props.pollMs});
+  setTimeout(tick, ${pollMs});
 })();`;
   return (
     <Layout title={display.title} nonce={props.nonce}>
