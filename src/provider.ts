@@ -211,6 +211,13 @@ export interface ProviderInstance {
    * it does not know the callback.
    */
   callbackState?(params: URLSearchParams): Promise<string | undefined>;
+  /**
+   * When a provider changes how it derives account ids: the id a link stored
+   * earlier should have now, from its credentials (`undefined` keeps the
+   * stored one). The gateway applies it to every link of the provider at
+   * start-up, so links made before the change are keyed like new ones.
+   */
+  currentAccountId?(credentials: Credentials): string | undefined;
   /** Public JSON documents served at `GET /oauth/<id>/<name>` (client metadata, a JWKS). */
   documents?: { [name: string]: () => Json };
   /**

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.tsx';
 import { ConfigError, parseConfig, withDevelopmentSecrets } from './config.ts';
+import { reconcileAccountIds } from './core/account-ids.ts';
 import { createKeyring } from './core/crypto.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
@@ -45,6 +46,8 @@ async function main(): Promise<void> {
   const keyring = createKeyring(config.encryptionKeys);
   const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
+  // Before serving: links made before a provider changed its account ids are keyed like new ones.
+  await reconcileAccountIds({ db: database.db, keyring, registry, logger, webhookEvents: config.webhook !== undefined });
   const metrics = config.metrics ? createMetrics() : undefined;
   const shuttingDown = new AbortController();
   const app = createApp({

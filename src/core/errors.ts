@@ -50,6 +50,8 @@ const defaultStatus = {
   flow_browser_mismatch: 400,
   flow_busy: 409,
   csrf_failed: 403,
+  /** A sign-in ended after too many wrong passwords. */
+  too_many_attempts: 429,
   // links
   not_linked: 404,
   account_already_linked: 409,

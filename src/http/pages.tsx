@@ -268,6 +268,11 @@ export function describeError(code: ErrorCode | 'internal_error', providerName: 
       return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
     case 'database_unavailable':
       return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
+    case 'too_many_attempts':
+      return {
+        title: 'Too many wrong passwords',
+        lines: [`This sign-in has ended after too many wrong passwords, and nothing was linked. Check your ${provider} username and password.`, `Then ${NEW_LINK.toLowerCase()}`],
+      };
     case 'rate_limited':
       return { title: 'Too many attempts', lines: ['Please wait a minute, then reload this page.'] };
     case 'bad_request':
