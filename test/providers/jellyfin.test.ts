@@ -451,13 +451,16 @@ describe('the operator’s own Jellyfin server, typed', () => {
 
     const port = new URL(operator.url).port;
     const spellings = [`${operator.url}/.`, `${operator.url}/`, `${operator.url}//`, `${operator.url}/web/index.html#!/home.html`, `${operator.url}/some/path?x=1`, `HTTP://127.0.0.1:${port}/`];
-    for (const [i, spelling] of spellings.entries()) {
-      const again = await passwordLink(strict, spelling, `own-again-${i}`, 'Owner', 'owner-password');
-      expect(again.status, spelling).toBe(409);
-      expect(await again.text()).toContain('already linked to another user');
+    // With private servers allowed, each spelling reaches the server as a typed one would; without, only the operator's may.
+    const lan = await createTestGateway(database, { env: { ...env, JELLYFIN_ALLOW_PRIVATE_SERVERS: 'true' } });
+    for (const [name, g] of [['strict', strict], ['lan', lan]] as const) {
+      for (const [i, spelling] of spellings.entries()) {
+        const again = await passwordLink(g, spelling, `own-again-${name}-${i}`, 'Owner', 'owner-password');
+        expect(again.status, spelling).toBe(409);
+        expect(await again.text()).toContain('already linked to another user');
+      }
     }
     // Another address for it: only reachable with private servers allowed; its SystemId gives it away.
-    const lan = await createTestGateway(database, { env: { ...env, JELLYFIN_ALLOW_PRIVATE_SERVERS: 'true' } });
     const aliased = await passwordLink(lan, forwarderUrl, 'own-alias', 'Owner', 'owner-password');
     expect(aliased.status).toBe(409);
     expect(await lan.api('/users/own-alias/links/jellyfin').then((r) => r.status)).toBe(404);
