@@ -22,14 +22,14 @@ const CLIENT_VERSION = '0.1.0';
 const POLL_MS = 2000;
 
 /** Wrong passwords one sign-in may take before it ends. */
-export const PASSWORD_TRIES_PER_FLOW = 5;
+const PASSWORD_TRIES_PER_FLOW = 5;
 /**
  * Wrong passwords for one username on one server, across sign-ins and
  * instances, before each further try waits: 30 s after the 5th, then 1, 2, 4,
  * … minutes, at most 15; forgotten a day after the last try, or at once when
  * a password is right.
  */
-export const PASSWORD_TRIES_BEFORE_BACKOFF = 5;
+const PASSWORD_TRIES_BEFORE_BACKOFF = 5;
 const BACKOFF_BASE_MS = 30_000;
 const BACKOFF_MAX_MS = 15 * 60_000;
 const TRIES_KEPT_SECONDS = 24 * 3600;

@@ -37,7 +37,7 @@ const issuerUrl = v.pipe(
 );
 
 /** How the client authenticates at the token (and revocation) endpoint: RFC 6749 §2.3, OIDC Core §9. */
-export type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
 
 const AuthMethodSetting = v.picklist(['client_secret_basic', 'client_secret_post', 'private_key_jwt'], 'must be client_secret_basic, client_secret_post or private_key_jwt');
 
@@ -72,7 +72,7 @@ type PrivateJwk = v.InferOutput<typeof PrivateJwk>;
  * nothing, RFC 8414 §2), private_key_jwt with a key, none without a secret.
  * `undefined`: the provider takes none of what this client can do.
  */
-export function tokenAuthMethod(configured: TokenAuthMethod | undefined, supported: readonly string[] | undefined, has: { secret: boolean; key: boolean }): TokenAuthMethod | undefined {
+function tokenAuthMethod(configured: TokenAuthMethod | undefined, supported: readonly string[] | undefined, has: { secret: boolean; key: boolean }): TokenAuthMethod | undefined {
   if (configured) return configured;
   if (has.key) return 'private_key_jwt';
   if (!has.secret) return 'none';
