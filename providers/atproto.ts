@@ -12,6 +12,12 @@
  * (keys and tokens) lives sealed in the key-value store under the DID, and
  * bots reach the user's PDS through the XRPC proxy.
  *
+ * Servers an identifier points at are the user's to choose, so requests to
+ * them never reach loopback or private addresses, unless
+ * ATPROTO_ALLOW_PRIVATE_SERVERS=true (a development network; refused in
+ * production). That is a setting of its own: a loopback PUBLIC_BASE_URL says
+ * nothing about who can reach the gateway (compose publishes one).
+ *
  * Two client modes (https://atproto.com/specs/oauth#clients):
  * - loopback, when PUBLIC_BASE_URL is loopback (development): `client_id` is
  *   `http://localhost?redirect_uri=…&scope=…`, a public client that needs no
@@ -84,14 +90,22 @@ const XrpcAllow = v.pipe(
   v.array(v.pipe(v.string(), v.regex(/^(\*|[a-zA-Z][a-zA-Z0-9-]*(\.[a-zA-Z0-9-]+)*(\.\*)?)$/, 'each entry must be an NSID, a prefix like app.bsky.feed.*, or *'))),
 );
 
-const Env = v.object({
-  ATPROTO_PRIVATE_KEYS: v.optional(PrivateKeys),
-  ATPROTO_SCOPE: v.optional(v.pipe(v.string(), v.regex(/^[\x21-\x7e]+( [\x21-\x7e]+)*$/, 'must be space-separated scope values')), 'transition:generic'),
-  ATPROTO_XRPC_ALLOW: v.optional(XrpcAllow, '*'),
-  ATPROTO_PLC_DIRECTORY_URL: v.optional(v.pipe(v.string(), v.url('must be a URL'))),
-  ATPROTO_HANDLE_RESOLVER_URL: v.optional(v.pipe(v.string(), v.url('must be a URL'))),
-  ATPROTO_CLIENT_NAME: v.optional(v.pipe(v.string(), v.maxLength(100, 'must be at most 100 characters')), 'Linkgate'),
-});
+const Env = v.pipe(
+  v.object({
+    NODE_ENV: v.optional(v.string()),
+    ATPROTO_ALLOW_PRIVATE_SERVERS: v.optional(v.pipe(v.picklist(['true', 'false', '1', '0'], 'must be true or false'), v.transform((s) => s === 'true' || s === '1')), 'false'),
+    ATPROTO_PRIVATE_KEYS: v.optional(PrivateKeys),
+    ATPROTO_SCOPE: v.optional(v.pipe(v.string(), v.regex(/^[\x21-\x7e]+( [\x21-\x7e]+)*$/, 'must be space-separated scope values')), 'transition:generic'),
+    ATPROTO_XRPC_ALLOW: v.optional(XrpcAllow, '*'),
+    ATPROTO_PLC_DIRECTORY_URL: v.optional(v.pipe(v.string(), v.url('must be a URL'))),
+    ATPROTO_HANDLE_RESOLVER_URL: v.optional(v.pipe(v.string(), v.url('must be a URL'))),
+    ATPROTO_CLIENT_NAME: v.optional(v.pipe(v.string(), v.maxLength(100, 'must be at most 100 characters')), 'Linkgate'),
+  }),
+  v.forward(
+    v.check((e) => !(e.NODE_ENV === 'production' && e.ATPROTO_ALLOW_PRIVATE_SERVERS), 'must not be true in production (it lets users make the gateway connect into its own network)'),
+    ['ATPROTO_ALLOW_PRIVATE_SERVERS'],
+  ),
+);
 type AtprotoEnv = v.InferOutput<typeof Env>;
 
 const Identifier = v.pipe(
@@ -140,8 +154,8 @@ export function xrpcAllowed(allow: readonly string[], nsid: string): boolean {
 
 /**
  * The gateway's fetch for requests the library makes to servers a user's
- * identifier points at: private addresses refused unless developing on
- * loopback, redirects not followed, a size cap.
+ * identifier points at: private addresses refused unless
+ * ATPROTO_ALLOW_PRIVATE_SERVERS, redirects not followed, a size cap.
  */
 function guardedFetch(tools: ProviderTools, allowPrivate: boolean): typeof fetch {
   return async (input, init) => {
@@ -178,8 +192,8 @@ export default defineProvider({
       clientMetadata: metadata,
       ...(production ? { keyset } : {}),
       // Plain http only for a development network (the PDS under test, a local PLC).
-      allowHttp: !production,
-      fetch: guardedFetch(tools, !production),
+      allowHttp: env.ATPROTO_ALLOW_PRIVATE_SERVERS,
+      fetch: guardedFetch(tools, env.ATPROTO_ALLOW_PRIVATE_SERVERS),
       ...(env.ATPROTO_PLC_DIRECTORY_URL ? { plcDirectoryUrl: env.ATPROTO_PLC_DIRECTORY_URL } : {}),
       ...(env.ATPROTO_HANDLE_RESOLVER_URL ? { handleResolver: env.ATPROTO_HANDLE_RESOLVER_URL } : {}),
       stateStore: {

@@ -1,10 +1,13 @@
 /**
  * Any OpenID Connect provider, by configuration: `OIDC_PROVIDERS=idp1,idp2`
  * and, for each, `<ID>_ISSUER`, `<ID>_CLIENT_ID`, `<ID>_CLIENT_SECRET`,
- * `<ID>_REDIRECT_URI`, `<ID>_SCOPES`, `<ID>_DISPLAY_NAME`. Discovery,
- * authorization code with PKCE S256, state and nonce, ID token and `iss`
- * checks, userinfo, refresh and revocation all come from openid-client.
+ * `<ID>_REDIRECT_URI`, `<ID>_SCOPES`, `<ID>_DISPLAY_NAME`, and where the
+ * provider needs it `<ID>_TOKEN_AUTH_METHOD` and `<ID>_PRIVATE_KEY`.
+ * Discovery, authorization code with PKCE S256, state and nonce, ID token
+ * and `iss` checks, userinfo, refresh and revocation all come from
+ * openid-client.
  */
+import { importJWK } from 'jose';
 import * as oidc from 'openid-client';
 import * as v from 'valibot';
 import {
@@ -33,6 +36,52 @@ const issuerUrl = v.pipe(
   v.check((u) => u.protocol === 'https:' || (u.protocol === 'http:' && isLoopback(u)), 'must be https (plain http only on loopback)'),
 );
 
+/** How the client authenticates at the token (and revocation) endpoint: RFC 6749 §2.3, OIDC Core §9. */
+type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+
+const AuthMethodSetting = v.picklist(['client_secret_basic', 'client_secret_post', 'private_key_jwt'], 'must be client_secret_basic, client_secret_post or private_key_jwt');
+
+/** A private JWK (RSA, EC or OKP, with `d`) as JSON: the key `private_key_jwt` signs its assertions with. */
+const PrivateJwk = v.pipe(
+  v.string(),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    try {
+      return JSON.parse(dataset.value) as unknown;
+    } catch {
+      addIssue({ message: 'must be a private JWK as JSON' });
+      return NEVER;
+    }
+  }),
+  v.looseObject(
+    {
+      kty: v.picklist(['RSA', 'EC', 'OKP'], 'must be an RSA, EC or OKP key'),
+      d: v.string('must be a private key (with "d")'),
+      kid: v.optional(v.string()),
+      alg: v.optional(v.string()),
+      crv: v.optional(v.string()),
+    },
+    'must be a private JWK as JSON',
+  ),
+);
+type PrivateJwk = v.InferOutput<typeof PrivateJwk>;
+
+/**
+ * The method to use: the configured one, else the first of
+ * client_secret_basic, client_secret_post the provider lists in
+ * `token_endpoint_auth_methods_supported` (client_secret_basic when it lists
+ * nothing, RFC 8414 §2), private_key_jwt with a key, none without a secret.
+ * `undefined`: the provider takes none of what this client can do.
+ */
+function tokenAuthMethod(configured: TokenAuthMethod | undefined, supported: readonly string[] | undefined, has: { secret: boolean; key: boolean }): TokenAuthMethod | undefined {
+  if (configured) return configured;
+  if (has.key) return 'private_key_jwt';
+  if (!has.secret) return 'none';
+  if (supported === undefined || supported.includes('client_secret_basic')) return 'client_secret_basic';
+  // Where Basic is not listed, the secret goes in the body: no Basic header for a provider to mis-decode (RFC 6749 §2.3.1).
+  if (supported.includes('client_secret_post')) return 'client_secret_post';
+  return undefined;
+}
+
 /** The variable prefix of an id: `my-idp` → `MY_IDP`. */
 export const envPrefix = (id: string) => id.toUpperCase().replaceAll('-', '_');
 
@@ -46,7 +95,17 @@ function definitionFor(id: string): ProviderDefinition<OidcEnv> {
       [`${p}_REDIRECT_URI`]: v.optional(v.pipe(v.string(), v.url('must be an absolute URL'))),
       [`${p}_SCOPES`]: v.optional(v.pipe(v.string(), v.regex(/(^|\s)openid(\s|$)/, 'must include openid')), 'openid profile'),
       [`${p}_DISPLAY_NAME`]: v.optional(v.string()),
+      [`${p}_TOKEN_AUTH_METHOD`]: v.optional(AuthMethodSetting),
+      [`${p}_PRIVATE_KEY`]: v.optional(PrivateJwk),
     }),
+    v.forward(
+      v.check((e) => !String(e[`${p}_TOKEN_AUTH_METHOD`] ?? '').startsWith('client_secret') || e[`${p}_CLIENT_SECRET`] !== undefined, `needs ${p}_CLIENT_SECRET`),
+      [`${p}_TOKEN_AUTH_METHOD`],
+    ),
+    v.forward(
+      v.check((e) => e[`${p}_TOKEN_AUTH_METHOD`] !== 'private_key_jwt' || e[`${p}_PRIVATE_KEY`] !== undefined, `needs ${p}_PRIVATE_KEY (a private JWK)`),
+      [`${p}_TOKEN_AUTH_METHOD`],
+    ),
     v.transform(
       (e): OidcEnv => ({
         id,
@@ -55,6 +114,9 @@ function definitionFor(id: string): ProviderDefinition<OidcEnv> {
         clientSecret: e[`${p}_CLIENT_SECRET`] as string | undefined,
         redirectUri: e[`${p}_REDIRECT_URI`] as string | undefined,
         scopes: (e[`${p}_SCOPES`] as string).split(/\s+/).filter(Boolean),
+        tokenAuthMethod: e[`${p}_TOKEN_AUTH_METHOD`] as TokenAuthMethod | undefined,
+        privateKey: e[`${p}_PRIVATE_KEY`] as PrivateJwk | undefined,
+        variablePrefix: p,
       }),
     ),
   );
@@ -74,28 +136,59 @@ export interface OidcEnv {
   clientSecret: string | undefined;
   redirectUri: string | undefined;
   scopes: string[];
+  /** `<ID>_TOKEN_AUTH_METHOD`; chosen from the provider's metadata when unset. */
+  tokenAuthMethod: TokenAuthMethod | undefined;
+  /** `<ID>_PRIVATE_KEY`, for private_key_jwt. */
+  privateKey: PrivateJwk | undefined;
+  variablePrefix: string;
+}
+
+/** The JWS algorithm of a private JWK: its own `alg`, else the usual one for its key type. */
+function signingAlg(jwk: PrivateJwk): string {
+  if (jwk.alg) return jwk.alg;
+  if (jwk.kty === 'RSA') return 'RS256';
+  if (jwk.kty === 'OKP') return 'EdDSA';
+  return { 'P-384': 'ES384', 'P-521': 'ES512' }[jwk.crv ?? ''] ?? 'ES256';
 }
 
 const FlowData = v.object({ nonce: v.string(), redirectUri: v.string() });
 
-function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance {
+async function createOidcClient(env: OidcEnv, tools: ProviderTools): Promise<ProviderInstance> {
   const provider = env.id;
+  const privateKey = env.privateKey
+    ? { key: (await importJWK(env.privateKey, signingAlg(env.privateKey))) as CryptoKey, ...(env.privateKey.kid ? { kid: env.privateKey.kid } : {}) }
+    : undefined;
+  const authentications: Record<TokenAuthMethod, () => oidc.ClientAuth> = {
+    client_secret_basic: () => oidc.ClientSecretBasic(env.clientSecret),
+    client_secret_post: () => oidc.ClientSecretPost(env.clientSecret),
+    private_key_jwt: () => oidc.PrivateKeyJwt(privateKey!),
+    none: () => oidc.None(),
+  };
+  // Chosen once discovery has said what the provider takes; every token, refresh and revocation request uses it.
+  let authenticate: oidc.ClientAuth | undefined;
+  const clientAuth: oidc.ClientAuth = (as, client, body, headers) => authenticate!(as, client, body, headers);
+
   // Discovery happens on first use and is retried after a failure, so an IdP
   // that is down at start-up does not keep the gateway from starting.
   let discovered: Promise<oidc.Configuration> | undefined;
   const configuration = () => {
     discovered ??= oidc
-      .discovery(
-        env.issuer,
-        env.clientId,
-        env.clientSecret,
-        env.clientSecret ? oidc.ClientSecretBasic(env.clientSecret) : oidc.None(),
-        {
-          [oidc.customFetch]: tools.fetch,
-          ...(env.issuer.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
-        },
-      )
+      .discovery(env.issuer, env.clientId, env.clientSecret, clientAuth, {
+        [oidc.customFetch]: tools.fetch,
+        ...(env.issuer.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
+      })
       .then((config) => {
+        const supported = config.serverMetadata().token_endpoint_auth_methods_supported;
+        const method = tokenAuthMethod(env.tokenAuthMethod, supported, { secret: env.clientSecret !== undefined, key: privateKey !== undefined });
+        if (!method) {
+          throw new LinkgateError(
+            'provider_unconfigured',
+            `the provider takes none of client_secret_basic and client_secret_post at its token endpoint (it lists ${supported!.join(', ') || 'nothing'}); set ${env.variablePrefix}_TOKEN_AUTH_METHOD`,
+            { provider },
+          );
+        }
+        authenticate = authentications[method]();
+        tools.logger.info({ method, supported: supported ?? null }, 'token endpoint authentication chosen');
         // Verify ID token signatures against the IdP's JWKS too, not only TLS (OIDC Core §3.1.3.7).
         oidc.enableNonRepudiationChecks(config);
         return config;
@@ -178,7 +271,8 @@ function createOidcClient(env: OidcEnv, tools: ProviderTools): ProviderInstance 
 
     async revoke(credentials) {
       const config = await configuration();
-      if (!config.serverMetadata().revocation_endpoint) return;
+      // Nothing to ask: say so, rather than let the unlink report a revocation that never happened.
+      if (!config.serverMetadata().revocation_endpoint) return 'not_supported';
       try {
         // Revoking the refresh token ends the grant at most IdPs (RFC 7009 §2.1); the access token too where it is separate.
         if (credentials.refreshToken) await oidc.tokenRevocation(config, credentials.refreshToken, { token_type_hint: 'refresh_token' });

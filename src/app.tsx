@@ -20,7 +20,7 @@ import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { healthRoutes } from './http/health.ts';
-import { apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
+import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
@@ -74,7 +74,7 @@ export function createApp(deps: AppDeps) {
   });
 
   const app = new Hono<AppEnv>();
-  app.use('*', requestScope({ logger, now, stopping: deps.stopping }));
+  app.use('*', requestScope({ logger, now, stopping: deps.stopping, headers: answerHeaders(config.publicBaseUrl.protocol === 'https:') }));
   if (deps.nameRoute) app.use('*', traceRoute(deps.nameRoute));
   // Counted in memory and shared through the database every quarter second (see core/rate-limit.ts).
   const limiter = createRateLimiter({ db, rules: config.rateLimits, secret: config.userIdHashSalt, logger, now });
@@ -170,7 +170,6 @@ export function createApp(deps: AppDeps) {
     }
     const providerName = failure.provider ? registry.get(failure.provider)?.displayName : undefined;
     const { title, lines } = describeError(code, providerName, c.get('nextStep'), failure.retryAfterSeconds);
-    c.header('Cache-Control', 'no-store');
     return c.html(<MessagePage frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: config.brand }} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 

@@ -180,7 +180,11 @@ const EnvSchema = v.object({
   LINKGATE_API_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '2'),
   LINKGATE_BROWSER_RATE_LIMIT: v.optional(integer(0, 1_000_000_000), '60'),
   LINKGATE_BROWSER_RATE_WINDOW_SECONDS: v.optional(integer(1, 3600), '60'),
-  LINKGATE_TRUST_PROXY: v.optional(integer(0, 10), '0'),
+  // A count, never `true` or an address list (Express's forms): a value that does not parse stops start-up.
+  LINKGATE_TRUST_PROXY: v.optional(
+    v.pipe(v.string(), v.regex(/^\d{1,2}$/, 'must be how many reverse proxies in front append to X-Forwarded-For (0–10), not true/false or addresses'), v.transform(Number), v.maxValue(10, 'must be at most 10')),
+    '0',
+  ),
   LINKGATE_ANNIE_MEI_COMPAT: v.optional(boolean, 'true'),
   LINKGATE_BRAND_NAME: v.optional(
     v.pipe(v.string(), v.maxLength(60, 'must be at most 60 characters'), v.regex(/^[^\p{Cc}\p{Cf}<>]*$/u, 'must not contain control characters or < >')),
@@ -247,10 +251,18 @@ export function parseConfig(rawEnv: Env): Config {
   if (e.NODE_ENV === 'production' && publicBaseUrl.protocol !== 'https:' && !isLoopback(publicBaseUrl)) {
     throw new ConfigError('PUBLIC_BASE_URL: must be https in production (plain http only on a loopback address)');
   }
-  publicBaseUrl.pathname = publicBaseUrl.pathname.replace(/\/+$/, '');
+  // Pages, redirects and the cookie path are root-relative: under a path prefix the Continue form
+  // would post the context and its CSRF token to whatever serves /oauth at the host's root.
+  if (publicBaseUrl.pathname.replace(/\/+$/, '') !== '' || publicBaseUrl.search || publicBaseUrl.hash || publicBaseUrl.username || publicBaseUrl.password) {
+    throw new ConfigError('PUBLIC_BASE_URL: must be an origin like https://link.example, with no path, query or user name (serving under a path prefix is not supported)');
+  }
   checkRedirectUris(env, publicBaseUrl);
   if (e.LINKGATE_WEBHOOK_URL && !e.LINKGATE_WEBHOOK_SECRET) {
     throw new ConfigError('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
+  }
+  // Events name users and their accounts: in clear only to this machine.
+  if (e.NODE_ENV === 'production' && e.LINKGATE_WEBHOOK_URL && e.LINKGATE_WEBHOOK_URL.protocol !== 'https:' && !isLoopback(e.LINKGATE_WEBHOOK_URL)) {
+    throw new ConfigError('LINKGATE_WEBHOOK_URL: must be https in production (plain http only on a loopback address)');
   }
   // The pages allow images from our own origin and data: URLs only (CSP img-src).
   if (e.LINKGATE_BRAND_ICON_URL && !e.LINKGATE_BRAND_ICON_URL.startsWith('data:') && new URL(e.LINKGATE_BRAND_ICON_URL).origin !== publicBaseUrl.origin) {

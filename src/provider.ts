@@ -24,10 +24,31 @@ export interface Credentials {
   extra?: { [key: string]: Json };
 }
 
+/**
+ * Bounds on what a provider hands over (see `Account`, `Credentials`): ids,
+ * names and handles come from servers the gateway does not control, and a
+ * server a user typed can answer anything. The gateway refuses a `done` step
+ * outside them as a bad provider answer (502 `provider_response_invalid`):
+ * nothing is stored.
+ */
+export const LIMITS = {
+  /** Characters of `Account.id` (it is indexed; a did:web on a 253-character host fits). */
+  accountId: 512,
+  /** Characters of `Account.name`. */
+  accountName: 256,
+  /** Entries of `Credentials.scopes`, and characters of each. */
+  scopes: 100,
+  scope: 256,
+  /** The whole of `Credentials`, as JSON, in bytes. */
+  credentialsBytes: 64 * 1024,
+  /** A `wait` step's `pollMs`: anything outside is brought inside. */
+  pollMs: { min: 500, max: 60_000 },
+} as const;
+
 export interface Account {
-  /** The stable id of the account at the provider (OIDC `sub`, a numeric id, a DID). */
+  /** The stable id of the account at the provider (OIDC `sub`, a numeric id, a DID): 1–512 characters, no control characters. */
   id: string;
-  /** A name a person recognises (display name, username, handle). */
+  /** A name a person recognises (display name, username, handle): at most 256 characters, no control characters. */
   name?: string;
 }
 
@@ -69,6 +90,7 @@ export interface WaitDisplay {
 export type Step =
   | { kind: 'redirect'; url: URL }
   | { kind: 'form'; form: FormSpec }
+  /** `pollMs`: how often the page asks, within `LIMITS.pollMs`. */
   | { kind: 'wait'; display: WaitDisplay; pollMs: number }
   | { kind: 'done'; account: Account; credentials: Credentials };
 
@@ -176,8 +198,12 @@ export interface ProviderInstance {
   advance(flow: Flow, input: StepInput): Promise<Step>;
   /** Trades stored credentials for fresh ones. Throw `needs_reauth` when the user must link again. */
   refresh?(credentials: Credentials): Promise<Credentials>;
-  /** Revokes credentials upstream when a link is deleted. */
-  revoke?(credentials: Credentials): Promise<void>;
+  /**
+   * Revokes credentials upstream when a link is deleted. Resolves to
+   * `'not_supported'` when the provider offers no way to (no revocation
+   * endpoint), so the unlink does not report a revocation that did not happen.
+   */
+  revoke?(credentials: Credentials): Promise<void | 'not_supported'>;
   /**
    * Asks the provider whether the credentials still work (`?verify=true`):
    * `false` when it refuses them; throw for an outage, which is not an answer.
@@ -194,6 +220,13 @@ export interface ProviderInstance {
    * it does not know the callback.
    */
   callbackState?(params: URLSearchParams): Promise<string | undefined>;
+  /**
+   * When a provider changes how it derives account ids: the id a link stored
+   * earlier should have now, from its credentials (`undefined` keeps the
+   * stored one). The gateway applies it to every link of the provider at
+   * start-up, so links made before the change are keyed like new ones.
+   */
+  currentAccountId?(credentials: Credentials): string | undefined;
   /** Public JSON documents served at `GET /oauth/<id>/<name>` (client metadata, a JWKS). */
   documents?: { [name: string]: () => Json };
   /**

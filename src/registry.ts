@@ -51,6 +51,7 @@ const InstanceShape = v.object({
   verify: v.optional(v.function('verify must be a function')),
   tokenFields: v.optional(v.function('tokenFields must be a function')),
   callbackState: v.optional(v.function('callbackState must be a function')),
+  currentAccountId: v.optional(v.function('currentAccountId must be a function')),
   documents: v.optional(v.record(v.pipe(v.string(), v.regex(/^[a-z0-9-]+\.json$/, 'document names look like name.json')), v.function('documents must map names to functions'))),
   xrpc: v.optional(v.function('xrpc must be a function')),
 });

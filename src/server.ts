@@ -9,6 +9,7 @@ import { ConfigError, parseConfig, withDevelopmentSecrets, withDotEnv } from './
 import { AnnieMeiError, countViewUnlinks, removeViews, takeOver } from './compat/annie-mei/database.ts';
 import { createKeyring, createUserIdHasher } from './core/crypto.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
+import { reconcileAccountIds } from './core/account-ids.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
 import { createWebhookWorker } from './core/webhooks.ts';
@@ -21,6 +22,21 @@ import { ProviderLoadError, loadProviders } from './registry.ts';
 
 const PURGE_EVERY_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
+
+/**
+ * Node's HTTP server limits, chosen rather than inherited (README: "HTTP
+ * limits"). A client has 10 s to send its request line and headers and 30 s
+ * for the whole request (bodies are at most 64 KiB; a long poll's wait is the
+ * answer, not the request), checked every second so a slow client is cut off
+ * close to those times, not up to 30 s later; headers are at most 16 KiB (a
+ * link URL with its context is under 5), larger ones are answered 431.
+ */
+const HTTP_LIMITS = {
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  connectionsCheckingInterval: 1_000,
+  maxHeaderSize: 16 * 1024,
+} as const;
 
 /** package.json `engines`: the ATProto client needs Node 22.12 or newer; npm only warns about it. */
 function checkNodeVersion(): void {
@@ -49,6 +65,8 @@ async function main(): Promise<void> {
   const keyring = createKeyring(config.encryptionKeys);
   const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
+  // Before serving: links made before a provider changed its account ids are keyed like new ones.
+  await reconcileAccountIds({ db: database.db, keyring, registry, logger, webhookEvents: config.webhook !== undefined });
   const metrics = config.metrics ? createMetrics() : undefined;
   // The Annie Mei bot reads links from annie_auth.* on PostgreSQL: take its old service's tables over, or keep the views.
   if (database.kind === 'postgres' && registry.get('anilist')?.instance) {
@@ -73,7 +91,7 @@ async function main(): Promise<void> {
     ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}),
   });
 
-  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
+  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port, serverOptions: HTTP_LIMITS }, (info) => {
     logger.info(
       {
         url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,

@@ -66,6 +66,36 @@ describe('configuration', () => {
     expect(attempt).toThrow(message);
   });
 
+  it.each(['true', 'loopback', '10.0.0.0/8', '1,2', '-1', '1.5', '0x1'])('refuses to start on a LINKGATE_TRUST_PROXY that is not a count of proxies: %j', (value) => {
+    const attempt = () => parseConfig({ ...TEST_SECRETS, LINKGATE_TRUST_PROXY: value });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(/^LINKGATE_TRUST_PROXY: must be how many reverse proxies in front append to X-Forwarded-For \(0–10\), not true\/false or addresses$/);
+  });
+
+  it.each(['https://link.example/linkgate', 'https://link.example/linkgate/', 'https://link.example/?x=1', 'https://link.example/#top', 'https://user@link.example'])(
+    'refuses a PUBLIC_BASE_URL with a path, query, fragment or user name at start-up: %s',
+    (url) => {
+      const attempt = () => parseConfig({ ...TEST_SECRETS, PUBLIC_BASE_URL: url });
+      expect(attempt).toThrow(ConfigError);
+      expect(attempt).toThrow(/^PUBLIC_BASE_URL: must be an origin like https:\/\/link\.example, with no path, query or user name \(serving under a path prefix is not supported\)$/);
+    },
+  );
+
+  it.each(['http://bot.example/hooks', 'http://10.0.0.7/hooks', 'http://bot.internal:8080/hooks'])('refuses a plain-http LINKGATE_WEBHOOK_URL in production: %s', (url) => {
+    const attempt = () =>
+      parseConfig({ ...TEST_SECRETS, NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example', LINKGATE_WEBHOOK_URL: url, LINKGATE_WEBHOOK_SECRET: 'x'.repeat(32) });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(/^LINKGATE_WEBHOOK_URL: must be https in production \(plain http only on a loopback address\)$/);
+  });
+
+  it.each(['https://bot.example/hooks', 'http://127.0.0.1:3000/hooks', 'http://localhost:3000/hooks', 'http://[::1]:3000/hooks'])(
+    'accepts %s as LINKGATE_WEBHOOK_URL in production',
+    (url) => {
+      const config = parseConfig({ ...TEST_SECRETS, NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example', LINKGATE_WEBHOOK_URL: url, LINKGATE_WEBHOOK_SECRET: 'x'.repeat(32) });
+      expect(config.webhook?.url.href).toBe(new URL(url).href);
+    },
+  );
+
   it('never echoes a secret value in its error', () => {
     const secretValue = 'too-short-but-secret';
     try {

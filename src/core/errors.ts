@@ -57,6 +57,8 @@ const defaultStatus = {
   result_gone: 404,
   /** The user cancelled linking (the wait API). */
   link_cancelled: 409,
+  /** A sign-in ended after too many wrong passwords. */
+  too_many_attempts: 429,
   // links
   not_linked: 404,
   account_already_linked: 409,

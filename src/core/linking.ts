@@ -6,6 +6,7 @@ import type { Db } from '../db/client.ts';
 import { usedContexts, type FlowRow } from '../db/schema.ts';
 import type { Flow, FormSpec, ProviderInstance, Step, StepInput, WaitDisplay } from '../provider.ts';
 import type { RegisteredProvider, Registry } from '../registry.ts';
+import { checkedAccount, pollInterval } from './bounds.ts';
 import { randomToken, sha256 } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import type { LinkEvents } from './events.ts';
@@ -143,23 +144,26 @@ export function createLinking(deps: LinkingDeps) {
     previous?: FlowSecrets,
   ): Promise<Outcome> {
     if (step.kind === 'done') {
+      // Before anything is written: an account outside the contract's bounds links nothing.
+      const account = checkedAccount(step.account, step.credentials, provider.id);
       const key = { tenant: row.tenant, userId: row.userId, provider: provider.id };
       // The link is stored only by the request still holding the flow, in one transaction with ending it.
       await deps.db.transaction(async (tx) => {
         if (!(await flows.using(tx).finish(row, 'completed'))) throw claimLost(provider.id);
-        await links.using(tx).store(key, step.account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
+        await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
       });
       logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
       deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id });
       await deps.events.publish(key);
-      return { kind: 'linked', provider, accountName: step.account.name, returnTo: row.returnTo ?? undefined };
+      return { kind: 'linked', provider, accountName: account.name, returnTo: row.returnTo ?? undefined };
     }
-    const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step;
+    const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step.kind === 'wait' ? { ...step, pollMs: pollInterval(step.pollMs) } : step;
     const resumeUrl = step.kind === 'redirect' ? step.url.href : previous?.resumeUrl;
     if (!(await flows.release(row, { codeVerifier: flow.codeVerifier, data: flow.data, state, resumeUrl }, shown))) throw claimLost(provider.id);
     return outcomeOf(step, state);
   }
 
+  /** What the browser is shown for a step, fresh from the provider or read back from the flow's row. */
   function outcomeOf(step: Exclude<Step, { kind: 'done' }>, state: string): Outcome {
     switch (step.kind) {
       case 'redirect':
@@ -167,7 +171,8 @@ export function createLinking(deps: LinkingDeps) {
       case 'form':
         return { kind: 'form', state, form: step.form };
       case 'wait':
-        return { kind: 'wait', state, display: step.display, pollMs: step.pollMs };
+        // The page puts it in its script: a number within bounds, whatever the row holds.
+        return { kind: 'wait', state, display: step.display, pollMs: pollInterval(step.pollMs) };
     }
   }
 
@@ -457,7 +462,7 @@ export function createLinking(deps: LinkingDeps) {
       if (row.expiresAt.getTime() <= deps.now()) return { status: 'expired' };
       const shown = row.step as ShownStep | null;
       if (shown?.kind !== 'wait') return { status: 'continue' };
-      if (row.lockedUntil && row.lockedUntil.getTime() > deps.now()) return { status: 'pending', pollMs: shown.pollMs };
+      if (row.lockedUntil && row.lockedUntil.getTime() > deps.now()) return { status: 'pending', pollMs: pollInterval(shown.pollMs) };
       try {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
         if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
@@ -465,7 +470,7 @@ export function createLinking(deps: LinkingDeps) {
         return { status: 'continue' };
       } catch (error) {
         if (isLinkgateError(error, 'flow_busy') || isLinkgateError(error, 'provider_unavailable') || isLinkgateError(error, 'provider_timeout')) {
-          return { status: 'pending', pollMs: shown.pollMs };
+          return { status: 'pending', pollMs: pollInterval(shown.pollMs) };
         }
         logger.warn({ provider: providerId, errorCode: isLinkgateError(error) ? error.code : 'unexpected' }, 'flow failed while polling');
         return { status: 'failed' };

@@ -190,6 +190,26 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
     },
 
     /**
+     * Gives a link the external id its provider derives now, if it still has
+     * `row`'s (another instance doing the same at start-up changes nothing
+     * twice); a webhook event says so. `undefined` when it had changed.
+     */
+    async rekey(row: LinkRow, externalId: string, now: Date): Promise<LinkRow | undefined> {
+      const update = (on: Db) =>
+        on
+          .update(links)
+          .set({ externalId, updatedAt: now })
+          .where(and(whereKey(row), eq(links.externalId, row.externalId)))
+          .returning();
+      if (!events) return (await update(db))[0];
+      return db.transaction(async (tx) => {
+        const [updated] = await update(tx);
+        if (updated) await enqueueLinkEvent(tx, 'link.updated', updated, now);
+        return updated;
+      });
+    },
+
+    /**
      * Takes the refresh lease of an active link if nobody holds an unexpired
      * one, and returns the link as it is now (the holder decides on these
      * credentials, not on an earlier read); `undefined` if someone else holds

@@ -6,6 +6,7 @@ import type { Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '
 import type { RegisteredProvider, Registry } from '../registry.ts';
 import { randomToken, type Keyring } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
+import { checkedCredentials } from './bounds.ts';
 import { asProviderError } from './linking.ts';
 import { createLinkStore, type LinkKey } from './links.ts';
 import type { Metrics } from './metrics.ts';
@@ -128,7 +129,7 @@ export function createTokenService(deps: TokenServiceDeps) {
         if (!dueForRefresh(current)) return { row: leased, credentials: current };
         let fresh: Credentials;
         try {
-          fresh = await instance.refresh!(current);
+          fresh = checkedCredentials(await instance.refresh!(current), key.provider);
         } catch (error) {
           if (!isLinkgateError(error, 'needs_reauth')) {
             const failure = refreshFailure(error, key.provider);

@@ -7,7 +7,8 @@ import type { LinkKey, LinkStore } from './links.ts';
 /**
  * What the provider said when a deleted link's credentials were revoked:
  * `revoked` (it accepted), `failed` (it refused or could not be reached),
- * `not_supported` (the provider has no revocation), `provider_unavailable`
+ * `not_supported` (the provider has no revocation, or none for these
+ * credentials: an OpenID provider without a revocation endpoint), `provider_unavailable`
  * (the provider is not configured or no longer loaded here).
  */
 export type Revocation = 'revoked' | 'failed' | 'not_supported' | 'provider_unavailable';
@@ -34,8 +35,8 @@ export async function unlink(deps: UnlinkDeps, key: LinkKey, logger: Logger): Pr
   let revocation: Revocation = instance ? 'not_supported' : 'provider_unavailable';
   if (instance?.revoke) {
     try {
-      await instance.revoke(deps.links.openCredentials(row));
-      revocation = 'revoked';
+      const answer = await instance.revoke(deps.links.openCredentials(row));
+      revocation = answer === 'not_supported' ? 'not_supported' : 'revoked';
     } catch (error) {
       revocation = 'failed';
       logger.warn(

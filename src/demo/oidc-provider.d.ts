@@ -44,6 +44,7 @@ declare module 'oidc-provider' {
   export interface KoaContextLike {
     path: string;
     method: string;
+    headers: Record<string, string | string[] | undefined>;
     status: number;
     type: string;
     body: unknown;

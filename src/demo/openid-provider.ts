@@ -38,6 +38,14 @@ export interface LocalOpenIdProviderOptions {
   clientName?: string;
   /** How a protocol error reaches the user agent (JSON for a test driver, a page for a person). */
   renderError: NonNullable<Configuration['renderError']>;
+  /** How the client authenticates at the token and revocation endpoints (default `client_secret_basic`). */
+  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
+  /** The client's public keys, for `private_key_jwt`. */
+  clientJwks?: { keys: Array<Record<string, unknown>> };
+  /** The methods the provider accepts and lists in `token_endpoint_auth_methods_supported` (default: oidc-provider's five). */
+  clientAuthMethods?: string[];
+  /** Whether the provider has a revocation endpoint (default true). */
+  revocation?: boolean;
 }
 
 export async function createLocalOpenIdProvider(options: LocalOpenIdProviderOptions): Promise<Provider> {
@@ -53,7 +61,8 @@ export async function createLocalOpenIdProvider(options: LocalOpenIdProviderOpti
         redirect_uris: options.redirectUris,
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
-        token_endpoint_auth_method: 'client_secret_basic',
+        token_endpoint_auth_method: options.tokenEndpointAuthMethod ?? 'client_secret_basic',
+        ...(options.clientJwks ? { jwks: options.clientJwks } : {}),
         id_token_signed_response_alg: 'RS256',
         ...(options.clientName ? { client_name: options.clientName } : {}),
       },
@@ -63,10 +72,11 @@ export async function createLocalOpenIdProvider(options: LocalOpenIdProviderOpti
     claims: STANDARD_CLAIMS,
     // Put scope-granted claims (name, email, ...) in the ID token too, like most real IdPs do.
     conformIdTokenClaims: false,
+    ...(options.clientAuthMethods ? { clientAuthMethods: options.clientAuthMethods } : {}),
     features: {
       devInteractions: { enabled: false },
       revocation: {
-        enabled: true,
+        enabled: options.revocation ?? true,
         // A client may revoke only its own tokens (same as the default, minus the console notice).
         allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId?: string }) =>
           token.clientId === client.clientId,

@@ -87,6 +87,22 @@ export const LinkUrlBody = v.object({
   userName: v.optional(userNameSchema('userName')),
 });
 
+/**
+ * Media types an XRPC answer is passed on with: data (JSON, CBOR, CAR files,
+ * plain text, blobs' images, audio and video), never a type a browser renders
+ * as a document or runs (HTML, SVG, XML, scripts).
+ */
+const XRPC_TYPES = /^(application\/(json|cbor|octet-stream|vnd\.ipld\.car)|text\/plain|image\/(png|jpeg|gif|webp|avif|heic)|(video|audio)\/[a-z0-9][a-z0-9.+-]{0,62})$/;
+
+/** The upstream content type if it is one of those (with its charset, nothing else), else `application/octet-stream`. */
+export function xrpcContentType(upstream: string | undefined): string {
+  const [essence = '', ...parameters] = (upstream ?? '').split(';').map((part) => part.trim());
+  const type = essence.toLowerCase();
+  if (!XRPC_TYPES.test(type)) return 'application/octet-stream';
+  const charset = parameters.map((p) => /^charset="?([A-Za-z0-9._-]{1,40})"?$/i.exec(p)?.[1]).find((c) => c !== undefined);
+  return charset ? `${type}; charset=${charset.toLowerCase()}` : type;
+}
+
 export function apiRoutes(deps: ApiRoutesDeps) {
   const app = new Hono<AppEnv>();
   const tenant = DEFAULT_TENANT;
@@ -256,7 +272,11 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const key = { tenant, userId, provider };
     return orRelink(c, userId, provider, async () => {
       const result = await deps.tokens.xrpc(key, { method, nsid, query: url.searchParams, ...(body === undefined ? {} : { body: body as Json }) });
-      return c.body(result.body as Uint8Array<ArrayBuffer>, result.status as 200, result.contentType ? { 'content-type': result.contentType } : {});
+      // The body is the upstream server's: nothing in it may run if a browser ever shows it.
+      return c.body(result.body as Uint8Array<ArrayBuffer>, result.status as 200, {
+        'content-type': xrpcContentType(result.contentType),
+        'content-security-policy': "default-src 'none'; sandbox",
+      });
     });
   });
 
@@ -281,7 +301,8 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const deleted = await unlink(deps, { tenant, userId, provider }, c.get('log')());
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
     deps.metrics?.inc('linkgate_links_deleted_total', { provider, via: 'api' });
-    return c.body(null, 204);
+    // What the provider said, for a bot that tells its user (`revoked`, `not_supported`, `failed`, `provider_unavailable`).
+    return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
   });
 
   return app;

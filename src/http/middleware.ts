@@ -34,10 +34,12 @@ export type AppEnv = {
  * - one closing log line naming the route pattern, never the path or query:
  *   paths carry user ids and queries carry contexts, states and codes;
  * - once the process is stopping (`stopping` aborted), `Connection: close`,
- *   so a client cannot send another request on it while the server drains.
+ *   so a client cannot send another request on it while the server drains;
+ * - `headers` on every answer, errors and 404s included (see `answerHeaders`).
  */
-export function requestScope(options: { logger: Logger; now: () => number; stopping?: AbortSignal | undefined }): MiddlewareHandler<AppEnv> {
+export function requestScope(options: { logger: Logger; now: () => number; stopping?: AbortSignal | undefined; headers?: Readonly<Record<string, string>> }): MiddlewareHandler<AppEnv> {
   const { logger, now, stopping } = options;
+  const headers = Object.entries(options.headers ?? {});
   return createMiddleware<AppEnv>(async function requestScope(c, next) {
     const started = now();
     const asked = c.req.header('x-request-id');
@@ -47,10 +49,24 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
     let child: Logger | undefined;
     c.set('log', () => (child ??= logger.child({ reqId })));
     await next();
+    for (const [name, value] of headers) c.header(name, value);
     // On the Node response, which sends the head after this returns (merged with the app's headers).
     if (stopping?.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
     if (logger.isLevelEnabled('info')) logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
+}
+
+/** RFC 6797: a year; subdomains are the operator's to decide, so `includeSubDomains` is left out. */
+export const HSTS = 'max-age=31536000';
+
+/**
+ * What every answer carries, API and pages alike: nothing is stored by a
+ * cache (token answers hold access tokens, link answers and the delivery log
+ * personal data), no content sniffing, and HSTS when browsers reach the
+ * gateway over https (they ignore it over plain http, RFC 6797 §8.1).
+ */
+export function answerHeaders(https: boolean): Record<string, string> {
+  return { 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff', ...(https ? { 'Strict-Transport-Security': HSTS } : {}) };
 }
 
 /** Times every request into the latency histogram, labelled by route pattern (never the path). */

@@ -92,6 +92,8 @@ type Schema = v.GenericSchema;
 interface Response {
   description: string;
   schema?: Schema;
+  /** Response headers worth a bot's attention, by name. */
+  headers?: Record<string, { description: string; schema: JsonSchema }>;
 }
 export interface Operation {
   method: 'get' | 'post' | 'delete';
@@ -159,7 +161,20 @@ export const operations: Operation[] = [
     description: 'Revokes upstream where the provider can, then deletes.',
     tag: 'links',
     params: LinkParams,
-    responses: { 204: { description: 'deleted' }, 400: badRequest, 401: unauthorized, 404: { description: 'not linked', schema: ErrorAnswer } },
+    responses: {
+      204: {
+        description: 'deleted',
+        headers: {
+          'Linkgate-Revocation': {
+            description: 'what the provider said: revoked, not_supported (it has no revocation), failed (it refused or was down; the link is deleted anyway), provider_unavailable (not configured here)',
+            schema: { type: 'string', enum: ['revoked', 'not_supported', 'failed', 'provider_unavailable'] },
+          },
+        },
+      },
+      400: badRequest,
+      401: unauthorized,
+      404: { description: 'not linked', schema: ErrorAnswer },
+    },
   },
   {
     method: 'post',
@@ -281,7 +296,11 @@ export function openApiDocument(serverUrl: string) {
       responses: Object.fromEntries(
         Object.entries(op.responses).map(([status, response]) => [
           status,
-          { description: response.description, ...(response.schema ? { content: { 'application/json': { schema: json(response.schema, 'output') } } } : {}) },
+          {
+            description: response.description,
+            ...(response.headers ? { headers: response.headers } : {}),
+            ...(response.schema ? { content: { 'application/json': { schema: json(response.schema, 'output') } } } : {}),
+          },
         ]),
       ),
     };

@@ -2,6 +2,7 @@
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { Brand } from '../config.ts';
+import { pollInterval } from '../core/bounds.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import type { FormSpec, StepAction, WaitDisplay } from '../provider.ts';
 
@@ -263,6 +264,8 @@ function ActionButtons(props: { action: string; state: string; actions: StepActi
 /** A code to approve elsewhere; the page polls, and a button does the same without JavaScript. */
 export function WaitPage(props: { frame: PageFrame; action: string; cancelAction: string; cancelledUrl: string; pollUrl: string; state: string; display: WaitDisplay; pollMs: number }) {
   const { display } = props;
+  // Goes into the script as it is: only ever a bounded whole number.
+  const pollMs = pollInterval(props.pollMs);
   const script = `(() => {
   const url = ${JSON.stringify(props.pollUrl).replaceAll('<', '\\u003c')};
   const tick = async () => {
@@ -271,7 +274,7 @@ export function WaitPage(props: { frame: PageFrame; action: string; cancelAction
       // Rate-limited (many people behind one address): wait as long as asked, then ask again.
       if (response.status === 429) return setTimeout(tick, (Number(response.headers.get('retry-after')) || 5) * 1000);
       const answer = await response.json();
-      if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${props.pollMs});
+      if (answer.status === 'pending') return setTimeout(tick, answer.pollMs || ${pollMs});
       if (answer.status === 'cancelled') return location.assign(${JSON.stringify(props.cancelledUrl).replaceAll('<', '\\u003c')});
       if (answer.status === 'linked') {
         if (answer.returnTo) return location.assign(answer.returnTo);
@@ -286,9 +289,9 @@ export function WaitPage(props: { frame: PageFrame; action: string; cancelAction
         return;
       }
       document.getElementById('check').submit();
-    } catch { setTimeout(tick, ${props.pollMs * 2}); }
+    } catch { setTimeout(tick, ${pollMs * 2}); }
   };
-  setTimeout(tick, ${props.pollMs});
+  setTimeout(tick, ${pollMs});
 })();`;
   return (
     <Layout title={display.title} frame={props.frame}>
@@ -385,6 +388,11 @@ export function describeError(
       return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
     case 'database_unavailable':
       return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
+    case 'too_many_attempts':
+      return {
+        title: 'Too many wrong passwords',
+        lines: [`This sign-in has ended after too many wrong passwords, and nothing was linked. Check your ${provider} username and password.`, `Then ${NEW_LINK.toLowerCase()}`],
+      };
     case 'rate_limited':
       return { title: 'Too many attempts', lines: [`Please wait ${waitFor(retryAfterSeconds)}, then reload this page.`] };
     case 'bad_request':

@@ -51,9 +51,24 @@ export function clientAddress(c: Context<AppEnv>, trustedHops: number): string {
   if (trustedHops === 0) return addressKey(peer);
   const forwarded = (c.req.header('x-forwarded-for') ?? '').split(',').map((part) => part.trim()).filter((part) => part !== '');
   const chain = [...forwarded, peer];
-  const client = chain[Math.max(0, chain.length - 1 - trustedHops)]!;
+  const client = hopAddress(chain[Math.max(0, chain.length - 1 - trustedHops)]!);
   // A trusted proxy writes addresses; anything else means the header is not what we were told.
-  return isIP(client) ? addressKey(client) : addressKey(peer);
+  return client === undefined ? addressKey(peer) : addressKey(client);
+}
+
+/**
+ * The address in one X-Forwarded-For hop, as proxies write it: `1.2.3.4`,
+ * `2001:db8::1`, or with the client's port, `1.2.3.4:5678`, `[2001:db8::1]`,
+ * `[2001:db8::1]:443` (Azure, IIS, some load balancers). Anything else is
+ * not an address: undefined.
+ */
+export function hopAddress(hop: string): string | undefined {
+  if (isIP(hop)) return hop;
+  const bracketed = /^\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\](?::\d{1,5})?$/.exec(hop);
+  if (bracketed) return isIP(bracketed[1]!) === 6 ? bracketed[1] : undefined;
+  const withPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(hop);
+  if (withPort) return isIP(withPort[1]!) === 4 ? withPort[1] : undefined;
+  return undefined;
 }
 
 function addressKey(address: string): string {

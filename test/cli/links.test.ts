@@ -26,6 +26,8 @@ const NEW_KEY = `k2:${Buffer.alloc(32, 9).toString('base64')}`;
 
 let db: CliDatabase;
 let idp: TestIdp;
+/** An IdP without a revocation endpoint. */
+let plainIdp: TestIdp;
 let env: Record<string, string>;
 /** What the API answered for USER's links, and the tokens stored with the corp link. */
 let apiLinks: Link[];
@@ -47,9 +49,13 @@ const keysOf = (value: string) => parseConfig({ ...TEST_SECRETS, LINKGATE_ENCRYP
 beforeAll(async () => {
   db = await createCliDatabase();
   idp = await startTestIdp({ redirectUris: ['http://127.0.0.1:8000/oauth/corp/callback'], clientId: 'linkgate', clientSecret: CLIENT_SECRET });
+  plainIdp = await startTestIdp({ redirectUris: ['http://127.0.0.1:8000/oauth/plain/callback'], clientId: 'linkgate', clientSecret: CLIENT_SECRET, revocation: false });
   env = cliEnv(db.dataDir, {
     ...db.env,
-    OIDC_PROVIDERS: 'corp,down',
+    OIDC_PROVIDERS: 'corp,down,plain',
+    PLAIN_ISSUER: plainIdp.issuer,
+    PLAIN_CLIENT_ID: 'linkgate',
+    PLAIN_CLIENT_SECRET: CLIENT_SECRET,
     CORP_ISSUER: idp.issuer,
     CORP_CLIENT_ID: 'linkgate',
     CORP_CLIENT_SECRET: CLIENT_SECRET,
@@ -61,6 +67,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await idp?.close();
+  await plainIdp?.close();
   await db?.close();
 });
 
@@ -182,6 +189,23 @@ describe('links', () => {
 
     const left = await runCli(['links', 'list', USER, '--json'], env);
     expect(json(left.stdout)).toEqual({ links: [] });
+  });
+});
+
+describe('links delete at a provider without revocation', () => {
+  it('says the provider has no revocation, and asks it nothing', async () => {
+    await db.use(async (database) => {
+      const store = createLinkStore(database.db, createKeyring(keysOf(TEST_SECRETS.LINKGATE_ENCRYPTION_KEYS)));
+      await store.store({ tenant: 'default', userId: 'plain-user', provider: 'plain' }, { id: 'plain-account' }, { accessToken: 'plain-access-token', refreshToken: 'plain-refresh-token' }, { allowShared: false, now: new Date() });
+      await store.store({ tenant: 'default', userId: 'plain-user-2', provider: 'plain' }, { id: 'plain-account-2' }, { accessToken: 'plain-access-token-2' }, { allowShared: false, now: new Date() });
+    });
+    const asJson = await runCli(['links', 'delete', 'plain-user', 'plain', '--json'], env);
+    expect(asJson.code).toBe(0);
+    expect(json(asJson.stdout)).toMatchObject({ deleted: { provider: 'plain', externalId: 'plain-account' }, revocation: 'not_supported' });
+    const text = await runCli(['links', 'delete', 'plain-user-2', 'plain'], env);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toBe('deleted the plain link; the provider has no revocation\n');
+    expect(plainIdp.counts.revocation).toBe(0);
   });
 });
 

@@ -4,10 +4,12 @@
  * receiver that is down, a restart in between, dead letters and the
  * delivery log API.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createWebhookWorker, type WebhookWorker } from '../../src/core/webhooks.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
@@ -59,12 +61,34 @@ class Receiver {
   }
 }
 
-/** The README's verification, as a receiver would write it. */
-function verify(secret: string, header: string, rawBody: string, nowSeconds: number): boolean {
-  const { t, v1 } = Object.fromEntries(header.split(',').map((part) => part.split('='))) as { t: string; v1: string };
-  const expected = createHmac('sha256', secret).update(`${t}.${rawBody}`).digest('hex');
-  return v1.length === expected.length && timingSafeEqual(Buffer.from(v1, 'hex'), Buffer.from(expected, 'hex')) && Math.abs(nowSeconds - Number(t)) <= 300;
+/**
+ * The receiver code in README.md, exactly as it is written there (between its
+ * `webhook-receiver` markers): saved as a module and imported, so what the
+ * README tells receivers to run is what these tests run.
+ */
+interface LinkgateEvent {
+  id: string;
+  type: string;
+  link: { userId: string };
 }
+interface ReadmeReceiver {
+  verifyLinkgateSignature(secret: string, header: unknown, rawBody: string, nowMs?: number): boolean;
+  receiveLinkgateEvent(
+    request: { headers: Record<string, string | string[] | undefined>; rawBody: string },
+    options: { secret: string; handled: { has(id: string): boolean; add(id: string): unknown }; handle(event: LinkgateEvent): Promise<void> },
+  ): Promise<number>;
+}
+async function readmeReceiver(): Promise<ReadmeReceiver> {
+  const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+  const snippet = /<!-- webhook-receiver:start -->\s*```ts\n([\s\S]*?)```\s*<!-- webhook-receiver:end -->/.exec(readme)?.[1];
+  if (!snippet) throw new Error('README.md has no webhook-receiver snippet');
+  const file = fileURLToPath(new URL('../.tmp/readme-webhook-receiver.ts', import.meta.url));
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, snippet);
+  return (await import(`${pathToFileURL(file).href}?${Date.now()}`)) as ReadmeReceiver;
+}
+let readme: ReadmeReceiver;
+const verify = (secret: string, header: unknown, rawBody: string, nowSeconds: number) => readme.verifyLinkgateSignature(secret, header, rawBody, nowSeconds * 1000);
 
 let database: Database & { url: string | undefined };
 let receiver: Receiver;
@@ -73,6 +97,7 @@ const logger = createLogger('silent');
 
 beforeAll(async () => {
   database = await createTestDatabase();
+  readme = await readmeReceiver();
 });
 afterAll(async () => {
   await database?.close();
@@ -223,5 +248,109 @@ describe('delivery', () => {
     if (other !== database) await other.close();
     expect(receiver.received).toHaveLength(8);
     expect(new Set(receiver.received.map((r) => r.id)).size).toBe(8);
+  });
+});
+
+describe('the receiver in the README', () => {
+  const body = JSON.stringify({ id: 'evt_00000000-0000-4000-8000-000000000000', type: 'link.created', link: { userId: 'u' } });
+  const nowSeconds = Math.floor(Date.now() / 1000);
+  /** A signature made the way a sender would, with node:crypto directly. */
+  const sign = (t: number, signed = body, secret = SECRET) => `t=${t},v1=${createHmac('sha256', secret).update(`${t}.${signed}`).digest('hex')}`;
+  const genuine = sign(nowSeconds);
+  const v1 = genuine.slice(genuine.indexOf('v1=') + 3);
+
+  it('accepts a genuine signature made now', () => {
+    expect(readme.verifyLinkgateSignature(SECRET, genuine, body, nowSeconds * 1000)).toBe(true);
+  });
+
+  it.each<[string, unknown]>([
+    ['no header', undefined],
+    ['null', null],
+    ['an empty header', ''],
+    ['a number', 42],
+    ['the header twice (an array)', [genuine, genuine]],
+    ['the header twice (joined by a proxy)', `${genuine}, ${genuine}`],
+    ['only t', `t=${nowSeconds}`],
+    ['only v1', `v1=${v1}`],
+    ['v1 before t', `v1=${v1},t=${nowSeconds}`],
+    ['a t that is not a number', `t=soon,v1=${v1}`],
+    ['a t with a fraction', `t=${nowSeconds}.5,v1=${v1}`],
+    ['a v1 one digit short', `t=${nowSeconds},v1=${v1.slice(1)}`],
+    ['a v1 that is not hex', `t=${nowSeconds},v1=${'z'.repeat(64)}`],
+    ['a v1 in upper case', `t=${nowSeconds},v1=${v1.toUpperCase()}`],
+    ['a second scheme appended', `${genuine},v0=${v1}`],
+    ['spaces around the parts', `t=${nowSeconds}, v1=${v1}`],
+    ['another secret', sign(nowSeconds, body, 'another-secret-0123456789abcdefghijklmnop')],
+    ['another body', sign(nowSeconds, body.replace('"u"', '"eve"'))],
+    ['another time than the one signed', genuine.replace(`t=${nowSeconds}`, `t=${nowSeconds - 1}`)],
+  ])('fails closed on %s: false, never an exception', (_name, header) => {
+    expect(readme.verifyLinkgateSignature(SECRET, header, body, nowSeconds * 1000)).toBe(false);
+  });
+
+  it.each([
+    [-301, false],
+    [-299, true],
+    [299, true],
+    [301, false],
+    [-86_400, false],
+  ])('checks the time: a signature made %i s from now is %s', (offset, accepted) => {
+    expect(readme.verifyLinkgateSignature(SECRET, sign(nowSeconds + offset), body, nowSeconds * 1000)).toBe(accepted);
+  });
+
+  it('handles each delivery once, by its id: a retry after a lost answer and a replay are answered 200 without running again; forgeries get 401', async () => {
+    // Signed close to the wall clock, which is what the README receiver checks against.
+    clock = Date.now();
+    const handledIds = new Set<string>();
+    const handledEvents: LinkgateEvent[] = [];
+    const requests: Array<{ headers: IncomingMessage['headers']; rawBody: string }> = [];
+    let loseNextAnswer = true;
+    const server = createServer((req, res) => {
+      let rawBody = '';
+      req.on('data', (chunk: Buffer) => (rawBody += chunk.toString('utf8')));
+      req.on('end', () => {
+        requests.push({ headers: req.headers, rawBody });
+        void readme
+          .receiveLinkgateEvent({ headers: req.headers, rawBody }, { secret: SECRET, handled: handledIds, handle: async (event) => void handledEvents.push(event) })
+          .then((status) => {
+            // The first answer never arrives (the receiver handled the event, then its connection broke).
+            if (loseNextAnswer) {
+              loseNextAnswer = false;
+              req.socket.destroy();
+            } else res.writeHead(status).end();
+          });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`);
+    try {
+      const gateway = await createTestGateway(database, { providersDir: FIXTURES, env: { LINKGATE_WEBHOOK_URL: url.href, LINKGATE_WEBHOOK_SECRET: SECRET }, now: () => clock });
+      await linkPin(gateway, 'u-readme', 'readme-user');
+      const worker = createWebhookWorker({ database, url, secret: SECRET, maxAttempts: 10, retryBaseMs: 1000, logger, now: () => clock });
+      expect(await worker.runOnce()).toBe(1);
+      expect((await database.db.select().from(webhookDeliveries))[0]).toMatchObject({ status: 'pending', lastError: 'the receiver could not be reached' });
+      await drain(worker);
+
+      // Sent twice, handled once; the payload carries the delivery id, the same as the header's and the log's.
+      expect(requests).toHaveLength(2);
+      expect(handledEvents).toHaveLength(1);
+      const id = String(requests[0]!.headers['linkgate-event-id']);
+      expect(requests[1]!.headers['linkgate-event-id']).toBe(id);
+      expect(handledEvents[0]).toMatchObject({ id, type: 'link.created', link: { userId: 'u-readme' } });
+      const log = (await (await gateway.api('/webhooks/deliveries?status=delivered')).json()) as { deliveries: Array<{ id: string; event: { id: string } }> };
+      expect(log.deliveries).toEqual([expect.objectContaining({ id, event: expect.objectContaining({ id }) })]);
+
+      // Someone who captured the request sends it again within the signature window: answered, not handled.
+      const captured = requests[1]!;
+      const replay = (headers: Record<string, string>, rawBody: string) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: rawBody });
+      const signed = { 'linkgate-event-id': id, 'linkgate-signature': String(captured.headers['linkgate-signature']) };
+      expect((await replay(signed, captured.rawBody)).status).toBe(200);
+      expect((await replay(signed, captured.rawBody.replace('u-readme', 'u-eve'))).status).toBe(401);
+      expect((await replay({ 'linkgate-event-id': id }, captured.rawBody)).status).toBe(401);
+      expect((await replay({ ...signed, 'linkgate-signature': 'garbage' }, captured.rawBody)).status).toBe(401);
+      expect(handledEvents).toHaveLength(1);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -131,6 +131,8 @@ export interface StartFakeJellyfinOptions {
   quickConnectTimeoutMs?: number;
   /** Default true. */
   startupWizardCompleted?: boolean;
+  /** The SystemId `/System/Info/Public` answers (default: a new Guid); a server can claim any, another's included. */
+  serverId?: string;
 }
 
 const QC_TIMEOUT_MS = 10 * 60_000;
@@ -327,7 +329,7 @@ export async function startFakeJellyfin(opts: StartFakeJellyfinOptions = {}): Pr
   const legacy = opts.legacyAuthorization ?? false;
   const qcTimeoutMs = opts.quickConnectTimeoutMs ?? QC_TIMEOUT_MS;
   const startupWizardCompleted = opts.startupWizardCompleted ?? true;
-  const serverId = guidN();
+  const serverId = opts.serverId ?? guidN();
 
   const users = new Map<string, FakeJellyfinUser>();
   const counts: FakeJellyfin['counts'] = { initiate: 0, connect: 0, authenticateQuickConnect: 0, authenticateByName: 0, me: 0, logout: 0 };

@@ -45,6 +45,20 @@ export interface StartTestIdpOptions {
   clientSecret?: string;
   accessTokenTtlSeconds?: number;
   claims?: (sub: string) => Record<string, unknown>;
+  /** How the client must authenticate at the token endpoint (default `client_secret_basic`). */
+  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
+  /** The client's public keys, for `private_key_jwt`. */
+  clientJwks?: { keys: Array<Record<string, unknown>> };
+  /** What the IdP accepts and lists in `token_endpoint_auth_methods_supported` (default: all five of oidc-provider). */
+  clientAuthMethods?: string[];
+  /** false: no revocation endpoint (none in discovery). */
+  revocation?: boolean;
+  /**
+   * Compare a secret sent in a Basic header as it is, without the form
+   * decoding RFC 6749 §2.3.1 asks for, as some providers do (glewlwyd 2.7):
+   * a secret with characters the form encoding changes never matches.
+   */
+  undecodedBasicSecrets?: boolean;
 }
 
 const MAX_HOPS = 20;
@@ -191,6 +205,10 @@ export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> 
     redirectUris: opts.redirectUris,
     claims: claimsFor,
     accessTokenTtlSeconds: opts.accessTokenTtlSeconds ?? 3600,
+    ...(opts.tokenEndpointAuthMethod ? { tokenEndpointAuthMethod: opts.tokenEndpointAuthMethod } : {}),
+    ...(opts.clientJwks ? { clientJwks: opts.clientJwks } : {}),
+    ...(opts.clientAuthMethods ? { clientAuthMethods: opts.clientAuthMethods } : {}),
+    ...(opts.revocation === false ? { revocation: false } : {}),
     renderError: (ctx, out) => {
       ctx.type = 'application/json';
       ctx.body = JSON.stringify(out);
@@ -204,7 +222,23 @@ export async function startTestIdp(opts: StartTestIdpOptions): Promise<TestIdp> 
   const counts: TestIdp['counts'] = { token: 0, tokenByGrant: {}, userinfo: 0, revocation: 0 };
   const tokenPath = provider.pathFor('token');
   const userinfoPath = provider.pathFor('userinfo');
-  const revocationPath = provider.pathFor('revocation');
+  const revocationPath = opts.revocation === false ? undefined : provider.pathFor('revocation');
+
+  // oidc-provider takes a secret by Basic or in the body whichever the client is registered for;
+  // a provider that lists only client_secret_post refuses a Basic header (RFC 6749 §5.2 invalid_client).
+  const refuseBasic = opts.clientAuthMethods !== undefined && !opts.clientAuthMethods.includes('client_secret_basic');
+  if (refuseBasic || opts.undecodedBasicSecrets) {
+    provider.use(async (ctx, next) => {
+      const basic = /^Basic (.+)$/i.exec(String(ctx.headers.authorization ?? ''))?.[1];
+      if ((ctx.path !== tokenPath && ctx.path !== revocationPath) || basic === undefined) return next();
+      const decoded = Buffer.from(basic, 'base64').toString('utf8');
+      const refused = refuseBasic || decoded.slice(decoded.indexOf(':') + 1) !== clientSecret;
+      if (!refused) return next();
+      ctx.status = 401;
+      ctx.type = 'application/json';
+      ctx.body = { error: 'invalid_client', error_description: refuseBasic ? 'client_secret_basic is not supported' : 'invalid secret provided' };
+    });
+  }
 
   provider.use(async (ctx, next) => {
     if (ctx.path === userinfoPath) counts.userinfo += 1;

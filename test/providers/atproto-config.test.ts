@@ -4,6 +4,8 @@
  * validation, in loopback (development) and production modes.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import {
   NodeOAuthClient,
@@ -135,29 +137,64 @@ describe('ATPROTO_XRPC_ALLOW', () => {
   });
 });
 
-describe('ATProto in production refuses private addresses', () => {
-  it('does not contact a server on a private address typed as the PDS, and asks again', async () => {
-    // Counts TCP connections: whatever the scheme, the guard must refuse before connecting.
-    let contacted = 0;
-    const server = createNetServer((socket) => {
+describe('ATProto refuses private addresses unless ATPROTO_ALLOW_PRIVATE_SERVERS is set, which production refuses', () => {
+  // Counts TCP connections: whatever the scheme, the guard must refuse before connecting.
+  let contacted = 0;
+  let server: ReturnType<typeof createNetServer>;
+  let port: number;
+  beforeAll(async () => {
+    server = createNetServer((socket) => {
       contacted += 1;
       socket.destroy();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    try {
-      const gateway = await createTestGateway(database, {
-        env: { PUBLIC_BASE_URL: 'https://links.example.com', ATPROTO_PRIVATE_KEYS: JSON.stringify([privateJwk('k1')]) },
-      });
-      const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-      const start = await browser.openLink(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:77')}`);
-      const state = /name="state" value="([^"]+)"/.exec(await start.text())![1]!;
-      const again = await browser.post('/oauth/atproto/callback', { state, identifier: `https://127.0.0.1:${port}` });
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => new Promise((resolve) => server.close(resolve)));
+
+  /** Types a PDS address on a private (loopback) address into the handle form: the page that comes back. */
+  async function typePrivateServer(env: Record<string, string>, scheme: 'http' | 'https'): Promise<Response> {
+    const gateway = await createTestGateway(database, { env });
+    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const start = await browser.openLink(`/oauth/atproto/start?context=${await mintContext('atproto', 'discord:77')}`);
+    const state = /name="state" value="([^"]+)"/.exec(await start.text())![1]!;
+    return browser.post('/oauth/atproto/callback', { state, identifier: `${scheme}://127.0.0.1:${port}` });
+  }
+
+  it.each<[string, Record<string, string>]>([
+    ['an https PUBLIC_BASE_URL', { PUBLIC_BASE_URL: 'https://links.example.com', ATPROTO_PRIVATE_KEYS: JSON.stringify([privateJwk('k1')]) }],
+    ['a loopback PUBLIC_BASE_URL in development', { PUBLIC_BASE_URL: 'http://127.0.0.1:8000' }],
+    // compose.yaml's try-out: the image's NODE_ENV=production with PUBLIC_BASE_URL http://localhost:8000.
+    ['a loopback PUBLIC_BASE_URL in production', { NODE_ENV: 'production', PUBLIC_BASE_URL: 'http://localhost:8000' }],
+  ])('with %s, does not contact a server on a private address typed as the PDS, and asks again', async (_name, env) => {
+    const before = contacted;
+    for (const scheme of ['http', 'https'] as const) {
+      const again = await typePrivateServer(env, scheme);
       expect(again.status).toBe(200);
       expect(await again.text()).toContain('We could not reach a Bluesky-compatible server at that address');
-      expect(contacted).toBe(0);
-    } finally {
-      await new Promise((resolve) => server.close(resolve));
+    }
+    expect(contacted).toBe(before);
+  });
+
+  it('contacts it with ATPROTO_ALLOW_PRIVATE_SERVERS=true outside production (a development network)', async () => {
+    const before = contacted;
+    const page = await typePrivateServer({ PUBLIC_BASE_URL: 'http://127.0.0.1:8000', ATPROTO_ALLOW_PRIVATE_SERVERS: 'true' }, 'http');
+    expect(await page.text()).toContain('We could not reach a Bluesky-compatible server at that address');
+    expect(contacted).toBeGreaterThan(before);
+  });
+
+  it('compose.yaml publishes its plain-http try-out on loopback only, and allows no private servers', () => {
+    const compose = readFileSync(fileURLToPath(new URL('../../compose.yaml', import.meta.url)), 'utf8');
+    expect(compose).toContain('PUBLIC_BASE_URL: ${PUBLIC_BASE_URL:-http://localhost:8000}');
+    const ports = compose.match(/^\s+- "([^"]+)"$/gm)?.map((line) => line.trim()) ?? [];
+    expect(ports).toEqual(['- "${LINKGATE_PUBLISH:-127.0.0.1:8000}:8000"']);
+    expect(compose).not.toMatch(/ALLOW_PRIVATE_SERVERS/);
+  });
+
+  it('stops start-up on ATPROTO_ALLOW_PRIVATE_SERVERS=true in production, whatever PUBLIC_BASE_URL is', async () => {
+    for (const base of ['http://localhost:8000', 'https://links.example.com']) {
+      const attempt = createTestGateway(database, { env: { NODE_ENV: 'production', PUBLIC_BASE_URL: base, ATPROTO_ALLOW_PRIVATE_SERVERS: 'true' } });
+      await expect(attempt).rejects.toThrow(/^ATPROTO_ALLOW_PRIVATE_SERVERS: must not be true in production/);
     }
   });
 });

@@ -27,6 +27,8 @@ const PASSWORDS = { alice: 'alice-pds-password-3141', bob: 'bob-pds-password-271
 
 const envFor = (extra: Record<string, string> = {}) => ({
   PUBLIC_BASE_URL: 'http://127.0.0.1:8000',
+  // The test network (PLC, PDS) is on loopback.
+  ATPROTO_ALLOW_PRIVATE_SERVERS: 'true',
   ATPROTO_PLC_DIRECTORY_URL: network.plcUrl,
   ATPROTO_HANDLE_RESOLVER_URL: network.pdsUrl,
   ...extra,

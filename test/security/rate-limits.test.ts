@@ -201,6 +201,23 @@ describe('rate limits across two instances on one database', () => {
     expect((await open('2001:0db8:0001:0002:ffff:1:2:3')).status).toBe(429);
     expect((await open('2001:db8:1:3::1')).status).toBe(404);
   });
+
+  it('reads a forwarded hop with a port or in brackets as its client, not the proxy: each client its own budget', async () => {
+    const base = await serveOnSocket(a);
+    const open = (forwardedFor: string) => fetch(`${base}/oauth/corp/start?context=x`, { headers: { 'x-forwarded-for': forwardedFor } });
+    // One client, seen through its changing source ports: one budget.
+    for (let i = 0; i < BROWSER_LIMIT; i += 1) expect((await open(`198.51.100.20:${40000 + i}`)).status).toBe(404);
+    expect((await open('198.51.100.20:50000')).status).toBe(429);
+    expect((await open('198.51.100.20')).status).toBe(429);
+    // The others behind the same proxy still have theirs (they used to share the proxy's).
+    expect((await open('198.51.100.21:443')).status).toBe(404);
+    expect((await open('[2001:db8:7::1]')).status).toBe(404);
+    expect((await open('[2001:db8:8::1]:443')).status).toBe(404);
+    // Bracketed IPv6 counts by its /64 like any other spelling.
+    for (let i = 0; i < BROWSER_LIMIT - 1; i += 1) expect((await open(`[2001:db8:9::${i + 1}]:${1000 + i}`)).status).toBe(404);
+    expect((await open('2001:db8:9::ffff')).status).toBe(404);
+    expect((await open('[2001:db8:9::abcd]:80')).status).toBe(429);
+  });
 });
 
 describe('the client address without a trusted proxy', () => {
