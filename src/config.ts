@@ -193,7 +193,10 @@ const EnvSchema = v.object({
     v.pipe(
       v.string(),
       v.maxLength(100_000, 'must be at most 100 000 characters (a small image)'),
-      v.check((s) => /^data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$/.test(s) || URL.canParse(s), 'must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL'),
+      v.check(
+        (s) => (s.startsWith('data:') ? /^data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$/.test(s) : URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)),
+        'must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL',
+      ),
     ),
   ),
   LINKGATE_BRAND_COLOR: v.optional(

@@ -261,7 +261,9 @@ export function createLinking(deps: LinkingDeps) {
       .select({ browserHash: usedContexts.browserHash, stateHash: usedContexts.stateHash })
       .from(usedContexts)
       .where(and(eq(usedContexts.tenant, context.tenant), eq(usedContexts.jti, context.jti)));
-    if (!used?.stateHash || !used.browserHash || sha256(browserId) !== used.browserHash) throw usedByOthers(providerId);
+    if (!used?.browserHash || sha256(browserId) !== used.browserHash) throw usedByOthers(providerId);
+    // Spent by this browser's Cancel: no flow was ever opened.
+    if (!used.stateHash) throw new LinkgateError('link_cancelled', 'this link was cancelled', { provider: providerId });
     const row = await flows.findByHash(used.stateHash);
     if (!row || row.provider !== providerId || row.browserHash !== used.browserHash) throw usedByOthers(providerId);
     if (row.status === 'completed') {

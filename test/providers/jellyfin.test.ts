@@ -54,6 +54,8 @@ describe('Jellyfin', () => {
     const page = await start.text();
     const code = /class="code"[^>]*>(\d{6})</.exec(page)![1]!;
     expect(page).toContain('Settings → Quick Connect → enter this code');
+    // The server keeps a code ten minutes, but the sign-in lives OAUTH_STATE_TTL_SECONDS (5 minutes): the page promises the shorter.
+    expect(page).toContain('The code works for about 4 minutes.');
     const s = state(page);
 
     expect(await (await browser.get(`/oauth/jellyfin/poll?state=${s}`)).json()).toMatchObject({ status: 'pending' });
