@@ -15,6 +15,17 @@ export interface RegisteredProvider {
   instance: ProviderInstance | undefined;
   /** The variables it still needs when it is not configured. */
   missing: string[];
+  /**
+   * What would configure it, as alternatives (Jellyfin: a server URL, or
+   * `JELLYFIN_ALLOW_USER_SERVER=true`); each lists what to set. Empty when configured.
+   */
+  needs: string[][];
+}
+
+/** `needs` for people: "A, B", or "either A, or B=true". */
+export function describeNeeds(needs: readonly (readonly string[])[]): string {
+  const ways = needs.map((way) => way.join(', '));
+  return ways.length > 1 ? `either ${ways.join(', or ')}` : (ways[0] ?? 'configuration');
 }
 
 export interface Registry {
@@ -143,35 +154,56 @@ async function register(
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
   const parsed = v.safeParse(definition.env, present);
   if (!parsed.success) {
-    // A union ("this variable or that one") is missing when every branch only lacks variables.
-    // Only a variable itself can be missing: an absent field inside a variable's value (a JSON key) is invalid.
-    const isMissing = (issue: v.BaseIssue<unknown>): boolean =>
-      (issue.input === undefined && (issue.path?.length ?? 0) <= 1) ||
-      (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
-    const leaves = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown>[] =>
-      issue.input === undefined || !issue.issues ? [issue] : issue.issues.flatMap(leaves);
-    const missing = parsed.issues.filter(isMissing).flatMap(leaves);
-    const firstPresent = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown> => {
-      const nested = issue.issues?.find((inner) => !isMissing(inner));
-      return nested ? firstPresent(nested) : issue;
-    };
     const top = parsed.issues.find((issue) => !isMissing(issue));
     const invalid = top && firstPresent(top);
     if (invalid) {
       const name = invalid.path?.map((p) => String(p.key)).join('.') ?? 'environment';
       throw new ProviderLoadError(`${name}: ${issueMessage({ ...invalid, path: undefined })} (provider "${definition.id}", ${file})`);
     }
-    const names = [...new Set(missing.map((issue) => issue.path?.map((p) => String(p.key)).join('.')).filter((n): n is string => !!n))];
-    return { ...base, instance: undefined, missing: names };
+    const needs = alternatives(definition.env, present);
+    return { ...base, instance: undefined, missing: [...new Set(needs.flat().map((need) => need.replace(/=.*$/, '')))], needs };
   }
   let instance: unknown;
   try {
     instance = await definition.create(parsed.output, toolsFor(definition.id));
   } catch (cause) {
-    if (cause instanceof ProviderNotConfigured) return { ...base, instance: undefined, missing: cause.missing };
+    if (cause instanceof ProviderNotConfigured) return { ...base, instance: undefined, missing: cause.missing, needs: [cause.missing] };
     throw new ProviderLoadError(`${file}: create() failed for provider "${definition.id}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
   const checked = v.safeParse(InstanceShape, instance);
   if (!checked.success) throw new ProviderLoadError(`${file}: create() returned a bad provider: ${describeIssues(checked.issues)}`);
-  return { ...base, instance: instance as ProviderInstance, missing: [] };
+  return { ...base, instance: instance as ProviderInstance, missing: [], needs: [] };
+}
+
+// A union ("this variable or that one") is missing when every branch only lacks variables.
+// Only a variable itself can be missing: an absent field inside a variable's value (a JSON key) is invalid.
+const isMissing = (issue: v.BaseIssue<unknown>): boolean =>
+  (issue.input === undefined && (issue.path?.length ?? 0) <= 1) ||
+  (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
+const leaves = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown>[] =>
+  issue.input === undefined || !issue.issues ? [issue] : issue.issues.flatMap(leaves);
+const firstPresent = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown> => {
+  const nested = issue.issues?.find((inner) => !isMissing(inner));
+  return nested ? firstPresent(nested) : issue;
+};
+
+/**
+ * What each way of configuring a provider still lacks. A union's issues come
+ * out flattened, so each branch is parsed on its own to keep "either … or"
+ * apart; a branch that wants a fixed value (`v.literal('true')`) says so.
+ */
+function alternatives(schema: v.GenericSchema, present: Record<string, string | undefined>): string[][] {
+  const branches = schema.type === 'union' && 'options' in schema ? (schema.options as v.GenericSchema[]) : [schema];
+  if (branches.length > 1) return branches.flatMap((branch) => alternatives(branch, present));
+  const parsed = v.safeParse(schema, present);
+  // A branch that a variable already set rules out is no way to configure it.
+  if (parsed.success || !parsed.issues.every(isMissing)) return [];
+  const entries = 'entries' in schema ? (schema.entries as Record<string, v.GenericSchema>) : {};
+  const needs = parsed.issues.filter(isMissing).flatMap(leaves).flatMap((issue) => {
+    const name = issue.path?.map((p) => String(p.key)).join('.');
+    if (!name) return [];
+    const entry = entries[name];
+    return [entry?.type === 'literal' && 'literal' in entry ? `${name}=${String(entry.literal)}` : name];
+  });
+  return needs.length > 0 ? [[...new Set(needs)]] : [];
 }

@@ -2,6 +2,7 @@
  * The typed client (`linkgate/client`) against a real gateway listening on
  * a socket, on a real database, linking through the test `pin` provider.
  */
+import { spawn } from 'node:child_process';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { sql } from '../../src/db/orm.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import {
   linkUrlFor,
   NeedsReauthError,
   NotLinkedError,
+  ProviderUnconfiguredError,
   signLinkContext,
   type LinkgateClient,
 } from 'linkgate/client';
@@ -19,6 +21,7 @@ import { listen } from '../e2e/browser.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { ROOT } from '../helpers/process.ts';
 
 const FIXTURES = new URL('../fixtures/providers', import.meta.url).pathname;
 
@@ -76,6 +79,22 @@ describe('linkgate/client', () => {
     expect(await client.unlink('discord:2', 'pin')).toBe(true);
     expect(await client.unlink('discord:2', 'pin')).toBe(false);
     expect(await client.getLink('discord:2', 'pin')).toBeNull();
+  });
+
+  it('a provider the gateway has not configured is a ProviderUnconfiguredError naming what it needs, never a null link URL', async () => {
+    const standard = await createTestGateway(database);
+    const unconfigured = await listen(standard.app.fetch);
+    try {
+      const bot = createLinkgateClient({ baseUrl: unconfigured.url, apiKey: API_KEY });
+      for (const call of [() => bot.requireLink('discord:9', 'anilist'), () => bot.getLink('discord:9', 'anilist'), () => bot.createLinkUrl('discord:9', 'anilist')]) {
+        const error = await call().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(ProviderUnconfiguredError);
+        expect(error).toMatchObject({ name: 'ProviderUnconfiguredError', code: 'provider_unconfigured', status: 503 });
+        expect((error as Error).message).toBe('AniList is not configured (missing ANILIST_CLIENT_ID, ANILIST_CLIENT_SECRET)');
+      }
+    } finally {
+      await unconfigured.close();
+    }
   });
 
   it('waitForLink answers null when nobody links in time', async () => {
@@ -140,5 +159,50 @@ describe('the example bot commands (examples/bot-commands.ts)', () => {
     expect(await confirmation).toBe('Linked! You are lovelace.');
     expect(await bot.whoami('discord:42')).toMatch(/^You are lovelace \(linked \d{4}-\d{2}-\d{2}\)\.$/);
     expect(await bot.register('discord:42')).toBe('You are already linked as lovelace.');
+  });
+});
+
+/** `node examples/bot-commands.ts …` as the README runs it, from a terminal. */
+function runExample(args: string[], gatewayUrl: string, onOutput?: (stdout: string) => void) {
+  const child = spawn(process.execPath, ['examples/bot-commands.ts', ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, LINKGATE_URL: gatewayUrl, LINKGATE_API_KEY: API_KEY },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+    onOutput?.(stdout);
+  });
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+describe('the example bot commands run from a terminal', () => {
+  it('on a gateway with the default providers and no variables, says AniList is not configured and what it needs, for /whoami and /register', async () => {
+    const standard = await listen((await createTestGateway(database)).app.fetch);
+    try {
+      const expected = 'Linking is not available yet: AniList is not configured (missing ANILIST_CLIENT_ID, ANILIST_CLIENT_SECRET).\n';
+      for (const command of ['whoami', 'register']) {
+        expect(await runExample([command, '80351110224678912', 'anilist'], standard.url)).toEqual({ code: 0, stdout: expected, stderr: '' });
+      }
+    } finally {
+      await standard.close();
+    }
+  });
+
+  it('register prints a link and waits for the user to finish it; whoami then names them', { timeout: 60_000 }, async () => {
+    let opened: Promise<void> | undefined;
+    const registered = await runExample(['register', 'discord:77', 'pin'], baseUrl, (stdout) => {
+      const url = /(http:\/\/\S+\/oauth\/pin\/start\?context=\S+)/.exec(stdout)?.[1];
+      if (url && !opened) opened = completeLink(url, 'hopper');
+    });
+    await opened;
+    expect(registered.code).toBe(0);
+    expect(registered.stdout).toMatch(/^Open this link to connect your account \(it works once, for a few minutes\): http\S+\nLinked! You are hopper\.\n$/);
+    const whoami = await runExample(['whoami', 'discord:77', 'pin'], baseUrl);
+    expect(whoami).toMatchObject({ code: 0, stderr: '' });
+    expect(whoami.stdout).toMatch(/^You are hopper \(linked \d{4}-\d{2}-\d{2}\)\.\n$/);
   });
 });
