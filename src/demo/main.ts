@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as v from 'valibot';
-import { createLinkgateClient, type Link, type LinkgateClient } from '../client/index.ts';
+import { createLinkgateClient, type Link, type LinkgateClient } from 'linkgate/client';
 import { GENERATED_SECRETS, generateSecret } from '../config.ts';
 import { issueMessage } from '../core/validation.ts';
 import { DEMO_ACCOUNT, DemoPortError, startDemoIdp, type DemoIdp } from './idp.ts';

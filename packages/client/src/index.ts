@@ -1,6 +1,8 @@
 /**
  * A typed client for Linkgate's bot API, for bots written in TypeScript or
- * JavaScript: `import { createLinkgateClient } from 'linkgate/client'`.
+ * JavaScript: `import { createLinkgateClient } from '@linkgate/client'`
+ * (`linkgate/client` inside the Linkgate repository, which runs this file
+ * as it is; the package is built from it by build.mjs).
  *
  * It depends on nothing but the platform (`fetch`, `AbortSignal`, Web
  * Crypto), so it runs in Node 22+, Bun, Deno and edge runtimes. Every call
