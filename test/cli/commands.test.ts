@@ -157,11 +157,13 @@ describe('providers', () => {
     expect(providers.find((p) => p.id === 'jellyfin')).toMatchObject({ configured: false, needs: [['JELLYFIN_SERVER_URL'], ['JELLYFIN_ALLOW_USER_SERVER=true']] });
   });
 
-  it('a broken configuration exits 1 with one line naming the variable, and no secret', async () => {
+  it('a broken configuration exits 1 with one line naming every bad variable, and no secret', async () => {
     const result = await runCli(['providers'], { ...env, NODE_ENV: 'production', LINKGATE_API_KEYS: 'short' });
     expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
-    expect(result.stderr).toBe('linkgate providers: configuration error: LINKGATE_API_KEYS: must be at least 32 characters\n');
+    expect(result.stderr).toBe(
+      'linkgate providers: configuration error: LINKGATE_API_KEYS: must be at least 32 characters; PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)\n',
+    );
   });
 });
 
