@@ -13,16 +13,28 @@
  * `register` prints the link to open, then waits (up to a minute) for the
  * user to finish and says who they are.
  */
-import { createLinkgateClient, LinkgateClientError, NeedsReauthError, NotLinkedError, type LinkgateClient } from 'linkgate/client';
+import {
+  createLinkgateClient,
+  LinkgateClientError,
+  NeedsReauthError,
+  NotLinkedError,
+  ProviderUnconfiguredError,
+  type LinkgateClient,
+} from 'linkgate/client';
 
 export function botCommands(linkgate: LinkgateClient, provider: string) {
   return {
     /** `/register`: a link to open, or who they already are. */
     async register(userId: string): Promise<string> {
-      const link = await linkgate.getLink(userId, provider);
-      if (link?.status === 'active') return `You are already linked as ${link.externalName ?? link.externalId}.`;
-      const { url } = await linkgate.createLinkUrl(userId, provider);
-      return `Open this link to connect your account (it works once, for a few minutes): ${url}`;
+      try {
+        const link = await linkgate.getLink(userId, provider);
+        if (link?.status === 'active') return `You are already linked as ${link.externalName ?? link.externalId}.`;
+        const { url } = await linkgate.createLinkUrl(userId, provider);
+        return `Open this link to connect your account (it works once, for a few minutes): ${url}`;
+      } catch (error) {
+        if (error instanceof ProviderUnconfiguredError) return notAvailable(error);
+        throw error;
+      }
     },
 
     /** Waits for the user to finish `/register`; the follow-up message. */
@@ -39,11 +51,18 @@ export function botCommands(linkgate: LinkgateClient, provider: string) {
       } catch (error) {
         if (error instanceof NotLinkedError) return `Please link your account first: ${error.linkUrl}`;
         if (error instanceof NeedsReauthError) return `Your link stopped working; please link again: ${error.linkUrl}`;
+        if (error instanceof ProviderUnconfiguredError) return notAvailable(error);
         throw error;
       }
     },
   };
 }
+
+/**
+ * The gateway's message names what the operator still has to set (never a
+ * secret); a bot in production might log it and tell the user less.
+ */
+const notAvailable = (error: ProviderUnconfiguredError) => `Linking is not available yet: ${error.message}.`;
 
 // Run as a script: `node examples/bot-commands.ts <register|whoami> <userId> [provider]`.
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -60,7 +79,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     } else {
       const reply = await commands.register(userId);
       console.log(reply);
-      if (!reply.startsWith('You are already')) console.log(await commands.registered(userId));
+      if (reply.startsWith('Open this link')) console.log(await commands.registered(userId));
     }
   } catch (error) {
     // A bot would log this and answer "something went wrong"; here, say what Linkgate said.

@@ -40,6 +40,8 @@ export interface Config {
   /** How many reverse proxies in front of the gateway append to X-Forwarded-For (0: use the socket address). */
   readonly trustProxyHops: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** `pretty` (readable lines) in development, `json` (one object a line) in production and tests. */
+  readonly logFormat: 'json' | 'pretty';
   readonly sentry: { readonly dsn: string | undefined; readonly environment: string; readonly tracesSampleRate: number };
   /**
    * Keep the Annie Mei bot's view of the database (`annie_auth.oauth_credentials`
@@ -70,9 +72,18 @@ export interface RateLimitRule {
   readonly windowSeconds: number;
 }
 
-/** A configuration problem: one line that names the variable and says what is wrong, never its value. */
+/**
+ * The configuration's problems, all of them at once: each one line that
+ * names the variable and says what is wrong, never its value.
+ */
 export class ConfigError extends Error {
   override name = 'ConfigError';
+  readonly problems: readonly string[];
+  constructor(problems: string | readonly string[]) {
+    const list = typeof problems === 'string' ? [problems] : problems;
+    super(list.join('; '));
+    this.problems = list;
+  }
 }
 
 /** The secrets generated for development when they are missing. */
@@ -84,6 +95,12 @@ export const GENERATED_SECRETS = [
 ] as const;
 
 const defaultProvidersDir = fileURLToPath(new URL('../providers', import.meta.url));
+
+/** Where provider modules are read from (LINKGATE_PROVIDERS_DIR, else this checkout's providers/). */
+export function providersDirOf(env: Env): string {
+  const dir = env.LINKGATE_PROVIDERS_DIR?.trim();
+  return dir ? resolve(dir) : defaultProvidersDir;
+}
 
 const integer = (min: number, max: number) =>
   v.pipe(
@@ -216,6 +233,7 @@ const EnvSchema = v.object({
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',
   ),
+  LOG_FORMAT: v.optional(v.picklist(['json', 'pretty'], 'must be json or pretty')),
   SENTRY_DSN: v.optional(v.pipe(v.string(), v.url('must be a URL'))),
   SENTRY_ENVIRONMENT: v.optional(v.string()),
   SENTRY_TRACES_SAMPLE_RATE: v.optional(
@@ -238,39 +256,12 @@ function withoutEmpty(env: Env): Record<string, string> {
 export function parseConfig(rawEnv: Env): Config {
   const env = withoutEmpty(rawEnv);
   const result = v.safeParse(EnvSchema, env);
-  if (!result.success) {
-    const issue = result.issues[0];
-    const name = issue.path?.[0]?.key;
-    const what = issue.input === undefined ? missingMessage(env) : issueMessage({ ...issue, path: undefined });
-    throw new ConfigError(`${typeof name === 'string' ? name : 'environment'}: ${what}`);
-  }
+  // Every problem in one error: an operator fixes them all before the next start, not one per start.
+  const problems = [...(result.success ? [] : schemaProblems(result.issues, env)), ...crossProblems(env)];
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
   const e = result.output;
-  const loopbackHost = e.HOST === '0.0.0.0' || e.HOST === '::' ? '127.0.0.1' : e.HOST;
-  const publicBaseUrl = e.PUBLIC_BASE_URL ?? new URL(`http://${loopbackHost.includes(':') ? `[${loopbackHost}]` : loopbackHost}:${e.PORT}`);
-  if (e.NODE_ENV === 'production' && !e.PUBLIC_BASE_URL) {
-    throw new ConfigError('PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)');
-  }
-  // Codes, states and the browser cookie travel in it: in clear only on this machine.
-  if (e.NODE_ENV === 'production' && publicBaseUrl.protocol !== 'https:' && !isLoopback(publicBaseUrl)) {
-    throw new ConfigError('PUBLIC_BASE_URL: must be https in production (plain http only on a loopback address)');
-  }
-  // Pages, redirects and the cookie path are root-relative: under a path prefix the Continue form
-  // would post the context and its CSRF token to whatever serves /oauth at the host's root.
-  if (publicBaseUrl.pathname.replace(/\/+$/, '') !== '' || publicBaseUrl.search || publicBaseUrl.hash || publicBaseUrl.username || publicBaseUrl.password) {
-    throw new ConfigError('PUBLIC_BASE_URL: must be an origin like https://link.example, with no path, query or user name (serving under a path prefix is not supported)');
-  }
-  checkRedirectUris(env, publicBaseUrl);
-  if (e.LINKGATE_WEBHOOK_URL && !e.LINKGATE_WEBHOOK_SECRET) {
-    throw new ConfigError('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
-  }
-  // Events name users and their accounts: in clear only to this machine.
-  if (e.NODE_ENV === 'production' && e.LINKGATE_WEBHOOK_URL && e.LINKGATE_WEBHOOK_URL.protocol !== 'https:' && !isLoopback(e.LINKGATE_WEBHOOK_URL)) {
-    throw new ConfigError('LINKGATE_WEBHOOK_URL: must be https in production (plain http only on a loopback address)');
-  }
-  // The pages allow images from our own origin and data: URLs only (CSP img-src).
-  if (e.LINKGATE_BRAND_ICON_URL && !e.LINKGATE_BRAND_ICON_URL.startsWith('data:') && new URL(e.LINKGATE_BRAND_ICON_URL).origin !== publicBaseUrl.origin) {
-    throw new ConfigError('LINKGATE_BRAND_ICON_URL: must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL (the pages load images from nowhere else)');
-  }
+  const publicBaseUrl = e.PUBLIC_BASE_URL ?? defaultPublicBaseUrl(e.HOST, e.PORT);
+  publicBaseUrl.pathname = publicBaseUrl.pathname.replace(/\/+$/, '');
   const warnings = SHARED_SECRETS.filter((name) => e[name].length < SHORT_SECRET).map(
     (name) => `${name} is shorter than ${SHORT_SECRET} characters: accepted because a bot shares it, but a longer random value is safer (change it in the bot and here together)`,
   );
@@ -281,7 +272,7 @@ export function parseConfig(rawEnv: Env): Config {
     publicBaseUrl,
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.DATA_DIR),
-    providersDir: e.LINKGATE_PROVIDERS_DIR ? resolve(e.LINKGATE_PROVIDERS_DIR) : defaultProvidersDir,
+    providersDir: providersDirOf({ LINKGATE_PROVIDERS_DIR: e.LINKGATE_PROVIDERS_DIR }),
     contextSigningSecret: e.OAUTH_CONTEXT_SIGNING_SECRET,
     contextTtlSeconds: e.OAUTH_CONTEXT_TTL_SECONDS,
     stateTtlSeconds: e.OAUTH_STATE_TTL_SECONDS,
@@ -307,6 +298,7 @@ export function parseConfig(rawEnv: Env): Config {
     }),
     trustProxyHops: e.LINKGATE_TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT ?? (e.NODE_ENV === 'development' ? 'pretty' : 'json'),
     sentry: Object.freeze({
       dsn: e.SENTRY_DSN,
       environment: e.SENTRY_ENVIRONMENT ?? e.NODE_ENV,
@@ -325,19 +317,77 @@ export function parseConfig(rawEnv: Env): Config {
 
 const isLoopback = (url: URL) => url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
 
+function defaultPublicBaseUrl(host: string, port: number | string): URL {
+  const loopbackHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return new URL(`http://${loopbackHost.includes(':') ? `[${loopbackHost}]` : loopbackHost}:${port}`);
+}
+
+/** One line per variable the schema refuses (its first issue). */
+function schemaProblems(issues: readonly v.BaseIssue<unknown>[], env: Record<string, string>): string[] {
+  const byName = new Map<string, string>();
+  for (const issue of issues) {
+    const key = issue.path?.[0]?.key;
+    const name = typeof key === 'string' ? key : 'environment';
+    if (byName.has(name)) continue;
+    byName.set(name, issue.input === undefined ? missingMessage(env) : issueMessage({ ...issue, path: undefined }));
+  }
+  return [...byName].map(([name, what]) => `${name}: ${what}`);
+}
+
+/**
+ * The rules between variables, read from the raw values so that they are
+ * reported together with the schema's problems (a value the schema refuses
+ * is left to it).
+ */
+function crossProblems(env: Record<string, string>): string[] {
+  const problems: string[] = [];
+  const production = env.NODE_ENV === 'production';
+  const given = env.PUBLIC_BASE_URL;
+  if (production && given === undefined) {
+    problems.push('PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)');
+  }
+  let publicBaseUrl: URL | undefined;
+  if (given !== undefined) {
+    if (URL.canParse(given)) publicBaseUrl = new URL(given);
+  } else if (/^\d+$/.test(env.PORT ?? '8000')) {
+    publicBaseUrl = defaultPublicBaseUrl(env.HOST ?? '127.0.0.1', env.PORT ?? '8000');
+  }
+  // Codes, states and the browser cookie travel in it: in clear only on this machine.
+  if (production && publicBaseUrl && given !== undefined && publicBaseUrl.protocol === 'http:' && !isLoopback(publicBaseUrl)) {
+    problems.push('PUBLIC_BASE_URL: must be https in production (plain http only on a loopback address)');
+  }
+  // Pages, redirects and the cookie path are root-relative: under a path prefix the Continue form
+  // would post the context and its CSRF token to whatever serves /oauth at the host's root.
+  if (publicBaseUrl && (publicBaseUrl.pathname.replace(/\/+$/, '') !== '' || publicBaseUrl.search || publicBaseUrl.hash || publicBaseUrl.username || publicBaseUrl.password)) {
+    problems.push('PUBLIC_BASE_URL: must be an origin like https://link.example, with no path, query or user name (serving under a path prefix is not supported)');
+  }
+  if (publicBaseUrl) problems.push(...redirectUriProblems(env, publicBaseUrl));
+  if (env.LINKGATE_WEBHOOK_URL !== undefined && env.LINKGATE_WEBHOOK_SECRET === undefined) {
+    problems.push('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
+  }
+  // Events name users and their accounts: in clear only to this machine.
+  const webhook = env.LINKGATE_WEBHOOK_URL;
+  if (production && webhook !== undefined && URL.canParse(webhook) && new URL(webhook).protocol === 'http:' && !isLoopback(new URL(webhook))) {
+    problems.push('LINKGATE_WEBHOOK_URL: must be https in production (plain http only on a loopback address)');
+  }
+  // The pages allow images from our own origin and data: URLs only (CSP img-src).
+  const icon = env.LINKGATE_BRAND_ICON_URL;
+  if (icon !== undefined && publicBaseUrl && !icon.startsWith('data:') && URL.canParse(icon) && new URL(icon).origin !== publicBaseUrl.origin) {
+    problems.push('LINKGATE_BRAND_ICON_URL: must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL (the pages load images from nowhere else)');
+  }
+  return problems;
+}
+
 /**
  * Every `<PROVIDER>_REDIRECT_URI` must be on PUBLIC_BASE_URL's origin: the
  * browser cookie that lets a sign-in finish is set there and is only sent
  * back there, so a callback on another origin could never complete. (Each
  * provider checks that its own value is an absolute URL.)
  */
-function checkRedirectUris(env: Record<string, string>, publicBaseUrl: URL): void {
-  for (const [name, value] of Object.entries(env)) {
-    if (!name.endsWith('_REDIRECT_URI') || !URL.canParse(value)) continue;
-    if (new URL(value).origin !== publicBaseUrl.origin) {
-      throw new ConfigError(`${name}: must be on the same origin as PUBLIC_BASE_URL (the sign-in cookie is only sent there)`);
-    }
-  }
+function redirectUriProblems(env: Record<string, string>, publicBaseUrl: URL): string[] {
+  return Object.entries(env)
+    .filter(([name, value]) => name.endsWith('_REDIRECT_URI') && URL.canParse(value) && new URL(value).origin !== publicBaseUrl.origin)
+    .map(([name]) => `${name}: must be on the same origin as PUBLIC_BASE_URL (the sign-in cookie is only sent there)`);
 }
 
 function missingMessage(env: Record<string, string>): string {
@@ -360,12 +410,13 @@ export function generateSecret(name: (typeof GENERATED_SECRETS)[number]): string
 /**
  * Outside production, fills in missing secrets from `DATA_DIR/secrets.env`,
  * generating (once) and saving there (mode 0600) any that file lacks too.
- * Returns the environment to parse and the names it generated now.
+ * Returns the environment to parse, the names it took from that file
+ * (`filled`) and those it generated now.
  */
-export function withDevelopmentSecrets(rawEnv: Env): { env: Env; generated: string[]; file: string | undefined } {
+export function withDevelopmentSecrets(rawEnv: Env): { env: Env; generated: string[]; filled: string[]; file: string | undefined } {
   const env = withoutEmpty(rawEnv);
   const missing = GENERATED_SECRETS.filter((name) => env[name] === undefined);
-  if (env.NODE_ENV === 'production' || missing.length === 0) return { env, generated: [], file: undefined };
+  if (env.NODE_ENV === 'production' || missing.length === 0) return { env, generated: [], filled: [], file: undefined };
 
   const dataDir = resolve(env.DATA_DIR ?? './.linkgate');
   const file = join(dataDir, 'secrets.env');
@@ -379,7 +430,7 @@ export function withDevelopmentSecrets(rawEnv: Env): { env: Env; generated: stri
     chmodSync(file, 0o600);
   }
   const filled = Object.fromEntries(missing.map((name) => [name, saved[name]]));
-  return { env: { ...env, ...filled }, generated, file };
+  return { env: { ...env, ...filled }, generated, filled: missing, file };
 }
 
 /**

@@ -1,12 +1,16 @@
+import { createRequire } from 'node:module';
 import type * as Sentry from '@sentry/node';
 import pino, { type DestinationStream, type Logger } from 'pino';
+import type PinoPretty from 'pino-pretty';
 import type { Config } from './config.ts';
 
 /**
- * Structured JSON logs. Nothing logs tokens on purpose; the redaction list is
- * the second line of defence should a credential-shaped field slip into one.
+ * Structured logs: JSON lines, or in development readable lines
+ * (`pretty`, pino-pretty). Nothing logs tokens on purpose; the redaction list
+ * is the second line of defence should a credential-shaped field slip into
+ * one, and applies to both formats (pino-pretty formats the redacted line).
  */
-export function createLogger(level: Config['logLevel'], destination?: DestinationStream): Logger {
+export function createLogger(level: Config['logLevel'], destination?: DestinationStream, format: Config['logFormat'] = 'json', color = false): Logger {
   return pino(
     {
       level,
@@ -19,8 +23,28 @@ export function createLogger(level: Config['logLevel'], destination?: Destinatio
         censor: '[redacted]',
       },
     },
-    destination,
+    format === 'pretty' ? prettyStream(destination, color) : destination,
   );
+}
+
+/**
+ * pino-pretty in this thread, writing synchronously (development only):
+ * its lines keep their order with what the process prints itself (the
+ * start-up banner), which a worker-thread transport would not promise.
+ * Loaded on first use, so a production process never loads it. `color`:
+ * the caller knows whether it writes to a terminal.
+ */
+function prettyStream(destination: DestinationStream | undefined, color: boolean): DestinationStream {
+  const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+  return pretty({
+    ...(destination ? { destination } : {}),
+    sync: true,
+    // Its own guess turns colours on wherever CI is set; a file or a pipe gets plain text.
+    colorize: color,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,service',
+    singleLine: true,
+  });
 }
 
 const KEEP_HEADERS = new Set(['user-agent', 'content-type', 'accept', 'x-request-id']);

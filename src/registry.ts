@@ -15,6 +15,17 @@ export interface RegisteredProvider {
   instance: ProviderInstance | undefined;
   /** The variables it still needs when it is not configured. */
   missing: string[];
+  /**
+   * What would configure it, as alternatives (Jellyfin: a server URL, or
+   * `JELLYFIN_ALLOW_USER_SERVER=true`); each lists what to set. Empty when configured.
+   */
+  needs: string[][];
+}
+
+/** `needs` for people: "A, B", or "either A, or B=true". */
+export function describeNeeds(needs: readonly (readonly string[])[]): string {
+  const ways = needs.map((way) => way.join(', '));
+  return ways.length > 1 ? `either ${ways.join(', or ')}` : (ways[0] ?? 'configuration');
 }
 
 export interface Registry {
@@ -22,9 +33,15 @@ export interface Registry {
   get(id: string): RegisteredProvider | undefined;
 }
 
-/** Start-up stops on this: a module breaks the contract, or its configuration is wrong. */
+/** Start-up stops on this: a module breaks the contract, or its configuration is wrong (every such variable at once). */
 export class ProviderLoadError extends Error {
   override name = 'ProviderLoadError';
+  readonly problems: readonly string[];
+  constructor(problems: string | readonly string[], options?: { cause?: unknown }) {
+    const list = typeof problems === 'string' ? [problems] : problems;
+    super(list.join('; '), options);
+    this.problems = list;
+  }
 }
 
 const isSchema = (value: unknown) =>
@@ -83,14 +100,45 @@ function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
 /**
  * Loads every provider module in `dir`, checks it against the contract and
  * creates the configured ones. Throws `ProviderLoadError` naming the file
- * for a broken module, a duplicate id or a present-but-invalid variable.
+ * for a broken module or a duplicate id, or listing every present-but-invalid
+ * variable of every provider.
  */
 export async function loadProviders(
   dir: string,
   env: Readonly<Record<string, string | undefined>>,
   toolsFor: (providerId: string) => ProviderTools,
 ): Promise<Registry> {
+  const checked = (await readDefinitions(dir, env)).map((found) => ({ ...found, variables: checkVariables(found.definition, found.file, env) }));
+  const problems = checked.flatMap(({ variables }) => ('problem' in variables ? [variables.problem] : []));
+  if (problems.length > 0) throw new ProviderLoadError(problems);
   const byId = new Map<string, RegisteredProvider>();
+  for (const { definition, file, variables } of checked) {
+    const base = { id: definition.id, displayName: definition.displayName, file };
+    const registered: RegisteredProvider =
+      'needs' in variables
+        ? { ...base, instance: undefined, missing: missingNames(variables.needs), needs: variables.needs }
+        : await create(definition, base, 'parsed' in variables ? variables.parsed : undefined, toolsFor);
+    byId.set(definition.id, registered);
+  }
+  const sorted = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+  return { list: () => sorted, get: (id) => byId.get(id) };
+}
+
+/**
+ * Every present-but-invalid provider variable, without creating anything
+ * (no database needed): for a start-up that already failed on its own
+ * configuration to report these in the same breath.
+ */
+export async function providerVariableProblems(dir: string, env: Readonly<Record<string, string | undefined>>): Promise<string[]> {
+  return (await readDefinitions(dir, env)).flatMap(({ definition, file }) => {
+    const variables = checkVariables(definition, file, env);
+    return 'problem' in variables ? [variables.problem] : [];
+  });
+}
+
+/** The provider definitions of the modules in `dir`, checked against the contract, ids unique. */
+async function readDefinitions(dir: string, env: Readonly<Record<string, string | undefined>>): Promise<Array<{ definition: ProviderDefinition<unknown>; file: string }>> {
+  const found = new Map<string, { definition: ProviderDefinition<unknown>; file: string }>();
   for (const file of await providerFiles(dir)) {
     const shown = relative(process.cwd(), file) || file;
     let exported: unknown;
@@ -123,57 +171,84 @@ export async function loadProviders(
       const checked = v.safeParse(DefinitionShape, candidate);
       if (!checked.success) throw new ProviderLoadError(`${shown}: ${describeIssues(checked.issues)}`);
       const definition = candidate as ProviderDefinition<unknown>;
-      const existing = byId.get(definition.id);
+      const existing = found.get(definition.id);
       if (existing) {
         throw new ProviderLoadError(`${shown}: provider id "${definition.id}" is already defined by ${existing.file}`);
       }
-      byId.set(definition.id, await register(definition, shown, env, toolsFor));
+      found.set(definition.id, { definition, file: shown });
     }
   }
-  const sorted = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
-  return { list: () => sorted, get: (id) => byId.get(id) };
+  return [...found.values()];
 }
 
-async function register(
+/** A provider's variables: parsed, missing (what would configure it), or a problem naming the bad one. */
+function checkVariables(
   definition: ProviderDefinition<unknown>,
   file: string,
   env: Readonly<Record<string, string | undefined>>,
-  toolsFor: (providerId: string) => ProviderTools,
-): Promise<RegisteredProvider> {
-  const base = { id: definition.id, displayName: definition.displayName, file };
+): { parsed: unknown } | { needs: string[][] } | { problem: string } {
   // Empty values (`ANILIST_CLIENT_ID=` in a .env file) count as unset.
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
   const parsed = v.safeParse(definition.env, present);
-  if (!parsed.success) {
-    // A union ("this variable or that one") is missing when every branch only lacks variables.
-    // Only a variable itself can be missing: an absent field inside a variable's value (a JSON key) is invalid.
-    const isMissing = (issue: v.BaseIssue<unknown>): boolean =>
-      (issue.input === undefined && (issue.path?.length ?? 0) <= 1) ||
-      (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
-    const leaves = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown>[] =>
-      issue.input === undefined || !issue.issues ? [issue] : issue.issues.flatMap(leaves);
-    const missing = parsed.issues.filter(isMissing).flatMap(leaves);
-    const firstPresent = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown> => {
-      const nested = issue.issues?.find((inner) => !isMissing(inner));
-      return nested ? firstPresent(nested) : issue;
-    };
-    const top = parsed.issues.find((issue) => !isMissing(issue));
-    const invalid = top && firstPresent(top);
-    if (invalid) {
-      const name = invalid.path?.map((p) => String(p.key)).join('.') ?? 'environment';
-      throw new ProviderLoadError(`${name}: ${issueMessage({ ...invalid, path: undefined })} (provider "${definition.id}", ${file})`);
-    }
-    const names = [...new Set(missing.map((issue) => issue.path?.map((p) => String(p.key)).join('.')).filter((n): n is string => !!n))];
-    return { ...base, instance: undefined, missing: names };
+  if (parsed.success) return { parsed: parsed.output };
+  const top = parsed.issues.find((issue) => !isMissing(issue));
+  const invalid = top && firstPresent(top);
+  if (invalid) {
+    const name = invalid.path?.map((p) => String(p.key)).join('.') ?? 'environment';
+    return { problem: `${name}: ${issueMessage({ ...invalid, path: undefined })} (provider "${definition.id}", ${file})` };
   }
+  return { needs: alternatives(definition.env, present) };
+}
+
+const missingNames = (needs: string[][]) => [...new Set(needs.flat().map((need) => need.replace(/=.*$/, '')))];
+
+async function create(
+  definition: ProviderDefinition<unknown>,
+  base: Pick<RegisteredProvider, 'id' | 'displayName' | 'file'>,
+  env: unknown,
+  toolsFor: (providerId: string) => ProviderTools,
+): Promise<RegisteredProvider> {
   let instance: unknown;
   try {
-    instance = await definition.create(parsed.output, toolsFor(definition.id));
+    instance = await definition.create(env, toolsFor(definition.id));
   } catch (cause) {
-    if (cause instanceof ProviderNotConfigured) return { ...base, instance: undefined, missing: cause.missing };
-    throw new ProviderLoadError(`${file}: create() failed for provider "${definition.id}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    if (cause instanceof ProviderNotConfigured) return { ...base, instance: undefined, missing: cause.missing, needs: [cause.missing] };
+    throw new ProviderLoadError(`${base.file}: create() failed for provider "${definition.id}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
   const checked = v.safeParse(InstanceShape, instance);
-  if (!checked.success) throw new ProviderLoadError(`${file}: create() returned a bad provider: ${describeIssues(checked.issues)}`);
-  return { ...base, instance: instance as ProviderInstance, missing: [] };
+  if (!checked.success) throw new ProviderLoadError(`${base.file}: create() returned a bad provider: ${describeIssues(checked.issues)}`);
+  return { ...base, instance: instance as ProviderInstance, missing: [], needs: [] };
+}
+
+// A union ("this variable or that one") is missing when every branch only lacks variables.
+// Only a variable itself can be missing: an absent field inside a variable's value (a JSON key) is invalid.
+const isMissing = (issue: v.BaseIssue<unknown>): boolean =>
+  (issue.input === undefined && (issue.path?.length ?? 0) <= 1) ||
+  (issue.issues !== undefined && issue.issues.length > 0 && issue.issues.every(isMissing));
+const leaves = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown>[] =>
+  issue.input === undefined || !issue.issues ? [issue] : issue.issues.flatMap(leaves);
+const firstPresent = (issue: v.BaseIssue<unknown>): v.BaseIssue<unknown> => {
+  const nested = issue.issues?.find((inner) => !isMissing(inner));
+  return nested ? firstPresent(nested) : issue;
+};
+
+/**
+ * What each way of configuring a provider still lacks. A union's issues come
+ * out flattened, so each branch is parsed on its own to keep "either … or"
+ * apart; a branch that wants a fixed value (`v.literal('true')`) says so.
+ */
+function alternatives(schema: v.GenericSchema, present: Record<string, string | undefined>): string[][] {
+  const branches = schema.type === 'union' && 'options' in schema ? (schema.options as v.GenericSchema[]) : [schema];
+  if (branches.length > 1) return branches.flatMap((branch) => alternatives(branch, present));
+  const parsed = v.safeParse(schema, present);
+  // A branch that a variable already set rules out is no way to configure it.
+  if (parsed.success || !parsed.issues.every(isMissing)) return [];
+  const entries = 'entries' in schema ? (schema.entries as Record<string, v.GenericSchema>) : {};
+  const needs = parsed.issues.filter(isMissing).flatMap(leaves).flatMap((issue) => {
+    const name = issue.path?.map((p) => String(p.key)).join('.');
+    if (!name) return [];
+    const entry = entries[name];
+    return [entry?.type === 'literal' && 'literal' in entry ? `${name}=${String(entry.literal)}` : name];
+  });
+  return needs.length > 0 ? [[...new Set(needs)]] : [];
 }

@@ -5,7 +5,8 @@
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.tsx';
-import { ConfigError, parseConfig, withDevelopmentSecrets, withDotEnv } from './config.ts';
+import { startupBanner } from './banner.ts';
+import { ConfigError, parseConfig, providersDirOf, withDevelopmentSecrets, withDotEnv, type Config, type Env } from './config.ts';
 import { AnnieMeiError, countViewUnlinks, removeViews, takeOver } from './compat/annie-mei/database.ts';
 import { createKeyring, createUserIdHasher } from './core/crypto.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
@@ -18,7 +19,7 @@ import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
 import { isProcessAlive, lockDataDir } from './db/lock.ts';
 import { createLogger, initSentry } from './observability.ts';
-import { ProviderLoadError, loadProviders } from './registry.ts';
+import { ProviderLoadError, describeNeeds, loadProviders, providerVariableProblems } from './registry.ts';
 
 const PURGE_EVERY_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -46,12 +47,27 @@ function checkNodeVersion(): void {
   }
 }
 
+/**
+ * The configuration, or one error listing every problem in it, the
+ * providers' bad variables included (those are checked again, with the
+ * rest of the providers, once the database is open).
+ */
+async function parseConfigWithProviders(env: Env): Promise<Config> {
+  try {
+    return parseConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    const more = await providerVariableProblems(providersDirOf(env), env).catch(() => []);
+    throw new ConfigError([...error.problems, ...more]);
+  }
+}
+
 async function main(): Promise<void> {
   checkNodeVersion();
   // The working directory's .env (as the services Linkgate replaces read theirs), under the real environment.
-  const { env, generated, file } = withDevelopmentSecrets(withDotEnv(process.env, process.cwd()));
-  const config = parseConfig(env);
-  const logger = createLogger(config.logLevel);
+  const { env, generated, filled, file } = withDevelopmentSecrets(withDotEnv(process.env, process.cwd()));
+  const config = await parseConfigWithProviders(env);
+  const logger = createLogger(config.logLevel, undefined, config.logFormat, process.stdout.isTTY === true);
   for (const warning of config.warnings) logger.warn(warning);
   if (generated.length > 0) {
     logger.warn({ generated, file }, 'generated development secrets (the API key is in that file); set them yourself in production');
@@ -97,10 +113,26 @@ async function main(): Promise<void> {
         url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
         publicBaseUrl: config.publicBaseUrl.href,
         database: database.kind,
-        providers: registry.list().map((p) => (p.instance ? p.id : `${p.id} (unconfigured: ${p.missing.join(', ')})`)),
+        providers: registry.list().map((p) => (p.instance ? p.id : `${p.id} (unconfigured: ${describeNeeds(p.needs)})`)),
       },
       'linkgate listening',
     );
+    // For a person at a terminal; LOG_LEVEL=warn or quieter (the demo's gateway) asks for quiet.
+    if (config.nodeEnv === 'development' && logger.isLevelEnabled('info')) {
+      // Listening on every interface: this machine reaches it on loopback.
+      const address = info.address === '0.0.0.0' ? '127.0.0.1' : info.address === '::' ? '::1' : info.address;
+      process.stdout.write(
+        startupBanner({
+          url: `http://${address.includes(':') ? `[${address}]` : address}:${info.port}`,
+          publicBaseUrl: config.publicBaseUrl,
+          apiKeyFile: filled.includes('LINKGATE_API_KEYS') ? file : undefined,
+          database: { kind: database.kind, dataDir: join(config.dataDir, 'pgdata') },
+          providers: registry.list(),
+          webhookUrl: config.webhook?.url,
+          metrics: config.metrics,
+        }),
+      );
+    }
   });
   // A port that is taken (or not ours to bind) is a start-up failure with one line, not a stack trace.
   server.once('error', (error: NodeJS.ErrnoException) => {
@@ -157,7 +189,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof ProviderLoadError) {
+  if ((error instanceof ConfigError || error instanceof ProviderLoadError) && error.problems.length > 1) {
+    console.error(`linkgate: configuration error: ${error.problems.length} problems:\n${error.problems.map((problem) => `  ${problem}`).join('\n')}`);
+  } else if (error instanceof ConfigError || error instanceof ProviderLoadError) {
     console.error(`linkgate: configuration error: ${error.message}`);
   } else if (error instanceof AnnieMeiError) {
     console.error(`linkgate: failed to take over the Annie Mei auth service's tables: ${error.message}`);

@@ -96,6 +96,44 @@ describe('configuration', () => {
     },
   );
 
+  it('lists every problem at once, one per variable, the rules between variables included', () => {
+    const error = (() => {
+      try {
+        parseConfig({
+          ...TEST_SECRETS,
+          NODE_ENV: 'production',
+          PUBLIC_BASE_URL: 'http://link.example',
+          PORT: 'eighty',
+          LINKGATE_API_KEYS: 'short',
+          LOG_FORMAT: 'xml',
+          DISCORD_REDIRECT_URI: 'https://elsewhere.example/oauth/discord/callback',
+          LINKGATE_WEBHOOK_URL: 'https://bot.example/hooks',
+        });
+      } catch (caught) {
+        return caught;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      'PORT: must be a whole number',
+      'LINKGATE_API_KEYS: must be at least 32 characters',
+      'LOG_FORMAT: must be json or pretty',
+      'PUBLIC_BASE_URL: must be https in production (plain http only on a loopback address)',
+      'DISCORD_REDIRECT_URI: must be on the same origin as PUBLIC_BASE_URL (the sign-in cookie is only sent there)',
+      'LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)',
+    ]);
+  });
+
+  it.each([
+    [{}, 'pretty'],
+    [{ NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example' }, 'json'],
+    [{ NODE_ENV: 'test' }, 'json'],
+    [{ LOG_FORMAT: 'json' }, 'json'],
+    [{ NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example', LOG_FORMAT: 'pretty' }, 'pretty'],
+  ])('logs readable lines in development only, unless LOG_FORMAT says otherwise: %o', (env, format) => {
+    expect(parseConfig({ ...TEST_SECRETS, ...env }).logFormat).toBe(format);
+  });
+
   it('never echoes a secret value in its error', () => {
     const secretValue = 'too-short-but-secret';
     try {
@@ -107,9 +145,9 @@ describe('configuration', () => {
     }
   });
 
-  it('requires every secret in production, naming the first one missing', () => {
+  it('requires every secret in production, naming every one missing at once', () => {
     expect(() => parseConfig({ NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example' })).toThrow(
-      /^OAUTH_CONTEXT_SIGNING_SECRET: is required in production$/,
+      /^OAUTH_CONTEXT_SIGNING_SECRET: is required in production; USERID_HASH_SALT: is required in production; LINKGATE_API_KEYS: is required in production; LINKGATE_ENCRYPTION_KEYS: is required in production$/,
     );
     const { env, generated } = withDevelopmentSecrets({ NODE_ENV: 'production' });
     expect(generated).toEqual([]);

@@ -1,6 +1,38 @@
+import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Event } from '@sentry/node';
-import { scrubEvent, scrubUrl } from '../src/observability.ts';
+import { createLogger, scrubEvent, scrubUrl } from '../src/observability.ts';
+
+/** Every line a logger writes in `format`. */
+function logLines(format: 'json' | 'pretty', write: (logger: ReturnType<typeof createLogger>) => void): string[] {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  write(createLogger('info', sink, format));
+  return lines;
+}
+
+describe('logs', () => {
+  it('are one JSON object a line by default (production, tests)', () => {
+    const [line] = logLines('json', (logger) => logger.info({ provider: 'anilist' }, 'link stored'));
+    expect(JSON.parse(line!)).toMatchObject({ level: 30, service: 'linkgate', provider: 'anilist', msg: 'link stored' });
+  });
+
+  it('are readable lines when pretty (development), with the same redaction', () => {
+    const lines = logLines('pretty', (logger) => {
+      logger.info({ provider: 'anilist' }, 'link stored');
+      logger.warn({ accessToken: 'at-secret-value', nested: { refreshToken: 'rt-secret-value' } }, 'careless');
+    });
+    expect(lines[0]).toMatch(/^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO: link stored \{"provider":"anilist"\}$/);
+    expect(lines[1]).toMatch(/^\[[\d:.]+\] WARN: careless /);
+    expect(lines.join('\n')).not.toMatch(/secret-value|"level"|"service"/);
+    expect(lines.join('\n')).toContain('[redacted]');
+  });
+});
 
 describe('Sentry scrubbing', () => {
   it('drops queries, cookies, bodies, the user and credential headers, and hides user ids in paths', () => {

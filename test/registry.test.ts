@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../src/db/client.ts';
-import { ProviderLoadError } from '../src/registry.ts';
+import { ProviderLoadError, providerVariableProblems } from '../src/registry.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { createTestGateway, PROVIDERS_DIR } from './helpers/gateway.ts';
 
@@ -84,6 +84,21 @@ describe('provider registry', () => {
     await expect(
       createTestGateway(database, { env: { OIDC_PROVIDERS: 'corp', CORP_ISSUER: 'http://idp.example', CORP_CLIENT_ID: 'c' } }),
     ).rejects.toThrow(/^CORP_ISSUER: must be https \(plain http only on loopback\) \(provider "corp"/);
+  });
+
+  it('lists every provider variable that is present but invalid at once, and a start-up that failed on its own configuration can read them too', async () => {
+    const env = { OIDC_PROVIDERS: 'corp', CORP_ISSUER: 'http://idp.example', CORP_CLIENT_ID: 'c', ANILIST_CLIENT_ID: 'app', ANILIST_CLIENT_SECRET: 's', JELLYFIN_SERVER_URL: 'jellyfin.lan' };
+    const error = await createTestGateway(database, { env }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ProviderLoadError);
+    const expected = [
+      /^ANILIST_CLIENT_ID: must be the numeric client id AniList shows \(provider "anilist", .*providers\/anilist\.ts\)$/,
+      /^JELLYFIN_SERVER_URL: must be an absolute URL \(provider "jellyfin", .*providers\/jellyfin\.ts\)$/,
+      /^CORP_ISSUER: must be https \(plain http only on loopback\) \(provider "corp", .*providers\/oidc\.ts\)$/,
+    ];
+    const problems = (error as ProviderLoadError).problems;
+    expect(problems).toHaveLength(3);
+    expected.forEach((pattern, i) => expect(problems[i]).toMatch(pattern));
+    expect(await providerVariableProblems(PROVIDERS_DIR, env)).toEqual(problems);
   });
 
   it.each([

@@ -2,12 +2,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createKeyring } from '../src/core/crypto.ts';
 import { createLinkStore } from '../src/core/links.ts';
 import { openDatabase } from '../src/db/client.ts';
+import { startGatewayProcess } from './helpers/process.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TSX = join(ROOT, 'node_modules/.bin/tsx');
@@ -71,6 +72,17 @@ describe('the gateway process', () => {
     const encryptionKeys = /^LINKGATE_ENCRYPTION_KEYS=(.+)$/m.exec(secrets)![1]!;
     expect(first.output()).toContain('generated development secrets');
     expect(first.output()).not.toContain(apiKey);
+    // Development: a banner saying where everything is and what each provider still needs, and readable log lines.
+    const banner = first.output().slice(first.output().indexOf('  Linkgate is running (development)'));
+    expect(banner).toContain(`  Gateway        http://127.0.0.1:${port}\n`);
+    expect(banner).toContain(`  API reference  http://127.0.0.1:${port}/docs\n`);
+    expect(banner).toContain(`  API key        LINKGATE_API_KEYS in ${join(dataDir, 'secrets.env')}\n`);
+    expect(banner).toContain(`  Database       embedded (PGlite) in ${join(dataDir, 'pgdata')}\n`);
+    expect(banner).toMatch(/^ {4}anilist +AniList +not configured: set ANILIST_CLIENT_ID, ANILIST_CLIENT_SECRET$/m);
+    expect(banner).toMatch(/^ {4}atproto +Bluesky +ready$/m);
+    expect(banner).toMatch(/^ {4}jellyfin +Jellyfin +not configured: set either JELLYFIN_SERVER_URL, or JELLYFIN_ALLOW_USER_SERVER=true$/m);
+    expect(first.output()).toMatch(/^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO: linkgate listening \{"url":/m);
+    expect(first.output()).not.toMatch(/^\{"level"/m);
 
     // A second process on the same data directory refuses to start.
     const second = start(await freePort());
@@ -79,7 +91,7 @@ describe('the gateway process', () => {
 
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
-    expect(first.output()).toContain('"msg":"stopped"');
+    expect(first.output()).toMatch(/\] INFO: stopped\n$/);
     expect(readdirSync(dataDir).filter((name) => name.endsWith('.lock'))).toEqual([]);
 
     // Store a link in the embedded database while the gateway is down…
@@ -97,6 +109,7 @@ describe('the gateway process', () => {
     const third = start(port);
     await waitReady(port, third);
     expect(third.output()).not.toContain('generated development secrets');
+    expect(third.output()).toContain(`  API key        LINKGATE_API_KEYS in ${join(dataDir, 'secrets.env')}\n`);
     const links = await fetch(`http://127.0.0.1:${port}/api/v1/users/80351110224678912/links`, { headers: { authorization: `Bearer ${apiKey}` } });
     expect(links.status).toBe(200);
     expect(await links.json()).toMatchObject({ links: [{ provider: 'demo', externalId: 'ext-1', externalName: 'Nelly' }] });
@@ -115,6 +128,59 @@ describe('the gateway process', () => {
     const code = await new Promise((resolve) => child.on('exit', resolve));
     expect(code).toBe(1);
     expect(stderr.trim()).toBe('linkgate: configuration error: OAUTH_STATE_TTL_SECONDS: must be a whole number');
+  });
+
+  it('in production, stops listing every missing or bad variable at once', async () => {
+    const child = spawn(TSX, [join(ROOT, 'src/server.ts')], {
+      cwd,
+      env: {
+        PATH: process.env.PATH,
+        NODE_ENV: 'production',
+        PORT: 'eighty',
+        LINKGATE_WEBHOOK_URL: 'https://bot.example/hooks',
+        // Providers' own variables, checked by their modules.
+        ANILIST_CLIENT_ID: 'my-anilist-app',
+        ANILIST_CLIENT_SECRET: 'anilist-secret',
+        DISCORD_CLIENT_ID: 'my-discord-app',
+        DISCORD_CLIENT_SECRET: 'discord-secret',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    expect(await new Promise((resolve) => child.on('exit', resolve))).toBe(1);
+    // Provider modules are named relative to the working directory.
+    const shown = (file: string) => relative(cwd, join(ROOT, file));
+    expect(stderr).toBe(
+      [
+        'linkgate: configuration error: 9 problems:',
+        '  PORT: must be a whole number',
+        '  OAUTH_CONTEXT_SIGNING_SECRET: is required in production',
+        '  USERID_HASH_SALT: is required in production',
+        '  LINKGATE_API_KEYS: is required in production',
+        '  LINKGATE_ENCRYPTION_KEYS: is required in production',
+        '  PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)',
+        '  LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)',
+        `  ANILIST_CLIENT_ID: must be the numeric client id AniList shows (provider "anilist", ${shown('providers/anilist.ts')})`,
+        `  DISCORD_CLIENT_ID: must be the application id (a snowflake) (provider "discord", ${shown('providers/discord.ts')})`,
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('in production, logs JSON lines and prints no banner', async () => {
+    const started = await startGatewayProcess({ NODE_ENV: 'production', PUBLIC_BASE_URL: 'http://127.0.0.1:8000' });
+    try {
+      started.child.kill('SIGTERM');
+      expect(await started.exited).toBe(0);
+      const lines = started.output().trim().split('\n');
+      const messages = lines.map((line) => (JSON.parse(line) as { msg: string }).msg);
+      expect(messages[0]).toBe('linkgate listening');
+      expect(messages.slice(-2)).toEqual(['shutting down', 'stopped']);
+      expect(started.output()).not.toContain('Linkgate is running');
+    } finally {
+      await started.cleanup();
+    }
   });
 
   it('stops with one line, and no stack trace, when its port is taken', async () => {

@@ -10,6 +10,7 @@ import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
 import { DEFAULT_TENANT } from '../core/link-context.ts';
 import type { Link } from '../core/links.ts';
 import type { Revocation } from '../core/unlink.ts';
+import { describeNeeds } from '../registry.ts';
 import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
 
@@ -138,11 +139,11 @@ const providers: Command = {
     const loaded = loadConfig(io);
     const { loadRegistryWithoutDatabase } = await databaseModule();
     const registry = await loadRegistryWithoutDatabase(io, loaded, cliLogger(io, loaded.config));
-    const list = registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined, missing: p.missing }));
+    const list = registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined, missing: p.missing, needs: p.needs }));
     print(io, args, { providers: list }, () =>
       table(
         ['ID', 'NAME', 'CONFIGURED'],
-        list.map((p) => [p.id, p.displayName, p.configured ? 'yes' : `no (missing ${p.missing.join(', ') || 'configuration'})`]),
+        list.map((p) => [p.id, p.displayName, p.configured ? 'yes' : `no (missing ${describeNeeds(p.needs)})`]),
       ),
     );
     return EXIT.ok;
@@ -175,7 +176,7 @@ const linkUrl: Command = {
     const provider = registry.get(providerId);
     if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${providerId}"`);
     if (!provider.instance) {
-      throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${provider.missing.join(', ')})`);
+      throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`);
     }
     const { url, expiresAt } = await createLinkUrl(
       { userId, provider: providerId, tenant, ...(returnTo ? { returnTo } : {}), ...(userName ? { userName } : {}) },

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
 import type { LinkRow } from '../db/schema.ts';
 import type { Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '../provider.ts';
-import type { RegisteredProvider, Registry } from '../registry.ts';
+import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
 import { randomToken, type Keyring } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import { checkedCredentials } from './bounds.ts';
@@ -84,7 +84,9 @@ export function createTokenService(deps: TokenServiceDeps) {
   function configured(key: LinkKey): RegisteredProvider & { instance: ProviderInstance } {
     const provider = deps.registry.get(key.provider);
     if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${key.provider}"`, { provider: key.provider });
-    if (!provider.instance) throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured`, { provider: key.provider });
+    if (!provider.instance) {
+      throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: key.provider });
+    }
     return provider as RegisteredProvider & { instance: ProviderInstance };
   }
 

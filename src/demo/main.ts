@@ -2,7 +2,9 @@
  * `npm run demo`: Linkgate on a throwaway embedded database, with a local
  * OpenID provider configured as provider `demo`, and a bot's side of a link
  * played in the terminal: a link URL to open, then the stored link as the
- * bot API returns it. Runs until Ctrl-C, then stops the gateway and deletes
+ * bot API returns it, the webhook the bot receives (a small receiver here,
+ * LINKGATE_WEBHOOK_URL) and the gateway's metrics. Enter prints a new link
+ * URL at any time. Runs until Ctrl-C, then stops the gateway and deletes
  * its data.
  *
  * The gateway is `src/server.ts` itself, in a child process, started with an
@@ -17,10 +19,12 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as v from 'valibot';
-import { createLinkgateClient, type Link, type LinkgateClient } from '../client/index.ts';
+import { createLinkgateClient, type Link, type LinkgateClient } from 'linkgate/client';
 import { GENERATED_SECRETS, generateSecret } from '../config.ts';
+import { randomToken } from '../core/crypto.ts';
 import { issueMessage } from '../core/validation.ts';
 import { DEMO_ACCOUNT, DemoPortError, startDemoIdp, type DemoIdp } from './idp.ts';
+import { startWebhookReceiver, type WebhookEvent, type WebhookReceiver } from './webhooks.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SERVER = fileURLToPath(new URL('../server.ts', import.meta.url));
@@ -29,6 +33,8 @@ const USER_ID = 'demo-user';
 /** Long enough for a first read of the pages; a new URL is printed when it runs out. */
 const CONTEXT_TTL_SECONDS = 1800;
 const READY_WITHIN_MS = 60_000;
+/** The gateway's webhook worker looks for events every second. */
+const WEBHOOK_WITHIN_MS = 15_000;
 const STOP_WITHIN_MS = 15_000;
 /** What the gateway may inherit from the caller: where programs and home are, nothing of Linkgate's. */
 const INHERITED = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ', 'SYSTEMROOT'];
@@ -62,13 +68,17 @@ async function main(): Promise<void> {
 
   const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-demo-'));
   let idp: DemoIdp | undefined;
+  let receiver: WebhookReceiver | undefined;
   let gateway: ChildProcess | undefined;
   let stopping = false;
   // Ends the demo's own requests (a pending wait) at once, so the gateway's shutdown does not wait for them.
   const ending = new AbortController();
+  // Not a terminal-mode interface: Ctrl-C stays a signal for the whole process group.
+  const input = createInterface({ input: process.stdin, terminal: false });
 
   const cleanUp = async () => {
     ending.abort();
+    input.close();
     if (gateway && gateway.exitCode === null && gateway.signalCode === null) {
       const exited = new Promise((resolve) => gateway!.once('exit', resolve));
       gateway.kill('SIGTERM');
@@ -77,6 +87,7 @@ async function main(): Promise<void> {
       clearTimeout(force);
     }
     await idp?.close();
+    await receiver?.close();
     rmSync(dataDir, { recursive: true, force: true });
   };
   const stop = (signal: string) => {
@@ -97,9 +108,24 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('Ctrl-C'));
   process.on('SIGTERM', () => stop('SIGTERM'));
 
+  // Webhooks are printed as they arrive, once the first one has been shown after the link.
+  const webhooks = { live: false, pending: [] as WebhookEvent[], arrived: () => {} };
   try {
     idp = await startDemoIdp({ port: env.DEMO_IDP_PORT, redirectUri: `${base}/oauth/${PROVIDER}/callback` });
     const secrets = Object.fromEntries(GENERATED_SECRETS.map((name) => [name, generateSecret(name)]));
+    const webhookSecret = randomToken(32);
+    receiver = await startWebhookReceiver({
+      secret: webhookSecret,
+      onEvent(event) {
+        if (webhooks.live) return printWebhook(event, receiver!.url);
+        webhooks.pending.push(event);
+        webhooks.arrived();
+      },
+      onRefused(why) {
+        say();
+        say(`The webhook receiver refused ${why}.`);
+      },
+    });
     gateway = startGateway({
       ...Object.fromEntries(INHERITED.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]]]))),
       ...secrets,
@@ -115,6 +141,9 @@ async function main(): Promise<void> {
       DEMO_CLIENT_SECRET: idp.clientSecret,
       DEMO_SCOPES: 'openid profile email',
       DEMO_DISPLAY_NAME: 'Demo IdP',
+      LINKGATE_WEBHOOK_URL: receiver.url,
+      LINKGATE_WEBHOOK_SECRET: webhookSecret,
+      LINKGATE_METRICS: 'true',
     });
     gateway.once('exit', (code, signal) => {
       if (stopping) return;
@@ -139,9 +168,13 @@ async function main(): Promise<void> {
     say(`  Gateway           ${base}   (API reference: ${base}/docs)`);
     say(`  OpenID provider   ${idp.issuer}   (configured in the gateway as provider "${PROVIDER}")`);
     say(`  Data              ${dataDir}   (embedded PostgreSQL, deleted when the demo stops)`);
+    say(`  Webhook receiver  ${receiver.url}   (LINKGATE_WEBHOOK_URL: the bot's side, here in the demo)`);
     say();
     say(`A bot asked Linkgate for a link URL for its user "${USER_ID}". Open it in a browser:`);
-    const link = await linkUntilDone(client, () => stopping);
+    const urls = linkUrls(client, () => stopping);
+    // Enter prints a new link URL, before the first link and after it.
+    input.on('line', () => void urls.print());
+    const link = await urls.untilLinked();
     if (!link) return;
 
     const path = `/api/v1/users/${encodeURIComponent(USER_ID)}/links/${PROVIDER}`;
@@ -149,12 +182,36 @@ async function main(): Promise<void> {
     say(`Linked: "${USER_ID}" is ${link.externalName ?? link.externalId} at ${provider.displayName}. The bot API answers GET ${path} with:`);
     say();
     say(JSON.stringify(link, null, 2).replace(/^/gm, '  '));
+
+    // The same moment, as the bot's webhook receiver hears of it (the gateway's worker sends it within a second or so).
+    if (webhooks.pending.length === 0) {
+      await new Promise<void>((resolve) => {
+        webhooks.arrived = resolve;
+        setTimeout(resolve, WEBHOOK_WITHIN_MS).unref();
+      });
+    }
+    if (webhooks.pending.length === 0) say(`\nNo webhook arrived within ${WEBHOOK_WITHIN_MS / 1000} s; the gateway's output above says why.`);
+    for (const event of webhooks.pending.splice(0)) printWebhook(event, receiver.url);
+    webhooks.live = true;
+
+    const metrics = await metricLines(base, apiKey, ending.signal);
     say();
-    say('Ask it yourself (the demo API key is printed here because this gateway and its data live only until Ctrl-C):');
+    say(`The gateway's metrics (LINKGATE_METRICS=true), GET ${base}/metrics:`);
+    say();
+    for (const line of metrics) say(`  ${line}`);
+    say();
+    say('Try it yourself. This gateway and its data live only until Ctrl-C, so its secrets are printed here:');
+    say();
+    say(`  LINKGATE_API_KEY=${apiKey}   (one of the gateway's LINKGATE_API_KEYS)`);
+    say(`  OAUTH_CONTEXT_SIGNING_SECRET=${secrets.OAUTH_CONTEXT_SIGNING_SECRET}   (for a bot that signs its own link URLs: signLinkContext in linkgate/client)`);
+    say(`  LINKGATE_WEBHOOK_SECRET=${webhookSecret}   (checks each webhook's Linkgate-Signature)`);
+    say();
     say(`  curl -H 'Authorization: Bearer ${apiKey}' ${base}${path}`);
+    say(`  curl -H 'Authorization: Bearer ${apiKey}' ${base}/metrics`);
     say('or as a bot would, with the example in examples/bot-commands.ts:');
     say(`  LINKGATE_URL=${base} LINKGATE_API_KEY=${apiKey} node examples/bot-commands.ts whoami ${USER_ID} ${PROVIDER}`);
     say();
+    say('Enter prints a new link URL (linking again sends a link.updated webhook).');
     say(`The API reference is at ${base}/docs. Press Ctrl-C to stop.`);
   } catch (error) {
     if (stopping) return;
@@ -164,24 +221,34 @@ async function main(): Promise<void> {
   }
 }
 
-/** Prints a link URL and waits for the link; Enter (or the URL running out) prints a fresh one. `undefined` once stopping. */
-async function linkUntilDone(client: LinkgateClient, isStopping: () => boolean): Promise<Link | undefined> {
+/**
+ * Link URLs for the demo user: `print` prints a fresh one (Enter);
+ * `untilLinked` prints the first, waits for the link (a fresh URL when one
+ * runs out) and resolves with it, `undefined` once stopping.
+ */
+function linkUrls(client: LinkgateClient, isStopping: () => boolean) {
   let expiresAt = 0;
-  const printUrl = async () => {
-    const created = await client.createLinkUrl(USER_ID, PROVIDER);
-    expiresAt = Date.parse(created.expiresAt);
-    say();
-    say(`  ${created.url}`);
-    say();
-    say(`Sign in at the demo provider as   username: ${DEMO_ACCOUNT.username}   password: ${DEMO_ACCOUNT.password}`);
-    say('Waiting for the link... (Enter prints a new link URL, Ctrl-C stops)');
-  };
-  await printUrl();
-  // Not a terminal-mode interface: Ctrl-C stays a signal for the whole process group.
-  const input = createInterface({ input: process.stdin, terminal: false });
-  let wanted = false;
-  input.on('line', () => (wanted = true));
-  try {
+  let first = true;
+  async function print(): Promise<void> {
+    try {
+      const created = await client.createLinkUrl(USER_ID, PROVIDER);
+      expiresAt = Date.parse(created.expiresAt);
+      say();
+      say(`  ${created.url}`);
+      say();
+      if (first) {
+        say(`Sign in at the demo provider as   username: ${DEMO_ACCOUNT.username}   password: ${DEMO_ACCOUNT.password}`);
+        say('Waiting for the link... (Enter prints a new link URL, Ctrl-C stops)');
+        first = false;
+      } else {
+        say(`A new link URL for "${USER_ID}" (it works once). Enter prints another.`);
+      }
+    } catch (error) {
+      if (!isStopping()) console.error(`linkgate demo: could not make a link URL: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  async function untilLinked(): Promise<Link | undefined> {
+    await print();
     for (;;) {
       // The wait route answers the moment the link is stored (also if it already was).
       const link = await client.waitForLink(USER_ID, PROVIDER, { timeoutSeconds: 5 }).catch((error: unknown) => {
@@ -190,13 +257,28 @@ async function linkUntilDone(client: LinkgateClient, isStopping: () => boolean):
       });
       if (isStopping()) return undefined;
       if (link) return link;
-      if (wanted || Date.now() >= expiresAt) {
-        wanted = false;
-        await printUrl();
-      }
+      if (Date.now() >= expiresAt) await print();
     }
-  } finally {
-    input.close();
+  }
+  return { print, untilLinked };
+}
+
+function printWebhook(event: WebhookEvent, url: string): void {
+  say();
+  say(`Webhook: ${event.type} for "${event.link.userId}" (${event.link.externalName ?? event.link.externalId}) arrived at ${url}, signature verified. Its body:`);
+  say();
+  say(JSON.stringify(event, null, 2).replace(/^/gm, '  '));
+}
+
+/** The demo's counters from /metrics: flows, and webhook deliveries once the first is counted (the gateway counts it after our answer). */
+async function metricLines(base: string, apiKey: string, signal: AbortSignal): Promise<string[]> {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const response = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${apiKey}` }, signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]) });
+    if (!response.ok) throw new DemoError(`GET /metrics answered ${response.status}`);
+    const lines = (await response.text()).split('\n').filter((line) => /^linkgate_(flows_\w+|webhook_deliveries_total)\{/.test(line));
+    if (lines.some((line) => line.startsWith('linkgate_webhook_deliveries_total')) || Date.now() > deadline) return lines;
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 

@@ -10,7 +10,7 @@ import type { TokenService } from '../core/tokens.ts';
 import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Json } from '../provider.ts';
-import type { Registry } from '../registry.ts';
+import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
 import type { Db } from '../db/client.ts';
 import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.ts';
 import { bodyLimit, refuseApiKey, validApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
@@ -123,6 +123,14 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return provider;
   }
 
+  /**
+   * A route that would hand the bot a link URL answers 503 while the provider
+   * is not configured: a bot must never be given a link that cannot work (or `null`).
+   */
+  function unconfigured(provider: RegisteredProvider): LinkgateError {
+    return new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: provider.id });
+  }
+
   async function linkUrl(userId: string, provider: string, options: { returnTo?: string; userName?: string } = {}): Promise<{ url: string; expiresAt: string }> {
     const { url, expiresAt } = await createLinkUrl(
       { userId, provider, tenant, ...options },
@@ -151,9 +159,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.post('/link-urls', async (c) => {
     const body = parseInput(LinkUrlBody, await readJson(c));
     const provider = knownProvider(body.provider);
-    if (!provider.instance) {
-      throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${provider.missing.join(', ')})`, { provider: provider.id });
-    }
+    if (!provider.instance) throw unconfigured(provider);
     const returnTo = body.returnTo === undefined ? undefined : checkReturnTo(body.returnTo, deps.returnToOrigins);
     return c.json(await linkUrl(body.userId, provider.id, { ...(returnTo ? { returnTo } : {}), ...(body.userName ? { userName: body.userName } : {}) }), 201);
   });
@@ -170,9 +176,9 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    */
   async function relinkAnswer(c: Context<AppEnv>, error: { code: 'not_linked' | 'needs_reauth'; message: string }, userId: string, provider: string) {
     const known = knownProvider(provider);
-    const fresh = known.instance ? await linkUrl(userId, provider) : undefined;
-    const status = error.code === 'not_linked' ? 404 : 409;
-    return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh?.url ?? null }, status);
+    if (!known.instance) throw unconfigured(known);
+    const fresh = await linkUrl(userId, provider);
+    return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh.url }, error.code === 'not_linked' ? 404 : 409);
   }
 
   /** Runs a route, answering `not_linked` / `needs_reauth` with a link URL. */
@@ -208,8 +214,14 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.get('/users/:userId/links/:provider/wait', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const { timeoutSeconds, since } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds'), since: c.req.query('since') });
-    knownProvider(provider);
+    const known = knownProvider(provider);
     const key = { tenant, userId, provider };
+    // Nobody can finish linking a provider that is not configured: say so now rather than after the timeout.
+    if (!known.instance) {
+      const row = await deps.links.get(key);
+      if (row?.status === 'active') return c.json(toApiLink(row));
+      throw unconfigured(known);
+    }
     // A cancellation since `since` (default: now) ends the wait: the user will not link this time.
     const cancelledFrom = since ?? new Date(deps.now());
     const cancelled = () =>

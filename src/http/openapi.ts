@@ -33,7 +33,7 @@ export const ErrorAnswer = v.strictObject({
 
 export const RelinkAnswer = v.strictObject({
   error: v.strictObject({ code: v.picklist(['not_linked', 'needs_reauth']), message: v.string() }),
-  linkUrl: v.nullable(v.pipe(v.string(), v.url(), v.description('a fresh link URL to send the user; null when the provider is not configured'))),
+  linkUrl: v.pipe(v.string(), v.url(), v.description('a fresh link URL to send the user (an unconfigured provider answers 503 instead)')),
 });
 
 export const ProvidersAnswer = v.strictObject({
@@ -112,6 +112,7 @@ export interface Operation {
 const unauthorized: Response = { description: 'missing or wrong API key', schema: ErrorAnswer };
 const badRequest: Response = { description: 'a parameter or the body is invalid', schema: ErrorAnswer };
 const relink = (description: string): Response => ({ description, schema: RelinkAnswer });
+const unconfigured: Response = { description: 'the provider is not configured (the message says what it needs)', schema: ErrorAnswer };
 
 export const operations: Operation[] = [
   {
@@ -133,7 +134,7 @@ export const operations: Operation[] = [
       400: badRequest,
       401: unauthorized,
       404: { description: 'no such provider', schema: ErrorAnswer },
-      503: { description: 'the provider is not configured', schema: ErrorAnswer },
+      503: unconfigured,
     },
   },
   {
@@ -152,7 +153,13 @@ export const operations: Operation[] = [
     tag: 'links',
     params: LinkParams,
     query: LinkQuery,
-    responses: { 200: { description: 'the link', schema: LinkAnswer }, 400: badRequest, 401: unauthorized, 404: relink('not linked: send the user linkUrl') },
+    responses: {
+      200: { description: 'the link', schema: LinkAnswer },
+      400: badRequest,
+      401: unauthorized,
+      404: relink('not linked: send the user linkUrl'),
+      503: { description: 'not linked, and the provider is not configured', schema: ErrorAnswer },
+    },
   },
   {
     method: 'delete',
@@ -190,6 +197,7 @@ export const operations: Operation[] = [
       404: relink('not linked'),
       409: relink('the user must link again'),
       502: { description: 'the provider failed; the stored credentials are unchanged', schema: ErrorAnswer },
+      503: unconfigured,
       504: { description: 'the provider timed out; the stored credentials are unchanged', schema: ErrorAnswer },
     },
   },
@@ -208,6 +216,7 @@ export const operations: Operation[] = [
       400: badRequest,
       401: unauthorized,
       409: { description: '`link_cancelled`: the user cancelled linking', schema: ErrorAnswer },
+      503: { description: 'not linked, and the provider is not configured: nobody can link it now', schema: ErrorAnswer },
     },
   },
   ...(['get', 'post'] as const).map(
@@ -226,6 +235,7 @@ export const operations: Operation[] = [
         403: { description: 'the NSID is not in ATPROTO_XRPC_ALLOW', schema: ErrorAnswer },
         404: relink('not linked'),
         409: relink('the session no longer works: link again'),
+        503: unconfigured,
       },
     }),
   ),

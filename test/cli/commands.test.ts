@@ -147,19 +147,23 @@ describe('providers', () => {
     expect(result.stdout).toMatch(/^ID +NAME +CONFIGURED\n/);
     expect(result.stdout).toMatch(/^anilist +AniList +yes$/m);
     expect(result.stdout).toMatch(/^discord +Discord +no \(missing DISCORD_CLIENT_ID, DISCORD_CLIENT_SECRET\)$/m);
+    expect(result.stdout).toMatch(/^jellyfin +Jellyfin +no \(missing either JELLYFIN_SERVER_URL, or JELLYFIN_ALLOW_USER_SERVER=true\)$/m);
 
     const json = await runCli(['providers', '--json'], env);
     expect(json.code).toBe(0);
-    const { providers } = JSON.parse(json.stdout) as { providers: { id: string; configured: boolean; missing: string[] }[] };
-    expect(providers.find((p) => p.id === 'anilist')).toEqual({ id: 'anilist', displayName: 'AniList', configured: true, missing: [] });
-    expect(providers.find((p) => p.id === 'discord')).toMatchObject({ configured: false, missing: ['DISCORD_CLIENT_ID', 'DISCORD_CLIENT_SECRET'] });
+    const { providers } = JSON.parse(json.stdout) as { providers: { id: string; configured: boolean; missing: string[]; needs: string[][] }[] };
+    expect(providers.find((p) => p.id === 'anilist')).toEqual({ id: 'anilist', displayName: 'AniList', configured: true, missing: [], needs: [] });
+    expect(providers.find((p) => p.id === 'discord')).toMatchObject({ configured: false, missing: ['DISCORD_CLIENT_ID', 'DISCORD_CLIENT_SECRET'], needs: [['DISCORD_CLIENT_ID', 'DISCORD_CLIENT_SECRET']] });
+    expect(providers.find((p) => p.id === 'jellyfin')).toMatchObject({ configured: false, needs: [['JELLYFIN_SERVER_URL'], ['JELLYFIN_ALLOW_USER_SERVER=true']] });
   });
 
-  it('a broken configuration exits 1 with one line naming the variable, and no secret', async () => {
+  it('a broken configuration exits 1 with one line naming every bad variable, and no secret', async () => {
     const result = await runCli(['providers'], { ...env, NODE_ENV: 'production', LINKGATE_API_KEYS: 'short' });
     expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
-    expect(result.stderr).toBe('linkgate providers: configuration error: LINKGATE_API_KEYS: must be at least 32 characters\n');
+    expect(result.stderr).toBe(
+      'linkgate providers: configuration error: LINKGATE_API_KEYS: must be at least 32 characters; PUBLIC_BASE_URL: required in production (the https URL browsers reach the gateway at)\n',
+    );
   });
 });
 

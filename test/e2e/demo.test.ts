@@ -1,10 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { linkUrlFor, signLinkContext } from 'linkgate/client';
 import { launchChromium } from './browser.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -80,7 +82,7 @@ function listening(port: number): Promise<boolean> {
 }
 
 describe('npm run demo', () => {
-  it('prints a link URL that completes a real link in Chromium, then shows the stored link, and stops cleanly on Ctrl-C', { timeout: 120_000 }, async () => {
+  it('prints a link URL that completes a real link in Chromium, then shows the stored link, its webhook, the metrics and the secrets; Enter prints new URLs after it; stops cleanly on Ctrl-C', { timeout: 180_000 }, async () => {
     const port = await freePort();
     const demo = new DemoProcess({
       PORT: String(port),
@@ -131,14 +133,62 @@ describe('npm run demo', () => {
     const [, printed] = await demo.waitFor(/GET \S+ with:\n\n((?:  .*\n)+)/);
     expect(JSON.parse(printed!)).toMatchObject({ userId: 'demo-user', provider: 'demo', externalId: 'ada', externalName: 'Ada Lovelace', status: 'active' });
 
-    // Its curl line works as printed.
+    // The bot's webhook receiver heard of it, signed, and printed the event.
+    const [, webhook] = await demo.waitFor(/Webhook: link\.created for "demo-user" \(Ada Lovelace\) arrived at \S+, signature verified\. Its body:\n\n((?:  .*\n)+)/);
+    expect(JSON.parse(webhook!)).toMatchObject({ type: 'link.created', link: { userId: 'demo-user', provider: 'demo', externalId: 'ada', externalName: 'Ada Lovelace' } });
+
+    // And the metrics that count it: the flow, and the webhook delivered.
+    const [, metrics] = await demo.waitFor(/GET \S+\/metrics:\n\n((?:  .*\n)+)/);
+    expect(metrics).toContain('  linkgate_flows_started_total{provider="demo"} 1\n');
+    expect(metrics).toContain('  linkgate_flows_completed_total{provider="demo"} 1\n');
+    expect(metrics).toContain('  linkgate_webhook_deliveries_total{outcome="delivered"} 1\n');
+
+    // Its curl lines work as printed.
+    await demo.waitFor(/Press Ctrl-C to stop/);
     const [, apiKey, apiUrl] = await demo.waitFor(/curl -H 'Authorization: Bearer (\S+)' (\S+)/);
     const answer = await fetch(apiUrl!, { headers: { authorization: `Bearer ${apiKey}` } });
     expect(answer.status).toBe(200);
     expect(await answer.json()).toMatchObject({ userId: 'demo-user', provider: 'demo', externalId: 'ada', externalName: 'Ada Lovelace' });
-    await demo.waitFor(/Press Ctrl-C to stop/);
+    const [, metricsUrl] = await demo.waitFor(/curl -H 'Authorization: Bearer \S+' (\S+\/metrics)$/m);
+    const scraped = await fetch(metricsUrl!, { headers: { authorization: `Bearer ${apiKey}` } });
+    expect(await scraped.text()).toContain('linkgate_flows_completed_total{provider="demo"} 1');
     expect(demo.output).not.toContain('developer-key-0123456789abcdef0123456789');
     expect(existsSync(DEVELOPER_DATA_DIR)).toBe(false);
+
+    // The printed signing secret is the gateway's: a context a bot signs with it opens the confirmation page.
+    const [, signingSecret] = await demo.waitFor(/^ {2}OAUTH_CONTEXT_SIGNING_SECRET=(\S+)/m);
+    const signed = linkUrlFor(gatewayUrl!, 'demo', await signLinkContext({ secret: signingSecret!, userId: 'demo-user-2', provider: 'demo' }));
+    const confirm = await fetch(signed);
+    expect(confirm.status).toBe(200);
+    expect(await confirm.text()).toContain('Link your Demo IdP account?');
+
+    // The printed webhook secret is the receiver's: it takes an event signed with it, and refuses another signature.
+    const [, webhookSecret] = await demo.waitFor(/^ {2}LINKGATE_WEBHOOK_SECRET=(\S+)/m);
+    const [, receiverUrl] = await demo.waitFor(/Webhook receiver\s+(\S+)/);
+    const body = JSON.stringify({ id: 'evt_test', type: 'link.test', createdAt: new Date().toISOString(), link: { userId: 'demo-user-3', provider: 'demo', externalId: 'x', externalName: null } });
+    const t = Math.floor(Date.now() / 1000);
+    const sign = (secret: string) => `t=${t},v1=${createHmac('sha256', secret).update(`${t}.${body}`).digest('hex')}`;
+    const post = (signature: string) => fetch(receiverUrl!, { method: 'POST', headers: { 'content-type': 'application/json', 'linkgate-signature': signature }, body });
+    expect((await post(sign(`${webhookSecret}x`))).status).toBe(401);
+    await demo.waitFor(/The webhook receiver refused a wrong or old Linkgate-Signature\./);
+    expect((await post(sign(webhookSecret!))).status).toBe(204);
+    await demo.waitFor(/Webhook: link\.test for "demo-user-3" \(x\) arrived/);
+
+    // Enter still prints a new link URL after the first link; linking with it again is a link.updated webhook.
+    demo.child.stdin!.write('\n');
+    const [, secondUrl] = await demo.waitFor(/^ {2}(http:\/\/\S+\/oauth\/demo\/start\?context=\S+)\n\nA new link URL for "demo-user"/m);
+    expect(secondUrl).not.toBe(linkUrl);
+    const again = await browser.newContext();
+    const relink = await again.newPage();
+    await relink.goto(secondUrl!);
+    await relink.getByRole('button', { name: 'Continue' }).click();
+    await relink.getByLabel('Username').fill(username!);
+    await relink.getByLabel('Password').fill(password!);
+    await relink.getByRole('button', { name: 'Sign in' }).click();
+    await relink.getByRole('button', { name: 'Allow' }).click();
+    await relink.getByRole('heading', { name: 'Account linked' }).waitFor();
+    await again.close();
+    await demo.waitFor(/Webhook: link\.updated for "demo-user" \(Ada Lovelace\) arrived/, 15_000);
 
     demo.interrupt();
     // npm ends the way a shell command ends on Ctrl-C (by SIGINT), after the demo has cleaned up.

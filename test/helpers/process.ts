@@ -85,11 +85,13 @@ export async function startGatewayProcess(env: Record<string, string>, options: 
       await cleanup();
       throw new Error(`gateway did not start: ${output}`);
     }
-    const listening = /"url":"http:\/\/127\.0\.0\.1:(\d+)".*"msg":"linkgate listening"/.exec(output);
+    // A JSON line (test, production), or a pretty one (development: a bare environment has no NODE_ENV).
+    const listening = /"url":"http:\/\/127\.0\.0\.1:(\d+)".*"msg":"linkgate listening"|linkgate listening \{"url":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(output);
     if (listening) {
-      const base = `http://127.0.0.1:${listening[1]}`;
+      const port = Number(listening[1] ?? listening[2]);
+      const base = `http://127.0.0.1:${port}`;
       if ((await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200) {
-        return { child, base, port: Number(listening[1]), dataDir, database, output: () => output, exited, cleanup };
+        return { child, base, port, dataDir, database, output: () => output, exited, cleanup };
       }
     }
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -22,10 +22,10 @@ beforeAll(async () => {
 });
 afterAll(() => database.close());
 
-async function storeLink(userId: string, externalId = 'sub-1') {
+async function storeLink(userId: string, externalId = 'sub-1', provider = 'corp') {
   const links = createLinkStore(database.db, gateway.keyring);
   return links.store(
-    { tenant: 'default', userId, provider: 'corp' },
+    { tenant: 'default', userId, provider },
     { id: externalId, name: 'Ada' },
     { accessToken: 'at-secret', refreshToken: 'rt-secret', tokenType: 'Bearer', expiresAt: Date.parse('2030-01-01T00:00:00Z'), scopes: ['openid'] },
     { allowShared: false, now: new Date('2026-11-23T10:00:00Z') },
@@ -160,6 +160,44 @@ describe('bot API', () => {
     expect(again.status).toBe(404);
     expect(await again.json()).toMatchObject({ error: { code: 'not_linked' } });
     expect(((await (await gateway.api(`/users/${USER}/links`)).json()) as { links: unknown[] }).links).toEqual([]);
+  });
+
+  it.each([
+    ['GET', '/links/discord'],
+    ['GET', '/links/discord?verify=true'],
+    ['POST', '/links/discord/token'],
+    ['GET', '/links/discord/wait?timeoutSeconds=5'],
+    ['GET', '/links/discord/xrpc/com.atproto.server.getSession'],
+  ])('%s …%s for an unconfigured provider answers 503 provider_unconfigured naming what it needs, never a null link URL', async (method, path) => {
+    const asked = Date.now();
+    const response = await gateway.api(`/users/not-linked-yet${path}`, { method });
+    expect(response.status).toBe(503);
+    expect(await response.json()).toEqual({
+      error: { code: 'provider_unconfigured', message: 'Discord is not configured (missing DISCORD_CLIENT_ID, DISCORD_CLIENT_SECRET)' },
+    });
+    // The wait does not sit out its timeout for a link nobody can make.
+    expect(Date.now() - asked).toBeLessThan(2000);
+  });
+
+  it('names either way of configuring a provider that has two (Jellyfin: a server, or servers users type)', async () => {
+    const response = await gateway.api('/link-urls', json({ userId: USER, provider: 'jellyfin' }));
+    expect(response.status).toBe(503);
+    expect(await response.json()).toEqual({
+      error: { code: 'provider_unconfigured', message: 'Jellyfin is not configured (missing either JELLYFIN_SERVER_URL, or JELLYFIN_ALLOW_USER_SERVER=true)' },
+    });
+  });
+
+  it('still shows a link made before its provider lost its configuration, and lets the bot delete it', async () => {
+    await storeLink('linked-before', 'discord-account', 'discord');
+    const got = await gateway.api('/users/linked-before/links/discord');
+    expect(got.status).toBe(200);
+    expect(await got.json()).toMatchObject({ provider: 'discord', externalId: 'discord-account', status: 'active' });
+    const waited = await gateway.api('/users/linked-before/links/discord/wait?timeoutSeconds=5');
+    expect(waited.status).toBe(200);
+    const token = await gateway.api('/users/linked-before/links/discord/token', { method: 'POST' });
+    expect(token.status).toBe(503);
+    expect(await token.json()).toMatchObject({ error: { code: 'provider_unconfigured' } });
+    expect((await gateway.api('/users/linked-before/links/discord', { method: 'DELETE' })).status).toBe(204);
   });
 
   it('answers unknown API routes with a JSON 404', async () => {

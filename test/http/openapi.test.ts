@@ -62,6 +62,7 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'get /api/v1/users/:userId/links/:provider 400': () => gateway.api('/users/u-ok/links/token?verify=maybe'),
   'get /api/v1/users/:userId/links/:provider 401': () => gateway.api('/users/u-ok/links/token', { headers: { authorization: 'Bearer nope' } }),
   'get /api/v1/users/:userId/links/:provider 404': () => gateway.api('/users/u-none/links/token'),
+  'get /api/v1/users/:userId/links/:provider 503': () => standard.api('/users/u-none/links/anilist'),
   'delete /api/v1/users/:userId/links/:provider 204': async () => {
     await link('u-gone', 'gone');
     return gateway.api('/users/u-gone/links/token', { method: 'DELETE' });
@@ -74,11 +75,13 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'post /api/v1/users/:userId/links/:provider/token 401': () => gateway.api('/users/u-ok/links/token/token', { method: 'POST', headers: { authorization: 'Bearer nope' } }),
   'post /api/v1/users/:userId/links/:provider/token 404': () => gateway.api('/users/u-none/links/token/token', { method: 'POST' }),
   'post /api/v1/users/:userId/links/:provider/token 409': () => gateway.api('/users/u-revoked/links/token/token', { method: 'POST' }),
+  'post /api/v1/users/:userId/links/:provider/token 503': () => standard.api('/users/u-none/links/anilist/token', { method: 'POST' }),
   'post /api/v1/users/:userId/links/:provider/token 502': () => gateway.api('/users/u-down/links/token/token', { method: 'POST' }),
   'post /api/v1/users/:userId/links/:provider/token 504': () => gateway.api('/users/u-slow/links/token/token', { method: 'POST' }),
   'get /api/v1/users/:userId/links/:provider/wait 200': () => gateway.api('/users/u-ok/links/token/wait?timeoutSeconds=1'),
   'get /api/v1/users/:userId/links/:provider/wait 204': () => gateway.api('/users/u-none/links/token/wait?timeoutSeconds=1'),
   'get /api/v1/users/:userId/links/:provider/wait 400': () => gateway.api('/users/u-ok/links/token/wait?timeoutSeconds=61'),
+  'get /api/v1/users/:userId/links/:provider/wait 503': () => standard.api('/users/u-none/links/anilist/wait?timeoutSeconds=1'),
   'get /api/v1/users/:userId/links/:provider/wait 401': () => gateway.api('/users/u-ok/links/token/wait', { headers: { authorization: 'Bearer nope' } }),
   'get /api/v1/users/:userId/links/:provider/wait 409': async () => {
     const since = new Date().toISOString();
@@ -94,6 +97,8 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'get /api/v1/users/:userId/links/:provider/xrpc/:nsid 404': () => standard.api('/users/u-none/links/atproto/xrpc/com.atproto.server.getSession'),
   'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 400': () => standard.api('/users/u-ok/links/atproto/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: json, body: '[1]' }),
   'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 401': () => standard.api('/users/u-ok/links/atproto/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: { ...json, authorization: 'Bearer nope' }, body: '{}' }),
+  'get /api/v1/users/:userId/links/:provider/xrpc/:nsid 503': () => standard.api('/users/u-none/links/anilist/xrpc/com.atproto.server.getSession'),
+  'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 503': () => standard.api('/users/u-none/links/anilist/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: json, body: '{}' }),
   'post /api/v1/users/:userId/links/:provider/xrpc/:nsid 404': () => standard.api('/users/u-none/links/atproto/xrpc/com.atproto.repo.createRecord', { method: 'POST', headers: json, body: '{}' }),
   'get /api/v1/webhooks/deliveries 200': () => gateway.api('/webhooks/deliveries?limit=5'),
   'get /api/v1/webhooks/deliveries 400': () => gateway.api('/webhooks/deliveries?status=lost'),

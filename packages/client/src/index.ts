@@ -1,11 +1,13 @@
 /**
  * A typed client for Linkgate's bot API, for bots written in TypeScript or
- * JavaScript: `import { createLinkgateClient } from 'linkgate/client'`.
+ * JavaScript: `import { createLinkgateClient } from '@linkgate/client'`
+ * (`linkgate/client` inside the Linkgate repository, which runs this file
+ * as it is; the package is built from it by build.mjs).
  *
  * It depends on nothing but the platform (`fetch`, `AbortSignal`, Web
  * Crypto), so it runs in Node 22+, Bun, Deno and edge runtimes. Every call
- * has a timeout; every failure is a `LinkgateClientError` subclass with the
- * gateway's error `code`.
+ * has a timeout; every failure is a `LinkgateClientError` (or a subclass)
+ * with the gateway's error `code`.
  */
 
 export type LinkStatus = 'active' | 'needs_reauth';
@@ -66,8 +68,8 @@ export class LinkgateClientError extends Error {
 /** The user has not linked the provider: send them `linkUrl`. */
 export class NotLinkedError extends LinkgateClientError {
   override name = 'NotLinkedError';
-  readonly linkUrl: string | null;
-  constructor(message: string, linkUrl: string | null) {
+  readonly linkUrl: string;
+  constructor(message: string, linkUrl: string) {
     super(message, 'not_linked', 404);
     this.linkUrl = linkUrl;
   }
@@ -76,10 +78,22 @@ export class NotLinkedError extends LinkgateClientError {
 /** The link exists but no longer works (revoked, expired): send them `linkUrl` to link again. */
 export class NeedsReauthError extends LinkgateClientError {
   override name = 'NeedsReauthError';
-  readonly linkUrl: string | null;
-  constructor(message: string, linkUrl: string | null) {
+  readonly linkUrl: string;
+  constructor(message: string, linkUrl: string) {
     super(message, 'needs_reauth', 409);
     this.linkUrl = linkUrl;
+  }
+}
+
+/**
+ * The gateway has no configuration for this provider, so nobody can link it
+ * (and there is no link URL to send): a matter for the gateway's operator,
+ * whom `message` tells what is missing.
+ */
+export class ProviderUnconfiguredError extends LinkgateClientError {
+  override name = 'ProviderUnconfiguredError';
+  constructor(message: string) {
+    super(message, 'provider_unconfigured', 503);
   }
 }
 
@@ -122,9 +136,12 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
     }
     const code = typeof body.error?.code === 'string' ? body.error.code : 'bad_response';
     const message = typeof body.error?.message === 'string' ? body.error.message : `Linkgate answered ${response.status}`;
-    const linkUrl = typeof body.linkUrl === 'string' ? body.linkUrl : null;
-    if (code === 'not_linked') throw new NotLinkedError(message, linkUrl);
-    if (code === 'needs_reauth') throw new NeedsReauthError(message, linkUrl);
+    // Unlinking someone who is not linked answers not_linked without a URL: that stays a plain LinkgateClientError.
+    if (typeof body.linkUrl === 'string') {
+      if (code === 'not_linked') throw new NotLinkedError(message, body.linkUrl);
+      if (code === 'needs_reauth') throw new NeedsReauthError(message, body.linkUrl);
+    }
+    if (code === 'provider_unconfigured') throw new ProviderUnconfiguredError(message);
     throw new LinkgateClientError(message, code, response.status);
   }
 
@@ -149,12 +166,16 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
       return json<LinkUrl>(await call('POST', '/link-urls', { body: { userId, provider, ...extra } }));
     },
 
-    /** The link, or `null` when the user has not linked (a link needing reauth is returned with its status). */
+    /**
+     * The link, or `null` when the user has not linked (a link needing reauth
+     * is returned with its status). `ProviderUnconfiguredError` when they have
+     * not and cannot, as the provider is not configured.
+     */
     async getLink(userId: string, provider: string, extra: { verify?: boolean } = {}): Promise<Link | null> {
       try {
         return await json<Link>(await call('GET', `${linkPath(userId, provider)}${extra.verify ? '?verify=true' : ''}`));
       } catch (error) {
-        if (error instanceof NotLinkedError) return null;
+        if (error instanceof LinkgateClientError && error.code === 'not_linked') return null;
         throw error;
       }
     },
@@ -162,6 +183,8 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
     /**
      * The active link, or a `NotLinkedError` / `NeedsReauthError` carrying
      * the URL to send the user: "Please link your account first: <url>".
+     * `ProviderUnconfiguredError` when there is no URL to send, as the
+     * provider is not configured.
      */
     async requireLink(userId: string, provider: string): Promise<Link> {
       const response = await call('GET', linkPath(userId, provider));
@@ -192,7 +215,7 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
         await call('DELETE', linkPath(userId, provider));
         return true;
       } catch (error) {
-        if (error instanceof NotLinkedError) return false;
+        if (error instanceof LinkgateClientError && error.code === 'not_linked') return false;
         throw error;
       }
     },
