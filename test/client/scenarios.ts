@@ -111,6 +111,20 @@ export function describeClient(name: string, load: () => Promise<typeof ClientMo
       }
     });
 
+    it('waitForLink throws LinkCancelledError the moment the user presses Cancel, and later with since', async () => {
+      const { url } = await client.createLinkUrl(user(4), 'pin');
+      const since = new Date();
+      const waiting = client.waitForLink(user(4), 'pin', { timeoutSeconds: 20 }).catch((e: unknown) => e);
+      const browser = new TestBrowser((path, init) => fetch(new URL(path, at.baseUrl), { ...init, redirect: 'manual' }));
+      const form = await browser.openLink(new URL(url).pathname + new URL(url).search);
+      const state = /name="state" value="([^"]+)"/.exec(await form.text())![1]!;
+      expect((await browser.post('/oauth/pin/cancel', { state }, { follow: false })).status).toBe(303);
+      const error = await waiting;
+      expect(error).toBeInstanceOf(m.LinkCancelledError);
+      expect(error).toMatchObject({ name: 'LinkCancelledError', code: 'link_cancelled', status: 409 });
+      expect(await client.waitForLink(user(4), 'pin', { timeoutSeconds: 5, since }).catch((e: unknown) => e)).toBeInstanceOf(m.LinkCancelledError);
+    });
+
     it('waitForLink answers null when nobody links in time', async () => {
       expect(await client.waitForLink(user(3), 'pin', { timeoutSeconds: 1 })).toBeNull();
     });

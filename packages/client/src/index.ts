@@ -97,6 +97,14 @@ export class ProviderUnconfiguredError extends LinkgateClientError {
   }
 }
 
+/** The user gave up linking (Cancel on the gateway's page, or refused access at the provider): stop waiting. */
+export class LinkCancelledError extends LinkgateClientError {
+  override name = 'LinkCancelledError';
+  constructor(message: string) {
+    super(message, 'link_cancelled', 409);
+  }
+}
+
 interface ErrorBody {
   error?: { code?: unknown; message?: unknown };
   linkUrl?: unknown;
@@ -142,6 +150,7 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
       if (code === 'needs_reauth') throw new NeedsReauthError(message, body.linkUrl);
     }
     if (code === 'provider_unconfigured') throw new ProviderUnconfiguredError(message);
+    if (code === 'link_cancelled') throw new LinkCancelledError(message);
     throw new LinkgateClientError(message, code, response.status);
   }
 
@@ -202,9 +211,15 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
     },
 
     /** Waits up to `timeoutSeconds` (1–60, default 30) for the user to finish linking; `null` on timeout. */
-    async waitForLink(userId: string, provider: string, extra: { timeoutSeconds?: number } = {}): Promise<Link | null> {
+    /**
+     * Resolves with the link the moment the user has one, `null` on timeout;
+     * throws `LinkCancelledError` the moment they cancel. `since` (when you
+     * made the link URL) also reports a cancel from before the wait began.
+     */
+    async waitForLink(userId: string, provider: string, extra: { timeoutSeconds?: number; since?: Date | string } = {}): Promise<Link | null> {
       const timeoutSeconds = extra.timeoutSeconds ?? 30;
-      const response = await call('GET', `${linkPath(userId, provider)}/wait?timeoutSeconds=${timeoutSeconds}`, { extraMs: timeoutSeconds * 1000 });
+      const since = extra.since === undefined ? '' : `&since=${encodeURIComponent(new Date(extra.since).toISOString())}`;
+      const response = await call('GET', `${linkPath(userId, provider)}/wait?timeoutSeconds=${timeoutSeconds}${since}`, { extraMs: timeoutSeconds * 1000 });
       if (response.status === 204) return null;
       return json<Link>(response);
     },
