@@ -19,6 +19,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
+import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
@@ -94,6 +95,7 @@ export function createApp(deps: AppDeps) {
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
   app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: addressOf }));
   app.route('/', docsRoutes(config.publicBaseUrl));
+  app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand }));
   app.route(

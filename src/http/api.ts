@@ -40,29 +40,41 @@ export interface ApiRoutesDeps {
   cancelledSince: (key: { tenant: string; userId: string; provider: string }, since: Date) => Promise<boolean>;
 }
 
-export const UserParams = v.object({ userId: UserId });
+const UserIdParam = v.pipe(UserId, v.description('the bot’s id for its user (a Discord snowflake, say), as text: 1–128 letters, digits and ._:@+=-'));
+const ProviderParam = v.pipe(ProviderId, v.description('a provider id, as GET /api/v1/providers lists them (anilist, discord, …)'));
+export const UserParams = v.object({ userId: UserIdParam });
 export const WaitQuery = v.object({
   timeoutSeconds: v.optional(
-    v.pipe(v.string(), v.regex(/^\d{1,2}$/, 'timeoutSeconds must be a whole number from 1 to 60'), v.transform(Number), v.minValue(1, 'timeoutSeconds must be at least 1'), v.maxValue(60, 'timeoutSeconds must be at most 60')),
+    v.pipe(
+      v.string(),
+      v.description('how long to wait, 1 to 60 seconds'),
+      v.regex(/^\d{1,2}$/, 'timeoutSeconds must be a whole number from 1 to 60'),
+      v.transform(Number),
+      v.minValue(1, 'timeoutSeconds must be at least 1'),
+      v.maxValue(60, 'timeoutSeconds must be at most 60'),
+    ),
     '30',
   ),
   since: v.optional(
     v.pipe(
       v.string(),
+      v.description('ISO 8601 time, e.g. when you made the link URL: a cancel since then also ends the wait (409)'),
       v.isoTimestamp('since must be an ISO 8601 time such as 2026-12-03T12:00:00Z'),
       v.transform((text) => new Date(text)),
     ),
   ),
 });
-export const LinkQuery = v.object({ verify: v.optional(v.picklist(['true', 'false'], 'verify must be true or false')) });
-export const LinkParams = v.object({ userId: UserId, provider: ProviderId });
+export const LinkQuery = v.object({
+  verify: v.optional(v.pipe(v.picklist(['true', 'false'], 'verify must be true or false'), v.description('true: ask the provider whether the stored token still works (a refused one turns the link needs_reauth)'))),
+});
+export const LinkParams = v.object({ userId: UserIdParam, provider: ProviderParam });
 // NSID syntax from the AT Protocol spec (atproto.com/specs/nsid): a reversed domain, then a name.
 const Nsid = v.pipe(
   v.string(),
   v.maxLength(317, 'the NSID is too long'),
   v.regex(/^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+\.[a-zA-Z][a-zA-Z0-9]{0,62}$/, 'the method must be an NSID like app.bsky.actor.getProfile'),
 );
-export const XrpcParams = v.object({ userId: UserId, provider: ProviderId, nsid: Nsid });
+export const XrpcParams = v.object({ userId: UserIdParam, provider: ProviderParam, nsid: v.pipe(Nsid, v.description('the XRPC method, an NSID such as app.bsky.actor.getProfile; it must be in ATPROTO_XRPC_ALLOW')) });
 const XrpcQuery = v.pipe(
   v.array(v.tuple([v.pipe(v.string(), v.maxLength(128, 'a query parameter name is too long')), v.pipe(v.string(), v.maxLength(4096, 'a query parameter is too long'))])),
   v.maxLength(64, 'too many query parameters'),
@@ -72,13 +84,13 @@ export const XrpcBody = v.pipe(
   v.record(v.string(), v.unknown()),
 );
 export const DeliveriesQuery = v.object({
-  status: v.optional(v.picklist(['pending', 'delivered', 'dead'], 'status must be pending, delivered or dead')),
+  status: v.optional(v.pipe(v.picklist(['pending', 'delivered', 'dead'], 'status must be pending, delivered or dead'), v.description('only deliveries in this state: pending, delivered or dead'))),
   limit: v.optional(
-    v.pipe(v.string(), v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'), v.transform(Number), v.minValue(1, 'limit must be at least 1'), v.maxValue(100, 'limit must be at most 100')),
+    v.pipe(v.string(), v.description('how many, 1 to 100'), v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'), v.transform(Number), v.minValue(1, 'limit must be at least 1'), v.maxValue(100, 'limit must be at most 100')),
     '50',
   ),
 });
-export const DeliveryParams = v.object({ id: v.pipe(v.string(), v.regex(/^evt_[0-9a-f-]{36}$/, 'id must be a delivery id like evt_…')) });
+export const DeliveryParams = v.object({ id: v.pipe(v.string(), v.description('a delivery id, evt_…, from the delivery log'), v.regex(/^evt_[0-9a-f-]{36}$/, 'id must be a delivery id like evt_…')) });
 export const LinkUrlBody = v.object({
   userId: UserId,
   provider: ProviderId,

@@ -1,89 +1,160 @@
 /** @jsxImportSource hono/jsx */
 import { Hono } from 'hono';
 import { raw } from 'hono/html';
+import type { JsonSchema } from '@valibot/to-json-schema';
+import { EXAMPLES, type Example } from './examples.ts';
 import type { AppEnv } from './middleware.ts';
 import { openApiDocument, operations, type Operation } from './openapi.ts';
 
+/**
+ * `GET /docs`: the API as a page a person reads, on a phone too: grouped by
+ * what a bot author wants to do, a table of contents, and for each route its
+ * parameters in words, an example curl line and its answer, and what each
+ * status means. The schemas themselves are in `/openapi.json`.
+ */
+
 const STYLE = `
-  body { font: 15px/1.5 system-ui, sans-serif; margin: 0; color: #1d232b; background: #fafafa; }
-  main { max-width: 60rem; margin: 0 auto; padding: 1.5rem; }
-  section { background: #fff; border: 1px solid #dde1e6; border-radius: 8px; padding: 1rem 1.25rem; margin: 1rem 0; }
-  h2 { font-size: 1.05rem; margin: 0 0 .25rem; font-family: ui-monospace, monospace; }
-  .method { display: inline-block; min-width: 4.2rem; font-weight: 700; }
-  .get { color: #0b6b3a; } .post { color: #1a56b8; } .delete { color: #a4262c; }
-  table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
-  td, th { text-align: left; padding: .25rem .5rem; border-top: 1px solid #eef0f2; vertical-align: top; }
-  pre { background: #f3f5f7; padding: .5rem .75rem; border-radius: 6px; overflow-x: auto; font-size: 13px; }
-  details summary { cursor: pointer; color: #4a5360; }
+  :root { color-scheme: light; }
+  * { box-sizing: border-box; }
+  body { font: 1rem/1.55 system-ui, sans-serif; margin: 0; color: #1d232b; background: #f6f7f9; }
+  main { max-width: 52rem; margin: 0 auto; padding: 1rem; }
+  h1 { font-size: 1.6rem; margin: .5rem 0 1rem; }
+  h2 { font-size: 1.3rem; margin: 2rem 0 .5rem; }
+  h3 { font-size: 1.05rem; margin: 0 0 .5rem; overflow-wrap: anywhere; }
+  h4 { font-size: .95rem; margin: 1rem 0 .25rem; }
+  article { background: #fff; border: 1px solid #d5dae0; border-radius: .5rem; padding: 1rem; margin: 1rem 0; }
+  .method { display: inline-block; font: 700 .85rem ui-monospace, monospace; padding: .1rem .4rem; border-radius: .25rem; margin-right: .35rem; color: #fff; }
+  .get { background: #0b6b3a; } .post { background: #1a56b8; } .delete { background: #a4262c; }
+  code, pre { font-family: ui-monospace, monospace; font-size: .875rem; }
+  code { overflow-wrap: anywhere; }
+  pre { background: #eef1f4; padding: .6rem .75rem; border-radius: .4rem; white-space: pre-wrap; overflow-wrap: anywhere; margin: .25rem 0; }
+  dl { margin: .25rem 0; } dt { font-weight: 600; margin-top: .4rem; } dd { margin: 0 0 0 1rem; }
+  ul { padding-left: 1.25rem; } li { margin: .15rem 0; }
+  nav ol { padding-left: 1.25rem; } nav ul { margin: .1rem 0 .4rem; }
+  a { color: #1a4fa8; }
+  .muted { color: #4a5360; }
 `;
 
-function OperationSection(props: { op: Operation; doc: ReturnType<typeof openApiDocument> }) {
+interface Task {
+  id: string;
+  title: string;
+  blurb: string;
+  routes: string[];
+}
+
+/** The routes by what a bot author is doing, in the order they meet them. */
+const TASKS: Task[] = [
+  {
+    id: 'link',
+    title: 'Send a user a link',
+    blurb: 'Make a link URL for a user, send it to them, and wait until they have linked (or cancelled).',
+    routes: ['post /api/v1/link-urls', 'get /api/v1/users/:userId/links/:provider/wait'],
+  },
+  {
+    id: 'check',
+    title: 'Check a link',
+    blurb: 'Is this user linked, and with which account? A not-linked answer carries a fresh link URL.',
+    routes: ['get /api/v1/users/:userId/links/:provider', 'get /api/v1/users/:userId/links'],
+  },
+  {
+    id: 'use',
+    title: 'Act with a link',
+    blurb: 'Get a fresh access token (refreshed for you when due), or have the gateway call the user’s ATProto server.',
+    routes: ['post /api/v1/users/:userId/links/:provider/token', 'get /api/v1/users/:userId/links/:provider/xrpc/:nsid', 'post /api/v1/users/:userId/links/:provider/xrpc/:nsid'],
+  },
+  { id: 'unlink', title: 'Unlink', blurb: 'Delete a link, revoking its credentials at the provider where it can.', routes: ['delete /api/v1/users/:userId/links/:provider'] },
+  {
+    id: 'webhooks',
+    title: 'Webhooks',
+    blurb: 'With LINKGATE_WEBHOOK_URL set, every link change is POSTed to it, signed; these routes show and resend deliveries.',
+    routes: ['get /api/v1/webhooks/deliveries', 'post /api/v1/webhooks/deliveries/:id/retry'],
+  },
+  { id: 'gateway', title: 'The gateway', blurb: 'What can be linked here, and health checks for load balancers.', routes: ['get /api/v1/providers', 'get /healthz', 'get /readyz'] },
+];
+
+const keyOf = (op: Operation) => `${op.method} ${op.path}`;
+const anchorOf = (op: Operation) => `${op.method}-${op.path.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '')}`;
+
+/** A parameter in words: whether it is needed, what it takes, its default. */
+function parameterText(required: boolean, schema: JsonSchema & { description?: string; enum?: unknown[]; default?: unknown; pattern?: string }): string {
+  const parts = [required ? 'required' : 'optional'];
+  if (schema.description) parts.push(schema.description);
+  else if (schema.enum) parts.push(`one of ${schema.enum.map((value) => String(value)).join(', ')}`);
+  if (schema.default !== undefined) parts.push(`default ${String(schema.default)}`);
+  return parts.join('; ');
+}
+
+function curlOf(op: Operation, example: Example, base: string): string {
+  const lines = [`curl${op.method === 'get' ? '' : ` -X ${op.method.toUpperCase()}`}${op.public ? '' : ' -H "Authorization: Bearer $LINKGATE_API_KEY"'}`];
+  if (example.body !== undefined) lines.push(`-H 'content-type: application/json' -d '${JSON.stringify(example.body)}'`);
+  lines.push(`'${base}${example.path}'`);
+  return lines.join(' \\\n  ');
+}
+
+function OperationArticle(props: { op: Operation; doc: ReturnType<typeof openApiDocument>; base: string }) {
   const { op } = props;
-  const openApiPath = op.path.replace(/:([A-Za-z]+)/g, '{$1}');
-  const described = (props.doc.paths[openApiPath] as Record<string, { parameters: Array<{ name: string; in: string; required: boolean; schema: unknown }>; requestBody?: { content: Record<string, { schema: unknown }> }; responses: Record<string, { description: string; content?: Record<string, { schema: unknown }> }> }>)[op.method]!;
+  const described = (props.doc.paths[op.path.replace(/:([A-Za-z]+)/g, '{$1}')] as Record<string, { parameters: Array<{ name: string; in: string; required: boolean; schema: JsonSchema }> }>)[op.method]!;
+  const example = EXAMPLES[keyOf(op)];
   return (
-    <section id={`${op.method}-${op.path}`}>
-      <h2>
-        <span class={`method ${op.method}`}>{op.method.toUpperCase()}</span> {op.path}
-      </h2>
+    <article id={anchorOf(op)}>
+      <h3>
+        <span class={`method ${op.method}`}>{op.method.toUpperCase()}</span>
+        <code>{op.path}</code>
+      </h3>
       <p>
-        <strong>{op.summary}.</strong> {op.description ?? ''} {op.public ? '(No API key needed.)' : ''}
+        <strong>{op.summary}.</strong> {op.description ?? ''} {op.public ? 'No API key needed.' : ''}
       </p>
       {described.parameters.length > 0 ? (
-        <table>
-          <tr>
-            <th>parameter</th>
-            <th>in</th>
-            <th>schema</th>
-          </tr>
-          {described.parameters.map((p) => (
-            <tr>
-              <td>
-                <code>{p.name}</code>
-                {p.required ? '' : ' (optional)'}
-              </td>
-              <td>{p.in}</td>
-              <td>
-                <code>{JSON.stringify(p.schema)}</code>
-              </td>
-            </tr>
-          ))}
-        </table>
+        <>
+          <h4>Parameters</h4>
+          <dl>
+            {described.parameters.map((p) => (
+              <>
+                <dt>
+                  <code>{p.name}</code> <span class="muted">({p.in === 'path' ? 'in the path' : 'in the query'})</span>
+                </dt>
+                <dd>{parameterText(p.required, p.schema)}</dd>
+              </>
+            ))}
+          </dl>
+        </>
       ) : null}
-      {described.requestBody ? (
-        <details>
-          <summary>JSON body</summary>
-          <pre>{JSON.stringify(described.requestBody.content['application/json']!.schema, null, 2)}</pre>
-        </details>
+      {example ? (
+        <>
+          <h4>Example</h4>
+          <pre>
+            <code>{curlOf(op, example, props.base)}</code>
+          </pre>
+          <p class="muted">
+            Answers {example.status}
+            {example.headers ? `, with ${Object.entries(example.headers).map(([name, value]) => `${name}: ${value}`).join(', ')}` : ''}
+            {example.answer === undefined ? ' and no body.' : ':'}
+          </p>
+          {example.answer === undefined ? null : (
+            <pre>
+              <code>{JSON.stringify(example.answer, null, 2)}</code>
+            </pre>
+          )}
+        </>
       ) : null}
-      <table>
-        <tr>
-          <th>status</th>
-          <th>answer</th>
-        </tr>
-        {Object.entries(described.responses).map(([status, response]) => (
-          <tr>
-            <td>{status}</td>
-            <td>
-              {response.description}
-              {response.content ? (
-                <details>
-                  <summary>schema</summary>
-                  <pre>{JSON.stringify(response.content['application/json']!.schema, null, 2)}</pre>
-                </details>
-              ) : null}
-            </td>
-          </tr>
+      <h4>Answers</h4>
+      <ul>
+        {Object.entries(op.responses).map(([status, response]) => (
+          <li>
+            <strong>{status}</strong>: {response.description}
+          </li>
         ))}
-      </table>
-    </section>
+      </ul>
+    </article>
   );
 }
 
 /** `GET /openapi.json` and `GET /docs`: the API described, from the schemas the routes use. */
 export function docsRoutes(publicBaseUrl: URL) {
   const app = new Hono<AppEnv>();
-  const document = openApiDocument(publicBaseUrl.href.replace(/\/$/, ''));
+  const base = publicBaseUrl.href.replace(/\/$/, '');
+  const document = openApiDocument(base);
+  const byKey = new Map(operations.map((op) => [keyOf(op), op]));
   app.get('/openapi.json', (c) => c.json(document));
   app.get('/docs', (c) => {
     const nonce = c.get('secureHeadersNonce') ?? '';
@@ -95,6 +166,7 @@ export function docsRoutes(publicBaseUrl: URL) {
               <meta charset="utf-8" />
               <meta name="viewport" content="width=device-width, initial-scale=1" />
               <title>Linkgate API reference</title>
+              <link rel="icon" href="/favicon.svg" />
               <style nonce={nonce}>{raw(STYLE)}</style>
             </head>
             <body>
@@ -102,10 +174,39 @@ export function docsRoutes(publicBaseUrl: URL) {
                 <h1>Linkgate API reference</h1>
                 <p>
                   Every <code>/api/v1</code> route needs <code>Authorization: Bearer &lt;one of LINKGATE_API_KEYS&gt;</code>. Errors are{' '}
-                  <code>{'{ "error": { "code", "message" } }'}</code>. The same description as OpenAPI 3.1: <a href="/openapi.json">/openapi.json</a>.
+                  <code>{'{ "error": { "code", "message" } }'}</code> with a stable <code>code</code>. The same API as OpenAPI 3.1, with every schema:{' '}
+                  <a href="/openapi.json">/openapi.json</a>.
                 </p>
-                {operations.map((op) => (
-                  <OperationSection op={op} doc={document} />
+                <nav aria-label="Contents">
+                  <h2>Contents</h2>
+                  <ol>
+                    {TASKS.map((task) => (
+                      <li>
+                        <a href={`#${task.id}`}>{task.title}</a>
+                        <ul>
+                          {task.routes.map((key) => {
+                            const op = byKey.get(key)!;
+                            return (
+                              <li>
+                                <a href={`#${anchorOf(op)}`}>
+                                  {op.summary} <span class="muted">({op.method.toUpperCase()})</span>
+                                </a>
+                              </li>
+                            );
+                          })}
+                        </ul>
+                      </li>
+                    ))}
+                  </ol>
+                </nav>
+                {TASKS.map((task) => (
+                  <section id={task.id} aria-labelledby={`${task.id}-title`}>
+                    <h2 id={`${task.id}-title`}>{task.title}</h2>
+                    <p>{task.blurb}</p>
+                    {task.routes.map((key) => (
+                      <OperationArticle op={byKey.get(key)!} doc={document} base={base} />
+                    ))}
+                  </section>
                 ))}
               </main>
             </body>
@@ -115,3 +216,6 @@ export function docsRoutes(publicBaseUrl: URL) {
   });
   return app;
 }
+
+/** Every route `/docs` shows, to check none is missing from its groups. */
+export const DOCUMENTED_ROUTES = TASKS.flatMap((task) => task.routes);

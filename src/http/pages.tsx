@@ -54,7 +54,7 @@ function brandStyle(color: string | undefined): string {
   return `button:not(.secondary), a.button { background: ${color}; color: ${onColor}; } main { border-top: .35rem solid ${color}; }`;
 }
 
-function Layout(props: { title: string; frame: PageFrame; children: Child }) {
+export function Layout(props: { title: string; frame: PageFrame; children: Child }) {
   const { brand, nonce } = props.frame;
   return (
     <html lang="en">
@@ -313,6 +313,59 @@ export function WaitPage(props: { frame: PageFrame; action: string; cancelAction
       <CancelButton action={props.cancelAction} state={props.state} />
       {/* Text in a script element is not HTML: it goes in raw; the only outside value is JSON-encoded above. */}
       <script nonce={props.frame.nonce}>{raw(script)}</script>
+    </Layout>
+  );
+}
+
+export interface HomeProvider {
+  id: string;
+  displayName: string;
+  /** `undefined` when configured; else what it still needs, in words. */
+  needs: string | undefined;
+}
+
+/**
+ * `/` for the operator in development: what runs, where the API key and the
+ * docs are, and which providers work or what each still needs. Nothing
+ * here is a secret.
+ */
+export function OperatorHomePage(props: { frame: PageFrame; publicBaseUrl: string; database: string; secretsFile: string; providers: HomeProvider[]; webhooks: boolean; metrics: boolean }) {
+  return (
+    <Layout title="Linkgate is running" frame={props.frame}>
+      <h1>Linkgate is running</h1>
+      <p>
+        In development, at <code>{props.publicBaseUrl}</code>, on {props.database}. Bots call its API with a key from <code>LINKGATE_API_KEYS</code>: the generated one
+        is in <code>{props.secretsFile}</code>.
+      </p>
+      <p>
+        <a class="button" href="/docs">
+          Read the API reference
+        </a>
+      </p>
+      <h2>Providers</h2>
+      <ul>
+        {props.providers.map((p) => (
+          <li>
+            <strong>{p.displayName}</strong> (<code>{p.id}</code>): {p.needs === undefined ? 'ready' : <>not configured; set {p.needs}</>}
+          </li>
+        ))}
+      </ul>
+      <p class="muted">
+        Webhooks are {props.webhooks ? 'on' : 'off (LINKGATE_WEBHOOK_URL)'}; metrics are {props.metrics ? 'at /metrics' : 'off (LINKGATE_METRICS)'}. Set variables in ./.env or the environment
+        (.env.example lists them), then restart. In production this page only says what the gateway is.
+      </p>
+    </Layout>
+  );
+}
+
+/** `/` in production: what this is, and nothing about how it is set up. */
+export function PublicHomePage(props: { frame: PageFrame }) {
+  const who = props.frame.brand.name;
+  return (
+    <Layout title="Account linking" frame={props.frame}>
+      <h1>Account linking</h1>
+      <p>{who ? `${who} uses this service` : 'A chat bot uses this service'} to link your accounts on other sites to your chat account, when you ask it to.</p>
+      <p class="muted">Links to it come from the bot. There is nothing else to do here.</p>
     </Layout>
   );
 }

@@ -100,7 +100,7 @@ describe('gateway pages in Chromium', () => {
     const context = await browser.newContext();
     const page = await context.newPage();
     await page.goto(link);
-    const csrf = await page.locator('input[name="csrf"]').getAttribute('value');
+    const csrf = await page.locator('form[action="/oauth/pin/start"] input[name="csrf"]').getAttribute('value');
     // An attacker's page on another origin of the same site (another port: SameSite lets our cookie through,
     // so only the token stops it) auto-submits the form with the context and a guessed token.
     const attacker = await listen(() => new Response(`<!doctype html><form id="f" method="post" action="${server.url}/oauth/pin/start"><input name="context" value="${new URL(link).searchParams.get('context')}"><input name="csrf" value="${csrf!.slice(0, -2)}AA"></form><script>document.getElementById('f').submit()</script>`, { headers: { 'content-type': 'text/html' } }));

@@ -183,7 +183,7 @@ describe('GET /docs', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-security-policy')).toContain("default-src 'none'");
     const html = await response.text();
-    for (const op of operations) expect(html).toContain(`${op.method.toUpperCase()}</span> ${op.path}`);
+    for (const op of operations) expect(html).toContain(`${op.method.toUpperCase()}</span><code>${op.path}</code>`);
     expect(html).toContain('href="/openapi.json"');
   });
 });

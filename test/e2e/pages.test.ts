@@ -1,0 +1,158 @@
+/**
+ * Every page a person or an operator can see, in Chromium at phone width
+ * (390 px) and desktop width: no axe-core violation, nothing wider than the
+ * screen, and a screenshot of each in test/.tmp/screenshots/pages/.
+ */
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/db/client.ts';
+import { createHmac, randomBytes } from 'node:crypto';
+import { mintContext } from '../helpers/context.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { launchChromium, listen } from './browser.ts';
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
+const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/pages', import.meta.url));
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const WIDTHS = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } } as const;
+const BRAND = { LINKGATE_BRAND_NAME: 'Annie Mei', LINKGATE_BRAND_COLOR: '#f5c2e7', LINKGATE_SUPPORT_URL: 'https://annie-mei.example/support' };
+
+let database: Database;
+let browser: Browser;
+const servers: Array<{ url: string; close(): Promise<void> }> = [];
+/** The `pin` form/wait fixture and AniList (branded), on a development gateway; and a production one for `/`. */
+let pin: { url: string };
+let branded: { url: string };
+let production: { url: string };
+
+beforeAll(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  database = await createTestDatabase();
+  const serve = async (gateway: TestGateway) => {
+    const server = await listen(gateway.app.fetch);
+    servers.push(server);
+    return server;
+  };
+  pin = await serve(await createTestGateway(database, { providersDir: FIXTURES }));
+  branded = await serve(await createTestGateway(database, { env: { ANILIST_CLIENT_ID: '1', ANILIST_CLIENT_SECRET: 'x', OAUTH_CONTEXT_SIGNING_SECRET: 'bot-secret', ...BRAND } }));
+  production = await serve(await createTestGateway(database, { env: { NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example', ...BRAND } }));
+  browser = await launchChromium();
+});
+afterAll(async () => {
+  await browser?.close();
+  for (const server of servers) await server.close();
+  await database?.close();
+});
+
+/** The Annie Mei bot's own link (annie-mei/annie-mei), signed with node:crypto. */
+function annieMeiLink(): string {
+  const iat = Math.floor(Date.now() / 1000);
+  const payload = Buffer.from(JSON.stringify({ v: 1, discord_user_id: '80351110224678912', interaction_id: '1', nonce: randomBytes(16).toString('base64url'), iat, exp: iat + 300 })).toString('base64url');
+  return `/oauth/anilist/start?ctx=${payload}.${createHmac('sha256', 'bot-secret').update(payload).digest('base64url')}`;
+}
+
+/** Checks the page as it is now and saves its picture: axe-core finds nothing, and nothing is wider than the viewport. */
+async function inspect(page: Page, name: string, width: keyof typeof WIDTHS): Promise<void> {
+  await page.addScriptTag({ content: AXE });
+  const violations = await page.evaluate(async () => {
+    const result = await (globalThis as unknown as { axe: { run(): Promise<{ violations: Array<{ id: string; help: string; nodes: Array<{ target: unknown }> }> }> } }).axe.run();
+    return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})`);
+  });
+  expect(violations, `${name} at ${width}`).toEqual([]);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  expect(overflow, `${name} is wider than the ${width} screen`).toBeLessThanOrEqual(0);
+  await page.screenshot({ path: `${SHOTS}/${name}-${width}.png`, fullPage: true });
+}
+
+describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('every page at %s width', (width) => {
+  const open = async () => {
+    // axe is injected as a script of its own: only the test's context lets it past the pages' strict CSP.
+    const context = await browser.newContext({ viewport: WIDTHS[width], bypassCSP: true });
+    return context.newPage();
+  };
+
+  it('a sign-in: confirmation, form, form error, code page, then linked (reloaded)', async () => {
+    const page = await open();
+    await page.goto(`${pin.url}/oauth/pin/start?context=${await mintContext('pin', `pages-${width}`, { claims: { name: 'Ada' } })}`);
+    await inspect(page, 'confirm', width);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Sign in to Pin' }).waitFor();
+    await inspect(page, 'form', width);
+    // One account per width: the same one linked to two users would be refused (account_already_linked).
+    await page.getByLabel('Username').fill(`ada-${width}`);
+    await page.getByLabel('Password').fill('wrong');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').waitFor();
+    await inspect(page, 'form-error', width);
+    await page.getByLabel('Password').fill('correct horse');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('ABC123').waitFor();
+    await inspect(page, 'wait', width);
+    // The page polls; the fixture approves on the second poll, and the page says so in place.
+    await page.getByRole('heading', { name: 'Account linked' }).waitFor();
+    // The result's own address, as after a redirect provider's callback, and again on reload.
+    await page.goto(`${pin.url}/oauth/pin/linked`);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Account linked' }).waitFor();
+    expect(await page.getByText(`Your Pin account ada-${width} is now linked.`).count()).toBe(1);
+    await inspect(page, 'linked', width);
+    await page.context().close();
+  });
+
+  it('Cancel, and the page after it', async () => {
+    const page = await open();
+    await page.goto(`${pin.url}/oauth/pin/start?context=${await mintContext('pin', `pages-cancel-${width}`)}`);
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    await page.getByRole('heading', { name: 'Linking cancelled' }).waitFor();
+    await inspect(page, 'cancelled', width);
+    await page.context().close();
+  });
+
+  it('the Annie Mei bot’s link on a branded gateway, and that link used again elsewhere', async () => {
+    const link = annieMeiLink();
+    const page = await open();
+    await page.goto(`${branded.url}${link}`);
+    await page.getByRole('heading', { name: 'Link your AniList account?' }).waitFor();
+    expect(await page.getByText('Annie Mei will be able to:').count()).toBe(1);
+    await inspect(page, 'confirm-branded', width);
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    await page.getByRole('heading', { name: 'Linking cancelled' }).waitFor();
+    const other = await open();
+    await other.goto(`${branded.url}${link}`);
+    await other.getByRole('heading', { name: 'This link was already used' }).waitFor();
+    expect(await other.getByText('If it is not, run /register in Discord again to get a new link.').count()).toBe(1);
+    await inspect(other, 'used', width);
+    await page.context().close();
+    await other.context().close();
+  });
+
+  it('error pages: an expired link, a page that is not there', async () => {
+    const page = await open();
+    await page.goto(`${pin.url}/oauth/pin/start?context=${await mintContext('pin', 'expired', { now: Date.now() - 3600_000 })}`);
+    await page.getByRole('heading', { name: 'This link has expired' }).waitFor();
+    await inspect(page, 'expired', width);
+    await page.goto(`${pin.url}/nothing/here`);
+    await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+    await inspect(page, 'not-found', width);
+    await page.context().close();
+  });
+
+  it('/docs, / in development and in production', async () => {
+    const page = await open();
+    await page.goto(`${pin.url}/docs`);
+    await page.getByRole('heading', { name: 'Linkgate API reference' }).waitFor();
+    await inspect(page, 'docs', width);
+    await page.goto(`${pin.url}/`);
+    await page.getByRole('heading', { name: 'Linkgate is running' }).waitFor();
+    await inspect(page, 'home-development', width);
+    await page.goto(`${production.url}/`);
+    await page.getByRole('heading', { name: 'Account linking' }).waitFor();
+    await inspect(page, 'home-production', width);
+    expect(await page.content()).not.toContain(TEST_SECRETS.LINKGATE_API_KEYS);
+    await page.context().close();
+  });
+});
