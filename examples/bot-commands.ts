@@ -13,6 +13,8 @@
  * `register` prints the link to open, then waits (up to a minute) for the
  * user to finish and says who they are.
  */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import {
   createLinkgateClient,
   LinkgateClientError,
@@ -65,7 +67,8 @@ export function botCommands(linkgate: LinkgateClient, provider: string) {
 const notAvailable = (error: ProviderUnconfiguredError) => `Linking is not available yet: ${error.message}.`;
 
 // Run as a script: `node examples/bot-commands.ts <register|whoami> <userId> [provider]`.
-if (import.meta.url === `file://${process.argv[1]}`) {
+// (Compared as real paths: the script may be reached through a symlinked folder.)
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   const [command, userId, provider = 'demo'] = process.argv.slice(2);
   const apiKey = process.env.LINKGATE_API_KEY;
   if (!userId || (command !== 'register' && command !== 'whoami') || !apiKey) {

@@ -74,11 +74,11 @@ const PrivateKeys = v.pipe(
     try {
       return JSON.parse(dataset.value) as unknown;
     } catch {
-      addIssue({ message: 'must be a JSON array of private JWKs (see README)' });
+      addIssue({ message: 'must be a JSON array of private JWKs (see docs/providers.md, Bluesky)' });
       return NEVER;
     }
   }),
-  v.array(PrivateJwk, 'must be a JSON array of private JWKs (see README)'),
+  v.array(PrivateJwk, 'must be a JSON array of private JWKs (see docs/providers.md, Bluesky)'),
   v.minLength(1, 'must hold at least one key'),
   v.check((keys) => new Set(keys.map((k) => k.kid)).size === keys.length, 'every key needs its own "kid"'),
 );

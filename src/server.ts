@@ -25,7 +25,7 @@ const PURGE_EVERY_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
 
 /**
- * Node's HTTP server limits, chosen rather than inherited (README: "HTTP
+ * Node's HTTP server limits, chosen rather than inherited (docs/operating.md: "HTTP
  * limits"). A client has 10 s to send its request line and headers and 30 s
  * for the whole request (bodies are at most 64 KiB; a long poll's wait is the
  * answer, not the request), checked every second so a slow client is cut off

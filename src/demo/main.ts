@@ -251,7 +251,10 @@ function linkUrls(client: LinkgateClient, isStopping: () => boolean) {
     await print();
     for (;;) {
       // The wait route answers the moment the link is stored (also if it already was).
-      const link = await client.waitForLink(USER_ID, PROVIDER, { timeoutSeconds: 5 }).catch((error: unknown) => {
+      const link = await client.waitForLink(USER_ID, PROVIDER, { timeoutSeconds: 5 }).catch(async (error: unknown) => {
+        // Ctrl-C reaches the gateway (same process group) as it reaches us, in no set order:
+        // its connection can close before our own handler has run. Give the signal a moment.
+        if (!isStopping()) await new Promise((resolve) => setTimeout(resolve, 500));
         if (isStopping()) return undefined;
         throw error;
       });

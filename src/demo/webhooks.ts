@@ -1,6 +1,6 @@
 /**
  * The demo's webhook receiver: what a bot runs to hear about link changes.
- * It checks each request the way the README tells a bot to (the
+ * It checks each request the way docs/webhooks.md tells a bot to (the
  * `Linkgate-Signature` HMAC over the raw body, within 5 minutes), then
  * hands the event on. Loopback only, one path, small bodies.
  */
@@ -37,7 +37,7 @@ async function readBody(request: IncomingMessage): Promise<string | undefined> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** Whether `header` signs `body` with `secret`, recently enough (README: Webhooks). */
+/** Whether `header` signs `body` with `secret`, recently enough (docs/webhooks.md). */
 export function verifySignature(secret: string, header: string | undefined, body: string, nowSeconds: number): boolean {
   const match = /^t=(\d{1,12}),v1=([0-9a-f]{64})$/.exec(header ?? '');
   if (!match) return false;

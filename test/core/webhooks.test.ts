@@ -62,9 +62,9 @@ class Receiver {
 }
 
 /**
- * The receiver code in README.md, exactly as it is written there (between its
+ * The receiver code in docs/webhooks.md, exactly as it is written there (between its
  * `webhook-receiver` markers): saved as a module and imported, so what the
- * README tells receivers to run is what these tests run.
+ * page tells receivers to run is what these tests run.
  */
 interface LinkgateEvent {
   id: string;
@@ -79,9 +79,9 @@ interface ReadmeReceiver {
   ): Promise<number>;
 }
 async function readmeReceiver(): Promise<ReadmeReceiver> {
-  const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+  const readme = readFileSync(fileURLToPath(new URL('../../docs/webhooks.md', import.meta.url)), 'utf8');
   const snippet = /<!-- webhook-receiver:start -->\s*```ts\n([\s\S]*?)```\s*<!-- webhook-receiver:end -->/.exec(readme)?.[1];
-  if (!snippet) throw new Error('README.md has no webhook-receiver snippet');
+  if (!snippet) throw new Error('docs/webhooks.md has no webhook-receiver snippet');
   const file = fileURLToPath(new URL('../.tmp/readme-webhook-receiver.ts', import.meta.url));
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, snippet);
@@ -251,7 +251,7 @@ describe('delivery', () => {
   });
 });
 
-describe('the receiver in the README', () => {
+describe('the receiver in docs/webhooks.md', () => {
   const body = JSON.stringify({ id: 'evt_00000000-0000-4000-8000-000000000000', type: 'link.created', link: { userId: 'u' } });
   const nowSeconds = Math.floor(Date.now() / 1000);
   /** A signature made the way a sender would, with node:crypto directly. */
@@ -298,7 +298,7 @@ describe('the receiver in the README', () => {
   });
 
   it('handles each delivery once, by its id: a retry after a lost answer and a replay are answered 200 without running again; forgeries get 401', async () => {
-    // Signed close to the wall clock, which is what the README receiver checks against.
+    // Signed close to the wall clock, which is what the documented receiver checks against.
     clock = Date.now();
     const handledIds = new Set<string>();
     const handledEvents: LinkgateEvent[] = [];

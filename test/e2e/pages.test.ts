@@ -63,7 +63,10 @@ async function inspect(page: Page, name: string, width: keyof typeof WIDTHS): Pr
     return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})`);
   });
   expect(violations, `${name} at ${width}`).toEqual([]);
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  const overflow = await page.evaluate(() => {
+    const root = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document.documentElement;
+    return root.scrollWidth - root.clientWidth;
+  });
   expect(overflow, `${name} is wider than the ${width} screen`).toBeLessThanOrEqual(0);
   await page.screenshot({ path: `${SHOTS}/${name}-${width}.png`, fullPage: true });
 }
