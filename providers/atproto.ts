@@ -176,6 +176,8 @@ export default defineProvider({
   id: 'atproto',
   displayName: 'Bluesky',
   env: Env,
+  // The client id is the gateway's own metadata document (/oauth/atproto/client-metadata.json): one per gateway.
+  perTenant: false,
   async create(env, tools) {
     const production = !isLoopback(tools.publicBaseUrl);
     if (production && tools.publicBaseUrl.protocol !== 'https:') {

@@ -311,15 +311,21 @@ function pickName(claims: unknown): string | undefined {
   return [name, preferred_username, nickname, email].find((n) => n !== undefined && n.trim() !== '')?.slice(0, 200);
 }
 
+/** Provider `id` with its display name from `<ID>_DISPLAY_NAME`, when set. */
+function member(id: string, env: Readonly<Record<string, string | undefined>>) {
+  const definition = definitionFor(id);
+  const displayName = env[`${envPrefix(id)}_DISPLAY_NAME`]?.trim();
+  return displayName ? { ...definition, displayName } : definition;
+}
+
 export default defineProviderFamily({
   family: 'oidc',
   expand(env) {
     const list = v.safeParse(ProviderList, env.OIDC_PROVIDERS ?? '');
     if (!list.success) throw new Error(`OIDC_PROVIDERS: ${list.issues[0].message}`);
-    return list.output.map((id) => {
-      const definition = definitionFor(id);
-      const displayName = env[`${envPrefix(id)}_DISPLAY_NAME`]?.trim();
-      return displayName ? { ...definition, displayName } : definition;
-    });
+    return list.output.map((id) => member(id, env));
+  },
+  member(id, env) {
+    return v.is(Id, id) ? member(id, env) : undefined;
   },
 });

@@ -17,6 +17,7 @@ import { createTokenService } from './core/tokens.ts';
 import { providerStepBudgetMs } from './core/tools.ts';
 import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
+import { adminRoutes } from './http/admin.ts';
 import { apiRoutes } from './http/api.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { homeRoutes } from './http/home.tsx';
@@ -25,7 +26,10 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
-import type { Registry } from './registry.ts';
+import type { Registry, ToolsFor } from './registry.ts';
+import { createProviderDirectory } from './core/tenant-providers.ts';
+import { createTenantStore, type TenantStore } from './core/tenants.ts';
+import { providerToolsFactory } from './core/tools.ts';
 
 export interface AppDeps {
   config: Config;
@@ -42,6 +46,10 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Aborted when the process starts shutting down: long polls answer at once instead of holding it open. */
   stopping?: AbortSignal;
+  /** The tenants (made here from the configuration when not given). */
+  tenants?: TenantStore;
+  /** Makes tenants' provider instances; the registry's own tools when given (tests reroute their fetch). */
+  toolsFor?: ToolsFor;
 }
 
 /** The link-context formats bots may sign links with: ours (`?context=`) and the Annie Mei bot's (`?ctx=`). */
@@ -56,17 +64,27 @@ export function createApp(deps: AppDeps) {
   const metrics = config.metrics ? (deps.metrics ?? createMetrics()) : undefined;
   const webhookEvents = config.webhook !== undefined;
   const links = createLinkStore(db, deps.keyring, { webhookEvents });
+  const tenants =
+    deps.tenants ??
+    createTenantStore({
+      database: deps.database,
+      keyring: deps.keyring,
+      environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
+      now,
+    });
+  const toolsFor = deps.toolsFor ?? providerToolsFactory({ database: deps.database, keyring: deps.keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
+  const providers = createProviderDirectory({ registry, tenants, toolsFor, logger });
   const events = createLinkEvents(deps.database, logger);
   const linking = createLinking({
     db,
     ...(metrics ? { metrics } : {}),
-    registry,
+    providers,
     flows: createFlowStore(db, deps.keyring, { claimMs: providerStepBudgetMs(config.providerTimeoutMs) }),
     links,
     events,
     logger,
     now,
-    context: { secret: config.contextSigningSecret, ttlSeconds: config.contextTtlSeconds, returnToOrigins: config.returnToOrigins },
+    context: { secret: config.contextSigningSecret, secretsFor: (tenant) => tenants.contextSecrets(tenant), ttlSeconds: config.contextTtlSeconds, returnToOrigins: config.returnToOrigins },
     stateTtlSeconds: config.stateTtlSeconds,
     publicBaseUrl: config.publicBaseUrl,
     allowSharedAccounts: config.allowSharedAccounts,
@@ -101,7 +119,8 @@ export function createApp(deps: AppDeps) {
   app.route(
     '/api/v1',
     apiRoutes({
-      registry,
+      providers,
+      tenants,
       db,
       links,
       events,
@@ -110,7 +129,7 @@ export function createApp(deps: AppDeps) {
         ...(metrics ? { metrics } : {}),
         webhookEvents,
         keyring: deps.keyring,
-        registry,
+        providers,
         logger,
         now,
         refreshMarginSeconds: config.refreshMarginSeconds,
@@ -120,7 +139,6 @@ export function createApp(deps: AppDeps) {
       apiKeys,
       now,
       publicBaseUrl: config.publicBaseUrl,
-      contextSigningSecret: config.contextSigningSecret,
       contextTtlSeconds: config.contextTtlSeconds,
       returnToOrigins: config.returnToOrigins,
       hashUserId,
@@ -128,6 +146,22 @@ export function createApp(deps: AppDeps) {
       stopping: deps.stopping,
       metrics,
       cancelledSince: linking.cancelledSince,
+    }),
+  );
+
+  app.route(
+    '/api/admin/v1',
+    adminRoutes({
+      adminKeys: config.adminKeys,
+      tenants,
+      providers,
+      links,
+      db,
+      publicBaseUrl: config.publicBaseUrl,
+      production: config.nodeEnv === 'production',
+      hashUserId,
+      countRefused: apiKeys.countRefused,
+      logger,
     }),
   );
 

@@ -23,6 +23,8 @@ export interface Config {
   readonly stateTtlSeconds: number;
   readonly userIdHashSalt: string;
   readonly apiKeys: readonly string[];
+  /** Keys of the operator API (/api/admin/v1); empty: that API answers 404. */
+  readonly adminKeys: readonly string[];
   readonly encryptionKeys: readonly EncryptionKey[];
   /** Origins a link context's `return_to` may send the browser back to. */
   readonly returnToOrigins: readonly string[];
@@ -175,6 +177,7 @@ const EnvSchema = v.object({
   OAUTH_STATE_TTL_SECONDS: v.optional(integer(60, 3600), '300'),
   USERID_HASH_SALT: sharedSecret,
   LINKGATE_API_KEYS: list(secret, 'must list at least one key'),
+  LINKGATE_ADMIN_KEYS: v.optional(list(secret, 'must list at least one key')),
   LINKGATE_ENCRYPTION_KEYS: v.pipe(
     list(encryptionKey, 'must list at least one key'),
     v.check((keys) => new Set(keys.map((k) => k.kid)).size === keys.length, 'key ids must be unique'),
@@ -278,6 +281,7 @@ export function parseConfig(rawEnv: Env): Config {
     stateTtlSeconds: e.OAUTH_STATE_TTL_SECONDS,
     userIdHashSalt: e.USERID_HASH_SALT,
     apiKeys: Object.freeze(e.LINKGATE_API_KEYS),
+    adminKeys: Object.freeze(e.LINKGATE_ADMIN_KEYS ?? []),
     encryptionKeys: Object.freeze(e.LINKGATE_ENCRYPTION_KEYS),
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
@@ -362,6 +366,12 @@ function crossProblems(env: Record<string, string>): string[] {
     problems.push('PUBLIC_BASE_URL: must be an origin like https://link.example, with no path, query or user name (serving under a path prefix is not supported)');
   }
   if (publicBaseUrl) problems.push(...redirectUriProblems(env, publicBaseUrl));
+  // An operator key that is also a bot key would hand every bot the operator API.
+  const split = (text: string | undefined) => new Set((text ?? '').split(',').map((key) => key.trim()).filter(Boolean));
+  const botKeys = split(env.LINKGATE_API_KEYS);
+  if ([...split(env.LINKGATE_ADMIN_KEYS)].some((key) => botKeys.has(key))) {
+    problems.push('LINKGATE_ADMIN_KEYS: must not repeat a key of LINKGATE_API_KEYS (operator keys are separate from bot keys)');
+  }
   if (env.LINKGATE_WEBHOOK_URL !== undefined && env.LINKGATE_WEBHOOK_SECRET === undefined) {
     problems.push('LINKGATE_WEBHOOK_SECRET: required with LINKGATE_WEBHOOK_URL (receivers verify every event with it)');
   }

@@ -248,12 +248,23 @@ export interface ProviderDefinition<E = unknown> {
    */
   env: v.GenericSchema<unknown, E>;
   create(env: E, tools: ProviderTools): ProviderInstance | Promise<ProviderInstance>;
+  /**
+   * `false` when the provider's configuration can only be the gateway's
+   * (ATProto: its client is the gateway's own metadata document), so tenants
+   * other than `default` cannot be given an app of their own. Default: true.
+   */
+  perTenant?: boolean;
 }
 
 /** A module that yields several providers from configuration (the generic OIDC one). */
 export interface ProviderFamily {
   family: string;
   expand(env: Readonly<Record<string, string | undefined>>): ProviderDefinition<any>[];
+  /**
+   * The definition of one member as a tenant configures it (`corp` with the
+   * tenant's `CORP_*` variables), or undefined when `id` cannot be one.
+   */
+  member?(id: string, env: Readonly<Record<string, string | undefined>>): ProviderDefinition<any> | undefined;
 }
 
 export function defineProvider<E>(definition: ProviderDefinition<E>): ProviderDefinition<E> {

@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { ProviderId } from './core/ids.ts';
 import { issueMessage } from './core/validation.ts';
-import { ProviderNotConfigured, type ProviderDefinition, type ProviderInstance, type ProviderTools } from './provider.ts';
+import { ProviderNotConfigured, type ProviderDefinition, type ProviderFamily, type ProviderInstance, type ProviderTools } from './provider.ts';
 
 export interface RegisteredProvider {
   id: string;
@@ -20,7 +20,22 @@ export interface RegisteredProvider {
    * `JELLYFIN_ALLOW_USER_SERVER=true`); each lists what to set. Empty when configured.
    */
   needs: string[][];
+  /** A tenant's provider: the version of its stored configuration the instance was made from. */
+  configVersion?: number;
 }
+
+/**
+ * The provider modules themselves, for configuring them per tenant
+ * (src/core/tenant-providers.ts): single providers by id, and the families
+ * whose members a tenant names (`corp` of the generic OIDC module).
+ */
+export interface ProviderCatalog {
+  definitions: ReadonlyArray<{ definition: ProviderDefinition<unknown>; file: string }>;
+  families: ReadonlyArray<{ family: ProviderFamily; file: string }>;
+}
+
+/** Makes a provider's tools: kv, locks and logs are kept apart per tenant (none given: the default tenant). */
+export type ToolsFor = (providerId: string, tenant?: string) => ProviderTools;
 
 /** `needs` for people: "A, B", or "either A, or B=true". */
 export function describeNeeds(needs: readonly (readonly string[])[]): string {
@@ -31,6 +46,8 @@ export function describeNeeds(needs: readonly (readonly string[])[]): string {
 export interface Registry {
   list(): RegisteredProvider[];
   get(id: string): RegisteredProvider | undefined;
+  /** The modules it was loaded from (the environment's registry only). */
+  catalog?: ProviderCatalog;
 }
 
 /** Start-up stops on this: a module breaks the contract, or its configuration is wrong (every such variable at once). */
@@ -57,6 +74,7 @@ const DefinitionShape = v.object({
 const FamilyShape = v.object({
   family: v.pipe(v.string(), v.minLength(1)),
   expand: v.function('expand must be a function'),
+  member: v.optional(v.function('member must be a function')),
 });
 
 const InstanceShape = v.object({
@@ -106,9 +124,10 @@ function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
 export async function loadProviders(
   dir: string,
   env: Readonly<Record<string, string | undefined>>,
-  toolsFor: (providerId: string) => ProviderTools,
+  toolsFor: ToolsFor,
 ): Promise<Registry> {
-  const checked = (await readDefinitions(dir, env)).map((found) => ({ ...found, variables: checkVariables(found.definition, found.file, env) }));
+  const modules = await readModules(dir, env);
+  const checked = modules.definitions.map((found) => ({ ...found, variables: checkVariables(found.definition, found.file, env) }));
   const problems = checked.flatMap(({ variables }) => ('problem' in variables ? [variables.problem] : []));
   if (problems.length > 0) throw new ProviderLoadError(problems);
   const byId = new Map<string, RegisteredProvider>();
@@ -121,7 +140,11 @@ export async function loadProviders(
     byId.set(definition.id, registered);
   }
   const sorted = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
-  return { list: () => sorted, get: (id) => byId.get(id) };
+  const catalog: ProviderCatalog = {
+    definitions: modules.definitions.filter(({ definition }) => !modules.fromFamily.has(definition.id)),
+    families: modules.families,
+  };
+  return { list: () => sorted, get: (id) => byId.get(id), catalog };
 }
 
 /**
@@ -130,15 +153,24 @@ export async function loadProviders(
  * configuration to report these in the same breath.
  */
 export async function providerVariableProblems(dir: string, env: Readonly<Record<string, string | undefined>>): Promise<string[]> {
-  return (await readDefinitions(dir, env)).flatMap(({ definition, file }) => {
+  return (await readModules(dir, env)).definitions.flatMap(({ definition, file }) => {
     const variables = checkVariables(definition, file, env);
     return 'problem' in variables ? [variables.problem] : [];
   });
 }
 
-/** The provider definitions of the modules in `dir`, checked against the contract, ids unique. */
-async function readDefinitions(dir: string, env: Readonly<Record<string, string | undefined>>): Promise<Array<{ definition: ProviderDefinition<unknown>; file: string }>> {
+/**
+ * The provider definitions of the modules in `dir`, checked against the
+ * contract, ids unique; the families among them, and which ids their
+ * expansion gave.
+ */
+async function readModules(
+  dir: string,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<{ definitions: Array<{ definition: ProviderDefinition<unknown>; file: string }>; families: Array<{ family: ProviderFamily; file: string }>; fromFamily: Set<string> }> {
   const found = new Map<string, { definition: ProviderDefinition<unknown>; file: string }>();
+  const families: Array<{ family: ProviderFamily; file: string }> = [];
+  const fromFamily = new Set<string>();
   for (const file of await providerFiles(dir)) {
     const shown = relative(process.cwd(), file) || file;
     let exported: unknown;
@@ -148,9 +180,11 @@ async function readDefinitions(dir: string, env: Readonly<Record<string, string 
       throw new ProviderLoadError(`${shown}: failed to load: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
     }
     let definitions: unknown[];
-    if (v.is(FamilyShape, exported)) {
+    const isFamily = v.is(FamilyShape, exported);
+    if (isFamily) {
+      families.push({ family: exported as unknown as ProviderFamily, file: shown });
       try {
-        const expanded: unknown = exported.expand(env);
+        const expanded: unknown = (exported as ProviderFamily).expand(env);
         if (!Array.isArray(expanded)) throw new Error('expand() must return an array of provider definitions');
         definitions = expanded;
       } catch (cause) {
@@ -176,13 +210,14 @@ async function readDefinitions(dir: string, env: Readonly<Record<string, string 
         throw new ProviderLoadError(`${shown}: provider id "${definition.id}" is already defined by ${existing.file}`);
       }
       found.set(definition.id, { definition, file: shown });
+      if (isFamily) fromFamily.add(definition.id);
     }
   }
-  return [...found.values()];
+  return { definitions: [...found.values()], families, fromFamily };
 }
 
 /** A provider's variables: parsed, missing (what would configure it), or a problem naming the bad one. */
-function checkVariables(
+export function checkVariables(
   definition: ProviderDefinition<unknown>,
   file: string,
   env: Readonly<Record<string, string | undefined>>,
@@ -200,17 +235,19 @@ function checkVariables(
   return { needs: alternatives(definition.env, present) };
 }
 
-const missingNames = (needs: string[][]) => [...new Set(needs.flat().map((need) => need.replace(/=.*$/, '')))];
+export const missingNames = (needs: string[][]) => [...new Set(needs.flat().map((need) => need.replace(/=.*$/, '')))];
 
-async function create(
+/** Creates a provider from its parsed variables and checks what `create` returned against the contract. */
+export async function create(
   definition: ProviderDefinition<unknown>,
   base: Pick<RegisteredProvider, 'id' | 'displayName' | 'file'>,
   env: unknown,
-  toolsFor: (providerId: string) => ProviderTools,
+  toolsFor: ToolsFor,
+  tenant?: string,
 ): Promise<RegisteredProvider> {
   let instance: unknown;
   try {
-    instance = await definition.create(env, toolsFor(definition.id));
+    instance = await definition.create(env, toolsFor(definition.id, tenant));
   } catch (cause) {
     if (cause instanceof ProviderNotConfigured) return { ...base, instance: undefined, missing: cause.missing, needs: [cause.missing] };
     throw new ProviderLoadError(`${base.file}: create() failed for provider "${definition.id}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });

@@ -13,7 +13,8 @@ import { DEFAULT_TENANT } from './core/ids.ts';
 import { reconcileAccountIds } from './core/account-ids.ts';
 import { purgeExpired } from './core/purge.ts';
 import { providerToolsFactory } from './core/tools.ts';
-import { createWebhookWorker } from './core/webhooks.ts';
+import { createTenantStore } from './core/tenants.ts';
+import { createWebhookWorker, WEBHOOK_DEFAULTS } from './core/webhooks.ts';
 import { createMetrics } from './core/metrics.ts';
 import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
@@ -96,11 +97,19 @@ async function main(): Promise<void> {
     }
   }
   const shuttingDown = new AbortController();
+  let stopping = false;
+  const tenants = createTenantStore({
+    database,
+    keyring,
+    environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
+  });
   const app = createApp({
     config,
     database,
     keyring,
     registry,
+    tenants,
+    toolsFor,
     logger,
     stopping: shuttingDown.signal,
     ...(metrics ? { metrics } : {}),
@@ -153,10 +162,30 @@ async function main(): Promise<void> {
   purge.unref();
 
   // Every instance delivers webhooks; the outbox rows are claimed, so none is sent twice at once.
-  const webhooks = config.webhook ? createWebhookWorker({ database, ...config.webhook, logger, ...(metrics ? { metrics } : {}) }) : undefined;
-  webhooks?.start();
+  // The worker runs once anyone has an endpoint: the environment's, or a tenant's (looked for again when a tenant changes).
+  const webhooks = createWebhookWorker({
+    database,
+    endpoint: (tenant) => tenants.webhook(tenant),
+    maxAttempts: config.webhook?.maxAttempts ?? WEBHOOK_DEFAULTS.maxAttempts,
+    retryBaseMs: config.webhook?.retryBaseMs ?? WEBHOOK_DEFAULTS.retryBaseMs,
+    logger,
+    ...(metrics ? { metrics } : {}),
+  });
+  let webhooksStarted = false;
+  const startWebhooks = async () => {
+    if (webhooksStarted || stopping) return;
+    if (config.webhook || (await tenants.anyWebhook())) {
+      webhooksStarted = true;
+      webhooks.start();
+    }
+  };
+  await startWebhooks();
+  // Hears tenant changes made on other instances (a tenant's webhook among them).
+  tenants.watch();
+  tenants.onChange(() => {
+    startWebhooks().catch((error: unknown) => logger.warn({ cause: logCause(error) }, 'could not check for tenant webhooks'));
+  });
 
-  let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -176,7 +205,7 @@ async function main(): Promise<void> {
     // No new connections from here on; requests in flight finish, then the database closes.
     server.close(async () => {
       clearInterval(idle);
-      await webhooks?.stop().catch(() => {});
+      await webhooks.stop().catch(() => {});
       await database.close().catch(() => {});
       unlock?.();
       logger.info('stopped');

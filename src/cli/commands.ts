@@ -279,7 +279,9 @@ const linksDelete: Command = {
       await requireMigrated(database);
       const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
       const registry = await loadRegistry(io, loaded, database, logger);
-      return unlink({ links, registry, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
+      // The CLI's links are the default tenant's: the environment's providers revoke them.
+      const providers = { instance: async (_tenant: string, provider: string, version: number | null) => (version === null ? registry.get(provider)?.instance : undefined) };
+      return unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
     });
     if (!deleted) throw notLinked(key.provider);
     print(io, args, { deleted: toApiLink(deleted.row), revocation: deleted.revocation }, () => `deleted the ${key.provider} link; ${REVOCATION_TEXT[deleted.revocation]}\n`);

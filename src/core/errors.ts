@@ -63,6 +63,15 @@ const defaultStatus = {
   not_linked: 404,
   account_already_linked: 409,
   return_to_not_allowed: 400,
+  // tenants
+  tenant_not_found: 404,
+  tenant_exists: 409,
+  /** An `x-tenant-id` header naming another tenant than the API key's. */
+  tenant_mismatch: 403,
+  /** A tenant without a link-context secret cannot hand out link URLs yet. */
+  tenant_unconfigured: 503,
+  /** A provider that cannot be configured per tenant (its settings are the gateway's). */
+  provider_not_per_tenant: 400,
   // storage and everything unexpected
   decrypt_failed: 500,
   internal_error: 500,

@@ -51,6 +51,8 @@ export interface NewFlow {
   step: ShownStep;
   data: Flow['data'];
   expiresAt: Date;
+  /** The tenant's provider configuration version it began with (null: the environment's). */
+  configVersion?: number | null;
 }
 
 export interface FlowStoreOptions {
@@ -84,6 +86,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         step: flow.step,
         data: seal(stateHash, { codeVerifier: flow.codeVerifier, data: flow.data, state: flow.state, resumeUrl: flow.resumeUrl }),
         expiresAt: flow.expiresAt,
+        configVersion: flow.configVersion ?? null,
       });
     },
 

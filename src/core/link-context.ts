@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { compactVerify, errors as joseErrors } from 'jose';
+import { compactVerify, decodeJwt, errors as joseErrors } from 'jose';
 import * as v from 'valibot';
 import { randomToken } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
@@ -33,6 +33,8 @@ const text = (claim: string, max: number) =>
 const seconds = (claim: string) =>
   v.pipe(v.number(`${claim} must be a number of seconds since 1970`), v.integer(`${claim} must be a whole number of seconds`));
 
+const TENANT_CLAIM = v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9-]{0,39}$/));
+
 const Claims = v.object(
   {
     sub: userIdSchema('sub'),
@@ -41,7 +43,7 @@ const Claims = v.object(
     iat: seconds('iat'),
     exp: seconds('exp'),
     nbf: v.optional(seconds('nbf')),
-    tenant: v.optional(text('tenant', 64)),
+    tenant: v.optional(text('tenant', 40)),
     return_to: v.optional(v.pipe(v.string('return_to must be a string'), v.maxLength(2048, 'return_to must be at most 2048 characters'))),
     name: v.optional(userNameSchema('name')),
   },
@@ -56,7 +58,14 @@ function claimProblem(issue: v.BaseIssue<unknown>): string {
 }
 
 export interface LinkContextOptions {
+  /** The default tenant's secret: OAUTH_CONTEXT_SIGNING_SECRET. */
   secret: string;
+  /**
+   * The secrets a context naming `tenant` may be signed with, newest first;
+   * undefined when there is no such tenant (src/core/tenants.ts). Without it
+   * only the default tenant exists, its one secret `secret`.
+   */
+  secretsFor?: (tenant: string) => Promise<readonly string[] | undefined>;
   ttlSeconds: number;
   returnToOrigins: readonly string[];
   now: () => number;
@@ -94,12 +103,34 @@ const invalid = (message: string) => new LinkgateError('context_invalid', messag
  */
 export async function verifyLinkContext(token: string, provider: string, options: LinkContextOptions): Promise<LinkContext> {
   if (token.length > MAX_CONTEXT_LENGTH) throw invalid('the link context is too long');
-  let payload: unknown;
+  // The tenant it names says which secrets may have signed it; nothing else is read before the signature.
+  let named: unknown;
   try {
-    const verified = await compactVerify(token, new TextEncoder().encode(options.secret), { algorithms: ['HS256'] });
-    payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(verified.payload));
-  } catch (cause) {
-    throw invalid(cause instanceof joseErrors.JOSEError ? `the link context was refused (${cause.code})` : 'the link context is malformed');
+    named = decodeJwt(token).tenant;
+  } catch {
+    throw invalid('the link context is malformed');
+  }
+  if (named !== undefined && typeof named !== 'string') throw invalid('the link context has a bad claim: tenant must be a string');
+  const claimedTenant = named === undefined ? DEFAULT_TENANT : v.is(TENANT_CLAIM, named) ? named : undefined;
+  if (claimedTenant === undefined) throw invalid('the link context has a bad claim: tenant must be a tenant id (lowercase letters, digits and hyphens)');
+  const secrets = options.secretsFor ? await options.secretsFor(claimedTenant) : claimedTenant === DEFAULT_TENANT ? [options.secret] : undefined;
+  // A tenant this gateway does not have: refused before any provider is contacted.
+  if (secrets === undefined) throw new LinkgateError('context_wrong_tenant', 'the link was made for another tenant');
+  let payload: unknown;
+  let refusal: unknown = new joseErrors.JWSSignatureVerificationFailed();
+  for (const secret of secrets) {
+    try {
+      const verified = await compactVerify(token, new TextEncoder().encode(secret), { algorithms: ['HS256'] });
+      payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(verified.payload));
+      break;
+    } catch (cause) {
+      refusal = cause;
+      // Only a wrong signature is worth trying the next secret for.
+      if (!(cause instanceof joseErrors.JWSSignatureVerificationFailed)) break;
+    }
+  }
+  if (payload === undefined) {
+    throw invalid(refusal instanceof joseErrors.JOSEError ? `the link context was refused (${refusal.code})` : 'the link context is malformed');
   }
   const claims = v.safeParse(Claims, payload);
   if (!claims.success) throw invalid(`the link context has a bad claim: ${claimProblem(claims.issues[0])}`);
@@ -115,8 +146,8 @@ export async function verifyLinkContext(token: string, provider: string, options
   if (claims.output.provider !== provider) {
     throw new LinkgateError('context_wrong_provider', 'the link was made for another provider');
   }
-  // One tenant per signing secret for now: a context naming another tenant was not made for us.
-  if (tenant !== DEFAULT_TENANT) throw new LinkgateError('context_wrong_tenant', 'the link was made for another tenant');
+  // Signed with the secret of the tenant it names (checked above): the claim read before and after verification agree.
+  if (tenant !== claimedTenant) throw invalid('the link context is malformed');
   return {
     tenant,
     userId: sub,
@@ -127,6 +158,21 @@ export async function verifyLinkContext(token: string, provider: string, options
     returnTo: returnTo === undefined ? undefined : checkReturnTo(returnTo, options.returnToOrigins),
     userName: name,
   };
+}
+
+/**
+ * The tenant a link context names, read without verifying anything: only
+ * to decide which tenant's providers to look at first (a context naming no
+ * tenant, or not readable, is the default tenant's). Never trusted for more.
+ */
+export function claimedTenantOf(presented: PresentedContext): string {
+  if (presented.format.id !== jwtContextFormat.id) return DEFAULT_TENANT;
+  try {
+    const named = decodeJwt(presented.token).tenant;
+    return typeof named === 'string' && v.is(TENANT_CLAIM, named) ? named : DEFAULT_TENANT;
+  } catch {
+    return DEFAULT_TENANT;
+  }
 }
 
 /** Linkgate's own link context: an HS256 JWT in `?context=`. */

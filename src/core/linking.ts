@@ -6,13 +6,15 @@ import type { Db } from '../db/client.ts';
 import { usedContexts, type FlowRow } from '../db/schema.ts';
 import type { Flow, FormSpec, ProviderInstance, Step, StepInput, WaitDisplay } from '../provider.ts';
 import type { RegisteredProvider, Registry } from '../registry.ts';
+import { DEFAULT_TENANT } from './ids.ts';
+import type { ProviderDirectory } from './tenant-providers.ts';
 import { checkedAccount, pollInterval } from './bounds.ts';
 import { randomToken, sha256 } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import type { LinkEvents } from './events.ts';
 import type { FlowSecrets, FlowStore, ShownStep } from './flows.ts';
 import { enqueueCancelEvent, type CancelReason } from './webhooks.ts';
-import type { LinkContext, LinkContextOptions, PresentedContext } from './link-context.ts';
+import { claimedTenantOf, type LinkContext, type LinkContextOptions, type PresentedContext } from './link-context.ts';
 import type { LinkStore } from './links.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -57,7 +59,8 @@ export type PollAnswer =
 export interface LinkingDeps {
   db: Db;
   metrics?: Metrics;
-  registry: Registry;
+  /** Every tenant's providers (the default tenant's: the environment's registry). */
+  providers: ProviderDirectory;
   flows: FlowStore;
   links: LinkStore;
   events: LinkEvents;
@@ -109,6 +112,31 @@ export function createLinking(deps: LinkingDeps) {
     }
   }
 
+  /** A tenant's provider that can start a flow: unknown → 404, not configured → 503. */
+  async function tenantProvider(tenant: string, id: string): Promise<RegisteredProvider & { instance: ProviderInstance }> {
+    const registry = deps.providers.of(tenant);
+    return requireProvider(registry instanceof Promise ? await registry : registry, id);
+  }
+
+  /**
+   * The provider a flow runs with: its tenant's, made from the configuration
+   * version the flow began with (so the callback exchanges the code with the
+   * client that sent the user away, even if the tenant changed its app since).
+   */
+  async function flowProvider(row: FlowRow): Promise<RegisteredProvider & { instance: ProviderInstance }> {
+    if (row.tenant === DEFAULT_TENANT && row.configVersion === null) return requireProvider(deps.providers.defaults, row.provider);
+    const instance = await deps.providers.instance(row.tenant, row.provider, row.configVersion);
+    if (!instance) throw new LinkgateError('provider_unconfigured', 'this sign-in\'s provider is no longer set up', { provider: row.provider });
+    return { ...(await shownProvider(row)), instance, ...(row.configVersion === null ? {} : { configVersion: row.configVersion }) };
+  }
+
+  /** The provider as a result page names it (configured or not any more). */
+  async function shownProvider(row: Pick<FlowRow, 'tenant' | 'provider'>): Promise<RegisteredProvider> {
+    const registry = deps.providers.of(row.tenant);
+    const listed = (registry instanceof Promise ? await registry : registry).get(row.provider) ?? deps.providers.defaults.get(row.provider);
+    return listed ?? { id: row.provider, displayName: row.provider, file: '', instance: undefined, missing: [], needs: [] };
+  }
+
   /** Finds the flow for `state` and checks it belongs to this provider and this browser. */
   async function findFlow(providerId: string, state: string | undefined, browserId: string | undefined): Promise<FlowRow> {
     const row = state ? await flows.find(state) : undefined;
@@ -128,10 +156,9 @@ export function createLinking(deps: LinkingDeps) {
   async function linkedFlow(providerId: string, state: string | undefined, browserId: string | undefined): Promise<Outcome | undefined> {
     const row = state ? await flows.find(state) : undefined;
     if (!row || row.status !== 'completed' || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return undefined;
-    const provider = requireProvider(deps.registry, providerId);
     const link = await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId });
     if (!link) return undefined;
-    return { kind: 'linked', provider, accountName: link.externalName ?? undefined, returnTo: row.returnTo ?? undefined };
+    return { kind: 'linked', provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: row.returnTo ?? undefined };
   }
 
   /** Moves a claimed flow to `step`: stores the link on `done`, saves anything else. */
@@ -150,7 +177,7 @@ export function createLinking(deps: LinkingDeps) {
       // The link is stored only by the request still holding the flow, in one transaction with ending it.
       await deps.db.transaction(async (tx) => {
         if (!(await flows.using(tx).finish(row, 'completed'))) throw claimLost(provider.id);
-        await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
+        await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion });
       });
       logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
       deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id });
@@ -178,7 +205,7 @@ export function createLinking(deps: LinkingDeps) {
 
   /** Claims the flow, runs `advance`, and ends the flow if anything fails. */
   async function advance(providerId: string, state: string, browserId: string | undefined, input: StepInput, row: FlowRow): Promise<Outcome> {
-    const provider = requireProvider(deps.registry, providerId);
+    const provider = await flowProvider(row);
     const claimed = await flows.claim(row, new Date(deps.now()));
     if (!claimed) throw new LinkgateError('flow_busy', 'this sign-in is already being completed', { provider: providerId });
     let flow: Flow;
@@ -211,7 +238,7 @@ export function createLinking(deps: LinkingDeps) {
     const now = new Date(deps.now());
     const ended = await deps.db.transaction(async (tx) => {
       if (!(await flows.using(tx).finish(claimed, 'cancelled', now))) return false;
-      if (deps.webhookEvents) await enqueueCancelEvent(tx, { userId: claimed.userId, provider: claimed.provider, reason }, now);
+      await enqueueCancelEvent(tx, { tenant: claimed.tenant, userId: claimed.userId, provider: claimed.provider, reason }, now, deps.webhookEvents ?? false);
       return true;
     });
     if (ended) await announceCancel({ tenant: claimed.tenant, userId: claimed.userId, provider: claimed.provider }, reason);
@@ -246,6 +273,18 @@ export function createLinking(deps: LinkingDeps) {
     return presented.format.verify(presented.token, providerId, { ...deps.context, now: deps.now });
   }
 
+  /**
+   * The verified context and its tenant's provider. A link for the default
+   * tenant finds its provider first (an unknown one is 404, an unconfigured
+   * one 503, whatever the context), as before tenants; another tenant's
+   * providers are only looked at once the context proved it is that tenant's.
+   */
+  async function contextAndProvider(providerId: string, presented: PresentedContext): Promise<{ context: LinkContext; provider: RegisteredProvider & { instance: ProviderInstance } }> {
+    if (claimedTenantOf(presented) === DEFAULT_TENANT) requireProvider(deps.providers.defaults, providerId);
+    const context = await verifiedContext(providerId, presented);
+    return { context, provider: await tenantProvider(context.tenant, providerId) };
+  }
+
   const usedByOthers = (providerId: string) =>
     new LinkgateError('context_replayed', 'this link was already used', { provider: providerId });
 
@@ -270,8 +309,7 @@ export function createLinking(deps: LinkingDeps) {
       const link = await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId });
       if (!link) throw usedByOthers(providerId);
       if (row.returnTo) return { kind: 'linked', returnTo: row.returnTo };
-      const provider = requireProvider(deps.registry, providerId);
-      return { kind: 'result', outcome: { kind: 'linked', provider, accountName: link.externalName ?? undefined, returnTo: undefined } };
+      return { kind: 'result', outcome: { kind: 'linked', provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: undefined } };
     }
     if (row.status !== 'open' || row.expiresAt.getTime() <= deps.now() || row.data === null) throw usedByOthers(providerId);
     const secrets = flows.open(row);
@@ -290,8 +328,7 @@ export function createLinking(deps: LinkingDeps) {
      * reload or a stranger's link cannot start anything on its own.
      */
     async confirmation(providerId: string, presented: PresentedContext, browserId: string): Promise<Opened> {
-      const provider = requireProvider(deps.registry, providerId);
-      const context = await verifiedContext(providerId, presented);
+      const { context, provider } = await contextAndProvider(providerId, presented);
       const [spent] = await deps.db
         .select({ jti: usedContexts.jti })
         .from(usedContexts)
@@ -307,8 +344,7 @@ export function createLinking(deps: LinkingDeps) {
      * flow and runs `begin`.
      */
     async start(providerId: string, presented: PresentedContext, browserId: string, csrfToken: string): Promise<Reopened> {
-      const provider = requireProvider(deps.registry, providerId);
-      const context = await verifiedContext(providerId, presented);
+      const { context, provider } = await contextAndProvider(providerId, presented);
       // Before the jti is spent: a forged POST must not use up the user's link.
       if (!sameToken(csrfToken, confirmationToken(context, browserId))) {
         throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider: providerId });
@@ -346,6 +382,7 @@ export function createLinking(deps: LinkingDeps) {
         returnTo: context.returnTo,
         data: flow.data,
         expiresAt: new Date(flow.expiresAt),
+        configVersion: provider.configVersion ?? null,
       };
       logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind, format: presented.format.id }, 'flow started');
       deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId });
@@ -385,7 +422,8 @@ export function createLinking(deps: LinkingDeps) {
       }
       if (input.kind === 'callback') {
         // Some client libraries send their own `state` to the provider and keep ours beside it.
-        const provider = deps.registry.get(providerId);
+        // (Only the environment's providers have one: ATProto is configured for the whole gateway.)
+        const provider = deps.providers.defaults.get(providerId);
         const { params } = input;
         if (provider?.instance?.callbackState) {
           state = (await run(provider as RegisteredProvider & { instance: ProviderInstance }, (p) => p.callbackState!(params))) ?? state;
@@ -410,11 +448,13 @@ export function createLinking(deps: LinkingDeps) {
      * success page (which the callback redirects to) still says "linked".
      */
     async result(providerId: string, browserId: string | undefined): Promise<Outcome> {
-      const provider = requireProvider(deps.registry, providerId);
       const row = browserId ? await flows.lastCompleted(browserId, providerId, new Date(deps.now())) : undefined;
       const link = row ? await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId }) : undefined;
-      if (!link) throw new LinkgateError('result_gone', 'there is no recent sign-in of this browser to show', { provider: providerId });
-      return { kind: 'linked', provider, accountName: link.externalName ?? undefined, returnTo: undefined };
+      if (!row || !link) {
+        if (!deps.providers.defaults.get(providerId)) throw new LinkgateError('unknown_provider', `there is no provider called "${providerId}"`, { provider: providerId });
+        throw new LinkgateError('result_gone', 'there is no recent sign-in of this browser to show', { provider: providerId });
+      }
+      return { kind: 'linked', provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: undefined };
     },
 
     /**
@@ -424,14 +464,13 @@ export function createLinking(deps: LinkingDeps) {
      * a `link.cancelled` event, and its waits answer `link_cancelled`.
      */
     async cancel(providerId: string, browserId: string | undefined, target: { context: PresentedContext; csrf: string } | { state: string | undefined }): Promise<void> {
-      requireProvider(deps.registry, providerId);
       if ('state' in target) {
         const row = await findFlow(providerId, target.state, browserId);
         const claimed = await flows.claim(row, new Date(deps.now()));
         if (!claimed || !(await endCancelled(claimed, 'user'))) throw claimLost(providerId);
         return;
       }
-      const context = await verifiedContext(providerId, target.context);
+      const { context } = await contextAndProvider(providerId, target.context);
       if (!browserId || !sameToken(target.csrf, confirmationToken(context, browserId))) {
         throw new LinkgateError('csrf_failed', 'the confirmation did not come from this browser', { provider: providerId });
       }
@@ -444,7 +483,7 @@ export function createLinking(deps: LinkingDeps) {
           .returning({ jti: usedContexts.jti });
         if (spent.length === 0) return false;
         await flows.using(tx).insertCancelled({ tenant: context.tenant, userId: context.userId, provider: providerId, browserId, now, expiresAt: new Date(now.getTime() + deps.stateTtlSeconds * 1000) });
-        if (deps.webhookEvents) await enqueueCancelEvent(tx, { userId: context.userId, provider: providerId, reason: 'user' }, now);
+        await enqueueCancelEvent(tx, { tenant: context.tenant, userId: context.userId, provider: providerId, reason: 'user' }, now, deps.webhookEvents ?? false);
         return true;
       });
       if (!cancelled) throw usedByOthers(providerId);

@@ -5,6 +5,7 @@ import { links, type LinkRow } from '../db/schema.ts';
 import type { Account, Credentials } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
+import { DEFAULT_TENANT } from './ids.ts';
 import { enqueueLinkEvent } from './webhooks.ts';
 
 /** The link as the bot API shows it: never a credential. */
@@ -60,7 +61,10 @@ export interface LinkStoreOptions {
 }
 
 function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
-  const events = options.webhookEvents ?? false;
+  const defaultEvents = options.webhookEvents ?? false;
+  // The default tenant's events exist when the environment configures a webhook; another tenant's
+  // are written whenever it has an endpoint (enqueueLinkEvent checks, in the same statement).
+  const eventsFor = (tenant: string) => defaultEvents || tenant !== DEFAULT_TENANT;
   // The status API's one query, built once: Drizzle's query building is a
   // noticeable share of the hot path's CPU otherwise (bench/README.md).
   let getLink: ReturnType<typeof prepareGet> | undefined;
@@ -84,7 +88,8 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
      * tenant is refused; an advisory lock on the account makes that check
      * hold when two users link the same account at once.
      */
-    async store(key: LinkKey, account: Account, credentials: Credentials, options: { allowShared: boolean; now: Date }): Promise<LinkRow> {
+    async store(key: LinkKey, account: Account, credentials: Credentials, options: { allowShared: boolean; now: Date; configVersion?: number | null }): Promise<LinkRow> {
+      const events = eventsFor(key.tenant);
       // (The webhook event is written in the same transaction: it exists exactly when the change does.)
       return db.transaction(async (tx) => {
         if (!options.allowShared) {
@@ -110,6 +115,7 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           // New credentials: a refresh of the old ones in flight is moot (it sees the change and reads again).
           refreshLease: null,
           refreshLeaseUntil: null,
+          configVersion: options.configVersion ?? null,
         };
         // Locks the row of a relink, so "created" or "updated" is decided on what is really there.
         const existed = events ? (await tx.select({ provider: links.provider }).from(links).where(whereKey(key)).for('update')).length > 0 : false;
@@ -135,7 +141,7 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
     },
 
     async delete(key: LinkKey, now: Date = new Date()): Promise<LinkRow | undefined> {
-      if (!events) {
+      if (!eventsFor(key.tenant)) {
         const [row] = await db.delete(links).where(whereKey(key)).returning();
         return row;
       }
@@ -180,7 +186,7 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           .set({ status, updatedAt: now })
           .where(and(whereKey(row), eq(links.credentials, row.credentials)))
           .returning();
-      if (!events || status !== 'needs_reauth') return (await update(db))[0];
+      if (!eventsFor(row.tenant) || status !== 'needs_reauth') return (await update(db))[0];
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
         // Only a change is an event: a link already needing reauth stays quiet.
@@ -201,7 +207,7 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           .set({ externalId, updatedAt: now })
           .where(and(whereKey(row), eq(links.externalId, row.externalId)))
           .returning();
-      if (!events) return (await update(db))[0];
+      if (!eventsFor(row.tenant)) return (await update(db))[0];
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
         if (updated) await enqueueLinkEvent(tx, 'link.updated', updated, now);

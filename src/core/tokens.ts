@@ -3,7 +3,9 @@ import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
 import type { LinkRow } from '../db/schema.ts';
 import type { Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '../provider.ts';
-import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
+import { describeNeeds, type RegisteredProvider } from '../registry.ts';
+import { DEFAULT_TENANT } from './ids.ts';
+import type { ProviderDirectory } from './tenant-providers.ts';
 import { randomToken, type Keyring } from './crypto.ts';
 import { isLinkgateError, LinkgateError } from './errors.ts';
 import { checkedCredentials } from './bounds.ts';
@@ -24,7 +26,8 @@ export interface TokenServiceDeps {
   /** Write a webhook event when a link turns needs_reauth. */
   webhookEvents?: boolean;
   keyring: Keyring;
-  registry: Registry;
+  /** Every tenant's providers; a link is refreshed by the instance of the configuration that made it. */
+  providers: ProviderDirectory;
   logger: Logger;
   now: () => number;
   refreshMarginSeconds: number;
@@ -81,13 +84,32 @@ export function createTokenService(deps: TokenServiceDeps) {
     return marked !== undefined;
   }
 
+  /** The environment's provider (the default tenant's): unknown → 404, not configured → 503. */
   function configured(key: LinkKey): RegisteredProvider & { instance: ProviderInstance } {
-    const provider = deps.registry.get(key.provider);
+    const provider = deps.providers.defaults.get(key.provider);
     if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${key.provider}"`, { provider: key.provider });
     if (!provider.instance) {
       throw new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: key.provider });
     }
     return provider as RegisteredProvider & { instance: ProviderInstance };
+  }
+
+  /**
+   * The instance that serves a link: the environment's for the default
+   * tenant's links, else the one made from the tenant's configuration
+   * version that created the link (its client refreshes and revokes what it
+   * issued, also after the tenant changed its app).
+   */
+  async function instanceFor(row: LinkRow): Promise<ProviderInstance> {
+    if (row.tenant === DEFAULT_TENANT && row.configVersion === null) return configured(row).instance;
+    const instance = await deps.providers.instance(row.tenant, row.provider, row.configVersion);
+    if (!instance) throw new LinkgateError('provider_unconfigured', 'the configuration this link was made with is gone', { provider: row.provider });
+    return instance;
+  }
+
+  /** Before reading the link: the default tenant's provider must be configured (503 otherwise, linked or not). */
+  function checkConfigured(key: LinkKey): void {
+    if (key.tenant === DEFAULT_TENANT) configured(key);
   }
 
   function requireLinked(row: LinkRow | undefined, key: LinkKey): LinkRow {
@@ -169,11 +191,12 @@ export function createTokenService(deps: TokenServiceDeps) {
 
   /** The link and credentials that work now (refreshed if due), or `needs_reauth`. */
   async function current(key: LinkKey): Promise<Current> {
-    const { instance } = configured(key);
+    checkConfigured(key);
     for (;;) {
       const row = requireLinked(await links.get(key), key);
       const stored = links.openCredentials(row);
       if (!dueForRefresh(stored)) return { row, credentials: stored };
+      const instance = await instanceFor(row);
       if (instance.refresh) return refreshOnce(key, instance);
       // Nothing to refresh with (AniList): usable until it actually expires.
       if (!expired(stored)) return { row, credentials: stored };
@@ -188,9 +211,10 @@ export function createTokenService(deps: TokenServiceDeps) {
       return (await current(key)).credentials;
     },
 
-    /** The token API's answer: never a refresh token. */
-    answer(key: LinkKey, credentials: Credentials): TokenAnswer | { [field: string]: Json } {
-      const { instance } = configured(key);
+    /** The token API's answer for a link (refreshed if due): never a refresh token. */
+    async token(key: LinkKey): Promise<TokenAnswer | { [field: string]: Json }> {
+      const { row, credentials } = await current(key);
+      const instance = await instanceFor(row);
       // A provider whose tokens cannot leave the gateway (DPoP-bound) answers with its fields alone.
       if (!credentials.accessToken && instance.tokenFields && credentials.refreshToken === undefined) return instance.tokenFields(credentials);
       if (!credentials.accessToken) throw new LinkgateError('provider_response_invalid', 'this link holds no access token', { provider: key.provider });
@@ -208,9 +232,11 @@ export function createTokenService(deps: TokenServiceDeps) {
      * `needs_reauth`.
      */
     async xrpc(key: LinkKey, call: XrpcCall): Promise<XrpcResult> {
-      const { instance } = configured(key);
-      if (!instance.xrpc) throw new LinkgateError('not_found', `${key.provider} has no XRPC proxy`, { provider: key.provider });
+      const noProxy = () => new LinkgateError('not_found', `${key.provider} has no XRPC proxy`, { provider: key.provider });
+      if (key.tenant === DEFAULT_TENANT && !configured(key).instance.xrpc) throw noProxy();
       const row = requireLinked(await links.get(key), key);
+      const instance = await instanceFor(row);
+      if (!instance.xrpc) throw noProxy();
       try {
         return await instance.xrpc(links.openCredentials(row), call);
       } catch (error) {
@@ -224,7 +250,7 @@ export function createTokenService(deps: TokenServiceDeps) {
 
     /** Asks the provider whether the link still works; a refused token turns the link `needs_reauth`. */
     async verify(key: LinkKey): Promise<LinkRow> {
-      const { instance } = configured(key);
+      checkConfigured(key);
       let now: Current;
       try {
         now = await current(key);
@@ -232,6 +258,7 @@ export function createTokenService(deps: TokenServiceDeps) {
         if (isLinkgateError(error, 'needs_reauth')) return requireRow(await links.get(key), key);
         throw error;
       }
+      const instance = await instanceFor(now.row);
       if (instance.verify) {
         let works: boolean;
         try {

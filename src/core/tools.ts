@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
 import type { ProviderTools } from '../provider.ts';
+import type { ToolsFor } from '../registry.ts';
+import { DEFAULT_TENANT } from './ids.ts';
 import type { Keyring } from './crypto.ts';
 import { createKeyValueStore } from './kv.ts';
 import { createNamedLock } from './named-lock.ts';
@@ -46,18 +48,22 @@ export interface ToolsDeps {
 }
 
 /** The tools the registry hands each provider's `create`. */
-export function providerToolsFactory(deps: ToolsDeps): (providerId: string) => ProviderTools {
+export function providerToolsFactory(deps: ToolsDeps): ToolsFor {
   const now = deps.now ?? Date.now;
   const timeoutMs = deps.timeoutMs ?? PROVIDER_TIMEOUT_MS;
   const fetchImpl = fetchWithTimeout(deps.fetch ?? globalThis.fetch, timeoutMs);
   const lock = createNamedLock(deps.database);
-  return (providerId) => ({
-    fetch: fetchImpl,
-    logger: deps.logger.child({ provider: providerId }),
-    kv: createKeyValueStore(deps.database.db, deps.keyring, providerId, now),
-    clock: { now },
-    untrustedFetch: (url, init, options) => untrustedFetch(url, init, { timeoutMs, ...options }),
-    publicBaseUrl: deps.publicBaseUrl,
-    lock: (name, fn) => lock(`${providerId}:${name}`, fn),
-  });
+  return (providerId, tenant = DEFAULT_TENANT) => {
+    // Another tenant's instance of the same provider keeps its own keys and locks (`<tenant>/<provider>`).
+    const space = tenant === DEFAULT_TENANT ? providerId : `${tenant}/${providerId}`;
+    return {
+      fetch: fetchImpl,
+      logger: deps.logger.child(tenant === DEFAULT_TENANT ? { provider: providerId } : { provider: providerId, tenant }),
+      kv: createKeyValueStore(deps.database.db, deps.keyring, space, now),
+      clock: { now },
+      untrustedFetch: (url, init, options) => untrustedFetch(url, init, { timeoutMs, ...options }),
+      publicBaseUrl: deps.publicBaseUrl,
+      lock: (name, fn) => lock(`${space}:${name}`, fn),
+    };
+  };
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { LinkRow } from '../db/schema.ts';
-import type { Registry } from '../registry.ts';
+import type { ProviderDirectory } from './tenant-providers.ts';
 import { LinkgateError } from './errors.ts';
 import type { LinkKey, LinkStore } from './links.ts';
 
@@ -15,7 +15,8 @@ export type Revocation = 'revoked' | 'failed' | 'not_supported' | 'provider_unav
 
 export interface UnlinkDeps {
   links: LinkStore;
-  registry: Registry;
+  /** Finds the instance that made the link (its tenant's configuration version) to revoke with. */
+  providers: Pick<ProviderDirectory, 'instance'>;
   hashUserId: (tenant: string, userId: string) => string;
   now?: () => number;
 }
@@ -31,7 +32,7 @@ export async function unlink(deps: UnlinkDeps, key: LinkKey, logger: Logger): Pr
   const row = await deps.links.delete(key, new Date((deps.now ?? Date.now)()));
   if (!row) return undefined;
   const fields = { provider: key.provider, user: deps.hashUserId(key.tenant, key.userId) };
-  const instance = deps.registry.get(key.provider)?.instance;
+  const instance = await deps.providers.instance(row.tenant, row.provider, row.configVersion).catch(() => undefined);
   let revocation: Revocation = instance ? 'not_supported' : 'provider_unavailable';
   if (instance?.revoke) {
     try {

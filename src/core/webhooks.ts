@@ -17,7 +17,8 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { and, desc, eq, inArray, isNull, lte, ne, or, sql } from '../db/orm.ts';
 import type { Logger } from 'pino';
 import type { Database, Db } from '../db/client.ts';
-import { webhookDeliveries, type LinkRow, type WebhookDeliveryRow } from '../db/schema.ts';
+import { tenantWebhooks, webhookDeliveries, type LinkRow, type WebhookDeliveryRow } from '../db/schema.ts';
+import { DEFAULT_TENANT } from './ids.ts';
 import { toApiLink } from './links.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -29,6 +30,9 @@ export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | '
  */
 export type CancelReason = 'user' | 'provider_denied';
 
+/** LINKGATE_WEBHOOK_MAX_ATTEMPTS and _RETRY_BASE_SECONDS when unset (src/config.ts has the same defaults); tenants' endpoints use them too. */
+export const WEBHOOK_DEFAULTS = { maxAttempts: 10, retryBaseMs: 10_000 } as const;
+
 /** How long a claimed delivery is ours before another instance may take it. */
 const CLAIM_MS = 60_000;
 /** The longest wait between two attempts. */
@@ -37,18 +41,41 @@ const DELIVERY_TIMEOUT_MS = 10_000;
 /** Rows claimed per round. */
 const BATCH = 20;
 
+/**
+ * Writes one event row. The default tenant's callers write only when the
+ * environment configures a webhook; another tenant's row is written only if
+ * that tenant has an endpoint, decided in the same statement (and so in the
+ * change's transaction).
+ */
+async function insertEvent(db: Db, tenant: string, event: { id: string; type: WebhookDeliveryRow['type']; payload: string }, now: Date): Promise<void> {
+  if (tenant === DEFAULT_TENANT) {
+    await db.insert(webhookDeliveries).values({ ...event, nextAttemptAt: now, createdAt: now });
+    return;
+  }
+  const at = now.toISOString();
+  await db.execute(sql`
+    insert into ${webhookDeliveries} (id, tenant, type, payload, next_attempt_at, created_at)
+    select ${event.id}, ${tenant}, ${event.type}, ${event.payload}, ${at}::timestamptz, ${at}::timestamptz
+    where exists (select 1 from ${tenantWebhooks} where ${tenantWebhooks.tenant} = ${tenant})`);
+}
+
 /** Writes the event for a change to `row` on `db` (the change's own transaction). */
 export async function enqueueLinkEvent(db: Db, type: LinkEventType, row: LinkRow, now: Date): Promise<void> {
   const id = `evt_${randomUUID()}`;
   const payload = JSON.stringify({ id, type, createdAt: now.toISOString(), link: toApiLink(row) });
-  await db.insert(webhookDeliveries).values({ id, type, payload, nextAttemptAt: now, createdAt: now });
+  await insertEvent(db, row.tenant, { id, type, payload }, now);
 }
 
-/** Writes `link.cancelled` (the user gave up linking) on `db`, in the transaction that ended the flow. */
-export async function enqueueCancelEvent(db: Db, cancel: { userId: string; provider: string; reason: CancelReason }, now: Date): Promise<void> {
+/**
+ * Writes `link.cancelled` (the user gave up linking) on `db`, in the
+ * transaction that ended the flow; for the default tenant only when
+ * `defaultEvents` (the environment configures a webhook).
+ */
+export async function enqueueCancelEvent(db: Db, cancel: { tenant: string; userId: string; provider: string; reason: CancelReason }, now: Date, defaultEvents: boolean): Promise<void> {
+  if (cancel.tenant === DEFAULT_TENANT && !defaultEvents) return;
   const id = `evt_${randomUUID()}`;
   const payload = JSON.stringify({ id, type: 'link.cancelled', createdAt: now.toISOString(), cancellation: { userId: cancel.userId, provider: cancel.provider, reason: cancel.reason } });
-  await db.insert(webhookDeliveries).values({ id, type: 'link.cancelled', payload, nextAttemptAt: now, createdAt: now });
+  await insertEvent(db, cancel.tenant, { id, type: 'link.cancelled', payload }, now);
 }
 
 /** The `Linkgate-Signature` header value for `body` sent at `timestamp` (unix seconds). */
@@ -61,10 +88,19 @@ export function backoffMs(attempts: number, baseMs: number): number {
   return Math.min(baseMs * 2 ** Math.max(0, attempts - 1), MAX_BACKOFF_MS);
 }
 
-export interface WebhookWorkerDeps {
-  database: Database;
+/** Where a tenant's events go and the secret that signs them. */
+export interface WebhookEndpoint {
   url: URL;
   secret: string;
+}
+
+export interface WebhookWorkerDeps {
+  database: Database;
+  /** The default tenant's endpoint (LINKGATE_WEBHOOK_URL and _SECRET). */
+  url?: URL;
+  secret?: string;
+  /** Every tenant's endpoint (src/core/tenants.ts); without it only the default tenant's events are sent. */
+  endpoint?: (tenant: string) => Promise<WebhookEndpoint | undefined>;
   maxAttempts: number;
   retryBaseMs: number;
   logger: Logger;
@@ -109,12 +145,25 @@ export function createWebhookWorker(deps: WebhookWorkerDeps) {
     });
   }
 
+  const environmentEndpoint = deps.url && deps.secret ? { url: deps.url, secret: deps.secret } : undefined;
+  const endpointOf = deps.endpoint ?? (async (tenant: string) => (tenant === DEFAULT_TENANT ? environmentEndpoint : undefined));
+
   async function deliver(row: WebhookDeliveryRow): Promise<void> {
     const sentAt = Math.floor(now() / 1000);
     let status: number | undefined;
     let error: string | undefined;
+    const endpoint = await endpointOf(row.tenant).catch(() => undefined);
+    if (!endpoint) {
+      // The tenant removed its endpoint (or is gone): nowhere to send it. The log keeps it; a retry sends it once there is one.
+      await db
+        .update(webhookDeliveries)
+        .set({ status: 'dead', lastStatus: null, lastError: 'no webhook endpoint is configured for this tenant', lockedUntil: null })
+        .where(eq(webhookDeliveries.id, row.id));
+      deps.metrics?.inc('linkgate_webhook_deliveries_total', { outcome: 'dead' });
+      return;
+    }
     try {
-      const response = await fetchImpl(deps.url, {
+      const response = await fetchImpl(endpoint.url, {
         method: 'POST',
         redirect: 'manual',
         signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
@@ -123,7 +172,7 @@ export function createWebhookWorker(deps: WebhookWorkerDeps) {
           'user-agent': 'Linkgate-Webhooks/1',
           'linkgate-event-id': row.id,
           'linkgate-event-type': row.type,
-          'linkgate-signature': signWebhook(deps.secret, sentAt, row.payload),
+          'linkgate-signature': signWebhook(endpoint.secret, sentAt, row.payload),
         },
         body: row.payload,
       });
@@ -216,21 +265,21 @@ export function toApiDelivery(row: WebhookDeliveryRow) {
   };
 }
 
-export async function listDeliveries(db: Db, options: { status?: WebhookDeliveryRow['status']; limit: number }): Promise<WebhookDeliveryRow[]> {
+export async function listDeliveries(db: Db, options: { tenant: string; status?: WebhookDeliveryRow['status']; limit: number }): Promise<WebhookDeliveryRow[]> {
   return db
     .select()
     .from(webhookDeliveries)
-    .where(options.status ? eq(webhookDeliveries.status, options.status) : undefined)
+    .where(and(eq(webhookDeliveries.tenant, options.tenant), options.status ? eq(webhookDeliveries.status, options.status) : undefined))
     .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
     .limit(options.limit);
 }
 
 /** Queues a delivery again now (a dead one gets a fresh set of attempts); `undefined` if there is no such delivery. */
-export async function retryDelivery(db: Db, id: string, now: Date): Promise<WebhookDeliveryRow | undefined> {
+export async function retryDelivery(db: Db, tenant: string, id: string, now: Date): Promise<WebhookDeliveryRow | undefined> {
   const [row] = await db
     .update(webhookDeliveries)
     .set({ status: 'pending', attempts: 0, nextAttemptAt: now, lockedUntil: null })
-    .where(and(eq(webhookDeliveries.id, id), ne(webhookDeliveries.status, 'delivered')))
+    .where(and(eq(webhookDeliveries.tenant, tenant), eq(webhookDeliveries.id, id), ne(webhookDeliveries.status, 'delivered')))
     .returning();
   return row;
 }

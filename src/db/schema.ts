@@ -1,4 +1,4 @@
-import { index, integer, jsonb, pgTable, primaryKey, text, timestamp } from './orm.ts';
+import { index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from './orm.ts';
 
 const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -34,6 +34,12 @@ export const flows = pgTable(
      * claim lapsed cannot overwrite what the next one did.
      */
     claimToken: text('claim_token'),
+    /**
+     * The tenant's provider configuration the flow began with (its version
+     * in `tenant_provider_configs`), so the callback uses the same client;
+     * null for the environment's configuration.
+     */
+    configVersion: integer('config_version'),
     createdAt: at('created_at').notNull().defaultNow(),
     /** When it stopped being open: the wait API tells a bot about a cancellation after the time it asks from. */
     endedAt: at('ended_at'),
@@ -81,6 +87,12 @@ export const links = pgTable(
      */
     refreshLease: text('refresh_lease'),
     refreshLeaseUntil: at('refresh_lease_until'),
+    /**
+     * The tenant's provider configuration that made the link: refresh and
+     * revocation use that client even after the tenant changes its app.
+     * Null for the environment's configuration (the default tenant).
+     */
+    configVersion: integer('config_version'),
     linkedAt: at('linked_at').notNull().defaultNow(),
     updatedAt: at('updated_at').notNull().defaultNow(),
   },
@@ -113,6 +125,8 @@ export const webhookDeliveries = pgTable(
   'webhook_deliveries',
   {
     id: text('id').primaryKey(),
+    /** Whose event: the default tenant's go to LINKGATE_WEBHOOK_URL, another tenant's to its own endpoint. */
+    tenant: text('tenant').notNull().default('default'),
     type: text('type', { enum: ['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.cancelled'] }).notNull(),
     payload: text('payload').notNull(),
     status: text('status', { enum: ['pending', 'delivered', 'dead'] }).notNull().default('pending'),
@@ -143,6 +157,81 @@ export const rateLimits = pgTable(
   (t) => [primaryKey({ columns: [t.keyHash, t.windowStart] }), index('rate_limits_expires_at_idx').on(t.expiresAt)],
 );
 
+/**
+ * The bots and apps one gateway serves (src/core/tenants.ts). `default` is
+ * always there and is configured by the environment; the others by the
+ * operator API, their settings in the tables below.
+ */
+export const tenants = pgTable('tenants', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  createdAt: at('created_at').notNull().defaultNow(),
+});
+
+/** A tenant's bot API keys: only a SHA-256 digest of each is kept; the key is shown once. */
+export const tenantApiKeys = pgTable(
+  'tenant_api_keys',
+  {
+    id: text('id').primaryKey(),
+    tenant: text('tenant')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    digest: text('digest').notNull(),
+    createdAt: at('created_at').notNull().defaultNow(),
+    lastUsedAt: at('last_used_at'),
+  },
+  (t) => [uniqueIndex('tenant_api_keys_digest_idx').on(t.digest), index('tenant_api_keys_tenant_idx').on(t.tenant)],
+);
+
+/** A tenant's link-context signing secrets, sealed; several at once while bots move to a new one. */
+export const tenantContextSecrets = pgTable(
+  'tenant_context_secrets',
+  {
+    id: text('id').primaryKey(),
+    tenant: text('tenant')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    secret: text('secret').notNull(),
+    createdAt: at('created_at').notNull().defaultNow(),
+    /** Retired secrets verify nothing; the row stays as a record. */
+    retiredAt: at('retired_at'),
+  },
+  (t) => [index('tenant_context_secrets_tenant_idx').on(t.tenant)],
+);
+
+/**
+ * A tenant's provider apps: the variables the provider module would read from
+ * the environment, as one sealed JSON object per version. A change writes a
+ * new version; old versions stay for the links they made (their refresh and
+ * revocation). `removedAt` on the newest version: the tenant no longer offers it.
+ */
+export const tenantProviderConfigs = pgTable(
+  'tenant_provider_configs',
+  {
+    tenant: text('tenant')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    provider: text('provider').notNull(),
+    version: integer('version').notNull(),
+    env: text('env').notNull(),
+    createdAt: at('created_at').notNull().defaultNow(),
+    removedAt: at('removed_at'),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.provider, t.version] })],
+);
+
+/** Where a tenant's link events go, and the secret that signs them (sealed). */
+export const tenantWebhooks = pgTable('tenant_webhooks', {
+  tenant: text('tenant')
+    .primaryKey()
+    .references(() => tenants.id, { onDelete: 'cascade' }),
+  url: text('url').notNull(),
+  secret: text('secret').notNull(),
+  updatedAt: at('updated_at').notNull().defaultNow(),
+});
+
 export type FlowRow = typeof flows.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;
+export type TenantRow = typeof tenants.$inferSelect;

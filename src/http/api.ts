@@ -3,7 +3,7 @@ import * as v from 'valibot';
 import type { Metrics } from '../core/metrics.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
-import { checkReturnTo, createLinkUrl, DEFAULT_TENANT } from '../core/link-context.ts';
+import { checkReturnTo, createLinkUrl } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { LinkEvents } from '../core/events.ts';
 import type { TokenService } from '../core/tokens.ts';
@@ -11,14 +11,19 @@ import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Json } from '../provider.ts';
 import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
+import type { ProviderDirectory } from '../core/tenant-providers.ts';
+import type { TenantStore } from '../core/tenants.ts';
 import type { Db } from '../db/client.ts';
 import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.ts';
-import { bodyLimit, refuseApiKey, validApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
+import { bearerToken, bodyLimit, refuseApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
 import { countRequest } from './rate-limit.ts';
 import type { RateLimiter } from '../core/rate-limit.ts';
 
 export interface ApiRoutesDeps {
-  registry: Registry;
+  /** Every tenant's providers. */
+  providers: ProviderDirectory;
+  /** Which tenant a key belongs to, and each tenant's context secret. */
+  tenants: TenantStore;
   /** The webhook outbox, for the delivery log. */
   db: Db;
   links: LinkStore;
@@ -27,7 +32,6 @@ export interface ApiRoutesDeps {
   apiKeys: ApiKeys;
   now: () => number;
   publicBaseUrl: URL;
-  contextSigningSecret: string;
   contextTtlSeconds: number;
   returnToOrigins: readonly string[];
   hashUserId: (tenant: string, userId: string) => string;
@@ -117,22 +121,37 @@ export function xrpcContentType(upstream: string | undefined): string {
 
 export function apiRoutes(deps: ApiRoutesDeps) {
   const app = new Hono<AppEnv>();
-  const tenant = DEFAULT_TENANT;
-  // The key (401), its rate limit (429), then for a request with a body its size (413):
-  // one middleware for the three, as each layer costs the hot path a dispatch and a promise.
+  // The key and its tenant (401, 403), its rate limit (429), then for a request with a body its size (413):
+  // one middleware for them all, as each layer costs the hot path a dispatch and a promise.
   const limitBody = bodyLimit(64 * 1024);
-  app.use('*', function apiGate(c, next) {
-    const key = validApiKey(c, deps.apiKeys);
-    if (key === undefined) return refuseApiKey(c, deps.apiKeys);
+  const admit = (c: Context<AppEnv>, next: () => Promise<void>, key: string, tenant: string | undefined) => {
+    if (tenant === undefined) return refuseApiKey(c, deps.apiKeys);
+    // Only the key names the tenant: a header may confirm it, never choose another.
+    const asked = c.req.header('x-tenant-id');
+    if (asked !== undefined && asked !== tenant) throw new LinkgateError('tenant_mismatch', 'this API key belongs to another tenant than x-tenant-id names');
+    c.set('tenant', tenant);
     const counted = countRequest(c, deps.limiter, 'api', key);
     return counted ? counted.then(() => limitBody(c, next)) : limitBody(c, next);
+  };
+  app.use('*', function apiGate(c, next) {
+    const key = bearerToken(c);
+    if (key === undefined) return refuseApiKey(c, deps.apiKeys);
+    const tenant = deps.tenants.resolveApiKey(key);
+    return tenant instanceof Promise ? tenant.then((found) => admit(c, next, key, found)) : admit(c, next, key, tenant);
   });
 
+  /** The tenant's providers: the default tenant's at once, on the status API's hot path. */
+  const registryOf = (c: Context<AppEnv>): Registry | Promise<Registry> => deps.providers.of(c.get('tenant'));
+
   /** The provider must exist; `configured` says whether a link URL can be made for it. */
-  function knownProvider(id: string) {
-    const provider = deps.registry.get(id);
+  function knownProvider(registry: Registry, id: string) {
+    const provider = registry.get(id);
     if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${id}"`, { provider: id });
     return provider;
+  }
+  async function tenantProvider(c: Context<AppEnv>, id: string) {
+    const registry = registryOf(c);
+    return knownProvider(registry instanceof Promise ? await registry : registry, id);
   }
 
   /**
@@ -143,10 +162,11 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: provider.id });
   }
 
-  async function linkUrl(userId: string, provider: string, options: { returnTo?: string; userName?: string } = {}): Promise<{ url: string; expiresAt: string }> {
+  async function linkUrl(tenant: string, userId: string, provider: string, options: { returnTo?: string; userName?: string } = {}): Promise<{ url: string; expiresAt: string }> {
+    const secret = deps.tenants.signingSecret(tenant);
     const { url, expiresAt } = await createLinkUrl(
       { userId, provider, tenant, ...options },
-      { secret: deps.contextSigningSecret, ttlSeconds: deps.contextTtlSeconds, publicBaseUrl: deps.publicBaseUrl, now: deps.now() },
+      { secret: typeof secret === 'string' ? secret : await secret, ttlSeconds: deps.contextTtlSeconds, publicBaseUrl: deps.publicBaseUrl, now: deps.now() },
     );
     return { url, expiresAt: expiresAt.toISOString() };
   }
@@ -162,23 +182,23 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     }
   }
 
-  app.get('/providers', (c) =>
+  app.get('/providers', async (c) =>
     c.json({
-      providers: deps.registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined })),
+      providers: (await registryOf(c)).list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined })),
     }),
   );
 
   app.post('/link-urls', async (c) => {
     const body = parseInput(LinkUrlBody, await readJson(c));
-    const provider = knownProvider(body.provider);
+    const provider = await tenantProvider(c, body.provider);
     if (!provider.instance) throw unconfigured(provider);
     const returnTo = body.returnTo === undefined ? undefined : checkReturnTo(body.returnTo, deps.returnToOrigins);
-    return c.json(await linkUrl(body.userId, provider.id, { ...(returnTo ? { returnTo } : {}), ...(body.userName ? { userName: body.userName } : {}) }), 201);
+    return c.json(await linkUrl(c.get('tenant'), body.userId, provider.id, { ...(returnTo ? { returnTo } : {}), ...(body.userName ? { userName: body.userName } : {}) }), 201);
   });
 
   app.get('/users/:userId/links', async (c) => {
     const { userId } = parseInput(UserParams, c.req.param());
-    const rows = await deps.links.list(tenant, userId);
+    const rows = await deps.links.list(c.get('tenant'), userId);
     return c.json({ links: rows.map(toApiLink) });
   });
 
@@ -187,9 +207,9 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    * can reply "please link your account: <url>" without another call.
    */
   async function relinkAnswer(c: Context<AppEnv>, error: { code: 'not_linked' | 'needs_reauth'; message: string }, userId: string, provider: string) {
-    const known = knownProvider(provider);
+    const known = await tenantProvider(c, provider);
     if (!known.instance) throw unconfigured(known);
-    const fresh = await linkUrl(userId, provider);
+    const fresh = await linkUrl(c.get('tenant'), userId, provider);
     return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh.url }, error.code === 'not_linked' ? 404 : 409);
   }
 
@@ -208,8 +228,9 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.get('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const { verify } = parseInput(LinkQuery, { verify: c.req.query('verify') });
-    const known = knownProvider(provider);
-    const key = { tenant, userId, provider };
+    const registry = registryOf(c);
+    const known = knownProvider(registry instanceof Promise ? await registry : registry, provider);
+    const key = { tenant: c.get('tenant'), userId, provider };
     return orRelink(c, userId, provider, async () => {
       const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.get(key);
       // The hot path's miss: answered directly, without building (and catching) an Error.
@@ -226,8 +247,8 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.get('/users/:userId/links/:provider/wait', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const { timeoutSeconds, since } = parseInput(WaitQuery, { timeoutSeconds: c.req.query('timeoutSeconds'), since: c.req.query('since') });
-    const known = knownProvider(provider);
-    const key = { tenant, userId, provider };
+    const known = await tenantProvider(c, provider);
+    const key = { tenant: c.get('tenant'), userId, provider };
     // Nobody can finish linking a provider that is not configured: say so now rather than after the timeout.
     if (!known.instance) {
       const row = await deps.links.get(key);
@@ -276,9 +297,9 @@ export function apiRoutes(deps: ApiRoutesDeps) {
 
   app.post('/users/:userId/links/:provider/token', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
-    knownProvider(provider);
-    const key = { tenant, userId, provider };
-    return orRelink(c, userId, provider, async () => c.json(deps.tokens.answer(key, await deps.tokens.credentials(key))));
+    await tenantProvider(c, provider);
+    const key = { tenant: c.get('tenant'), userId, provider };
+    return orRelink(c, userId, provider, async () => c.json(await deps.tokens.token(key)));
   });
 
   /**
@@ -288,12 +309,12 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    */
   app.on(['GET', 'POST'], '/users/:userId/links/:provider/xrpc/:nsid', async (c) => {
     const { userId, provider, nsid } = parseInput(XrpcParams, c.req.param());
-    knownProvider(provider);
+    await tenantProvider(c, provider);
     const url = new URL(c.req.url);
     parseInput(XrpcQuery, [...url.searchParams]);
     const method = c.req.method === 'POST' ? 'POST' : 'GET';
     const body = method === 'POST' ? parseInput(XrpcBody, await readJson(c)) : undefined;
-    const key = { tenant, userId, provider };
+    const key = { tenant: c.get('tenant'), userId, provider };
     return orRelink(c, userId, provider, async () => {
       const result = await deps.tokens.xrpc(key, { method, nsid, query: url.searchParams, ...(body === undefined ? {} : { body: body as Json }) });
       // The body is the upstream server's: nothing in it may run if a browser ever shows it.
@@ -307,22 +328,22 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   /** The webhook delivery log, newest first. */
   app.get('/webhooks/deliveries', async (c) => {
     const { status, limit } = parseInput(DeliveriesQuery, { status: c.req.query('status'), limit: c.req.query('limit') });
-    const rows = await listDeliveries(deps.db, { ...(status ? { status } : {}), limit });
+    const rows = await listDeliveries(deps.db, { tenant: c.get('tenant'), ...(status ? { status } : {}), limit });
     return c.json({ deliveries: rows.map(toApiDelivery) });
   });
 
   /** Sends a delivery again as soon as a worker is free (a dead one gets a fresh set of attempts). */
   app.post('/webhooks/deliveries/:id/retry', async (c) => {
     const { id } = parseInput(DeliveryParams, c.req.param());
-    const row = await retryDelivery(deps.db, id, new Date(deps.now()));
+    const row = await retryDelivery(deps.db, c.get('tenant'), id, new Date(deps.now()));
     if (!row) throw new LinkgateError('not_found', 'there is no undelivered delivery with this id');
     return c.json(toApiDelivery(row), 202);
   });
 
   app.delete('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
-    const known = knownProvider(provider);
-    const deleted = await unlink(deps, { tenant, userId, provider }, c.get('log')());
+    const known = await tenantProvider(c, provider);
+    const deleted = await unlink(deps, { tenant: c.get('tenant'), userId, provider }, c.get('log')());
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
     deps.metrics?.inc('linkgate_links_deleted_total', { provider, via: 'api' });
     // What the provider said, for a bot that tells its user (`revoked`, `not_supported`, `failed`, `provider_unavailable`).

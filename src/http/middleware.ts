@@ -21,6 +21,8 @@ export type AppEnv = {
     log: () => Logger;
     /** How the link being opened tells its users to get a new one, for the error pages of this request. */
     nextStep?: string;
+    /** The tenant the request's API key belongs to (bot API routes). */
+    tenant: string;
   };
 };
 

@@ -71,7 +71,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const app = createApp({ config, database, keyring, registry, logger, ...(options.metrics ? { metrics: options.metrics } : {}), now, ...options.observe });
+  const app = createApp({ config, database, keyring, registry, toolsFor, logger, ...(options.metrics ? { metrics: options.metrics } : {}), now, ...options.observe });
   return {
     app,
     config,

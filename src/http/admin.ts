@@ -1,0 +1,280 @@
+/**
+ * The operator API, `/api/admin/v1`: tenants, their bot API keys, link-context
+ * secrets, provider apps and webhook endpoint (docs/tenants.md). Authorized by
+ * `Authorization: Bearer <one of LINKGATE_ADMIN_KEYS>`, keys kept apart from
+ * the bots'; without LINKGATE_ADMIN_KEYS every route answers 404, as if the
+ * API did not exist. Secrets are write-only: a bot API key and a context
+ * secret are shown once, in the answer that creates them; provider secrets
+ * and the webhook secret never.
+ */
+import { Hono, type Context } from 'hono';
+import type { Logger } from 'pino';
+import * as v from 'valibot';
+import { createApiKeyCheck } from '../core/crypto.ts';
+import { LinkgateError } from '../core/errors.ts';
+import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
+import type { LinkStore } from '../core/links.ts';
+import { maskSecrets, type ProviderDirectory } from '../core/tenant-providers.ts';
+import { ApiKeyName, TenantId, TenantName, type TenantStore } from '../core/tenants.ts';
+import { unlink } from '../core/unlink.ts';
+import { parseInput } from '../core/validation.ts';
+import type { Db } from '../db/client.ts';
+import { eq, sql } from '../db/orm.ts';
+import { flows, kv, links, usedContexts, webhookDeliveries } from '../db/schema.ts';
+import { describeNeeds } from '../registry.ts';
+import { bearerToken, bodyLimit, type AppEnv } from './middleware.ts';
+
+export interface AdminRoutesDeps {
+  adminKeys: readonly string[];
+  tenants: TenantStore;
+  providers: ProviderDirectory;
+  links: LinkStore;
+  db: Db;
+  publicBaseUrl: URL;
+  production: boolean;
+  hashUserId: (tenant: string, userId: string) => string;
+  /** Counts a request without a valid key against its address (a 429 once over). */
+  countRefused: (c: Context<AppEnv>) => void | Promise<void>;
+  logger: Logger;
+}
+
+// ── Requests ────────────────────────────────────────────────────────────────
+
+export const TenantParams = v.object({ tenant: v.pipe(TenantId, v.description('a tenant id: 1–40 lowercase letters, digits and hyphens')) });
+export const CreateTenantBody = v.object({ id: TenantId, name: TenantName });
+export const CreateApiKeyBody = v.object({ name: ApiKeyName });
+export const ApiKeyParams = v.object({
+  tenant: TenantId,
+  id: v.pipe(v.string(), v.regex(/^key_[A-Za-z0-9_-]{1,40}$/, 'id must be an API key id like key_…'), v.description('an API key id, key_…, as the list shows it')),
+});
+export const ContextSecretParams = v.object({
+  tenant: TenantId,
+  id: v.pipe(v.string(), v.regex(/^cs_[A-Za-z0-9_-]{1,40}$/, 'id must be a context secret id like cs_…'), v.description('a context secret id, cs_…')),
+});
+export const TenantProviderParams = v.object({ tenant: TenantId, provider: v.pipe(ProviderId, v.description('a provider id: a module (discord) or a name of the OIDC family (corp)')) });
+const VariableName = v.pipe(v.string(), v.regex(/^[A-Z][A-Z0-9_]{0,63}$/, 'each variable name must look like DISCORD_CLIENT_ID'));
+export const ProviderConfigBody = v.object({
+  env: v.pipe(
+    v.record(VariableName, v.pipe(v.string('each value must be a string'), v.maxLength(16_384, 'each value must be at most 16 384 characters'))),
+    v.check((env) => Object.keys(env).length <= 64, 'env may hold at most 64 variables'),
+    v.description('exactly the variables the provider reads from the environment in a single-tenant deployment'),
+  ),
+});
+export const WebhookBody = v.object({
+  url: v.pipe(
+    v.string('url must be a string'),
+    v.maxLength(2048, 'url must be at most 2048 characters'),
+    v.check((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), 'url must be an absolute http(s) URL'),
+    v.check((text) => !URL.canParse(text) || (!new URL(text).username && !new URL(text).password), 'url must not contain a user name or password (events are signed with the secret)'),
+  ),
+  secret: v.pipe(v.string('secret must be a string'), v.minLength(32, 'secret must be at least 32 characters'), v.maxLength(512, 'secret must be at most 512 characters')),
+});
+
+// ── Answers (also what the tests check real answers against) ───────────────
+
+const IsoTime = v.pipe(v.string(), v.isoTimestamp());
+export const TenantAnswer = v.strictObject({ id: v.string(), name: v.string(), createdAt: IsoTime });
+export const TenantDetailAnswer = v.strictObject({
+  id: v.string(),
+  name: v.string(),
+  createdAt: IsoTime,
+  webhookUrl: v.nullable(v.string()),
+  apiKeys: v.number(),
+  contextSecrets: v.number(),
+});
+export const TenantsAnswer = v.strictObject({ tenants: v.array(TenantAnswer) });
+export const ApiKeyAnswer = v.strictObject({ id: v.string(), name: v.string(), createdAt: IsoTime, lastUsedAt: v.nullable(IsoTime) });
+export const CreatedApiKeyAnswer = v.strictObject({ id: v.string(), name: v.string(), key: v.string(), createdAt: IsoTime });
+export const ApiKeysAnswer = v.strictObject({ apiKeys: v.array(ApiKeyAnswer) });
+export const CreatedContextSecretAnswer = v.strictObject({ id: v.string(), secret: v.string(), createdAt: IsoTime });
+export const ContextSecretsAnswer = v.strictObject({ contextSecrets: v.array(v.strictObject({ id: v.string(), createdAt: IsoTime })) });
+export const ProviderConfigAnswer = v.strictObject({
+  id: v.string(),
+  displayName: v.string(),
+  configured: v.literal(true),
+  version: v.number(),
+  env: v.record(v.string(), v.string()),
+});
+export const TenantProvidersAnswer = v.strictObject({
+  providers: v.array(v.strictObject({ id: v.string(), displayName: v.string(), configured: v.boolean(), missing: v.optional(v.string()) })),
+});
+export const WebhookAnswer = v.strictObject({ url: v.string() });
+
+const iso = (date: Date | null) => (date === null ? null : date.toISOString());
+
+export function adminRoutes(deps: AdminRoutesDeps) {
+  const app = new Hono<AppEnv>();
+  const enabled = deps.adminKeys.length > 0;
+  const isAdminKey = createApiKeyCheck(deps.adminKeys);
+  const limitBody = bodyLimit(64 * 1024);
+
+  app.use('*', async (c, next) => {
+    // Not configured: nothing here exists.
+    if (!enabled) throw new LinkgateError('not_found', 'no such route');
+    const presented = bearerToken(c);
+    if (presented === undefined || !isAdminKey(presented)) {
+      await deps.countRefused(c);
+      c.header('WWW-Authenticate', 'Bearer realm="linkgate-admin"');
+      throw new LinkgateError('unauthorized', 'a valid operator key is required (Authorization: Bearer <one of LINKGATE_ADMIN_KEYS>)');
+    }
+    return limitBody(c, next);
+  });
+
+  async function readJson(c: Context<AppEnv>): Promise<unknown> {
+    if (!/^application\/json\b/i.test(c.req.header('content-type') ?? '')) throw new LinkgateError('bad_request', 'expected a JSON body (Content-Type: application/json)');
+    try {
+      return await c.req.json();
+    } catch {
+      throw new LinkgateError('bad_request', 'the body is not valid JSON');
+    }
+  }
+
+  const environmentOnly = (what: string) =>
+    new LinkgateError('bad_request', `the default tenant's ${what} is configured by the environment (a single-tenant deployment's variables), not here`);
+
+  app.post('/tenants', async (c) => {
+    const body = parseInput(CreateTenantBody, await readJson(c));
+    const tenant = await deps.tenants.create(body.id, body.name);
+    deps.logger.info({ tenant: tenant.id }, 'tenant created');
+    return c.json({ id: tenant.id, name: tenant.name, createdAt: tenant.createdAt.toISOString() }, 201);
+  });
+
+  app.get('/tenants', async (c) => {
+    const list = await deps.tenants.list();
+    return c.json({ tenants: list.map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt.toISOString() })) });
+  });
+
+  app.get('/tenants/:tenant', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const found = await deps.tenants.require(tenant);
+    const [apiKeys, secrets, webhookUrl] = await Promise.all([deps.tenants.listApiKeys(tenant), deps.tenants.listContextSecrets(tenant), deps.tenants.webhookUrl(tenant)]);
+    return c.json({ id: found.id, name: found.name, createdAt: found.createdAt.toISOString(), webhookUrl: webhookUrl ?? null, apiKeys: apiKeys.length, contextSecrets: secrets.length });
+  });
+
+  /**
+   * Unlinks every link of the tenant (revoking upstream where the provider
+   * can), then removes the tenant and everything it had: flows, used
+   * contexts, its providers' stored keys, its webhook log and settings.
+   */
+  app.delete('/tenants/:tenant', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    if (tenant === DEFAULT_TENANT) throw new LinkgateError('bad_request', 'the default tenant cannot be deleted');
+    await deps.tenants.require(tenant);
+    const log = c.get('log')();
+    let unlinked = 0;
+    for (;;) {
+      const batch = await deps.db.select({ userId: links.userId, provider: links.provider }).from(links).where(eq(links.tenant, tenant)).limit(100);
+      if (batch.length === 0) break;
+      for (const key of batch) {
+        if (await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, { tenant, ...key }, log)) unlinked += 1;
+      }
+    }
+    await deps.db.transaction(async (tx) => {
+      await tx.delete(flows).where(eq(flows.tenant, tenant));
+      await tx.delete(usedContexts).where(eq(usedContexts.tenant, tenant));
+      await tx.delete(webhookDeliveries).where(eq(webhookDeliveries.tenant, tenant));
+      // Providers' own keys of this tenant (src/core/tools.ts names them `<tenant>/<provider>`).
+      await tx.execute(sql`delete from ${kv} where starts_with(${kv.namespace}, ${`${tenant}/`})`);
+    });
+    await deps.tenants.remove(tenant);
+    log.info({ tenant, unlinked }, 'tenant deleted');
+    return c.body(null, 204);
+  });
+
+  app.post('/tenants/:tenant/api-keys', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const body = parseInput(CreateApiKeyBody, await readJson(c));
+    const created = await deps.tenants.createApiKey(tenant, body.name);
+    c.get('log')().info({ tenant, apiKey: created.id }, 'API key created');
+    return c.json({ id: created.id, name: created.name, key: created.key, createdAt: created.createdAt.toISOString() }, 201);
+  });
+
+  app.get('/tenants/:tenant/api-keys', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const list = await deps.tenants.listApiKeys(tenant);
+    return c.json({ apiKeys: list.map((k) => ({ id: k.id, name: k.name, createdAt: k.createdAt.toISOString(), lastUsedAt: iso(k.lastUsedAt) })) });
+  });
+
+  app.delete('/tenants/:tenant/api-keys/:id', async (c) => {
+    const { tenant, id } = parseInput(ApiKeyParams, c.req.param());
+    if (!(await deps.tenants.deleteApiKey(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no API key with this id');
+    c.get('log')().info({ tenant, apiKey: id }, 'API key revoked');
+    return c.body(null, 204);
+  });
+
+  app.post('/tenants/:tenant/context-secrets', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const created = await deps.tenants.createContextSecret(tenant);
+    c.get('log')().info({ tenant, contextSecret: created.id }, 'context secret created');
+    return c.json({ id: created.id, secret: created.secret, createdAt: created.createdAt.toISOString() }, 201);
+  });
+
+  app.get('/tenants/:tenant/context-secrets', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const list = await deps.tenants.listContextSecrets(tenant);
+    return c.json({ contextSecrets: list.map((s) => ({ id: s.id, createdAt: s.createdAt.toISOString() })) });
+  });
+
+  app.delete('/tenants/:tenant/context-secrets/:id', async (c) => {
+    const { tenant, id } = parseInput(ContextSecretParams, c.req.param());
+    if (!(await deps.tenants.retireContextSecret(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no active context secret with this id');
+    c.get('log')().info({ tenant, contextSecret: id }, 'context secret retired');
+    return c.body(null, 204);
+  });
+
+  app.get('/tenants/:tenant/providers', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    await deps.tenants.require(tenant);
+    const registry = await deps.providers.of(tenant);
+    return c.json({
+      providers: registry.list().map((p) => ({
+        id: p.id,
+        displayName: p.displayName,
+        configured: p.instance !== undefined,
+        ...(p.instance ? {} : { missing: describeNeeds(p.needs) }),
+      })),
+    });
+  });
+
+  app.put('/tenants/:tenant/providers/:provider', async (c) => {
+    const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
+    if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
+    const { env } = parseInput(ProviderConfigBody, await readJson(c));
+    await deps.tenants.require(tenant);
+    const { displayName } = await deps.providers.check(provider, env, { publicBaseUrl: deps.publicBaseUrl });
+    const stored = await deps.tenants.putProviderConfig(tenant, provider, env);
+    c.get('log')().info({ tenant, provider, version: stored.version }, 'tenant provider configured');
+    return c.json({ id: provider, displayName, configured: true as const, version: stored.version, env: maskSecrets(env) });
+  });
+
+  app.delete('/tenants/:tenant/providers/:provider', async (c) => {
+    const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
+    if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
+    if (!(await deps.tenants.removeProviderConfig(tenant, provider))) throw new LinkgateError('not_found', 'this tenant has no configuration for this provider');
+    c.get('log')().info({ tenant, provider }, 'tenant provider removed');
+    return c.body(null, 204);
+  });
+
+  app.put('/tenants/:tenant/webhook', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
+    const body = parseInput(WebhookBody, await readJson(c));
+    const url = new URL(body.url);
+    const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
+    // Events name users and their accounts: in clear only to this machine.
+    if (deps.production && url.protocol === 'http:' && !loopback) throw new LinkgateError('bad_request', 'url must be https in production (plain http only on a loopback address)');
+    await deps.tenants.putWebhook(tenant, { url, secret: body.secret });
+    c.get('log')().info({ tenant }, 'tenant webhook set');
+    return c.json({ url: url.href });
+  });
+
+  app.delete('/tenants/:tenant/webhook', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
+    if (!(await deps.tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
+    return c.body(null, 204);
+  });
+
+  return app;
+}
+
