@@ -2,7 +2,7 @@
 import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
-import type { Config } from './config.ts';
+import type { Brand, Config } from './config.ts';
 import { createApiKeyCheck, createUserIdHasher, type Keyring } from './core/crypto.ts';
 import { isLinkgateError, LinkgateError } from './core/errors.ts';
 import { createLinkEvents } from './core/events.ts';
@@ -74,6 +74,11 @@ export function createApp(deps: AppDeps) {
     });
   const toolsFor = deps.toolsFor ?? providerToolsFactory({ database: deps.database, keyring: deps.keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
   const providers = createProviderDirectory({ registry, tenants, toolsFor, logger });
+  /** A tenant's own branding on its pages, else the gateway's. */
+  const brandOf = (tenant: string): Brand | Promise<Brand> => {
+    const settings = tenants.settings(tenant);
+    return settings instanceof Promise ? settings.then((found) => found.brand ?? config.brand) : (settings.brand ?? config.brand);
+  };
   const events = createLinkEvents(deps.database, logger);
   const linking = createLinking({
     db,
@@ -115,7 +120,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand }));
+  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf }));
   app.route(
     '/api/v1',
     apiRoutes({

@@ -162,6 +162,26 @@ const origin = v.pipe(
   v.transform((u) => u.origin),
 );
 
+/** How the pages look and whom they name: the environment's (LINKGATE_BRAND_*), or a tenant's own (src/http/admin.ts). */
+export const BrandName = v.pipe(v.string(), v.maxLength(60, 'must be at most 60 characters'), v.regex(/^[^\p{Cc}\p{Cf}<>]*$/u, 'must not contain control characters or < >'));
+export const BrandIconUrl = v.pipe(
+  v.string(),
+  v.maxLength(100_000, 'must be at most 100 000 characters (a small image)'),
+  v.check(
+    (s) => (s.startsWith('data:') ? /^data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$/.test(s) : URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)),
+    'must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL',
+  ),
+);
+export const BrandColor = v.pipe(
+  v.string(),
+  v.regex(/^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$/, 'must be a colour like #5865f2'),
+  v.transform((s) => (s.length === 4 ? `#${[...s.slice(1)].map((c) => c + c).join('')}` : s).toLowerCase()),
+);
+export const SupportUrl = v.pipe(
+  v.string(),
+  v.check((s) => URL.canParse(s) && ['https:', 'http:', 'mailto:'].includes(new URL(s).protocol), 'must be an http(s) or mailto: URL'),
+);
+
 const EnvSchema = v.object({
   NODE_ENV: v.optional(v.picklist(['development', 'production', 'test'], 'must be development, production or test'), 'development'),
   HOST: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
@@ -206,32 +226,10 @@ const EnvSchema = v.object({
     '0',
   ),
   LINKGATE_ANNIE_MEI_COMPAT: v.optional(boolean, 'true'),
-  LINKGATE_BRAND_NAME: v.optional(
-    v.pipe(v.string(), v.maxLength(60, 'must be at most 60 characters'), v.regex(/^[^\p{Cc}\p{Cf}<>]*$/u, 'must not contain control characters or < >')),
-  ),
-  LINKGATE_BRAND_ICON_URL: v.optional(
-    v.pipe(
-      v.string(),
-      v.maxLength(100_000, 'must be at most 100 000 characters (a small image)'),
-      v.check(
-        (s) => (s.startsWith('data:') ? /^data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$/.test(s) : URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)),
-        'must be a data:image/…;base64 URL or a URL on PUBLIC_BASE_URL',
-      ),
-    ),
-  ),
-  LINKGATE_BRAND_COLOR: v.optional(
-    v.pipe(
-      v.string(),
-      v.regex(/^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$/, 'must be a colour like #5865f2'),
-      v.transform((s) => (s.length === 4 ? `#${[...s.slice(1)].map((c) => c + c).join('')}` : s).toLowerCase()),
-    ),
-  ),
-  LINKGATE_SUPPORT_URL: v.optional(
-    v.pipe(
-      v.string(),
-      v.check((s) => URL.canParse(s) && ['https:', 'http:', 'mailto:'].includes(new URL(s).protocol), 'must be an http(s) or mailto: URL'),
-    ),
-  ),
+  LINKGATE_BRAND_NAME: v.optional(BrandName),
+  LINKGATE_BRAND_ICON_URL: v.optional(BrandIconUrl),
+  LINKGATE_BRAND_COLOR: v.optional(BrandColor),
+  LINKGATE_SUPPORT_URL: v.optional(SupportUrl),
   LOG_LEVEL: v.optional(
     v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
     'info',

@@ -140,6 +140,8 @@ export async function verifyLinkContext(token: string, provider: string, options
   if (exp <= nowSeconds - CONTEXT_CLOCK_SKEW_SECONDS) throw new LinkgateError('context_expired', 'the link has expired');
   if (nbf !== undefined && nbf > nowSeconds + CONTEXT_CLOCK_SKEW_SECONDS) throw invalid('the link context is not valid yet (nbf)');
   if (iat > nowSeconds + CONTEXT_CLOCK_SKEW_SECONDS) throw invalid('the link context was issued in the future');
+  // As the Annie Mei format does: a context that expires before it was issued was never valid.
+  if (exp < iat) throw invalid('the link context expires before it was issued (exp is before iat)');
   if (exp - iat > options.ttlSeconds) {
     throw invalid(`the link context lives longer than the allowed ${options.ttlSeconds} seconds`);
   }

@@ -21,13 +21,15 @@ import type { Metrics } from './metrics.ts';
 /** What the browser is shown next. */
 export type Outcome =
   | { kind: 'redirect'; url: URL }
-  /** `values`: what the user typed last time, for fields that are not passwords. */
-  | { kind: 'form'; state: string; form: FormSpec; values?: Record<string, string> }
-  | { kind: 'wait'; state: string; display: WaitDisplay; pollMs: number }
-  | { kind: 'linked'; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined };
+  /** `values`: what the user typed last time, for fields that are not passwords. `tenant`: whose pages these are (their branding). */
+  | { kind: 'form'; tenant: string; state: string; form: FormSpec; values?: Record<string, string> }
+  | { kind: 'wait'; tenant: string; state: string; display: WaitDisplay; pollMs: number }
+  | { kind: 'linked'; tenant: string; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined };
 
 /** What the confirmation page shows before anything is started. */
 export interface Confirmation {
+  /** The tenant whose bot sent the link (its branding). */
+  tenant: string;
   provider: RegisteredProvider;
   /** The bot's display name for its user, if the context carries one; never the raw user id. */
   userName: string | undefined;
@@ -158,7 +160,7 @@ export function createLinking(deps: LinkingDeps) {
     if (!row || row.status !== 'completed' || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return undefined;
     const link = await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId });
     if (!link) return undefined;
-    return { kind: 'linked', provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: row.returnTo ?? undefined };
+    return { kind: 'linked', tenant: row.tenant, provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: row.returnTo ?? undefined };
   }
 
   /** Moves a claimed flow to `step`: stores the link on `done`, saves anything else. */
@@ -176,30 +178,30 @@ export function createLinking(deps: LinkingDeps) {
       const key = { tenant: row.tenant, userId: row.userId, provider: provider.id };
       // The link is stored only by the request still holding the flow, in one transaction with ending it.
       await deps.db.transaction(async (tx) => {
-        if (!(await flows.using(tx).finish(row, 'completed'))) throw claimLost(provider.id);
+        if (!(await flows.using(tx).finish(row, 'completed', new Date(deps.now())))) throw claimLost(provider.id);
         await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion });
       });
       logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, row.userId) }, 'link stored');
-      deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id });
+      deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id, tenant: row.tenant });
       await deps.events.publish(key);
-      return { kind: 'linked', provider, accountName: account.name, returnTo: row.returnTo ?? undefined };
+      return { kind: 'linked', tenant: row.tenant, provider, accountName: account.name, returnTo: row.returnTo ?? undefined };
     }
     const shown: ShownStep = step.kind === 'redirect' ? { kind: 'redirect' } : step.kind === 'wait' ? { ...step, pollMs: pollInterval(step.pollMs) } : step;
     const resumeUrl = step.kind === 'redirect' ? step.url.href : previous?.resumeUrl;
     if (!(await flows.release(row, { codeVerifier: flow.codeVerifier, data: flow.data, state, resumeUrl }, shown))) throw claimLost(provider.id);
-    return outcomeOf(step, state);
+    return outcomeOf(step, state, row.tenant);
   }
 
   /** What the browser is shown for a step, fresh from the provider or read back from the flow's row. */
-  function outcomeOf(step: Exclude<Step, { kind: 'done' }>, state: string): Outcome {
+  function outcomeOf(step: Exclude<Step, { kind: 'done' }>, state: string, tenant: string): Outcome {
     switch (step.kind) {
       case 'redirect':
         return { kind: 'redirect', url: step.url };
       case 'form':
-        return { kind: 'form', state, form: step.form };
+        return { kind: 'form', tenant, state, form: step.form };
       case 'wait':
         // The page puts it in its script: a number within bounds, whatever the row holds.
-        return { kind: 'wait', state, display: step.display, pollMs: pollInterval(step.pollMs) };
+        return { kind: 'wait', tenant, state, display: step.display, pollMs: pollInterval(step.pollMs) };
     }
   }
 
@@ -223,7 +225,7 @@ export function createLinking(deps: LinkingDeps) {
         await endCancelled(claimed, 'provider_denied');
       } else {
         await flows.finish(claimed, 'failed', new Date(deps.now()));
-        deps.metrics?.inc('linkgate_flows_failed_total', { provider: providerId, reason: isLinkgateError(error) ? error.code : 'internal_error' });
+        deps.metrics?.inc('linkgate_flows_failed_total', { provider: providerId, tenant: claimed.tenant, reason: isLinkgateError(error) ? error.code : 'internal_error' });
       }
       throw error;
     }
@@ -247,7 +249,7 @@ export function createLinking(deps: LinkingDeps) {
 
   async function announceCancel(key: { tenant: string; userId: string; provider: string }, reason: CancelReason): Promise<void> {
     logger.info({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId), reason }, 'linking cancelled');
-    deps.metrics?.inc('linkgate_flows_cancelled_total', { provider: key.provider, reason });
+    deps.metrics?.inc('linkgate_flows_cancelled_total', { provider: key.provider, tenant: key.tenant, reason });
     await deps.events.publish(key);
   }
 
@@ -309,7 +311,7 @@ export function createLinking(deps: LinkingDeps) {
       const link = await links.get({ tenant: row.tenant, userId: row.userId, provider: providerId });
       if (!link) throw usedByOthers(providerId);
       if (row.returnTo) return { kind: 'linked', returnTo: row.returnTo };
-      return { kind: 'result', outcome: { kind: 'linked', provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: undefined } };
+      return { kind: 'result', outcome: { kind: 'linked', tenant: row.tenant, provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: undefined } };
     }
     if (row.status !== 'open' || row.expiresAt.getTime() <= deps.now() || row.data === null) throw usedByOthers(providerId);
     const secrets = flows.open(row);
@@ -334,7 +336,7 @@ export function createLinking(deps: LinkingDeps) {
         .from(usedContexts)
         .where(and(eq(usedContexts.tenant, context.tenant), eq(usedContexts.jti, context.jti)));
       if (spent) return reopen(providerId, context, browserId);
-      return { kind: 'confirm', confirmation: { provider, userName: context.userName, csrfToken: confirmationToken(context, browserId) } };
+      return { kind: 'confirm', confirmation: { tenant: context.tenant, provider, userName: context.userName, csrfToken: confirmationToken(context, browserId) } };
     },
 
     /**
@@ -385,7 +387,7 @@ export function createLinking(deps: LinkingDeps) {
         configVersion: provider.configVersion ?? null,
       };
       logger.info({ provider: providerId, user: deps.hashUserId(context.tenant, context.userId), step: step.kind, format: presented.format.id }, 'flow started');
-      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId });
+      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant: context.tenant });
       if (step.kind === 'done') {
         // A provider that needs no interaction: record the flow only to store the link through it.
         await flows.insert({ ...record, step: { kind: 'redirect' } });
@@ -408,7 +410,7 @@ export function createLinking(deps: LinkingDeps) {
       if (finished) return finished;
       const row = await findFlow(providerId, state, browserId);
       const shown = row.step as ShownStep | null;
-      if (shown?.kind === 'form' || shown?.kind === 'wait') return outcomeOf(shown, state!);
+      if (shown?.kind === 'form' || shown?.kind === 'wait') return outcomeOf(shown, state!, row.tenant);
       // The browser was sent to the provider: there is nothing of ours to show until it comes back.
       throw new LinkgateError('flow_not_found', 'this sign-in continues at the provider', { provider: providerId });
     },
@@ -454,7 +456,7 @@ export function createLinking(deps: LinkingDeps) {
         if (!deps.providers.defaults.get(providerId)) throw new LinkgateError('unknown_provider', `there is no provider called "${providerId}"`, { provider: providerId });
         throw new LinkgateError('result_gone', 'there is no recent sign-in of this browser to show', { provider: providerId });
       }
-      return { kind: 'linked', provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: undefined };
+      return { kind: 'linked', tenant: row.tenant, provider: await shownProvider(row), accountName: link.externalName ?? undefined, returnTo: undefined };
     },
 
     /**

@@ -8,13 +8,13 @@
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 const DEFINITIONS = {
-  linkgate_flows_started_total: { help: 'Link flows started (Continue pressed)', type: 'counter' },
-  linkgate_flows_completed_total: { help: 'Link flows that stored a link', type: 'counter' },
-  linkgate_flows_failed_total: { help: 'Link flows that ended without a link, by error code', type: 'counter' },
+  linkgate_flows_started_total: { help: 'Link flows started (Continue pressed), by provider and tenant', type: 'counter' },
+  linkgate_flows_completed_total: { help: 'Link flows that stored a link, by provider and tenant', type: 'counter' },
+  linkgate_flows_failed_total: { help: 'Link flows that ended without a link, by provider, tenant and error code', type: 'counter' },
   linkgate_flows_cancelled_total: { help: 'Linking cancelled by the user, on our page (user) or at the provider (provider_denied)', type: 'counter' },
-  linkgate_token_refreshes_total: { help: 'Token refreshes, by outcome', type: 'counter' },
-  linkgate_webhook_deliveries_total: { help: 'Webhook delivery attempts, by outcome', type: 'counter' },
-  linkgate_links_deleted_total: { help: 'Links deleted, by provider and by where the unlink came from (api, annie_auth)', type: 'counter' },
+  linkgate_token_refreshes_total: { help: 'Token refreshes, by provider, tenant and outcome', type: 'counter' },
+  linkgate_webhook_deliveries_total: { help: 'Webhook delivery attempts, by tenant and outcome', type: 'counter' },
+  linkgate_links_deleted_total: { help: 'Links deleted, by provider, tenant and where the unlink came from (api, annie_auth)', type: 'counter' },
   linkgate_http_request_duration_seconds: { help: 'HTTP requests, by method, route pattern and status', type: 'histogram' },
 } as const;
 

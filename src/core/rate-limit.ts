@@ -39,8 +39,12 @@ import { rateLimits } from '../db/schema.ts';
  * counts it saw, and sends what it served once the database is back.
  */
 export interface RateLimiter {
-  /** Counts one request of `key` in `scope`; answers from memory unless this instance has no claim left for the key. */
-  take(scope: RateScope, key: string): RateDecision | Promise<RateDecision>;
+  /**
+   * Counts one request of `key` in `scope`; answers from memory unless this
+   * instance has no claim left for the key. `rule` replaces the scope's own
+   * (a tenant's override): its keys are counted apart, under that rule.
+   */
+  take(scope: RateScope, key: string, rule?: RateLimitRule): RateDecision | Promise<RateDecision>;
   /** Sends what was served and the next claims, and reads every instance's counts back. */
   sync(): Promise<void>;
 }
@@ -119,7 +123,8 @@ const countOf = (s: Slot) => (s.total ?? s.sent) - s.sent + s.used;
 export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   const now = options.now ?? Date.now;
   const syncMs = options.syncMs ?? SYNC_MS;
-  const rules: Record<RateScope, Rule> = {
+  // The scopes' own rules, then overrides as they are first used (`api/<limit>/<window>`), each with its counters.
+  const rules: Record<string, Rule> = {
     api: { limit: options.rules.api.limit, windowMs: options.rules.api.windowSeconds * 1000, counters: new Map() },
     browser: { limit: options.rules.browser.limit, windowMs: options.rules.browser.windowSeconds * 1000, counters: new Map() },
   };
@@ -128,7 +133,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   /** The database is not answering: decide on what this instance knows, without waiting. */
   let alone = false;
 
-  const hash = (scope: RateScope, key: string) => createHmac('sha256', options.secret).update(`rate:${scope}:${key}`).digest('base64url');
+  const hash = (scope: string, key: string) => createHmac('sha256', options.secret).update(`rate:${scope}:${key}`).digest('base64url');
 
   /** Moves a counter to the window `at` falls in. */
   function roll(rule: Rule, counter: Counter, at: number): void {
@@ -308,15 +313,21 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   }
 
   return {
-    take(scope, key) {
-      const rule = rules[scope];
+    take(scope, key, override) {
+      let name: string = scope;
+      if (override) {
+        name = `${scope}/${override.limit}/${override.windowSeconds}`;
+        rules[name] ??= { limit: override.limit, windowMs: override.windowSeconds * 1000, counters: new Map() };
+      }
+      const rule = rules[name]!;
       if (rule.limit === 0) return ALLOWED;
+      const scopeName = name;
       let counter = rule.counters.get(key);
       if (!counter) {
         const at = now();
         const start = at - (at % rule.windowMs);
         // The previous window is read too: other instances may have counted in it.
-        counter = { hash: hash(scope, key), current: slot(start), previous: slot(start - rule.windowMs), waiting: 0, refresh: false, syncedAt: at };
+        counter = { hash: hash(scopeName, key), current: slot(start), previous: slot(start - rule.windowMs), waiting: 0, refresh: false, syncedAt: at };
         rule.counters.set(key, counter);
       }
       const decision = decide(rule, counter, true);

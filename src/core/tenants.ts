@@ -14,6 +14,7 @@
  */
 import { hash } from 'node:crypto';
 import * as v from 'valibot';
+import type { Brand, RateLimitRule } from '../config.ts';
 import type { Database } from '../db/client.ts';
 import { and, asc, desc, eq, isNull, sql } from '../db/orm.ts';
 import { tenantApiKeys, tenantContextSecrets, tenantProviderConfigs, tenants, tenantWebhooks, type TenantRow } from '../db/schema.ts';
@@ -50,7 +51,21 @@ export interface Tenant {
   id: string;
   name: string;
   createdAt: Date;
+  /** Its bots' API rate limit per key, instead of the gateway's. */
+  apiRateLimit: RateLimitRule | undefined;
+  /** Its pages' branding, instead of the gateway's. */
+  brand: Brand | undefined;
 }
+
+/** What the hot paths need of a tenant: its rate limit and branding (cached like its secrets). */
+export interface TenantSettings {
+  apiRateLimit: RateLimitRule | undefined;
+  brand: Brand | undefined;
+}
+
+// Stored by the operator API after validation; read back leniently (a row that does not parse is no setting).
+const StoredRule = v.object({ limit: v.pipe(v.number(), v.integer(), v.minValue(0)), windowSeconds: v.pipe(v.number(), v.integer(), v.minValue(1)) });
+const StoredBrand = v.object({ name: v.optional(v.string()), iconUrl: v.optional(v.string()), color: v.optional(v.string()), supportUrl: v.optional(v.string()) });
 
 export interface ApiKeyInfo {
   id: string;
@@ -81,6 +96,7 @@ const secretAad = (tenant: string, id: string) => `tenant-context-secret:${JSON.
 const webhookAad = (tenant: string) => `tenant-webhook:${JSON.stringify([tenant])}`;
 export const providerConfigAad = (tenant: string, provider: string, version: number) => `tenant-provider:${JSON.stringify([tenant, provider, version])}`;
 
+const NO_SETTINGS: TenantSettings = Object.freeze({ apiRateLimit: undefined, brand: undefined });
 const noSuchTenant = (id: string) => new LinkgateError('tenant_not_found', `there is no tenant "${id}"`);
 
 export function createTenantStore(deps: TenantStoreDeps) {
@@ -98,6 +114,7 @@ export function createTenantStore(deps: TenantStoreDeps) {
   function forget(tenant: string): void {
     for (const [digest, entry] of keys) if (entry.tenant === tenant || entry.tenant === undefined) keys.delete(digest);
     secrets.delete(tenant);
+    settingsCache.delete(tenant);
     for (const listener of listeners) listener(tenant);
   }
 
@@ -122,10 +139,15 @@ export function createTenantStore(deps: TenantStoreDeps) {
   async function requireTenant(id: string): Promise<Tenant> {
     const [row] = await db.select().from(tenants).where(eq(tenants.id, id));
     if (!row) throw noSuchTenant(id);
-    return row;
+    return toTenant(row);
   }
 
-  const toTenant = (row: TenantRow): Tenant => ({ id: row.id, name: row.name, createdAt: row.createdAt });
+  const toTenant = (row: TenantRow): Tenant => {
+    const rule = v.safeParse(StoredRule, row.apiRateLimit);
+    const brand = v.safeParse(StoredBrand, row.brand);
+    return { id: row.id, name: row.name, createdAt: row.createdAt, apiRateLimit: rule.success ? rule.output : undefined, brand: brand.success ? brand.output : undefined };
+  };
+  const settingsCache = new Map<string, { value: TenantSettings | Promise<TenantSettings>; until: number }>();
 
   return {
     /**
@@ -157,6 +179,43 @@ export function createTenantStore(deps: TenantStoreDeps) {
     },
 
     require: requireTenant,
+
+    /** Renames a tenant or changes its rate limit or branding (`null` goes back to the gateway's). */
+    async update(id: string, change: { name?: string; apiRateLimit?: RateLimitRule | null; brand?: Brand | null }): Promise<Tenant> {
+      const set: Partial<typeof tenants.$inferInsert> = {};
+      if (change.name !== undefined) set.name = change.name;
+      if (change.apiRateLimit !== undefined) set.apiRateLimit = change.apiRateLimit;
+      if (change.brand !== undefined) set.brand = change.brand;
+      const [row] = Object.keys(set).length > 0 ? await db.update(tenants).set(set).where(eq(tenants.id, id)).returning() : await db.select().from(tenants).where(eq(tenants.id, id));
+      if (!row) throw noSuchTenant(id);
+      await changed(id);
+      return toTenant(row);
+    },
+
+    /**
+     * A tenant's rate limit and branding, for the API gate and the pages: at
+     * once when cached (the default tenant's are the environment's: none here).
+     */
+    settings(tenant: string): TenantSettings | Promise<TenantSettings> {
+      if (tenant === DEFAULT_TENANT) return NO_SETTINGS;
+      const at = now();
+      const cached = settingsCache.get(tenant);
+      if (cached && cached.until > at) return cached.value;
+      listen();
+      const loading = db
+        .select()
+        .from(tenants)
+        .where(eq(tenants.id, tenant))
+        .then(([row]) => {
+          const found = row ? toTenant(row) : undefined;
+          const value: TenantSettings = { apiRateLimit: found?.apiRateLimit, brand: found?.brand };
+          settingsCache.set(tenant, { value, until: at + CACHE_MS });
+          return value;
+        });
+      settingsCache.set(tenant, { value: loading, until: at + CACHE_MS });
+      loading.catch(() => settingsCache.delete(tenant));
+      return loading;
+    },
 
     /** Removes the tenant's row and every setting (the caller has unlinked its links first). */
     async remove(id: string): Promise<boolean> {

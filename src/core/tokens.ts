@@ -157,10 +157,10 @@ export function createTokenService(deps: TokenServiceDeps) {
         } catch (error) {
           if (!isLinkgateError(error, 'needs_reauth')) {
             const failure = refreshFailure(error, key.provider);
-            deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, outcome: failure.code });
+            deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, tenant: key.tenant, outcome: failure.code });
             throw failure;
           }
-          deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, outcome: 'needs_reauth' });
+          deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, tenant: key.tenant, outcome: 'needs_reauth' });
           if (await markNeedsReauth(leased, 'refresh refused')) throw needsReauth(key.provider, error);
           continue; // A relink replaced the credentials that were refused: look again.
         }
@@ -168,7 +168,7 @@ export function createTokenService(deps: TokenServiceDeps) {
         if (updated) {
           released = true;
           deps.logger.info({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId) }, 'token refreshed');
-          deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, outcome: 'refreshed' });
+          deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, tenant: key.tenant, outcome: 'refreshed' });
           return { row: updated, credentials: fresh };
         }
         // A relink replaced the row while we refreshed: its credentials win; look again.

@@ -159,7 +159,7 @@ export function createWebhookWorker(deps: WebhookWorkerDeps) {
         .update(webhookDeliveries)
         .set({ status: 'dead', lastStatus: null, lastError: 'no webhook endpoint is configured for this tenant', lockedUntil: null })
         .where(eq(webhookDeliveries.id, row.id));
-      deps.metrics?.inc('linkgate_webhook_deliveries_total', { outcome: 'dead' });
+      deps.metrics?.inc('linkgate_webhook_deliveries_total', { tenant: row.tenant, outcome: 'dead' });
       return;
     }
     try {
@@ -189,11 +189,11 @@ export function createWebhookWorker(deps: WebhookWorkerDeps) {
         .set({ status: 'delivered', deliveredAt: at, lastStatus: status ?? null, lastError: null, lockedUntil: null })
         .where(eq(webhookDeliveries.id, row.id));
       deps.logger.debug({ event: row.id, type: row.type, attempts: row.attempts }, 'webhook delivered');
-      deps.metrics?.inc('linkgate_webhook_deliveries_total', { outcome: 'delivered' });
+      deps.metrics?.inc('linkgate_webhook_deliveries_total', { tenant: row.tenant, outcome: 'delivered' });
       return;
     }
     const dead = row.attempts >= deps.maxAttempts;
-    deps.metrics?.inc('linkgate_webhook_deliveries_total', { outcome: dead ? 'dead' : 'failed' });
+    deps.metrics?.inc('linkgate_webhook_deliveries_total', { tenant: row.tenant, outcome: dead ? 'dead' : 'failed' });
     await db
       .update(webhookDeliveries)
       .set({

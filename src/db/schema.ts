@@ -165,6 +165,10 @@ export const rateLimits = pgTable(
 export const tenants = pgTable('tenants', {
   id: text('id').primaryKey(),
   name: text('name').notNull(),
+  /** Its bots' API rate limit per key `{ limit, windowSeconds }`, instead of LINKGATE_API_RATE_*; null: the gateway's. */
+  apiRateLimit: jsonb('api_rate_limit'),
+  /** Its pages' name, icon, colour and support link `{ name?, iconUrl?, color?, supportUrl? }`; null: the gateway's. */
+  brand: jsonb('brand'),
   createdAt: at('created_at').notNull().defaultNow(),
 });
 

@@ -10,12 +10,13 @@
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
+import { BrandColor, BrandIconUrl, BrandName, SupportUrl } from '../config.ts';
 import { createApiKeyCheck } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
 import { maskSecrets, type ProviderDirectory } from '../core/tenant-providers.ts';
-import { ApiKeyName, TenantId, TenantName, type TenantStore } from '../core/tenants.ts';
+import { ApiKeyName, TenantId, TenantName, type Tenant, type TenantStore } from '../core/tenants.ts';
 import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Db } from '../db/client.ts';
@@ -43,6 +44,37 @@ export interface AdminRoutesDeps {
 export const TenantParams = v.object({ tenant: v.pipe(TenantId, v.description('a tenant id: 1–40 lowercase letters, digits and hyphens')) });
 export const CreateTenantBody = v.object({ id: TenantId, name: TenantName });
 export const CreateApiKeyBody = v.object({ name: ApiKeyName });
+const field = (name: string, schema: v.GenericSchema<string, string>) =>
+  v.pipe(
+    v.string(`${name} must be a string`),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      const parsed = v.safeParse(schema, dataset.value);
+      if (parsed.success) return parsed.output;
+      addIssue({ message: `${name} ${parsed.issues[0].message}` });
+      return NEVER;
+    }),
+  );
+export const UpdateTenantBody = v.object({
+  name: v.optional(TenantName),
+  apiRateLimit: v.optional(
+    v.nullable(
+      v.object({
+        limit: v.pipe(v.number('apiRateLimit.limit must be a number'), v.integer('apiRateLimit.limit must be a whole number'), v.minValue(0, 'apiRateLimit.limit must be at least 0 (0: no limit)'), v.maxValue(1_000_000_000, 'apiRateLimit.limit is too large')),
+        windowSeconds: v.pipe(v.number('apiRateLimit.windowSeconds must be a number'), v.integer('apiRateLimit.windowSeconds must be a whole number'), v.minValue(1, 'apiRateLimit.windowSeconds must be at least 1'), v.maxValue(3600, 'apiRateLimit.windowSeconds must be at most 3600')),
+      }),
+    ),
+  ),
+  brand: v.optional(
+    v.nullable(
+      v.object({
+        name: v.optional(field('brand.name', BrandName)),
+        iconUrl: v.optional(field('brand.iconUrl', BrandIconUrl)),
+        color: v.optional(field('brand.color', BrandColor)),
+        supportUrl: v.optional(field('brand.supportUrl', SupportUrl)),
+      }),
+    ),
+  ),
+});
 export const ApiKeyParams = v.object({
   tenant: TenantId,
   id: v.pipe(v.string(), v.regex(/^key_[A-Za-z0-9_-]{1,40}$/, 'id must be an API key id like key_…'), v.description('an API key id, key_…, as the list shows it')),
@@ -74,10 +106,14 @@ export const WebhookBody = v.object({
 
 const IsoTime = v.pipe(v.string(), v.isoTimestamp());
 export const TenantAnswer = v.strictObject({ id: v.string(), name: v.string(), createdAt: IsoTime });
+const RuleAnswer = v.strictObject({ limit: v.number(), windowSeconds: v.number() });
+const BrandAnswer = v.strictObject({ name: v.optional(v.string()), iconUrl: v.optional(v.string()), color: v.optional(v.string()), supportUrl: v.optional(v.string()) });
 export const TenantDetailAnswer = v.strictObject({
   id: v.string(),
   name: v.string(),
   createdAt: IsoTime,
+  apiRateLimit: v.nullable(RuleAnswer),
+  brand: v.nullable(BrandAnswer),
   webhookUrl: v.nullable(v.string()),
   apiKeys: v.number(),
   contextSecrets: v.number(),
@@ -99,6 +135,19 @@ export const TenantProvidersAnswer = v.strictObject({
   providers: v.array(v.strictObject({ id: v.string(), displayName: v.string(), configured: v.boolean(), missing: v.optional(v.string()) })),
 });
 export const WebhookAnswer = v.strictObject({ url: v.string() });
+
+function detail(tenant: Tenant, counts: { webhookUrl: string | undefined; apiKeys: number; contextSecrets: number }) {
+  return {
+    id: tenant.id,
+    name: tenant.name,
+    createdAt: tenant.createdAt.toISOString(),
+    apiRateLimit: tenant.apiRateLimit ?? null,
+    brand: tenant.brand ?? null,
+    webhookUrl: counts.webhookUrl ?? null,
+    apiKeys: counts.apiKeys,
+    contextSecrets: counts.contextSecrets,
+  };
+}
 
 const iso = (date: Date | null) => (date === null ? null : date.toISOString());
 
@@ -148,7 +197,23 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const found = await deps.tenants.require(tenant);
     const [apiKeys, secrets, webhookUrl] = await Promise.all([deps.tenants.listApiKeys(tenant), deps.tenants.listContextSecrets(tenant), deps.tenants.webhookUrl(tenant)]);
-    return c.json({ id: found.id, name: found.name, createdAt: found.createdAt.toISOString(), webhookUrl: webhookUrl ?? null, apiKeys: apiKeys.length, contextSecrets: secrets.length });
+    return c.json(detail(found, { webhookUrl, apiKeys: apiKeys.length, contextSecrets: secrets.length }));
+  });
+
+  /** Renames a tenant, or sets (null: clears) its API rate limit per key and its pages' branding. */
+  app.patch('/tenants/:tenant', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const body = parseInput(UpdateTenantBody, await readJson(c));
+    if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined)) throw environmentOnly('rate limit and branding');
+    const icon = body.brand?.iconUrl;
+    // The pages allow images from our own origin and data: URLs only (CSP img-src).
+    if (icon !== undefined && !icon.startsWith('data:') && new URL(icon).origin !== deps.publicBaseUrl.origin) {
+      throw new LinkgateError('bad_request', `brand.iconUrl must be a data:image/…;base64 URL or a URL on ${deps.publicBaseUrl.origin}`);
+    }
+    const updated = await deps.tenants.update(tenant, body);
+    const [apiKeys, secrets, webhookUrl] = await Promise.all([deps.tenants.listApiKeys(tenant), deps.tenants.listContextSecrets(tenant), deps.tenants.webhookUrl(tenant)]);
+    c.get('log')().info({ tenant }, 'tenant updated');
+    return c.json(detail(updated, { webhookUrl, apiKeys: apiKeys.length, contextSecrets: secrets.length }));
   });
 
   /**

@@ -18,6 +18,7 @@ import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.t
 import { bearerToken, bodyLimit, refuseApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
 import { countRequest } from './rate-limit.ts';
 import type { RateLimiter } from '../core/rate-limit.ts';
+import type { RateLimitRule } from '../config.ts';
 
 export interface ApiRoutesDeps {
   /** Every tenant's providers. */
@@ -130,7 +131,13 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const asked = c.req.header('x-tenant-id');
     if (asked !== undefined && asked !== tenant) throw new LinkgateError('tenant_mismatch', 'this API key belongs to another tenant than x-tenant-id names');
     c.set('tenant', tenant);
-    const counted = countRequest(c, deps.limiter, 'api', key);
+    // A tenant may have its own limit per key (cached; the default tenant's is the environment's).
+    const settings = deps.tenants.settings(tenant);
+    if (settings instanceof Promise) return settings.then((found) => count(c, next, key, found.apiRateLimit));
+    return count(c, next, key, settings.apiRateLimit);
+  };
+  const count = (c: Context<AppEnv>, next: () => Promise<void>, key: string, rule: RateLimitRule | undefined) => {
+    const counted = countRequest(c, deps.limiter, 'api', key, rule);
     return counted ? counted.then(() => limitBody(c, next)) : limitBody(c, next);
   };
   app.use('*', function apiGate(c, next) {
@@ -345,7 +352,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const known = await tenantProvider(c, provider);
     const deleted = await unlink(deps, { tenant: c.get('tenant'), userId, provider }, c.get('log')());
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
-    deps.metrics?.inc('linkgate_links_deleted_total', { provider, via: 'api' });
+    deps.metrics?.inc('linkgate_links_deleted_total', { provider, tenant: c.get('tenant'), via: 'api' });
     // What the provider said, for a bot that tells its user (`revoked`, `not_supported`, `failed`, `provider_unavailable`).
     return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
   });

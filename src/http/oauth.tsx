@@ -35,7 +35,10 @@ export interface OauthRoutesDeps {
   registry: Registry;
   stateTtlSeconds: number;
   secureCookies: boolean;
+  /** The gateway's branding (LINKGATE_BRAND_*), on pages not yet tied to a tenant. */
   brand: Brand;
+  /** A tenant's branding: its own when it has one, else the gateway's. */
+  brandOf?: (tenant: string) => Brand | Promise<Brand>;
 }
 
 function providerParam(c: Context<AppEnv>): string {
@@ -86,9 +89,11 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     });
   }
 
-  const frame = (c: Context<AppEnv>): PageFrame => ({ nonce: c.get('secureHeadersNonce') ?? '', brand: deps.brand });
+  const frame = (c: Context<AppEnv>, brand: Brand = deps.brand): PageFrame => ({ nonce: c.get('secureHeadersNonce') ?? '', brand });
+  /** The page frame of a tenant's page: its branding. */
+  const tenantFrame = async (c: Context<AppEnv>, tenant: string): Promise<PageFrame> => frame(c, deps.brandOf ? await deps.brandOf(tenant) : deps.brand);
 
-  function render(c: Context<AppEnv>, provider: string, outcome: Outcome) {
+  async function render(c: Context<AppEnv>, provider: string, outcome: Outcome) {
     const action = `/oauth/${provider}/callback`;
     const cancelAction = `/oauth/${provider}/cancel`;
     switch (outcome.kind) {
@@ -96,11 +101,11 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
       case 'redirect':
         return c.redirect(outcome.url.href, 303);
       case 'form':
-        return c.html(<FormPage frame={frame(c)} action={action} cancelAction={cancelAction} state={outcome.state} form={outcome.form} values={outcome.values ?? {}} />);
+        return c.html(<FormPage frame={await tenantFrame(c, outcome.tenant)} action={action} cancelAction={cancelAction} state={outcome.state} form={outcome.form} values={outcome.values ?? {}} />);
       case 'wait': {
         const pollUrl = `/oauth/${provider}/poll?state=${encodeURIComponent(outcome.state)}`;
         return c.html(
-          <WaitPage frame={frame(c)} action={action} cancelAction={cancelAction} cancelledUrl={`/oauth/${provider}/cancelled`} pollUrl={pollUrl} state={outcome.state} display={outcome.display} pollMs={outcome.pollMs} />,
+          <WaitPage frame={await tenantFrame(c, outcome.tenant)} action={action} cancelAction={cancelAction} cancelledUrl={`/oauth/${provider}/cancelled`} pollUrl={pollUrl} state={outcome.state} display={outcome.display} pollMs={outcome.pollMs} />,
         );
       }
       case 'linked':
@@ -125,7 +130,7 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const { confirmation } = opened;
     return c.html(
       <ConfirmPage
-        frame={frame(c)}
+        frame={await tenantFrame(c, confirmation.tenant)}
         action={`/oauth/${provider}/start`}
         cancelAction={`/oauth/${provider}/cancel`}
         providerName={confirmation.provider.displayName}
@@ -172,7 +177,7 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const provider = providerParam(c);
     const outcome = await linking.result(provider, browserId(c));
     if (outcome.kind !== 'linked') throw new LinkgateError('result_gone', 'there is nothing to show', { provider });
-    return c.html(<LinkedPage frame={frame(c)} providerName={outcome.provider.displayName} accountName={outcome.accountName} />);
+    return c.html(<LinkedPage frame={await tenantFrame(c, outcome.tenant)} providerName={outcome.provider.displayName} accountName={outcome.accountName} />);
   });
 
   /**

@@ -1,3 +1,4 @@
+import type { RateLimitRule } from '../config.ts';
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import type { Context, MiddlewareHandler } from 'hono';
@@ -25,8 +26,8 @@ export function rateLimit(options: { limiter: RateLimiter; scope: RateScope; key
  * it through at once, a promise when it waits for the counters to sync, and
  * a 429 `rate_limited` with `Retry-After` (seconds) when `key` is over its limit.
  */
-export function countRequest(c: Context<AppEnv>, limiter: RateLimiter, scope: RateScope, key: string): void | Promise<void> {
-  const taken = limiter.take(scope, key);
+export function countRequest(c: Context<AppEnv>, limiter: RateLimiter, scope: RateScope, key: string, rule?: RateLimitRule): void | Promise<void> {
+  const taken = limiter.take(scope, key, rule);
   return taken instanceof Promise ? taken.then((decision) => admit(c, decision)) : admit(c, taken);
 }
 

@@ -178,7 +178,7 @@ describe.skipIf(!onPostgres)('the Annie Mei bot on Linkgate’s annie_auth views
     expect(createHmac('sha256', WEBHOOK_SECRET).update(`${t}.${delivery!.body}`).digest('hex')).toBe(v1);
 
     for (let i = 0; i < 50 && !metrics.render().includes('via="annie_auth"'); i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(metrics.render()).toContain('linkgate_links_deleted_total{provider="anilist",via="annie_auth"} 1');
+    expect(metrics.render()).toContain('linkgate_links_deleted_total{provider="anilist",tenant="default",via="annie_auth"} 1');
   });
 
   it('deletes nothing for a user without a link, and says so (0 rows)', async () => {

@@ -38,6 +38,10 @@ describe('claims', () => {
     new CompactSign(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET));
   const verify = (token: string) => verifyLinkContext(token, 'corp', { secret: TEST_SECRETS.OAUTH_CONTEXT_SIGNING_SECRET, ttlSeconds: 300, returnToOrigins: [], now: () => now });
 
+  it('refuses a context that expires before it was issued', async () => {
+    await expect(verify(await sign({ ...good, exp: iat + 10, iat: iat + 20 }))).rejects.toMatchObject({ code: 'context_invalid', message: expect.stringContaining('exp is before iat') });
+  });
+
   it('accepts a good context and reads its optional display name', async () => {
     await expect(verify(await sign({ ...good, name: 'Ada' }))).resolves.toMatchObject({ userId: good.sub, jti: good.jti, userName: 'Ada' });
   });

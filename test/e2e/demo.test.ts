@@ -139,9 +139,9 @@ describe('npm run demo', () => {
 
     // And the metrics that count it: the flow, and the webhook delivered.
     const [, metrics] = await demo.waitFor(/GET \S+\/metrics:\n\n((?:  .*\n)+)/);
-    expect(metrics).toContain('  linkgate_flows_started_total{provider="demo"} 1\n');
-    expect(metrics).toContain('  linkgate_flows_completed_total{provider="demo"} 1\n');
-    expect(metrics).toContain('  linkgate_webhook_deliveries_total{outcome="delivered"} 1\n');
+    expect(metrics).toContain('  linkgate_flows_started_total{provider="demo",tenant="default"} 1\n');
+    expect(metrics).toContain('  linkgate_flows_completed_total{provider="demo",tenant="default"} 1\n');
+    expect(metrics).toContain('  linkgate_webhook_deliveries_total{tenant="default",outcome="delivered"} 1\n');
 
     // Its curl lines work as printed.
     await demo.waitFor(/Press Ctrl-C to stop/);
@@ -151,7 +151,7 @@ describe('npm run demo', () => {
     expect(await answer.json()).toMatchObject({ userId: 'demo-user', provider: 'demo', externalId: 'ada', externalName: 'Ada Lovelace' });
     const [, metricsUrl] = await demo.waitFor(/curl -H 'Authorization: Bearer \S+' (\S+\/metrics)$/m);
     const scraped = await fetch(metricsUrl!, { headers: { authorization: `Bearer ${apiKey}` } });
-    expect(await scraped.text()).toContain('linkgate_flows_completed_total{provider="demo"} 1');
+    expect(await scraped.text()).toContain('linkgate_flows_completed_total{provider="demo",tenant="default"} 1');
     expect(demo.output).not.toContain('developer-key-0123456789abcdef0123456789');
     expect(existsSync(DEVELOPER_DATA_DIR)).toBe(false);
 

@@ -63,13 +63,13 @@ describe('/metrics', () => {
       expect(response.status).toBe(200);
       expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
       const text = await response.text();
-      expect(text).toContain('linkgate_flows_started_total{provider="token"} 3');
-      expect(text).toContain('linkgate_flows_completed_total{provider="token"} 2');
-      expect(text).toContain('linkgate_flows_failed_total{provider="token",reason="bad_request"} 1');
-      expect(text).toContain('linkgate_token_refreshes_total{provider="token",outcome="refreshed"} 1');
-      expect(text).toContain('linkgate_token_refreshes_total{provider="token",outcome="needs_reauth"} 1');
+      expect(text).toContain('linkgate_flows_started_total{provider="token",tenant="default"} 3');
+      expect(text).toContain('linkgate_flows_completed_total{provider="token",tenant="default"} 2');
+      expect(text).toContain('linkgate_flows_failed_total{provider="token",tenant="default",reason="bad_request"} 1');
+      expect(text).toContain('linkgate_token_refreshes_total{provider="token",tenant="default",outcome="refreshed"} 1');
+      expect(text).toContain('linkgate_token_refreshes_total{provider="token",tenant="default",outcome="needs_reauth"} 1');
       // Two links created, one needs_reauth: three events.
-      expect(text).toContain('linkgate_webhook_deliveries_total{outcome="delivered"} 3');
+      expect(text).toContain('linkgate_webhook_deliveries_total{tenant="default",outcome="delivered"} 3');
       expect(text).toContain('linkgate_http_request_duration_seconds_count{method="POST",route="/api/v1/users/:userId/links/:provider/token",status="200"} 1');
       expect(text).toMatch(/linkgate_http_request_duration_seconds_bucket\{method="POST",route="\/api\/v1\/users\/:userId\/links\/:provider\/token",status="409",le="\+Inf"\} 1/);
       expect(text).not.toContain('80351110224678912');

@@ -341,6 +341,48 @@ describe('the operator API', () => {
   });
 });
 
+describe("a tenant's own settings", () => {
+  it('limits its keys by its own API rate limit, leaving other tenants on the gateway\'s', async () => {
+    expect((await admin('/tenants', { method: 'POST', body: { id: 'limited', name: 'Limited' } })).status).toBe(201);
+    keys.limited = v.parse(CreatedApiKeyAnswer, await (await admin('/tenants/limited/api-keys', { method: 'POST', body: { name: 'bot' } })).json()).key;
+    const patched = await admin('/tenants/limited', { method: 'PATCH', body: { apiRateLimit: { limit: 2, windowSeconds: 60 } } });
+    expect(patched.status).toBe(200);
+    expect(v.parse(TenantDetailAnswer, await patched.json()).apiRateLimit).toEqual({ limit: 2, windowSeconds: 60 });
+    const statuses = [];
+    for (let i = 0; i < 3; i += 1) statuses.push((await bot('limited', '/providers')).status);
+    expect(statuses).toEqual([200, 200, 429]);
+    const refused = await bot('limited', '/providers');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    // The gateway's limit (100 per 2 s in tests) for everyone else.
+    for (let i = 0; i < 3; i += 1) expect((await bot('a', '/providers')).status).toBe(200);
+    // Cleared: the gateway's limit again.
+    expect((await admin('/tenants/limited', { method: 'PATCH', body: { apiRateLimit: null } })).status).toBe(200);
+    expect((await bot('limited', '/providers')).status).toBe(200);
+  });
+
+  it('shows its own branding on its pages, and refuses a bad value naming the field', async () => {
+    const bad = await admin('/tenants/a', { method: 'PATCH', body: { brand: { color: 'pink' } } });
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain('brand.color');
+    const elsewhere = await admin('/tenants/a', { method: 'PATCH', body: { brand: { iconUrl: 'https://images.example/bot.png' } } });
+    expect(elsewhere.status).toBe(400);
+    expect((await admin('/tenants/default', { method: 'PATCH', body: { brand: { name: 'x' } } })).status).toBe(400);
+
+    const patched = await admin('/tenants/a', { method: 'PATCH', body: { name: 'Bot A, renamed', brand: { name: 'Quiz Bot', color: '#ABC', supportUrl: 'https://quiz.example/help' } } });
+    expect(patched.status).toBe(200);
+    expect(v.parse(TenantDetailAnswer, await patched.json())).toMatchObject({ name: 'Bot A, renamed', brand: { name: 'Quiz Bot', color: '#aabbcc', supportUrl: 'https://quiz.example/help' } });
+    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const page = await browser.get(`/oauth/corp/start?context=${await mintContext('corp', 'branded', { secret: secrets.a!, claims: { tenant: 'a' } })}`);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('Quiz Bot');
+    expect(html).toContain('https://quiz.example/help');
+    // Another tenant's page does not wear it.
+    const other = await browser.get(`/oauth/corp/start?context=${await mintContext('corp', 'branded', { secret: secrets.b!, claims: { tenant: 'b' } })}`);
+    expect(await other.text()).not.toContain('Quiz Bot');
+  });
+});
+
 describe('a deployment without tenants', () => {
   it('answers 404 on the operator API without LINKGATE_ADMIN_KEYS, with or without a key', async () => {
     const plain = await createTestGateway(database);

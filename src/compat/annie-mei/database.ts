@@ -504,6 +504,6 @@ export async function giveBack(deps: AnnieMeiDeps, options: { dryRun: boolean })
  */
 export async function countViewUnlinks(database: Database, metrics: Metrics): Promise<() => Promise<void>> {
   return database.listen(UNLINK_CHANNEL, (provider) => {
-    if (provider === PROVIDER) metrics.inc('linkgate_links_deleted_total', { provider, via: SCHEMA });
+    if (provider === PROVIDER) metrics.inc('linkgate_links_deleted_total', { provider, tenant: DEFAULT_TENANT, via: SCHEMA });
   });
 }
