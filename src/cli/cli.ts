@@ -39,6 +39,8 @@ export interface CliIo {
   pid: number;
   isAlive(pid: number): boolean;
   now(): number;
+  /** All of standard input, for the options that read a secret from it (never a prompt). */
+  readStdin(): Promise<string>;
 }
 
 export interface ParsedArgs {
@@ -55,9 +57,11 @@ interface OptionSpec {
 }
 
 export interface Command {
-  /** The words that name it: `['links', 'delete']`. */
+  /** The words that name it: `['links', 'delete']`, `['tenants', 'keys', 'create']`. */
   path: string[];
   args: { name: string; help: string }[];
+  /** Any number of further arguments after `args` (`NAME=value…`). */
+  rest?: { name: string; help: string };
   options?: Record<string, OptionSpec>;
   /** Whether it prints data (and so takes --json). */
   json: boolean;
@@ -71,7 +75,7 @@ const HELP_OPTION: OptionSpec = { type: 'boolean', help: 'show this help' };
 const JSON_OPTION: OptionSpec = { type: 'boolean', help: 'print the result as JSON' };
 
 function usageLine(command: Command): string {
-  const args = command.args.map((a) => `<${a.name}>`);
+  const args = [...command.args.map((a) => `<${a.name}>`), ...(command.rest ? [`[${command.rest.name}...]`] : [])];
   const options = Object.entries(command.options ?? {}).map(([name, o]) => `[--${name}${o.value ? ` ${o.value}` : ''}]`);
   return ['linkgate', ...command.path, ...args, ...options, ...(command.json ? ['[--json]'] : [])].join(' ');
 }
@@ -106,7 +110,9 @@ export function commandHelp(command: Command): string {
     '',
     command.summary,
     ...(command.details ?? []).flatMap((paragraph) => ['', ...wrap(paragraph)]),
-    ...(command.args.length > 0 ? ['', 'Arguments:', ...columns(command.args.map((a) => [`<${a.name}>`, a.help]))] : []),
+    ...(command.args.length > 0 || command.rest
+      ? ['', 'Arguments:', ...columns([...command.args.map((a): [string, string] => [`<${a.name}>`, a.help]), ...(command.rest ? [[`${command.rest.name}...`, command.rest.help] as [string, string]] : [])])]
+      : []),
     '',
     'Options:',
     ...columns(options),
@@ -116,15 +122,17 @@ export function commandHelp(command: Command): string {
   ].join('\n');
 }
 
-function groupHelp(group: string, commands: readonly Command[]): string {
-  const members = commands.filter((c) => c.path[0] === group);
+const startsWith = (path: readonly string[], prefix: readonly string[]) => prefix.every((word, i) => path[i] === word);
+
+function groupHelp(group: readonly string[], commands: readonly Command[]): string {
+  const members = commands.filter((c) => c.path.length > group.length && startsWith(c.path, group));
   return [
-    `Usage: linkgate ${group} <command>`,
+    `Usage: linkgate ${group.join(' ')} <command>`,
     '',
     'Commands:',
     ...columns(members.map((c) => [usageLine(c).replace(/^linkgate /, ''), c.summary])),
     '',
-    `Run \`linkgate ${group} <command> --help\` for a command's arguments and options.`,
+    `Run \`linkgate ${group.join(' ')} <command> --help\` for a command's arguments and options.`,
     '',
     EXIT_CODES_HELP,
     '',
@@ -166,20 +174,28 @@ export function argument<T>(schema: v.GenericSchema<string, T>, value: string): 
 type Resolved = { kind: 'help'; text: string; exitCode: ExitCode; toStderr: boolean; message?: string } | { kind: 'command'; command: Command; rest: string[] };
 
 function resolve(argv: readonly string[], commands: readonly Command[]): Resolved {
-  const [first, second] = argv;
+  const [first] = argv;
   const top = (exitCode: ExitCode, message?: string): Resolved => ({ kind: 'help', text: topHelp(commands), exitCode, toStderr: exitCode !== EXIT.ok, ...(message ? { message } : {}) });
   if (first === undefined) return top(EXIT.usage, 'a command is required');
   if (first === '--help' || first === '-h' || first === 'help') return top(EXIT.ok);
   if (first.startsWith('-')) return top(EXIT.usage, `unknown option ${first} (options go after the command)`);
-  const leaf = commands.find((c) => c.path.length === 1 && c.path[0] === first);
-  if (leaf) return { kind: 'command', command: leaf, rest: argv.slice(1) };
-  if (!commands.some((c) => c.path[0] === first)) return top(EXIT.usage, `unknown command "${first}"`);
-  const group = (exitCode: ExitCode, message?: string): Resolved => ({ kind: 'help', text: groupHelp(first, commands), exitCode, toStderr: exitCode !== EXIT.ok, ...(message ? { message } : {}) });
-  if (second === '--help' || second === '-h') return group(EXIT.ok);
-  if (second === undefined || second.startsWith('-')) return group(EXIT.usage, `"${first}" needs a command`);
-  const command = commands.find((c) => c.path.length === 2 && c.path[0] === first && c.path[1] === second);
-  if (!command) return group(EXIT.usage, `unknown command "${first} ${second}"`);
-  return { kind: 'command', command, rest: argv.slice(2) };
+  // One word at a time: a command these words name, else the group they name so far (`tenants`, `tenants keys`).
+  for (let depth = 1; ; depth += 1) {
+    const words = argv.slice(0, depth);
+    const command = commands.find((c) => c.path.length === depth && startsWith(c.path, words));
+    if (command) return { kind: 'command', command, rest: argv.slice(depth) };
+    if (!commands.some((c) => c.path.length > depth && startsWith(c.path, words))) {
+      if (depth === 1) return top(EXIT.usage, `unknown command "${first}"`);
+      return group(words.slice(0, -1), EXIT.usage, `unknown command "${words.join(' ')}"`);
+    }
+    const next = argv[depth];
+    if (next === '--help' || next === '-h') return group(words, EXIT.ok);
+    if (next === undefined || next.startsWith('-')) return group(words, EXIT.usage, `"${words.join(' ')}" needs a command`);
+  }
+
+  function group(words: readonly string[], exitCode: ExitCode, message?: string): Resolved {
+    return { kind: 'help', text: groupHelp(words, commands), exitCode, toStderr: exitCode !== EXIT.ok, ...(message ? { message } : {}) };
+  }
 }
 
 function parse(command: Command, rest: string[]): ParsedArgs & { help: boolean } {
@@ -214,7 +230,7 @@ export async function runCli(argv: readonly string[], commands: readonly Command
       io.out(commandHelp(command));
       return EXIT.ok;
     }
-    if (args.positionals.length !== command.args.length) {
+    if (args.positionals.length < command.args.length || (!command.rest && args.positionals.length > command.args.length)) {
       const expected = command.args.map((a) => `<${a.name}>`).join(' ');
       throw usage(
         args.positionals.length < command.args.length
@@ -241,6 +257,9 @@ const LINKGATE_EXIT: Partial<Record<string, ExitCode>> = {
   return_to_not_allowed: EXIT.usage,
   not_linked: EXIT.notFound,
   unknown_provider: EXIT.notFound,
+  provider_not_per_tenant: EXIT.usage,
+  tenant_not_found: EXIT.notFound,
+  not_found: EXIT.notFound,
 };
 
 function asCliError(error: unknown): CliError {

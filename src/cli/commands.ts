@@ -12,7 +12,9 @@ import type { Link } from '../core/links.ts';
 import type { Revocation } from '../core/unlink.ts';
 import { describeNeeds } from '../registry.ts';
 import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
+import { print, table } from './output.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
+import { TENANT_COMMANDS } from './tenants.ts';
 
 // Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
 const databaseModule = () => import('./database.ts');
@@ -22,15 +24,6 @@ const tenant = DEFAULT_TENANT;
 
 const USER_ARG = { name: 'userId', help: "the bot's id for its user (letters, digits and ._:@+=-)" };
 const PROVIDER_ARG = { name: 'provider', help: 'a provider id, as `linkgate providers` lists them' };
-
-function print(io: CliIo, args: ParsedArgs, data: unknown, text: () => string): void {
-  io.out(args.json ? `${JSON.stringify(data, null, 2)}\n` : text());
-}
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows].map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
-}
 
 function linkKey(args: ParsedArgs) {
   return { tenant, userId: argument(UserId, args.positionals[0]!), provider: argument(ProviderId, args.positionals[1]!) };
@@ -371,4 +364,4 @@ const exportAnnieMei: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei];
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, ...TENANT_COMMANDS];

@@ -10,6 +10,8 @@ import * as v from 'valibot';
 import type { Config } from '../config.ts';
 import { createKeyring } from '../core/crypto.ts';
 import { untrustedFetch } from '../core/outbound.ts';
+import { createProviderDirectory, type ProviderDirectory } from '../core/tenant-providers.ts';
+import type { TenantStore } from '../core/tenants.ts';
 import { PROVIDER_TIMEOUT_MS, fetchWithTimeout, providerToolsFactory } from '../core/tools.ts';
 import { migrationsFolder, openDatabase, type Database } from '../db/client.ts';
 import { databaseFailure } from '../db/errors.ts';
@@ -84,6 +86,13 @@ export async function requireMigrated(database: Database): Promise<void> {
 export async function loadRegistry(io: CliIo, { config, env }: CliConfig, database: Database, logger: Logger): Promise<Registry> {
   const keyring = createKeyring(config.encryptionKeys);
   return loadProviders(config.providersDir, env, providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, now: io.now, timeoutMs: config.providerTimeoutMs }));
+}
+
+/** Every tenant's providers, as the server makes them: the environment's for `default`, the stored configurations for the others. */
+export async function loadProviderDirectory(io: CliIo, { config, env }: CliConfig, database: Database, tenants: TenantStore, logger: Logger): Promise<ProviderDirectory> {
+  const toolsFor = providerToolsFactory({ database, keyring: createKeyring(config.encryptionKeys), logger, publicBaseUrl: config.publicBaseUrl, now: io.now, timeoutMs: config.providerTimeoutMs });
+  const registry = await loadProviders(config.providersDir, env, toolsFor);
+  return createProviderDirectory({ registry, tenants, toolsFor, logger, now: io.now });
 }
 
 /**

@@ -25,4 +25,9 @@ process.exitCode = await runCli(process.argv.slice(2), COMMANDS, {
   pid: process.pid,
   isAlive: isProcessAlive,
   now: Date.now,
+  async readStdin() {
+    let text = '';
+    for await (const chunk of process.stdin) text += String(chunk);
+    return text;
+  },
 });

@@ -15,13 +15,11 @@ import { createApiKeyCheck } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
+import { deleteTenant } from '../core/tenant-deletion.ts';
 import { maskSecrets, type ProviderDirectory } from '../core/tenant-providers.ts';
-import { ApiKeyName, TenantId, TenantName, type Tenant, type TenantStore } from '../core/tenants.ts';
-import { unlink } from '../core/unlink.ts';
+import { ApiKeyName, TenantId, TenantName, type ApiKeyInfo, type Tenant, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Db } from '../db/client.ts';
-import { eq, sql } from '../db/orm.ts';
-import { flows, kv, links, usedContexts, webhookDeliveries } from '../db/schema.ts';
 import { describeNeeds } from '../registry.ts';
 import { bearerToken, bodyLimit, type AppEnv } from './middleware.ts';
 
@@ -136,20 +134,69 @@ export const TenantProvidersAnswer = v.strictObject({
 });
 export const WebhookAnswer = v.strictObject({ url: v.string() });
 
-function detail(tenant: Tenant, counts: { webhookUrl: string | undefined; apiKeys: number; contextSecrets: number }) {
+const iso = (date: Date | null) => (date === null ? null : date.toISOString());
+
+// ── What both the routes and `linkgate tenants …` answer ────────────────────
+
+export const tenantAnswer = (t: Tenant): v.InferOutput<typeof TenantAnswer> => ({ id: t.id, name: t.name, createdAt: t.createdAt.toISOString() });
+export const apiKeyAnswer = (k: ApiKeyInfo): v.InferOutput<typeof ApiKeyAnswer> => ({ id: k.id, name: k.name, createdAt: k.createdAt.toISOString(), lastUsedAt: iso(k.lastUsedAt) });
+export const createdApiKeyAnswer = (k: ApiKeyInfo & { key: string }): v.InferOutput<typeof CreatedApiKeyAnswer> => ({ id: k.id, name: k.name, key: k.key, createdAt: k.createdAt.toISOString() });
+export const createdContextSecretAnswer = (s: { id: string; secret: string; createdAt: Date }): v.InferOutput<typeof CreatedContextSecretAnswer> => ({ id: s.id, secret: s.secret, createdAt: s.createdAt.toISOString() });
+export const contextSecretAnswer = (s: { id: string; createdAt: Date }) => ({ id: s.id, createdAt: s.createdAt.toISOString() });
+
+export async function tenantDetail(tenants: TenantStore, tenant: string): Promise<v.InferOutput<typeof TenantDetailAnswer>> {
+  const found = await tenants.require(tenant);
+  const [apiKeys, secrets, webhookUrl] = await Promise.all([tenants.listApiKeys(tenant), tenants.listContextSecrets(tenant), tenants.webhookUrl(tenant)]);
   return {
-    id: tenant.id,
-    name: tenant.name,
-    createdAt: tenant.createdAt.toISOString(),
-    apiRateLimit: tenant.apiRateLimit ?? null,
-    brand: tenant.brand ?? null,
-    webhookUrl: counts.webhookUrl ?? null,
-    apiKeys: counts.apiKeys,
-    contextSecrets: counts.contextSecrets,
+    id: found.id,
+    name: found.name,
+    createdAt: found.createdAt.toISOString(),
+    apiRateLimit: found.apiRateLimit ?? null,
+    brand: found.brand ?? null,
+    webhookUrl: webhookUrl ?? null,
+    apiKeys: apiKeys.length,
+    contextSecrets: secrets.length,
   };
 }
 
-const iso = (date: Date | null) => (date === null ? null : date.toISOString());
+export async function tenantProviders(tenants: TenantStore, providers: ProviderDirectory, tenant: string): Promise<v.InferOutput<typeof TenantProvidersAnswer>> {
+  await tenants.require(tenant);
+  const registry = await providers.of(tenant);
+  return {
+    providers: registry.list().map((p) => ({
+      id: p.id,
+      displayName: p.displayName,
+      configured: p.instance !== undefined,
+      ...(p.instance ? {} : { missing: describeNeeds(p.needs) }),
+    })),
+  };
+}
+
+/** The default tenant's providers and webhook are the environment's: changing them here is refused. */
+export const environmentOnly = (what: string) =>
+  new LinkgateError('bad_request', `the default tenant's ${what} is configured by the environment (a single-tenant deployment's variables), not here`);
+
+/** Checks a provider configuration as the module reads it and stores it as the tenant's next version. */
+export async function configureProvider(
+  deps: { tenants: TenantStore; providers: ProviderDirectory; publicBaseUrl: URL },
+  tenant: string,
+  provider: string,
+  env: Record<string, string>,
+): Promise<v.InferOutput<typeof ProviderConfigAnswer>> {
+  await deps.tenants.require(tenant);
+  const { displayName } = await deps.providers.check(provider, env, { publicBaseUrl: deps.publicBaseUrl });
+  const stored = await deps.tenants.putProviderConfig(tenant, provider, env);
+  return { id: provider, displayName, configured: true as const, version: stored.version, env: maskSecrets(env) };
+}
+
+/** The endpoint a webhook body names; plain http off this machine is refused in production. */
+export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
+  const url = new URL(body.url);
+  const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
+  // Events name users and their accounts: in clear only to this machine.
+  if (production && url.protocol === 'http:' && !loopback) throw new LinkgateError('bad_request', 'url must be https in production (plain http only on a loopback address)');
+  return { url, secret: body.secret };
+}
 
 export function adminRoutes(deps: AdminRoutesDeps) {
   const app = new Hono<AppEnv>();
@@ -178,26 +225,21 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     }
   }
 
-  const environmentOnly = (what: string) =>
-    new LinkgateError('bad_request', `the default tenant's ${what} is configured by the environment (a single-tenant deployment's variables), not here`);
-
   app.post('/tenants', async (c) => {
     const body = parseInput(CreateTenantBody, await readJson(c));
     const tenant = await deps.tenants.create(body.id, body.name);
     deps.logger.info({ tenant: tenant.id }, 'tenant created');
-    return c.json({ id: tenant.id, name: tenant.name, createdAt: tenant.createdAt.toISOString() }, 201);
+    return c.json(tenantAnswer(tenant), 201);
   });
 
   app.get('/tenants', async (c) => {
     const list = await deps.tenants.list();
-    return c.json({ tenants: list.map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt.toISOString() })) });
+    return c.json({ tenants: list.map(tenantAnswer) });
   });
 
   app.get('/tenants/:tenant', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    const found = await deps.tenants.require(tenant);
-    const [apiKeys, secrets, webhookUrl] = await Promise.all([deps.tenants.listApiKeys(tenant), deps.tenants.listContextSecrets(tenant), deps.tenants.webhookUrl(tenant)]);
-    return c.json(detail(found, { webhookUrl, apiKeys: apiKeys.length, contextSecrets: secrets.length }));
+    return c.json(await tenantDetail(deps.tenants, tenant));
   });
 
   /** Renames a tenant, or sets (null: clears) its API rate limit per key and its pages' branding. */
@@ -210,39 +252,15 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     if (icon !== undefined && !icon.startsWith('data:') && new URL(icon).origin !== deps.publicBaseUrl.origin) {
       throw new LinkgateError('bad_request', `brand.iconUrl must be a data:image/…;base64 URL or a URL on ${deps.publicBaseUrl.origin}`);
     }
-    const updated = await deps.tenants.update(tenant, body);
-    const [apiKeys, secrets, webhookUrl] = await Promise.all([deps.tenants.listApiKeys(tenant), deps.tenants.listContextSecrets(tenant), deps.tenants.webhookUrl(tenant)]);
+    await deps.tenants.update(tenant, body);
     c.get('log')().info({ tenant }, 'tenant updated');
-    return c.json(detail(updated, { webhookUrl, apiKeys: apiKeys.length, contextSecrets: secrets.length }));
+    return c.json(await tenantDetail(deps.tenants, tenant));
   });
 
-  /**
-   * Unlinks every link of the tenant (revoking upstream where the provider
-   * can), then removes the tenant and everything it had: flows, used
-   * contexts, its providers' stored keys, its webhook log and settings.
-   */
+  /** Unlinks every link of the tenant, then removes it and all it has (src/core/tenant-deletion.ts). */
   app.delete('/tenants/:tenant', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    if (tenant === DEFAULT_TENANT) throw new LinkgateError('bad_request', 'the default tenant cannot be deleted');
-    await deps.tenants.require(tenant);
-    const log = c.get('log')();
-    let unlinked = 0;
-    for (;;) {
-      const batch = await deps.db.select({ userId: links.userId, provider: links.provider }).from(links).where(eq(links.tenant, tenant)).limit(100);
-      if (batch.length === 0) break;
-      for (const key of batch) {
-        if (await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, { tenant, ...key }, log)) unlinked += 1;
-      }
-    }
-    await deps.db.transaction(async (tx) => {
-      await tx.delete(flows).where(eq(flows.tenant, tenant));
-      await tx.delete(usedContexts).where(eq(usedContexts.tenant, tenant));
-      await tx.delete(webhookDeliveries).where(eq(webhookDeliveries.tenant, tenant));
-      // Providers' own keys of this tenant (src/core/tools.ts names them `<tenant>/<provider>`).
-      await tx.execute(sql`delete from ${kv} where starts_with(${kv.namespace}, ${`${tenant}/`})`);
-    });
-    await deps.tenants.remove(tenant);
-    log.info({ tenant, unlinked }, 'tenant deleted');
+    await deleteTenant({ db: deps.db, tenants: deps.tenants, links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, tenant, c.get('log')());
     return c.body(null, 204);
   });
 
@@ -251,13 +269,13 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     const body = parseInput(CreateApiKeyBody, await readJson(c));
     const created = await deps.tenants.createApiKey(tenant, body.name);
     c.get('log')().info({ tenant, apiKey: created.id }, 'API key created');
-    return c.json({ id: created.id, name: created.name, key: created.key, createdAt: created.createdAt.toISOString() }, 201);
+    return c.json(createdApiKeyAnswer(created), 201);
   });
 
   app.get('/tenants/:tenant/api-keys', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const list = await deps.tenants.listApiKeys(tenant);
-    return c.json({ apiKeys: list.map((k) => ({ id: k.id, name: k.name, createdAt: k.createdAt.toISOString(), lastUsedAt: iso(k.lastUsedAt) })) });
+    return c.json({ apiKeys: list.map(apiKeyAnswer) });
   });
 
   app.delete('/tenants/:tenant/api-keys/:id', async (c) => {
@@ -271,13 +289,13 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const created = await deps.tenants.createContextSecret(tenant);
     c.get('log')().info({ tenant, contextSecret: created.id }, 'context secret created');
-    return c.json({ id: created.id, secret: created.secret, createdAt: created.createdAt.toISOString() }, 201);
+    return c.json(createdContextSecretAnswer(created), 201);
   });
 
   app.get('/tenants/:tenant/context-secrets', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const list = await deps.tenants.listContextSecrets(tenant);
-    return c.json({ contextSecrets: list.map((s) => ({ id: s.id, createdAt: s.createdAt.toISOString() })) });
+    return c.json({ contextSecrets: list.map(contextSecretAnswer) });
   });
 
   app.delete('/tenants/:tenant/context-secrets/:id', async (c) => {
@@ -289,27 +307,16 @@ export function adminRoutes(deps: AdminRoutesDeps) {
 
   app.get('/tenants/:tenant/providers', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    await deps.tenants.require(tenant);
-    const registry = await deps.providers.of(tenant);
-    return c.json({
-      providers: registry.list().map((p) => ({
-        id: p.id,
-        displayName: p.displayName,
-        configured: p.instance !== undefined,
-        ...(p.instance ? {} : { missing: describeNeeds(p.needs) }),
-      })),
-    });
+    return c.json(await tenantProviders(deps.tenants, deps.providers, tenant));
   });
 
   app.put('/tenants/:tenant/providers/:provider', async (c) => {
     const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
     if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
     const { env } = parseInput(ProviderConfigBody, await readJson(c));
-    await deps.tenants.require(tenant);
-    const { displayName } = await deps.providers.check(provider, env, { publicBaseUrl: deps.publicBaseUrl });
-    const stored = await deps.tenants.putProviderConfig(tenant, provider, env);
-    c.get('log')().info({ tenant, provider, version: stored.version }, 'tenant provider configured');
-    return c.json({ id: provider, displayName, configured: true as const, version: stored.version, env: maskSecrets(env) });
+    const configured = await configureProvider(deps, tenant, provider, env);
+    c.get('log')().info({ tenant, provider, version: configured.version }, 'tenant provider configured');
+    return c.json(configured);
   });
 
   app.delete('/tenants/:tenant/providers/:provider', async (c) => {
@@ -323,14 +330,10 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.put('/tenants/:tenant/webhook', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
-    const body = parseInput(WebhookBody, await readJson(c));
-    const url = new URL(body.url);
-    const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
-    // Events name users and their accounts: in clear only to this machine.
-    if (deps.production && url.protocol === 'http:' && !loopback) throw new LinkgateError('bad_request', 'url must be https in production (plain http only on a loopback address)');
-    await deps.tenants.putWebhook(tenant, { url, secret: body.secret });
+    const endpoint = webhookEndpoint(parseInput(WebhookBody, await readJson(c)), deps.production);
+    await deps.tenants.putWebhook(tenant, endpoint);
     c.get('log')().info({ tenant }, 'tenant webhook set');
-    return c.json({ url: url.href });
+    return c.json({ url: endpoint.url.href });
   });
 
   app.delete('/tenants/:tenant/webhook', async (c) => {

@@ -21,17 +21,18 @@ export interface CliResult {
  * Runs the real `linkgate` command (bin/linkgate.js, a new Node process)
  * with only the given environment (and PATH), as an operator would.
  */
-export function runCli(args: readonly string[], env: Record<string, string | undefined> = {}, options: { cwd?: string; command?: string[] } = {}): Promise<CliResult> {
+export function runCli(args: readonly string[], env: Record<string, string | undefined> = {}, options: { cwd?: string; command?: string[]; /** Written to its standard input (closed otherwise). */ input?: string } = {}): Promise<CliResult> {
   const [file, ...pre] = options.command ?? [process.execPath, BIN];
   const child = spawn(file!, [...pre, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (options.input !== undefined) child.stdin!.end(options.input);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   return new Promise((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
