@@ -26,6 +26,7 @@ import { oauthRoutes } from './http/oauth.tsx';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
 import type { Registry } from './registry.ts';
+import { createRpc } from './rpc/routes.ts';
 
 export interface AppDeps {
   config: Config;
@@ -42,6 +43,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Aborted when the process starts shutting down: long polls answer at once instead of holding it open. */
   stopping?: AbortSignal;
+  /** How often an RPC wait (WaitForLink) sends a heartbeat; 15 s. */
+  rpcHeartbeatMs?: number;
 }
 
 /** The link-context formats bots may sign links with: ours (`?context=`) and the Annie Mei bot's (`?ctx=`). */
@@ -49,6 +52,14 @@ const LINK_CONTEXT_FORMATS = [jwtContextFormat, annieMeiContextFormat] as const;
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
 export function createApp(deps: AppDeps) {
+  return createGateway(deps).app;
+}
+
+/**
+ * The HTTP app and the RPC services (src/rpc/), over one set of stores,
+ * rate limiter and link events, so both surfaces count, wake and answer alike.
+ */
+export function createGateway(deps: AppDeps) {
   const { config, registry, logger } = deps;
   const now = deps.now ?? Date.now;
   const db = deps.database.db;
@@ -98,6 +109,18 @@ export function createApp(deps: AppDeps) {
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand }));
+  const tokens = createTokenService({
+    database: deps.database,
+    ...(metrics ? { metrics } : {}),
+    webhookEvents,
+    keyring: deps.keyring,
+    registry,
+    logger,
+    now,
+    refreshMarginSeconds: config.refreshMarginSeconds,
+    refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
+    hashUserId,
+  });
   app.route(
     '/api/v1',
     apiRoutes({
@@ -105,18 +128,7 @@ export function createApp(deps: AppDeps) {
       db,
       links,
       events,
-      tokens: createTokenService({
-        database: deps.database,
-        ...(metrics ? { metrics } : {}),
-        webhookEvents,
-        keyring: deps.keyring,
-        registry,
-        logger,
-        now,
-        refreshMarginSeconds: config.refreshMarginSeconds,
-        refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
-        hashUserId,
-      }),
+      tokens,
       apiKeys,
       now,
       publicBaseUrl: config.publicBaseUrl,
@@ -175,7 +187,29 @@ export function createApp(deps: AppDeps) {
     return c.html(<MessagePage frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: config.brand }} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 
-  return app;
+  const rpc = createRpc({
+    registry,
+    links,
+    events,
+    tokens,
+    now,
+    publicBaseUrl: config.publicBaseUrl,
+    contextSigningSecret: config.contextSigningSecret,
+    contextTtlSeconds: config.contextTtlSeconds,
+    returnToOrigins: config.returnToOrigins,
+    hashUserId,
+    logger,
+    stopping: deps.stopping,
+    metrics,
+    cancelledSince: linking.cancelledSince,
+    checkApiKey: apiKeys.check,
+    limiter,
+    trustProxyHops: config.trustProxyHops,
+    reportError: deps.reportError,
+    ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
+  });
+
+  return { app, rpc, events };
 }
 
 export type App = ReturnType<typeof createApp>;
