@@ -243,7 +243,7 @@ export function linkService(deps: LinkServiceDeps): ServiceImpl<typeof LinkServi
             clearTimeout(timer);
             timer = undefined;
             if (woke === 'aborted') {
-              if (deps.stopping?.aborted) throw new ConnectError('the gateway is shutting down; call again', Code.Unavailable);
+              if (deps.stopping?.aborted) throw new ConnectError('the gateway is shutting down (call again)', Code.Unavailable);
               return;
             }
             if (woke === 'changed') break;
