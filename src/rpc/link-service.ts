@@ -4,7 +4,7 @@
  * RPC terms. Who calls (and so the tenant) comes from the gate (gate.ts).
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
@@ -200,7 +200,7 @@ export function linkService(deps: LinkServiceDeps): ServiceImpl<typeof LinkServi
       const provider = knownProvider(fields.provider);
       const key = keyOf(ctx, fields);
       const timeoutSeconds = fields.timeout_seconds === 0 ? WAIT_DEFAULT_SECONDS : fields.timeout_seconds;
-      const since = request.since ? timestampDate(request.since as Timestamp) : undefined;
+      const since = request.since ? timestampDate(request.since) : undefined;
       if (!provider.instance) {
         const row = await deps.links.get(key);
         if (row?.status !== 'active') throw unconfigured(provider);
