@@ -132,9 +132,9 @@ interface Load {
   errors: number;
 }
 
-function load(port: number, template: string, connections = 50, seconds = SECONDS): Promise<Load> {
+function load(port: number, template: string, connections = 50, seconds = SECONDS, script = 'bench/load.ts'): Promise<Load> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/load.ts', `http://127.0.0.1:${port}`, String(connections), String(seconds), String(USERS), API_KEY, template], {
+    const child = spawn(process.execPath, ['--import', 'tsx', script, `http://127.0.0.1:${port}`, String(connections), String(seconds), String(USERS), API_KEY, template], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -167,13 +167,13 @@ const median = (values: number[]) => {
 };
 
 /** Scenario 1's load on each server in turn, ROUNDS times; medians of the rounds, CPU per request from /proc. */
-async function inTurns(targets: { name: string; server: Running }[]): Promise<Record<string, Measured>> {
+async function inTurns(targets: { name: string; server: Running; script?: string }[]): Promise<Record<string, Measured>> {
   const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
   const ticks = new Map<string, number>(targets.map((t) => [t.name, 0]));
   for (let round = 0; round < ROUNDS; round += 1) {
-    for (const { name, server } of targets) {
+    for (const { name, server, script } of targets) {
       const before = cpuTicks(server.child.pid!);
-      rounds.get(name)!.push(await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS));
+      rounds.get(name)!.push(await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS, script));
       ticks.set(name, ticks.get(name)! + cpuTicks(server.child.pid!) - before);
     }
   }
@@ -387,7 +387,13 @@ async function main() {
     await waitFor(`http://127.0.0.1:${BASE_PORT + 1}/`, http.child);
     let hono = databaseUrl ? await startHono() : undefined;
     log(`scenario 1: status API and baselines, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each`);
-    const scenario1 = await inTurns([{ name: 'linkgate', server: gateway }, ...(hono ? [{ name: 'bareHono', server: hono }] : []), { name: 'bareHttp', server: http }]);
+    // GetLink over gRPC on the gateway's same port takes its turn beside the status API.
+    const scenario1 = await inTurns([
+      { name: 'linkgate', server: gateway },
+      { name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' },
+      ...(hono ? [{ name: 'bareHono', server: hono }] : []),
+      { name: 'bareHttp', server: http },
+    ]);
     const afterRss = rssMb(gateway.child.pid!);
     await http.stop();
 
@@ -402,7 +408,7 @@ async function main() {
       Object.assign(scenario1, await inTurns([{ name: 'bareHono', server: hono }]));
     }
     await hono.stop();
-    const { linkgate, bareHono, bareHttp } = scenario1 as Record<'linkgate' | 'bareHono' | 'bareHttp', Measured>;
+    const { linkgate, linkgateGrpc, bareHono, bareHttp } = scenario1 as Record<'linkgate' | 'linkgateGrpc' | 'bareHono' | 'bareHttp', Measured>;
 
     Object.assign(results, {
       machine: {
@@ -420,6 +426,7 @@ async function main() {
       scenario1SecondsPerRound: SCENARIO1_SECONDS,
       scenario1: {
         linkgate,
+        linkgateGrpc,
         bareHono,
         bareHttp,
         ratioToBareHono: Number((linkgate.requestsPerSecond / bareHono.requestsPerSecond).toFixed(2)),
@@ -464,6 +471,7 @@ function writeTable(kind: string, r: Record<string, any>) {
     '| scenario | figure | target |',
     '| --- | --- | --- |',
     `| 1 · status API (Linkgate) | ${s1.linkgate.requestsPerSecond} req/s, p50 ${s1.linkgate.p50} ms, p99 ${s1.linkgate.p99} ms; ${s1.linkgate.cpuMicrosPerRequest} µs CPU per request | p99 < 25 ms ${mark(s1.linkgate.p99 < 25)} |`,
+    `| 1 · GetLink over gRPC (Linkgate, same port; 50 calls in flight on one HTTP/2 connection) | ${s1.linkgateGrpc.requestsPerSecond} calls/s, p50 ${s1.linkgateGrpc.p50} ms, p99 ${s1.linkgateGrpc.p99} ms; ${s1.linkgateGrpc.cpuMicrosPerRequest} µs CPU per call; ${s1.linkgateGrpc.errors} errors | |`,
     `| 1 · bare Hono, same query | ${s1.bareHono.requestsPerSecond} req/s, p50 ${s1.bareHono.p50} ms, p99 ${s1.bareHono.p99} ms; ${s1.bareHono.cpuMicrosPerRequest} µs CPU per request | |`,
     `| 1 · bare node:http, constant JSON | ${s1.bareHttp.requestsPerSecond} req/s, p50 ${s1.bareHttp.p50} ms, p99 ${s1.bareHttp.p99} ms; ${s1.bareHttp.cpuMicrosPerRequest} µs CPU per request | |`,
     `| 1 · **Linkgate ÷ bare Hono** | **${s1.ratioToBareHono}** (round by round: ${s1.ratioByRound.join(', ')}) | ≥ 0.8 ${mark(s1.ratioToBareHono >= 0.8)} |`,

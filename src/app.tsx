@@ -30,6 +30,7 @@ import type { Registry, ToolsFor } from './registry.ts';
 import { createProviderDirectory } from './core/tenant-providers.ts';
 import { createTenantStore, type TenantStore } from './core/tenants.ts';
 import { providerToolsFactory } from './core/tools.ts';
+import { createRpc } from './rpc/routes.ts';
 
 export interface AppDeps {
   config: Config;
@@ -50,6 +51,8 @@ export interface AppDeps {
   tenants?: TenantStore;
   /** Makes tenants' provider instances; the registry's own tools when given (tests reroute their fetch). */
   toolsFor?: ToolsFor;
+  /** How often an RPC wait (WaitForLink) sends a heartbeat; 15 s. */
+  rpcHeartbeatMs?: number;
 }
 
 /** The link-context formats bots may sign links with: ours (`?context=`) and the Annie Mei bot's (`?ctx=`). */
@@ -57,6 +60,14 @@ const LINK_CONTEXT_FORMATS = [jwtContextFormat, annieMeiContextFormat] as const;
 
 /** Builds the gateway's HTTP app. No I/O happens here; tests call `app.request()`. */
 export function createApp(deps: AppDeps) {
+  return createGateway(deps).app;
+}
+
+/**
+ * The HTTP app and the RPC services (src/rpc/), over one set of stores,
+ * rate limiter and link events, so both surfaces count, wake and answer alike.
+ */
+export function createGateway(deps: AppDeps) {
   const { config, registry, logger } = deps;
   const now = deps.now ?? Date.now;
   const db = deps.database.db;
@@ -121,6 +132,18 @@ export function createApp(deps: AppDeps) {
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
   app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf }));
+  const tokens = createTokenService({
+    database: deps.database,
+    ...(metrics ? { metrics } : {}),
+    webhookEvents,
+    keyring: deps.keyring,
+    providers,
+    logger,
+    now,
+    refreshMarginSeconds: config.refreshMarginSeconds,
+    refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
+    hashUserId,
+  });
   app.route(
     '/api/v1',
     apiRoutes({
@@ -129,18 +152,7 @@ export function createApp(deps: AppDeps) {
       db,
       links,
       events,
-      tokens: createTokenService({
-        database: deps.database,
-        ...(metrics ? { metrics } : {}),
-        webhookEvents,
-        keyring: deps.keyring,
-        providers,
-        logger,
-        now,
-        refreshMarginSeconds: config.refreshMarginSeconds,
-        refreshLeaseMs: providerStepBudgetMs(config.providerTimeoutMs),
-        hashUserId,
-      }),
+      tokens,
       apiKeys,
       now,
       publicBaseUrl: config.publicBaseUrl,
@@ -214,7 +226,28 @@ export function createApp(deps: AppDeps) {
     return c.html(<MessagePage frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: config.brand }} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 
-  return app;
+  const rpc = createRpc({
+    providers,
+    tenants,
+    links,
+    events,
+    tokens,
+    now,
+    publicBaseUrl: config.publicBaseUrl,
+    contextTtlSeconds: config.contextTtlSeconds,
+    returnToOrigins: config.returnToOrigins,
+    hashUserId,
+    logger,
+    stopping: deps.stopping,
+    metrics,
+    cancelledSince: linking.cancelledSince,
+    limiter,
+    trustProxyHops: config.trustProxyHops,
+    reportError: deps.reportError,
+    ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
+  });
+
+  return { app, rpc, events };
 }
 
 export type App = ReturnType<typeof createApp>;

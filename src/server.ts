@@ -2,9 +2,10 @@
  * Process entry: configuration → database → migrations → providers → HTTP.
  * The only module that touches `process`.
  */
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
-import { createApp } from './app.tsx';
+import { getRequestListener } from '@hono/node-server';
+import { createGateway } from './app.tsx';
 import { startupBanner } from './banner.ts';
 import { ConfigError, parseConfig, providersDirOf, withDevelopmentSecrets, withDotEnv, type Config, type Env } from './config.ts';
 import { AnnieMeiError, countViewUnlinks, removeViews, takeOver } from './compat/annie-mei/database.ts';
@@ -19,8 +20,10 @@ import { createMetrics } from './core/metrics.ts';
 import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
 import { isProcessAlive, lockDataDir } from './db/lock.ts';
+import { createListener } from './http/listener.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, describeNeeds, loadProviders, providerVariableProblems } from './registry.ts';
+import { rpcRequestHandler } from './rpc/routes.ts';
 
 const PURGE_EVERY_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -38,6 +41,18 @@ const HTTP_LIMITS = {
   requestTimeout: 30_000,
   connectionsCheckingInterval: 1_000,
   maxHeaderSize: 16 * 1024,
+} as const;
+
+/**
+ * The same for HTTP/2 connections (gRPC, and REST over h2c; src/http/listener.ts):
+ * 10 s to send the connection preface, as for HTTP/1.1 headers; header
+ * lists of at most 16 KiB; at most 1000 streams at once on one connection
+ * (waits included); a connection with nothing going on for a minute is
+ * closed with a GOAWAY (a waiting stream's heartbeats keep it going).
+ */
+const HTTP2_LIMITS = {
+  settings: { maxHeaderListSize: 16 * 1024, maxConcurrentStreams: 1000 },
+  idleTimeoutMs: 60_000,
 } as const;
 
 /** package.json `engines`: the ATProto client needs Node 22.12 or newer; npm only warns about it. */
@@ -103,7 +118,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const app = createApp({
+  const { app, rpc } = createGateway({
     config,
     database,
     keyring,
@@ -116,7 +131,17 @@ async function main(): Promise<void> {
     ...(observer ? { reportError: observer.reportError, nameRoute: observer.nameRoute } : {}),
   });
 
-  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port, serverOptions: HTTP_LIMITS }, (info) => {
+  // One port: REST and pages (Hono) and the RPC services, over HTTP/1.1 and HTTP/2 alike.
+  const listener = createListener({
+    handler: rpcRequestHandler(rpc, getRequestListener(app.fetch, { hostname: config.host })),
+    http1: HTTP_LIMITS,
+    firstBytesTimeoutMs: HTTP_LIMITS.headersTimeout,
+    http2Settings: HTTP2_LIMITS.settings,
+    http2IdleTimeoutMs: HTTP2_LIMITS.idleTimeoutMs,
+  });
+  const server = listener.server;
+  server.listen(config.port, config.host, () => {
+    const info = server.address() as AddressInfo;
     logger.info(
       {
         url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
@@ -191,15 +216,15 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     clearInterval(purge);
-    const connections = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
-    // Long polls answer now (as on timeout) instead of holding the process for up to a minute.
+    // Long polls answer now (as on timeout) and RPC waits end with UNAVAILABLE, instead of holding the process.
     shuttingDown.abort();
-    // A kept-alive connection goes as soon as its request is answered, not after its idle timeout.
-    const idle = setInterval(() => connections.closeIdleConnections?.(), 50);
+    // A kept-alive connection goes as soon as its request is answered, not after its idle timeout;
+    // an HTTP/2 one gets a GOAWAY and goes once its streams have ended.
+    const idle = setInterval(() => listener.closeIdle(), 50);
     idle.unref();
     const force = setTimeout(() => {
       logger.warn('requests still open after the grace period; closing them');
-      connections.closeAllConnections?.();
+      listener.closeAll();
     }, SHUTDOWN_GRACE_MS);
     force.unref();
     // No new connections from here on; requests in flight finish, then the database closes.
@@ -211,7 +236,7 @@ async function main(): Promise<void> {
       logger.info('stopped');
       process.exit(0);
     });
-    connections.closeIdleConnections?.();
+    listener.closeIdle();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));

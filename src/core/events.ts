@@ -39,6 +39,13 @@ export function createLinkEvents(database: Database, logger: Logger) {
       }
     },
 
+    /** How many waits are subscribed in this process (a wait that has ended leaves none behind). */
+    waiting(): number {
+      let count = 0;
+      for (const set of waiters.values()) count += set.size;
+      return count;
+    },
+
     /**
      * Registers interest in a link before the caller checks it, so a change
      * between the check and the wait is not missed. `wake` resolves on the

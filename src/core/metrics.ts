@@ -16,9 +16,11 @@ const DEFINITIONS = {
   linkgate_webhook_deliveries_total: { help: 'Webhook delivery attempts, by tenant and outcome', type: 'counter' },
   linkgate_links_deleted_total: { help: 'Links deleted, by provider, tenant and where the unlink came from (api, annie_auth)', type: 'counter' },
   linkgate_http_request_duration_seconds: { help: 'HTTP requests, by method, route pattern and status', type: 'histogram' },
+  linkgate_rpc_duration_seconds: { help: 'RPCs (gRPC, gRPC-Web, Connect), by procedure and status', type: 'histogram' },
 } as const;
 
-export type CounterName = Exclude<keyof typeof DEFINITIONS, 'linkgate_http_request_duration_seconds'>;
+type HistogramName = 'linkgate_http_request_duration_seconds' | 'linkgate_rpc_duration_seconds';
+export type CounterName = Exclude<keyof typeof DEFINITIONS, HistogramName>;
 type Labels = Record<string, string>;
 
 interface Histogram {
@@ -37,7 +39,18 @@ const labelText = (labels: Labels) => {
 
 export function createMetrics() {
   const counters = new Map<CounterName, Map<string, { labels: Labels; value: number }>>();
-  const histograms = new Map<string, Histogram>();
+  const histograms = new Map<HistogramName, Map<string, Histogram>>();
+
+  function observe(name: HistogramName, labels: Labels, seconds: number): void {
+    let series = histograms.get(name);
+    if (!series) histograms.set(name, (series = new Map()));
+    const key = labelText(labels);
+    let h = series.get(key);
+    if (!h) series.set(key, (h = { labels, counts: BUCKETS.map(() => 0), sum: 0, count: 0 }));
+    for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) h.counts[i]! += 1;
+    h.sum += seconds;
+    h.count += 1;
+  }
 
   return {
     inc(name: CounterName, labels: Labels = {}, by = 1): void {
@@ -50,12 +63,12 @@ export function createMetrics() {
     },
 
     observeRequest(labels: { method: string; route: string; status: string }, seconds: number): void {
-      const key = labelText(labels);
-      let h = histograms.get(key);
-      if (!h) histograms.set(key, (h = { labels, counts: BUCKETS.map(() => 0), sum: 0, count: 0 }));
-      for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) h.counts[i]! += 1;
-      h.sum += seconds;
-      h.count += 1;
+      observe('linkgate_http_request_duration_seconds', labels, seconds);
+    },
+
+    /** `rpc` is the procedure (`linkgate.v1.LinkService/GetLink`), `status` `OK` or the status code's name (`NOT_FOUND`). */
+    observeRpc(labels: { rpc: string; status: string }, seconds: number): void {
+      observe('linkgate_rpc_duration_seconds', labels, seconds);
     },
 
     render(): string {
@@ -66,7 +79,7 @@ export function createMetrics() {
           for (const { labels, value } of counters.get(name as CounterName)?.values() ?? []) lines.push(`${name}${labelText(labels)} ${value}`);
           continue;
         }
-        for (const h of histograms.values()) {
+        for (const h of histograms.get(name as HistogramName)?.values() ?? []) {
           BUCKETS.forEach((le, i) => lines.push(`${name}_bucket${labelText({ ...h.labels, le: String(le) })} ${h.counts[i]}`));
           lines.push(`${name}_bucket${labelText({ ...h.labels, le: '+Inf' })} ${h.count}`);
           lines.push(`${name}_sum${labelText(h.labels)} ${h.sum}`, `${name}_count${labelText(h.labels)} ${h.count}`);

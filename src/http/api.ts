@@ -15,7 +15,8 @@ import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import type { TenantStore } from '../core/tenants.ts';
 import type { Db } from '../db/client.ts';
 import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.ts';
-import { bearerToken, bodyLimit, refuseApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
+import { authenticateBot } from '../core/callers.ts';
+import { bodyLimit, refuseApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
 import { countRequest } from './rate-limit.ts';
 import type { RateLimiter } from '../core/rate-limit.ts';
 import type { RateLimitRule } from '../config.ts';
@@ -125,8 +126,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   // The key and its tenant (401, 403), its rate limit (429), then for a request with a body its size (413):
   // one middleware for them all, as each layer costs the hot path a dispatch and a promise.
   const limitBody = bodyLimit(64 * 1024);
-  const admit = (c: Context<AppEnv>, next: () => Promise<void>, key: string, tenant: string | undefined) => {
-    if (tenant === undefined) return refuseApiKey(c, deps.apiKeys);
+  const admit = (c: Context<AppEnv>, next: () => Promise<void>, key: string, tenant: string) => {
     // Only the key names the tenant: a header may confirm it, never choose another.
     const asked = c.req.header('x-tenant-id');
     if (asked !== undefined && asked !== tenant) throw new LinkgateError('tenant_mismatch', 'this API key belongs to another tenant than x-tenant-id names');
@@ -140,11 +140,12 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const counted = countRequest(c, deps.limiter, 'api', key, rule);
     return counted ? counted.then(() => limitBody(c, next)) : limitBody(c, next);
   };
+  // Who calls: the same `authenticateBot` as the RPC services (src/rpc/gate.ts); the key names the tenant.
+  const tenantOf = (presented: string) => deps.tenants.resolveApiKey(presented);
   app.use('*', function apiGate(c, next) {
-    const key = bearerToken(c);
-    if (key === undefined) return refuseApiKey(c, deps.apiKeys);
-    const tenant = deps.tenants.resolveApiKey(key);
-    return tenant instanceof Promise ? tenant.then((found) => admit(c, next, key, found)) : admit(c, next, key, tenant);
+    const bot = authenticateBot(tenantOf, c.req.header('authorization'));
+    if (bot instanceof Promise) return bot.then((found) => (found ? admit(c, next, found.key, found.tenant) : refuseApiKey(c, deps.apiKeys)));
+    return bot ? admit(c, next, bot.key, bot.tenant) : refuseApiKey(c, deps.apiKeys);
   });
 
   /** The tenant's providers: the default tenant's at once, on the status API's hot path. */

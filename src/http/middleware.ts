@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import { ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
@@ -7,6 +7,7 @@ import { matchedRoutes } from 'hono/route';
 import type { Metrics } from '../core/metrics.ts';
 import { NONCE, secureHeaders } from 'hono/secure-headers';
 import type { Logger } from 'pino';
+import { authenticateBot, bearerOf, environmentKeys, type Bot } from '../core/callers.ts';
 import { LinkgateError } from '../core/errors.ts';
 
 export type AppEnv = {
@@ -53,7 +54,9 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
     await next();
     for (const [name, value] of headers) c.header(name, value);
     // On the Node response, which sends the head after this returns (merged with the app's headers).
-    if (stopping?.aborted) (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing?.setHeader('Connection', 'close');
+    // Only on HTTP/1.1: HTTP/2 has no Connection header (RFC 9113 §8.2.2); its connections get a GOAWAY.
+    const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing;
+    if (stopping?.aborted && outgoing instanceof ServerResponse) outgoing.setHeader('Connection', 'close');
     if (logger.isLevelEnabled('info')) logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
 }
@@ -120,10 +123,9 @@ export function apiKeyAuth(keys: ApiKeys): MiddlewareHandler<AppEnv> {
   });
 }
 
-/** The request's API key, when `keys.check` accepts it. */
+/** The request's API key, when it is one of the environment's (`/metrics`; the bot API resolves any tenant's in its gate). */
 export function validApiKey(c: Context<AppEnv>, keys: ApiKeys): string | undefined {
-  const presented = bearerToken(c);
-  return presented !== undefined && keys.check(presented) ? presented : undefined;
+  return (authenticateBot(environmentKeys(keys.check), c.req.header('authorization')) as Bot | undefined)?.key;
 }
 
 /** A request without a valid key: counted against its address, then 401 `unauthorized` (or the count's 429). */
@@ -138,7 +140,7 @@ export function refuseApiKey(c: Context<AppEnv>, keys: ApiKeys): never | Promise
 
 /** The key in `Authorization: Bearer <key>`, if the header has that shape. */
 export function bearerToken(c: Context<AppEnv>): string | undefined {
-  return /^Bearer ([\x21-\x7e]{1,512})$/i.exec(c.req.header('authorization') ?? '')?.[1];
+  return bearerOf(c.req.header('authorization'));
 }
 
 /**

@@ -34,8 +34,13 @@ export function countRequest(c: Context<AppEnv>, limiter: RateLimiter, scope: Ra
 function admit(c: Context<AppEnv>, decision: RateDecision): void {
   if (!decision.allowed) {
     c.header('Retry-After', String(decision.retryAfterSeconds));
-    throw new LinkgateError('rate_limited', `too many requests; try again in ${decision.retryAfterSeconds} s`, { retryAfterSeconds: decision.retryAfterSeconds });
+    throw rateLimited(decision.retryAfterSeconds);
   }
+}
+
+/** The refusal of a request over its limit, on every surface: 429 `rate_limited` (RPC: RESOURCE_EXHAUSTED with RetryInfo). */
+export function rateLimited(retryAfterSeconds: number): LinkgateError {
+  return new LinkgateError('rate_limited', `too many requests; try again in ${retryAfterSeconds} s`, { retryAfterSeconds });
 }
 
 /**
@@ -48,9 +53,14 @@ function admit(c: Context<AppEnv>, decision: RateDecision): void {
  */
 export function clientAddress(c: Context<AppEnv>, trustedHops: number): string {
   const env = c.env as { incoming?: IncomingMessage } | undefined;
-  const peer = env?.incoming?.socket.remoteAddress ?? 'unknown';
+  return clientAddressOf(env?.incoming?.socket.remoteAddress, trustedHops === 0 ? undefined : c.req.header('x-forwarded-for'), trustedHops);
+}
+
+/** `clientAddress` from the socket's peer and the X-Forwarded-For header, wherever they were read (HTTP or RPC). */
+export function clientAddressOf(socketPeer: string | undefined, forwardedFor: string | undefined, trustedHops: number): string {
+  const peer = socketPeer ?? 'unknown';
   if (trustedHops === 0) return addressKey(peer);
-  const forwarded = (c.req.header('x-forwarded-for') ?? '').split(',').map((part) => part.trim()).filter((part) => part !== '');
+  const forwarded = (forwardedFor ?? '').split(',').map((part) => part.trim()).filter((part) => part !== '');
   const chain = [...forwarded, peer];
   const client = hopAddress(chain[Math.max(0, chain.length - 1 - trustedHops)]!);
   // A trusted proxy writes addresses; anything else means the header is not what we were told.

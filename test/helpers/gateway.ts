@@ -1,6 +1,11 @@
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { createApp, type AppDeps } from '../../src/app.tsx';
+import { getRequestListener } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { createGateway, type AppDeps } from '../../src/app.tsx';
+import { createListener, type Listener } from '../../src/http/listener.ts';
+import { rpcRequestHandler, type Rpc } from '../../src/rpc/routes.ts';
+import type { LinkEvents } from '../../src/core/events.ts';
 import { parseConfig, type Config, type Env } from '../../src/config.ts';
 import { createKeyring, type Keyring } from '../../src/core/crypto.ts';
 import type { Metrics } from '../../src/core/metrics.ts';
@@ -28,7 +33,10 @@ export const API_KEY = TEST_SECRETS.LINKGATE_API_KEYS;
 const GENEROUS_RATE_LIMITS = { LINKGATE_API_RATE_LIMIT: '1000000', LINKGATE_BROWSER_RATE_LIMIT: '1000000' } as const;
 
 export interface TestGateway {
-  app: ReturnType<typeof createApp>;
+  app: ReturnType<typeof createGateway>['app'];
+  /** The RPC services, for a listener (`listen`). */
+  rpc: Rpc;
+  events: LinkEvents;
   config: Config;
   keyring: Keyring;
   registry: Registry;
@@ -47,6 +55,9 @@ export interface TestGatewayOptions {
   metrics?: Metrics;
   /** What the server wires in from Sentry (see initSentry). */
   observe?: Pick<AppDeps, 'reportError' | 'nameRoute'>;
+  /** Aborted to play the process shutting down. */
+  stopping?: AbortSignal;
+  rpcHeartbeatMs?: number;
 }
 
 export async function createTestGateway(database: Database, options: TestGatewayOptions = {}): Promise<TestGateway> {
@@ -71,9 +82,23 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const app = createApp({ config, database, keyring, registry, toolsFor, logger, ...(options.metrics ? { metrics: options.metrics } : {}), now, ...options.observe });
+  const { app, rpc, events } = createGateway({
+    config,
+    database,
+    keyring,
+    registry,
+    toolsFor,
+    logger,
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+    now,
+    ...options.observe,
+    ...(options.stopping ? { stopping: options.stopping } : {}),
+    ...(options.rpcHeartbeatMs ? { rpcHeartbeatMs: options.rpcHeartbeatMs } : {}),
+  });
   return {
     app,
+    rpc,
+    events,
     config,
     keyring,
     registry,
@@ -104,4 +129,30 @@ export function reroute(map: Record<string, string>): typeof fetch {
 /** The same authorization URL at a fake's origin: what the browser would open, served by the fake. */
 export function atFake(url: URL, origin: string): URL {
   return new URL(url.pathname + url.search, origin);
+}
+
+/**
+ * The gateway on a real loopback port, as src/server.ts serves it: REST and
+ * the RPC services over HTTP/1.1 and HTTP/2 on one listener.
+ */
+export async function listen(gateway: TestGateway): Promise<{ base: string; port: number; listener: Listener; close(): Promise<void> }> {
+  const listener = createListener({
+    handler: rpcRequestHandler(gateway.rpc, getRequestListener(gateway.app.fetch)),
+    http1: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000, maxHeaderSize: 16 * 1024 },
+    firstBytesTimeoutMs: 10_000,
+    http2Settings: { maxHeaderListSize: 16 * 1024 },
+    http2IdleTimeoutMs: 60_000,
+  });
+  await new Promise<void>((resolve) => listener.server.listen(0, '127.0.0.1', resolve));
+  const { port } = listener.server.address() as AddressInfo;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    port,
+    listener,
+    close: () =>
+      new Promise<void>((resolve) => {
+        listener.closeAll();
+        listener.server.close(() => resolve());
+      }),
+  };
 }
