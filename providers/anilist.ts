@@ -8,7 +8,7 @@
 import * as oidc from 'openid-client';
 import * as v from 'valibot';
 import { defineProvider, LinkgateError, type ProviderInstance } from 'linkgate/provider';
-import { callbackUrl, oauthError, tokenCredentials } from 'linkgate/oauth';
+import { callbackUrl, oauthError, providerApi, tokenCredentials } from 'linkgate/oauth';
 
 const ISSUER = 'https://anilist.co';
 const AUTHORIZATION_ENDPOINT = 'https://anilist.co/api/v2/oauth/authorize';
@@ -54,6 +54,8 @@ export default defineProvider({
     }
 
     return {
+      // The GraphQL API (https://docs.anilist.co/guide/graphql/), for the proxy: `ANILIST_PROXY_ALLOW="POST /"`.
+      api: providerApi(new URL(`${GRAPHQL_ENDPOINT}/`), tools, provider),
       // AniList has no scopes: a token acts as the user (https://docs.anilist.co/guide/auth/).
       access: ['see your AniList profile', 'read and change your anime and manga lists, favourites and settings as you'],
       async begin(flow) {

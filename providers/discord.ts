@@ -6,13 +6,15 @@
 import * as oidc from 'openid-client';
 import * as v from 'valibot';
 import { defineProvider, LinkgateError, type ProviderInstance } from 'linkgate/provider';
-import { callbackUrl, describeScopes, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
+import { callbackUrl, describeScopes, oauthError, providerApi, refreshError, tokenCredentials } from 'linkgate/oauth';
 
 const ISSUER = 'https://discord.com';
 const AUTHORIZATION_ENDPOINT = 'https://discord.com/oauth2/authorize';
 const TOKEN_ENDPOINT = 'https://discord.com/api/oauth2/token';
 const REVOCATION_ENDPOINT = 'https://discord.com/api/oauth2/token/revoke';
 const CURRENT_USER_ENDPOINT = 'https://discord.com/api/users/@me';
+/** Discord's REST API (https://discord.com/developers/docs/reference#api-reference-base-url), for the proxy. */
+const API_BASE = new URL('https://discord.com/api/');
 
 /** The part of Discord's user object we read (https://discord.com/developers/docs/resources/user#user-object). */
 const DiscordUser = v.object({
@@ -57,6 +59,7 @@ export default defineProvider({
     }
 
     return {
+      api: providerApi(API_BASE, tools, provider),
       // Scope names: https://discord.com/developers/docs/topics/oauth2#shared-resources-oauth2-scopes
       access: describeScopes(scopes, {
         identify: 'see your Discord username and avatar',

@@ -18,7 +18,7 @@ import {
   type ProviderInstance,
   type ProviderTools,
 } from 'linkgate/provider';
-import { callbackUrl, describeScopes, oauthError, refreshError, tokenCredentials } from 'linkgate/oauth';
+import { callbackUrl, describeScopes, oauthError, providerApi, refreshError, tokenCredentials } from 'linkgate/oauth';
 
 const Id = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'each id must be lower-case letters, digits, _ or -'));
 const ProviderList = v.pipe(
@@ -97,6 +97,8 @@ function definitionFor(id: string): ProviderDefinition<OidcEnv> {
       [`${p}_DISPLAY_NAME`]: v.optional(v.string()),
       [`${p}_TOKEN_AUTH_METHOD`]: v.optional(AuthMethodSetting),
       [`${p}_PRIVATE_KEY`]: v.optional(PrivateJwk),
+      // The provider's own API, for the gateway's proxy (GET …/links/<id>/proxy/…): where its paths are relative to.
+      [`${p}_API_BASE`]: v.optional(v.pipe(v.string(), v.url('must be an absolute URL'), v.check((u) => /^https?:/.test(u), 'must be an http(s) URL'))),
     }),
     v.forward(
       v.check((e) => !String(e[`${p}_TOKEN_AUTH_METHOD`] ?? '').startsWith('client_secret') || e[`${p}_CLIENT_SECRET`] !== undefined, `needs ${p}_CLIENT_SECRET`),
@@ -116,6 +118,7 @@ function definitionFor(id: string): ProviderDefinition<OidcEnv> {
         scopes: (e[`${p}_SCOPES`] as string).split(/\s+/).filter(Boolean),
         tokenAuthMethod: e[`${p}_TOKEN_AUTH_METHOD`] as TokenAuthMethod | undefined,
         privateKey: e[`${p}_PRIVATE_KEY`] as PrivateJwk | undefined,
+        apiBase: e[`${p}_API_BASE`] === undefined ? undefined : new URL(String(e[`${p}_API_BASE`]).replace(/\/*$/, '/')),
         variablePrefix: p,
       }),
     ),
@@ -140,6 +143,8 @@ export interface OidcEnv {
   tokenAuthMethod: TokenAuthMethod | undefined;
   /** `<ID>_PRIVATE_KEY`, for private_key_jwt. */
   privateKey: PrivateJwk | undefined;
+  /** `<ID>_API_BASE`: the provider's API, for the proxy (none: no proxy). */
+  apiBase: URL | undefined;
   variablePrefix: string;
 }
 
@@ -201,6 +206,7 @@ async function createOidcClient(env: OidcEnv, tools: ProviderTools): Promise<Pro
   };
 
   return {
+    ...(env.apiBase ? { api: providerApi(env.apiBase, tools, provider) } : {}),
     // Standard scopes: OpenID Connect Core §5.4 and §11.
     access: describeScopes(env.scopes, {
       openid: 'confirm who you are',

@@ -4,7 +4,7 @@
  */
 import * as oidc from 'openid-client';
 import { LinkgateError } from './core/errors.ts';
-import type { Credentials } from './provider.ts';
+import type { ApiCall, Credentials, ProviderTools } from './provider.ts';
 
 /**
  * What openid-client throws, as our errors: a refused grant is the user's to
@@ -85,4 +85,27 @@ export function callbackUrl(redirectUri: string, params: URLSearchParams): URL {
 export function describeScopes(scopes: readonly string[], known: Readonly<Record<string, string | null>>): string[] {
   const sentences = scopes.map((scope) => (scope in known ? known[scope] : `use the permission “${scope}”`)).filter((s): s is string => s !== null);
   return [...new Set(sentences)];
+}
+
+/**
+ * A provider API that takes the access token as a bearer token (RFC 6750
+ * §2.1), at `base` (ending in `/`): the request goes to `base` + the call's
+ * path, never elsewhere (the path was normalised by the gateway; the URL is
+ * checked again here), redirects are not followed.
+ */
+export function providerApi(base: URL, tools: Pick<ProviderTools, 'fetch'>, provider: string) {
+  return {
+    async request(credentials: Credentials, call: ApiCall): Promise<Response> {
+      if (!credentials.accessToken) throw new LinkgateError('needs_reauth', 'this link holds no access token', { provider });
+      const url = new URL(call.path, base);
+      if (!url.href.startsWith(base.href)) throw new LinkgateError('bad_request', 'the path leaves the provider API', { provider });
+      for (const [name, value] of call.query) url.searchParams.append(name, value);
+      return tools.fetch(url, {
+        method: call.method,
+        redirect: 'manual',
+        headers: { ...call.headers, authorization: `Bearer ${credentials.accessToken}` },
+        ...(call.body === undefined ? {} : { body: call.body as Uint8Array<ArrayBuffer> }),
+      });
+    },
+  };
 }

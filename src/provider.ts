@@ -178,6 +178,17 @@ export interface XrpcResult {
  * but should not stop start-up: it is listed as unconfigured, naming what
  * it still needs (the way a missing variable does).
  */
+/** A bot's call to the provider's own API, through the proxy route (src/core/proxy.ts checked it). */
+export interface ApiCall {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Relative to the API base, normalised: no `.` or `..` segments, no empty segment, no backslash. */
+  path: string;
+  query: URLSearchParams;
+  /** The request headers the bot may send on (`content-type`, `accept`). */
+  headers: Record<string, string>;
+  body?: Uint8Array;
+}
+
 export class ProviderNotConfigured extends Error {
   override name = 'ProviderNotConfigured';
   constructor(
@@ -237,6 +248,15 @@ export interface ProviderInstance {
    * gone, `nsid_not_allowed` for a method outside the allowlist.
    */
   xrpc?(credentials: Credentials, call: XrpcCall): Promise<XrpcResult>;
+  /**
+   * The provider's own API, for `ANY /api/v1/users/:userId/links/:provider/proxy/*`:
+   * sends `call` to its API base with these credentials' authorization and
+   * answers the upstream response as it is (`providerApi` in linkgate/oauth
+   * does this for a bearer-token API). The gateway checks the operator's
+   * allowlist first, refreshes the credentials, caps the sizes, and turns a
+   * 401 into one refresh and retry, then `needs_reauth`.
+   */
+  api?: { request(credentials: Credentials, call: ApiCall): Promise<Response> };
 }
 
 export interface ProviderDefinition<E = unknown> {

@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { ProviderId } from './core/ids.ts';
 import { issueMessage } from './core/validation.ts';
+import { ProxyAllow, proxyAllowName, type ProxyRule } from './core/proxy.ts';
 import { ProviderNotConfigured, type ProviderDefinition, type ProviderFamily, type ProviderInstance, type ProviderTools } from './provider.ts';
 
 export interface RegisteredProvider {
@@ -22,6 +23,20 @@ export interface RegisteredProvider {
   needs: string[][];
   /** A tenant's provider: the version of its stored configuration the instance was made from. */
   configVersion?: number;
+  /** What the provider API proxy may forward (`<ID>_PROXY_ALLOW`, src/core/proxy.ts); none: nothing. */
+  proxyAllow?: readonly ProxyRule[];
+}
+
+/**
+ * `<ID>_PROXY_ALLOW` of a provider from a set of variables: its rules, or a
+ * problem naming the variable (never its value).
+ */
+export function proxyRules(id: string, env: Readonly<Record<string, string | undefined>>): { rules: ProxyRule[] } | { problem: string } {
+  const name = proxyAllowName(id);
+  const text = env[name];
+  if (text === undefined || text.trim() === '') return { rules: [] };
+  const parsed = v.safeParse(ProxyAllow, text);
+  return parsed.success ? { rules: parsed.output } : { problem: `${name}: ${issueMessage({ ...parsed.issues[0], path: undefined })}` };
 }
 
 /**
@@ -127,17 +142,17 @@ export async function loadProviders(
   toolsFor: ToolsFor,
 ): Promise<Registry> {
   const modules = await readModules(dir, env);
-  const checked = modules.definitions.map((found) => ({ ...found, variables: checkVariables(found.definition, found.file, env) }));
-  const problems = checked.flatMap(({ variables }) => ('problem' in variables ? [variables.problem] : []));
+  const checked = modules.definitions.map((found) => ({ ...found, variables: checkVariables(found.definition, found.file, env), proxy: proxyRules(found.definition.id, env) }));
+  const problems = checked.flatMap(({ variables, proxy }) => [...('problem' in variables ? [variables.problem] : []), ...('problem' in proxy ? [proxy.problem] : [])]);
   if (problems.length > 0) throw new ProviderLoadError(problems);
   const byId = new Map<string, RegisteredProvider>();
-  for (const { definition, file, variables } of checked) {
+  for (const { definition, file, variables, proxy } of checked) {
     const base = { id: definition.id, displayName: definition.displayName, file };
     const registered: RegisteredProvider =
       'needs' in variables
         ? { ...base, instance: undefined, missing: missingNames(variables.needs), needs: variables.needs }
         : await create(definition, base, 'parsed' in variables ? variables.parsed : undefined, toolsFor);
-    byId.set(definition.id, registered);
+    byId.set(definition.id, { ...registered, proxyAllow: 'rules' in proxy ? proxy.rules : [] });
   }
   const sorted = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
   const catalog: ProviderCatalog = {

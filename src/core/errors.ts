@@ -41,6 +41,10 @@ const defaultStatus = {
   exchange_failed: 400,
   account_mismatch: 400,
   nsid_not_allowed: 403,
+  /** The provider API proxy: a call the operator's `<ID>_PROXY_ALLOW` does not list. */
+  proxy_not_allowed: 403,
+  /** The provider API answered more than the proxy passes on. */
+  provider_response_too_large: 502,
   needs_reauth: 409,
   // link contexts
   context_invalid: 400,

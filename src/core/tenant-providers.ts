@@ -13,7 +13,8 @@
 import type { Logger } from 'pino';
 import * as v from 'valibot';
 import type { ProviderDefinition, ProviderInstance } from '../provider.ts';
-import { checkVariables, create, missingNames, ProviderLoadError, type RegisteredProvider, type Registry, type ToolsFor } from '../registry.ts';
+import { checkVariables, create, missingNames, ProviderLoadError, proxyRules, type RegisteredProvider, type Registry, type ToolsFor } from '../registry.ts';
+import { proxyAllowName } from './proxy.ts';
 import { LinkgateError } from './errors.ts';
 import { DEFAULT_TENANT } from './ids.ts';
 import type { TenantStore } from './tenants.ts';
@@ -103,7 +104,8 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
           return { id, displayName: found.definition.displayName, file: found.file, instance: undefined, missing: 'needs' in checked ? missingNames(checked.needs) : [], needs: 'needs' in checked ? checked.needs : [] };
         }
         const registered = await create(found.definition, { id, displayName: found.definition.displayName, file: found.file }, checked.parsed, deps.toolsFor, tenant);
-        return { ...registered, configVersion: version };
+        const proxy = proxyRules(id, env);
+        return { ...registered, configVersion: version, proxyAllow: 'rules' in proxy ? proxy.rules : [] };
       })();
       instances.set(key, made);
       // A provider that failed to start (its issuer down) is tried again next time.
@@ -162,6 +164,10 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
         throw new LinkgateError('provider_not_per_tenant', `${found.definition.displayName} is configured for the whole gateway (by the environment), not per tenant`, { provider });
       }
       const known = variableNames(found.definition.env as v.GenericSchema);
+      // The proxy's allowlist is the gateway's, for any provider (src/core/proxy.ts).
+      known.add(proxyAllowName(provider));
+      const proxy = proxyRules(provider, env);
+      if ('problem' in proxy) throw configInvalid(proxy.problem);
       const unknown = Object.keys(env).filter((name) => !known.has(name));
       if (unknown.length > 0) {
         throw configInvalid(`${unknown[0]}: ${found.definition.displayName} reads no such variable (it reads ${[...known].sort().join(', ')})`);

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
 import type { LinkRow } from '../db/schema.ts';
-import type { Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '../provider.ts';
+import type { ApiCall, Credentials, Json, ProviderInstance, XrpcCall, XrpcResult } from '../provider.ts';
 import { describeNeeds, type RegisteredProvider } from '../registry.ts';
 import { DEFAULT_TENANT } from './ids.ts';
 import type { ProviderDirectory } from './tenant-providers.ts';
@@ -130,14 +130,19 @@ export function createTokenService(deps: TokenServiceDeps) {
     return new LinkgateError('refresh_failed', `the provider refused to refresh the token (${failure.message})`, { provider, cause: failure });
   }
 
-  /** Refreshes under the link's lease, unless someone else already did. */
-  async function refreshLeased(key: LinkKey, instance: ProviderInstance): Promise<Current> {
+  /**
+   * Refreshes under the link's lease, unless someone else already did. Due
+   * credentials are refreshed; with `refused` (an access token the
+   * provider's API just refused), those are too, while the link still holds them.
+   */
+  async function refreshLeased(key: LinkKey, instance: ProviderInstance, refused?: Credentials): Promise<Current> {
     const lease = randomToken(16);
     let pauseMs = 20;
+    const due = (credentials: Credentials) => dueForRefresh(credentials) || (refused !== undefined && credentials.accessToken === refused.accessToken);
     for (;;) {
       const row = requireLinked(await links.get(key), key);
       const seen = links.openCredentials(row);
-      if (!dueForRefresh(seen)) return { row, credentials: seen };
+      if (!due(seen)) return { row, credentials: seen };
       if (row.refreshLeaseUntil && row.refreshLeaseUntil.getTime() > deps.now()) {
         // Another instance is refreshing: look again shortly (no connection is held meanwhile).
         await sleep(pauseMs);
@@ -150,7 +155,7 @@ export function createTokenService(deps: TokenServiceDeps) {
       let released = false;
       try {
         const current = links.openCredentials(leased);
-        if (!dueForRefresh(current)) return { row: leased, credentials: current };
+        if (!due(current)) return { row: leased, credentials: current };
         let fresh: Credentials;
         try {
           fresh = checkedCredentials(await instance.refresh!(current), key.provider);
@@ -179,11 +184,11 @@ export function createTokenService(deps: TokenServiceDeps) {
   }
 
   /** One refresh per link in this instance: concurrent callers share it. */
-  function refreshOnce(key: LinkKey, instance: ProviderInstance): Promise<Current> {
-    const id = JSON.stringify([key.tenant, key.userId, key.provider]);
+  function refreshOnce(key: LinkKey, instance: ProviderInstance, refused?: Credentials): Promise<Current> {
+    const id = JSON.stringify([key.tenant, key.userId, key.provider, refused?.accessToken ?? null]);
     let running = inFlight.get(id);
     if (!running) {
-      running = refreshLeased(key, instance).finally(() => inFlight.delete(id));
+      running = refreshLeased(key, instance, refused).finally(() => inFlight.delete(id));
       inFlight.set(id, running);
     }
     return running;
@@ -246,6 +251,40 @@ export function createTokenService(deps: TokenServiceDeps) {
         }
         throw asProviderError(error, key.provider);
       }
+    },
+
+    /**
+     * A bot's call to the provider's API with the link's credentials (the
+     * proxy route checked it against the allowlist): refreshed first when
+     * due; a 401 refreshes once and retries; a second 401 (or one with
+     * nothing to refresh with) turns the link `needs_reauth`. The upstream
+     * answer is handed back unread.
+     */
+    async proxy(key: LinkKey, call: ApiCall): Promise<Response> {
+      const noProxy = () => new LinkgateError('not_found', `${key.provider} has no API proxy`, { provider: key.provider });
+      if (key.tenant === DEFAULT_TENANT && !configured(key).instance.api) throw noProxy();
+      let now = await current(key);
+      const instance = await instanceFor(now.row);
+      const api = instance.api;
+      if (!api) throw noProxy();
+      const send = async (credentials: Credentials) => {
+        try {
+          return await api.request(credentials, call);
+        } catch (error) {
+          throw asProviderError(error, key.provider);
+        }
+      };
+      let answer = await send(now.credentials);
+      if (answer.status !== 401) return answer;
+      await answer.body?.cancel().catch(() => {});
+      if (instance.refresh) {
+        now = await refreshOnce(key, instance, now.credentials);
+        answer = await send(now.credentials);
+        if (answer.status !== 401) return answer;
+        await answer.body?.cancel().catch(() => {});
+      }
+      await markNeedsReauth(now.row, 'the provider API refused the token');
+      throw needsReauth(key.provider);
     },
 
     /** Asks the provider whether the link still works; a refused token turns the link `needs_reauth`. */

@@ -9,7 +9,8 @@ import type { LinkEvents } from '../core/events.ts';
 import type { TokenService } from '../core/tokens.ts';
 import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
-import type { Json } from '../provider.ts';
+import type { ApiCall, Json } from '../provider.ts';
+import { PROXY_METHODS, proxyAllowed, proxyAllowName, proxyPath } from '../core/proxy.ts';
 import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import type { TenantStore } from '../core/tenants.ts';
@@ -81,6 +82,10 @@ const Nsid = v.pipe(
   v.regex(/^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+\.[a-zA-Z][a-zA-Z0-9]{0,62}$/, 'the method must be an NSID like app.bsky.actor.getProfile'),
 );
 export const XrpcParams = v.object({ userId: UserIdParam, provider: ProviderParam, nsid: v.pipe(Nsid, v.description('the XRPC method, an NSID such as app.bsky.actor.getProfile; it must be in ATPROTO_XRPC_ALLOW')) });
+export const ProxyParams = v.object({
+  userId: UserIdParam,
+  provider: ProviderParam,
+});
 const XrpcQuery = v.pipe(
   v.array(v.tuple([v.pipe(v.string(), v.maxLength(128, 'a query parameter name is too long')), v.pipe(v.string(), v.maxLength(4096, 'a query parameter is too long'))])),
   v.maxLength(64, 'too many query parameters'),
@@ -119,6 +124,33 @@ export function xrpcContentType(upstream: string | undefined): string {
   if (!XRPC_TYPES.test(type)) return 'application/octet-stream';
   const charset = parameters.map((p) => /^charset="?([A-Za-z0-9._-]{1,40})"?$/i.exec(p)?.[1]).find((c) => c !== undefined);
   return charset ? `${type}; charset=${charset.toLowerCase()}` : type;
+}
+
+/** The most of a provider API's answer the proxy passes on. */
+const PROXY_ANSWER_MAX = 1024 * 1024;
+
+/** A response body of at most `max` bytes; more is a 502 (the rest is not read). */
+async function readCapped(response: Response, max: number, provider: string): Promise<Uint8Array> {
+  const declared = Number(response.headers.get('content-length'));
+  const tooLarge = () => new LinkgateError('provider_response_too_large', `the provider's answer is larger than ${max} bytes`, { provider });
+  if (declared > max) {
+    await response.body?.cancel().catch(() => {});
+    throw tooLarge();
+  }
+  if (!response.body) return new Uint8Array();
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return Buffer.concat(chunks);
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
 }
 
 export function apiRoutes(deps: ApiRoutesDeps) {
@@ -329,6 +361,45 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       return c.body(result.body as Uint8Array<ArrayBuffer>, result.status as 200, {
         'content-type': xrpcContentType(result.contentType),
         'content-security-policy': "default-src 'none'; sandbox",
+      });
+    });
+  });
+
+  /**
+   * The provider's own API with the user's credentials, for the calls the
+   * operator allows (`<ID>_PROXY_ALLOW`, src/core/proxy.ts; nothing by
+   * default): refused before any upstream request otherwise. The bot never
+   * holds the token; the upstream status and body come back as they are
+   * (`Retry-After` too), at most 1 MiB.
+   */
+  app.on([...PROXY_METHODS], '/users/:userId/links/:provider/proxy/*', async (c) => {
+    const { userId, provider } = parseInput(LinkParams, { userId: c.req.param('userId'), provider: c.req.param('provider') });
+    const known = await tenantProvider(c, provider);
+    if (!known.instance) throw unconfigured(known);
+    const url = new URL(c.req.url);
+    const marker = `/links/${provider}/proxy/`;
+    const path = proxyPath(url.pathname.slice(url.pathname.indexOf(marker) + marker.length));
+    const method = c.req.method as ApiCall['method'];
+    if (!proxyAllowed(known.proxyAllow ?? [], method, path)) {
+      throw new LinkgateError('proxy_not_allowed', `this call is not in ${proxyAllowName(provider)}`, { provider });
+    }
+    parseInput(XrpcQuery, [...url.searchParams]);
+    const headers: Record<string, string> = {};
+    for (const name of ['content-type', 'accept']) {
+      const value = c.req.header(name);
+      if (value !== undefined && value.length <= 256) headers[name] = value;
+    }
+    const body = method === 'GET' || method === 'DELETE' ? undefined : new Uint8Array(await c.req.arrayBuffer());
+    const key = { tenant: c.get('tenant'), userId, provider };
+    return orRelink(c, userId, provider, async () => {
+      const upstream = await deps.tokens.proxy(key, { method, path: path.join('/'), query: url.searchParams, headers, ...(body ? { body } : {}) });
+      if (upstream.status < 200 || upstream.status > 599) throw new LinkgateError('provider_unavailable', `the provider answered ${upstream.status}`, { provider });
+      const answer = await readCapped(upstream, PROXY_ANSWER_MAX, provider);
+      const retryAfter = upstream.headers.get('retry-after');
+      return c.body(answer as Uint8Array<ArrayBuffer>, upstream.status as 200, {
+        'content-type': xrpcContentType(upstream.headers.get('content-type') ?? undefined),
+        'content-security-policy': "default-src 'none'; sandbox",
+        ...(retryAfter && /^(\d{1,6}|[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT)$/.test(retryAfter) ? { 'retry-after': retryAfter } : {}),
       });
     });
   });

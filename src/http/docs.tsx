@@ -59,8 +59,13 @@ const TASKS: Task[] = [
   {
     id: 'use',
     title: 'Act with a link',
-    blurb: 'Get a fresh access token (refreshed for you when due), or have the gateway call the user’s ATProto server.',
-    routes: ['post /api/v1/users/:userId/links/:provider/token', 'get /api/v1/users/:userId/links/:provider/xrpc/:nsid', 'post /api/v1/users/:userId/links/:provider/xrpc/:nsid'],
+    blurb: 'Get a fresh access token (refreshed for you when due), or have the gateway call the provider’s API for you (the calls the operator allows), or the user’s ATProto server.',
+    routes: [
+      'post /api/v1/users/:userId/links/:provider/token',
+      ...['get', 'post', 'put', 'patch', 'delete'].map((method) => `${method} /api/v1/users/:userId/links/:provider/proxy/*`),
+      'get /api/v1/users/:userId/links/:provider/xrpc/:nsid',
+      'post /api/v1/users/:userId/links/:provider/xrpc/:nsid',
+    ],
   },
   { id: 'unlink', title: 'Unlink', blurb: 'Delete a link, revoking its credentials at the provider where it can.', routes: ['delete /api/v1/users/:userId/links/:provider'] },
   {

@@ -72,6 +72,34 @@ export const EXAMPLES: Record<string, Example> = {
     status: 200,
     answer: { uri: 'at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/app.bsky.feed.post/3lbxyz', cid: 'bafyreib2rxk3rh6kzwq' },
   },
+  'get /api/v1/users/:userId/links/:provider/proxy/*': {
+    path: `/api/v1/users/${USER}/links/discord/proxy/users/@me/guilds`,
+    status: 200,
+    answer: [{ id: '613425648685547541', name: 'Annie Mei Support', icon: null, owner: false, permissions: '104320577', features: [] }],
+  },
+  'post /api/v1/users/:userId/links/:provider/proxy/*': {
+    path: `/api/v1/users/${USER}/links/anilist/proxy/`,
+    body: { query: 'query { Viewer { id name } }' },
+    status: 200,
+    answer: { data: { Viewer: { id: 5001, name: 'Kuromi' } } },
+  },
+  'put /api/v1/users/:userId/links/:provider/proxy/*': {
+    path: `/api/v1/users/${USER}/links/discord/proxy/users/@me/applications/123456789012345678/role-connection`,
+    body: { platform_name: 'AniList', metadata: { anime_watched: 120 } },
+    status: 403,
+    answer: { error: { code: 'proxy_not_allowed', message: 'this call is not in DISCORD_PROXY_ALLOW' } },
+  },
+  'patch /api/v1/users/:userId/links/:provider/proxy/*': {
+    path: `/api/v1/users/${USER}/links/corp/proxy/me`,
+    body: { nickname: 'Kuromi' },
+    status: 404,
+    answer: { error: { code: 'not_linked', message: 'this user has not linked Corp SSO' }, linkUrl: LINK_URL.replace('anilist', 'corp') },
+  },
+  'delete /api/v1/users/:userId/links/:provider/proxy/*': {
+    path: `/api/v1/users/${USER}/links/discord/proxy/users/@me/guilds/613425648685547541`,
+    status: 403,
+    answer: { error: { code: 'proxy_not_allowed', message: 'this call is not in DISCORD_PROXY_ALLOW' } },
+  },
   'get /api/v1/webhooks/deliveries': {
     path: '/api/v1/webhooks/deliveries?status=dead&limit=1',
     status: 200,

@@ -6,7 +6,7 @@
  */
 import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema';
 import * as v from 'valibot';
-import { DeliveriesQuery, DeliveryParams, LinkParams, LinkQuery, LinkUrlBody, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
+import { DeliveriesQuery, DeliveryParams, LinkParams, LinkQuery, LinkUrlBody, ProxyParams, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
 
 // ── Answers ────────────────────────────────────────────────────────────────
 
@@ -96,12 +96,12 @@ interface Response {
   headers?: Record<string, { description: string; schema: JsonSchema }>;
 }
 export interface Operation {
-  method: 'get' | 'post' | 'delete';
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete';
   /** Hono style (`/api/v1/users/:userId/links`). */
   path: string;
   summary: string;
   description?: string;
-  tag: 'links' | 'providers' | 'health' | 'atproto' | 'webhooks';
+  tag: 'links' | 'providers' | 'health' | 'atproto' | 'webhooks' | 'proxy';
   params?: v.ObjectSchema<v.ObjectEntries, undefined>;
   query?: v.ObjectSchema<v.ObjectEntries, undefined>;
   body?: Schema;
@@ -239,6 +239,28 @@ export const operations: Operation[] = [
       },
     }),
   ),
+  ...(['get', 'post', 'put', 'patch', 'delete'] as const).map(
+    (method): Operation => ({
+      method,
+      path: '/api/v1/users/:userId/links/:provider/proxy/*',
+      summary: `${method.toUpperCase()} on the provider’s own API, as the user`,
+      description:
+        'The path after /proxy/ goes to the provider’s API base (Discord https://discord.com/api/, AniList https://graphql.anilist.co, an OpenID provider’s <ID>_API_BASE) with the link’s access token, refreshed when due; only calls listed in <ID>_PROXY_ALLOW (METHOD path-prefix, comma-separated) go through. The upstream status and body (at most 1 MiB) come back as they are, Retry-After too; a 401 upstream is retried once after a refresh, then the link needs the user again.',
+      tag: 'proxy',
+      params: ProxyParams,
+      ...(method === 'post' || method === 'put' || method === 'patch' ? { body: v.pipe(v.unknown(), v.description('passed on as it is, with its content-type')) } : {}),
+      responses: {
+        200: { description: 'the provider’s answer, as it is (any status it gave)', schema: v.pipe(v.unknown(), v.description('the provider’s own body')) },
+        400: badRequest,
+        401: unauthorized,
+        403: { description: '`proxy_not_allowed`: the call is not in <ID>_PROXY_ALLOW (nothing was sent upstream)', schema: ErrorAnswer },
+        404: relink('not linked'),
+        409: relink('the provider refused the token, also after a refresh: link again'),
+        502: { description: 'the provider could not be reached, or answered more than 1 MiB', schema: ErrorAnswer },
+        503: unconfigured,
+      },
+    }),
+  ),
   {
     method: 'get',
     path: '/api/v1/webhooks/deliveries',
@@ -329,6 +351,7 @@ export function openApiDocument(serverUrl: string) {
       { name: 'links', description: 'Link URLs, links, tokens' },
       { name: 'providers', description: 'What can be linked' },
       { name: 'atproto', description: 'Calls made with a user’s ATProto session' },
+      { name: 'proxy', description: 'Calls to the provider’s own API with a user’s link' },
       { name: 'webhooks', description: 'Link events sent to LINKGATE_WEBHOOK_URL' },
       { name: 'health', description: 'For load balancers and orchestrators' },
     ],

@@ -122,7 +122,7 @@ describe('test/fakes/discord', () => {
     expect(body).toMatchObject({ id: USER_ID, username: 'nelly', global_name: 'Nelly', discriminator: '0', avatar: null });
     expect(body).not.toHaveProperty('email');
 
-    expect(fake.counts).toEqual({ token: 1, tokenByGrant: { authorization_code: 1 }, revoke: 0, me: 1 });
+    expect(fake.counts).toEqual({ token: 1, tokenByGrant: { authorization_code: 1 }, revoke: 0, me: 1, guilds: 0 });
   });
 
   it('accepts client credentials in the form body, and the email scope adds email', async () => {
@@ -236,6 +236,7 @@ describe('test/fakes/discord', () => {
       tokenByGrant: { authorization_code: 1, refresh_token: 3, password: 1 },
       revoke: 0,
       me: 1,
+      guilds: 0,
     });
   });
 
@@ -258,7 +259,7 @@ describe('test/fakes/discord', () => {
 
     // Revoking again (unknown token) is still a 200, per RFC 7009.
     expect((await postForm(fake, '/oauth2/token/revoke', { token: tokens.access_token })).status).toBe(200);
-    expect(fake.counts).toEqual({ token: 2, tokenByGrant: { authorization_code: 1, refresh_token: 1 }, revoke: 2, me: 2 });
+    expect(fake.counts).toEqual({ token: 2, tokenByGrant: { authorization_code: 1, refresh_token: 1 }, revoke: 2, me: 2, guilds: 0 });
   });
 
   it('revoking the access token revokes the refresh token too; revoke checks client auth and the hint', async () => {
@@ -321,7 +322,7 @@ describe('test/fakes/discord', () => {
     const first = fake.approve(authorizeUrl(fake, challenge, { redirect_uri: undefined }), '123');
     expect(`${first.origin}${first.pathname}`).toBe(REDIRECT_URI);
     expect(fake.users.get('123')).toEqual({ id: '123', username: 'user123', global_name: null });
-    expect(fake.counts).toEqual({ token: 0, tokenByGrant: {}, revoke: 0, me: 0 });
+    expect(fake.counts).toEqual({ token: 0, tokenByGrant: {}, revoke: 0, me: 0, guilds: 0 });
   });
 
   it('sends iss on the authorization response only when asked to', async () => {
@@ -371,7 +372,7 @@ describe('test/fakes/discord', () => {
       expect((await postForm(fake, '/oauth2/token/revoke', { token: tokens.access_token })).status).toBe(500);
       expect(fake.isActive(tokens.access_token)).toBe(true);
 
-      expect(fake.counts).toEqual({ token: 3, tokenByGrant: { authorization_code: 1, refresh_token: 2 }, revoke: 1, me: 3 });
+      expect(fake.counts).toEqual({ token: 3, tokenByGrant: { authorization_code: 1, refresh_token: 2 }, revoke: 1, me: 3, guilds: 0 });
     });
 
     it('hangs until the client times out, for every kind; close() does not wait for hung requests', async () => {
@@ -395,7 +396,7 @@ describe('test/fakes/discord', () => {
           () => 'failed',
         );
         await new Promise((resolve) => setTimeout(resolve, 50));
-        expect(fake.counts).toEqual({ token: 2, tokenByGrant: { authorization_code: 1, refresh_token: 1 }, revoke: 1, me: 2 });
+        expect(fake.counts).toEqual({ token: 2, tokenByGrant: { authorization_code: 1, refresh_token: 1 }, revoke: 1, me: 2, guilds: 0 });
         const t0 = Date.now();
         await fake.close();
         expect(Date.now() - t0).toBeLessThan(1000);

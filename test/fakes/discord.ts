@@ -39,8 +39,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, redirectUriAllowed, send, sendJson } from './http.ts';
 
-export type FakeFault = 'http500' | 'malformed' | 'hang';
-export type FakeDiscordEndpoint = 'token' | 'revoke' | 'me';
+export type FakeFault = 'http500' | 'http401' | 'http429' | 'malformed' | 'hang';
+export type FakeDiscordEndpoint = 'token' | 'revoke' | 'me' | 'guilds';
 
 export interface FakeDiscordUser {
   id: string;
@@ -58,7 +58,7 @@ export interface FakeDiscord {
   /** Accounts by snowflake; approve() adds a default one for an unknown id. Edit freely. */
   users: Map<string, FakeDiscordUser>;
   /** HTTP requests received per endpoint (faulted ones included); tokenByGrant is keyed by grant_type ("(none)" if absent). */
-  counts: { token: number; tokenByGrant: Record<string, number>; revoke: number; me: number };
+  counts: { token: number; tokenByGrant: Record<string, number>; revoke: number; me: number; guilds: number };
   /** Simulates the user clicking "Authorize": validates the authorize URL (response_type=code, client_id, registered redirect_uri, scope, PKCE S256), issues a one-time code for `userId`, returns the redirect URL (code, state, and iss if sendIss) without calling it. Throws on a request Discord would refuse. */
   approve(authorizeUrl: string | URL, userId: string): URL;
   /** Same validation, user clicks "Cancel": redirect_uri?error=access_denied&error_description=…&state=… */
@@ -92,6 +92,7 @@ const AUTHORIZE_PATHS = new Set(['/oauth2/authorize', '/api/oauth2/authorize']);
 const TOKEN_PATH = '/api/oauth2/token';
 const REVOKE_PATH = '/api/oauth2/token/revoke';
 const ME_PATH = '/api/users/@me';
+const GUILDS_PATH = '/api/users/@me/guilds';
 const SEVEN_DAYS = 604_800;
 const CODE_TTL_MS = 10 * 60_000;
 const PKCE_VALUE = /^[A-Za-z0-9\-._~]{43,128}$/;
@@ -163,10 +164,10 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
   const requirePkce = opts.requirePkce ?? true;
 
   const users = new Map<string, FakeDiscordUser>();
-  const counts: FakeDiscord['counts'] = { token: 0, tokenByGrant: {}, revoke: 0, me: 0 };
+  const counts: FakeDiscord['counts'] = { token: 0, tokenByGrant: {}, revoke: 0, me: 0, guilds: 0 };
   const codes = new Map<string, CodeRecord>();
   const tokens = new Map<string, TokenRecord>();
-  const faults: Record<FakeDiscordEndpoint, FakeFault[]> = { token: [], revoke: [], me: [] };
+  const faults: Record<FakeDiscordEndpoint, FakeFault[]> = { token: [], revoke: [], me: [], guilds: [] };
   const closing = new AbortController();
 
   const local = await listenLocal();
@@ -343,12 +344,33 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
     });
   }
 
+  /** GET /users/@me/guilds (scope `guilds`): the servers the user is in, partial guild objects as Discord answers them. */
+  function handleGuilds(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'GET') return sendJson(res, 405, { message: '405: Method Not Allowed', code: 0 });
+    const token = bearerToken(req);
+    const record = token === undefined ? undefined : tokens.get(token);
+    if (!isLive(record) || record.kind !== 'access') return sendJson(res, 401, { message: '401: Unauthorized', code: 0 });
+    if (!record.grant.scope.split(' ').includes('guilds')) return sendJson(res, 403, { message: 'Missing Access', code: 50001 });
+    sendJson(res, 200, [
+      { id: '613425648685547541', name: 'Annie Mei Support', icon: null, owner: false, permissions: '104320577', features: [] },
+      { id: `${record.grant.userId.slice(0, 10)}00000001`, name: `${users.get(record.grant.userId)?.username ?? 'user'}'s server`, icon: null, owner: true, permissions: '2147483647', features: [] },
+    ]);
+  }
+
   function applyFault(kind: FakeDiscordEndpoint, res: ServerResponse): boolean {
     const fault = faults[kind].shift();
     if (!fault) return false;
     switch (fault) {
       case 'http500':
         sendJson(res, 500, { message: '500: Internal Server Error', code: 0 });
+        break;
+      case 'http401':
+        sendJson(res, 401, { message: '401: Unauthorized', code: 0 });
+        break;
+      case 'http429':
+        // Discord's rate limit answer (https://discord.com/developers/docs/topics/rate-limits).
+        res.setHeader('retry-after', '2');
+        sendJson(res, 429, { message: 'You are being rate limited.', retry_after: 1.5, global: false });
         break;
       case 'malformed':
         // 200 claiming JSON, body cut off mid-way (as through a broken proxy).
@@ -376,6 +398,11 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
         counts.revoke += 1;
         if (applyFault('revoke', res)) return;
         return handleRevoke(req, res, parseForm(req, body));
+      }
+      if (pathname === GUILDS_PATH) {
+        counts.guilds += 1;
+        if (applyFault('guilds', res)) return;
+        return handleGuilds(req, res);
       }
       if (pathname === ME_PATH) {
         counts.me += 1;

@@ -32,10 +32,12 @@ beforeAll(async () => {
   database = await createTestDatabase();
   gateway = await createTestGateway(database, {
     providersDir: API_FIXTURES,
-    env: { LINKGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', LINKGATE_WEBHOOK_SECRET: 'whsec_openapi_0123456789abcdefghijklmnop' },
+    env: { LINKGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', LINKGATE_WEBHOOK_SECRET: 'whsec_openapi_0123456789abcdefghijklmnop', TOKEN_PROXY_ALLOW: 'GET echo, POST echo, PUT echo, PATCH echo, DELETE echo, GET refuse, POST refuse, PUT refuse, PATCH refuse, DELETE refuse, GET huge, POST huge, PUT huge, PATCH huge, DELETE huge' },
   });
   standard = await createTestGateway(database);
   for (const mode of ['ok', 'down', 'slow', 'revoked']) await link(`u-${mode}`, mode);
+  // For the proxy's 409: links whose refresh is refused (the fixture's unknown modes), one per method.
+  for (const method of ['get', 'post', 'put', 'patch', 'delete']) await link(`u-proxy-${method}`, `proxy-${method}`);
   const closed = await createTestDatabase();
   offline = await createTestGateway(closed);
   await closed.close();
@@ -110,6 +112,23 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'post /api/v1/webhooks/deliveries/:id/retry 400': () => gateway.api('/webhooks/deliveries/nope/retry', { method: 'POST' }),
   'post /api/v1/webhooks/deliveries/:id/retry 401': () => gateway.api('/webhooks/deliveries/nope/retry', { method: 'POST', headers: { authorization: 'Bearer nope' } }),
   'post /api/v1/webhooks/deliveries/:id/retry 404': () => gateway.api('/webhooks/deliveries/evt_00000000-0000-0000-0000-000000000000/retry', { method: 'POST' }),
+  ...Object.fromEntries(
+    (['get', 'post', 'put', 'patch', 'delete'] as const).flatMap((method) => {
+      const call = (g: TestGateway, userId: string, path: string, headers: Record<string, string> = {}) =>
+        g.api(`/users/${userId}/links/token/proxy/${path}`, { method: method.toUpperCase(), headers: { ...(method === 'get' || method === 'delete' ? {} : json), ...headers }, ...(method === 'get' || method === 'delete' ? {} : { body: '{"a":1}' }) });
+      const route = `${method} /api/v1/users/:userId/links/:provider/proxy/*`;
+      return [
+        [`${route} 200`, () => call(gateway, 'u-ok', 'echo?x=1')],
+        [`${route} 400`, () => call(gateway, 'u-ok', 'echo//x')],
+        [`${route} 401`, () => call(gateway, 'u-ok', 'echo', { authorization: 'Bearer nope' })],
+        [`${route} 403`, () => call(gateway, 'u-ok', 'elsewhere')],
+        [`${route} 404`, () => call(gateway, 'u-none', 'echo')],
+        [`${route} 409`, () => call(gateway, `u-proxy-${method}`, 'refuse')],
+        [`${route} 502`, () => call(gateway, 'u-ok', 'huge')],
+        [`${route} 503`, () => standard.api(`/users/u-none/links/anilist/proxy/x`, { method: method.toUpperCase(), ...(method === 'get' || method === 'delete' ? {} : { headers: json, body: '{}' }) })],
+      ] as Array<[string, () => Promise<Response>]>;
+    }),
+  ),
   'get /healthz 200': async () => gateway.app.request('/healthz'),
   'get /readyz 200': async () => gateway.app.request('/readyz'),
   'get /readyz 503': async () => offline.app.request('/readyz'),
