@@ -114,7 +114,7 @@ export interface QueryClient {
  * What this does not handle (COPY with a blob) goes to PGlite's `query`.
  */
 export function preparedStatements(pg: PGlite): QueryClient {
-  const { protocol, types } = pgliteDriver().pglite;
+  const { protocol } = pgliteDriver().pglite;
   const { serialize } = protocol;
   const statements = new Map<string, Statement>();
   let counter = 0;
@@ -176,17 +176,23 @@ export function preparedStatements(pg: PGlite): QueryClient {
       syncToFs,
       ...(options?.onNotice ? { onNotice: options.onNotice } : {}),
     });
-    const parsers = options?.parsers ? { ...pg.parsers, ...options.parsers } : pg.parsers;
     const { fields } = statement;
+    // As PGlite's parseType, looked up per field rather than merged per query: its parsers are a few hundred (one per array type).
+    const parse = (value: string | null, i: number) => {
+      if (value === null) return null;
+      const oid = fields[i]!.dataTypeID;
+      const parser = options?.parsers?.[oid] ?? pg.parsers[oid];
+      return parser ? parser(value, oid) : value;
+    };
     const rows: unknown[] = [];
     let affectedRows = 0;
     for (const message of messages) {
       if (message instanceof protocol.messages.DataRowMessage) {
         if (options?.rowMode === 'array') {
-          rows.push(message.fields.map((value, i) => types.parseType(value, fields[i]!.dataTypeID, parsers)));
+          rows.push(message.fields.map(parse));
         } else {
           const row: Record<string, unknown> = {};
-          message.fields.forEach((value, i) => (row[fields[i]!.name] = types.parseType(value, fields[i]!.dataTypeID, parsers)));
+          message.fields.forEach((value, i) => (row[fields[i]!.name] = parse(value, i)));
           rows.push(row);
         }
       } else if (message instanceof protocol.messages.CommandCompleteMessage) {
