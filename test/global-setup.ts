@@ -14,7 +14,12 @@ import { pgliteSnapshotFile } from './helpers/database.ts';
 export default async function setup(): Promise<() => void> {
   const runTmp = mkdtempSync(join(tmpdir(), 'linkgate-test-run-'));
   process.env.TMPDIR = runTmp;
-  await pgliteSnapshotFile();
+  try {
+    await pgliteSnapshotFile();
+  } catch (error) {
+    rmSync(runTmp, { recursive: true, force: true });
+    throw error;
+  }
   return function teardown() {
     // Not left by a test: the caches tsx and Node keep in the temporary directory of every process that runs them.
     const left = readdirSync(runTmp).filter((name) => !/^(tsx-\d+|node-compile-cache)$/.test(name));
