@@ -39,4 +39,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 
 # What `npm start` runs, without npm in between: SIGTERM reaches the server,
 # which drains its requests and exits.
-CMD ["node", "--max-semi-space-size=16", "--import", "tsx", "src/server.ts"]
+CMD ["node", "--max-semi-space-size=16", "--liftoff-only", "--import", "tsx", "src/server.ts"]

@@ -1,12 +1,15 @@
 /**
  * Baseline: a bare Hono app doing the status API's single indexed SELECT
- * through the same driver (postgres-js, or PGlite in DATA_DIR) and answering
- * it as JSON, with nothing else: no auth, no logging, no validation.
+ * through the same driver as the gateway (postgres-js, which prepares its
+ * statements, or PGlite in DATA_DIR with the gateway's settings and
+ * prepared statements, src/db/pglite.ts) and answering it as JSON, with
+ * nothing else: no auth, no logging, no validation.
  */
 import { serve } from '@hono/node-server';
-import { PGlite } from '@electric-sql/pglite';
 import { Hono } from 'hono';
 import postgres from 'postgres';
+import { pgliteDriver } from '../src/db/orm.ts';
+import { pgliteStartParams, preparedStatements } from '../src/db/pglite.ts';
 
 type Row = Record<string, unknown>;
 let query: (userId: string) => Promise<Row | undefined>;
@@ -14,7 +17,7 @@ if (process.env.DATABASE_URL) {
   const sql = postgres(process.env.DATABASE_URL, { max: 10 });
   query = async (userId) => (await sql`select * from links where tenant = 'default' and user_id = ${userId} and provider = 'bench'`)[0];
 } else {
-  const db = await PGlite.create(process.env.DATA_DIR!);
+  const db = preparedStatements(await pgliteDriver().PGlite.create(process.env.DATA_DIR!, { startParams: pgliteStartParams() }));
   query = async (userId) => (await db.query<Row>(`select * from links where tenant = 'default' and user_id = $1 and provider = 'bench'`, [userId])).rows[0];
 }
 const app = new Hono();

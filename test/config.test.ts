@@ -1,7 +1,7 @@
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { ConfigError, GENERATED_SECRETS, parseConfig, withDevelopmentSecrets, withDotEnv } from '../src/config.ts';
 import { TEST_SECRETS } from './helpers/gateway.ts';
@@ -193,6 +193,7 @@ describe('configuration', () => {
 
   it('generates missing development secrets once into DATA_DIR, mode 0600, and reuses them', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-config-'));
+    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
     const first = withDevelopmentSecrets({ DATA_DIR: dataDir });
     expect(first.generated).toEqual([...GENERATED_SECRETS]);
     const file = join(dataDir, 'secrets.env');
@@ -233,6 +234,7 @@ describe('configuration', () => {
 describe('the .env file of the working directory', () => {
   const folder = (text?: string) => {
     const dir = mkdtempSync(join(tmpdir(), 'linkgate-dotenv-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     if (text !== undefined) writeFileSync(join(dir, '.env'), text);
     return dir;
   };

@@ -36,10 +36,12 @@ export function postgresDriver() {
   };
 }
 
-/** The embedded driver: PGlite and drizzle's adapter and migrator for it, one copy of each. */
+/** The embedded driver: PGlite (and its protocol and type helpers), drizzle's adapter and migrator for it, one copy of each. */
 export function pgliteDriver() {
+  const pglite = require('@electric-sql/pglite') as typeof import('@electric-sql/pglite');
   return {
-    PGlite: (require('@electric-sql/pglite') as typeof import('@electric-sql/pglite')).PGlite,
+    pglite,
+    PGlite: pglite.PGlite,
     drizzle: (require('drizzle-orm/pglite') as typeof import('drizzle-orm/pglite')).drizzle,
     migrate: (require('drizzle-orm/pglite/migrator') as typeof import('drizzle-orm/pglite/migrator')).migrate,
   };

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DrizzleQueryError, sql } from '../../src/db/orm.ts';
 import { openDatabase } from '../../src/db/client.ts';
+import { pgliteSnapshot } from '../helpers/database.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -41,7 +42,7 @@ describe('drizzle-orm is loaded once, through src/db/orm.ts', () => {
   });
 
   it("the errors drizzle throws are the DrizzleQueryError that src/db/errors.ts tests for", async () => {
-    const database = await openDatabase({ url: process.env.TEST_DATABASE_URL, dataDir: 'memory://' });
+    const database = process.env.TEST_DATABASE_URL ? await openDatabase({ url: process.env.TEST_DATABASE_URL }) : await openDatabase({ dataDir: 'memory://', loadDataDir: await pgliteSnapshot() });
     try {
       const failure = await database.db.execute(sql`select * from no_such_table`).catch((error: unknown) => error);
       expect(failure).toBeInstanceOf(DrizzleQueryError);

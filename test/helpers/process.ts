@@ -8,9 +8,9 @@ import { TEST_SECRETS } from './gateway.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /**
- * `node --import tsx`, as `npm start` runs it, and not the tsx CLI: that is a
- * parent process of its own, and a signal (or a SIGKILL after a failure) to it
- * would not reach the gateway.
+ * `node --liftoff-only --import tsx`, as `npm start` runs it, and not the tsx
+ * CLI: that is a parent process of its own, and a signal (or a SIGKILL after
+ * a failure) to it would not reach the gateway.
  */
 const TSX_LOADER = import.meta.resolve('tsx');
 
@@ -39,6 +39,10 @@ export interface GatewayProcessOptions {
   prepare?: (where: { dir: string; databaseUrl: string | undefined }) => Promise<void> | void;
   /** Its environment is PATH, HOME and `env` only: none of the test secrets, NODE_ENV or DATA_DIR. */
   bare?: boolean;
+  /** On PGlite even when TEST_DATABASE_URL is set: for what only the embedded database can show. */
+  embedded?: boolean;
+  /** The working directory of an earlier process (its `dataDir`): a restart on its data. */
+  dataDir?: string;
 }
 
 /**
@@ -48,12 +52,12 @@ export interface GatewayProcessOptions {
  * directory. Resolves once `/readyz` answers 200.
  */
 export async function startGatewayProcess(env: Record<string, string>, options: GatewayProcessOptions = {}): Promise<GatewayProcess> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-process-'));
-  const database = options.databaseUrl === undefined && process.env.TEST_DATABASE_URL ? await createTestDatabase() : undefined;
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'linkgate-process-'));
+  const database = options.databaseUrl === undefined && !options.embedded && process.env.TEST_DATABASE_URL ? await createTestDatabase() : undefined;
   const databaseUrl = options.databaseUrl ?? database?.url;
   await options.prepare?.({ dir: dataDir, databaseUrl });
   let output = '';
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
+  const child = spawn(process.execPath, ['--liftoff-only', '--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
     cwd: dataDir,
     env: options.bare
       ? { PATH: process.env.PATH, HOME: process.env.HOME, ...env }

@@ -7,7 +7,7 @@ import { openDatabase, type Database } from '../../src/db/client.ts';
 import { createLogger } from '../../src/observability.ts';
 import { mintContext } from '../helpers/context.ts';
 import { TestBrowser } from '../helpers/browser.ts';
-import { createTestDatabase } from '../helpers/database.ts';
+import { createTestDatabase, pgliteSnapshot } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -91,7 +91,7 @@ describe('waiting for a link', () => {
 
 describe('waiting when the database cannot LISTEN', () => {
   it('answers 503 database_unavailable, not 500, when the database is gone', async () => {
-    const gone = database.url ? await openDatabase({ url: database.url, maxConnections: 1 }) : await openDatabase({ dataDir: 'memory://' });
+    const gone = database.url ? await openDatabase({ url: database.url, maxConnections: 1 }) : await openDatabase({ dataDir: 'memory://', loadDataDir: await pgliteSnapshot() });
     const instance = await createTestGateway(gone, { providersDir: FIXTURES });
     await gone.close();
     const response = await instance.api('/users/nobody/links/pin/wait?timeoutSeconds=1');

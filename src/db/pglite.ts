@@ -1,0 +1,241 @@
+/**
+ * The embedded database (PGlite) set up for one small gateway: its
+ * PostgreSQL settings, new data directories copied from a template instead
+ * of running initdb, and a query path with prepared statements.
+ * docs/performance.md ("The embedded database") has the measurements.
+ */
+import { createRequire } from 'node:module';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { PGlite, QueryOptions, Results, Transaction } from '@electric-sql/pglite';
+import * as v from 'valibot';
+import { pgliteDriver } from './orm.ts';
+
+/**
+ * PGlite's own start parameters (single-user mode, `-F`: no fsync, which
+ * its WebAssembly file system could not do anyway) and:
+ * - shared_buffers 16 MB instead of 128 MB: PostgreSQL zero-fills them at
+ *   start, so they were 112 MB of resident memory for a database whose hot
+ *   rows fit in a few; pages that miss are read from the OS's page cache.
+ *
+ * Kept: synchronous_commit (on): single-user mode has no WAL writer, so an
+ * asynchronous commit could be lost with the process. With `-F` a COMMIT
+ * has written its WAL to the OS when it returns: it survives the gateway's
+ * crash (test/reliability/crash.test.ts), not the machine's. PostgreSQL is the
+ * deployment for that.
+ */
+export function pgliteStartParams(): string[] {
+  return [...pgliteDriver().PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'];
+}
+
+// --- the template ------------------------------------------------------------------------------
+
+/**
+ * Where the template for this PGlite release lives: an empty database as
+ * initdb makes it, in `node_modules/.cache/linkgate/`, made by `npm install`
+ * (postinstall) or by the first start that needs it. Not migrated: the
+ * server migrates at start as on PostgreSQL, and the template stays valid
+ * whatever the migrations become.
+ */
+export function templateDir(): string {
+  const pgliteDist = dirname(createRequire(import.meta.url).resolve('@electric-sql/pglite'));
+  const { version } = v.parse(v.object({ version: v.string() }), JSON.parse(readFileSync(join(pgliteDist, '..', 'package.json'), 'utf8')));
+  // The start parameters are not in it: they are given at every start, over postgresql.conf.
+  return join(pgliteDist, '..', '..', '..', '.cache', 'linkgate', `pglite-${version}`);
+}
+
+/**
+ * The template directory, made first if it is missing: `build` runs initdb
+ * in a scratch directory beside it, which is renamed into place once the
+ * database in it has been closed cleanly. Undefined when it cannot be made
+ * (a read-only node_modules): then the caller runs initdb.
+ */
+export async function ensureTemplate(dir: string, build: (scratch: string) => Promise<void>): Promise<string | undefined> {
+  if (existsSync(join(dir, 'PG_VERSION'))) return dir;
+  let scratch: string | undefined;
+  try {
+    mkdirSync(dirname(dir), { recursive: true });
+    scratch = mkdtempSync(`${dir}.building-`);
+    await build(scratch);
+    renameSync(scratch, dir);
+    return dir;
+  } catch {
+    // Another process finished first (the rename found it there), or this one cannot write here.
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+    return existsSync(join(dir, 'PG_VERSION')) ? dir : undefined;
+  }
+}
+
+/**
+ * Makes `dataDir` a copy of the template when it holds no database yet. The
+ * copy goes to a scratch directory first and is renamed into place: a crash
+ * while copying leaves no half database behind. A directory that holds
+ * something else is left alone.
+ */
+export function seedDataDir(dataDir: string, template: string): void {
+  if (existsSync(join(dataDir, 'PG_VERSION'))) return;
+  if (existsSync(dataDir) && readdirSync(dataDir).length > 0) return;
+  // One name, not one per process: the caller holds the DATA_DIR lock, and a crash's leftover is replaced.
+  const scratch = join(dirname(dataDir), `.${basename(dataDir)}.copying`);
+  rmSync(scratch, { recursive: true, force: true });
+  cpSync(template, scratch, { recursive: true });
+  rmSync(dataDir, { recursive: true, force: true });
+  renameSync(scratch, dataDir);
+}
+
+// --- prepared statements -----------------------------------------------------------------------
+
+interface Statement {
+  name: string;
+  paramTypes: number[];
+  fields: { name: string; dataTypeID: number }[];
+}
+
+/** Named statements kept at most; the least recently used is closed. */
+const MAX_STATEMENTS = 200;
+/** Statements worth preparing: the ones Drizzle sends again and again. DDL (the migrations) is parsed each time. */
+const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
+/** "cached plan must not change result type": a table changed under a prepared statement. */
+const PLAN_CHANGED = '0A000';
+
+/** What Drizzle's PGlite session calls on its client. */
+export interface QueryClient {
+  query<T>(text: string, params?: unknown[], options?: QueryOptions): Promise<Results<T>>;
+  transaction<T>(run: (tx: QueryClient) => Promise<T>): Promise<T>;
+}
+
+/**
+ * PGlite's `query`, as Drizzle calls it, with named prepared statements.
+ * PGlite runs every query as six protocol messages (Parse, Describe, Bind,
+ * Describe, Execute, Sync), each a separate trip through PostgreSQL's main
+ * loop in WebAssembly, and parses and plans it every time. Here a statement
+ * is parsed once (Parse, Describe) and then runs as Bind, Execute, Sync in
+ * one trip: the status API's query went from ~250 to ~100 µs of CPU.
+ * What this does not handle (COPY with a blob) goes to PGlite's `query`.
+ */
+export function preparedStatements(pg: PGlite): QueryClient {
+  const { protocol } = pgliteDriver().pglite;
+  const { serialize } = protocol;
+  const statements = new Map<string, Statement>();
+  let counter = 0;
+
+  function concat(parts: Uint8Array[]): Uint8Array {
+    const message = new Uint8Array(parts.reduce((size, part) => size + part.length, 0));
+    let at = 0;
+    for (const part of parts) {
+      message.set(part, at);
+      at += part.length;
+    }
+    return message;
+  }
+
+  /** PGlite's errors carry the query and its parameters; so do these. */
+  function withQuery(error: unknown, text: string, params: unknown[]): unknown {
+    if (error instanceof protocol.messages.DatabaseError) Object.assign(error, { query: text, params });
+    return error;
+  }
+
+  async function prepare(text: string, syncToFs: boolean): Promise<Statement> {
+    const name = `linkgate_${(counter += 1)}`;
+    const messages = await pg.execProtocolStream(concat([serialize.parse({ name, text }), serialize.describe({ type: 'S', name }), serialize.sync()]), { syncToFs });
+    const statement: Statement = { name, paramTypes: [], fields: [] };
+    for (const message of messages) {
+      if (message instanceof protocol.messages.ParameterDescriptionMessage) statement.paramTypes = message.dataTypeIDs;
+      if (message instanceof protocol.messages.RowDescriptionMessage) statement.fields = message.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
+    }
+    if (statements.size >= MAX_STATEMENTS) {
+      const [oldest] = statements;
+      if (oldest) await forget(oldest[0], oldest[1], syncToFs);
+    }
+    statements.set(text, statement);
+    return statement;
+  }
+
+  async function forget(text: string, statement: Statement, syncToFs: boolean): Promise<void> {
+    statements.delete(text);
+    await pg.execProtocolStream(concat([serialize.close({ type: 'S', name: statement.name }), serialize.sync()]), { syncToFs, throwOnError: false });
+  }
+
+  async function run<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean): Promise<Results<T>> {
+    const syncToFs = !inTransaction;
+    let statement = statements.get(text);
+    if (statement) {
+      // Least recently used first: a hit moves to the end.
+      statements.delete(text);
+      statements.set(text, statement);
+    } else {
+      statement = await prepare(text, syncToFs);
+    }
+    const serializers = options?.serializers ? { ...pg.serializers, ...options.serializers } : pg.serializers;
+    const values = params.map((value, i) => {
+      if (value === null || value === undefined) return null;
+      const toText = serializers[statement.paramTypes[i]!];
+      return toText ? toText(value) : String(value);
+    });
+    const messages = await pg.execProtocolStream(concat([serialize.bind({ statement: statement.name, values }), serialize.execute({}), serialize.sync()]), {
+      syncToFs,
+      ...(options?.onNotice ? { onNotice: options.onNotice } : {}),
+    });
+    const { fields } = statement;
+    // As PGlite's parseType, looked up per field rather than merged per query: its parsers are a few hundred (one per array type).
+    const parse = (value: string | null, i: number) => {
+      if (value === null) return null;
+      const oid = fields[i]!.dataTypeID;
+      const parser = options?.parsers?.[oid] ?? pg.parsers[oid];
+      return parser ? parser(value, oid) : value;
+    };
+    const rows: unknown[] = [];
+    let affectedRows = 0;
+    for (const message of messages) {
+      if (message instanceof protocol.messages.DataRowMessage) {
+        if (options?.rowMode === 'array') {
+          rows.push(message.fields.map(parse));
+        } else {
+          const row: Record<string, unknown> = {};
+          message.fields.forEach((value, i) => (row[fields[i]!.name] = parse(value, i)));
+          rows.push(row);
+        }
+      } else if (message instanceof protocol.messages.CommandCompleteMessage) {
+        // "INSERT 0 5", "UPDATE 3", "DELETE 1": the count of rows changed (as PGlite reports it).
+        const [command = ''] = message.text.split(' ');
+        if (['INSERT', 'UPDATE', 'DELETE', 'MERGE', 'COPY'].includes(command)) affectedRows += Number(message.text.split(' ').at(-1));
+      }
+    }
+    return { rows: rows as T[], fields, affectedRows };
+  }
+
+  async function query<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean, retry = !inTransaction): Promise<Results<T>> {
+    try {
+      return await run<T>(text, params, options, inTransaction);
+    } catch (error) {
+      const statement = statements.get(text);
+      if (statement && error instanceof protocol.messages.DatabaseError && error.code === PLAN_CHANGED) {
+        await forget(text, statement, !inTransaction);
+        // Outside a transaction nothing was done: prepare it again, as the table is now. Inside one, the transaction has failed.
+        if (retry) return query<T>(text, params, options, inTransaction, false);
+      }
+      throw withQuery(error, text, params);
+    }
+  }
+
+  const preparable = (text: string, options: QueryOptions | undefined) => !options?.blob && PREPARABLE.test(text);
+
+  function onTransaction(tx: Transaction): QueryClient {
+    return {
+      query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
+        return preparable(text, options) ? pg.runExclusive(() => query<T>(text, params, options, true)) : tx.query<T>(text, params, options);
+      },
+      transaction: () => Promise.reject(new Error('nested transactions are savepoints: Drizzle runs them on the same transaction')),
+    };
+  }
+
+  return {
+    async query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
+      if (!preparable(text, options)) return pg.query<T>(text, params, options);
+      await pg._checkReady();
+      // As PGlite's own query: after the transaction that runs, then alone.
+      return pg._runExclusiveTransaction(() => pg.runExclusive(() => query<T>(text, params, options, false)));
+    },
+    transaction: (run) => pg.transaction((tx) => run(onTransaction(tx))),
+  };
+}
