@@ -56,9 +56,13 @@ export async function withDatabase<T>(io: CliIo, config: Config, run: (database:
 const migrationLog = pgSchema('drizzle').table('__drizzle_migrations', { id: serial('id').primaryKey() });
 const Journal = v.object({ entries: v.array(v.object({ tag: v.string() })) });
 
+/** How many migrations drizzle/ holds. */
+export function migrationCount(): number {
+  return v.parse(Journal, JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8'))).entries.length;
+}
+
 /** How many of the migrations in drizzle/ the database has applied. */
 export async function migrationState(database: Database): Promise<{ applied: number; total: number }> {
-  const journal = v.parse(Journal, JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')));
   let applied = 0;
   try {
     [{ n: applied } = { n: 0 }] = await database.db.select({ n: count() }).from(migrationLog);
@@ -67,7 +71,7 @@ export async function migrationState(database: Database): Promise<{ applied: num
     const code = databaseFailure(error)?.summary.code;
     if (code !== '3F000' && code !== '42P01') throw error;
   }
-  return { applied, total: journal.entries.length };
+  return { applied, total: migrationCount() };
 }
 
 /** Commands that read or write links need the current schema; they do not migrate on their own. */
