@@ -23,9 +23,10 @@ import type { CliConfig } from './runtime.ts';
 
 /**
  * Opens the server's database for the length of `run`. The embedded one is
- * locked first, as the server does: while the server holds DATA_DIR, the
- * command refuses instead of corrupting it, and the server cannot start
- * while the command runs.
+ * locked first, as the server does: while another process holds DATA_DIR,
+ * the command refuses instead of corrupting it, and the server cannot start
+ * while the command runs. (While a server holds it, commands with an HTTP
+ * equivalent ask that server instead: gateway.ts.)
  */
 export async function withDatabase<T>(io: CliIo, config: Config, run: (database: Database) => Promise<T>): Promise<T> {
   let unlock: (() => void) | undefined;
@@ -35,7 +36,7 @@ export async function withDatabase<T>(io: CliIo, config: Config, run: (database:
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       if (/in use by another Linkgate process/.test(message)) {
-        throw new CliError(EXIT.failure, 'data_dir_in_use', `${message} Stop the server to run this command on the embedded database.`);
+        throw new CliError(EXIT.failure, 'data_dir_in_use', `${message} Try again once it has finished or, if it is a server still starting, once it is ready (then the command goes through it).`);
       }
       throw error;
     }

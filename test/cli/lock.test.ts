@@ -93,7 +93,7 @@ describe('the DATA_DIR lock', () => {
       expect(list.stdout).toBe('');
       expect(list.stderr).toBe(
         `linkgate links list: DATA_DIR ${dataDir} is in use by another Linkgate process (pid ${process.pid}). ` +
-          'The embedded database serves one process; set DATABASE_URL to PostgreSQL to run several. Stop the server to run this command on the embedded database.\n',
+          'The embedded database serves one process; set DATABASE_URL to PostgreSQL to run several. Try again once it has finished or, if it is a server still starting, once it is ready (then the command goes through it).\n',
       );
       for (const args of [['migrate'], ['links', 'show', 'u1', 'anilist'], ['links', 'delete', 'u1', 'anilist'], ['tenants', 'list']]) {
         const refused = await runCli([...args, '--json'], env);
