@@ -149,7 +149,9 @@ export interface ProviderTools {
    * Runs `fn` while holding `name`, exclusively across every instance on the
    * database (a PostgreSQL advisory lock; in-process on PGlite). For work
    * that must never run twice at once, like spending a single-use refresh
-   * token. Keep `fn` short: it is bounded by `timeoutMs` (default 30 s).
+   * token. Keep `fn` short: nothing cuts it off, and other callers of the
+   * same name wait for it (on PostgreSQL, another instance gives up waiting
+   * after 30 s with `provider_timeout`).
    */
   lock<T>(name: string, fn: () => Promise<T>): Promise<T>;
 }

@@ -117,9 +117,14 @@ const keysRotate: Command = {
       const [primary, ...older] = config.encryptionKeys.map((k) => k.kid);
       // Values it had to leave (a link being refreshed at that moment) still need an older key.
       const left = Object.values(report).reduce((n, r) => n + Number('left' in r ? r.left : 0), 0);
+      // Values no configured key opens: they stay as they are, and dropping a key will not make them readable either.
+      const unreadable = Object.values(report).reduce((n, r) => n + Number('unreadable' in r ? r.unreadable : 0), 0);
       print(io, args, { primaryKid: primary, ...report, olderKids: older }, () =>
         [
           `re-sealed under ${primary}: ${Object.entries(report).map(([table, r]) => `${table} ${r.reencrypted} of ${r.scanned}`).join(', ')} (the others already were)`,
+          ...(unreadable > 0
+            ? [`${unreadable} stored value${unreadable === 1 ? '' : 's'} opened with none of the configured keys (sealed with a key no longer configured, or altered) and ${unreadable === 1 ? 'was' : 'were'} left as ${unreadable === 1 ? 'it was' : 'they were'}: ${Object.entries(report).filter(([, r]) => r.unreadable > 0).map(([table, r]) => `${table} ${r.unreadable}`).join(', ')}`]
+            : []),
           left > 0
             ? `${left} value${left === 1 ? ' was' : 's were'} being written meanwhile and still need${left === 1 ? 's' : ''} an older key: run this again before dropping one`
             : older.length > 0

@@ -2,11 +2,12 @@ import type { SQL } from 'drizzle-orm';
 import { and, asc, eq, isNotNull, not, sql } from '../db/orm.ts';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.ts';
-import { flows, kv, links } from '../db/schema.ts';
+import { flows, kv, links, tenantContextSecrets, tenantProviderConfigs, tenantWebhooks } from '../db/schema.ts';
 import type { Keyring } from './crypto.ts';
 import { flowAad } from './flows.ts';
 import { kvAad } from './kv.ts';
 import { linkAad } from './links.ts';
+import { providerConfigAad, secretAad, webhookAad } from './tenants.ts';
 
 interface SealedColumn {
   name: string;
@@ -16,7 +17,7 @@ interface SealedColumn {
   value: PgColumn;
   /** The property name of `value` in the Drizzle table. */
   field: string;
-  aad(key: string[]): string;
+  aad(key: Array<string | number>): string;
   /** Rows that must be left alone for now (the next run gets them). */
   busy?: SQL;
 }
@@ -29,18 +30,39 @@ const SEALED: SealedColumn[] = [
     keys: [links.tenant, links.userId, links.provider],
     value: links.credentials,
     field: 'credentials',
-    aad: ([tenant, userId, provider]) => linkAad({ tenant: tenant!, userId: userId!, provider: provider! }),
+    aad: ([tenant, userId, provider]) => linkAad({ tenant: String(tenant), userId: String(userId), provider: String(provider) }),
     // A refresh in flight writes only over the ciphertext it read: re-sealing it meanwhile would make
     // the refresher drop its new tokens (a rotated refresh token is then lost). It writes under the primary key anyway.
     busy: sql`(${links.refreshLeaseUntil} is not null and ${links.refreshLeaseUntil} > now())`,
   },
-  { name: 'kv', table: kv, keys: [kv.namespace, kv.key], value: kv.value, field: 'value', aad: ([namespace, key]) => kvAad(namespace!, key!) },
-  { name: 'flows', table: flows, keys: [flows.stateHash], value: flows.data, field: 'data', aad: ([stateHash]) => flowAad(stateHash!) },
+  { name: 'kv', table: kv, keys: [kv.namespace, kv.key], value: kv.value, field: 'value', aad: ([namespace, key]) => kvAad(String(namespace), String(key)) },
+  { name: 'flows', table: flows, keys: [flows.stateHash], value: flows.data, field: 'data', aad: ([stateHash]) => flowAad(String(stateHash)) },
+  // Tenants' secrets (src/core/tenants.ts): context secrets, provider apps (every version), webhook secrets.
+  {
+    name: 'tenant_context_secrets',
+    table: tenantContextSecrets,
+    keys: [tenantContextSecrets.tenant, tenantContextSecrets.id],
+    value: tenantContextSecrets.secret,
+    field: 'secret',
+    aad: ([tenant, id]) => secretAad(String(tenant), String(id)),
+  },
+  {
+    name: 'tenant_provider_configs',
+    table: tenantProviderConfigs,
+    keys: [tenantProviderConfigs.tenant, tenantProviderConfigs.provider, tenantProviderConfigs.version],
+    value: tenantProviderConfigs.env,
+    field: 'env',
+    aad: ([tenant, provider, version]) => providerConfigAad(String(tenant), String(provider), Number(version)),
+  },
+  { name: 'tenant_webhooks', table: tenantWebhooks, keys: [tenantWebhooks.tenant], value: tenantWebhooks.secret, field: 'secret', aad: ([tenant]) => webhookAad(String(tenant)) },
 ];
 
 export interface ReencryptReport {
-  /** `left`: values still sealed with an older key after this run (busy rows); run again before dropping a key. */
-  [table: string]: { scanned: number; reencrypted: number; left: number };
+  /**
+   * `left`: values still sealed with an older key after this run (busy rows); run again before dropping a key.
+   * `unreadable`: values no configured key opens (a key already dropped, or altered data): left as they are, counted.
+   */
+  [table: string]: { scanned: number; reencrypted: number; left: number; unreadable: number };
 }
 
 /**
@@ -62,7 +84,8 @@ async function reencryptColumn(db: Db, keyring: Keyring, column: SealedColumn, b
   let scanned = 0;
   let reencrypted = 0;
   let left = 0;
-  let after: string[] | undefined;
+  let unreadable = 0;
+  let after: unknown[] | undefined;
   for (;;) {
     const selection = Object.fromEntries([...column.keys.map((k, i) => [`k${i}`, k]), ['value', column.value]]) as Record<string, PgColumn>;
     const rows = (await db
@@ -75,14 +98,22 @@ async function reencryptColumn(db: Db, keyring: Keyring, column: SealedColumn, b
         ),
       )
       .orderBy(...column.keys.map((k) => asc(k)))
-      .limit(batchSize)) as Record<string, string>[];
+      .limit(batchSize)) as Record<string, string | number>[];
     for (const row of rows) {
       scanned += 1;
       const key = column.keys.map((_, i) => row[`k${i}`]!);
-      const sealed = row.value!;
+      const sealed = String(row.value);
       if (keyring.kidOf(sealed) === keyring.primaryKid) continue;
       const aad = column.aad(key);
-      const resealed = keyring.seal(keyring.open(sealed, aad), aad);
+      let opened: string;
+      try {
+        opened = keyring.open(sealed, aad);
+      } catch {
+        // One value that does not open must not stop the rest from moving to the new key.
+        unreadable += 1;
+        continue;
+      }
+      const resealed = keyring.seal(opened, aad);
       const updated = await db
         .update(column.table)
         .set({ [column.field]: resealed })
@@ -100,5 +131,5 @@ async function reencryptColumn(db: Db, keyring: Keyring, column: SealedColumn, b
     if (rows.length < batchSize) break;
     after = column.keys.map((_, i) => rows.at(-1)![`k${i}`]!);
   }
-  return { scanned, reencrypted, left };
+  return { scanned, reencrypted, left, unreadable };
 }

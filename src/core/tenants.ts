@@ -92,8 +92,8 @@ export interface TenantStoreDeps {
 }
 
 const apiKeyDigest = (key: string) => hash('sha256', key, 'base64url');
-const secretAad = (tenant: string, id: string) => `tenant-context-secret:${JSON.stringify([tenant, id])}`;
-const webhookAad = (tenant: string) => `tenant-webhook:${JSON.stringify([tenant])}`;
+export const secretAad = (tenant: string, id: string) => `tenant-context-secret:${JSON.stringify([tenant, id])}`;
+export const webhookAad = (tenant: string) => `tenant-webhook:${JSON.stringify([tenant])}`;
 export const providerConfigAad = (tenant: string, provider: string, version: number) => `tenant-provider:${JSON.stringify([tenant, provider, version])}`;
 
 const NO_SETTINGS: TenantSettings = Object.freeze({ apiRateLimit: undefined, brand: undefined });

@@ -9,6 +9,8 @@ export interface Database {
   db: Db;
   /** `postgres` can be shared by several instances; `pglite` is one process only. */
   kind: 'postgres' | 'pglite';
+  /** How many connections the pool holds (PostgreSQL); PGlite has its one session. */
+  poolSize: number;
   /** Applies the SQL migrations in drizzle/ that have not run yet. */
   migrate(): Promise<void>;
   /** LISTEN on a channel (one connection per process on PostgreSQL); resolves to the way to stop. */
@@ -35,8 +37,9 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   // Each driver is loaded only when used: a PostgreSQL deployment does not carry PGlite's WebAssembly, and back.
   if (options.url) {
     const { postgres, drizzle: drizzlePostgres, migrate: migratePostgres } = postgresDriver();
+    const poolSize = options.maxConnections ?? 10;
     const client = postgres(options.url, {
-      max: options.maxConnections ?? 10,
+      max: poolSize,
       onnotice: () => {},
       // Credentials never leave the process through errors: postgres-js puts
       // query parameters on errors only when `debug` is on, which it is not.
@@ -45,6 +48,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     return {
       db,
       kind: 'postgres',
+      poolSize,
       async migrate() {
         // Several instances may start at once: the one holding the lock
         // migrates, the others wait and then find nothing left to do.
@@ -74,6 +78,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   return {
     db,
     kind: 'pglite',
+    poolSize: 1,
     migrate: () => migratePglite(db, { migrationsFolder }),
     async listen(channel, onPayload) {
       const stop = await client.listen(channel, onPayload);

@@ -9,6 +9,7 @@ import { CONTEXT_CLOCK_SKEW_SECONDS } from '../../src/core/link-context.ts';
 import { createLinkStore } from '../../src/core/links.ts';
 import { purgeExpired } from '../../src/core/purge.ts';
 import { reencryptAll } from '../../src/core/reencrypt.ts';
+import { createTenantStore } from '../../src/core/tenants.ts';
 import type { Database } from '../../src/db/client.ts';
 import { flows, kv, links, usedContexts } from '../../src/db/schema.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -50,7 +51,7 @@ describe('link storage', () => {
 
     const report = await reencryptAll(database.db, rotated, 2);
     expect(report.links!.reencrypted).toBeGreaterThanOrEqual(1);
-    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1, left: 0 });
+    expect(report.kv).toEqual({ scanned: 1, reencrypted: 1, left: 0, unreadable: 0 });
     const sealed = await database.db.select({ raw: links.credentials }).from(links);
     for (const { raw } of sealed) expect(raw).toMatch(/^v1\.new\./);
     // A second run has nothing left to do.
@@ -62,6 +63,35 @@ describe('link storage', () => {
       expect(newOnly.openCredentials((await newOnly.get({ tenant: 'default', userId, provider: 'corp' }))!)).toEqual(CREDENTIALS);
     }
     expect(await createKeyValueStore(database.db, createKeyring([NEW]), 'corp', () => NOW.getTime()).get('session')).toEqual({ token: 'kv-secret' });
+  });
+
+  it("re-seals tenants' context secrets, provider apps and webhook secrets too", async () => {
+    const before = createTenantStore({ database, keyring: createKeyring([OLD]), environment: { apiKeys: [], contextSigningSecret: 'unused', webhook: undefined } });
+    await before.create('rotated', 'Rotated');
+    const { secret } = await before.createContextSecret('rotated');
+    await before.putProviderConfig('rotated', 'discord', { DISCORD_CLIENT_ID: '123456789012345678', DISCORD_CLIENT_SECRET: 'tenant-discord-secret' });
+    await before.putWebhook('rotated', { url: new URL('https://bot.example/hooks'), secret: 'tenant-webhook-secret-0123456789abcdef' });
+
+    const report = await reencryptAll(database.db, createKeyring([NEW, OLD]));
+    expect([report.tenant_context_secrets, report.tenant_provider_configs, report.tenant_webhooks]).toEqual([
+      { scanned: 1, reencrypted: 1, left: 0, unreadable: 0 },
+      { scanned: 1, reencrypted: 1, left: 0, unreadable: 0 },
+      { scanned: 1, reencrypted: 1, left: 0, unreadable: 0 },
+    ]);
+    // The old key can go: the new one alone opens them all.
+    const after = createTenantStore({ database, keyring: createKeyring([NEW]), environment: { apiKeys: [], contextSigningSecret: 'unused', webhook: undefined } });
+    expect(await after.contextSecrets('rotated')).toEqual([secret]);
+    expect((await after.providerConfig('rotated', 'discord', 1))!.env.DISCORD_CLIENT_SECRET).toBe('tenant-discord-secret');
+    expect((await after.webhook('rotated'))!.secret).toBe('tenant-webhook-secret-0123456789abcdef');
+  });
+
+  it('counts a value no configured key opens and goes on with the rest', async () => {
+    const lost = { kid: 'lost', key: Buffer.alloc(32, 9) };
+    await createKeyValueStore(database.db, createKeyring([lost]), 'corp', () => NOW.getTime()).set('orphan', { token: 'sealed-with-a-dropped-key' });
+    await createKeyValueStore(database.db, createKeyring([OLD]), 'corp', () => NOW.getTime()).set('movable', { token: 'still-readable' });
+    const report = await reencryptAll(database.db, createKeyring([NEW, OLD]));
+    expect(report.kv).toMatchObject({ reencrypted: 1, unreadable: 1 });
+    expect(await createKeyValueStore(database.db, createKeyring([NEW]), 'corp', () => NOW.getTime()).get('movable')).toEqual({ token: 'still-readable' });
   });
 
   it('leaves a link being refreshed to its refresher, whose new credentials then still land', async () => {

@@ -1,0 +1,88 @@
+/**
+ * The Python client (clients/python/linkgate.py) against a real listening
+ * gateway: the gateway is started here with the `pin` test provider, a user
+ * is linked through its pages over HTTP, and Python's own unittest runs
+ * clients/python/test_linkgate.py with the URL and key (Python 3 from the
+ * machine; the client needs nothing else).
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/db/client.ts';
+import { TestBrowser } from '../helpers/browser.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { API_KEY, createTestGateway, listen } from '../helpers/gateway.ts';
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
+const CLIENT_DIR = fileURLToPath(new URL('../../clients/python', import.meta.url));
+
+let database: Database;
+let served: Awaited<ReturnType<typeof listen>>;
+let publicUrl: string;
+
+/** A person links the pin test provider as `userId`, over real HTTP. */
+async function link(userId: string): Promise<void> {
+  const made = await fetch(`${served.base}/api/v1/link-urls`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ userId, provider: 'pin' }),
+  });
+  const { url } = (await made.json()) as { url: string };
+  const browser = new TestBrowser((path, init) => fetch(new URL(path, served.base), { ...init, redirect: 'manual' }));
+  const form = await (await browser.openLink(url)).text();
+  const state = /name="state" value="([^"]+)"/.exec(form)![1]!;
+  await browser.post('/oauth/pin/callback', { state, username: userId, password: 'correct horse' });
+  await browser.get(`/oauth/pin/poll?state=${state}`);
+  expect(await (await browser.get(`/oauth/pin/poll?state=${state}`)).json()).toEqual({ status: 'linked' });
+}
+
+function python(args: string[], env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('python3', args, { cwd: CLIENT_DIR, env: { PATH: process.env.PATH ?? '', PYTHONDONTWRITEBYTECODE: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, output }));
+  });
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const gateway = await createTestGateway(database, { providersDir: FIXTURES });
+  publicUrl = gateway.config.publicBaseUrl.origin;
+  served = await listen(gateway);
+  await link('py-linked');
+  await link('py-unlink');
+});
+afterAll(async () => {
+  await served?.close();
+  await database?.close();
+});
+
+describe('the Python client', () => {
+  it("passes its unittest suite against a running gateway, with Python's standard library only", async () => {
+    const { code, output } = await python(['-m', 'unittest', '-v', 'test_linkgate'], {
+      LINKGATE_URL: served.base,
+      LINKGATE_PUBLIC_URL: publicUrl,
+      LINKGATE_API_KEY: API_KEY,
+      LINKGATE_TEST_LINKED: 'py-linked',
+      LINKGATE_TEST_UNLINK: 'py-unlink',
+    });
+    expect(output).toMatch(/Ran 9 tests/);
+    expect(output).toMatch(/\nOK\n?$/);
+    expect(code).toBe(0);
+    // Deleted through the client: the gateway agrees.
+    const gone = await fetch(`${served.base}/api/v1/users/py-unlink/links/pin`, { headers: { authorization: `Bearer ${API_KEY}` } });
+    expect(gone.status).toBe(404);
+  });
+
+  it('is one file that imports nothing outside the standard library', async () => {
+    const { code, output } = await python(
+      ['-c', 'import ast,sys; t=ast.parse(open("linkgate.py").read()); print(sorted({(n.module if isinstance(n,ast.ImportFrom) else a.name).split(".")[0] for n in ast.walk(t) if isinstance(n,(ast.Import,ast.ImportFrom)) for a in (n.names if isinstance(n,ast.Import) else [n])} - set(sys.stdlib_module_names)))'],
+      {},
+    );
+    expect(code).toBe(0);
+    expect(output.trim()).toBe('[]');
+  });
+});
