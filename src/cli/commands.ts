@@ -36,6 +36,8 @@ const notLinked = (provider: string) => new LinkgateError('not_linked', `this us
 const apiAnswers = () => import('../http/openapi.ts');
 const Revocation = ['revoked', 'failed', 'not_supported', 'provider_unavailable'] as const satisfies readonly Revocation[];
 
+const linkPath = (key: LinkKey) => `/users/${encodeURIComponent(key.userId)}/links/${encodeURIComponent(key.provider)}`;
+
 /** A link the gateway answered not to have: not linked, or a provider it does not offer (where the database would say "no link" too). */
 const orNotLinked = (provider: string) => (status: number, error: { code: string } | undefined) =>
   status === 404 || error?.code === 'provider_unconfigured' ? new CliError(EXIT.notFound, 'not_linked', notLinked(provider).message) : undefined;
@@ -54,7 +56,7 @@ const migrate: Command = {
     const gateway = (await gatewayModule()).runningGateway(io, config);
     if (gateway) {
       // It migrated before it started serving: ready means up to date.
-      const ready = await fetch(new URL('/readyz', gateway.url)).then((r) => r.status === 200, () => false);
+      const ready = await fetch(new URL('/readyz', gateway.url), { signal: AbortSignal.timeout(10_000) }).then((r) => r.status === 200, () => false);
       if (!ready) throw new CliError(EXIT.failure, 'not_ready', `${gateway.describe} is not ready (GET /readyz): see its log; stop it to run this command on the database directly`);
       const total = migrationCount();
       const result = { database: 'pglite' as const, applied: 0, total };
@@ -204,7 +206,7 @@ const linkUrl: Command = {
     if (gateway) {
       // Signed by the running gateway, with the secret it verifies with.
       const body = { userId, provider: providerId, ...(typeof returnToValue === 'string' ? { returnTo: returnToValue } : {}), ...(userName ? { userName } : {}) };
-      const answer = await answerOf(gateway, await botRequest(gateway, config, 'POST', '/link-urls', body), (await apiAnswers()).LinkUrlAnswer);
+      const answer = await answerOf(gateway, await botRequest(gateway, config, 'POST', '/link-urls', { body }), (await apiAnswers()).LinkUrlAnswer);
       print(io, args, answer, () => `${answer.url}\n`);
       return EXIT.ok;
     }
@@ -257,13 +259,9 @@ async function readLinks(io: CliIo, config: Config, userId: string): Promise<Lin
 
 /** One link, the same way; a missing one is `not_linked` (exit 3). */
 async function readLink(io: CliIo, config: Config, key: LinkKey): Promise<Link> {
-  const { answerOf, callGateway, runningGateway } = await gatewayModule();
+  const { answerOf, botRequest, runningGateway } = await gatewayModule();
   const gateway = runningGateway(io, config);
-  if (gateway) {
-    const path = `/api/v1/users/${encodeURIComponent(key.userId)}/links/${encodeURIComponent(key.provider)}`;
-    const response = await callGateway(gateway, { method: 'GET', path, key: config.apiKeys[0]!, failure: orNotLinked(key.provider) });
-    return answerOf(gateway, response, (await apiAnswers()).LinkAnswer);
-  }
+  if (gateway) return answerOf(gateway, await botRequest(gateway, config, 'GET', linkPath(key), { failure: orNotLinked(key.provider) }), (await apiAnswers()).LinkAnswer);
   const { requireMigrated, withDatabase } = await databaseModule();
   const { createLinkStore, toApiLink } = await linkStore();
   const row = await withDatabase(io, config, async (database) => {
@@ -331,14 +329,13 @@ const linksDelete: Command = {
     const loaded = loadConfig(io);
     const { config } = loaded;
     const logger = cliLogger(io, config);
-    const { callGateway, runningGateway } = await gatewayModule();
+    const { botRequest, runningGateway } = await gatewayModule();
     const gateway = runningGateway(io, config);
     let deleted: { link: Link; revocation: Revocation };
     if (gateway) {
       // The API answers 204 with the revocation in a header: the link it deletes is read first, to print it.
       const link = await readLink(io, config, key);
-      const path = `/api/v1/users/${encodeURIComponent(key.userId)}/links/${encodeURIComponent(key.provider)}`;
-      const response = await callGateway(gateway, { method: 'DELETE', path, key: config.apiKeys[0]!, failure: orNotLinked(key.provider) });
+      const response = await botRequest(gateway, config, 'DELETE', linkPath(key), { failure: orNotLinked(key.provider) });
       const revocation = Revocation.find((r) => r === response.headers.get('linkgate-revocation'));
       if (!revocation) throw new CliError(EXIT.failure, 'failed', `${gateway.describe} deleted the link without saying what the provider answered (no Linkgate-Revocation header)`);
       deleted = { link, revocation };

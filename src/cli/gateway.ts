@@ -74,8 +74,8 @@ export async function answerOf<S extends v.GenericSchema>(gateway: RunningGatewa
 }
 
 /** The bot API (/api/v1) as the default tenant's bot: the first of LINKGATE_API_KEYS. */
-export function botRequest(gateway: RunningGateway, config: Config, method: GatewayRequest['method'], path: string, body?: unknown): Promise<Response> {
-  return callGateway(gateway, { method, path: `/api/v1${path}`, key: config.apiKeys[0]!, ...(body === undefined ? {} : { body }) });
+export function botRequest(gateway: RunningGateway, config: Config, method: GatewayRequest['method'], path: string, options: Pick<GatewayRequest, 'body' | 'failure'> = {}): Promise<Response> {
+  return callGateway(gateway, { method, path: `/api/v1${path}`, key: config.apiKeys[0]!, ...options });
 }
 
 /** The operator API (/api/admin/v1): the first of LINKGATE_ADMIN_KEYS, which both must have. */

@@ -167,7 +167,11 @@ const remove: OperatorCommand = {
     const { deleteTenant } = await import('../core/tenant-deletion.ts');
     const { createLinkStore } = await import('../core/links.ts');
     const { createKeyring, createUserIdHasher } = await import('../core/crypto.ts');
-    const unlinkedOf = async (response: Response) => ({ unlinked: Number(response.headers.get('linkgate-unlinked') ?? Number.NaN) });
+    // The route answers 204 with the count in a header (absent from a gateway older than this command).
+    const unlinkedOf = async (response: Response) => {
+      const header = response.headers.get('linkgate-unlinked');
+      return { unlinked: header !== null && /^\d+$/.test(header) ? Number(header) : undefined };
+    };
     const { unlinked } = await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}` }, unlinkedOf, async ({ config, database, tenants, logger, providers }) =>
       deleteTenant(
         {
@@ -182,7 +186,7 @@ const remove: OperatorCommand = {
         logger,
       ),
     );
-    done(io, args, `deleted tenant ${tenant} and everything it had (${plural(unlinked, 'link')} unlinked)\n`);
+    done(io, args, `deleted tenant ${tenant} and everything it had${unlinked === undefined ? '' : ` (${plural(unlinked, 'link')} unlinked)`}\n`);
     return EXIT.ok;
   },
 };
