@@ -152,6 +152,12 @@ describe('while the gateway runs on the embedded database', () => {
     expect(json((await runCli(['migrate', '--json'], env)).stdout)).toEqual({ database: 'pglite', applied: 0, total: MIGRATIONS });
   });
 
+  it('with DATABASE_URL a command uses that database and never asks the gateway', async () => {
+    // Nobody listens on port 9: the command fails on the database it was given.
+    const result = await runCli(['links', 'list', USER, '--json'], { ...env, DATABASE_URL: 'postgres://linkgate@127.0.0.1:9/linkgate' });
+    expect(result).toEqual({ code: 1, stdout: '', stderr: `${JSON.stringify({ error: { code: 'failed', message: 'connect ECONNREFUSED 127.0.0.1:9' } })}\n` });
+  });
+
   it('`keys rotate --reencrypt` refuses, saying why and what to do', async () => {
     const refused = await runCli(['keys', 'rotate', '--reencrypt'], env);
     expect(refused).toEqual({
