@@ -19,7 +19,7 @@ import { createWebhookWorker, WEBHOOK_DEFAULTS } from './core/webhooks.ts';
 import { createMetrics } from './core/metrics.ts';
 import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
-import { isProcessAlive, lockDataDir } from './db/lock.ts';
+import { announceGateway, isProcessAlive, lockDataDir } from './db/lock.ts';
 import { createListener } from './http/listener.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, describeNeeds, loadProviders, providerVariableProblems } from './registry.ts';
@@ -140,8 +140,14 @@ async function main(): Promise<void> {
     http2IdleTimeoutMs: HTTP2_LIMITS.idleTimeoutMs,
   });
   const server = listener.server;
+  let unannounce: (() => void) | undefined;
   server.listen(config.port, config.host, () => {
     const info = server.address() as AddressInfo;
+    // Listening on every interface: this machine reaches it on loopback.
+    const address = info.address === '0.0.0.0' ? '127.0.0.1' : info.address === '::' ? '::1' : info.address;
+    const local = `http://${address.includes(':') ? `[${address}]` : address}:${info.port}`;
+    // The command line on this DATA_DIR talks to us instead of the embedded database we hold.
+    if (!config.databaseUrl) unannounce = announceGateway(config.dataDir, { pid: process.pid, url: local });
     logger.info(
       {
         url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
@@ -153,11 +159,9 @@ async function main(): Promise<void> {
     );
     // For a person at a terminal; LOG_LEVEL=warn or quieter (the demo's gateway) asks for quiet.
     if (config.nodeEnv === 'development' && logger.isLevelEnabled('info')) {
-      // Listening on every interface: this machine reaches it on loopback.
-      const address = info.address === '0.0.0.0' ? '127.0.0.1' : info.address === '::' ? '::1' : info.address;
       process.stdout.write(
         startupBanner({
-          url: `http://${address.includes(':') ? `[${address}]` : address}:${info.port}`,
+          url: local,
           publicBaseUrl: config.publicBaseUrl,
           apiKeyFile: filled.includes('LINKGATE_API_KEYS') ? file : undefined,
           database: { kind: database.kind, dataDir: join(config.dataDir, 'pgdata') },
@@ -214,6 +218,7 @@ async function main(): Promise<void> {
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    unannounce?.();
     logger.info({ signal }, 'shutting down');
     clearInterval(purge);
     // Long polls answer now (as on timeout) and RPC waits end with UNAVAILABLE, instead of holding the process.

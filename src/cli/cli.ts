@@ -150,9 +150,11 @@ export function topHelp(commands: readonly Command[]): string {
     '',
     'Every command reads the same configuration as the server, from the',
     'environment (see .env.example); outside production, missing secrets come',
-    'from DATA_DIR/secrets.env as for the server. Commands that open the',
-    'embedded database (no DATABASE_URL) refuse while the server runs on the',
-    'same DATA_DIR: the embedded database serves one process.',
+    'from DATA_DIR/secrets.env as for the server. The embedded database (no',
+    'DATABASE_URL) serves one process: while the server runs on the same',
+    'DATA_DIR, providers, link-url, links and tenants commands go through its',
+    'API (tenants need LINKGATE_ADMIN_KEYS), and keys rotate --reencrypt',
+    'refuses until it stops. On PostgreSQL every command uses the database.',
     '',
     'Options on every command: -h, --help; --json on those that print data.',
     'Run `linkgate <command> --help` for a command\'s arguments and options.',
@@ -261,6 +263,11 @@ const LINKGATE_EXIT: Partial<Record<string, ExitCode>> = {
   tenant_not_found: EXIT.notFound,
   not_found: EXIT.notFound,
 };
+
+/** An error the gateway answered (`{ "error": { "code", "message" } }`), with the exit code the same error has on the database directly. */
+export function answeredError(code: string, message: string): CliError {
+  return new CliError(LINKGATE_EXIT[code] ?? EXIT.failure, code, message);
+}
 
 function asCliError(error: unknown): CliError {
   if (error instanceof CliError) return error;

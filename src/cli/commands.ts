@@ -3,12 +3,12 @@
  * They reuse the server's own code (config, link store, unlink, reencrypt,
  * link contexts) rather than repeating it.
  */
-import { GENERATED_SECRETS, generateSecret } from '../config.ts';
+import { GENERATED_SECRETS, generateSecret, type Config } from '../config.ts';
 import { createKeyring, createUserIdHasher } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
 import { DEFAULT_TENANT } from '../core/link-context.ts';
-import type { Link } from '../core/links.ts';
+import type { Link, LinkKey } from '../core/links.ts';
 import type { Revocation } from '../core/unlink.ts';
 import { describeNeeds } from '../registry.ts';
 import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
@@ -19,6 +19,7 @@ import { TENANT_COMMANDS } from './tenants.ts';
 // Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
 const databaseModule = () => import('./database.ts');
 const linkStore = () => import('../core/links.ts');
+const gatewayModule = () => import('./gateway.ts');
 
 const tenant = DEFAULT_TENANT;
 
@@ -31,17 +32,37 @@ function linkKey(args: ParsedArgs) {
 
 const notLinked = (provider: string) => new LinkgateError('not_linked', `this user has no ${provider} link`, { provider });
 
+/** The bot API's answers, as the gateway's routes are checked against them (valibot at the boundary). */
+const apiAnswers = () => import('../http/openapi.ts');
+const Revocation = ['revoked', 'failed', 'not_supported', 'provider_unavailable'] as const satisfies readonly Revocation[];
+
+const linkPath = (key: LinkKey) => `/users/${encodeURIComponent(key.userId)}/links/${encodeURIComponent(key.provider)}`;
+
+/** A link the gateway answered not to have: not linked, or a provider it does not offer (where the database would say "no link" too). */
+const orNotLinked = (provider: string) => (status: number, error: { code: string } | undefined) =>
+  status === 404 || error?.code === 'provider_unconfigured' ? new CliError(EXIT.notFound, 'not_linked', notLinked(provider).message) : undefined;
+
 const migrate: Command = {
   path: ['migrate'],
   args: [],
   json: true,
   summary: 'Apply the database migrations that have not run yet.',
   details: [
-    'The server migrates at start-up too; run this to prepare a database ahead of a deployment. On PostgreSQL several instances may migrate at once (one waits for the other).',
+    'The server migrates at start-up too; run this to prepare a database ahead of a deployment. On PostgreSQL several instances may migrate at once (one waits for the other). While the server runs on the embedded database in DATA_DIR, it says so: the server migrated it before it became ready.',
   ],
   async run(args, io) {
     const { config } = loadConfig(io);
-    const { migrationState, withDatabase } = await databaseModule();
+    const { migrationCount, migrationState, withDatabase } = await databaseModule();
+    const gateway = (await gatewayModule()).runningGateway(io, config);
+    if (gateway) {
+      // It migrated before it started serving: ready means up to date.
+      const ready = await fetch(new URL('/readyz', gateway.url), { signal: AbortSignal.timeout(10_000) }).then((r) => r.status === 200, () => false);
+      if (!ready) throw new CliError(EXIT.failure, 'not_ready', `${gateway.describe} is not ready (GET /readyz): see its log; stop it to run this command on the database directly`);
+      const total = migrationCount();
+      const result = { database: 'pglite' as const, applied: 0, total };
+      print(io, args, result, () => `${gateway.describe} migrated the embedded database at start-up; it is up to date (${total} of ${total})\n`);
+      return EXIT.ok;
+    }
     const result = await withDatabase(io, config, async (database) => {
       const before = await migrationState(database);
       await database.migrate();
@@ -80,12 +101,15 @@ const keysRotate: Command = {
   summary: 'Rotate the credential encryption key.',
   details: [
     'Step 1, `linkgate keys rotate`: prints LINKGATE_ENCRYPTION_KEYS with a new key in front of the configured ones. Nothing is stored: set that value on every instance and restart them (new data is sealed with the new key; old data still opens with the old ones).',
-    'Step 2, `linkgate keys rotate --reencrypt`: re-seals every stored credential, flow and key-value entry under the first configured key, and names the older keys, which can then be dropped (step 3). Safe while the server runs on PostgreSQL; with the embedded database, stop the server first.',
+    'Step 2, `linkgate keys rotate --reencrypt`: re-seals every stored credential, flow and key-value entry under the first configured key, and names the older keys, which can then be dropped (step 3). Safe while the server runs on PostgreSQL; with the embedded database, stop the server first (the command refuses while it runs: the API has no equivalent).',
   ],
   async run(args, io) {
     const loaded = loadConfig(io);
     const { config } = loaded;
     if (args.values.reencrypt) {
+      const { refuse, runningGateway } = await gatewayModule();
+      const gateway = runningGateway(io, config);
+      if (gateway) throw refuse(gateway, 're-sealing every stored value needs the database itself (the gateway has no API for it)', 'keys rotate --reencrypt');
       const { requireMigrated, withDatabase } = await databaseModule();
       const { reencryptAll } = await import('../core/reencrypt.ts');
       const report = await withDatabase(io, config, async (database) => {
@@ -132,12 +156,22 @@ const providers: Command = {
   args: [],
   json: true,
   summary: 'List the providers and whether each is configured.',
-  details: ['An unconfigured provider names the variables it still needs. Reads the configuration only: works while the server runs.'],
+  details: ['An unconfigured provider names the variables it still needs. While the server runs on the embedded database in DATA_DIR, the list is what it offers (GET /api/v1/providers).'],
   async run(args, io) {
     const loaded = loadConfig(io);
     const { loadRegistryWithoutDatabase } = await databaseModule();
     const registry = await loadRegistryWithoutDatabase(io, loaded, cliLogger(io, loaded.config));
-    const list = registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined, missing: p.missing, needs: p.needs }));
+    let list = registry.list().map((p) => ({ id: p.id, displayName: p.displayName, configured: p.instance !== undefined, missing: p.missing, needs: p.needs }));
+    const { answerOf, botRequest, runningGateway } = await gatewayModule();
+    const gateway = runningGateway(io, loaded.config);
+    if (gateway) {
+      // What the running gateway offers; what an unconfigured one still needs is read from the configuration, as above.
+      const answer = await answerOf(gateway, await botRequest(gateway, loaded.config, 'GET', '/providers'), (await apiAnswers()).ProvidersAnswer);
+      list = answer.providers.map((p) => {
+        const here = list.find((l) => l.id === p.id);
+        return { ...p, missing: p.configured ? [] : (here?.missing ?? []), needs: p.configured ? [] : (here?.needs ?? []) };
+      });
+    }
     print(io, args, { providers: list }, () =>
       table(
         ['ID', 'NAME', 'CONFIGURED'],
@@ -158,7 +192,7 @@ const linkUrl: Command = {
   json: true,
   summary: 'Print a link URL for a user, signed here with OAUTH_CONTEXT_SIGNING_SECRET.',
   details: [
-    'The same link as POST /api/v1/link-urls gives, valid for OAUTH_CONTEXT_TTL_SECONDS and usable once; anyone holding it can link their account to this user, so hand it to that user only. Reads the configuration only: works while the server runs.',
+    'The same link as POST /api/v1/link-urls gives, valid for OAUTH_CONTEXT_TTL_SECONDS and usable once; anyone holding it can link their account to this user, so hand it to that user only. While the server runs on the embedded database in DATA_DIR, that server signs it (POST /api/v1/link-urls).',
   ],
   async run(args, io) {
     const { userId, provider: providerId } = linkKey(args);
@@ -167,6 +201,15 @@ const linkUrl: Command = {
     const userName = typeof userNameValue === 'string' ? argument(userNameSchema('--user-name'), userNameValue) : undefined;
     const loaded = loadConfig(io);
     const { config } = loaded;
+    const { answerOf, botRequest, runningGateway } = await gatewayModule();
+    const gateway = runningGateway(io, config);
+    if (gateway) {
+      // Signed by the running gateway, with the secret it verifies with.
+      const body = { userId, provider: providerId, ...(typeof returnToValue === 'string' ? { returnTo: returnToValue } : {}), ...(userName ? { userName } : {}) };
+      const answer = await answerOf(gateway, await botRequest(gateway, config, 'POST', '/link-urls', { body }), (await apiAnswers()).LinkUrlAnswer);
+      print(io, args, answer, () => `${answer.url}\n`);
+      return EXIT.ok;
+    }
     const { checkReturnTo, createLinkUrl } = await import('../core/link-context.ts');
     const returnTo = typeof returnToValue === 'string' ? checkReturnTo(returnToValue, config.returnToOrigins) : undefined;
     const { loadRegistryWithoutDatabase } = await databaseModule();
@@ -200,22 +243,45 @@ function linkText(link: Link): string {
   return rows.map(([k, value]) => `${`${k}:`.padEnd(14)}${value}`).join('\n') + '\n';
 }
 
+/** A user's links: from the gateway holding the embedded database, else from the database. */
+async function readLinks(io: CliIo, config: Config, userId: string): Promise<Link[]> {
+  const { answerOf, botRequest, runningGateway } = await gatewayModule();
+  const gateway = runningGateway(io, config);
+  if (gateway) return (await answerOf(gateway, await botRequest(gateway, config, 'GET', `/users/${encodeURIComponent(userId)}/links`), (await apiAnswers()).LinksAnswer)).links;
+  const { requireMigrated, withDatabase } = await databaseModule();
+  const { createLinkStore, toApiLink } = await linkStore();
+  const rows = await withDatabase(io, config, async (database) => {
+    await requireMigrated(database);
+    return createLinkStore(database.db, createKeyring(config.encryptionKeys)).list(tenant, userId);
+  });
+  return rows.map(toApiLink);
+}
+
+/** One link, the same way; a missing one is `not_linked` (exit 3). */
+async function readLink(io: CliIo, config: Config, key: LinkKey): Promise<Link> {
+  const { answerOf, botRequest, runningGateway } = await gatewayModule();
+  const gateway = runningGateway(io, config);
+  if (gateway) return answerOf(gateway, await botRequest(gateway, config, 'GET', linkPath(key), { failure: orNotLinked(key.provider) }), (await apiAnswers()).LinkAnswer);
+  const { requireMigrated, withDatabase } = await databaseModule();
+  const { createLinkStore, toApiLink } = await linkStore();
+  const row = await withDatabase(io, config, async (database) => {
+    await requireMigrated(database);
+    return createLinkStore(database.db, createKeyring(config.encryptionKeys)).get(key);
+  });
+  if (!row) throw notLinked(key.provider);
+  return toApiLink(row);
+}
+
 const linksList: Command = {
   path: ['links', 'list'],
   args: [USER_ARG],
   json: true,
   summary: "List a user's links (never their credentials).",
-  details: ['A user without links is not an error: the list is empty.'],
+  details: ['A user without links is not an error: the list is empty. While the server runs on the embedded database in DATA_DIR, the list comes from it (GET /api/v1/users/:userId/links).'],
   async run(args, io) {
     const userId = argument(UserId, args.positionals[0]!);
     const { config } = loadConfig(io);
-    const { requireMigrated, withDatabase } = await databaseModule();
-    const { createLinkStore, toApiLink } = await linkStore();
-    const rows = await withDatabase(io, config, async (database) => {
-      await requireMigrated(database);
-      return createLinkStore(database.db, createKeyring(config.encryptionKeys)).list(tenant, userId);
-    });
-    const list = rows.map(toApiLink);
+    const list = await readLinks(io, config, userId);
     print(io, args, { links: list }, () =>
       list.length === 0
         ? 'this user has no links\n'
@@ -233,18 +299,11 @@ const linksShow: Command = {
   args: [USER_ARG, PROVIDER_ARG],
   json: true,
   summary: "Show one of a user's links (never its credentials).",
-  details: ['Exits with 3 when the user has no link to that provider.'],
+  details: ['Exits with 3 when the user has no link to that provider. While the server runs on the embedded database in DATA_DIR, the link comes from it (GET /api/v1/users/:userId/links/:provider).'],
   async run(args, io) {
     const key = linkKey(args);
     const { config } = loadConfig(io);
-    const { requireMigrated, withDatabase } = await databaseModule();
-    const { createLinkStore, toApiLink } = await linkStore();
-    const row = await withDatabase(io, config, async (database) => {
-      await requireMigrated(database);
-      return createLinkStore(database.db, createKeyring(config.encryptionKeys)).get(key);
-    });
-    if (!row) throw notLinked(key.provider);
-    const link = toApiLink(row);
+    const link = await readLink(io, config, key);
     print(io, args, link, () => linkText(link));
     return EXIT.ok;
   },
@@ -263,26 +322,48 @@ const linksDelete: Command = {
   json: true,
   summary: "Delete a user's link and revoke its credentials at the provider.",
   details: [
-    'Does what DELETE /api/v1/users/:userId/links/:provider does: the link is deleted, then the provider is asked to revoke its tokens. Revocation is best effort: the link is deleted whatever the provider answers, and the output says what it answered. Exits with 3 when there is no such link.',
+    'Does what DELETE /api/v1/users/:userId/links/:provider does: the link is deleted, then the provider is asked to revoke its tokens. Revocation is best effort: the link is deleted whatever the provider answers, and the output says what it answered, and that no link.deleted event will be sent when LINKGATE_WEBHOOK_URL is not set. While the server runs on the embedded database in DATA_DIR, it deletes the link through that route. Exits with 3 when there is no such link.',
   ],
   async run(args, io) {
     const key = linkKey(args);
     const loaded = loadConfig(io);
     const { config } = loaded;
     const logger = cliLogger(io, config);
-    const { loadRegistry, requireMigrated, withDatabase } = await databaseModule();
-    const { createLinkStore, toApiLink } = await linkStore();
-    const { unlink } = await import('../core/unlink.ts');
-    const deleted = await withDatabase(io, config, async (database) => {
-      await requireMigrated(database);
-      const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
-      const registry = await loadRegistry(io, loaded, database, logger);
-      // The CLI's links are the default tenant's: the environment's providers revoke them.
-      const providers = { instance: async (_tenant: string, provider: string, version: number | null) => (version === null ? registry.get(provider)?.instance : undefined) };
-      return unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
-    });
-    if (!deleted) throw notLinked(key.provider);
-    print(io, args, { deleted: toApiLink(deleted.row), revocation: deleted.revocation }, () => `deleted the ${key.provider} link; ${REVOCATION_TEXT[deleted.revocation]}\n`);
+    const { botRequest, runningGateway } = await gatewayModule();
+    const gateway = runningGateway(io, config);
+    let deleted: { link: Link; revocation: Revocation };
+    if (gateway) {
+      // The API answers 204 with the revocation in a header: the link it deletes is read first, to print it.
+      const link = await readLink(io, config, key);
+      const response = await botRequest(gateway, config, 'DELETE', linkPath(key), { failure: orNotLinked(key.provider) });
+      const revocation = Revocation.find((r) => r === response.headers.get('linkgate-revocation'));
+      if (!revocation) throw new CliError(EXIT.failure, 'failed', `${gateway.describe} deleted the link without saying what the provider answered (no Linkgate-Revocation header)`);
+      deleted = { link, revocation };
+    } else {
+      const { loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+      const { createLinkStore, toApiLink } = await linkStore();
+      const { unlink } = await import('../core/unlink.ts');
+      const row = await withDatabase(io, config, async (database) => {
+        await requireMigrated(database);
+        const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
+        const registry = await loadRegistry(io, loaded, database, logger);
+        // The CLI's links are the default tenant's: the environment's providers revoke them.
+        const providers = { instance: async (_tenant: string, provider: string, version: number | null) => (version === null ? registry.get(provider)?.instance : undefined) };
+        return unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
+      });
+      if (!row) throw notLinked(key.provider);
+      deleted = { link: toApiLink(row.row), revocation: row.revocation };
+    }
+    // The failure's warning is in the gateway's log when the gateway deleted it.
+    const revocationText = gateway && deleted.revocation === 'failed' ? 'revoking its credentials at the provider failed (the gateway\'s log says why)' : REVOCATION_TEXT[deleted.revocation];
+    print(io, args, { deleted: deleted.link, revocation: deleted.revocation }, () =>
+      [
+        `deleted the ${key.provider} link; ${revocationText}`,
+        // The CLI's links are the default tenant's, whose webhook is the environment's.
+        ...(config.webhook ? [] : ['no link.deleted event will be sent: no webhook is configured (LINKGATE_WEBHOOK_URL)']),
+        '',
+      ].join('\n'),
+    );
     return EXIT.ok;
   },
 };

@@ -23,9 +23,10 @@ import type { CliConfig } from './runtime.ts';
 
 /**
  * Opens the server's database for the length of `run`. The embedded one is
- * locked first, as the server does: while the server holds DATA_DIR, the
- * command refuses instead of corrupting it, and the server cannot start
- * while the command runs.
+ * locked first, as the server does: while another process holds DATA_DIR,
+ * the command refuses instead of corrupting it, and the server cannot start
+ * while the command runs. (While a server holds it, commands with an HTTP
+ * equivalent ask that server instead: gateway.ts.)
  */
 export async function withDatabase<T>(io: CliIo, config: Config, run: (database: Database) => Promise<T>): Promise<T> {
   let unlock: (() => void) | undefined;
@@ -35,7 +36,7 @@ export async function withDatabase<T>(io: CliIo, config: Config, run: (database:
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       if (/in use by another Linkgate process/.test(message)) {
-        throw new CliError(EXIT.failure, 'data_dir_in_use', `${message} Stop the server to run this command on the embedded database.`);
+        throw new CliError(EXIT.failure, 'data_dir_in_use', `${message} Try again once it has finished or, if it is a server still starting, once it is ready (then the command goes through it).`);
       }
       throw error;
     }
@@ -56,9 +57,13 @@ export async function withDatabase<T>(io: CliIo, config: Config, run: (database:
 const migrationLog = pgSchema('drizzle').table('__drizzle_migrations', { id: serial('id').primaryKey() });
 const Journal = v.object({ entries: v.array(v.object({ tag: v.string() })) });
 
+/** How many migrations drizzle/ holds. */
+export function migrationCount(): number {
+  return v.parse(Journal, JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8'))).entries.length;
+}
+
 /** How many of the migrations in drizzle/ the database has applied. */
 export async function migrationState(database: Database): Promise<{ applied: number; total: number }> {
-  const journal = v.parse(Journal, JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')));
   let applied = 0;
   try {
     [{ n: applied } = { n: 0 }] = await database.db.select({ n: count() }).from(migrationLog);
@@ -67,7 +72,7 @@ export async function migrationState(database: Database): Promise<{ applied: num
     const code = databaseFailure(error)?.summary.code;
     if (code !== '3F000' && code !== '42P01') throw error;
   }
-  return { applied, total: journal.entries.length };
+  return { applied, total: migrationCount() };
 }
 
 /** Commands that read or write links need the current schema; they do not migrate on their own. */

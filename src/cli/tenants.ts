@@ -1,6 +1,7 @@
 /**
  * `linkgate tenants …`: the operator API (/api/admin/v1, src/http/admin.ts)
- * on the command line, working on the database directly. The same schemas
+ * on the command line, working on the database directly, or through that
+ * API when a gateway holds the embedded database in DATA_DIR. The same schemas
  * check the input and the same functions make the answers, so `--json`
  * prints exactly what the API answers; a route that answers 204 prints
  * nothing with --json (its exit code says it worked). A bot API key and a
@@ -13,6 +14,8 @@ import { DEFAULT_TENANT } from '../core/ids.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import type { TenantStore } from '../core/tenants.ts';
 import type { Database } from '../db/client.ts';
+import type * as v from 'valibot';
+import type { RunningGateway } from './gateway.ts';
 import { CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
 import { fields, print, table } from './output.ts';
 import { cliLogger, loadConfig, type CliConfig } from './runtime.ts';
@@ -36,9 +39,8 @@ interface TenantContext {
   providers(): Promise<ProviderDirectory>;
 }
 
-/** Opens the database (refusing while the server holds the embedded one) with the tenant store the server would make. */
-async function withTenants<T>(io: CliIo, run: (context: TenantContext) => Promise<T>): Promise<T> {
-  const loaded = loadConfig(io);
+/** Opens the database with the tenant store the server would make. */
+async function withTenants<T>(io: CliIo, run: (context: TenantContext) => Promise<T>, loaded = loadConfig(io)): Promise<T> {
   const { config } = loaded;
   const logger = cliLogger(io, config);
   const { loadProviderDirectory, requireMigrated, withDatabase } = await import('./database.ts');
@@ -57,6 +59,31 @@ async function withTenants<T>(io: CliIo, run: (context: TenantContext) => Promis
     return run({ loaded, config, database, tenants, logger, providers });
   });
 }
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+/**
+ * Runs a command through the operator API of the gateway holding the
+ * embedded database in DATA_DIR when one runs (`read` turns its answer into
+ * what `direct` returns), else `direct` on the database.
+ */
+async function operate<T>(io: CliIo, route: { method: Method; path: string; body?: unknown }, read: (response: Response, gateway: RunningGateway) => Promise<T>, direct: (context: TenantContext) => Promise<T>): Promise<T> {
+  const loaded = loadConfig(io);
+  const { config } = loaded;
+  const { operatorRequest, runningGateway } = await import('./gateway.ts');
+  const gateway = runningGateway(io, config);
+  if (!gateway) return withTenants(io, direct, loaded);
+  return read(await operatorRequest(gateway, config, route.method, route.path, route.body), gateway);
+}
+
+/** The answer of a route that answers JSON, checked with the operator API's schema for it. */
+const json =
+  <S extends v.GenericSchema>(schema: S) =>
+  async (response: Response, gateway: RunningGateway): Promise<v.InferOutput<S>> =>
+    (await import('./gateway.ts')).answerOf(gateway, response, schema);
+/** A route that answers 204. */
+const nothing = async () => {};
+const at = (...segments: string[]) => segments.map((segment) => `/${encodeURIComponent(segment)}`).join('');
 
 /** Prints a 204's nothing with --json, else a line for a person. */
 function done(io: CliIo, args: ParsedArgs, text: string): void {
@@ -78,9 +105,9 @@ const create: OperatorCommand = {
   route: 'POST /api/admin/v1/tenants',
   details: ['Then give it an API key (`linkgate tenants keys create`), a context secret if its bot signs link URLs itself, its provider apps and its webhook.'],
   async run(args, io) {
-    const { CreateTenantBody, tenantAnswer } = await admin();
+    const { CreateTenantBody, TenantAnswer, tenantAnswer } = await admin();
     const body = (await parseInput())(CreateTenantBody, { id: args.positionals[0], name: args.positionals[1] });
-    const answer = await withTenants(io, async ({ tenants }) => tenantAnswer(await tenants.create(body.id, body.name)));
+    const answer = await operate(io, { method: 'POST', path: '/tenants', body }, json(TenantAnswer), async ({ tenants }) => tenantAnswer(await tenants.create(body.id, body.name)));
     print(io, args, answer, () => `created tenant ${answer.id} (${answer.name})\nnext: linkgate tenants keys create ${answer.id} <name>\n`);
     return EXIT.ok;
   },
@@ -93,8 +120,8 @@ const list: OperatorCommand = {
   summary: 'List the tenants, `default` included.',
   route: 'GET /api/admin/v1/tenants',
   async run(args, io) {
-    const { tenantAnswer } = await admin();
-    const answer = { tenants: await withTenants(io, async ({ tenants }) => (await tenants.list()).map(tenantAnswer)) };
+    const { TenantsAnswer, tenantAnswer } = await admin();
+    const answer = await operate(io, { method: 'GET', path: '/tenants' }, json(TenantsAnswer), async ({ tenants }) => ({ tenants: (await tenants.list()).map(tenantAnswer) }));
     print(io, args, answer, () => table(['ID', 'NAME', 'CREATED'], answer.tenants.map((t) => [t.id, t.name, t.createdAt])));
     return EXIT.ok;
   },
@@ -108,9 +135,9 @@ const show: OperatorCommand = {
   route: 'GET /api/admin/v1/tenants/:tenant',
   details: ['Exits with 3 when there is no such tenant.'],
   async run(args, io) {
-    const { TenantParams, tenantDetail } = await admin();
+    const { TenantDetailAnswer, TenantParams, tenantDetail } = await admin();
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
-    const answer = await withTenants(io, ({ tenants }) => tenantDetail(tenants, tenant));
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}` }, json(TenantDetailAnswer), ({ tenants }) => tenantDetail(tenants, tenant));
     print(io, args, answer, () =>
       fields([
         ['id', answer.id],
@@ -140,7 +167,12 @@ const remove: OperatorCommand = {
     const { deleteTenant } = await import('../core/tenant-deletion.ts');
     const { createLinkStore } = await import('../core/links.ts');
     const { createKeyring, createUserIdHasher } = await import('../core/crypto.ts');
-    const { unlinked } = await withTenants(io, async ({ config, database, tenants, logger, providers }) =>
+    // The route answers 204 with the count in a header (absent from a gateway older than this command).
+    const unlinkedOf = async (response: Response) => {
+      const header = response.headers.get('linkgate-unlinked');
+      return { unlinked: header !== null && /^\d+$/.test(header) ? Number(header) : undefined };
+    };
+    const { unlinked } = await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}` }, unlinkedOf, async ({ config, database, tenants, logger, providers }) =>
       deleteTenant(
         {
           db: database.db,
@@ -154,7 +186,7 @@ const remove: OperatorCommand = {
         logger,
       ),
     );
-    done(io, args, `deleted tenant ${tenant} and everything it had (${plural(unlinked, 'link')} unlinked)\n`);
+    done(io, args, `deleted tenant ${tenant} and everything it had${unlinked === undefined ? '' : ` (${plural(unlinked, 'link')} unlinked)`}\n`);
     return EXIT.ok;
   },
 };
@@ -169,11 +201,11 @@ const keysCreate: OperatorCommand = {
   route: 'POST /api/admin/v1/tenants/:tenant/api-keys',
   details: ['Only its digest is stored: copy the key now, it cannot be shown again. The bot sends it as `Authorization: Bearer <key>`; it names the tenant.'],
   async run(args, io) {
-    const { CreateApiKeyBody, TenantParams, createdApiKeyAnswer } = await admin();
+    const { CreateApiKeyBody, CreatedApiKeyAnswer, TenantParams, createdApiKeyAnswer } = await admin();
     const parse = await parseInput();
     const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
     const body = parse(CreateApiKeyBody, { name: args.positionals[1] });
-    const answer = await withTenants(io, async ({ tenants }) => createdApiKeyAnswer(await tenants.createApiKey(tenant, body.name)));
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/api-keys`, body }, json(CreatedApiKeyAnswer), async ({ tenants }) => createdApiKeyAnswer(await tenants.createApiKey(tenant, body.name)));
     print(io, args, answer, () => `created API key ${answer.id} (${answer.name}) for tenant ${tenant}:\n\n  ${answer.key}\n\nThis is the only time it is shown: store it with the bot now.\n`);
     return EXIT.ok;
   },
@@ -186,9 +218,9 @@ const keysList: OperatorCommand = {
   summary: "List a tenant's API keys, never the keys themselves.",
   route: 'GET /api/admin/v1/tenants/:tenant/api-keys',
   async run(args, io) {
-    const { TenantParams, apiKeyAnswer } = await admin();
+    const { ApiKeysAnswer, TenantParams, apiKeyAnswer } = await admin();
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
-    const answer = { apiKeys: await withTenants(io, async ({ tenants }) => (await tenants.listApiKeys(tenant)).map(apiKeyAnswer)) };
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}/api-keys` }, json(ApiKeysAnswer), async ({ tenants }) => ({ apiKeys: (await tenants.listApiKeys(tenant)).map(apiKeyAnswer) }));
     print(io, args, answer, () =>
       answer.apiKeys.length === 0
         ? `tenant ${tenant} has no API keys stored here${tenant === DEFAULT_TENANT ? " (the environment's LINKGATE_API_KEYS are its keys too)" : ''}\n`
@@ -209,7 +241,7 @@ const keysDelete: OperatorCommand = {
     const { ApiKeyParams } = await admin();
     const { tenant, id } = (await parseInput())(ApiKeyParams, { tenant: args.positionals[0], id: args.positionals[1] });
     const { LinkgateError } = await import('../core/errors.ts');
-    await withTenants(io, async ({ tenants }) => {
+    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/api-keys${at(id)}` }, nothing, async ({ tenants }) => {
       if (!(await tenants.deleteApiKey(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no API key with this id');
     });
     done(io, args, `revoked API key ${id} of tenant ${tenant}\n`);
@@ -229,9 +261,9 @@ const secretsCreate: OperatorCommand = {
     'A bot that signs its own link URLs signs them with it; the gateway signs the URLs it makes with the newest. To rotate: create a new one, move the bot to it, then retire the old one. It is stored sealed and never shown again.',
   ],
   async run(args, io) {
-    const { TenantParams, createdContextSecretAnswer } = await admin();
+    const { CreatedContextSecretAnswer, TenantParams, createdContextSecretAnswer } = await admin();
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
-    const answer = await withTenants(io, async ({ tenants }) => createdContextSecretAnswer(await tenants.createContextSecret(tenant)));
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/context-secrets` }, json(CreatedContextSecretAnswer), async ({ tenants }) => createdContextSecretAnswer(await tenants.createContextSecret(tenant)));
     print(io, args, answer, () => `created context secret ${answer.id} for tenant ${tenant}:\n\n  ${answer.secret}\n\nThis is the only time it is shown: give it to the bot now.\n`);
     return EXIT.ok;
   },
@@ -244,9 +276,9 @@ const secretsList: OperatorCommand = {
   summary: "List a tenant's active context secrets, by id only.",
   route: 'GET /api/admin/v1/tenants/:tenant/context-secrets',
   async run(args, io) {
-    const { TenantParams, contextSecretAnswer } = await admin();
+    const { ContextSecretsAnswer, TenantParams, contextSecretAnswer } = await admin();
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
-    const answer = { contextSecrets: await withTenants(io, async ({ tenants }) => (await tenants.listContextSecrets(tenant)).map(contextSecretAnswer)) };
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}/context-secrets` }, json(ContextSecretsAnswer), async ({ tenants }) => ({ contextSecrets: (await tenants.listContextSecrets(tenant)).map(contextSecretAnswer) }));
     print(io, args, answer, () =>
       answer.contextSecrets.length === 0
         ? `tenant ${tenant} has no active context secrets stored here\n`
@@ -267,7 +299,7 @@ const secretsRetire: OperatorCommand = {
     const { ContextSecretParams } = await admin();
     const { tenant, id } = (await parseInput())(ContextSecretParams, { tenant: args.positionals[0], id: args.positionals[1] });
     const { LinkgateError } = await import('../core/errors.ts');
-    await withTenants(io, async ({ tenants }) => {
+    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/context-secrets${at(id)}` }, nothing, async ({ tenants }) => {
       if (!(await tenants.retireContextSecret(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no active context secret with this id');
     });
     done(io, args, `retired context secret ${id} of tenant ${tenant}\n`);
@@ -284,9 +316,9 @@ const providersList: OperatorCommand = {
   summary: "List a tenant's providers and whether each is configured.",
   route: 'GET /api/admin/v1/tenants/:tenant/providers',
   async run(args, io) {
-    const { TenantParams, tenantProviders } = await admin();
+    const { TenantParams, TenantProvidersAnswer, tenantProviders } = await admin();
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
-    const answer = await withTenants(io, async ({ tenants, providers }) => tenantProviders(tenants, await providers(), tenant));
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}/providers` }, json(TenantProvidersAnswer), async ({ tenants, providers }) => tenantProviders(tenants, await providers(), tenant));
     print(io, args, answer, () => table(['ID', 'NAME', 'CONFIGURED'], answer.providers.map((p) => [p.id, p.displayName, p.configured ? 'yes' : `no (missing ${p.missing ?? '-'})`])));
     return EXIT.ok;
   },
@@ -317,14 +349,14 @@ const providersSet: OperatorCommand = {
     'Give exactly the variables the provider reads from the environment in a single-tenant deployment; they replace the previous configuration as a new version (links made with an older one keep refreshing with it). The provider module checks them and starts once with them before anything is stored: a name it does not read, a bad value or a missing variable is refused, naming the variable and never its value. Secret values are shown masked. Prefer --env-stdin for secrets: arguments are visible to other users of this machine.',
   ],
   async run(args, io) {
-    const { ProviderConfigBody, TenantProviderParams, configureProvider, environmentOnly } = await admin();
+    const { ProviderConfigAnswer, ProviderConfigBody, TenantProviderParams, configureProvider, environmentOnly } = await admin();
     const parse = await parseInput();
     const { tenant, provider } = parse(TenantProviderParams, { tenant: args.positionals[0], provider: args.positionals[1] });
     if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
     const words = args.positionals.slice(2);
     if (args.values['env-stdin'] === true) words.push(...(await io.readStdin()).split(/\r?\n/).filter((line) => line.trim() !== '' && !line.trimStart().startsWith('#')));
     const { env } = parse(ProviderConfigBody, { env: variables(words) });
-    const answer = await withTenants(io, async ({ config, tenants, providers }) => configureProvider({ tenants, providers: await providers(), publicBaseUrl: config.publicBaseUrl }, tenant, provider, env));
+    const answer = await operate(io, { method: 'PUT', path: `/tenants${at(tenant, 'providers', provider)}`, body: { env } }, json(ProviderConfigAnswer), async ({ config, tenants, providers }) => configureProvider({ tenants, providers: await providers(), publicBaseUrl: config.publicBaseUrl }, tenant, provider, env));
     print(io, args, answer, () =>
       [`configured ${answer.displayName} for tenant ${tenant} (version ${answer.version}):`, ...Object.entries(answer.env).map(([name, value]) => `  ${name}=${value}`), ''].join('\n'),
     );
@@ -344,7 +376,7 @@ const providersRemove: OperatorCommand = {
     const { tenant, provider } = (await parseInput())(TenantProviderParams, { tenant: args.positionals[0], provider: args.positionals[1] });
     if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
     const { LinkgateError } = await import('../core/errors.ts');
-    await withTenants(io, async ({ tenants }) => {
+    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant, 'providers', provider)}` }, nothing, async ({ tenants }) => {
       if (!(await tenants.removeProviderConfig(tenant, provider))) throw new LinkgateError('not_found', 'this tenant has no configuration for this provider');
     });
     done(io, args, `removed ${provider} from tenant ${tenant}\n`);
@@ -368,7 +400,7 @@ const webhookSet: OperatorCommand = {
     'The secret (32–512 characters) is never taken as an argument, where other users of this machine could see it: pipe it in with --secret-stdin (one trailing newline is dropped) or name a variable holding it with --secret-env. It is stored sealed and never printed.',
   ],
   async run(args, io) {
-    const { TenantParams, WebhookBody, environmentOnly, webhookEndpoint } = await admin();
+    const { TenantParams, WebhookAnswer, WebhookBody, environmentOnly, webhookEndpoint } = await admin();
     const parse = await parseInput();
     const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
     if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
@@ -384,7 +416,7 @@ const webhookSet: OperatorCommand = {
       secret = (await io.readStdin()).replace(/\r?\n$/, '');
     }
     const body = parse(WebhookBody, { url: args.positionals[1], secret });
-    const answer = await withTenants(io, async ({ config, tenants }) => {
+    const answer = await operate(io, { method: 'PUT', path: `/tenants${at(tenant)}/webhook`, body }, json(WebhookAnswer), async ({ config, tenants }) => {
       const endpoint = webhookEndpoint(body, config.nodeEnv === 'production');
       await tenants.putWebhook(tenant, endpoint);
       return { url: endpoint.url.href };
@@ -406,7 +438,7 @@ const webhookRemove: OperatorCommand = {
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
     if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
     const { LinkgateError } = await import('../core/errors.ts');
-    await withTenants(io, async ({ tenants }) => {
+    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/webhook` }, nothing, async ({ tenants }) => {
       if (!(await tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
     });
     done(io, args, `tenant ${tenant} has no webhook any more\n`);
@@ -417,7 +449,10 @@ const webhookRemove: OperatorCommand = {
 /** The route a command mirrors opens its --help. */
 const withRoute = ({ route, ...command }: OperatorCommand): Command => ({
   ...command,
-  details: [`Does what the operator API's ${route} does, on the database directly; --json prints the answer that route gives.`, ...(command.details ?? [])],
+  details: [
+    `Does what the operator API's ${route} does: on the database directly, or through that route when a gateway runs on the embedded database in DATA_DIR (it needs LINKGATE_ADMIN_KEYS then); --json prints the answer that route gives.`,
+    ...(command.details ?? []),
+  ],
 });
 
 export const TENANT_COMMANDS: readonly Command[] = ([

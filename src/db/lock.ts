@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import * as v from 'valibot';
 
 /** Written by gateways before this scheme: one `linkgate.lock` holding the pid. Still honoured while its process runs. */
 const LEGACY_LOCK = 'linkgate.lock';
@@ -47,6 +48,67 @@ export function lockDataDir(dataDir: string, pid: number, isAlive: (pid: number)
     `DATA_DIR ${dataDir} is in use by another Linkgate process (pid ${holder}). ` +
       'The embedded database serves one process; set DATABASE_URL to PostgreSQL to run several.',
   );
+}
+
+/**
+ * The live process holding DATA_DIR's lock, if any, read without touching
+ * anything (the claims of dead processes stay for the next taker to remove).
+ */
+export function lockHolder(dataDir: string, isAlive: (pid: number) => boolean): number | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(dataDir);
+  } catch {
+    return undefined; // no DATA_DIR yet: nobody holds it
+  }
+  for (const name of names) {
+    const holder = name === LEGACY_LOCK ? legacyHolder(join(dataDir, name)) : Number(CLAIM.exec(name)?.[1] ?? Number.NaN);
+    if (holder > 0 && isAlive(holder)) return holder;
+  }
+  return undefined;
+}
+
+const GATEWAY_FILE = 'gateway.json';
+const Announcement = v.object({ pid: v.pipe(v.number(), v.integer(), v.minValue(1)), url: v.pipe(v.string(), v.url()) });
+export type Announcement = v.InferOutput<typeof Announcement>;
+
+/**
+ * Where the gateway holding DATA_DIR listens, for the command line: a
+ * command that cannot open the embedded database while the gateway holds it
+ * asks the gateway instead (src/cli/gateway.ts). Readable by this user only;
+ * the returned function removes it (at shutdown).
+ */
+export function announceGateway(dataDir: string, announcement: Announcement): () => void {
+  const path = join(dataDir, GATEWAY_FILE);
+  const partial = join(dataDir, `${GATEWAY_FILE}.${announcement.pid}.tmp`);
+  rmSync(partial, { force: true });
+  writeFileSync(partial, `${JSON.stringify(announcement)}\n`, { mode: 0o600, flag: 'wx' });
+  // Renamed into place: a reader sees the old file or the whole new one.
+  renameSync(partial, path);
+  return () => {
+    // Only our own: a later gateway on this DATA_DIR may have written its own meanwhile.
+    if (readAnnouncement(path)?.pid === announcement.pid) rmSync(path, { force: true });
+  };
+}
+
+/**
+ * The gateway that `gateway.json` names, only when it is the live holder of
+ * DATA_DIR's lock: a file left by a gateway that was killed, or naming a pid
+ * that now belongs to another process, is not trusted.
+ */
+export function announcedGateway(dataDir: string, isAlive: (pid: number) => boolean): Announcement | undefined {
+  const announcement = readAnnouncement(join(dataDir, GATEWAY_FILE));
+  if (!announcement) return undefined;
+  return lockHolder(dataDir, isAlive) === announcement.pid ? announcement : undefined;
+}
+
+function readAnnouncement(path: string): Announcement | undefined {
+  try {
+    const parsed = v.safeParse(Announcement, JSON.parse(readFileSync(path, 'utf8')));
+    return parsed.success ? parsed.output : undefined;
+  } catch {
+    return undefined; // absent or not JSON
+  }
 }
 
 /** The pid of another live process holding a claim, after removing the claims of dead ones. */

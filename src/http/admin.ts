@@ -260,8 +260,9 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   /** Unlinks every link of the tenant, then removes it and all it has (src/core/tenant-deletion.ts). */
   app.delete('/tenants/:tenant', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    await deleteTenant({ db: deps.db, tenants: deps.tenants, links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, tenant, c.get('log')());
-    return c.body(null, 204);
+    const { unlinked } = await deleteTenant({ db: deps.db, tenants: deps.tenants, links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, tenant, c.get('log')());
+    // How many links went with it, as `linkgate tenants delete` says.
+    return c.body(null, 204, { 'Linkgate-Unlinked': String(unlinked) });
   });
 
   app.post('/tenants/:tenant/api-keys', async (c) => {

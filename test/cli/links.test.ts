@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config.ts';
 import { createKeyring } from '../../src/core/crypto.ts';
 import { createLinkStore, type Link } from '../../src/core/links.ts';
+import { sql } from '../../src/db/orm.ts';
 import type { Credentials } from '../../src/provider.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -23,6 +24,8 @@ const MIGRATIONS = (JSON.parse(readFileSync(new URL('../../drizzle/meta/_journal
 const CLIENT_SECRET = 'corp-client-secret-0123456789abcdef';
 const USER = '80351110224678912';
 const NEW_KEY = `k2:${Buffer.alloc(32, 9).toString('base64')}`;
+/** What `links delete` adds when neither LINKGATE_WEBHOOK_URL is set: no bot hears of it. */
+const NO_EVENT = 'no link.deleted event will be sent: no webhook is configured (LINKGATE_WEBHOOK_URL)\n';
 
 let db: CliDatabase;
 let idp: TestIdp;
@@ -177,7 +180,7 @@ describe('links', () => {
   it('`links delete` deletes the link even when the provider cannot be reached, and says revocation failed', async () => {
     const deleted = await runCli(['links', 'delete', USER, 'down'], env);
     expect(deleted.code).toBe(0);
-    expect(deleted.stdout).toBe('deleted the down link; revoking its credentials at the provider failed (the warning above says why)\n');
+    expect(deleted.stdout).toBe(`deleted the down link; revoking its credentials at the provider failed (the warning above says why)\n${NO_EVENT}`);
     const warning = json<{ msg: string; provider: string; user: string; errorCode: string }>(deleted.stderr.trim());
     expect(warning).toMatchObject({ msg: 'upstream revocation failed; the link was deleted anyway', provider: 'down', errorCode: 'provider_unavailable' });
     expect(deleted.stderr).not.toContain(USER);
@@ -204,8 +207,20 @@ describe('links delete at a provider without revocation', () => {
     expect(json(asJson.stdout)).toMatchObject({ deleted: { provider: 'plain', externalId: 'plain-account' }, revocation: 'not_supported' });
     const text = await runCli(['links', 'delete', 'plain-user-2', 'plain'], env);
     expect(text.code).toBe(0);
-    expect(text.stdout).toBe('deleted the plain link; the provider has no revocation\n');
+    expect(text.stdout).toBe(`deleted the plain link; the provider has no revocation\n${NO_EVENT}`);
     expect(plainIdp.counts.revocation).toBe(0);
+  });
+
+  it('says nothing about events when the webhook is configured: a link.deleted event is on its way', async () => {
+    await db.use(async (database) => {
+      const store = createLinkStore(database.db, createKeyring(keysOf(TEST_SECRETS.LINKGATE_ENCRYPTION_KEYS)));
+      await store.store({ tenant: 'default', userId: 'plain-user-3', provider: 'plain' }, { id: 'plain-account-3' }, { accessToken: 'plain-access-token-3' }, { allowShared: false, now: new Date() });
+    });
+    const webhook = { LINKGATE_WEBHOOK_URL: 'https://bot.example/linkgate-events', LINKGATE_WEBHOOK_SECRET: 'whsec_cli-test-0123456789abcdefghijklmnop' };
+    const text = await runCli(['links', 'delete', 'plain-user-3', 'plain'], { ...env, ...webhook });
+    expect(text).toEqual({ code: 0, stdout: 'deleted the plain link; the provider has no revocation\n', stderr: '' });
+    const events = await db.use((database) => database.db.execute(sql`select type from webhook_deliveries where payload like '%plain-account-3%'`));
+    expect(JSON.stringify(events)).toContain('link.deleted');
   });
 });
 

@@ -1,6 +1,7 @@
 /**
  * The embedded database serves one process: a command that opens it must
- * refuse while the server holds DATA_DIR, and work once it has stopped.
+ * not open it while the server holds DATA_DIR (it goes through the server,
+ * or refuses), nor while another process does, and works once it has stopped.
  * Always on PGlite (a PostgreSQL deployment has no lock to respect).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -9,6 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isProcessAlive, lockDataDir } from '../../src/db/lock.ts';
 import { cliEnv, ROOT, runCli } from '../helpers/cli.ts';
 
 /** How many migrations drizzle/ holds (its journal), so adding one does not break these tests. */
@@ -44,7 +46,7 @@ afterAll(() => {
 });
 
 describe('the DATA_DIR lock', () => {
-  it('commands on the embedded database refuse while the server runs, others still work, and all work once it stops', async () => {
+  it('while the server runs, commands go through it or refuse (keys rotate --reencrypt), the server keeps its lock, and all work on the database once it stops', async () => {
     const port = await freePort();
     // The server exactly as `npm start` runs it, on the same DATA_DIR.
     server = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env: { PATH: process.env.PATH, ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -58,23 +60,16 @@ describe('the DATA_DIR lock', () => {
     const holder = String(server.pid);
     expect(lockHolders()).toEqual([holder]);
 
+    // Commands with an HTTP equivalent go through the server (test/cli/live.test.ts has the detail); the rest refuse.
     const list = await runCli(['links', 'list', 'u1'], env);
-    expect(list.code).toBe(1);
-    expect(list.stdout).toBe('');
-    expect(list.stderr).toBe(
-      `linkgate links list: DATA_DIR ${dataDir} is in use by another Linkgate process (pid ${holder}). ` +
-        'The embedded database serves one process; set DATABASE_URL to PostgreSQL to run several. Stop the server to run this command on the embedded database.\n',
-    );
-    for (const args of [['migrate'], ['keys', 'rotate', '--reencrypt'], ['links', 'show', 'u1', 'anilist'], ['links', 'delete', 'u1', 'anilist']]) {
-      const refused = await runCli([...args, '--json'], env);
-      expect(refused.code, args.join(' ')).toBe(1);
-      expect(JSON.parse(refused.stderr), args.join(' ')).toMatchObject({ error: { code: 'data_dir_in_use' } });
-    }
+    expect(list).toEqual({ code: 0, stdout: 'this user has no links\n', stderr: '' });
+    const refused = await runCli(['keys', 'rotate', '--reencrypt', '--json'], env);
+    expect(refused.code).toBe(1);
+    expect(JSON.parse(refused.stderr)).toMatchObject({ error: { code: 'data_dir_in_use' } });
     // The server kept its lock and its database.
     expect(lockHolders()).toEqual([holder]);
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
 
-    // Reading configuration only does not touch the database.
     expect((await runCli(['providers'], env)).code).toBe(0);
     const url = await runCli(['link-url', 'u1', 'anilist'], env);
     expect(url.code).toBe(0);
@@ -89,6 +84,26 @@ describe('the DATA_DIR lock', () => {
     expect(JSON.parse(migrate.stdout)).toEqual({ database: 'pglite', applied: 0, total: MIGRATIONS });
     expect(lockHolders()).toEqual([]);
   }, 120_000);
+
+  it('commands on the embedded database refuse while another process that is not a gateway holds DATA_DIR', async () => {
+    const unlock = lockDataDir(dataDir, process.pid, isProcessAlive);
+    try {
+      const list = await runCli(['links', 'list', 'u1'], env);
+      expect(list.code).toBe(1);
+      expect(list.stdout).toBe('');
+      expect(list.stderr).toBe(
+        `linkgate links list: DATA_DIR ${dataDir} is in use by another Linkgate process (pid ${process.pid}). ` +
+          'The embedded database serves one process; set DATABASE_URL to PostgreSQL to run several. Try again once it has finished or, if it is a server still starting, once it is ready (then the command goes through it).\n',
+      );
+      for (const args of [['migrate'], ['links', 'show', 'u1', 'anilist'], ['links', 'delete', 'u1', 'anilist'], ['tenants', 'list']]) {
+        const refused = await runCli([...args, '--json'], env);
+        expect(refused.code, args.join(' ')).toBe(1);
+        expect(JSON.parse(refused.stderr), args.join(' ')).toMatchObject({ error: { code: 'data_dir_in_use' } });
+      }
+    } finally {
+      unlock();
+    }
+  });
 
   it('a lock left by a process that no longer runs is taken over', async () => {
     const gone = spawn(process.execPath, ['-e', '']);

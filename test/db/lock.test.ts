@@ -1,10 +1,10 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isProcessAlive, lockDataDir } from '../../src/db/lock.ts';
+import { announceGateway, announcedGateway, isProcessAlive, lockDataDir, lockHolder } from '../../src/db/lock.ts';
 
 const RACER = fileURLToPath(new URL('../helpers/lock-racer.ts', import.meta.url));
 const ROUNDS = 25;
@@ -69,4 +69,46 @@ describe('the DATA_DIR lock', () => {
     }
     expect(outcomes.filter((o) => o !== 'held+refused' && o !== 'refused+held')).toEqual([]);
   }, 60_000);
+});
+
+describe('gateway.json: where the gateway holding DATA_DIR listens', () => {
+  const fresh = () => mkdtempSync(join(root, 'announce-'));
+  const alive = (pid: number) => pid === process.pid || isProcessAlive(pid);
+
+  it('names the gateway while it holds the lock, readable by its user only, and goes at shutdown', () => {
+    const dir = fresh();
+    const unlock = lockDataDir(dir, process.pid, alive);
+    const unannounce = announceGateway(dir, { pid: process.pid, url: 'http://127.0.0.1:8000' });
+    expect(lockHolder(dir, alive)).toBe(process.pid);
+    expect(announcedGateway(dir, alive)).toEqual({ pid: process.pid, url: 'http://127.0.0.1:8000' });
+    expect(statSync(join(dir, 'gateway.json')).mode & 0o777).toBe(0o600);
+    unannounce();
+    expect(readdirSync(dir).filter((name) => name.startsWith('gateway'))).toEqual([]);
+    unlock();
+    expect(lockHolder(dir, alive)).toBeUndefined();
+  });
+
+  it('is not trusted when its process is not the live lock holder: dead, or a pid that now holds nothing', async () => {
+    const dir = fresh();
+    const dead = await deadPid();
+    // A killed gateway's claim and file.
+    writeFileSync(join(dir, `linkgate.${dead}.0123456789abcdef.lock`), String(dead));
+    writeFileSync(join(dir, 'gateway.json'), JSON.stringify({ pid: dead, url: 'http://127.0.0.1:9' }));
+    expect(announcedGateway(dir, alive)).toBeUndefined();
+    // Reading leaves the stale claim for the next taker.
+    expect(readdirSync(dir)).toContain(`linkgate.${dead}.0123456789abcdef.lock`);
+    // A live pid (ours) that holds no lock: a reused pid.
+    writeFileSync(join(dir, 'gateway.json'), JSON.stringify({ pid: process.pid, url: 'http://127.0.0.1:9' }));
+    expect(announcedGateway(dir, alive)).toBeUndefined();
+    writeFileSync(join(dir, 'gateway.json'), 'not json');
+    expect(announcedGateway(dir, alive)).toBeUndefined();
+  });
+
+  it("a gateway's shutdown leaves a later gateway's file alone", () => {
+    const dir = fresh();
+    const first = announceGateway(dir, { pid: 1111, url: 'http://127.0.0.1:8000' });
+    announceGateway(dir, { pid: 2222, url: 'http://127.0.0.1:8001' });
+    first();
+    expect(readdirSync(dir)).toContain('gateway.json');
+  });
 });

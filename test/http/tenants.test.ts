@@ -332,7 +332,10 @@ describe('the operator API', () => {
     expect((await admin('/tenants/gone/providers/corp', { method: 'PUT', body: { env: corpEnv(idpB, SECRET_B) } })).status).toBe(200);
     await link('gone', 'leaver', idpB, 'gina');
     const revocations = idpB.counts.revocation;
-    expect((await admin('/tenants/gone', { method: 'DELETE' })).status).toBe(204);
+    const deleted = await admin('/tenants/gone', { method: 'DELETE' });
+    expect(deleted.status).toBe(204);
+    // How many links went with it (what `linkgate tenants delete` prints through a running gateway).
+    expect(deleted.headers.get('linkgate-unlinked')).toBe('1');
     expect(idpB.counts.revocation).toBeGreaterThan(revocations);
     expect((await bot('gone', '/providers')).status).toBe(401);
     const left = await database.db.execute(sql`select count(*)::int as n from links where tenant = 'gone'`);

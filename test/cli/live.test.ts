@@ -1,0 +1,190 @@
+/**
+ * The command line while a real gateway runs on the embedded database in the
+ * same DATA_DIR: the commands with an HTTP equivalent go through the
+ * gateway's API and print exactly what they print on the database directly
+ * (the same commands, run first with the gateway stopped), the others refuse
+ * saying why. Always on PGlite: on PostgreSQL commands use the database.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config.ts';
+import { createKeyring } from '../../src/core/crypto.ts';
+import { createLinkStore } from '../../src/core/links.ts';
+import { openDatabase } from '../../src/db/client.ts';
+import { cliEnv, runCli, type CliResult } from '../helpers/cli.ts';
+import { TEST_SECRETS } from '../helpers/gateway.ts';
+import { startGatewayProcess, type GatewayProcess } from '../helpers/process.ts';
+
+const MIGRATIONS = (JSON.parse(readFileSync(new URL('../../drizzle/meta/_journal.json', import.meta.url), 'utf8')) as { entries: unknown[] }).entries.length;
+const ADMIN_KEY = 'lg_admin_test_key_0123456789abcdefghijklmn';
+const USER = '80351110224678912';
+const OTHER = 'second-user';
+const NO_EVENT = 'no link.deleted event will be sent: no webhook is configured (LINKGATE_WEBHOOK_URL)\n';
+
+let dataDir: string;
+let env: Record<string, string>;
+let gateway: GatewayProcess | undefined;
+/** What each command printed on the database directly, before the gateway started. */
+const direct = new Map<string, CliResult>();
+
+/** Commands whose output must not change when they go through the gateway; the last ones fail (exit 3). */
+const SAME = [
+  ['links', 'list', USER],
+  ['links', 'show', USER, 'anilist'],
+  ['providers'],
+  ['tenants', 'list'],
+  ['tenants', 'show', 'quizbot'],
+  ['tenants', 'keys', 'list', 'quizbot'],
+  ['tenants', 'providers', 'list', 'quizbot'],
+  ['links', 'list', 'nobody'],
+  ['links', 'show', USER, 'discord'],
+  ['tenants', 'show', 'nobody'],
+].flatMap((args) => [args, [...args, '--json']]);
+
+const json = <T>(text: string) => JSON.parse(text) as T;
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'linkgate-cli-live-'));
+  env = cliEnv(dataDir, { ANILIST_CLIENT_ID: '12345', ANILIST_CLIENT_SECRET: 'anilist-client-secret-0123456789', LINKGATE_ADMIN_KEYS: ADMIN_KEY });
+  expect((await runCli(['migrate'], env)).code).toBe(0);
+  expect((await runCli(['tenants', 'create', 'quizbot', 'Quiz Bot'], env)).code).toBe(0);
+  expect((await runCli(['tenants', 'keys', 'create', 'quizbot', 'production'], env)).code).toBe(0);
+  const database = await openDatabase({ dataDir: join(dataDir, 'pgdata') });
+  try {
+    const links = createLinkStore(database.db, createKeyring(parseConfig({ ...TEST_SECRETS }).encryptionKeys));
+    for (const userId of [USER, OTHER]) {
+      await links.store({ tenant: 'default', userId, provider: 'anilist' }, { id: `anilist-${userId}`, name: 'Aoi' }, { accessToken: `token-${userId}` }, { allowShared: false, now: new Date() });
+    }
+  } finally {
+    await database.close();
+  }
+  for (const args of SAME) direct.set(args.join(' '), await runCli(args, env));
+  expect(direct.get(`links show ${USER} anilist`)?.code).toBe(0);
+  expect(direct.get(`links show ${USER} discord`)?.code).toBe(3);
+
+  // The real gateway, as `npm start` runs it, on the same DATA_DIR and configuration.
+  gateway = await startGatewayProcess({ ...env, PORT: '0', LOG_LEVEL: 'info' }, { bare: true });
+}, 120_000);
+afterAll(async () => {
+  await gateway?.cleanup();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('while the gateway runs on the embedded database', () => {
+  it('it says where it listens in DATA_DIR/gateway.json, readable by its user only', () => {
+    const file = join(dataDir, 'gateway.json');
+    expect(json(readFileSync(file, 'utf8'))).toEqual({ pid: gateway!.child.pid, url: gateway!.base });
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it.each(SAME)('`linkgate %s …` prints what it prints on the database directly, with the same exit code', async (...args) => {
+    const through = await runCli(args, env);
+    expect(through).toEqual(direct.get(args.join(' ')));
+  });
+
+  it('`links delete` deletes through the gateway, prints the revocation it answered and that no event will be sent', async () => {
+    // The link as `links show` printed it on the database directly, and the revocation the API answered in Linkgate-Revocation.
+    const shown = json<unknown>(direct.get(`links show ${USER} anilist --json`)!.stdout);
+    const asJson = await runCli(['links', 'delete', USER, 'anilist', '--json'], env);
+    expect(asJson).toMatchObject({ code: 0, stderr: '' });
+    expect(json(asJson.stdout)).toEqual({ deleted: shown, revocation: 'not_supported' });
+    expect(await runCli(['links', 'list', USER], env)).toEqual({ code: 0, stdout: 'this user has no links\n', stderr: '' });
+    // The gateway deleted it: its API no longer has it either.
+    const asked = await fetch(`${gateway!.base}/api/v1/users/${USER}/links/anilist`, { headers: { authorization: `Bearer ${TEST_SECRETS.LINKGATE_API_KEYS}` } });
+    expect(asked.status).toBe(404);
+    const again = await runCli(['links', 'delete', USER, 'anilist'], env);
+    expect(again).toEqual({ code: 3, stdout: '', stderr: 'linkgate links delete: this user has no anilist link\n' });
+
+    const text = await runCli(['links', 'delete', OTHER, 'anilist'], env);
+    expect(text).toEqual({ code: 0, stdout: `deleted the anilist link; the provider has no revocation\n${NO_EVENT}`, stderr: '' });
+  });
+
+  it('`link-url` prints a URL the running gateway signed and accepts', async () => {
+    const made = await runCli(['link-url', USER, 'anilist', '--json'], env);
+    expect(made.stderr).toBe('');
+    const { url, expiresAt } = json<{ url: string; expiresAt: string }>(made.stdout);
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/oauth\/anilist\/start\?context=/);
+    expect(Date.parse(expiresAt)).toBeGreaterThan(Date.now());
+    const opened = await fetch(`${gateway!.base}${new URL(url).pathname}${new URL(url).search}`, { redirect: 'manual' });
+    expect(opened.status).toBe(200);
+    expect(await opened.text()).toContain('AniList');
+
+    const text = await runCli(['link-url', USER, 'anilist'], env);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/oauth\/anilist\/start\?context=[\w.-]+\n$/);
+    const unknown = await runCli(['link-url', USER, 'nope'], env);
+    expect(unknown).toEqual({ code: 3, stdout: '', stderr: 'linkgate link-url: there is no provider called "nope"\n' });
+  });
+
+  it('`tenants …` changes go through the operator API', async () => {
+    const created = await runCli(['tenants', 'create', 'trivia', 'Trivia'], env);
+    expect(created).toEqual({ code: 0, stdout: 'created tenant trivia (Trivia)\nnext: linkgate tenants keys create trivia <name>\n', stderr: '' });
+    const listed = await fetch(`${gateway!.base}/api/admin/v1/tenants`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    expect(((await listed.json()) as { tenants: { id: string }[] }).tenants.map((t) => t.id)).toEqual(['default', 'quizbot', 'trivia']);
+    const key = await runCli(['tenants', 'keys', 'create', 'trivia', 'production', '--json'], env);
+    expect(json(key.stdout)).toMatchObject({ name: 'production', key: expect.stringMatching(/^lg_/) });
+    expect(await runCli(['tenants', 'delete', 'trivia'], env)).toEqual({ code: 0, stdout: 'deleted tenant trivia and everything it had (0 links unlinked)\n', stderr: '' });
+    expect(await runCli(['tenants', 'delete', 'trivia', '--json'], env)).toEqual({ code: 3, stdout: '', stderr: `${JSON.stringify({ error: { code: 'tenant_not_found', message: 'there is no tenant "trivia"' } })}\n` });
+    expect(await runCli(['tenants', 'create', 'Not_OK', 'x'], env)).toMatchObject({ code: 2, stdout: '' });
+  });
+
+  it('`tenants …` without LINKGATE_ADMIN_KEYS says to set them and restart the gateway, or to stop it', async () => {
+    const { LINKGATE_ADMIN_KEYS: _, ...without } = env;
+    const refused = await runCli(['tenants', 'list'], without);
+    expect(refused).toEqual({
+      code: 1,
+      stdout: '',
+      stderr:
+        `linkgate tenants list: the gateway running on DATA_DIR ${dataDir} (pid ${gateway!.child.pid}) holds the embedded database, and tenants commands then go through its operator API, ` +
+        'which needs one of LINKGATE_ADMIN_KEYS, and none is set: set LINKGATE_ADMIN_KEYS and restart the gateway, or stop it to run this command on the database directly\n',
+    });
+    expect(refused.stderr.split('\n')).toHaveLength(2);
+    const asJson = await runCli(['tenants', 'list', '--json'], without);
+    expect(json(asJson.stderr)).toMatchObject({ error: { code: 'operator_api_disabled' } });
+  });
+
+  it('`migrate` says the gateway migrated the database at start-up', async () => {
+    const text = await runCli(['migrate'], env);
+    expect(text).toEqual({ code: 0, stdout: `the gateway running on DATA_DIR ${dataDir} (pid ${gateway!.child.pid}) migrated the embedded database at start-up; it is up to date (${MIGRATIONS} of ${MIGRATIONS})\n`, stderr: '' });
+    expect(json((await runCli(['migrate', '--json'], env)).stdout)).toEqual({ database: 'pglite', applied: 0, total: MIGRATIONS });
+  });
+
+  it('with DATABASE_URL a command uses that database and never asks the gateway', async () => {
+    // Nobody listens on port 9: the command fails on the database it was given.
+    const result = await runCli(['links', 'list', USER, '--json'], { ...env, DATABASE_URL: 'postgres://linkgate@127.0.0.1:9/linkgate' });
+    expect(result).toEqual({ code: 1, stdout: '', stderr: `${JSON.stringify({ error: { code: 'failed', message: 'connect ECONNREFUSED 127.0.0.1:9' } })}\n` });
+  });
+
+  it('`keys rotate --reencrypt` refuses, saying why and what to do', async () => {
+    const refused = await runCli(['keys', 'rotate', '--reencrypt'], env);
+    expect(refused).toEqual({
+      code: 1,
+      stdout: '',
+      stderr:
+        `linkgate keys rotate: the gateway running on DATA_DIR ${dataDir} (pid ${gateway!.child.pid}) holds the embedded database, and re-sealing every stored value needs the database itself (the gateway has no API for it): ` +
+        'stop the gateway, run `linkgate keys rotate --reencrypt`, then start it again\n',
+    });
+  });
+});
+
+describe('once the gateway has stopped', () => {
+  it('gateway.json is gone, and commands use the database again', async () => {
+    gateway!.child.kill('SIGTERM');
+    expect(await gateway!.exited).toBe(0);
+    expect(existsSync(join(dataDir, 'gateway.json'))).toBe(false);
+    expect(await runCli(['migrate'], env)).toMatchObject({ code: 0, stdout: `applied 0 migrations to the embedded database; it is up to date (${MIGRATIONS} of ${MIGRATIONS})\n` });
+  });
+
+  it('a gateway.json left by a process that no longer runs is ignored', async () => {
+    const gone = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => gone.on('exit', resolve));
+    // As a killed gateway leaves them: its lock claim and its gateway.json, naming a port nobody listens on.
+    writeFileSync(join(dataDir, `linkgate.${gone.pid}.0123456789abcdef.lock`), String(gone.pid));
+    writeFileSync(join(dataDir, 'gateway.json'), JSON.stringify({ pid: gone.pid, url: 'http://127.0.0.1:9' }), { mode: 0o600 });
+    expect(await runCli(['links', 'list', USER], env)).toEqual({ code: 0, stdout: 'this user has no links\n', stderr: '' });
+    expect(await runCli(['tenants', 'show', 'quizbot'], env)).toEqual(direct.get('tenants show quizbot'));
+  });
+});
