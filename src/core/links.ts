@@ -6,7 +6,7 @@ import type { Account, Credentials } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
 import { DEFAULT_TENANT } from './ids.ts';
-import { enqueueLinkEvent } from './webhooks.ts';
+import { enqueueLinkEvent, type RefreshFailure } from './webhooks.ts';
 
 /** The link as the bot API shows it: never a credential. */
 export interface Link {
@@ -115,10 +115,12 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           // New credentials: a refresh of the old ones in flight is moot (it sees the change and reads again).
           refreshLease: null,
           refreshLeaseUntil: null,
+          refreshFailedAt: null,
           configVersion: options.configVersion ?? null,
         };
-        // Locks the row of a relink, so "created" or "updated" is decided on what is really there.
-        const existed = events ? (await tx.select({ provider: links.provider }).from(links).where(whereKey(key)).for('update')).length > 0 : false;
+        // Locks the row of a relink, so "created" or "updated" (and "recovered") is decided on what is really there.
+        const [before] = events ? await tx.select({ status: links.status, refreshFailedAt: links.refreshFailedAt }).from(links).where(whereKey(key)).for('update') : [];
+        const existed = before !== undefined;
         const [row] = await tx
           .insert(links)
           .values({ ...key, ...values })
@@ -126,6 +128,8 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           .returning();
         if (!row) throw new Error('link upsert returned no row');
         if (events) await enqueueLinkEvent(tx, existed ? 'link.updated' : 'link.created', row, options.now);
+        // A relink of a link that needed the user, or whose refresh was failing: it works again.
+        if (events && before && (before.status === 'needs_reauth' || before.refreshFailedAt !== null)) await enqueueLinkEvent(tx, 'link.recovered', row, options.now);
         return row;
       });
     },
@@ -158,20 +162,48 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
      * the caller gets `undefined` and reads again. Ends any refresh lease.
      */
     async replaceCredentials(row: LinkRow, credentials: Credentials, now: Date): Promise<LinkRow | undefined> {
-      const [updated] = await db
-        .update(links)
-        .set({
-          credentials: keyring.seal(JSON.stringify(credentials), linkAad(row)),
-          scopes: credentials.scopes ?? row.scopes,
-          expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt),
-          status: 'active',
-          updatedAt: now,
-          refreshLease: null,
-          refreshLeaseUntil: null,
-        })
-        .where(and(whereKey(row), eq(links.credentials, row.credentials)))
-        .returning();
-      return updated;
+      const update = (on: Db) =>
+        on
+          .update(links)
+          .set({
+            credentials: keyring.seal(JSON.stringify(credentials), linkAad(row)),
+            scopes: credentials.scopes ?? row.scopes,
+            expiresAt: credentials.expiresAt === undefined ? null : new Date(credentials.expiresAt),
+            status: 'active',
+            updatedAt: now,
+            refreshLease: null,
+            refreshLeaseUntil: null,
+            refreshFailedAt: null,
+          })
+          .where(and(whereKey(row), eq(links.credentials, row.credentials)))
+          .returning();
+      // The first success after failing refreshes is news: `link.recovered`, in the same transaction.
+      if (row.refreshFailedAt === null || !eventsFor(row.tenant)) return (await update(db))[0];
+      return db.transaction(async (tx) => {
+        const [updated] = await update(tx);
+        if (updated) await enqueueLinkEvent(tx, 'link.recovered', updated, now);
+        return updated;
+      });
+    },
+
+    /**
+     * Notes that refreshing `row`'s credentials failed for a reason that is
+     * not the user's; the first such failure (the link was fine before) is a
+     * `link.refresh_failed` event. Returns whether it was the first.
+     */
+    async noteRefreshFailure(row: LinkRow, failure: RefreshFailure, now: Date): Promise<boolean> {
+      const update = (on: Db) =>
+        on
+          .update(links)
+          .set({ refreshFailedAt: now })
+          .where(and(whereKey(row), eq(links.credentials, row.credentials), isNull(links.refreshFailedAt)))
+          .returning();
+      if (!eventsFor(row.tenant)) return (await update(db)).length > 0;
+      return db.transaction(async (tx) => {
+        const [updated] = await update(tx);
+        if (updated) await enqueueLinkEvent(tx, 'link.refresh_failed', updated, now, failure);
+        return updated !== undefined;
+      });
     },
 
     /**

@@ -163,6 +163,12 @@ export function createTokenService(deps: TokenServiceDeps) {
           if (!isLinkgateError(error, 'needs_reauth')) {
             const failure = refreshFailure(error, key.provider);
             deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, tenant: key.tenant, outcome: failure.code });
+            // The first failure of a link that worked is an event (link.refresh_failed); the next use tries again
+            // when the provider was down or slow (5xx), not when it refused our client (refresh_failed).
+            const first = await links
+              .noteRefreshFailure(leased, { reason: failure.code, willRetry: failure.status >= 500 && failure.code !== 'refresh_failed' }, new Date(deps.now()))
+              .catch(() => false);
+            if (first) deps.logger.warn({ provider: key.provider, user: deps.hashUserId(key.tenant, key.userId), errorCode: failure.code }, 'token refresh failing');
             throw failure;
           }
           deps.metrics?.inc('linkgate_token_refreshes_total', { provider: key.provider, tenant: key.tenant, outcome: 'needs_reauth' });

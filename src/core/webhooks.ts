@@ -22,7 +22,13 @@ import { DEFAULT_TENANT } from './ids.ts';
 import { toApiLink } from './links.ts';
 import type { Metrics } from './metrics.ts';
 
-export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | 'link.needs_reauth';
+export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | 'link.needs_reauth' | 'link.refresh_failed' | 'link.recovered';
+
+/** What `link.refresh_failed` adds: the error code, and whether the next use of the link tries again by itself. */
+export interface RefreshFailure {
+  reason: string;
+  willRetry: boolean;
+}
 
 /**
  * Why a user did not link: `user` pressed Cancel on our page, `provider_denied`
@@ -60,9 +66,9 @@ async function insertEvent(db: Db, tenant: string, event: { id: string; type: We
 }
 
 /** Writes the event for a change to `row` on `db` (the change's own transaction). */
-export async function enqueueLinkEvent(db: Db, type: LinkEventType, row: LinkRow, now: Date): Promise<void> {
+export async function enqueueLinkEvent(db: Db, type: LinkEventType, row: LinkRow, now: Date, refreshFailure?: RefreshFailure): Promise<void> {
   const id = `evt_${randomUUID()}`;
-  const payload = JSON.stringify({ id, type, createdAt: now.toISOString(), link: toApiLink(row) });
+  const payload = JSON.stringify({ id, type, createdAt: now.toISOString(), link: toApiLink(row), ...(refreshFailure ? { refreshFailure } : {}) });
   await insertEvent(db, row.tenant, { id, type, payload }, now);
 }
 

@@ -93,6 +93,12 @@ export const links = pgTable(
      * Null for the environment's configuration (the default tenant).
      */
     configVersion: integer('config_version'),
+    /**
+     * Since when refreshing these credentials fails for a reason that is not
+     * the user's (the provider down, our client refused): set with the
+     * `link.refresh_failed` event, cleared with `link.recovered`.
+     */
+    refreshFailedAt: at('refresh_failed_at'),
     linkedAt: at('linked_at').notNull().defaultNow(),
     updatedAt: at('updated_at').notNull().defaultNow(),
   },
@@ -127,7 +133,7 @@ export const webhookDeliveries = pgTable(
     id: text('id').primaryKey(),
     /** Whose event: the default tenant's go to LINKGATE_WEBHOOK_URL, another tenant's to its own endpoint. */
     tenant: text('tenant').notNull().default('default'),
-    type: text('type', { enum: ['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.cancelled'] }).notNull(),
+    type: text('type', { enum: ['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.refresh_failed', 'link.recovered', 'link.cancelled'] }).notNull(),
     payload: text('payload').notNull(),
     status: text('status', { enum: ['pending', 'delivered', 'dead'] }).notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),

@@ -55,7 +55,7 @@ export const TokenAnswer = v.pipe(
 
 export const DeliveryAnswer = v.strictObject({
   id: v.string(),
-  type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.cancelled']),
+  type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.refresh_failed', 'link.recovered', 'link.cancelled']),
   status: v.pipe(v.picklist(['pending', 'delivered', 'dead']), v.description('`dead`: every attempt failed; POST …/retry to try again')),
   attempts: v.number(),
   lastStatus: v.nullable(v.pipe(v.number(), v.description('the receiver’s last HTTP status'))),
@@ -65,7 +65,17 @@ export const DeliveryAnswer = v.strictObject({
   deliveredAt: v.nullable(IsoTime),
   event: v.pipe(
     v.union([
-      v.strictObject({ id: v.string(), type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth']), createdAt: IsoTime, link: LinkAnswer }),
+      v.strictObject({ id: v.string(), type: v.picklist(['link.created', 'link.updated', 'link.deleted', 'link.needs_reauth', 'link.recovered']), createdAt: IsoTime, link: LinkAnswer }),
+      v.strictObject({
+        id: v.string(),
+        type: v.literal('link.refresh_failed'),
+        createdAt: IsoTime,
+        link: LinkAnswer,
+        refreshFailure: v.strictObject({
+          reason: v.pipe(v.string(), v.description('the error code: provider_unavailable, provider_timeout, refresh_failed, …')),
+          willRetry: v.pipe(v.boolean(), v.description('true: the provider was down or slow, and the next use of the link tries again')),
+        }),
+      }),
       v.strictObject({
         id: v.string(),
         type: v.literal('link.cancelled'),
