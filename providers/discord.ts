@@ -72,11 +72,13 @@ export default defineProvider({
       }),
       async begin(flow) {
         const redirectUri = env.DISCORD_REDIRECT_URI ?? flow.redirectUri;
-        flow.data = { redirectUri };
+        // The configured scopes and any the bot asked for with this link.
+        const asked = [...new Set([...scopes, ...(flow.scopes ?? [])])];
+        flow.data = { redirectUri, scopes: asked };
         const url = oidc.buildAuthorizationUrl(config, {
           redirect_uri: redirectUri,
           response_type: 'code',
-          scope: scopes.join(' '),
+          scope: asked.join(' '),
           state: flow.state,
           code_challenge: await oidc.calculatePKCECodeChallenge(flow.codeVerifier),
           code_challenge_method: 'S256',
@@ -86,7 +88,7 @@ export default defineProvider({
 
       async advance(flow, input) {
         if (input.kind !== 'callback') throw new LinkgateError('bad_request', 'Discord signs in by redirect', { provider });
-        const { redirectUri } = v.parse(v.object({ redirectUri: v.string() }), flow.data);
+        const { redirectUri, scopes: asked = scopes } = v.parse(v.object({ redirectUri: v.string(), scopes: v.optional(v.array(v.string())) }), flow.data);
         try {
           // openid-client compares `iss` with the issuer when Discord sends one (RFC 9207).
           const tokens = await oidc.authorizationCodeGrant(config, callbackUrl(redirectUri, input.params), {
@@ -95,7 +97,7 @@ export default defineProvider({
           });
           const user = await currentUser(tokens.access_token);
           if (!user) throw new LinkgateError('provider_response_invalid', 'Discord refused the token it just issued', { provider });
-          const credentials = tokenCredentials(tokens, tools.clock.now(), undefined, scopes);
+          const credentials = tokenCredentials(tokens, tools.clock.now(), undefined, asked);
           return { kind: 'done', account: { id: user.id, name: user.global_name || user.username }, credentials };
         } catch (error) {
           throw oauthError(error, provider);

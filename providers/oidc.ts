@@ -156,7 +156,7 @@ function signingAlg(jwk: PrivateJwk): string {
   return { 'P-384': 'ES384', 'P-521': 'ES512' }[jwk.crv ?? ''] ?? 'ES256';
 }
 
-const FlowData = v.object({ nonce: v.string(), redirectUri: v.string() });
+const FlowData = v.object({ nonce: v.string(), redirectUri: v.string(), scopes: v.optional(v.array(v.string())) });
 
 async function createOidcClient(env: OidcEnv, tools: ProviderTools): Promise<ProviderInstance> {
   const provider = env.id;
@@ -220,11 +220,13 @@ async function createOidcClient(env: OidcEnv, tools: ProviderTools): Promise<Pro
       const config = await configuration();
       const nonce = oidc.randomNonce();
       const redirectUri = env.redirectUri ?? flow.redirectUri;
-      flow.data = { nonce, redirectUri };
+      // The configured scopes and any the bot asked for with this link.
+      const asked = [...new Set([...env.scopes, ...(flow.scopes ?? [])])];
+      flow.data = { nonce, redirectUri, scopes: asked };
       const url = oidc.buildAuthorizationUrl(config, {
         redirect_uri: redirectUri,
         response_type: 'code',
-        scope: env.scopes.join(' '),
+        scope: asked.join(' '),
         state: flow.state,
         nonce,
         code_challenge: await oidc.calculatePKCECodeChallenge(flow.codeVerifier),
@@ -235,7 +237,7 @@ async function createOidcClient(env: OidcEnv, tools: ProviderTools): Promise<Pro
 
     async advance(flow, input) {
       if (input.kind !== 'callback') throw new LinkgateError('bad_request', 'this provider expects a redirect back from the sign-in', { provider });
-      const { nonce, redirectUri } = v.parse(FlowData, flow.data);
+      const { nonce, redirectUri, scopes: asked = env.scopes } = v.parse(FlowData, flow.data);
       try {
         const config = await configuration();
         const tokens = await oidc.authorizationCodeGrant(config, callbackUrl(redirectUri, input.params), {
@@ -251,7 +253,7 @@ async function createOidcClient(env: OidcEnv, tools: ProviderTools): Promise<Pro
           const userinfo = await oidc.fetchUserInfo(config, tokens.access_token, claims.sub);
           name = pickName(userinfo) ?? name;
         }
-        const credentials = tokenCredentials(tokens, tools.clock.now(), undefined, env.scopes);
+        const credentials = tokenCredentials(tokens, tools.clock.now(), undefined, asked);
         return { kind: 'done', account: { id: claims.sub, ...(name ? { name } : {}) }, credentials };
       } catch (error) {
         throw oauthError(error, provider);

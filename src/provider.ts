@@ -104,6 +104,12 @@ export interface Flow {
   readonly redirectUri: string;
   /** When the gateway gives up on this flow (epoch ms): a page that promises a time must not promise longer. */
   readonly expiresAt: number;
+  /**
+   * Scopes the bot asked for with this link, on top of the ones the provider
+   * is configured with (`begin` only): a provider with scopes asks for the
+   * union; one without scopes ignores them.
+   */
+  readonly scopes?: readonly string[];
   /** The provider's scratch space for this flow; changes are saved (sealed) after each step. */
   data: { [key: string]: Json };
 }

@@ -160,9 +160,11 @@ class LinkgateClient:
         body = self._json(self._call("GET", "/providers"))
         return [Provider(id=_text(p["id"]), display_name=_text(p["displayName"]), configured=bool(p["configured"])) for p in body["providers"]]
 
-    def create_link_url(self, user_id: str, provider: str, return_to: Optional[str] = None, user_name: Optional[str] = None) -> LinkUrl:
-        """A link URL signed by the gateway, for the user to open (valid once, for a few minutes)."""
-        payload: Dict[str, str] = {"userId": user_id, "provider": provider}
+    def create_link_url(self, user_id: str, provider: str, return_to: Optional[str] = None, user_name: Optional[str] = None, scopes: Optional[List[str]] = None) -> LinkUrl:
+        """A link URL signed by the gateway, for the user to open (valid once, for a few minutes); ``scopes`` on top of the provider's own."""
+        payload: Dict[str, Any] = {"userId": user_id, "provider": provider}
+        if scopes:
+            payload["scopes"] = list(scopes)
         if return_to is not None:
             payload["returnTo"] = return_to
         if user_name is not None:

@@ -46,6 +46,8 @@ const defaultStatus = {
   /** The provider API answered more than the proxy passes on. */
   provider_response_too_large: 502,
   needs_reauth: 409,
+  /** The link lacks scopes the bot requires (`requireScopes`): the answer carries a link URL asking for them. */
+  insufficient_scope: 409,
   // link contexts
   context_invalid: 400,
   context_expired: 400,

@@ -17,6 +17,8 @@ export interface LinkContext {
   returnTo: string | undefined;
   /** The bot's display name for its user (`name` claim), shown on the confirmation page. */
   userName: string | undefined;
+  /** Scopes asked for on top of the provider's own (`scopes` claim). */
+  scopes: string[];
 }
 
 export { DEFAULT_TENANT };
@@ -33,6 +35,14 @@ const text = (claim: string, max: number) =>
 const seconds = (claim: string) =>
   v.pipe(v.number(`${claim} must be a number of seconds since 1970`), v.integer(`${claim} must be a whole number of seconds`));
 
+/** Extra scopes a bot asks for with a link: at most 20 scope tokens (RFC 6749 §3.3's characters), no duplicates. */
+export const ScopeList = (name: string) =>
+  v.pipe(
+    v.array(v.pipe(v.string(`each of ${name} must be a string`), v.regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/, `each of ${name} must be a scope token (printable, no spaces, quotes or backslashes, at most 128 characters)`)), `${name} must be a list of scopes`),
+    v.maxLength(20, `${name} may list at most 20 scopes`),
+    v.check((list) => new Set(list).size === list.length, `${name} must not repeat a scope`),
+  );
+
 const TENANT_CLAIM = v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9-]{0,39}$/));
 
 const Claims = v.object(
@@ -46,6 +56,7 @@ const Claims = v.object(
     tenant: v.optional(text('tenant', 40)),
     return_to: v.optional(v.pipe(v.string('return_to must be a string'), v.maxLength(2048, 'return_to must be at most 2048 characters'))),
     name: v.optional(userNameSchema('name')),
+    scopes: v.optional(ScopeList('scopes')),
   },
   'the payload must be a JSON object',
 );
@@ -134,7 +145,7 @@ export async function verifyLinkContext(token: string, provider: string, options
   }
   const claims = v.safeParse(Claims, payload);
   if (!claims.success) throw invalid(`the link context has a bad claim: ${claimProblem(claims.issues[0])}`);
-  const { sub, jti, iat, exp, nbf, tenant = DEFAULT_TENANT, return_to: returnTo, name } = claims.output;
+  const { sub, jti, iat, exp, nbf, tenant = DEFAULT_TENANT, return_to: returnTo, name, scopes = [] } = claims.output;
   const nowSeconds = Math.floor(options.now() / 1000);
   // RFC 7519 §4.1.4 and §4.1.5, with the same tolerance either way.
   if (exp <= nowSeconds - CONTEXT_CLOCK_SKEW_SECONDS) throw new LinkgateError('context_expired', 'the link has expired');
@@ -159,6 +170,7 @@ export async function verifyLinkContext(token: string, provider: string, options
     acceptedUntil: new Date((exp + CONTEXT_CLOCK_SKEW_SECONDS) * 1000),
     returnTo: returnTo === undefined ? undefined : checkReturnTo(returnTo, options.returnToOrigins),
     userName: name,
+    scopes,
   };
 }
 
@@ -216,6 +228,8 @@ export interface SignLinkContextInput {
   returnTo?: string;
   /** The bot's display name for the user, shown on the confirmation page. */
   userName?: string;
+  /** Scopes to ask for on top of the provider's own. */
+  scopes?: readonly string[];
 }
 
 /**
@@ -228,10 +242,11 @@ export interface SignLinkContextInput {
 export async function signLinkContext(input: SignLinkContextInput, secret: string, ttlSeconds: number, now: number): Promise<{ token: string; expiresAt: Date }> {
   const iat = Math.floor(now / 1000);
   const exp = iat + ttlSeconds;
-  const claims: Record<string, string | number> = { sub: input.userId, provider: input.provider, jti: randomToken(16), iat, exp };
+  const claims: Record<string, string | number | readonly string[]> = { sub: input.userId, provider: input.provider, jti: randomToken(16), iat, exp };
   if (input.tenant && input.tenant !== DEFAULT_TENANT) claims.tenant = input.tenant;
   if (input.returnTo) claims.return_to = input.returnTo;
   if (input.userName) claims.name = input.userName;
+  if (input.scopes && input.scopes.length > 0) claims.scopes = input.scopes;
   const signingInput = `${HS256_HEADER}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
   const signature = createHmac('sha256', secret).update(signingInput).digest('base64url');
   return { token: `${signingInput}.${signature}`, expiresAt: new Date(exp * 1000) };

@@ -361,7 +361,14 @@ export function createLinking(deps: LinkingDeps) {
         .returning({ jti: usedContexts.jti });
       if (spent.length === 0) return reopen(providerId, context, browserId);
 
-      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
+      const flow: Flow = {
+        state,
+        codeVerifier: randomToken(32),
+        redirectUri: callbackUrl(providerId),
+        expiresAt: deps.now() + deps.stateTtlSeconds * 1000,
+        ...(context.scopes.length > 0 ? { scopes: context.scopes } : {}),
+        data: {},
+      };
       let step: Step;
       try {
         step = await run(provider, (p) => p.begin(flow));

@@ -3,7 +3,7 @@ import * as v from 'valibot';
 import type { Metrics } from '../core/metrics.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
-import { checkReturnTo, createLinkUrl } from '../core/link-context.ts';
+import { checkReturnTo, createLinkUrl, ScopeList } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { LinkEvents } from '../core/events.ts';
 import type { TokenService } from '../core/tokens.ts';
@@ -72,6 +72,14 @@ export const WaitQuery = v.object({
   ),
 });
 export const LinkQuery = v.object({
+  requireScopes: v.optional(
+    v.pipe(
+      v.string(),
+      v.description('comma-separated scopes the link must have been granted; without them: 409 insufficient_scope with a link URL that asks for them'),
+      v.transform((text) => text.split(',').map((scope) => scope.trim()).filter((scope) => scope !== '')),
+      ScopeList('requireScopes'),
+    ),
+  ),
   verify: v.optional(v.pipe(v.picklist(['true', 'false'], 'verify must be true or false'), v.description('true: ask the provider whether the stored token still works (a refused one turns the link needs_reauth)'))),
 });
 export const LinkParams = v.object({ userId: UserIdParam, provider: ProviderParam });
@@ -108,6 +116,8 @@ export const LinkUrlBody = v.object({
   returnTo: v.optional(v.pipe(v.string('returnTo must be a string'), v.maxLength(2048, 'returnTo is too long'))),
   /** Shown on the confirmation page ("… for its user <userName>"), so the person can tell the link is theirs. */
   userName: v.optional(userNameSchema('userName')),
+  /** Scopes to ask the provider for on top of its configured ones. */
+  scopes: v.optional(ScopeList('scopes')),
 });
 
 /**
@@ -202,7 +212,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: provider.id });
   }
 
-  async function linkUrl(tenant: string, userId: string, provider: string, options: { returnTo?: string; userName?: string } = {}): Promise<{ url: string; expiresAt: string }> {
+  async function linkUrl(tenant: string, userId: string, provider: string, options: { returnTo?: string; userName?: string; scopes?: readonly string[] } = {}): Promise<{ url: string; expiresAt: string }> {
     const secret = deps.tenants.signingSecret(tenant);
     const { url, expiresAt } = await createLinkUrl(
       { userId, provider, tenant, ...options },
@@ -233,7 +243,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const provider = await tenantProvider(c, body.provider);
     if (!provider.instance) throw unconfigured(provider);
     const returnTo = body.returnTo === undefined ? undefined : checkReturnTo(body.returnTo, deps.returnToOrigins);
-    return c.json(await linkUrl(c.get('tenant'), body.userId, provider.id, { ...(returnTo ? { returnTo } : {}), ...(body.userName ? { userName: body.userName } : {}) }), 201);
+    return c.json(await linkUrl(c.get('tenant'), body.userId, provider.id, { ...(returnTo ? { returnTo } : {}), ...(body.userName ? { userName: body.userName } : {}), ...(body.scopes ? { scopes: body.scopes } : {}) }), 201);
   });
 
   app.get('/users/:userId/links', async (c) => {
@@ -246,10 +256,10 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    * `not_linked` and `needs_reauth` answers carry a fresh link URL, so a bot
    * can reply "please link your account: <url>" without another call.
    */
-  async function relinkAnswer(c: Context<AppEnv>, error: { code: 'not_linked' | 'needs_reauth'; message: string }, userId: string, provider: string) {
+  async function relinkAnswer(c: Context<AppEnv>, error: { code: 'not_linked' | 'needs_reauth' | 'insufficient_scope'; message: string }, userId: string, provider: string, scopes?: readonly string[]) {
     const known = await tenantProvider(c, provider);
     if (!known.instance) throw unconfigured(known);
-    const fresh = await linkUrl(c.get('tenant'), userId, provider);
+    const fresh = await linkUrl(c.get('tenant'), userId, provider, scopes && scopes.length > 0 ? { scopes } : {});
     return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh.url }, error.code === 'not_linked' ? 404 : 409);
   }
 
@@ -267,14 +277,19 @@ export function apiRoutes(deps: ApiRoutesDeps) {
 
   app.get('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
-    const { verify } = parseInput(LinkQuery, { verify: c.req.query('verify') });
+    const { verify, requireScopes } = parseInput(LinkQuery, { verify: c.req.query('verify'), requireScopes: c.req.query('requireScopes') });
     const registry = registryOf(c);
     const known = knownProvider(registry instanceof Promise ? await registry : registry, provider);
     const key = { tenant: c.get('tenant'), userId, provider };
     return orRelink(c, userId, provider, async () => {
       const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.get(key);
       // The hot path's miss: answered directly, without building (and catching) an Error.
-      if (!row) return relinkAnswer(c, { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, userId, provider);
+      if (!row) return relinkAnswer(c, { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, userId, provider, requireScopes);
+      // Scopes the bot needs that the user did not grant: a link URL that asks for them.
+      const missing = requireScopes?.filter((scope) => !row.scopes.includes(scope)) ?? [];
+      if (row.status === 'active' && missing.length > 0) {
+        return relinkAnswer(c, { code: 'insufficient_scope', message: `the link lacks ${missing.length === 1 ? 'a scope' : `${missing.length} scopes`} the bot requires: ${missing.join(' ')}` }, userId, provider, missing);
+      }
       return c.json(toApiLink(row));
     });
   });

@@ -32,7 +32,7 @@ export const ErrorAnswer = v.strictObject({
 });
 
 export const RelinkAnswer = v.strictObject({
-  error: v.strictObject({ code: v.picklist(['not_linked', 'needs_reauth']), message: v.string() }),
+  error: v.strictObject({ code: v.picklist(['not_linked', 'needs_reauth', 'insufficient_scope']), message: v.string() }),
   linkUrl: v.pipe(v.string(), v.url(), v.description('a fresh link URL to send the user (an unconfigured provider answers 503 instead)')),
 });
 
@@ -168,6 +168,7 @@ export const operations: Operation[] = [
       400: badRequest,
       401: unauthorized,
       404: relink('not linked: send the user linkUrl'),
+      409: relink('`insufficient_scope`: the link lacks a scope of requireScopes; linkUrl asks the provider for them'),
       503: { description: 'not linked, and the provider is not configured', schema: ErrorAnswer },
     },
   },

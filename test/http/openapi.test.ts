@@ -63,6 +63,7 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'get /api/v1/users/:userId/links/:provider 200': () => gateway.api('/users/u-ok/links/token'),
   'get /api/v1/users/:userId/links/:provider 400': () => gateway.api('/users/u-ok/links/token?verify=maybe'),
   'get /api/v1/users/:userId/links/:provider 401': () => gateway.api('/users/u-ok/links/token', { headers: { authorization: 'Bearer nope' } }),
+  'get /api/v1/users/:userId/links/:provider 409': () => gateway.api('/users/u-ok/links/token?requireScopes=read:lists'),
   'get /api/v1/users/:userId/links/:provider 404': () => gateway.api('/users/u-none/links/token'),
   'get /api/v1/users/:userId/links/:provider 503': () => standard.api('/users/u-none/links/anilist'),
   'delete /api/v1/users/:userId/links/:provider 204': async () => {
@@ -168,7 +169,7 @@ describe('GET /openapi.json', () => {
       ['since', 'query', false],
     ]);
     const body = doc.paths['/api/v1/link-urls']!.post!.requestBody!.content['application/json']!.schema;
-    expect(Object.keys(body.properties).sort()).toEqual(['provider', 'returnTo', 'userId', 'userName']);
+    expect(Object.keys(body.properties).sort()).toEqual(['provider', 'returnTo', 'scopes', 'userId', 'userName']);
     expect(body.required.sort()).toEqual(['provider', 'userId']);
   });
 });

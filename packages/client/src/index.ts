@@ -171,7 +171,7 @@ export function createLinkgateClient(options: LinkgateClientOptions) {
     },
 
     /** A link URL signed by the gateway, for a user to open. */
-    async createLinkUrl(userId: string, provider: string, extra: { returnTo?: string } = {}): Promise<LinkUrl> {
+    async createLinkUrl(userId: string, provider: string, extra: { returnTo?: string; userName?: string; scopes?: string[] } = {}): Promise<LinkUrl> {
       return json<LinkUrl>(await call('POST', '/link-urls', { body: { userId, provider, ...extra } }));
     },
 

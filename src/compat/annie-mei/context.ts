@@ -105,6 +105,8 @@ export async function verifyAnnieMeiContext(token: string, provider: string, opt
     acceptedUntil: new Date((exp + CONTEXT_CLOCK_SKEW_SECONDS) * 1000),
     returnTo: undefined,
     userName: undefined,
+    // The Annie Mei link asks for AniList's own scopes only (AniList has none to add).
+    scopes: [],
   };
 }
 
