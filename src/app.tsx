@@ -160,6 +160,7 @@ export function createGateway(deps: AppDeps) {
       returnToOrigins: config.returnToOrigins,
       hashUserId,
       limiter,
+      allowSharedAccounts: config.allowSharedAccounts,
       stopping: deps.stopping,
       metrics,
       cancelledSince: linking.cancelledSince,
@@ -179,6 +180,8 @@ export function createGateway(deps: AppDeps) {
       hashUserId,
       countRefused: apiKeys.countRefused,
       logger,
+      allowSharedAccounts: config.allowSharedAccounts,
+      now,
     }),
   );
 

@@ -16,6 +16,8 @@ import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
+import { exportLinks, importLinks } from '../core/link-transfer.ts';
+import { IMPORT_MAX_BYTES } from './api.ts';
 import { maskSecrets, type ProviderDirectory } from '../core/tenant-providers.ts';
 import { ApiKeyName, TenantId, TenantName, type ApiKeyInfo, type Tenant, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
@@ -35,6 +37,9 @@ export interface AdminRoutesDeps {
   /** Counts a request without a valid key against its address (a 429 once over). */
   countRefused: (c: Context<AppEnv>) => void | Promise<void>;
   logger: Logger;
+  /** LINK_ALLOW_SHARED_ACCOUNTS, for imported links as for linked ones. */
+  allowSharedAccounts?: boolean;
+  now?: () => number;
 }
 
 // ── Requests ────────────────────────────────────────────────────────────────
@@ -203,6 +208,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   const enabled = deps.adminKeys.length > 0;
   const isAdminKey = createApiKeyCheck(deps.adminKeys);
   const limitBody = bodyLimit(64 * 1024);
+  const limitImport = bodyLimit(IMPORT_MAX_BYTES);
 
   app.use('*', async (c, next) => {
     // Not configured: nothing here exists.
@@ -213,7 +219,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       c.header('WWW-Authenticate', 'Bearer realm="linkgate-admin"');
       throw new LinkgateError('unauthorized', 'a valid operator key is required (Authorization: Bearer <one of LINKGATE_ADMIN_KEYS>)');
     }
-    return limitBody(c, next);
+    // An import carries many links: its body may be larger.
+    return (c.req.path.endsWith('/links:import') ? limitImport : limitBody)(c, next);
   });
 
   async function readJson(c: Context<AppEnv>): Promise<unknown> {
@@ -342,6 +349,53 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
     if (!(await deps.tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
     return c.body(null, 204);
+  });
+
+  /** A tenant's links from JSON lines (or a sealed export and its passphrase), as the bot API's import. */
+  app.post('/tenants/:tenant/links:import', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    await deps.tenants.require(tenant);
+    if (!/^application\/(x-ndjson|jsonl|json)\b/i.test(c.req.header('content-type') ?? '')) {
+      throw new LinkgateError('bad_request', 'expected JSON lines (Content-Type: application/x-ndjson)');
+    }
+    const registry = await deps.providers.of(tenant);
+    const answer = await importLinks(
+      { links: deps.links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: deps.allowSharedAccounts ?? false, now: deps.now ?? Date.now },
+      await c.req.text(),
+      c.req.header('linkgate-passphrase'),
+    );
+    c.get('log')().info({ tenant, ...answer.counts }, 'links imported');
+    return c.json(answer);
+  });
+
+  /**
+   * Every link of a tenant as JSON lines, credentials sealed with the
+   * `Linkgate-Passphrase` the caller gives (12 characters at least), or in
+   * plaintext only with `?plaintext=true`. Imports back as it is.
+   */
+  app.get('/tenants/:tenant/links:export', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    await deps.tenants.require(tenant);
+    const passphrase = c.req.header('linkgate-passphrase');
+    const plaintext = c.req.query('plaintext') === 'true';
+    if (passphrase === undefined && !plaintext) {
+      throw new LinkgateError('bad_request', 'give a Linkgate-Passphrase header to seal the credentials, or ?plaintext=true to export them in the clear');
+    }
+    if (passphrase !== undefined && passphrase.length < 12) throw new LinkgateError('bad_request', 'the passphrase must be at least 12 characters');
+    const lines = exportLinks(deps.db, deps.links, tenant, plaintext && passphrase === undefined ? undefined : passphrase);
+    c.get('log')().info({ tenant, sealed: passphrase !== undefined }, 'links exported');
+    const encoder = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const next = await lines.next();
+        if (next.done) controller.close();
+        else controller.enqueue(encoder.encode(next.value));
+      },
+      async cancel() {
+        await lines.return(undefined);
+      },
+    });
+    return c.body(body, 200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'content-disposition': `attachment; filename="linkgate-${tenant}-links.jsonl"` });
   });
 
   return app;

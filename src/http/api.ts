@@ -11,6 +11,7 @@ import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
 import type { ApiCall, Json } from '../provider.ts';
 import { PROXY_METHODS, proxyAllowed, proxyAllowName, proxyPath } from '../core/proxy.ts';
+import { importLinks } from '../core/link-transfer.ts';
 import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import type { TenantStore } from '../core/tenants.ts';
@@ -40,6 +41,8 @@ export interface ApiRoutesDeps {
   hashUserId: (tenant: string, userId: string) => string;
   /** Counts requests per API key. */
   limiter: RateLimiter;
+  /** LINK_ALLOW_SHARED_ACCOUNTS, for imported links as for linked ones. */
+  allowSharedAccounts: boolean;
   /** Aborted at shutdown: waits answer as on timeout, so the bot asks again elsewhere. */
   stopping?: AbortSignal | undefined;
   metrics?: Metrics | undefined;
@@ -136,6 +139,9 @@ export function xrpcContentType(upstream: string | undefined): string {
   return charset ? `${type}; charset=${charset.toLowerCase()}` : type;
 }
 
+/** The largest import body (JSON lines): about 10 000 links. */
+export const IMPORT_MAX_BYTES = 8 * 1024 * 1024;
+
 /** The most of a provider API's answer the proxy passes on. */
 const PROXY_ANSWER_MAX = 1024 * 1024;
 
@@ -178,9 +184,12 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     if (settings instanceof Promise) return settings.then((found) => count(c, next, key, found.apiRateLimit));
     return count(c, next, key, settings.apiRateLimit);
   };
+  // An import carries many links: its body may be larger.
+  const limitImport = bodyLimit(IMPORT_MAX_BYTES);
   const count = (c: Context<AppEnv>, next: () => Promise<void>, key: string, rule: RateLimitRule | undefined) => {
+    const limit = c.req.path.endsWith('/links:import') ? limitImport : limitBody;
     const counted = countRequest(c, deps.limiter, 'api', key, rule);
-    return counted ? counted.then(() => limitBody(c, next)) : limitBody(c, next);
+    return counted ? counted.then(() => limit(c, next)) : limit(c, next);
   };
   // Who calls: the same `authenticateBot` as the RPC services (src/rpc/gate.ts); the key names the tenant.
   const tenantOf = (presented: string) => deps.tenants.resolveApiKey(presented);
@@ -219,6 +228,21 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       { secret: typeof secret === 'string' ? secret : await secret, ttlSeconds: deps.contextTtlSeconds, publicBaseUrl: deps.publicBaseUrl, now: deps.now() },
     );
     return { url, expiresAt: expiresAt.toISOString() };
+  }
+
+  async function importRoute(c: Context<AppEnv>, tenant: string) {
+    if (!/^application\/(x-ndjson|jsonl|json)\b/i.test(c.req.header('content-type') ?? '')) {
+      throw new LinkgateError('bad_request', 'expected JSON lines (Content-Type: application/x-ndjson)');
+    }
+    const passphrase = c.req.header('linkgate-passphrase');
+    const registry = await deps.providers.of(tenant);
+    const answer = await importLinks(
+      { links: deps.links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: deps.allowSharedAccounts, now: deps.now },
+      await c.req.text(),
+      passphrase,
+    );
+    c.get('log')().info({ tenant, ...answer.counts }, 'links imported');
+    return c.json(answer);
   }
 
   async function readJson(c: Context<AppEnv>): Promise<unknown> {
@@ -418,6 +442,13 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       });
     });
   });
+
+  /**
+   * Links from JSON lines (or a sealed export with its passphrase), each
+   * line validated and answered on its own: created, updated, unchanged or
+   * invalid with the reason. Importing the same lines again changes nothing.
+   */
+  app.post('/links:import', async (c) => importRoute(c, c.get('tenant')));
 
   /** The webhook delivery log, newest first. */
   app.get('/webhooks/deliveries', async (c) => {

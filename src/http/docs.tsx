@@ -4,7 +4,7 @@ import { raw } from 'hono/html';
 import type { JsonSchema } from '@valibot/to-json-schema';
 import { EXAMPLES, type Example } from './examples.ts';
 import type { AppEnv } from './middleware.ts';
-import { openApiDocument, operations, type Operation } from './openapi.ts';
+import { openApiDocument, openApiPath, operations, type Operation } from './openapi.ts';
 
 /**
  * `GET /docs`: the API as a page a person reads, on a phone too: grouped by
@@ -68,6 +68,7 @@ const TASKS: Task[] = [
     ],
   },
   { id: 'unlink', title: 'Unlink', blurb: 'Delete a link, revoking its credentials at the provider where it can.', routes: ['delete /api/v1/users/:userId/links/:provider'] },
+  { id: 'import', title: 'Bring links in', blurb: 'Import links made elsewhere (another service, an export of this one), each line answered on its own.', routes: ['post /api/v1/links:import'] },
   {
     id: 'webhooks',
     title: 'Webhooks',
@@ -98,7 +99,7 @@ function curlOf(op: Operation, example: Example, base: string): string {
 
 function OperationArticle(props: { op: Operation; doc: ReturnType<typeof openApiDocument>; base: string }) {
   const { op } = props;
-  const described = (props.doc.paths[op.path.replace(/:([A-Za-z]+)/g, '{$1}')] as Record<string, { parameters: Array<{ name: string; in: string; required: boolean; schema: JsonSchema }> }>)[op.method]!;
+  const described = (props.doc.paths[openApiPath(op.path)] as Record<string, { parameters: Array<{ name: string; in: string; required: boolean; schema: JsonSchema }> }>)[op.method]!;
   const example = EXAMPLES[keyOf(op)];
   return (
     <article id={anchorOf(op)}>

@@ -100,6 +100,12 @@ export const EXAMPLES: Record<string, Example> = {
     status: 403,
     answer: { error: { code: 'proxy_not_allowed', message: 'this call is not in DISCORD_PROXY_ALLOW' } },
   },
+  'post /api/v1/links:import': {
+    path: '/api/v1/links:import',
+    body: { userId: USER, provider: 'anilist', externalId: '5001', externalName: 'Kuromi', credentials: { accessToken: 'eyJ0eXAiOiJKV1Qi…', expiresAt: '2027-12-03T12:00:00.000Z' } },
+    status: 200,
+    answer: { results: [{ line: 1, status: 'created' }], counts: { created: 1, updated: 0, unchanged: 0, invalid: 0 } },
+  },
   'get /api/v1/webhooks/deliveries': {
     path: '/api/v1/webhooks/deliveries?status=dead&limit=1',
     status: 200,

@@ -44,6 +44,17 @@ export const LinkUrlAnswer = v.strictObject({ url: v.pipe(v.string(), v.url()), 
 
 export const LinksAnswer = v.strictObject({ links: v.array(LinkAnswer) });
 
+export const ImportAnswer = v.strictObject({
+  results: v.array(
+    v.strictObject({
+      line: v.number(),
+      status: v.picklist(['created', 'updated', 'unchanged', 'invalid']),
+      error: v.optional(v.strictObject({ code: v.string(), message: v.pipe(v.string(), v.description('names the field, never its value')) })),
+    }),
+  ),
+  counts: v.strictObject({ created: v.number(), updated: v.number(), unchanged: v.number(), invalid: v.number() }),
+});
+
 export const TokenAnswer = v.pipe(
   v.looseObject({
     accessToken: v.optional(v.string()),
@@ -273,6 +284,21 @@ export const operations: Operation[] = [
     }),
   ),
   {
+    method: 'post',
+    path: '/api/v1/links:import',
+    summary: 'Import links',
+    description:
+      'JSON lines (Content-Type: application/x-ndjson), one link per line: { userId, provider, externalId, externalName?, credentials: { accessToken, refreshToken?, expiresAt?, scopes? } }, at most 10 000 lines and 8 MiB; or an export of the operator API with its Linkgate-Passphrase header. Each line is validated and stored (sealed) on its own; a line identical to what is stored is unchanged.',
+    tag: 'links',
+    body: v.pipe(v.unknown(), v.description('JSON lines: one link object per line (the example shows one line)')),
+    responses: {
+      200: { description: 'what happened to each line', schema: ImportAnswer },
+      400: badRequest,
+      401: unauthorized,
+      413: { description: 'more than 8 MiB or 10 000 lines', schema: ErrorAnswer },
+    },
+  },
+  {
     method: 'get',
     path: '/api/v1/webhooks/deliveries',
     summary: 'Webhook delivery log',
@@ -311,7 +337,8 @@ const json = (schema: Schema, typeMode: 'input' | 'output'): JsonSchema => {
   return rest;
 };
 
-const openApiPath = (path: string) => path.replace(/:([A-Za-z]+)/g, '{$1}');
+// Only a whole segment is a parameter: `/links:import` is a literal name (AIP-136's custom methods).
+export const openApiPath = (path: string) => path.replace(/\/:([A-Za-z]+)/g, '/{$1}');
 
 function parameters(where: 'path' | 'query', schema: v.ObjectSchema<v.ObjectEntries, undefined> | undefined) {
   if (!schema) return [];

@@ -26,7 +26,7 @@ describe('the examples of /docs', () => {
   it.each(operations.map((op) => [keyOf(op), op] as const))('%s has an example whose status it documents and whose answer its schema accepts', (_key, op) => {
     const example = EXAMPLES[keyOf(op)];
     expect(example).toBeDefined();
-    const pattern = new RegExp(`^${op.path.replace(/:[A-Za-z]+/g, '[^/?]+').replace(/\*$/, '[^?]*')}(\\?.*)?$`);
+    const pattern = new RegExp(`^${op.path.replace(/\/:[A-Za-z]+/g, '/[^/?]+').replace(/\*$/, '[^?]*')}(\\?.*)?$`);
     expect(example!.path).toMatch(pattern);
     const response = op.responses[example!.status];
     expect(response, `status ${example!.status} is documented`).toBeDefined();
