@@ -24,6 +24,8 @@ import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
+import { createOpenIdProviders } from './http/openid-provider.tsx';
+import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
 import type { Registry, ToolsFor } from './registry.ts';
@@ -106,6 +108,24 @@ export function createGateway(deps: AppDeps) {
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
     webhookEvents,
+    // Another tenant's own choice is not stored yet: theirs is Discord too.
+    userProviderOf: (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : 'discord'),
+  });
+  const openId = createOpenIdProviders({
+    db,
+    keyring: deps.keyring,
+    tenants,
+    providers,
+    links,
+    linking,
+    publicBaseUrl: config.publicBaseUrl,
+    cookieSecret: config.contextSigningSecret,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+    brand: config.brand,
+    brandOf,
+    logger,
+    now,
   });
 
   const app = new Hono<AppEnv>();
@@ -131,7 +151,9 @@ export function createGateway(deps: AppDeps) {
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf }));
+  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf, finishSignIn: openId.finishSignIn }));
+  // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
+  app.route('/', openId.routes());
   const tokens = createTokenService({
     database: deps.database,
     ...(metrics ? { metrics } : {}),
@@ -179,6 +201,7 @@ export function createGateway(deps: AppDeps) {
       hashUserId,
       countRefused: apiKeys.countRefused,
       logger,
+      apps: openId.apps,
     }),
   );
 
