@@ -59,7 +59,9 @@ export type PollAnswer =
   | { status: 'cancelled' }
   | { status: 'expired' }
   /** The flow moved on to a step the page must reload to show. */
-  | { status: 'continue' };
+  | { status: 'continue' }
+  /** A sign-in flow found who the person is: the HTTP layer finishes the interaction and sends the page there. */
+  | { status: 'signed_in'; outcome: Extract<Outcome, { kind: 'signed_in' }> };
 
 export interface LinkingDeps {
   db: Db;
@@ -594,6 +596,7 @@ export function createLinking(deps: LinkingDeps) {
       try {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
         if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
+        if (outcome.kind === 'signed_in') return { status: 'signed_in', outcome };
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };
       } catch (error) {

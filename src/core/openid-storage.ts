@@ -234,6 +234,8 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         id_token_signed_response_alg: SIGNING_ALG,
+        // `sub` is the provider's account id: oidc-provider's pairwise hook gives it (src/http/openid-provider.tsx).
+        ...(row.subject === 'external' ? { subject_type: 'pairwise' } : {}),
         ...(confidential
           ? { client_secret: keyring.open(row.secret!, appSecretAad(tenant, row.clientId)), token_endpoint_auth_method: 'client_secret_basic' }
           : { token_endpoint_auth_method: 'none' }),

@@ -248,7 +248,11 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
   app.get('/:provider/poll', async (c) => {
     const provider = providerParam(c);
     const state = parseInput(State, c.req.query('state'));
-    return c.json(await linking.poll(provider, state, browserId(c)));
+    const answer = await linking.poll(provider, state, browserId(c));
+    if (answer.status !== 'signed_in') return c.json(answer);
+    // A sign-in approved while the page waited: the page goes back to the app's sign-in.
+    if (!deps.finishSignIn) throw new LinkgateError('not_found', 'sign-in is not served here');
+    return c.json({ status: 'linked', returnTo: (await deps.finishSignIn(answer.outcome)).href });
   });
 
   return app;

@@ -17,6 +17,7 @@ import { oidcPayloads, oidcSigningKeys, oidcApps } from '../../src/db/schema.ts'
 import { AppsAnswer, CreatedAppAnswer, CreatedApiKeyAnswer } from '../../src/http/admin.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
+import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
@@ -31,6 +32,9 @@ let server: Server;
 let base: string;
 let idp: TestIdp;
 let discord: FakeDiscord;
+let jellyfin: FakeJellyfin;
+const JELLYFIN_USER = '4f6a1b2c3d4e5f60718293a4b5c6d7e8';
+const JELLYFIN_PASSWORD = 'tr0ub4dor&3-jellyfin';
 let gateway: TestGateway;
 let handler: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.writeHead(503).end();
 const apps: Record<string, { clientId: string; clientSecret: string }> = {};
@@ -97,6 +101,8 @@ beforeAll(async () => {
   idp = await startTestIdp({ redirectUris: [`${base}/oauth/corp/callback`], clientId: 'linkgate', clientSecret: CORP_SECRET });
   discord = await startFakeDiscord({ clientId: DISCORD.DISCORD_CLIENT_ID, clientSecret: DISCORD.DISCORD_CLIENT_SECRET, redirectUris: [`${base}/oauth/discord/callback`] });
   discord.users.set('80351110224678912', { id: '80351110224678912', username: 'nelly', global_name: 'Nelly' });
+  jellyfin = await startFakeJellyfin({ serverName: 'Home' });
+  jellyfin.users.set(JELLYFIN_USER, { id: JELLYFIN_USER, name: 'Ada', password: JELLYFIN_PASSWORD });
   gateway = await createTestGateway(database, {
     env: {
       PUBLIC_BASE_URL: base,
@@ -108,8 +114,9 @@ beforeAll(async () => {
       CORP_SCOPES: 'openid profile',
       CORP_DISPLAY_NAME: 'Corp SSO',
       ...DISCORD,
+      JELLYFIN_SERVER_URL: jellyfin.url,
     },
-    fetch: reroute({ 'https://discord.com': discord.origin, [idp.issuer]: idp.issuer }),
+    fetch: reroute({ 'https://discord.com': discord.origin, [idp.issuer]: idp.issuer, [new URL(jellyfin.url).origin]: new URL(jellyfin.url).origin }),
   });
   handler = getRequestListener(gateway.app.fetch);
 
@@ -130,7 +137,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([idp?.close(), discord?.close()]);
+  await Promise.all([idp?.close(), discord?.close(), jellyfin?.close()]);
   await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
   await database?.close();
 });
@@ -216,6 +223,80 @@ describe('an OpenID Provider per tenant', () => {
     const stranger = await newBrowser().post(interaction.pathname, { provider: 'corp' }, { follow: false });
     expect(stranger.status).toBe(400);
     expect(await stranger.text()).toContain('sign_in_expired');
+  });
+
+  it('signs a person in with Jellyfin\'s password form, rendered by the gateway, and back to the app', async () => {
+    // No redirect upstream: the gateway's own page for the flow, whose wait step offers the password form.
+    const config = await relyingParty('default');
+    const codeVerifier = client.randomPKCECodeVerifier();
+    const authorization = client.buildAuthorizationUrl(config, { redirect_uri: APP_REDIRECT, scope: 'openid profile', code_challenge: await client.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256', idp: 'jellyfin' });
+    const browser = newBrowser();
+    let url = new URL(authorization);
+    while (!url.pathname.startsWith('/oauth/jellyfin/continue')) url = new URL((await browser.get(url, { follow: false })).headers.get('location')!, base);
+    const waiting = await (await browser.get(url)).text();
+    const state = /name="state" value="([^"]+)"/.exec(waiting)![1]!;
+    expect(await (await browser.post('/oauth/jellyfin/callback', { state, linkgate_action: 'password' })).text()).toContain('Sign in to Jellyfin');
+    const done = await browser.post('/oauth/jellyfin/callback', { state, username: 'Ada', password: JELLYFIN_PASSWORD }, { follow: false });
+    expect(done.status).toBe(303);
+    const back = await follow(browser, new URL(done.headers.get('location')!, base));
+    expect(back.origin + back.pathname).toBe(APP_REDIRECT);
+    const granted = await client.authorizationCodeGrant(config, back, { pkceCodeVerifier: codeVerifier });
+    const claims = granted.claims()!;
+    expect(claims.idp).toBe('jellyfin');
+    expect(claims.name).toBe('Ada');
+    expect(claims.sub).toMatch(/^usr_/);
+    expect((await gateway.api(`/users/${claims.sub}/links/jellyfin`)).status).toBe(200);
+  });
+
+  it('signs a person in with Jellyfin Quick Connect: the waiting page\'s poll sends it back to the app', async () => {
+    const config = await relyingParty('default');
+    const codeVerifier = client.randomPKCECodeVerifier();
+    const authorization = client.buildAuthorizationUrl(config, { redirect_uri: APP_REDIRECT, scope: 'openid', code_challenge: await client.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256', idp: 'jellyfin' });
+    const browser = newBrowser();
+    let url = new URL(authorization);
+    while (!url.pathname.startsWith('/oauth/jellyfin/continue')) url = new URL((await browser.get(url, { follow: false })).headers.get('location')!, base);
+    const waiting = await (await browser.get(url)).text();
+    const state = /name="state" value="([^"]+)"/.exec(waiting)![1]!;
+    jellyfin.approve(/class="code"[^>]*>(\d{6})</.exec(waiting)![1]!, JELLYFIN_USER);
+    const polled = (await (await browser.get(`/oauth/jellyfin/poll?state=${encodeURIComponent(state)}`)).json()) as { status: string; returnTo: string };
+    expect(polled.status).toBe('linked');
+    const back = await follow(browser, polled.returnTo);
+    expect(back.origin + back.pathname).toBe(APP_REDIRECT);
+    const granted = await client.authorizationCodeGrant(config, back, { pkceCodeVerifier: codeVerifier });
+    expect(granted.claims()).toMatchObject({ idp: 'jellyfin' });
+  });
+
+  it('gives an app with subject "external" the provider\'s account id as sub', async () => {
+    const created = v.parse(CreatedAppAnswer, await (await admin('/tenants/default/apps', { method: 'POST', body: { name: 'Atlas', redirectUris: [APP_REDIRECT], type: 'confidential', subject: 'external' } })).json());
+    const saved = apps.default!;
+    apps.default = { clientId: created.clientId, clientSecret: created.clientSecret! };
+    try {
+      const { tokens, config } = await signIn('default', { idp: 'corp' }, (authorize) => idp.login(authorize, 'corp-person-3'));
+      expect(tokens.claims()).toMatchObject({ sub: 'corp-person-3', idp: 'corp', external_id: 'corp-person-3' });
+      expect((await client.refreshTokenGrant(config, tokens.refresh_token!)).claims()?.sub).toBe('corp-person-3');
+    } finally {
+      apps.default = saved;
+    }
+  });
+
+  it('signs out (RP-initiated logout): the next sign-in asks again', async () => {
+    const { config, tokens, browser } = await signIn('default', { idp: 'corp' }, (authorize) => idp.login(authorize, 'corp-person-4'));
+    const again = () =>
+      client.buildAuthorizationUrl(config, { redirect_uri: APP_REDIRECT, scope: 'openid', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' });
+    // Signed in: straight back to the app.
+    expect((await follow(browser, again())).origin + (await follow(browser, again())).pathname).toBe(APP_REDIRECT);
+
+    const logout = await browser.get(client.buildEndSessionUrl(config, { id_token_hint: tokens.id_token!, post_logout_redirect_uri: 'https://app.example/' }), { follow: false });
+    expect(logout.status).toBe(200);
+    const page = await logout.text();
+    const action = /<form[^>]*action="([^"]+)"/.exec(page)![1]!;
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(page)![1]!;
+    const confirmed = await browser.post(new URL(action, base).pathname, { xsrf, logout: 'yes' }, { follow: false });
+    expect(confirmed.status).toBe(303);
+    expect(confirmed.headers.get('location')).toBe('https://app.example/');
+    // Signed out: the app's next request lands on the chooser.
+    const interaction = await follow(browser, again()).catch((error: unknown) => error);
+    expect(String(interaction)).toMatch(/expected a redirect from \/oidc\/interaction\//);
   });
 
   it('keeps tenants apart: a second tenant\'s sign-in makes its own user, and its tokens do not verify against the default tenant\'s JWKS', async () => {
