@@ -147,7 +147,10 @@ export function createGateway(deps: AppDeps) {
   const pages = pageHeaders();
   const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
-  app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: addressOf }));
+  const browserLimit = rateLimit({ limiter, scope: 'browser', keyOf: addressOf });
+  app.use('/oauth/*', browserLimit);
+  // The sign-in pages people's browsers load; apps' servers calling the token endpoint are not counted as browsers.
+  for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*']) app.use(path, browserLimit);
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));

@@ -15,9 +15,9 @@ import { and, asc, eq, gt, isNull, or, sql } from '../db/orm.ts';
 import { oidcApps, oidcPayloads, oidcSigningKeys, type OidcAppRow } from '../db/schema.ts';
 import { randomToken, sha256, type Keyring } from './crypto.ts';
 
-const payloadAad = (tenant: string, model: string, idHash: string) => `oidc-payload:${JSON.stringify([tenant, model, idHash])}`;
-const signingKeyAad = (tenant: string, kid: string) => `oidc-signing-key:${JSON.stringify([tenant, kid])}`;
-const appSecretAad = (tenant: string, clientId: string) => `oidc-app-secret:${JSON.stringify([tenant, clientId])}`;
+export const payloadAad = (tenant: string, model: string, idHash: string) => `oidc-payload:${JSON.stringify([tenant, model, idHash])}`;
+export const signingKeyAad = (tenant: string, kid: string) => `oidc-signing-key:${JSON.stringify([tenant, kid])}`;
+export const appSecretAad = (tenant: string, clientId: string) => `oidc-app-secret:${JSON.stringify([tenant, clientId])}`;
 
 const StoredPayload = v.record(v.string(), v.unknown());
 

@@ -2,11 +2,12 @@ import type { SQL } from 'drizzle-orm';
 import { and, asc, eq, isNotNull, not, sql } from '../db/orm.ts';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.ts';
-import { flows, kv, links } from '../db/schema.ts';
+import { flows, kv, links, oidcApps, oidcPayloads, oidcSigningKeys } from '../db/schema.ts';
 import type { Keyring } from './crypto.ts';
 import { flowAad } from './flows.ts';
 import { kvAad } from './kv.ts';
 import { linkAad } from './links.ts';
+import { appSecretAad, payloadAad, signingKeyAad } from './openid-storage.ts';
 
 interface SealedColumn {
   name: string;
@@ -36,6 +37,17 @@ const SEALED: SealedColumn[] = [
   },
   { name: 'kv', table: kv, keys: [kv.namespace, kv.key], value: kv.value, field: 'value', aad: ([namespace, key]) => kvAad(namespace!, key!) },
   { name: 'flows', table: flows, keys: [flows.stateHash], value: flows.data, field: 'data', aad: ([stateHash]) => flowAad(stateHash!) },
+  // The OpenID Provider's (src/core/openid-storage.ts).
+  {
+    name: 'oidc_payloads',
+    table: oidcPayloads,
+    keys: [oidcPayloads.tenant, oidcPayloads.model, oidcPayloads.idHash],
+    value: oidcPayloads.payload,
+    field: 'payload',
+    aad: ([tenant, model, idHash]) => payloadAad(tenant!, model!, idHash!),
+  },
+  { name: 'oidc_signing_keys', table: oidcSigningKeys, keys: [oidcSigningKeys.tenant, oidcSigningKeys.kid], value: oidcSigningKeys.privateJwk, field: 'privateJwk', aad: ([tenant, kid]) => signingKeyAad(tenant!, kid!) },
+  { name: 'oidc_apps', table: oidcApps, keys: [oidcApps.tenant, oidcApps.clientId], value: oidcApps.secret, field: 'secret', aad: ([tenant, clientId]) => appSecretAad(tenant!, clientId!) },
 ];
 
 export interface ReencryptReport {

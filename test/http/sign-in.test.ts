@@ -371,4 +371,18 @@ describe('apps through the operator API', () => {
   it('answers 404 for a tenant that does not exist', async () => {
     expect((await admin('/tenants/nosuch/apps')).status).toBe(404);
   });
+
+  it('deletes a tenant\'s apps, keys and OpenID Provider with the tenant', async () => {
+    expect((await admin('/tenants', { method: 'POST', body: { id: 'gone', name: 'Gone' } })).status).toBe(201);
+    expect((await admin('/tenants/gone/apps', { method: 'POST', body: { name: 'x', redirectUris: [APP_REDIRECT], type: 'public' } })).status).toBe(201);
+    const jwks = await fetch(`${base}/t/gone/oidc/jwks`);
+    expect(jwks.status).toBe(200);
+    expect(((await jwks.json()) as JSONWebKeySet).keys).toHaveLength(1);
+    expect((await admin('/tenants/gone', { method: 'DELETE' })).status).toBe(204);
+    const after = await fetch(`${base}/t/gone/.well-known/openid-configuration`);
+    expect(after.status).toBe(404);
+    await after.body?.cancel();
+    expect((await database.db.select().from(oidcSigningKeys)).some((key) => key.tenant === 'gone')).toBe(false);
+    expect((await database.db.select().from(oidcApps)).some((app) => app.tenant === 'gone')).toBe(false);
+  });
 });
