@@ -218,7 +218,7 @@ export function createLinking(deps: LinkingDeps) {
     const account = checkedAccount(step.account, step.credentials, provider.id);
     const byAccountId = provider.id === (deps.userProviderOf?.(row.tenant) ?? 'discord');
     if (byAccountId && !v.is(UserId, account.id)) {
-      throw new LinkgateError('provider_unavailable', 'the provider\'s account id cannot be a user id', { provider: provider.id });
+      throw new LinkgateError('provider_response_invalid', 'the provider\'s account id cannot be a user id', { provider: provider.id });
     }
     const userId = await deps.db.transaction(async (tx) => {
       // The same lock links.store takes: two first sign-ins with one account make one user.

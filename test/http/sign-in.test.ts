@@ -196,6 +196,13 @@ describe('an OpenID Provider per tenant', () => {
     expect(await link.json()).toMatchObject({ userId: '80351110224678912', provider: 'discord', externalId: '80351110224678912', externalName: 'Nelly', status: 'active' });
   });
 
+  it('ends the sign-in when the account is unlinked: its refresh token stops working', async () => {
+    const { config, tokens } = await signIn('default', { idp: 'corp' }, (authorize) => idp.login(authorize, 'corp-person-5'));
+    const sub = tokens.claims()!.sub;
+    expect((await gateway.api(`/users/${sub}/links/corp`, { method: 'DELETE' })).status).toBe(204);
+    await expect(client.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+
   it('shows a chooser of the tenant\'s providers without idp=, and a choice continues at that provider', async () => {
     const config = await relyingParty('default');
     const authorization = client.buildAuthorizationUrl(config, {
