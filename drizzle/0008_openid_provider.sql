@@ -40,6 +40,7 @@ CREATE TABLE "oidc_signing_keys" (
 );
 --> statement-breakpoint
 ALTER TABLE "flows" ADD COLUMN "sign_in" text;--> statement-breakpoint
+ALTER TABLE "tenants" ADD COLUMN "user_provider" text;--> statement-breakpoint
 ALTER TABLE "oidc_apps" ADD CONSTRAINT "oidc_apps_tenant_tenants_id_fk" FOREIGN KEY ("tenant") REFERENCES "public"."tenants"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "oidc_signing_keys" ADD CONSTRAINT "oidc_signing_keys_tenant_tenants_id_fk" FOREIGN KEY ("tenant") REFERENCES "public"."tenants"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 CREATE INDEX "oidc_payloads_grant_idx" ON "oidc_payloads" USING btree ("tenant","grant_id");--> statement-breakpoint

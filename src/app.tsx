@@ -108,8 +108,8 @@ export function createGateway(deps: AppDeps) {
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
     webhookEvents,
-    // Another tenant's own choice is not stored yet: theirs is Discord too.
-    userProviderOf: (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : 'discord'),
+    // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
+    userProviderOf: async (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord')),
   });
   const openId = createOpenIdProviders({
     db,

@@ -85,7 +85,7 @@ export interface LinkingDeps {
    * (LINKGATE_USER_PROVIDER, `discord` by default): a bot that knows its
    * users by that id and the app they sign in to see the same user.
    */
-  userProviderOf?: (tenant: string) => string;
+  userProviderOf?: (tenant: string) => string | Promise<string>;
 }
 
 /** A user made by a sign-in with an account no user of the tenant has linked yet. */
@@ -216,7 +216,7 @@ export function createLinking(deps: LinkingDeps) {
    */
   async function signedIn(provider: RegisteredProvider, row: FlowRow, step: Extract<Step, { kind: 'done' }>): Promise<Outcome> {
     const account = checkedAccount(step.account, step.credentials, provider.id);
-    const byAccountId = provider.id === (deps.userProviderOf?.(row.tenant) ?? 'discord');
+    const byAccountId = provider.id === ((await deps.userProviderOf?.(row.tenant)) ?? 'discord');
     if (byAccountId && !v.is(UserId, account.id)) {
       throw new LinkgateError('provider_response_invalid', 'the provider\'s account id cannot be a user id', { provider: provider.id });
     }

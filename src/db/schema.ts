@@ -175,6 +175,8 @@ export const tenants = pgTable('tenants', {
   apiRateLimit: jsonb('api_rate_limit'),
   /** Its pages' name, icon, colour and support link `{ name?, iconUrl?, color?, supportUrl? }`; null: the gateway's. */
   brand: jsonb('brand'),
+  /** The provider whose account id is the user id of a sign-in (docs/sign-in.md); null: `discord`. */
+  userProvider: text('user_provider'),
   createdAt: at('created_at').notNull().defaultNow(),
 });
 

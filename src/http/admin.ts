@@ -75,6 +75,7 @@ export const UpdateTenantBody = v.object({
       }),
     ),
   ),
+  userProvider: v.optional(v.nullable(v.pipe(v.string('userProvider must be a string'), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'userProvider must be a provider id (lowercase letters, digits, _ and -)')))),
 });
 export const ApiKeyParams = v.object({
   tenant: TenantId,
@@ -148,6 +149,7 @@ export const TenantDetailAnswer = v.strictObject({
   apiRateLimit: v.nullable(RuleAnswer),
   brand: v.nullable(BrandAnswer),
   webhookUrl: v.nullable(v.string()),
+  userProvider: v.nullable(v.string()),
   apiKeys: v.number(),
   contextSecrets: v.number(),
 });
@@ -214,6 +216,7 @@ export async function tenantDetail(tenants: TenantStore, tenant: string): Promis
     apiRateLimit: found.apiRateLimit ?? null,
     brand: found.brand ?? null,
     webhookUrl: webhookUrl ?? null,
+    userProvider: found.userProvider ?? null,
     apiKeys: apiKeys.length,
     contextSecrets: secrets.length,
   };
@@ -306,7 +309,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.patch('/tenants/:tenant', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const body = parseInput(UpdateTenantBody, await readJson(c));
-    if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined)) throw environmentOnly('rate limit and branding');
+    if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined || body.userProvider !== undefined)) throw environmentOnly('rate limit, branding and user provider');
     const icon = body.brand?.iconUrl;
     // The pages allow images from our own origin and data: URLs only (CSP img-src).
     if (icon !== undefined && !icon.startsWith('data:') && new URL(icon).origin !== deps.publicBaseUrl.origin) {

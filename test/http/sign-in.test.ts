@@ -14,7 +14,7 @@ import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { oidcPayloads, oidcSigningKeys, oidcApps } from '../../src/db/schema.ts';
-import { AppsAnswer, CreatedAppAnswer, CreatedApiKeyAnswer } from '../../src/http/admin.ts';
+import { AppsAnswer, CreatedAppAnswer, CreatedApiKeyAnswer, TenantDetailAnswer } from '../../src/http/admin.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
@@ -319,6 +319,21 @@ describe('an OpenID Provider per tenant', () => {
     const mine = await gateway.app.request(`/api/v1/users/${sub}/links/corp`, { headers: { authorization: `Bearer ${quizbotKey}` } });
     expect(mine.status).toBe(200);
     expect((await gateway.api(`/users/${sub}/links/corp`)).status).toBe(404);
+  });
+
+  it('takes a tenant\'s own user provider: with it, the account id is the user id', async () => {
+    expect((await admin('/tenants/default', { method: 'PATCH', body: { userProvider: 'corp' } })).status).toBe(400);
+    const bad = await admin('/tenants/quizbot', { method: 'PATCH', body: { userProvider: 'Not An Id' } });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toContain('userProvider');
+    const patched = await admin('/tenants/quizbot', { method: 'PATCH', body: { userProvider: 'corp' } });
+    expect(v.parse(TenantDetailAnswer, await patched.json()).userProvider).toBe('corp');
+    try {
+      const { tokens } = await signIn('quizbot', { idp: 'corp' }, (authorize) => idp.login(authorize, 'corp-person-6'));
+      expect(tokens.claims()).toMatchObject({ sub: 'corp-person-6', idp: 'corp', external_id: 'corp-person-6' });
+    } finally {
+      expect((await admin('/tenants/quizbot', { method: 'PATCH', body: { userProvider: null } })).status).toBe(200);
+    }
   });
 
   it('stores no token, code or key in the clear', async () => {
