@@ -39,6 +39,8 @@ let gateway: TestGateway;
 let handler: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.writeHead(503).end();
 const apps: Record<string, { clientId: string; clientSecret: string }> = {};
 let quizbotKey: string;
+/** Every token and code the app received: none may appear in a log line. */
+const issued: string[] = [];
 
 const admin = (path: string, init: { method?: string; body?: unknown } = {}) =>
   gateway.app.request(`/api/admin/v1${path}`, {
@@ -88,6 +90,7 @@ async function signIn(tenant: string, extra: Record<string, string>, login: (aut
   const back = await follow(browser, await login(upstream));
   expect(back.origin + back.pathname).toBe(APP_REDIRECT);
   const tokens = await client.authorizationCodeGrant(config, back, { pkceCodeVerifier: codeVerifier, expectedState: state });
+  issued.push(back.searchParams.get('code')!, tokens.access_token, tokens.refresh_token!, tokens.id_token!);
   return { config, tokens, browser };
 }
 
@@ -334,6 +337,12 @@ describe('an OpenID Provider per tenant', () => {
     } finally {
       expect((await admin('/tenants/quizbot', { method: 'PATCH', body: { userProvider: null } })).status).toBe(200);
     }
+  });
+
+  it('logs no token, code, app secret or upstream secret', async () => {
+    expect(issued.length).toBeGreaterThan(8);
+    const secrets = [...issued, ...Object.values(apps).map((app) => app.clientSecret), CORP_SECRET, DISCORD.DISCORD_CLIENT_SECRET, JELLYFIN_PASSWORD];
+    for (const line of gateway.logs) for (const secret of secrets) expect(line).not.toContain(secret);
   });
 
   it('stores no token, code or key in the clear', async () => {
