@@ -58,6 +58,15 @@ export interface OpenIdProvidersDeps {
 }
 
 type NodeEnv = AppEnv & { Bindings: Partial<HttpBindings> };
+
+/**
+ * What a route answers once oidc-provider has written the response itself:
+ * @hono/node-server's "already sent" marker, with the status that was sent,
+ * so the request's log line and metrics say what happened.
+ */
+function alreadySent(status: number): Response {
+  return new Response(null, { status: status >= 200 && status <= 599 ? status : 200, headers: RESPONSE_ALREADY_SENT.headers });
+}
 /** Our cookie helpers read and set cookies only: any env will do. */
 const asAppContext = (c: Context<NodeEnv>) => c as unknown as Context<AppEnv>;
 
@@ -260,7 +269,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
     const { handle } = await providerOf(tenant);
     const { req, res } = nodeRequest(c, tenant);
     await handle(req, res);
-    return RESPONSE_ALREADY_SENT;
+    return alreadySent(res.statusCode);
   }
 
   /** The interaction this browser holds (oidc-provider's interaction cookie), or `sign_in_expired`. */

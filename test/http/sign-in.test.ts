@@ -369,6 +369,8 @@ describe('apps through the operator API', () => {
     const authorize = await fetch(`${base}/oidc/auth?client_id=${created.clientId}&response_type=code&scope=openid&redirect_uri=${encodeURIComponent('http://127.0.0.1:9999/cb')}`, { redirect: 'manual' });
     expect(authorize.status).toBe(400);
     await authorize.body?.cancel();
+    // oidc-provider wrote the answer itself; the request's log line still says what it was.
+    expect(gateway.logs.map((line) => JSON.parse(line) as { msg: string; route?: string; status?: number }).some((line) => line.msg === 'request' && line.route === '/oidc/*' && line.status === 400)).toBe(true);
   });
 
   it('refuses a public app\'s authorization request without PKCE', async () => {
