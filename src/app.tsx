@@ -24,6 +24,8 @@ import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
+import { createOpenIdProviders } from './http/openid-provider.tsx';
+import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
 import type { Registry, ToolsFor } from './registry.ts';
@@ -106,6 +108,24 @@ export function createGateway(deps: AppDeps) {
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
     webhookEvents,
+    // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
+    userProviderOf: async (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord')),
+  });
+  const openId = createOpenIdProviders({
+    db,
+    keyring: deps.keyring,
+    tenants,
+    providers,
+    links,
+    linking,
+    publicBaseUrl: config.publicBaseUrl,
+    cookieSecret: config.contextSigningSecret,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+    brand: config.brand,
+    brandOf,
+    logger,
+    now,
   });
 
   const app = new Hono<AppEnv>();
@@ -127,11 +147,16 @@ export function createGateway(deps: AppDeps) {
   const pages = pageHeaders();
   const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
-  app.use('/oauth/*', rateLimit({ limiter, scope: 'browser', keyOf: addressOf }));
+  const browserLimit = rateLimit({ limiter, scope: 'browser', keyOf: addressOf });
+  app.use('/oauth/*', browserLimit);
+  // The sign-in pages people's browsers load; apps' servers calling the token endpoint are not counted as browsers.
+  for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*']) app.use(path, browserLimit);
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf }));
+  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf, finishSignIn: openId.finishSignIn }));
+  // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
+  app.route('/', openId.routes());
   const tokens = createTokenService({
     database: deps.database,
     ...(metrics ? { metrics } : {}),
@@ -182,6 +207,7 @@ export function createGateway(deps: AppDeps) {
       logger,
       allowSharedAccounts: config.allowSharedAccounts,
       now,
+      apps: openId.apps,
     }),
   );
 

@@ -29,6 +29,8 @@ export interface Config {
   /** Origins a link context's `return_to` may send the browser back to. */
   readonly returnToOrigins: readonly string[];
   readonly allowSharedAccounts: boolean;
+  /** The provider whose account id is the user id of a sign-in (the default tenant's; docs/sign-in.md). */
+  readonly userProvider: string;
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
@@ -204,6 +206,7 @@ const EnvSchema = v.object({
   ),
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
+  LINKGATE_USER_PROVIDER: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a provider id (lowercase letters, digits, _ and -)')), 'discord'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LINKGATE_METRICS: v.optional(boolean, 'false'),
@@ -283,6 +286,7 @@ export function parseConfig(rawEnv: Env): Config {
     encryptionKeys: Object.freeze(e.LINKGATE_ENCRYPTION_KEYS),
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
+    userProvider: e.LINKGATE_USER_PROVIDER,
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     webhook: e.LINKGATE_WEBHOOK_URL

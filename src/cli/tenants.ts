@@ -144,6 +144,7 @@ const show: OperatorCommand = {
         ['name', answer.name],
         ['createdAt', answer.createdAt],
         ['webhookUrl', answer.webhookUrl ?? '-'],
+        ['userProvider', answer.userProvider ?? '-'],
         ['apiKeys', String(answer.apiKeys)],
         ['contextSecrets', String(answer.contextSecrets)],
       ]),

@@ -63,6 +63,10 @@ const defaultStatus = {
   result_gone: 404,
   /** The user cancelled linking (the wait API). */
   link_cancelled: 409,
+  /** An app's sign-in request this browser does not hold (expired, finished, or started elsewhere). */
+  sign_in_expired: 400,
+  /** A sign-in named a provider the app or tenant does not offer. */
+  sign_in_provider: 400,
   /** A sign-in ended after too many wrong passwords. */
   too_many_attempts: 429,
   // links

@@ -53,6 +53,8 @@ export interface NewFlow {
   expiresAt: Date;
   /** The tenant's provider configuration version it began with (null: the environment's). */
   configVersion?: number | null;
+  /** A sign-in flow: the OpenID Provider interaction it finishes (its `userId` is empty until then). */
+  signIn?: string;
 }
 
 export interface FlowStoreOptions {
@@ -87,6 +89,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         data: seal(stateHash, { codeVerifier: flow.codeVerifier, data: flow.data, state: flow.state, resumeUrl: flow.resumeUrl }),
         expiresAt: flow.expiresAt,
         configVersion: flow.configVersion ?? null,
+        signIn: flow.signIn ?? null,
       });
     },
 

@@ -1,12 +1,13 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { and, eq } from '../db/orm.ts';
+import * as v from 'valibot';
+import { and, asc, eq, sql } from '../db/orm.ts';
 import { logCause } from '../db/errors.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
-import { usedContexts, type FlowRow } from '../db/schema.ts';
+import { links as links_, usedContexts, type FlowRow } from '../db/schema.ts';
 import type { Flow, FormSpec, ProviderInstance, Step, StepInput, WaitDisplay } from '../provider.ts';
 import type { RegisteredProvider, Registry } from '../registry.ts';
-import { DEFAULT_TENANT } from './ids.ts';
+import { DEFAULT_TENANT, UserId } from './ids.ts';
 import type { ProviderDirectory } from './tenant-providers.ts';
 import { checkedAccount, pollInterval } from './bounds.ts';
 import { randomToken, sha256 } from './crypto.ts';
@@ -24,7 +25,9 @@ export type Outcome =
   /** `values`: what the user typed last time, for fields that are not passwords. `tenant`: whose pages these are (their branding). */
   | { kind: 'form'; tenant: string; state: string; form: FormSpec; values?: Record<string, string> }
   | { kind: 'wait'; tenant: string; state: string; display: WaitDisplay; pollMs: number }
-  | { kind: 'linked'; tenant: string; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined };
+  | { kind: 'linked'; tenant: string; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined }
+  /** A sign-in flow found who the person is: the OpenID Provider's interaction `signIn` is finished next. */
+  | { kind: 'signed_in'; tenant: string; signIn: string; userId: string; provider: RegisteredProvider };
 
 /** What the confirmation page shows before anything is started. */
 export interface Confirmation {
@@ -56,7 +59,9 @@ export type PollAnswer =
   | { status: 'cancelled' }
   | { status: 'expired' }
   /** The flow moved on to a step the page must reload to show. */
-  | { status: 'continue' };
+  | { status: 'continue' }
+  /** A sign-in flow found who the person is: the HTTP layer finishes the interaction and sends the page there. */
+  | { status: 'signed_in'; outcome: Extract<Outcome, { kind: 'signed_in' }> };
 
 export interface LinkingDeps {
   db: Db;
@@ -75,7 +80,16 @@ export interface LinkingDeps {
   hashUserId: (tenant: string, userId: string) => string;
   /** Write webhook events (`link.cancelled`) with the flow changes. */
   webhookEvents?: boolean;
+  /**
+   * The provider whose account id is a sign-in's user id, per tenant
+   * (LINKGATE_USER_PROVIDER, `discord` by default): a bot that knows its
+   * users by that id and the app they sign in to see the same user.
+   */
+  userProviderOf?: (tenant: string) => string | Promise<string>;
 }
+
+/** A user made by a sign-in with an account no user of the tenant has linked yet. */
+const newUserId = () => `usr_${randomToken(16)}`;
 
 /** Finds a provider that can run a flow: unknown → 404, not configured → 503. */
 export function requireProvider(registry: Registry, id: string): RegisteredProvider & { instance: ProviderInstance } {
@@ -172,6 +186,7 @@ export function createLinking(deps: LinkingDeps) {
     step: Step,
     previous?: FlowSecrets,
   ): Promise<Outcome> {
+    if (step.kind === 'done' && row.signIn !== null) return signedIn(provider, row, step);
     if (step.kind === 'done') {
       // Before anything is written: an account outside the contract's bounds links nothing.
       const account = checkedAccount(step.account, step.credentials, provider.id);
@@ -190,6 +205,43 @@ export function createLinking(deps: LinkingDeps) {
     const resumeUrl = step.kind === 'redirect' ? step.url.href : previous?.resumeUrl;
     if (!(await flows.release(row, { codeVerifier: flow.codeVerifier, data: flow.data, state, resumeUrl }, shown))) throw claimLost(provider.id);
     return outcomeOf(step, state, row.tenant);
+  }
+
+  /**
+   * A sign-in flow's `done`: who the person is. With the tenant's user
+   * provider the account id is the user id; with another provider, the user
+   * who linked that account already, or a new one. The account is stored as
+   * that user's link (a relink refreshes its credentials), in the transaction
+   * that ends the flow.
+   */
+  async function signedIn(provider: RegisteredProvider, row: FlowRow, step: Extract<Step, { kind: 'done' }>): Promise<Outcome> {
+    const account = checkedAccount(step.account, step.credentials, provider.id);
+    const byAccountId = provider.id === ((await deps.userProviderOf?.(row.tenant)) ?? 'discord');
+    if (byAccountId && !v.is(UserId, account.id)) {
+      throw new LinkgateError('provider_response_invalid', 'the provider\'s account id cannot be a user id', { provider: provider.id });
+    }
+    const userId = await deps.db.transaction(async (tx) => {
+      // The same lock links.store takes: two first sign-ins with one account make one user.
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`link:${row.tenant}:${provider.id}:${account.id}`}))`);
+      let user = byAccountId ? account.id : undefined;
+      if (user === undefined) {
+        const [linked] = await tx
+          .select({ userId: links_.userId })
+          .from(links_)
+          .where(and(eq(links_.tenant, row.tenant), eq(links_.provider, provider.id), eq(links_.externalId, account.id)))
+          .orderBy(asc(links_.linkedAt))
+          .limit(1);
+        user = linked?.userId ?? newUserId();
+      }
+      if (!(await flows.using(tx).finish(row, 'completed', new Date(deps.now())))) throw claimLost(provider.id);
+      const key = { tenant: row.tenant, userId: user, provider: provider.id };
+      await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion });
+      return user;
+    });
+    logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, userId) }, 'signed in');
+    deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id, tenant: row.tenant });
+    await deps.events.publish({ tenant: row.tenant, userId, provider: provider.id });
+    return { kind: 'signed_in', tenant: row.tenant, signIn: row.signIn!, userId, provider };
   }
 
   /** What the browser is shown for a step, fresh from the provider or read back from the flow's row. */
@@ -220,7 +272,10 @@ export function createLinking(deps: LinkingDeps) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
       if (input.kind === 'poll' && transient) await flows.unlock(claimed);
-      else if (isLinkgateError(error, 'provider_denied')) {
+      else if (isLinkgateError(error, 'provider_denied') && claimed.signIn !== null) {
+        // No bot is waiting on a sign-in: the flow just ends.
+        await flows.finish(claimed, 'cancelled', new Date(deps.now()));
+      } else if (isLinkgateError(error, 'provider_denied')) {
         // Refusing access at the provider is the user's Cancel too: the bot hears of it.
         await endCancelled(claimed, 'provider_denied');
       } else {
@@ -409,6 +464,38 @@ export function createLinking(deps: LinkingDeps) {
     },
 
     /**
+     * A sign-in (the OpenID Provider's login interaction `signIn`): opens a
+     * flow for no user yet, in this browser, and runs `begin`. Who the person
+     * is is decided when the provider says `done` (`signedIn`). The caller
+     * has checked that this browser holds the interaction.
+     */
+    async startSignIn(tenant: string, providerId: string, browserId: string, signIn: string): Promise<Started> {
+      const provider = await tenantProvider(tenant, providerId);
+      const state = randomToken(32);
+      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
+      const step = await run(provider, (p) => p.begin(flow));
+      if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
+      await flows.insert({
+        state,
+        codeVerifier: flow.codeVerifier,
+        browserId,
+        tenant,
+        userId: '',
+        provider: providerId,
+        returnTo: undefined,
+        data: flow.data,
+        expiresAt: new Date(flow.expiresAt),
+        configVersion: provider.configVersion ?? null,
+        signIn,
+        ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
+        step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
+      });
+      logger.info({ provider: providerId, step: step.kind, signIn: true }, 'flow started');
+      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant });
+      return step.kind === 'redirect' ? { kind: 'redirect', url: step.url } : { kind: 'show', state };
+    },
+
+    /**
      * `GET /oauth/:provider/continue`: the page a flow is on (a form, a code
      * to approve, or "linked"), shown again after `start` and on reload.
      */
@@ -516,6 +603,7 @@ export function createLinking(deps: LinkingDeps) {
       try {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
         if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
+        if (outcome.kind === 'signed_in') return { status: 'signed_in', outcome };
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };
       } catch (error) {

@@ -2,12 +2,13 @@ import type { SQL } from 'drizzle-orm';
 import { and, asc, eq, isNotNull, not, sql } from '../db/orm.ts';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.ts';
-import { flows, kv, links, tenantContextSecrets, tenantProviderConfigs, tenantWebhooks } from '../db/schema.ts';
+import { flows, kv, links, oidcApps, oidcPayloads, oidcSigningKeys, tenantContextSecrets, tenantProviderConfigs, tenantWebhooks } from '../db/schema.ts';
 import type { Keyring } from './crypto.ts';
 import { flowAad } from './flows.ts';
 import { kvAad } from './kv.ts';
 import { linkAad } from './links.ts';
 import { providerConfigAad, secretAad, webhookAad } from './tenants.ts';
+import { appSecretAad, payloadAad, signingKeyAad } from './openid-storage.ts';
 
 interface SealedColumn {
   name: string;
@@ -55,6 +56,17 @@ const SEALED: SealedColumn[] = [
     aad: ([tenant, provider, version]) => providerConfigAad(String(tenant), String(provider), Number(version)),
   },
   { name: 'tenant_webhooks', table: tenantWebhooks, keys: [tenantWebhooks.tenant], value: tenantWebhooks.secret, field: 'secret', aad: ([tenant]) => webhookAad(String(tenant)) },
+  // The OpenID Provider's (src/core/openid-storage.ts).
+  {
+    name: 'oidc_payloads',
+    table: oidcPayloads,
+    keys: [oidcPayloads.tenant, oidcPayloads.model, oidcPayloads.idHash],
+    value: oidcPayloads.payload,
+    field: 'payload',
+    aad: ([tenant, model, idHash]) => payloadAad(String(tenant), String(model), String(idHash)),
+  },
+  { name: 'oidc_signing_keys', table: oidcSigningKeys, keys: [oidcSigningKeys.tenant, oidcSigningKeys.kid], value: oidcSigningKeys.privateJwk, field: 'privateJwk', aad: ([tenant, kid]) => signingKeyAad(String(tenant), String(kid)) },
+  { name: 'oidc_apps', table: oidcApps, keys: [oidcApps.tenant, oidcApps.clientId], value: oidcApps.secret, field: 'secret', aad: ([tenant, clientId]) => appSecretAad(String(tenant), String(clientId)) },
 ];
 
 export interface ReencryptReport {

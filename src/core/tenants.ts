@@ -55,12 +55,15 @@ export interface Tenant {
   apiRateLimit: RateLimitRule | undefined;
   /** Its pages' branding, instead of the gateway's. */
   brand: Brand | undefined;
+  /** The provider whose account id is the user id of a sign-in; undefined: `discord`. */
+  userProvider: string | undefined;
 }
 
 /** What the hot paths need of a tenant: its rate limit and branding (cached like its secrets). */
 export interface TenantSettings {
   apiRateLimit: RateLimitRule | undefined;
   brand: Brand | undefined;
+  userProvider: string | undefined;
 }
 
 // Stored by the operator API after validation; read back leniently (a row that does not parse is no setting).
@@ -96,7 +99,7 @@ export const secretAad = (tenant: string, id: string) => `tenant-context-secret:
 export const webhookAad = (tenant: string) => `tenant-webhook:${JSON.stringify([tenant])}`;
 export const providerConfigAad = (tenant: string, provider: string, version: number) => `tenant-provider:${JSON.stringify([tenant, provider, version])}`;
 
-const NO_SETTINGS: TenantSettings = Object.freeze({ apiRateLimit: undefined, brand: undefined });
+const NO_SETTINGS: TenantSettings = Object.freeze({ apiRateLimit: undefined, brand: undefined, userProvider: undefined });
 const noSuchTenant = (id: string) => new LinkgateError('tenant_not_found', `there is no tenant "${id}"`);
 
 export function createTenantStore(deps: TenantStoreDeps) {
@@ -145,7 +148,7 @@ export function createTenantStore(deps: TenantStoreDeps) {
   const toTenant = (row: TenantRow): Tenant => {
     const rule = v.safeParse(StoredRule, row.apiRateLimit);
     const brand = v.safeParse(StoredBrand, row.brand);
-    return { id: row.id, name: row.name, createdAt: row.createdAt, apiRateLimit: rule.success ? rule.output : undefined, brand: brand.success ? brand.output : undefined };
+    return { id: row.id, name: row.name, createdAt: row.createdAt, apiRateLimit: rule.success ? rule.output : undefined, brand: brand.success ? brand.output : undefined, userProvider: row.userProvider ?? undefined };
   };
   const settingsCache = new Map<string, { value: TenantSettings | Promise<TenantSettings>; until: number }>();
 
@@ -181,11 +184,12 @@ export function createTenantStore(deps: TenantStoreDeps) {
     require: requireTenant,
 
     /** Renames a tenant or changes its rate limit or branding (`null` goes back to the gateway's). */
-    async update(id: string, change: { name?: string; apiRateLimit?: RateLimitRule | null; brand?: Brand | null }): Promise<Tenant> {
+    async update(id: string, change: { name?: string; apiRateLimit?: RateLimitRule | null; brand?: Brand | null; userProvider?: string | null }): Promise<Tenant> {
       const set: Partial<typeof tenants.$inferInsert> = {};
       if (change.name !== undefined) set.name = change.name;
       if (change.apiRateLimit !== undefined) set.apiRateLimit = change.apiRateLimit;
       if (change.brand !== undefined) set.brand = change.brand;
+      if (change.userProvider !== undefined) set.userProvider = change.userProvider;
       const [row] = Object.keys(set).length > 0 ? await db.update(tenants).set(set).where(eq(tenants.id, id)).returning() : await db.select().from(tenants).where(eq(tenants.id, id));
       if (!row) throw noSuchTenant(id);
       await changed(id);
@@ -208,7 +212,7 @@ export function createTenantStore(deps: TenantStoreDeps) {
         .where(eq(tenants.id, tenant))
         .then(([row]) => {
           const found = row ? toTenant(row) : undefined;
-          const value: TenantSettings = { apiRateLimit: found?.apiRateLimit, brand: found?.brand };
+          const value: TenantSettings = { apiRateLimit: found?.apiRateLimit, brand: found?.brand, userProvider: found?.userProvider };
           settingsCache.set(tenant, { value, until: at + CACHE_MS });
           return value;
         });

@@ -24,7 +24,7 @@ const drizzle = require('drizzle-orm') as typeof import('drizzle-orm');
 const pgCore = require('drizzle-orm/pg-core') as typeof import('drizzle-orm/pg-core');
 
 export const { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, lte, ne, not, or, sql } = drizzle;
-export const { index, integer, jsonb, pgSchema, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } = pgCore;
+export const { boolean, index, integer, jsonb, pgSchema, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } = pgCore;
 export const { DrizzleQueryError } = require('drizzle-orm/errors') as typeof import('drizzle-orm/errors');
 
 /** The PostgreSQL driver: postgres.js and drizzle's adapter and migrator for it, one copy of each. */

@@ -1,4 +1,4 @@
-import { index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from './orm.ts';
+import { boolean, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from './orm.ts';
 
 const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -40,6 +40,12 @@ export const flows = pgTable(
      * null for the environment's configuration.
      */
     configVersion: integer('config_version'),
+    /**
+     * A sign-in flow (src/http/openid-provider.tsx): the OpenID Provider
+     * interaction it finishes. Its `user_id` is empty until the provider says
+     * who the person is; then the link is stored under the user found or made.
+     */
+    signIn: text('sign_in'),
     createdAt: at('created_at').notNull().defaultNow(),
     /** When it stopped being open: the wait API tells a bot about a cancellation after the time it asks from. */
     endedAt: at('ended_at'),
@@ -175,6 +181,8 @@ export const tenants = pgTable('tenants', {
   apiRateLimit: jsonb('api_rate_limit'),
   /** Its pages' name, icon, colour and support link `{ name?, iconUrl?, color?, supportUrl? }`; null: the gateway's. */
   brand: jsonb('brand'),
+  /** The provider whose account id is the user id of a sign-in (docs/sign-in.md); null: `discord`. */
+  userProvider: text('user_provider'),
   createdAt: at('created_at').notNull().defaultNow(),
 });
 
@@ -241,6 +249,87 @@ export const tenantWebhooks = pgTable('tenant_webhooks', {
   updatedAt: at('updated_at').notNull().defaultNow(),
 });
 
+/**
+ * What panva's oidc-provider stores for each tenant's OpenID Provider
+ * (src/core/openid-storage.ts): sessions, interactions, authorization codes,
+ * access and refresh tokens, grants. The id is a SHA-256 of oidc-provider's
+ * id (for tokens, the token itself) and the payload is sealed, so a dump of
+ * this table hands out no live token. The lookup columns are hashed too.
+ */
+export const oidcPayloads = pgTable(
+  'oidc_payloads',
+  {
+    tenant: text('tenant').notNull(),
+    model: text('model').notNull(),
+    idHash: text('id_hash').notNull(),
+    payload: text('payload').notNull(),
+    grantId: text('grant_id'),
+    userCodeHash: text('user_code_hash'),
+    uid: text('uid'),
+    consumedAt: at('consumed_at'),
+    expiresAt: at('expires_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.tenant, t.model, t.idHash] }),
+    index('oidc_payloads_grant_idx').on(t.tenant, t.grantId),
+    index('oidc_payloads_user_code_idx').on(t.tenant, t.model, t.userCodeHash),
+    index('oidc_payloads_uid_idx').on(t.tenant, t.model, t.uid),
+    index('oidc_payloads_expires_at_idx').on(t.expiresAt),
+  ],
+);
+
+/**
+ * A tenant's ID token signing keys (ES256). The private JWK is sealed (AAD:
+ * tenant and kid). A key is published from `created_at`, signs from
+ * `signs_from` (a next key is published before it is used, so relying
+ * parties that cache the JWKS already know it), stops signing at
+ * `retired_at`, and leaves the JWKS at `expires_at`, once every token it
+ * signed has expired.
+ */
+export const oidcSigningKeys = pgTable(
+  'oidc_signing_keys',
+  {
+    tenant: text('tenant')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    kid: text('kid').notNull(),
+    alg: text('alg').notNull(),
+    publicJwk: jsonb('public_jwk').notNull(),
+    privateJwk: text('private_jwk').notNull(),
+    createdAt: at('created_at').notNull().defaultNow(),
+    signsFrom: at('signs_from').notNull(),
+    retiredAt: at('retired_at'),
+    expiresAt: at('expires_at'),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.kid] })],
+);
+
+/**
+ * A tenant's apps: the OpenID clients people sign in to. A confidential
+ * app's secret is sealed (AAD: tenant and client id) and shown once.
+ */
+export const oidcApps = pgTable(
+  'oidc_apps',
+  {
+    tenant: text('tenant')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    clientId: text('client_id').notNull(),
+    name: text('name').notNull(),
+    type: text('type', { enum: ['confidential', 'public'] }).notNull(),
+    redirectUris: text('redirect_uris').array().notNull(),
+    postLogoutRedirectUris: text('post_logout_redirect_uris').array().notNull().default([]),
+    /** The providers its sign-in offers; null: all of the tenant's. */
+    providers: text('providers').array(),
+    subject: text('subject', { enum: ['user', 'external'] }).notNull().default('user'),
+    firstParty: boolean('first_party').notNull().default(true),
+    secret: text('secret'),
+    createdAt: at('created_at').notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.clientId] })],
+);
+
+export type OidcAppRow = typeof oidcApps.$inferSelect;
 export type FlowRow = typeof flows.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;

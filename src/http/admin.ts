@@ -15,6 +15,7 @@ import { createApiKeyCheck } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
+import type { OpenIdApp, OpenIdApps } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
 import { exportLinks, importLinks } from '../core/link-transfer.ts';
 import { IMPORT_MAX_BYTES } from './api.ts';
@@ -40,6 +41,8 @@ export interface AdminRoutesDeps {
   /** LINK_ALLOW_SHARED_ACCOUNTS, for imported links as for linked ones. */
   allowSharedAccounts?: boolean;
   now?: () => number;
+  /** The tenants' apps, the OpenID clients people sign in to (docs/sign-in.md). */
+  apps: OpenIdApps;
 }
 
 // ── Requests ────────────────────────────────────────────────────────────────
@@ -77,6 +80,7 @@ export const UpdateTenantBody = v.object({
       }),
     ),
   ),
+  userProvider: v.optional(v.nullable(v.pipe(v.string('userProvider must be a string'), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'userProvider must be a provider id (lowercase letters, digits, _ and -)')))),
 });
 export const ApiKeyParams = v.object({
   tenant: TenantId,
@@ -105,6 +109,38 @@ export const WebhookBody = v.object({
   secret: v.pipe(v.string('secret must be a string'), v.minLength(32, 'secret must be at least 32 characters'), v.maxLength(512, 'secret must be at most 512 characters')),
 });
 
+const loopbackHost = (hostname: string) => hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
+const appUris = (name: string) =>
+  v.pipe(
+    v.array(
+      v.pipe(
+        v.string(`each of ${name} must be a string`),
+        v.maxLength(2048, `each of ${name} must be at most 2048 characters`),
+        v.check((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), `each of ${name} must be an absolute http(s) URL`),
+        // RFC 6749 §3.1.2: no fragment; and plain http only where nothing else can listen in (RFC 8252 §7.3).
+        v.check((text) => !URL.canParse(text) || !new URL(text).hash, `each of ${name} must not have a fragment (#…)`),
+        v.check((text) => !URL.canParse(text) || new URL(text).protocol === 'https:' || loopbackHost(new URL(text).hostname), `each of ${name} must be https (plain http only on a loopback address)`),
+      ),
+      `${name} must be a list of URLs`,
+    ),
+    v.maxLength(20, `${name} may hold at most 20 URLs`),
+  );
+export const AppParams = v.object({
+  tenant: TenantId,
+  clientId: v.pipe(v.string(), v.regex(/^app_[A-Za-z0-9_-]{1,40}$/, 'clientId must be an app id like app_…'), v.description('an app\'s client id, app_…')),
+});
+export const CreateAppBody = v.object({
+  name: TenantName,
+  redirectUris: v.pipe(appUris('redirectUris'), v.minLength(1, 'redirectUris must list at least one URL')),
+  postLogoutRedirectUris: v.optional(appUris('postLogoutRedirectUris'), []),
+  type: v.picklist(['confidential', 'public'], 'type must be "confidential" (a server that keeps a secret) or "public" (a browser or native app)'),
+  providers: v.optional(
+    v.pipe(v.array(ProviderId, 'providers must be a list of provider ids'), v.minLength(1, 'providers must list at least one provider (leave it out for all of them)'), v.maxLength(32, 'providers may list at most 32')),
+  ),
+  subject: v.optional(v.picklist(['user', 'external'], 'subject must be "user" or "external"'), 'user'),
+  firstParty: v.optional(v.boolean('firstParty must be true or false'), true),
+});
+
 // ── Answers (also what the tests check real answers against) ───────────────
 
 const IsoTime = v.pipe(v.string(), v.isoTimestamp());
@@ -118,6 +154,7 @@ export const TenantDetailAnswer = v.strictObject({
   apiRateLimit: v.nullable(RuleAnswer),
   brand: v.nullable(BrandAnswer),
   webhookUrl: v.nullable(v.string()),
+  userProvider: v.nullable(v.string()),
   apiKeys: v.number(),
   contextSecrets: v.number(),
 });
@@ -138,6 +175,31 @@ export const TenantProvidersAnswer = v.strictObject({
   providers: v.array(v.strictObject({ id: v.string(), displayName: v.string(), configured: v.boolean(), missing: v.optional(v.string()) })),
 });
 export const WebhookAnswer = v.strictObject({ url: v.string() });
+export const CreatedAppAnswer = v.strictObject({ clientId: v.string(), clientSecret: v.optional(v.string()) });
+export const AppAnswer = v.strictObject({
+  clientId: v.string(),
+  name: v.string(),
+  type: v.picklist(['confidential', 'public']),
+  redirectUris: v.array(v.string()),
+  postLogoutRedirectUris: v.array(v.string()),
+  providers: v.nullable(v.array(v.string())),
+  subject: v.picklist(['user', 'external']),
+  firstParty: v.boolean(),
+  createdAt: IsoTime,
+});
+export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
+
+export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
+  clientId: app.clientId,
+  name: app.name,
+  type: app.type,
+  redirectUris: app.redirectUris,
+  postLogoutRedirectUris: app.postLogoutRedirectUris,
+  providers: app.providers,
+  subject: app.subject,
+  firstParty: app.firstParty,
+  createdAt: app.createdAt.toISOString(),
+});
 
 const iso = (date: Date | null) => (date === null ? null : date.toISOString());
 
@@ -159,6 +221,7 @@ export async function tenantDetail(tenants: TenantStore, tenant: string): Promis
     apiRateLimit: found.apiRateLimit ?? null,
     brand: found.brand ?? null,
     webhookUrl: webhookUrl ?? null,
+    userProvider: found.userProvider ?? null,
     apiKeys: apiKeys.length,
     contextSecrets: secrets.length,
   };
@@ -253,7 +316,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.patch('/tenants/:tenant', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const body = parseInput(UpdateTenantBody, await readJson(c));
-    if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined)) throw environmentOnly('rate limit and branding');
+    if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined || body.userProvider !== undefined)) throw environmentOnly('rate limit, branding and user provider');
     const icon = body.brand?.iconUrl;
     // The pages allow images from our own origin and data: URLs only (CSP img-src).
     if (icon !== undefined && !icon.startsWith('data:') && new URL(icon).origin !== deps.publicBaseUrl.origin) {
@@ -332,6 +395,38 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
     if (!(await deps.tenants.removeProviderConfig(tenant, provider))) throw new LinkgateError('not_found', 'this tenant has no configuration for this provider');
     c.get('log')().info({ tenant, provider }, 'tenant provider removed');
+    return c.body(null, 204);
+  });
+
+  /** An app people sign in to: its client secret (confidential apps) is in this answer only. */
+  app.post('/tenants/:tenant/apps', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const body = parseInput(CreateAppBody, await readJson(c));
+    await deps.tenants.require(tenant);
+    // No consent page yet: an app of someone else's would sign people in without asking them.
+    if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
+    if (body.providers) {
+      const registry = await deps.providers.of(tenant);
+      const unknown = body.providers.find((id) => !registry.get(id));
+      if (unknown !== undefined) throw new LinkgateError('bad_request', `providers: this tenant has no provider "${unknown}"`);
+    }
+    const created = await deps.apps.create(tenant, { ...body, providers: body.providers });
+    c.get('log')().info({ tenant, app: created.clientId }, 'app created');
+    return c.json({ clientId: created.clientId, ...(created.clientSecret ? { clientSecret: created.clientSecret } : {}) }, 201);
+  });
+
+  app.get('/tenants/:tenant/apps', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    await deps.tenants.require(tenant);
+    return c.json({ apps: (await deps.apps.list(tenant)).map(appAnswer) });
+  });
+
+  /** Removes the app: its sign-ins stop at once (oidc-provider finds no client; its tokens no longer verify at the token endpoint). */
+  app.delete('/tenants/:tenant/apps/:clientId', async (c) => {
+    const { tenant, clientId } = parseInput(AppParams, c.req.param());
+    await deps.tenants.require(tenant);
+    if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
+    c.get('log')().info({ tenant, app: clientId }, 'app deleted');
     return c.body(null, 204);
   });
 

@@ -28,6 +28,22 @@ const ContextText = v.pipe(v.string(), v.minLength(1, 'the link has no context')
 const Csrf = v.optional(v.pipe(v.string(), v.maxLength(128, 'the confirmation token is too long')));
 const BrowserId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/));
 
+/** This browser's id, from its cookie (see `BROWSER_COOKIE`). */
+export function readBrowserCookie(c: Context<AppEnv>, secureCookies: boolean): string | undefined {
+  const value = getCookie(c, BROWSER_COOKIE, secureCookies ? 'host' : undefined);
+  return v.is(BrowserId, value) ? value : undefined;
+}
+
+/** Sets (or renews) the browser cookie for as long as a flow started now can live. */
+export function setBrowserCookie(c: Context<AppEnv>, browser: string, options: { secureCookies: boolean; stateTtlSeconds: number }): void {
+  setCookie(c, BROWSER_COOKIE, browser, {
+    httpOnly: true,
+    sameSite: 'Lax', // sent on the provider's top-level redirect back to us, not on cross-site POSTs
+    maxAge: options.stateTtlSeconds,
+    ...(options.secureCookies ? { prefix: 'host', secure: true, path: '/' } : { path: '/oauth' }),
+  });
+}
+
 export interface OauthRoutesDeps {
   linking: Linking;
   /** The link-context formats links may carry, each in its own query parameter. */
@@ -39,6 +55,8 @@ export interface OauthRoutesDeps {
   brand: Brand;
   /** A tenant's branding: its own when it has one, else the gateway's. */
   brandOf?: (tenant: string) => Brand | Promise<Brand>;
+  /** Hands a finished sign-in back to the OpenID Provider (src/http/openid-provider.tsx): where the browser goes next. */
+  finishSignIn?: (outcome: Extract<Outcome, { kind: 'signed_in' }>) => Promise<URL>;
 }
 
 function providerParam(c: Context<AppEnv>): string {
@@ -72,22 +90,8 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     return { format, token: parseInput(ContextText, read(format.param)) };
   }
   const app = new Hono<AppEnv>();
-  const cookiePrefix = deps.secureCookies ? 'host' : undefined;
-
-  function browserId(c: Context<AppEnv>): string | undefined {
-    const value = getCookie(c, BROWSER_COOKIE, cookiePrefix);
-    return v.is(BrowserId, value) ? value : undefined;
-  }
-
-  /** Sets (or renews) the browser cookie for as long as a flow started now can live. */
-  function bindBrowser(c: Context<AppEnv>, browser: string): void {
-    setCookie(c, BROWSER_COOKIE, browser, {
-      httpOnly: true,
-      sameSite: 'Lax', // sent on the provider's top-level redirect back to us, not on cross-site POSTs
-      maxAge: deps.stateTtlSeconds,
-      ...(cookiePrefix ? { prefix: cookiePrefix, secure: true, path: '/' } : { path: '/oauth' }),
-    });
-  }
+  const browserId = (c: Context<AppEnv>) => readBrowserCookie(c, deps.secureCookies);
+  const bindBrowser = (c: Context<AppEnv>, browser: string) => setBrowserCookie(c, browser, deps);
 
   const frame = (c: Context<AppEnv>, brand: Brand = deps.brand): PageFrame => ({ nonce: c.get('secureHeadersNonce') ?? '', brand });
   /** The page frame of a tenant's page: its branding. */
@@ -107,6 +111,10 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
         return c.html(
           <WaitPage frame={await tenantFrame(c, outcome.tenant)} action={action} cancelAction={cancelAction} cancelledUrl={`/oauth/${provider}/cancelled`} pollUrl={pollUrl} state={outcome.state} display={outcome.display} pollMs={outcome.pollMs} />,
         );
+      }
+      case 'signed_in': {
+        if (!deps.finishSignIn) throw new LinkgateError('not_found', 'sign-in is not served here');
+        return c.redirect((await deps.finishSignIn(outcome)).href, 303);
       }
       case 'linked':
         if (outcome.returnTo) return c.redirect(outcome.returnTo, 303);
@@ -240,7 +248,11 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
   app.get('/:provider/poll', async (c) => {
     const provider = providerParam(c);
     const state = parseInput(State, c.req.query('state'));
-    return c.json(await linking.poll(provider, state, browserId(c)));
+    const answer = await linking.poll(provider, state, browserId(c));
+    if (answer.status !== 'signed_in') return c.json(answer);
+    // A sign-in approved while the page waited: the page goes back to the app's sign-in.
+    if (!deps.finishSignIn) throw new LinkgateError('not_found', 'sign-in is not served here');
+    return c.json({ status: 'linked', returnTo: (await deps.finishSignIn(answer.outcome)).href });
   });
 
   return app;

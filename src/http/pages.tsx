@@ -177,6 +177,34 @@ export function LinkedPage(props: { frame: PageFrame; providerName: string; acco
   );
 }
 
+/**
+ * An app's sign-in: one button per provider the app offers. Each posts to
+ * `action` (the interaction's own address, where the browser holds its
+ * cookie) with the provider's id.
+ */
+export function ChooserPage(props: { frame: PageFrame; appName: string; action: string; providers: ReadonlyArray<{ id: string; displayName: string }> }) {
+  return (
+    <Layout title={`Sign in to ${props.appName}`} frame={props.frame}>
+      <h1>Sign in to {props.appName}</h1>
+      {props.providers.length > 0 ? (
+        <>
+          <p>Choose how to sign in:</p>
+          <div class="actions">
+            {props.providers.map((provider) => (
+              <form method="post" action={props.action}>
+                <input type="hidden" name="provider" value={provider.id} />
+                <button type="submit">Continue with {provider.displayName}</button>
+              </form>
+            ))}
+          </div>
+        </>
+      ) : (
+        <p>No way to sign in is set up for this app yet. Please tell its owner.</p>
+      )}
+    </Layout>
+  );
+}
+
 /** After Cancel: nothing happened, and the bot knows. */
 export function CancelledPage(props: { frame: PageFrame; providerName: string }) {
   return (
@@ -441,6 +469,10 @@ export function describeError(
       return { title: 'This link is not valid', lines: ['It points somewhere this gateway does not send people to.', NEW_LINK] };
     case 'database_unavailable':
       return { title: 'Linkgate is briefly unavailable', lines: ['Nothing was lost. Please reload this page in a minute.'] };
+    case 'sign_in_expired':
+      return { title: 'This sign-in has expired', lines: ['It took too long, was already finished, or was started in another browser.', 'Go back to the app and sign in again.'] };
+    case 'sign_in_provider':
+      return { title: 'This way of signing in is not offered', lines: ['The app asked for a provider it does not offer.', 'Go back to the app and choose another way to sign in.'] };
     case 'too_many_attempts':
       return {
         title: 'Too many wrong passwords',

@@ -19,6 +19,7 @@ const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url)
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/pages', import.meta.url));
 const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 const WIDTHS = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } } as const;
+const ADMIN_KEY = 'admin_0123456789abcdefghijklmnopqrstuvwxyz';
 const BRAND = { LINKGATE_BRAND_NAME: 'Annie Mei', LINKGATE_BRAND_COLOR: '#f5c2e7', LINKGATE_SUPPORT_URL: 'https://annie-mei.example/support' };
 
 let database: Database;
@@ -28,6 +29,9 @@ const servers: Array<{ url: string; close(): Promise<void> }> = [];
 let pin: { url: string };
 let branded: { url: string };
 let production: { url: string };
+/** A gateway with an app to sign in to (its OpenID Provider's chooser page), and that app's client id. */
+let signIn: { url: string };
+let appClientId: string;
 
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
@@ -40,6 +44,14 @@ beforeAll(async () => {
   pin = await serve(await createTestGateway(database, { providersDir: FIXTURES }));
   branded = await serve(await createTestGateway(database, { env: { ANILIST_CLIENT_ID: '1', ANILIST_CLIENT_SECRET: 'x', OAUTH_CONTEXT_SIGNING_SECRET: 'bot-secret', ...BRAND } }));
   production = await serve(await createTestGateway(database, { env: { NODE_ENV: 'production', PUBLIC_BASE_URL: 'https://link.example', ...BRAND } }));
+  const withApps = await createTestGateway(database, { providersDir: FIXTURES, env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY } });
+  signIn = await serve(withApps);
+  const created = await withApps.app.request('/api/admin/v1/tenants/default/apps', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Quiz dashboard', redirectUris: ['https://app.example/callback'], type: 'public' }),
+  });
+  appClientId = ((await created.json()) as { clientId: string }).clientId;
   browser = await launchChromium();
 });
 afterAll(async () => {
@@ -131,6 +143,16 @@ describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('every page at 
     await inspect(other, 'used', width);
     await page.context().close();
     await other.context().close();
+  });
+
+  it('an app\'s sign-in page: a button per provider', async () => {
+    const page = await open();
+    const query = new URLSearchParams({ client_id: appClientId, response_type: 'code', scope: 'openid', redirect_uri: 'https://app.example/callback', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' });
+    await page.goto(`${signIn.url}/oidc/auth?${query}`);
+    await page.getByRole('heading', { name: 'Sign in to Quiz dashboard' }).waitFor();
+    expect(await page.getByRole('button', { name: /^Continue with / }).count()).toBeGreaterThan(0);
+    await inspect(page, 'sign-in-chooser', width);
+    await page.context().close();
   });
 
   it('error pages: an expired link, a page that is not there', async () => {

@@ -1,6 +1,6 @@
-// Minimal local typings for the parts of `oidc-provider` (v9, ships no types) that
-// src/demo/openid-provider.ts uses (for the demo and the test IdP). Deliberately
-// loose: this is local scaffolding, not a full description of the library.
+// Local typings for the parts of `oidc-provider` (v9, ships no types) that we use:
+// each tenant's OpenID Provider (src/http/openid-provider.tsx) and the demo's and
+// tests' IdP (src/demo/openid-provider.ts). Only what those files read and call.
 declare module 'oidc-provider' {
   import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -25,12 +25,38 @@ declare module 'oidc-provider' {
 
   export interface ClientLike {
     clientId: string;
+    clientAuthMethod?: string;
+    redirectUris?: string[];
     grantTypeAllowed(grantType: string): boolean;
+  }
+
+  /** What codes, refresh tokens and sessions remember of the login. */
+  export interface LoginRecord {
+    accountId?: string;
+    amr?: string[];
+  }
+
+  export interface SessionLike extends LoginRecord {
+    uid?: string;
+    grantIdFor(clientId: string): string | undefined;
+  }
+
+  /** The slice of the Koa context with `ctx.oidc` that our configuration functions read and write. */
+  export interface KoaContextWithOIDC {
+    type: string;
+    body: unknown;
+    oidc: {
+      client?: ClientLike;
+      session?: SessionLike;
+      result?: { consent?: { grantId?: string } };
+      entities: { AuthorizationCode?: LoginRecord; RefreshToken?: LoginRecord };
+      provider: Provider;
+    };
   }
 
   export interface Account {
     accountId: string;
-    claims(use: string, scope: string, claims: unknown, rejected: string[]): Promise<Record<string, unknown> & { sub: string }>;
+    claims(use: string, scope: string, claims: unknown, rejected: string[]): (Record<string, unknown> & { sub: string }) | Promise<Record<string, unknown> & { sub: string }>;
   }
 
   /** The slice of the per-request `ctx.oidc` context we read. */
@@ -80,12 +106,21 @@ declare module 'oidc-provider' {
     scopes?: string[];
     features?: Record<string, Record<string, unknown>>;
     pkce?: { required?: (ctx: unknown, client: ClientLike) => boolean };
+    routes?: Record<string, string>;
+    subjectTypes?: Array<'public' | 'pairwise'>;
+    pairwiseIdentifier?: (ctx: KoaContextWithOIDC, accountId: string, client: ClientLike) => Promise<string>;
+    loadExistingGrant?: (ctx: KoaContextWithOIDC) => Promise<GrantInstance | undefined>;
+    responseTypes?: string[];
+    extraParams?: string[];
+    enabledJWA?: Record<string, string[]>;
     interactions?: { url?: (ctx: unknown, interaction: { uid: string }) => string | Promise<string> };
-    findAccount?: (ctx: unknown, sub: string, token?: unknown) => Promise<Account | undefined>;
+    findAccount?: (ctx: KoaContextWithOIDC, sub: string, token?: LoginRecord) => Promise<Account | undefined>;
     issueRefreshToken?: (ctx: unknown, client: ClientLike, code: unknown) => boolean | Promise<boolean>;
     expiresWithSession?: (ctx: unknown, code: unknown) => boolean | Promise<boolean>;
     renderError?: (ctx: KoaContextLike, out: ErrorOut, error: Error) => void | Promise<void>;
     clientBasedCORS?: (ctx: unknown, origin: string, client: ClientLike) => boolean;
+    logoutSource?: (ctx: KoaContextWithOIDC, form: string) => void | Promise<void>;
+    postLogoutSuccessSource?: (ctx: KoaContextWithOIDC) => void | Promise<void>;
     ttl?: Record<string, number | ((...args: never[]) => number)>;
     [key: string]: unknown;
   }
@@ -121,6 +156,14 @@ declare module 'oidc-provider' {
     find(id: string): Promise<GrantInstance | undefined>;
   }
 
+  export interface InteractionInstance {
+    uid: string;
+    exp: number;
+    returnTo: string;
+    result?: Record<string, unknown>;
+    save(ttlSeconds: number): Promise<string>;
+  }
+
   export interface InteractionResultOptions {
     mergeWithLastSubmission?: boolean;
   }
@@ -129,6 +172,9 @@ declare module 'oidc-provider' {
     constructor(issuer: string, configuration?: Configuration);
     readonly issuer: string;
     readonly Grant: GrantStatic;
+    readonly Interaction: { find(uid: string): Promise<InteractionInstance | undefined> };
+    /** Trust X-Forwarded-Proto and X-Forwarded-Host (Koa's `proxy`). */
+    proxy: boolean;
     callback(): (req: IncomingMessage, res: ServerResponse) => Promise<void>;
     use(middleware: KoaMiddleware): this;
     on(event: 'server_error', listener: (ctx: KoaContextLike, error: Error) => void): this;

@@ -1,0 +1,247 @@
+/**
+ * What each tenant's OpenID Provider keeps (docs/sign-in.md): oidc-provider's
+ * payloads (sessions, interactions, codes, tokens, grants) in one table, its
+ * ES256 signing keys, and the tenant's apps (its OpenID clients).
+ *
+ * Everything secret is sealed with the keyring and bound to where it belongs
+ * (AAD), and oidc-provider's ids are stored as SHA-256 digests: an access
+ * token's id is the token itself, and a session's id is its cookie.
+ */
+import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import type { Adapter, AdapterPayload, ClientMetadata } from 'oidc-provider';
+import * as v from 'valibot';
+import type { Db } from '../db/client.ts';
+import { and, asc, eq, gt, isNull, or, sql } from '../db/orm.ts';
+import { oidcApps, oidcPayloads, oidcSigningKeys, type OidcAppRow } from '../db/schema.ts';
+import { randomToken, sha256, type Keyring } from './crypto.ts';
+
+export const payloadAad = (tenant: string, model: string, idHash: string) => `oidc-payload:${JSON.stringify([tenant, model, idHash])}`;
+export const signingKeyAad = (tenant: string, kid: string) => `oidc-signing-key:${JSON.stringify([tenant, kid])}`;
+export const appSecretAad = (tenant: string, clientId: string) => `oidc-app-secret:${JSON.stringify([tenant, clientId])}`;
+
+const StoredPayload = v.record(v.string(), v.unknown());
+
+/**
+ * oidc-provider's storage for one tenant: `adapterFor(model)` is its
+ * `adapter` option. `Client` is answered from the tenant's apps; every other
+ * model is a row of `oidc_payloads`.
+ */
+export function createOpenIdAdapter(db: Db, keyring: Keyring, tenant: string, apps: OpenIdApps, now: () => number = Date.now) {
+  return function adapterFor(model: string): Adapter {
+    const key = (id: string) => and(eq(oidcPayloads.tenant, tenant), eq(oidcPayloads.model, model), eq(oidcPayloads.idHash, sha256(id)));
+
+    async function read(where: ReturnType<typeof and>): Promise<AdapterPayload | undefined> {
+      const [row] = await db.select().from(oidcPayloads).where(and(where, or(isNull(oidcPayloads.expiresAt), gt(oidcPayloads.expiresAt, new Date(now())))));
+      if (!row) return undefined;
+      const payload = v.parse(StoredPayload, JSON.parse(keyring.open(row.payload, payloadAad(tenant, model, row.idHash)))) as AdapterPayload;
+      return row.consumedAt ? { ...payload, consumed: Math.floor(row.consumedAt.getTime() / 1000) } : payload;
+    }
+
+    if (model === 'Client') {
+      return {
+        find: async (id) => apps.metadata(tenant, id),
+        upsert: async () => {
+          throw new Error('apps are created through the operator API');
+        },
+        findByUid: async () => undefined,
+        findByUserCode: async () => undefined,
+        consume: async () => {},
+        destroy: async () => {},
+        revokeByGrantId: async () => {},
+      };
+    }
+
+    return {
+      async upsert(id, payload, expiresIn) {
+        const idHash = sha256(id);
+        const values = {
+          payload: keyring.seal(JSON.stringify(payload), payloadAad(tenant, model, idHash)),
+          grantId: payload.grantId ?? null,
+          userCodeHash: payload.userCode ? sha256(payload.userCode) : null,
+          uid: payload.uid ?? null,
+          consumedAt: null,
+          expiresAt: typeof expiresIn === 'number' ? new Date(now() + expiresIn * 1000) : null,
+        };
+        await db
+          .insert(oidcPayloads)
+          .values({ tenant, model, idHash, ...values })
+          .onConflictDoUpdate({ target: [oidcPayloads.tenant, oidcPayloads.model, oidcPayloads.idHash], set: values });
+      },
+      find: (id) => read(key(id)),
+      findByUid: (uid) => read(and(eq(oidcPayloads.tenant, tenant), eq(oidcPayloads.model, model), eq(oidcPayloads.uid, uid))),
+      findByUserCode: (userCode) => read(and(eq(oidcPayloads.tenant, tenant), eq(oidcPayloads.model, model), eq(oidcPayloads.userCodeHash, sha256(userCode)))),
+      async consume(id) {
+        await db.update(oidcPayloads).set({ consumedAt: new Date(now()) }).where(key(id));
+      },
+      async destroy(id) {
+        await db.delete(oidcPayloads).where(key(id));
+      },
+      async revokeByGrantId(grantId) {
+        await db.delete(oidcPayloads).where(and(eq(oidcPayloads.tenant, tenant), eq(oidcPayloads.grantId, grantId)));
+      },
+    };
+  };
+}
+
+/** A private JWK as oidc-provider's `jwks` takes it. */
+export type SigningJwk = JWK & { kid: string; alg: string; use: 'sig' };
+
+export const SIGNING_ALG = 'ES256';
+
+/**
+ * A tenant's signing keys, made on first use. `jwks(tenant)` lists the key
+ * that signs first (oidc-provider signs with the first key that fits), then
+ * the ones only published: a next key, not yet signing, and retired keys
+ * until the tokens they signed have expired.
+ */
+export function createSigningKeys(db: Db, keyring: Keyring, now: () => number = Date.now) {
+  async function create(tenant: string): Promise<void> {
+    const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
+    const jwk = await exportJWK(privateKey);
+    const kid = randomToken(12);
+    const { d: _private, ...publicJwk } = jwk;
+    const at = new Date(now());
+    // One first key per tenant even when two instances start at once: the lock, then a second look.
+    await db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`oidc-signing-key:${tenant}`}))`);
+      const [existing] = await tx.select({ kid: oidcSigningKeys.kid }).from(oidcSigningKeys).where(eq(oidcSigningKeys.tenant, tenant)).limit(1);
+      if (existing) return;
+      await tx.insert(oidcSigningKeys).values({
+        tenant,
+        kid,
+        alg: SIGNING_ALG,
+        publicJwk: { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' },
+        privateJwk: keyring.seal(JSON.stringify({ ...jwk, kid, alg: SIGNING_ALG, use: 'sig' }), signingKeyAad(tenant, kid)),
+        createdAt: at,
+        signsFrom: at,
+      });
+    });
+  }
+
+  async function published(tenant: string) {
+    const at = new Date(now());
+    return db
+      .select()
+      .from(oidcSigningKeys)
+      .where(and(eq(oidcSigningKeys.tenant, tenant), or(isNull(oidcSigningKeys.expiresAt), gt(oidcSigningKeys.expiresAt, at))))
+      .orderBy(asc(oidcSigningKeys.createdAt));
+  }
+
+  return {
+    async jwks(tenant: string): Promise<SigningJwk[]> {
+      let rows = await published(tenant);
+      if (rows.length === 0) {
+        await create(tenant);
+        rows = await published(tenant);
+      }
+      const at = now();
+      const signs = (row: (typeof rows)[number]) => row.retiredAt === null && row.signsFrom.getTime() <= at;
+      // The newest key that may sign goes first; the rest are published only.
+      const signing = rows.filter(signs).at(-1);
+      const ordered = signing ? [signing, ...rows.filter((row) => row !== signing)] : rows;
+      return ordered.map((row) => JSON.parse(keyring.open(row.privateJwk, signingKeyAad(tenant, row.kid))) as SigningJwk);
+    },
+  };
+}
+
+export type SigningKeys = ReturnType<typeof createSigningKeys>;
+
+/** An app as the operator API shows it: never its secret. */
+export interface OpenIdApp {
+  clientId: string;
+  name: string;
+  type: 'confidential' | 'public';
+  redirectUris: string[];
+  postLogoutRedirectUris: string[];
+  providers: string[] | null;
+  subject: 'user' | 'external';
+  firstParty: boolean;
+  createdAt: Date;
+}
+
+export interface NewOpenIdApp {
+  name: string;
+  type: 'confidential' | 'public';
+  redirectUris: string[];
+  postLogoutRedirectUris: string[];
+  providers: string[] | undefined;
+  subject: 'user' | 'external';
+  firstParty: boolean;
+}
+
+const toApp = (row: OidcAppRow): OpenIdApp => ({
+  clientId: row.clientId,
+  name: row.name,
+  type: row.type,
+  redirectUris: row.redirectUris,
+  postLogoutRedirectUris: row.postLogoutRedirectUris,
+  providers: row.providers,
+  subject: row.subject,
+  firstParty: row.firstParty,
+  createdAt: row.createdAt,
+});
+
+/** A tenant's apps: created with a secret shown once, read by oidc-provider as client metadata. */
+export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = Date.now) {
+  return {
+    async create(tenant: string, app: NewOpenIdApp): Promise<OpenIdApp & { clientSecret?: string }> {
+      const clientId = `app_${randomToken(16)}`;
+      const clientSecret = app.type === 'confidential' ? randomToken(32) : undefined;
+      const [row] = await db
+        .insert(oidcApps)
+        .values({
+          tenant,
+          clientId,
+          name: app.name,
+          type: app.type,
+          redirectUris: app.redirectUris,
+          postLogoutRedirectUris: app.postLogoutRedirectUris,
+          providers: app.providers ?? null,
+          subject: app.subject,
+          firstParty: app.firstParty,
+          secret: clientSecret === undefined ? null : keyring.seal(clientSecret, appSecretAad(tenant, clientId)),
+          createdAt: new Date(now()),
+        })
+        .returning();
+      return { ...toApp(row!), ...(clientSecret ? { clientSecret } : {}) };
+    },
+
+    async list(tenant: string): Promise<OpenIdApp[]> {
+      return (await db.select().from(oidcApps).where(eq(oidcApps.tenant, tenant)).orderBy(asc(oidcApps.createdAt), asc(oidcApps.clientId))).map(toApp);
+    },
+
+    async get(tenant: string, clientId: string): Promise<OpenIdApp | undefined> {
+      const [row] = await db.select().from(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId)));
+      return row && toApp(row);
+    },
+
+    /** Removes the app and every token, code and grant issued to it. */
+    async delete(tenant: string, clientId: string): Promise<boolean> {
+      const removed = await db.delete(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId))).returning({ clientId: oidcApps.clientId });
+      return removed.length > 0;
+    },
+
+    /** The app as oidc-provider's client metadata (its secret opened), or undefined. */
+    async metadata(tenant: string, clientId: string): Promise<ClientMetadata | undefined> {
+      const [row] = await db.select().from(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId)));
+      if (!row) return undefined;
+      const confidential = row.type === 'confidential' && row.secret !== null;
+      return {
+        client_id: row.clientId,
+        client_name: row.name,
+        redirect_uris: row.redirectUris,
+        post_logout_redirect_uris: row.postLogoutRedirectUris,
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        id_token_signed_response_alg: SIGNING_ALG,
+        // `sub` is the provider's account id: oidc-provider's pairwise hook gives it (src/http/openid-provider.tsx).
+        ...(row.subject === 'external' ? { subject_type: 'pairwise' } : {}),
+        ...(confidential
+          ? { client_secret: keyring.open(row.secret!, appSecretAad(tenant, row.clientId)), token_endpoint_auth_method: 'client_secret_basic' }
+          : { token_endpoint_auth_method: 'none' }),
+      };
+    },
+  };
+}
+
+export type OpenIdApps = ReturnType<typeof createOpenIdApps>;

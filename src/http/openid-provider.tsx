@@ -1,0 +1,364 @@
+/** @jsxRuntime automatic @jsxImportSource hono/jsx */
+/**
+ * Linkgate as an OpenID Provider, one per tenant (docs/sign-in.md): panva's
+ * oidc-provider serves discovery, JWKS, authorization (code + PKCE), token,
+ * refresh, revocation and RP-initiated logout; the login interaction is ours.
+ * An app's authorization request lands on a chooser of the tenant's
+ * providers (or goes straight to one with `idp=`), the provider's own flow
+ * runs through the linking core as a sign-in flow, and its `done` says who
+ * the person is (`signedIn` in src/core/linking.ts). The callback route then
+ * hands the user id back here (`finishSignIn`) and the browser returns to
+ * oidc-provider, which issues the code.
+ *
+ * Issuers: `PUBLIC_BASE_URL` for the default tenant, `PUBLIC_BASE_URL/t/<tenant>`
+ * for the others. Each serves `/.well-known/openid-configuration` and
+ * `/oidc/…` under its own path, so no tenant's routes clash with /oauth,
+ * /api or /docs, nor with another tenant's.
+ */
+import { createHmac } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { Hono, type Context } from 'hono';
+import { raw } from 'hono/html';
+import type { Logger } from 'pino';
+import Provider, { type Configuration, type KoaContextWithOIDC, type LoginRecord } from 'oidc-provider';
+import * as v from 'valibot';
+import type { Brand } from '../config.ts';
+import { randomToken, type Keyring } from '../core/crypto.ts';
+import { LinkgateError } from '../core/errors.ts';
+import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
+import type { Linking, Outcome } from '../core/linking.ts';
+import type { LinkStore } from '../core/links.ts';
+import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
+import type { ProviderDirectory } from '../core/tenant-providers.ts';
+import { TenantId, type TenantStore } from '../core/tenants.ts';
+import { parseInput } from '../core/validation.ts';
+import type { Db } from '../db/client.ts';
+import { bodyLimit, type AppEnv } from './middleware.ts';
+import { readBrowserCookie, setBrowserCookie } from './oauth.tsx';
+import { ChooserPage, Layout, MessagePage, type PageFrame } from './pages.tsx';
+
+export interface OpenIdProvidersDeps {
+  db: Db;
+  keyring: Keyring;
+  tenants: TenantStore;
+  providers: ProviderDirectory;
+  links: LinkStore;
+  linking: Linking;
+  publicBaseUrl: URL;
+  /** Derives the key oidc-provider signs its cookies with. */
+  cookieSecret: string;
+  secureCookies: boolean;
+  stateTtlSeconds: number;
+  brand: Brand;
+  brandOf: (tenant: string) => Brand | Promise<Brand>;
+  logger: Logger;
+  now: () => number;
+}
+
+type NodeEnv = AppEnv & { Bindings: Partial<HttpBindings> };
+
+/**
+ * What a route answers once oidc-provider has written the response itself:
+ * @hono/node-server's "already sent" marker, with the status that was sent,
+ * so the request's log line and metrics say what happened.
+ */
+function alreadySent(status: number): Response {
+  return new Response(null, { status: status >= 200 && status <= 599 ? status : 200, headers: RESPONSE_ALREADY_SENT.headers });
+}
+/** Our cookie helpers read and set cookies only: any env will do. */
+const asAppContext = (c: Context<NodeEnv>) => c as unknown as Context<AppEnv>;
+
+/** Where a tenant's OpenID Provider lives, under `PUBLIC_BASE_URL`. */
+export const issuerPath = (tenant: string) => (tenant === DEFAULT_TENANT ? '' : `/t/${tenant}`);
+
+// oidc-provider's endpoints, under each issuer's path (discovery stays at /.well-known/openid-configuration).
+const ROUTES = {
+  authorization: '/oidc/auth',
+  token: '/oidc/token',
+  jwks: '/oidc/jwks',
+  end_session: '/oidc/session/end',
+  revocation: '/oidc/token/revocation',
+  userinfo: '/oidc/me',
+  introspection: '/oidc/token/introspection',
+  pushed_authorization_request: '/oidc/request',
+  registration: '/oidc/reg',
+  backchannel_authentication: '/oidc/backchannel',
+  code_verification: '/oidc/device',
+  device_authorization: '/oidc/device/auth',
+  challenge: '/oidc/challenge',
+} satisfies Configuration['routes'];
+
+const TTL = {
+  AccessToken: 3600,
+  AuthorizationCode: 60,
+  IdToken: 3600,
+  RefreshToken: 30 * 24 * 3600,
+  Interaction: 30 * 60,
+  Session: 14 * 24 * 3600,
+  Grant: 30 * 24 * 3600,
+};
+
+const Amr = v.array(v.string());
+const Uid = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, 'the sign-in id is not valid'));
+const ChosenProvider = v.object({ provider: v.pipe(ProviderId, v.description('the provider chosen on the sign-in page')) });
+
+/**
+ * The upstream provider of this sign-in: oidc-provider keeps the login's
+ * `amr` with the session and with every code and refresh token it leads to.
+ */
+function idpOf(ctx: KoaContextWithOIDC, token?: LoginRecord): string | undefined {
+  const entities = ctx.oidc?.entities;
+  const amr = token?.amr ?? entities?.AuthorizationCode?.amr ?? entities?.RefreshToken?.amr ?? ctx.oidc?.session?.amr;
+  const parsed = v.safeParse(Amr, amr);
+  return parsed.success ? parsed.output[0] : undefined;
+}
+
+export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
+  const { db, keyring, now } = deps;
+  const apps = createOpenIdApps(db, keyring, now);
+  const signingKeys = createSigningKeys(db, keyring, now);
+  const base = deps.publicBaseUrl.href.replace(/\/$/, '');
+  const cookieKey = createHmac('sha256', deps.cookieSecret).update('linkgate openid provider cookies v1').digest('base64url');
+  const made = new Map<string, Promise<{ provider: Provider; handle: ReturnType<Provider['callback']> }>>();
+  deps.tenants.onChange((tenant) => made.delete(tenant));
+
+  /** The user's link with the provider they signed in with: where `external_id` and `name` come from. */
+  const linkOf = (tenant: string, userId: string, idp: string | undefined) => (idp ? deps.links.get({ tenant, userId, provider: idp }) : Promise.resolve(undefined));
+
+  async function create(tenant: string): Promise<Provider> {
+    const path = issuerPath(tenant);
+    const provider = new Provider(`${base}${path}`, {
+      adapter: createOpenIdAdapter(db, keyring, tenant, apps, now),
+      jwks: { keys: await signingKeys.jwks(tenant) },
+      cookies: { keys: [cookieKey] },
+      routes: ROUTES,
+      claims: { openid: ['sub', 'idp', 'external_id'], profile: ['name', 'preferred_username'] },
+      scopes: ['openid', 'offline_access', 'profile'],
+      // The profile claims go in the ID token too: apps rarely call userinfo, and it is off (see `features`).
+      conformIdTokenClaims: false,
+      responseTypes: ['code'],
+      subjectTypes: ['public', 'pairwise'],
+      // An app with `subject: "external"` sees the provider's account id as `sub` (oidc-provider's pairwise hook).
+      pairwiseIdentifier: async (ctx, accountId) => {
+        const link = await linkOf(tenant, accountId, idpOf(ctx));
+        if (!link) throw new LinkgateError('not_linked', 'the account this sign-in used is no longer linked');
+        return link.externalId;
+      },
+      enabledJWA: { idTokenSigningAlgValues: [SIGNING_ALG] },
+      pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
+      extraParams: ['idp'],
+      features: {
+        devInteractions: { enabled: false },
+        revocation: { enabled: true },
+        // Which provider a user signed in with is known to codes and refresh tokens, not to access tokens.
+        userinfo: { enabled: false },
+        rpInitiatedLogout: {
+          enabled: true,
+          logoutSource: async (ctx: KoaContextWithOIDC, form: string) => {
+            ctx.type = 'html';
+            ctx.body = page(
+              <Layout title="Sign out" frame={frameOf(await deps.brandOf(tenant))}>
+                <h1>Sign out?</h1>
+                {raw(form)}
+                <div class="actions">
+                  <button type="submit" form="op.logoutForm" value="yes" name="logout">
+                    Sign out
+                  </button>
+                  <button type="submit" form="op.logoutForm" class="secondary">
+                    Stay signed in
+                  </button>
+                </div>
+              </Layout>,
+            );
+          },
+          postLogoutSuccessSource: async (ctx: KoaContextWithOIDC) => {
+            ctx.type = 'html';
+            ctx.body = page(<MessagePage frame={frameOf(await deps.brandOf(tenant))} title="Signed out" lines={['You are signed out. You can close this tab.']} />);
+          },
+        },
+      },
+      interactions: { url: (_ctx, interaction) => `${path}/oidc/interaction/${interaction.uid}` },
+      findAccount: async (ctx, sub, token) => {
+        const idp = idpOf(ctx, token);
+        const link = await linkOf(tenant, sub, idp);
+        // Unlinked since: the sign-in (and its refresh tokens) end with the link.
+        if (!link) return undefined;
+        return {
+          accountId: sub,
+          claims: async () => ({ sub, idp: link.provider, external_id: link.externalId, ...(link.externalName ? { name: link.externalName } : {}) }),
+        };
+      },
+      // First-party apps are the tenant's own: no consent screen, every scope they ask for.
+      loadExistingGrant: async (ctx) => {
+        const client = ctx.oidc.client;
+        const session = ctx.oidc.session;
+        if (!client || !session?.accountId) return undefined;
+        const grantId = ctx.oidc.result?.consent?.grantId ?? session.grantIdFor(client.clientId);
+        const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+        const app = await apps.get(tenant, client.clientId);
+        if (!app?.firstParty) return existing;
+        const grant = existing ?? new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+        grant.addOIDCScope('openid profile offline_access');
+        await grant.save();
+        return grant;
+      },
+      issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+      expiresWithSession: async () => false,
+      // A browser app may call the token endpoint from the origins it redirects to.
+      clientBasedCORS: (_ctx, origin, client) => client.redirectUris?.some((uri) => URL.canParse(uri) && new URL(uri).origin === origin) ?? false,
+      renderError: async (ctx, out) => {
+        ctx.type = 'html';
+        ctx.body = page(
+          <MessagePage frame={frameOf(await deps.brandOf(tenant))} title="Sign-in could not start" lines={['The app sent a request this gateway cannot accept. Go back to the app and try again.', `(${out.error_description ?? out.error})`]} code={out.error} />,
+        );
+      },
+      ttl: TTL,
+    });
+    // The address people use is PUBLIC_BASE_URL's, whatever reached the socket (see `nodeRequest`).
+    provider.proxy = true;
+    provider.on('server_error', (_ctx: unknown, error: Error) => deps.logger.error({ tenant, cause: { name: error.name, message: error.message } }, 'OpenID Provider error'));
+    return provider;
+  }
+
+  const frameOf = (brand: Brand): PageFrame => ({ nonce: '', brand });
+  const page = (element: unknown) => `<!DOCTYPE html>${String(element)}`;
+
+  /** The tenant's OpenID Provider, made once and kept until the tenant changes. No such tenant: 404. */
+  async function providerOf(tenant: string): Promise<{ provider: Provider; handle: ReturnType<Provider['callback']> }> {
+    let entry = made.get(tenant);
+    if (!entry) {
+      entry = (async () => {
+        if (tenant !== DEFAULT_TENANT && !(await deps.tenants.get(tenant))) throw new LinkgateError('tenant_not_found', 'there is no such tenant', { status: 404 });
+        const provider = await create(tenant);
+        return { provider, handle: provider.callback() };
+      })();
+      made.set(tenant, entry);
+      entry.catch(() => made.delete(tenant));
+    }
+    return entry;
+  }
+
+  /**
+   * The Node request and response under the request, as oidc-provider sees
+   * them: the path without the tenant's prefix (kept in `originalUrl`, its
+   * mount path) and the host and scheme of PUBLIC_BASE_URL.
+   */
+  function nodeRequest(c: Context<NodeEnv>, tenant: string): { req: IncomingMessage & { originalUrl?: string }; res: ServerResponse } {
+    const req: (IncomingMessage & { originalUrl?: string }) | undefined = c.env?.incoming;
+    const res = c.env?.outgoing;
+    if (!req || !res) throw new LinkgateError('not_found', 'the OpenID Provider is served over HTTP only');
+    const path = issuerPath(tenant);
+    if (req.originalUrl === undefined) {
+      req.originalUrl = req.url ?? '/';
+      req.url = req.originalUrl.slice(path.length) || '/';
+    }
+    req.headers['x-forwarded-proto'] = deps.publicBaseUrl.protocol.slice(0, -1);
+    req.headers['x-forwarded-host'] = deps.publicBaseUrl.host;
+    return { req, res };
+  }
+
+  const tenantOf = (c: Context<NodeEnv>) => {
+    const param = c.req.param('tenant');
+    return param === undefined ? DEFAULT_TENANT : parseInput(TenantId, param);
+  };
+
+  async function serve(c: Context<NodeEnv>) {
+    const tenant = tenantOf(c);
+    const { handle } = await providerOf(tenant);
+    const { req, res } = nodeRequest(c, tenant);
+    await handle(req, res);
+    return alreadySent(res.statusCode);
+  }
+
+  /** The interaction this browser holds (oidc-provider's interaction cookie), or `sign_in_expired`. */
+  async function interactionOf(c: Context<NodeEnv>, tenant: string) {
+    const uid = parseInput(Uid, c.req.param('uid'));
+    const { provider } = await providerOf(tenant);
+    const { req, res } = nodeRequest(c, tenant);
+    const details = await provider.interactionDetails(req, res).catch(() => undefined);
+    if (!details || details.uid !== uid) throw new LinkgateError('sign_in_expired', 'this sign-in request expired, was finished, or was started in another browser');
+    if (details.prompt.name !== 'login') throw new LinkgateError('forbidden', 'this app needs a consent page, which this gateway does not have yet');
+    const clientId = v.parse(v.string(), details.params.client_id);
+    const app = await apps.get(tenant, clientId);
+    if (!app) throw new LinkgateError('sign_in_expired', 'this app no longer exists');
+    return { uid, details, app };
+  }
+
+  /** The providers an app's sign-in offers: the tenant's configured ones, narrowed to the app's list. */
+  async function offered(tenant: string, app: { providers: string[] | null }) {
+    const registry = await deps.providers.of(tenant);
+    return registry.list().filter((p) => p.instance !== undefined && (app.providers === null || app.providers.includes(p.id)));
+  }
+
+  /** Opens the sign-in flow for `providerId` in this browser and sends it to the provider (or our form). */
+  async function start(c: Context<NodeEnv>, tenant: string, uid: string, app: { providers: string[] | null }, providerId: string) {
+    if (!(await offered(tenant, app)).some((p) => p.id === providerId)) {
+      throw new LinkgateError('sign_in_provider', 'the app does not offer this way of signing in', { provider: providerId });
+    }
+    const browser = readBrowserCookie(asAppContext(c), deps.secureCookies) ?? randomToken(32);
+    const started = await deps.linking.startSignIn(tenant, providerId, browser, uid);
+    setBrowserCookie(asAppContext(c), browser, deps);
+    if (started.kind === 'redirect') return c.redirect(started.url.href, 303);
+    if (started.kind === 'show') return c.redirect(`/oauth/${providerId}/continue?state=${encodeURIComponent(started.state)}`, 303);
+    throw new LinkgateError('internal_error', 'a sign-in cannot start this way');
+  }
+
+  function routes() {
+    const app = new Hono<NodeEnv>();
+
+    for (const prefix of ['', '/t/:tenant']) {
+      app.get(`${prefix}/oidc/interaction/:uid`, async (c) => {
+        const tenant = tenantOf(c);
+        const { uid, details, app: client } = await interactionOf(c, tenant);
+        const idp = details.params.idp;
+        if (typeof idp === 'string') return start(c, tenant, uid, client, parseInput(ProviderId, idp));
+        const choices = await offered(tenant, client);
+        return c.html(
+          <ChooserPage
+            frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: await deps.brandOf(tenant) }}
+            appName={client.name}
+            action={`${issuerPath(tenant)}/oidc/interaction/${uid}`}
+            providers={choices.map((p) => ({ id: p.id, displayName: p.displayName }))}
+          />,
+        );
+      });
+
+      app.post(`${prefix}/oidc/interaction/:uid`, bodyLimit(16 * 1024), async (c) => {
+        const tenant = tenantOf(c);
+        if (!/^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')) throw new LinkgateError('bad_request', 'expected a form (application/x-www-form-urlencoded)');
+        const form = new URLSearchParams(await c.req.text());
+        const { provider } = parseInput(ChosenProvider, { provider: form.get('provider') ?? undefined });
+        const { uid, app: client } = await interactionOf(c, tenant);
+        return start(c, tenant, uid, client, provider);
+      });
+
+      app.all(`${prefix}/.well-known/openid-configuration`, serve);
+      app.all(`${prefix}/oidc/*`, serve);
+    }
+    return app;
+  }
+
+  return {
+    apps,
+    routes,
+
+    /**
+     * A sign-in flow ended with the person known: their user id (and the
+     * provider, as `amr`) become the interaction's login, and the browser
+     * goes back to oidc-provider to receive the code.
+     */
+    async finishSignIn(outcome: Extract<Outcome, { kind: 'signed_in' }>): Promise<URL> {
+      const { provider } = await providerOf(outcome.tenant);
+      const interaction = await provider.Interaction.find(outcome.signIn);
+      if (!interaction) throw new LinkgateError('sign_in_expired', 'the app\'s sign-in request expired before the provider answered');
+      interaction.result = { login: { accountId: outcome.userId, amr: [outcome.provider.id] } };
+      await interaction.save(Math.max(1, interaction.exp - Math.floor(now() / 1000)));
+      return new URL(interaction.returnTo);
+    },
+  };
+}
+
+export type OpenIdProviders = ReturnType<typeof createOpenIdProviders>;
+export type { OpenIdApps };
