@@ -88,10 +88,11 @@ afterAll(async () => {
 /** The requests that exercise one operation: every variant that changes what it answers. */
 function requestsFor(method: string, route: string): Array<[string, string, unknown?]> {
   const fill = (userId: string, provider: string, extra: Record<string, string> = {}) =>
-    route.replace(/:(\w+)/g, (_, name: string) => {
+    // Path parameters are whole segments (`/links:import` is a literal name).
+    route.replace(/\/:(\w+)/g, (_, name: string) => {
       const value = { userId, provider, nsid: 'app.bsky.actor.getProfile', ...extra }[name];
       if (value === undefined) throw new Error(`no value for :${name} in ${route}: extend this test`);
-      return value;
+      return `/${value}`;
     });
   const M = method.toUpperCase();
   const pairs = [[DISCORD_USER, 'discord'], [STORED_USER, 'corp']] as const;
@@ -112,7 +113,7 @@ function requestsFor(method: string, route: string): Array<[string, string, unkn
     case 'POST /api/v1/webhooks/deliveries/:id/retry':
       return [[M, 'retry-each-listed-delivery']];
     default:
-      if (!route.includes(':')) return [[M, route]];
+      if (!route.includes('/:')) return [[M, route]];
       return pairs.map(([u, p]) => [M, fill(u, p)]);
   }
 }

@@ -87,10 +87,11 @@ function send(method: string, path: string): Promise<{ status: number; contentTy
 const VALID: Record<string, string> = { userId: '80351110224678912', provider: 'corp', nsid: 'app.bsky.actor.getProfile', id: 'evt_00000000-0000-0000-0000-000000000000' };
 const CASES = operations
   .filter((op) => op.path.startsWith('/api/'))
-  .flatMap((op) => [...op.path.matchAll(/:(\w+)/g)].map((m) => ({ method: op.method.toUpperCase(), route: op.path, param: m[1]! })));
+  // Path parameters are whole segments (`/links:import` is a literal name).
+  .flatMap((op) => [...op.path.matchAll(/\/:(\w+)/g)].map((m) => ({ method: op.method.toUpperCase(), route: op.path, param: m[1]! })));
 
 function pathWith(route: string, param: string, value: string): string {
-  const path = route.replace(/:(\w+)/g, (_, name: string) => (name === param ? value : VALID[name]!));
+  const path = route.replace(/\/:(\w+)/g, (_, name: string) => `/${name === param ? value : VALID[name]!}`);
   return route.endsWith('/wait') ? `${path}?timeoutSeconds=1` : path;
 }
 
