@@ -22,7 +22,8 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { Hono, type Context } from 'hono';
 import { raw } from 'hono/html';
 import type { Logger } from 'pino';
-import Provider, { type Configuration, type KoaContextWithOIDC, type LoginRecord } from 'oidc-provider';
+import type Provider from 'oidc-provider';
+import type { Configuration, KoaContextWithOIDC, LoginRecord } from 'oidc-provider';
 import * as v from 'valibot';
 import type { Brand } from '../config.ts';
 import { randomToken, type Keyring } from '../core/crypto.ts';
@@ -129,7 +130,9 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
 
   async function create(tenant: string): Promise<Provider> {
     const path = issuerPath(tenant);
-    const provider = new Provider(`${base}${path}`, {
+    // Loaded on the first sign-in, not at start-up: a gateway nobody signs in to does not carry it (about 20 MB).
+    const { default: OidcProvider } = await import('oidc-provider');
+    const provider = new OidcProvider(`${base}${path}`, {
       adapter: createOpenIdAdapter(db, keyring, tenant, apps, now),
       jwks: { keys: await signingKeys.jwks(tenant) },
       cookies: { keys: [cookieKey] },
