@@ -1,6 +1,7 @@
 /**
- * The `linkgate` command line as an operator runs it: a real process, its
- * output and exit codes. Commands that need no database live here; the
+ * The `linkgate` command line as an operator runs it: its output and exit
+ * codes (in this process with the binary's own code, `runCliHere`; through
+ * the real binary and npx where the process itself is the point). Commands that need no database live here; the
  * link commands are in links.test.ts, the DATA_DIR lock in lock.test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config.ts';
 import type { Database } from '../../src/db/client.ts';
 import { confirmationForm } from '../helpers/browser.ts';
-import { cliEnv, ROOT, runCli } from '../helpers/cli.ts';
+import { cliEnv, ROOT, runCli, runCliHere } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, TEST_SECRETS } from '../helpers/gateway.ts';
 
@@ -28,7 +29,7 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe('help', () => {
   it('`linkgate --help` lists every command and the exit codes, and exits 0', async () => {
-    const result = await runCli(['--help']);
+    const result = await runCliHere(['--help']);
     expect(result.code).toBe(0);
     expect(result.stderr).toBe('');
     for (const command of COMMANDS) expect(result.stdout).toContain(`  ${command}`);
@@ -44,7 +45,7 @@ describe('help', () => {
 
   it.each(COMMANDS)('`linkgate %s --help` explains the command and exits 0 without reading any configuration', async (command) => {
     // An invalid configuration proves --help does not need one.
-    const result = await runCli([...command.split(' '), '--help'], { NODE_ENV: 'production' });
+    const result = await runCliHere([...command.split(' '), '--help'], { NODE_ENV: 'production' });
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(new RegExp(`^Usage: linkgate ${command} `));
     expect(result.stdout).toContain('-h, --help');
@@ -53,7 +54,7 @@ describe('help', () => {
   });
 
   it.each(['secrets', 'keys', 'links'])('`linkgate %s --help` lists its commands', async (group) => {
-    const result = await runCli([group, '--help']);
+    const result = await runCliHere([group, '--help']);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain(`Usage: linkgate ${group} <command>`);
     for (const command of COMMANDS.filter((c) => c.startsWith(`${group} `))) expect(result.stdout).toContain(command);
@@ -75,7 +76,7 @@ describe('usage errors exit 2 with the help on stderr', () => {
     { args: ['links', 'show', 'not a user id', 'anilist'], message: 'userId must be 1–128 characters of letters, digits and ._:@+=-', help: 'Usage: linkgate links show' },
     { args: ['links', 'show', 'u1', 'AniList'], message: 'provider must be a provider id such as "anilist"', help: 'Usage: linkgate links show' },
   ])('linkgate $args.0 $args.1 $args.2 $args.3: $message', async ({ args, message, help }) => {
-    const result = await runCli(args, env);
+    const result = await runCliHere(args, env);
     expect(result.code).toBe(2);
     expect(result.stdout).toBe('');
     expect(result.stderr).toContain(message);
@@ -83,7 +84,7 @@ describe('usage errors exit 2 with the help on stderr', () => {
   });
 
   it('with --json, a usage error is one JSON line on stderr', async () => {
-    const result = await runCli(['links', 'show', 'not a user id', 'anilist', '--json'], env);
+    const result = await runCliHere(['links', 'show', 'not a user id', 'anilist', '--json'], env);
     expect(result.code).toBe(2);
     expect(JSON.parse(result.stderr)).toEqual({ error: { code: 'usage', message: 'userId must be 1–128 characters of letters, digits and ._:@+=-' } });
   });
@@ -91,8 +92,8 @@ describe('usage errors exit 2 with the help on stderr', () => {
 
 describe('secrets generate', () => {
   it('prints the four secrets in .env format, fresh each time and valid for the server', async () => {
-    const first = await runCli(['secrets', 'generate']);
-    const second = await runCli(['secrets', 'generate']);
+    const first = await runCliHere(['secrets', 'generate']);
+    const second = await runCliHere(['secrets', 'generate']);
     expect(first.code).toBe(0);
     const parse = (text: string) => Object.fromEntries(text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     const a = parse(first.stdout);
@@ -106,7 +107,7 @@ describe('secrets generate', () => {
   });
 
   it('--json prints them as one object', async () => {
-    const result = await runCli(['secrets', 'generate', '--json']);
+    const result = await runCliHere(['secrets', 'generate', '--json']);
     expect(result.code).toBe(0);
     const secrets = JSON.parse(result.stdout) as Record<string, string>;
     expect(Object.keys(secrets).sort()).toEqual(['LINKGATE_API_KEYS', 'LINKGATE_ENCRYPTION_KEYS', 'OAUTH_CONTEXT_SIGNING_SECRET', 'USERID_HASH_SALT']);
@@ -116,7 +117,7 @@ describe('secrets generate', () => {
 
 describe('keys rotate', () => {
   it('prints LINKGATE_ENCRYPTION_KEYS with a new key first and the configured ones kept, stores nothing', async () => {
-    const result = await runCli(['keys', 'rotate'], env);
+    const result = await runCliHere(['keys', 'rotate'], env);
     expect(result.code).toBe(0);
     const value = /^LINKGATE_ENCRYPTION_KEYS=(.+)\n$/.exec(result.stdout)![1]!;
     const keys = value.split(',');
@@ -129,7 +130,7 @@ describe('keys rotate', () => {
     expect(rotated.encryptionKeys[0]!.key.equals(rotated.encryptionKeys[1]!.key)).toBe(false);
 
     // Rotating again the same day still gives every key its own id.
-    const again = await runCli(['keys', 'rotate', '--json'], { ...env, LINKGATE_ENCRYPTION_KEYS: value });
+    const again = await runCliHere(['keys', 'rotate', '--json'], { ...env, LINKGATE_ENCRYPTION_KEYS: value });
     expect(again.code).toBe(0);
     const answer = JSON.parse(again.stdout) as { LINKGATE_ENCRYPTION_KEYS: string; kid: string; previousKids: string[] };
     expect(answer.previousKids).toEqual(rotated.encryptionKeys.map((k) => k.kid));
@@ -142,14 +143,14 @@ describe('keys rotate', () => {
 
 describe('providers', () => {
   it('lists each provider, configured or with the variables it lacks', async () => {
-    const result = await runCli(['providers'], env);
+    const result = await runCliHere(['providers'], env);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^ID +NAME +CONFIGURED\n/);
     expect(result.stdout).toMatch(/^anilist +AniList +yes$/m);
     expect(result.stdout).toMatch(/^discord +Discord +no \(missing DISCORD_CLIENT_ID, DISCORD_CLIENT_SECRET\)$/m);
     expect(result.stdout).toMatch(/^jellyfin +Jellyfin +no \(missing either JELLYFIN_SERVER_URL, or JELLYFIN_ALLOW_USER_SERVER=true\)$/m);
 
-    const json = await runCli(['providers', '--json'], env);
+    const json = await runCliHere(['providers', '--json'], env);
     expect(json.code).toBe(0);
     const { providers } = JSON.parse(json.stdout) as { providers: { id: string; configured: boolean; missing: string[]; needs: string[][] }[] };
     expect(providers.find((p) => p.id === 'anilist')).toEqual({ id: 'anilist', displayName: 'AniList', configured: true, missing: [], needs: [] });
@@ -158,7 +159,7 @@ describe('providers', () => {
   });
 
   it('a broken configuration exits 1 with one line naming every bad variable, and no secret', async () => {
-    const result = await runCli(['providers'], { ...env, NODE_ENV: 'production', LINKGATE_API_KEYS: 'short' });
+    const result = await runCliHere(['providers'], { ...env, NODE_ENV: 'production', LINKGATE_API_KEYS: 'short' });
     expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
     expect(result.stderr).toBe(
@@ -177,7 +178,7 @@ describe('link-url', () => {
   });
 
   it('prints a link URL signed with the configured secret that the gateway opens', async () => {
-    const result = await runCli(['link-url', '80351110224678912', 'anilist', '--return-to', 'https://bot.example/done', '--user-name', 'Nelly'], env);
+    const result = await runCliHere(['link-url', '80351110224678912', 'anilist', '--return-to', 'https://bot.example/done', '--user-name', 'Nelly'], env);
     expect(result.code).toBe(0);
     expect(result.stderr).toBe('');
     const url = new URL(result.stdout.trim());
@@ -197,7 +198,7 @@ describe('link-url', () => {
 
   it('--json prints the URL and when it expires', async () => {
     const before = Date.now();
-    const result = await runCli(['link-url', 'u1', 'anilist', '--json'], env);
+    const result = await runCliHere(['link-url', 'u1', 'anilist', '--json'], env);
     expect(result.code).toBe(0);
     const { url, expiresAt } = JSON.parse(result.stdout) as { url: string; expiresAt: string };
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:8000\/oauth\/anilist\/start\?context=/);
@@ -211,7 +212,7 @@ describe('link-url', () => {
     { args: ['u1', 'anilist', '--return-to', 'https://evil.example/'], code: 2, error: 'return_to_not_allowed', message: 'return_to is not on an allowed origin' },
     { args: ['u1', 'anilist', '--user-name', 'a\u0007b'], code: 2, error: 'usage', message: '--user-name must not contain control characters' },
   ])('$error exits $code', async ({ args, code, error, message }) => {
-    const result = await runCli(['link-url', ...args, '--json'], env);
+    const result = await runCliHere(['link-url', ...args, '--json'], env);
     expect(result.code).toBe(code);
     expect(result.stdout).toBe('');
     expect(JSON.parse(result.stderr)).toEqual({ error: { code: error, message } });

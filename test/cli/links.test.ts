@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 /**
  * `linkgate migrate`, `links list|show|delete` and `keys rotate --reencrypt`
- * as real processes on a real database: PostgreSQL (DATABASE_URL) when
+ * on a real database (the first `links list` through the real binary, the
+ * rest in this process with the same code, `runCliHere`): PostgreSQL (DATABASE_URL) when
  * TEST_DATABASE_URL is set, else the embedded database in DATA_DIR. Links
  * are made through the API with a real OpenID provider, whose revocation
  * endpoint shows what `links delete` did upstream.
@@ -15,7 +16,7 @@ import { sql } from '../../src/db/orm.ts';
 import type { Credentials } from '../../src/provider.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
-import { cliEnv, createCliDatabase, runCli, type CliDatabase } from '../helpers/cli.ts';
+import { cliEnv, createCliDatabase, runCli, runCliHere, type CliDatabase } from '../helpers/cli.ts';
 import { createTestGateway, TEST_SECRETS } from '../helpers/gateway.ts';
 
 /** How many migrations drizzle/ holds (its journal), so adding one does not break these tests. */
@@ -80,10 +81,10 @@ describe('on a database nothing has migrated', () => {
     expect(early.code).toBe(1);
     expect(json(early.stderr)).toEqual({ error: { code: 'not_migrated', message: `the database has 0 of ${MIGRATIONS} migrations applied: run \`linkgate migrate\` (or start the server) first` } });
 
-    const first = await runCli(['migrate'], env);
+    const first = await runCliHere(['migrate'], env);
     expect(first.code).toBe(0);
     expect(first.stdout).toBe(`applied ${MIGRATIONS} migration${MIGRATIONS === 1 ? "" : "s"} to the ${db.kind === "pglite" ? "embedded" : "PostgreSQL"} database; it is up to date (${MIGRATIONS} of ${MIGRATIONS})\n`);
-    const second = await runCli(['migrate', '--json'], env);
+    const second = await runCliHere(['migrate', '--json'], env);
     expect(second.code).toBe(0);
     expect(json(second.stdout)).toEqual({ database: db.kind, applied: 0, total: MIGRATIONS });
   });
@@ -118,33 +119,33 @@ describe('links', () => {
   const secrets = () => [corpCredentials.accessToken!, corpCredentials.refreshToken!, 'down-access-token', 'gone-access-token'];
 
   it('`links list` prints what the API answers, never a credential', async () => {
-    const text = await runCli(['links', 'list', USER], env);
+    const text = await runCliHere(['links', 'list', USER], env);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^PROVIDER +STATUS +ACCOUNT +LINKED\n/);
     expect(text.stdout).toMatch(/^corp +active +Test User idp-user-1 \(idp-user-1\) +\d{4}-/m);
     expect(text.stdout).toMatch(/^gone +active +Gone \(gone-account\)/m);
 
-    const asJson = await runCli(['links', 'list', USER, '--json'], env);
+    const asJson = await runCliHere(['links', 'list', USER, '--json'], env);
     expect(asJson.code).toBe(0);
     expect(json(asJson.stdout)).toEqual({ links: apiLinks });
     for (const secret of secrets()) expect(text.stdout + text.stderr + asJson.stdout + asJson.stderr).not.toContain(secret);
 
-    const nobody = await runCli(['links', 'list', 'someone-else', '--json'], env);
+    const nobody = await runCliHere(['links', 'list', 'someone-else', '--json'], env);
     expect(nobody.code).toBe(0);
     expect(json(nobody.stdout)).toEqual({ links: [] });
   });
 
   it('`links show` prints one link as the API does, and exits 3 for a link that does not exist', async () => {
-    const shown = await runCli(['links', 'show', USER, 'corp', '--json'], env);
+    const shown = await runCliHere(['links', 'show', USER, 'corp', '--json'], env);
     expect(shown.code).toBe(0);
     expect(json(shown.stdout)).toEqual(apiLinks[0]);
-    const text = await runCli(['links', 'show', USER, 'corp'], env);
+    const text = await runCliHere(['links', 'show', USER, 'corp'], env);
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('externalId:   idp-user-1\n');
     expect(text.stdout).toContain('status:       active\n');
     for (const secret of secrets()) expect(shown.stdout + text.stdout).not.toContain(secret);
 
-    const missing = await runCli(['links', 'show', USER, 'discord'], env);
+    const missing = await runCliHere(['links', 'show', USER, 'discord'], env);
     expect(missing.code).toBe(3);
     expect(missing.stdout).toBe('');
     expect(missing.stderr).toBe('linkgate links show: this user has no discord link\n');
@@ -152,7 +153,7 @@ describe('links', () => {
 
   it('`links delete` deletes the link and revokes its tokens at the provider, like the API', async () => {
     const revocations = idp.counts.revocation;
-    const deleted = await runCli(['links', 'delete', USER, 'corp', '--json'], env);
+    const deleted = await runCliHere(['links', 'delete', USER, 'corp', '--json'], env);
     expect(deleted.code).toBe(0);
     expect(json(deleted.stdout)).toEqual({ deleted: apiLinks[0], revocation: 'revoked' });
     // The refresh token and the access token, each at the revocation endpoint.
@@ -168,17 +169,17 @@ describe('links', () => {
     expect(refresh.status).toBe(400);
     expect(await refresh.json()).toMatchObject({ error: 'invalid_grant' });
 
-    const shown = await runCli(['links', 'show', USER, 'corp', '--json'], env);
+    const shown = await runCliHere(['links', 'show', USER, 'corp', '--json'], env);
     expect(shown.code).toBe(3);
     expect(json(shown.stderr)).toEqual({ error: { code: 'not_linked', message: 'this user has no corp link' } });
-    const again = await runCli(['links', 'delete', USER, 'corp'], env);
+    const again = await runCliHere(['links', 'delete', USER, 'corp'], env);
     expect(again.code).toBe(3);
     expect(again.stderr).toBe('linkgate links delete: this user has no corp link\n');
     expect(idp.counts.revocation).toBe(revocations + 2);
   });
 
   it('`links delete` deletes the link even when the provider cannot be reached, and says revocation failed', async () => {
-    const deleted = await runCli(['links', 'delete', USER, 'down'], env);
+    const deleted = await runCliHere(['links', 'delete', USER, 'down'], env);
     expect(deleted.code).toBe(0);
     expect(deleted.stdout).toBe(`deleted the down link; revoking its credentials at the provider failed (the warning above says why)\n${NO_EVENT}`);
     const warning = json<{ msg: string; provider: string; user: string; errorCode: string }>(deleted.stderr.trim());
@@ -186,11 +187,11 @@ describe('links', () => {
     expect(deleted.stderr).not.toContain(USER);
     expect(deleted.stderr).not.toContain('down-access-token');
 
-    const gone = await runCli(['links', 'delete', USER, 'gone', '--json'], env);
+    const gone = await runCliHere(['links', 'delete', USER, 'gone', '--json'], env);
     expect(gone.code).toBe(0);
     expect(json(gone.stdout)).toMatchObject({ deleted: { provider: 'gone', externalId: 'gone-account' }, revocation: 'provider_unavailable' });
 
-    const left = await runCli(['links', 'list', USER, '--json'], env);
+    const left = await runCliHere(['links', 'list', USER, '--json'], env);
     expect(json(left.stdout)).toEqual({ links: [] });
   });
 });
@@ -202,10 +203,10 @@ describe('links delete at a provider without revocation', () => {
       await store.store({ tenant: 'default', userId: 'plain-user', provider: 'plain' }, { id: 'plain-account' }, { accessToken: 'plain-access-token', refreshToken: 'plain-refresh-token' }, { allowShared: false, now: new Date() });
       await store.store({ tenant: 'default', userId: 'plain-user-2', provider: 'plain' }, { id: 'plain-account-2' }, { accessToken: 'plain-access-token-2' }, { allowShared: false, now: new Date() });
     });
-    const asJson = await runCli(['links', 'delete', 'plain-user', 'plain', '--json'], env);
+    const asJson = await runCliHere(['links', 'delete', 'plain-user', 'plain', '--json'], env);
     expect(asJson.code).toBe(0);
     expect(json(asJson.stdout)).toMatchObject({ deleted: { provider: 'plain', externalId: 'plain-account' }, revocation: 'not_supported' });
-    const text = await runCli(['links', 'delete', 'plain-user-2', 'plain'], env);
+    const text = await runCliHere(['links', 'delete', 'plain-user-2', 'plain'], env);
     expect(text.code).toBe(0);
     expect(text.stdout).toBe(`deleted the plain link; the provider has no revocation\n${NO_EVENT}`);
     expect(plainIdp.counts.revocation).toBe(0);
@@ -217,7 +218,7 @@ describe('links delete at a provider without revocation', () => {
       await store.store({ tenant: 'default', userId: 'plain-user-3', provider: 'plain' }, { id: 'plain-account-3' }, { accessToken: 'plain-access-token-3' }, { allowShared: false, now: new Date() });
     });
     const webhook = { LINKGATE_WEBHOOK_URL: 'https://bot.example/linkgate-events', LINKGATE_WEBHOOK_SECRET: 'whsec_cli-test-0123456789abcdefghijklmnop' };
-    const text = await runCli(['links', 'delete', 'plain-user-3', 'plain'], { ...env, ...webhook });
+    const text = await runCliHere(['links', 'delete', 'plain-user-3', 'plain'], { ...env, ...webhook });
     expect(text).toEqual({ code: 0, stdout: 'deleted the plain link; the provider has no revocation\n', stderr: '' });
     const events = await db.use((database) => database.db.execute(sql`select type from webhook_deliveries where payload like '%plain-account-3%'`));
     expect(JSON.stringify(events)).toContain('link.deleted');
@@ -233,7 +234,7 @@ describe('keys rotate --reencrypt', () => {
     });
 
     const rotated = { ...env, LINKGATE_ENCRYPTION_KEYS: `${NEW_KEY},${TEST_SECRETS.LINKGATE_ENCRYPTION_KEYS}` };
-    const result = await runCli(['keys', 'rotate', '--reencrypt', '--json'], rotated);
+    const result = await runCliHere(['keys', 'rotate', '--reencrypt', '--json'], rotated);
     expect(result.code).toBe(0);
     const report = json<{ primaryKid: string; links: { scanned: number; reencrypted: number }; olderKids: string[] }>(result.stdout);
     expect(report).toMatchObject({ primaryKid: 'k2', links: { scanned: 1, reencrypted: 1 }, olderKids: ['k1'] });
@@ -245,7 +246,7 @@ describe('keys rotate --reencrypt', () => {
       expect(onlyNew.openCredentials((await onlyNew.get(key))!).accessToken).toBe('sealed-under-k1');
     });
 
-    const text = await runCli(['keys', 'rotate', '--reencrypt'], rotated);
+    const text = await runCliHere(['keys', 'rotate', '--reencrypt'], rotated);
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('re-sealed under k2: links 0 of 1');
     expect(text.stdout).toContain('remove k1 from LINKGATE_ENCRYPTION_KEYS');

@@ -1,5 +1,5 @@
 /**
- * `linkgate tenants …` as real processes on a real database (PostgreSQL when
+ * `linkgate tenants …` on a real database (PostgreSQL when
  * TEST_DATABASE_URL is set, else the embedded one): what it creates works in
  * a gateway on the same database, its --json answers are the operator API's
  * (checked with src/http/admin.ts's answer schemas), bad input is named and
@@ -24,7 +24,7 @@ import {
   WebhookAnswer,
 } from '../../src/http/admin.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
-import { cliEnv, createCliDatabase, runCli, type CliDatabase } from '../helpers/cli.ts';
+import { cliEnv, createCliDatabase, runCli, runCliHere, type CliDatabase } from '../helpers/cli.ts';
 import { createTestGateway, TEST_SECRETS } from '../helpers/gateway.ts';
 
 const CLIENT_SECRET = 'quizbot-client-secret-0123456789abcdef';
@@ -37,7 +37,7 @@ let env: Record<string, string>;
 let apiKey: string;
 let contextSecret: string;
 
-const cli = (args: string[], options: { input?: string; env?: Record<string, string> } = {}) => runCli(args, { ...env, ...options.env }, options.input === undefined ? {} : { input: options.input });
+const cli = (args: string[], options: { input?: string; env?: Record<string, string> } = {}) => runCliHere(args, { ...env, ...options.env }, options.input === undefined ? {} : { input: options.input });
 const answer = async <S extends v.GenericSchema>(schema: S, args: string[], options: { input?: string } = {}): Promise<v.InferOutput<S>> => {
   const result = await cli([...args, '--json'], options);
   expect(result.stderr).toBe('');

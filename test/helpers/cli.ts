@@ -39,6 +39,36 @@ export function runCli(args: readonly string[], env: Record<string, string | und
   });
 }
 
+/**
+ * Runs the `linkgate` commands in this process (src/cli/cli.ts's `runCli`
+ * with the real command table), with only the given environment: the same
+ * code as bin/linkgate.js without starting Node and tsx for every command,
+ * for tests that run many. What they print and the exit code are the same.
+ */
+export async function runCliHere(args: readonly string[], env: Record<string, string | undefined> = {}, options: { input?: string } = {}): Promise<CliResult> {
+  const [{ runCli: run }, { COMMANDS }] = await Promise.all([import('../../src/cli/cli.ts'), import('../../src/cli/commands.ts')]);
+  let stdout = '';
+  let stderr = '';
+  const code = await run(args, COMMANDS, {
+    env: Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined)),
+    out: (text) => (stdout += text),
+    err: (text) => (stderr += text),
+    log: { write: (text: string) => (stderr += text) },
+    pid: process.pid,
+    isAlive: (pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    now: Date.now,
+    readStdin: async () => options.input ?? '',
+  });
+  return { code, stdout, stderr };
+}
+
 /** The configuration every CLI test shares: the test secrets, development mode, a DATA_DIR of its own. */
 export function cliEnv(dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
   return { NODE_ENV: 'test', DATA_DIR: dataDir, ...TEST_SECRETS, ...extra };
