@@ -321,7 +321,8 @@ export function parseConfig(rawEnv: Env): Config {
   });
 }
 
-const isLoopback = (url: URL) => url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
+/** A loopback URL: plain http is allowed there in production (it never leaves the machine). */
+export const isLoopback = (url: URL) => url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
 
 function defaultPublicBaseUrl(host: string, port: number | string): URL {
   const loopbackHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;

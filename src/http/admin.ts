@@ -10,21 +10,21 @@
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
-import { BrandColor, BrandIconUrl, BrandName, SupportUrl } from '../config.ts';
+import { BrandColor, BrandIconUrl, BrandName, isLoopback, SupportUrl } from '../config.ts';
 import { createApiKeyCheck } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
 import type { OpenIdApp, OpenIdApps } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
-import { exportLinks, importLinks } from '../core/link-transfer.ts';
-import { IMPORT_MAX_BYTES } from './api.ts';
+import { exportLinks } from '../core/link-transfer.ts';
+import { answerImport, IMPORT_MAX_BYTES } from './api.ts';
 import { maskSecrets, type ProviderDirectory } from '../core/tenant-providers.ts';
 import { ApiKeyName, TenantId, TenantName, type ApiKeyInfo, type Tenant, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Db } from '../db/client.ts';
 import { describeNeeds } from '../registry.ts';
-import { bearerToken, bodyLimit, type AppEnv } from './middleware.ts';
+import { bearerToken, bodyLimit, readJsonBody, type AppEnv } from './middleware.ts';
 
 export interface AdminRoutesDeps {
   adminKeys: readonly string[];
@@ -109,7 +109,6 @@ export const WebhookBody = v.object({
   secret: v.pipe(v.string('secret must be a string'), v.minLength(32, 'secret must be at least 32 characters'), v.maxLength(512, 'secret must be at most 512 characters')),
 });
 
-const loopbackHost = (hostname: string) => hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
 const appUris = (name: string) =>
   v.pipe(
     v.array(
@@ -119,7 +118,7 @@ const appUris = (name: string) =>
         v.check((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), `each of ${name} must be an absolute http(s) URL`),
         // RFC 6749 §3.1.2: no fragment; and plain http only where nothing else can listen in (RFC 8252 §7.3).
         v.check((text) => !URL.canParse(text) || !new URL(text).hash, `each of ${name} must not have a fragment (#…)`),
-        v.check((text) => !URL.canParse(text) || new URL(text).protocol === 'https:' || loopbackHost(new URL(text).hostname), `each of ${name} must be https (plain http only on a loopback address)`),
+        v.check((text) => !URL.canParse(text) || new URL(text).protocol === 'https:' || isLoopback(new URL(text)), `each of ${name} must be https (plain http only on a loopback address)`),
       ),
       `${name} must be a list of URLs`,
     ),
@@ -260,9 +259,8 @@ export async function configureProvider(
 /** The endpoint a webhook body names; plain http off this machine is refused in production. */
 export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
   const url = new URL(body.url);
-  const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
   // Events name users and their accounts: in clear only to this machine.
-  if (production && url.protocol === 'http:' && !loopback) throw new LinkgateError('bad_request', 'url must be https in production (plain http only on a loopback address)');
+  if (production && url.protocol === 'http:' && !isLoopback(url)) throw new LinkgateError('bad_request', 'url must be https in production (plain http only on a loopback address)');
   return { url, secret: body.secret };
 }
 
@@ -286,17 +284,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     return (c.req.path.endsWith('/links:import') ? limitImport : limitBody)(c, next);
   });
 
-  async function readJson(c: Context<AppEnv>): Promise<unknown> {
-    if (!/^application\/json\b/i.test(c.req.header('content-type') ?? '')) throw new LinkgateError('bad_request', 'expected a JSON body (Content-Type: application/json)');
-    try {
-      return await c.req.json();
-    } catch {
-      throw new LinkgateError('bad_request', 'the body is not valid JSON');
-    }
-  }
-
   app.post('/tenants', async (c) => {
-    const body = parseInput(CreateTenantBody, await readJson(c));
+    const body = parseInput(CreateTenantBody, await readJsonBody(c));
     const tenant = await deps.tenants.create(body.id, body.name);
     deps.logger.info({ tenant: tenant.id }, 'tenant created');
     return c.json(tenantAnswer(tenant), 201);
@@ -315,7 +304,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   /** Renames a tenant, or sets (null: clears) its API rate limit per key and its pages' branding. */
   app.patch('/tenants/:tenant', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(UpdateTenantBody, await readJson(c));
+    const body = parseInput(UpdateTenantBody, await readJsonBody(c));
     if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined || body.userProvider !== undefined)) throw environmentOnly('rate limit, branding and user provider');
     const icon = body.brand?.iconUrl;
     // The pages allow images from our own origin and data: URLs only (CSP img-src).
@@ -337,7 +326,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
 
   app.post('/tenants/:tenant/api-keys', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(CreateApiKeyBody, await readJson(c));
+    const body = parseInput(CreateApiKeyBody, await readJsonBody(c));
     const created = await deps.tenants.createApiKey(tenant, body.name);
     c.get('log')().info({ tenant, apiKey: created.id }, 'API key created');
     return c.json(createdApiKeyAnswer(created), 201);
@@ -384,7 +373,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.put('/tenants/:tenant/providers/:provider', async (c) => {
     const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
     if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
-    const { env } = parseInput(ProviderConfigBody, await readJson(c));
+    const { env } = parseInput(ProviderConfigBody, await readJsonBody(c));
     const configured = await configureProvider(deps, tenant, provider, env);
     c.get('log')().info({ tenant, provider, version: configured.version }, 'tenant provider configured');
     return c.json(configured);
@@ -401,7 +390,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   /** An app people sign in to: its client secret (confidential apps) is in this answer only. */
   app.post('/tenants/:tenant/apps', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(CreateAppBody, await readJson(c));
+    const body = parseInput(CreateAppBody, await readJsonBody(c));
     await deps.tenants.require(tenant);
     // No consent page yet: an app of someone else's would sign people in without asking them.
     if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
@@ -433,7 +422,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.put('/tenants/:tenant/webhook', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
-    const endpoint = webhookEndpoint(parseInput(WebhookBody, await readJson(c)), deps.production);
+    const endpoint = webhookEndpoint(parseInput(WebhookBody, await readJsonBody(c)), deps.production);
     await deps.tenants.putWebhook(tenant, endpoint);
     c.get('log')().info({ tenant }, 'tenant webhook set');
     return c.json({ url: endpoint.url.href });
@@ -450,17 +439,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.post('/tenants/:tenant/links:import', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     await deps.tenants.require(tenant);
-    if (!/^application\/(x-ndjson|jsonl|json)\b/i.test(c.req.header('content-type') ?? '')) {
-      throw new LinkgateError('bad_request', 'expected JSON lines (Content-Type: application/x-ndjson)');
-    }
-    const registry = await deps.providers.of(tenant);
-    const answer = await importLinks(
-      { links: deps.links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: deps.allowSharedAccounts ?? false, now: deps.now ?? Date.now },
-      await c.req.text(),
-      c.req.header('linkgate-passphrase'),
-    );
-    c.get('log')().info({ tenant, ...answer.counts }, 'links imported');
-    return c.json(answer);
+    return answerImport(c, { links: deps.links, providers: deps.providers, allowSharedAccounts: deps.allowSharedAccounts ?? false, now: deps.now ?? Date.now }, tenant);
   });
 
   /**

@@ -18,7 +18,7 @@ import type { TenantStore } from '../core/tenants.ts';
 import type { Db } from '../db/client.ts';
 import { listDeliveries, retryDelivery, toApiDelivery } from '../core/webhooks.ts';
 import { authenticateBot } from '../core/callers.ts';
-import { bodyLimit, refuseApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
+import { bodyLimit, readJsonBody, refuseApiKey, type ApiKeys, type AppEnv } from './middleware.ts';
 import { countRequest } from './rate-limit.ts';
 import type { RateLimiter } from '../core/rate-limit.ts';
 import type { RateLimitRule } from '../config.ts';
@@ -169,6 +169,28 @@ async function readCapped(response: Response, max: number, provider: string): Pr
   }
 }
 
+/**
+ * `POST …/links:import`, for the bot API (the key's tenant) and the operator
+ * API (any tenant): JSON lines in, each line's result out (src/core/link-transfer.ts).
+ */
+export async function answerImport(
+  c: Context<AppEnv>,
+  deps: { links: LinkStore; providers: ProviderDirectory; allowSharedAccounts: boolean; now: () => number },
+  tenant: string,
+): Promise<Response> {
+  if (!/^application\/(x-ndjson|jsonl|json)\b/i.test(c.req.header('content-type') ?? '')) {
+    throw new LinkgateError('bad_request', 'expected JSON lines (Content-Type: application/x-ndjson)');
+  }
+  const registry = await deps.providers.of(tenant);
+  const answer = await importLinks(
+    { links: deps.links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: deps.allowSharedAccounts, now: deps.now },
+    await c.req.text(),
+    c.req.header('linkgate-passphrase'),
+  );
+  c.get('log')().info({ tenant, ...answer.counts }, 'links imported');
+  return c.json(answer);
+}
+
 export function apiRoutes(deps: ApiRoutesDeps) {
   const app = new Hono<AppEnv>();
   // The key and its tenant (401, 403), its rate limit (429), then for a request with a body its size (413):
@@ -230,31 +252,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return { url, expiresAt: expiresAt.toISOString() };
   }
 
-  async function importRoute(c: Context<AppEnv>, tenant: string) {
-    if (!/^application\/(x-ndjson|jsonl|json)\b/i.test(c.req.header('content-type') ?? '')) {
-      throw new LinkgateError('bad_request', 'expected JSON lines (Content-Type: application/x-ndjson)');
-    }
-    const passphrase = c.req.header('linkgate-passphrase');
-    const registry = await deps.providers.of(tenant);
-    const answer = await importLinks(
-      { links: deps.links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: deps.allowSharedAccounts, now: deps.now },
-      await c.req.text(),
-      passphrase,
-    );
-    c.get('log')().info({ tenant, ...answer.counts }, 'links imported');
-    return c.json(answer);
-  }
-
-  async function readJson(c: Context<AppEnv>): Promise<unknown> {
-    if (!/^application\/json\b/i.test(c.req.header('content-type') ?? '')) {
-      throw new LinkgateError('bad_request', 'expected a JSON body (Content-Type: application/json)');
-    }
-    try {
-      return await c.req.json();
-    } catch {
-      throw new LinkgateError('bad_request', 'the body is not valid JSON');
-    }
-  }
+  const importRoute = (c: Context<AppEnv>, tenant: string) => answerImport(c, deps, tenant);
 
   app.get('/providers', async (c) =>
     c.json({
@@ -263,7 +261,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   );
 
   app.post('/link-urls', async (c) => {
-    const body = parseInput(LinkUrlBody, await readJson(c));
+    const body = parseInput(LinkUrlBody, await readJsonBody(c));
     const provider = await tenantProvider(c, body.provider);
     if (!provider.instance) throw unconfigured(provider);
     const returnTo = body.returnTo === undefined ? undefined : checkReturnTo(body.returnTo, deps.returnToOrigins);
@@ -392,7 +390,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const url = new URL(c.req.url);
     parseInput(XrpcQuery, [...url.searchParams]);
     const method = c.req.method === 'POST' ? 'POST' : 'GET';
-    const body = method === 'POST' ? parseInput(XrpcBody, await readJson(c)) : undefined;
+    const body = method === 'POST' ? parseInput(XrpcBody, await readJsonBody(c)) : undefined;
     const key = { tenant: c.get('tenant'), userId, provider };
     return orRelink(c, userId, provider, async () => {
       const result = await deps.tokens.xrpc(key, { method, nsid, query: url.searchParams, ...(body === undefined ? {} : { body: body as Json }) });

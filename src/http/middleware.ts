@@ -194,3 +194,13 @@ export function pageHeaders(): MiddlewareHandler<AppEnv> {
     });
   });
 }
+
+/** The request's JSON body: 400 `bad_request` unless it is declared and parses as JSON. */
+export async function readJsonBody(c: Context<AppEnv>): Promise<unknown> {
+  if (!/^application\/json\b/i.test(c.req.header('content-type') ?? '')) throw new LinkgateError('bad_request', 'expected a JSON body (Content-Type: application/json)');
+  try {
+    return await c.req.json();
+  } catch {
+    throw new LinkgateError('bad_request', 'the body is not valid JSON');
+  }
+}

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
-import { TestBrowser } from '../helpers/browser.ts';
+import { completePinLink } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, listen } from '../helpers/gateway.ts';
 
@@ -28,12 +28,7 @@ async function link(userId: string): Promise<void> {
     body: JSON.stringify({ userId, provider: 'pin' }),
   });
   const { url } = (await made.json()) as { url: string };
-  const browser = new TestBrowser((path, init) => fetch(new URL(path, served.base), { ...init, redirect: 'manual' }));
-  const form = await (await browser.openLink(url)).text();
-  const state = /name="state" value="([^"]+)"/.exec(form)![1]!;
-  await browser.post('/oauth/pin/callback', { state, username: userId, password: 'correct horse' });
-  await browser.get(`/oauth/pin/poll?state=${state}`);
-  expect(await (await browser.get(`/oauth/pin/poll?state=${state}`)).json()).toEqual({ status: 'linked' });
+  expect(await completePinLink(served.base, url, userId)).toEqual({ status: 'linked' });
 }
 
 function python(args: string[], env: Record<string, string>): Promise<{ code: number | null; output: string }> {

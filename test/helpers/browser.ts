@@ -70,3 +70,17 @@ export function confirmationForm(html: string): { action: string; fields: Record
   const fields = Object.fromEntries([...form[2]!.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, unescape(m[2]!)]));
   return { action: unescape(form[1]!), fields };
 }
+
+/**
+ * A person opens `url` (a link URL of the `pin` test provider) on a gateway
+ * listening at `base` and completes its password form and wait, over real HTTP.
+ * Resolves with the last poll's answer (`{ status: 'linked' }` once linked).
+ */
+export async function completePinLink(base: string, url: string, userId: string): Promise<unknown> {
+  const browser = new TestBrowser((path, init) => fetch(new URL(path, base), { ...init, redirect: 'manual' }));
+  const form = await (await browser.openLink(url)).text();
+  const state = /name="state" value="([^"]+)"/.exec(form)![1]!;
+  await browser.post('/oauth/pin/callback', { state, username: userId, password: 'correct horse' });
+  await browser.get(`/oauth/pin/poll?state=${state}`);
+  return (await browser.get(`/oauth/pin/poll?state=${state}`)).json();
+}

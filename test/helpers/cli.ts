@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { openDatabase, type Database } from '../../src/db/client.ts';
+import { isProcessAlive } from '../../src/db/lock.ts';
 import { TEST_SECRETS } from './gateway.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -55,14 +56,7 @@ export async function runCliHere(args: readonly string[], env: Record<string, st
     err: (text) => (stderr += text),
     log: { write: (text: string) => (stderr += text) },
     pid: process.pid,
-    isAlive: (pid) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    },
+    isAlive: isProcessAlive,
     now: Date.now,
     readStdin: async () => options.input ?? '',
   });

@@ -12,7 +12,7 @@ import { status as GrpcStatus, type Metadata } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
 import type { Database } from '../../src/db/client.ts';
-import { TestBrowser } from '../helpers/browser.ts';
+import { completePinLink } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
 import { connectJson, grpcClient, grpcErrorDetails, grpcWeb, messageType, type GrpcClient } from '../helpers/rpc.ts';
@@ -42,12 +42,7 @@ const rest = (path: string, init: RequestInit = {}) => fetch(`${served.base}/api
 
 /** A person opens `url` and completes the pin fixture provider's sign-in, over real HTTP on the gateway's port. */
 async function completeLink(url: string, userId: string): Promise<void> {
-  const browser = new TestBrowser((path, init) => fetch(new URL(path, served.base), { ...init, redirect: 'manual' }));
-  const form = await (await browser.openLink(url)).text();
-  const state = /name="state" value="([^"]+)"/.exec(form)![1]!;
-  await browser.post('/oauth/pin/callback', { state, username: userId, password: 'correct horse' });
-  await browser.get(`/oauth/pin/poll?state=${state}`);
-  expect(await (await browser.get(`/oauth/pin/poll?state=${state}`)).json()).toEqual({ status: 'linked' });
+  expect(await completePinLink(served.base, url, userId)).toEqual({ status: 'linked' });
 }
 
 /** A GET over HTTP/2 with prior knowledge (h2c): status and body. */
