@@ -321,7 +321,10 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
       }
       const rule = rules[name]!;
       if (rule.limit === 0) return ALLOWED;
-      const scopeName = name;
+      // A row counts one window length: an instance configured with another window
+      // (a rolling config change) must not add its counts to rows that start at the
+      // same moment but span a different time.
+      const scopeName = override ? name : `${scope}/${rule.windowMs / 1000}s`;
       let counter = rule.counters.get(key);
       if (!counter) {
         const at = now();

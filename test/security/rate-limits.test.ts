@@ -255,3 +255,17 @@ describe('a limit of 0', () => {
     expect(pages).toEqual([404, 404, 404, 429, 429]);
   });
 });
+
+describe('instances configured with different windows (a rolling config change)', () => {
+  it('count apart: rows that start at the same moment but span different times are not added together', async () => {
+    // 11:00:00 starts both a 60 s window and a 3 s window.
+    let at = Date.parse('2026-11-23T11:00:00Z');
+    const wide = await createTestGateway(database, { env: { ...TEST_SECRETS, LINKGATE_BROWSER_RATE_LIMIT: '100', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '60' }, now: () => at });
+    const narrow = await createTestGateway(database, { env: { ...TEST_SECRETS, LINKGATE_BROWSER_RATE_LIMIT: '2', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '3' }, now: () => at });
+    const open = (gateway: TestGateway) => gateway.app.request('/oauth/corp/start?context=x');
+    for (let i = 0; i < 5; i += 1) expect((await open(wide)).status).toBe(404);
+    await settle(); // the wide instance's counts reach the table
+    at += 500;
+    expect([(await open(narrow)).status, (await open(narrow)).status, (await open(narrow)).status]).toEqual([404, 404, 429]);
+  });
+});
