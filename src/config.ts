@@ -31,6 +31,8 @@ export interface Config {
   readonly allowSharedAccounts: boolean;
   /** The provider whose account id is the user id of a sign-in (the default tenant's; docs/sign-in.md). */
   readonly userProvider: string;
+  /** How long a device's sign-in code waits for the person (RFC 8628 `expires_in`; docs/sign-in.md). */
+  readonly deviceCodeTtlSeconds: number;
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
@@ -207,6 +209,7 @@ const EnvSchema = v.object({
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_USER_PROVIDER: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a provider id (lowercase letters, digits, _ and -)')), 'discord'),
+  LINKGATE_DEVICE_CODE_TTL_SECONDS: v.optional(integer(2, 3600), '600'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LINKGATE_METRICS: v.optional(boolean, 'false'),
@@ -287,6 +290,7 @@ export function parseConfig(rawEnv: Env): Config {
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     userProvider: e.LINKGATE_USER_PROVIDER,
+    deviceCodeTtlSeconds: e.LINKGATE_DEVICE_CODE_TTL_SECONDS,
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     webhook: e.LINKGATE_WEBHOOK_URL

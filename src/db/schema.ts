@@ -323,6 +323,8 @@ export const oidcApps = pgTable(
     providers: text('providers').array(),
     subject: text('subject', { enum: ['user', 'external'] }).notNull().default('user'),
     firstParty: boolean('first_party').notNull().default(true),
+    /** May use the device authorization grant (RFC 8628): a CLI or a bot without a browser. */
+    deviceFlow: boolean('device_flow').notNull().default(false),
     secret: text('secret'),
     createdAt: at('created_at').notNull().defaultNow(),
   },

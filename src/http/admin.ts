@@ -130,7 +130,8 @@ export const AppParams = v.object({
 });
 export const CreateAppBody = v.object({
   name: TenantName,
-  redirectUris: v.pipe(appUris('redirectUris'), v.minLength(1, 'redirectUris must list at least one URL')),
+  // Required unless the app signs in through the device grant only (checked in the route).
+  redirectUris: v.optional(appUris('redirectUris'), []),
   postLogoutRedirectUris: v.optional(appUris('postLogoutRedirectUris'), []),
   type: v.picklist(['confidential', 'public'], 'type must be "confidential" (a server that keeps a secret) or "public" (a browser or native app)'),
   providers: v.optional(
@@ -138,6 +139,7 @@ export const CreateAppBody = v.object({
   ),
   subject: v.optional(v.picklist(['user', 'external'], 'subject must be "user" or "external"'), 'user'),
   firstParty: v.optional(v.boolean('firstParty must be true or false'), true),
+  deviceFlow: v.optional(v.boolean('deviceFlow must be true or false'), false),
 });
 
 // ── Answers (also what the tests check real answers against) ───────────────
@@ -184,6 +186,7 @@ export const AppAnswer = v.strictObject({
   providers: v.nullable(v.array(v.string())),
   subject: v.picklist(['user', 'external']),
   firstParty: v.boolean(),
+  deviceFlow: v.boolean(),
   createdAt: IsoTime,
 });
 export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
@@ -197,6 +200,7 @@ export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   providers: app.providers,
   subject: app.subject,
   firstParty: app.firstParty,
+  deviceFlow: app.deviceFlow,
   createdAt: app.createdAt.toISOString(),
 });
 
@@ -392,8 +396,9 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const body = parseInput(CreateAppBody, await readJsonBody(c));
     await deps.tenants.require(tenant);
-    // No consent page yet: an app of someone else's would sign people in without asking them.
-    if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
+    if (body.redirectUris.length === 0 && !body.deviceFlow) {
+      throw new LinkgateError('bad_request', 'redirectUris must list at least one URL (only an app with deviceFlow: true may have none)');
+    }
     if (body.providers) {
       const registry = await deps.providers.of(tenant);
       const unknown = body.providers.find((id) => !registry.get(id));

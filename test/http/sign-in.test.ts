@@ -391,7 +391,8 @@ describe('apps through the operator API', () => {
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'spa' }, 'type'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', subject: 'email' }, 'subject'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', providers: ['nosuch'] }, 'providers'],
-    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', firstParty: false }, 'firstParty'],
+    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', firstParty: 'no' }, 'firstParty'],
+    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', deviceFlow: 'yes' }, 'deviceFlow'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', postLogoutRedirectUris: ['nope'] }, 'postLogoutRedirectUris'],
   ])('refuses %j with a 400 naming %s', async (body, field) => {
     const answer = await admin('/tenants/default/apps', { method: 'POST', body });
