@@ -227,6 +227,27 @@ describe('a device signs in', () => {
     expect(await forged.text()).toContain('Please enter the code again');
   });
 
+  it('limits how often one address may try codes, but not how often devices ask for them', async () => {
+    const limited = await startGateway(await openListener(), { LINKGATE_BROWSER_RATE_LIMIT: '3', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '600' });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const asked = await fetch(`${limited.base}/oidc/device/auth`, { method: 'POST', body: new URLSearchParams({ client_id: cli.clientId, scope: 'openid' }) });
+        expect(asked.status).toBe(200);
+        await asked.body?.cancel();
+      }
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const tried = await fetch(`${limited.base}/oidc/device`, { method: 'POST', body: new URLSearchParams({ user_code: `BCDF-GHJ${'KLMN'[i]}` }) });
+        statuses.push(tried.status);
+        await tried.body?.cancel();
+      }
+      expect(statuses.slice(0, 3)).not.toContain(429);
+      expect(statuses[3]).toBe(429);
+    } finally {
+      await new Promise<void>((resolve) => limited.server.close(() => resolve()));
+    }
+  });
+
   it('refuses the device grant to an app that was not allowed it', async () => {
     const web = v.parse(CreatedAppAnswer, await (await admin('/tenants/default/apps', { name: 'Web', type: 'public', redirectUris: ['http://127.0.0.1:9999/cb'] })).json());
     const config = await client.discovery(new URL(main.base), web.clientId, undefined, client.None(), { execute: [client.allowInsecureRequests] });
