@@ -195,6 +195,12 @@ describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('every page at 
     await page.goto(device.verification_uri);
     await page.getByRole('heading', { name: 'Connect a device' }).waitFor();
     await inspect(page, 'device-code', width);
+    // oidc-provider writes this page itself: its own CSP must still let our style in (without the test's bypass).
+    const strict = await browser.newContext({ viewport: WIDTHS[width] });
+    const plain = await strict.newPage();
+    await plain.goto(device.verification_uri);
+    expect(await plain.getByRole('button', { name: 'Continue' }).evaluate((button) => (globalThis as unknown as { getComputedStyle(element: unknown): { backgroundColor: string } }).getComputedStyle(button).backgroundColor)).toBe('rgb(41, 82, 204)');
+    await strict.close();
     await page.getByLabel('Code').fill('BCDF-GHJK');
     await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByRole('heading', { name: 'That code is not right' }).waitFor();
