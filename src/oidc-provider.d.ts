@@ -101,6 +101,7 @@ declare module 'oidc-provider' {
     status: number;
     type: string;
     body: unknown;
+    set(field: string, value: string): void;
     readonly oidc?: OIDCContextLike;
   }
 

@@ -234,9 +234,9 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
         rpInitiatedLogout: {
           enabled: true,
           logoutSource: async (ctx: KoaContextWithOIDC, form: string) => {
-            ctx.type = 'html';
+            const frame = await frameFor(ctx, tenant);
             ctx.body = page(
-              <Layout title="Sign out" frame={frameOf(await deps.brandOf(tenant))}>
+              <Layout title="Sign out" frame={frame}>
                 <h1>Sign out?</h1>
                 {raw(form)}
                 <div class="actions">
@@ -251,8 +251,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
             );
           },
           postLogoutSuccessSource: async (ctx: KoaContextWithOIDC) => {
-            ctx.type = 'html';
-            ctx.body = page(<MessagePage frame={frameOf(await deps.brandOf(tenant))} title="Signed out" lines={['You are signed out. You can close this tab.']} />);
+            ctx.body = page(<MessagePage frame={await frameFor(ctx, tenant)} title="Signed out" lines={['You are signed out. You can close this tab.']} />);
           },
         },
       },
@@ -286,9 +285,9 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
       // A browser app may call the token endpoint from the origins it redirects to.
       clientBasedCORS: (_ctx, origin, client) => client.redirectUris?.some((uri) => URL.canParse(uri) && new URL(uri).origin === origin) ?? false,
       renderError: async (ctx, out) => {
-        ctx.type = 'html';
+        const frame = await frameFor(ctx, tenant);
         ctx.body = page(
-          <MessagePage frame={frameOf(await deps.brandOf(tenant))} title="Sign-in could not start" lines={['The app sent a request this gateway cannot accept. Go back to the app and try again.', `(${out.error_description ?? out.error})`]} code={out.error} />,
+          <MessagePage frame={frame} title="Sign-in could not start" lines={['The app sent a request this gateway cannot accept. Go back to the app and try again.', `(${out.error_description ?? out.error})`]} code={out.error} />,
         );
       },
       ttl: { ...TTL, DeviceCode: deps.deviceCodeTtlSeconds },
@@ -299,14 +298,13 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
     return provider;
   }
 
-  const frameOf = (brand: Brand): PageFrame => ({ nonce: '', brand });
   const page = (element: unknown) => `<!DOCTYPE html>${String(element)}`;
 
   /**
    * The frame of a page oidc-provider sends itself (our page middleware
    * never sees it): the same headers as every page, a nonce of its own.
    */
-  async function frameFor(ctx: KoaContextWithOIDC, tenant: string): Promise<PageFrame> {
+  async function frameFor(ctx: { type: string; set(field: string, value: string): void }, tenant: string): Promise<PageFrame> {
     const nonce = randomToken(16);
     ctx.type = 'html';
     ctx.set('Content-Security-Policy', `default-src 'none'; style-src 'nonce-${nonce}'; script-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'`);

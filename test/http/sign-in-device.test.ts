@@ -254,6 +254,14 @@ describe('a device signs in', () => {
     await expect(client.initiateDeviceAuthorization(config, { scope: 'openid' })).rejects.toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/device_code is not allowed/) });
   });
 
+  it('answers a bad request from a browser with our error page and its headers', async () => {
+    const answer = await fetch(`${main.base}/oidc/auth?client_id=app_nosuch&response_type=code&scope=openid`, { headers: { accept: 'text/html' } });
+    expect(answer.status).toBe(400);
+    expect(answer.headers.get('content-security-policy')).toMatch(/default-src 'none'/);
+    expect(answer.headers.get('x-frame-options')).toBe('DENY');
+    expect(await answer.text()).toContain('Sign-in could not start');
+  });
+
   it('refuses an app with neither redirect URIs nor the device grant', async () => {
     const answer = await admin('/tenants/default/apps', { name: 'Nothing', type: 'public' });
     expect(answer.status).toBe(400);

@@ -298,6 +298,9 @@ describe('an OpenID Provider per tenant', () => {
 
     const logout = await browser.get(client.buildEndSessionUrl(config, { id_token_hint: tokens.id_token!, post_logout_redirect_uri: 'https://app.example/' }), { follow: false });
     expect(logout.status).toBe(200);
+    // oidc-provider writes this page itself; it carries our page headers all the same.
+    expect(logout.headers.get('content-security-policy')).toMatch(/style-src 'nonce-[^']+'.*frame-ancestors 'none'/);
+    expect(logout.headers.get('cache-control')).toBe('no-store');
     const page = await logout.text();
     const action = /<form[^>]*action="([^"]+)"/.exec(page)![1]!;
     const xsrf = /name="xsrf" value="([^"]+)"/.exec(page)![1]!;
