@@ -177,6 +177,14 @@ describe('a device signs in', () => {
     expect((await main.gateway.api(`/users/${String(payload.sub)}/links/corp`)).status).toBe(200);
     const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!);
     expect(refreshed.claims()?.sub).toBe(payload.sub);
+
+    // The same browser, signed in to Linkgate now, confirms another device's code: it is asked who signs in again.
+    const next = await client.initiateDeviceAuthorization(config, { scope: 'openid' });
+    const nextConfirm = await (await enterCode(browser, main.base, next.verification_uri_complete!)).text();
+    const nextConfirmed = await browser.post(actionOf(nextConfirm).pathname, { xsrf: field(nextConfirm, 'xsrf')!, user_code: next.user_code, confirm: 'yes' }, { follow: false });
+    const asked = await follow(browser, main.base, nextConfirmed.headers.get('location')!);
+    expect(asked.url.pathname).toMatch(/^\/oidc\/interaction\//);
+    expect(await asked.page!.text()).toContain('Continue with Corp SSO');
   }, 30_000);
 
   it('ends an unapproved code with expired_token', async () => {
