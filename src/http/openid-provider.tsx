@@ -307,6 +307,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
   async function frameFor(ctx: { type: string; set(field: string, value: string): void }, tenant: string): Promise<PageFrame> {
     const nonce = randomToken(16);
     ctx.type = 'html';
+    // The policy of `pageHeaders` (src/http/middleware.ts), spelled out: that middleware's headers never reach these answers.
     ctx.set('Content-Security-Policy', `default-src 'none'; style-src 'nonce-${nonce}'; script-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'`);
     ctx.set('X-Frame-Options', 'DENY');
     ctx.set('Referrer-Policy', 'no-referrer');
