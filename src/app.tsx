@@ -208,6 +208,7 @@ export function createGateway(deps: AppDeps) {
       allowSharedAccounts: config.allowSharedAccounts,
       now,
       apps: openId.apps,
+      signingKeys: openId.signingKeys,
     }),
   );
 

@@ -447,6 +447,65 @@ const webhookRemove: OperatorCommand = {
   },
 };
 
+// ── OpenID signing keys ─────────────────────────────────────────────────────
+
+/** The tenant's signing keys, on the database directly (what the gateway's providers use). */
+async function signingKeysOf({ config, database }: TenantContext) {
+  const { createSigningKeys } = await import('../core/openid-storage.ts');
+  const { createKeyring } = await import('../core/crypto.ts');
+  return createSigningKeys(database.db, createKeyring(config.encryptionKeys));
+}
+
+const signingKeysList: OperatorCommand = {
+  path: ['tenants', 'signing-keys', 'list'],
+  args: [TENANT_ARG],
+  json: true,
+  summary: "List the keys in a tenant's JWKS: the one signing its ID tokens, a next one, retired ones.",
+  route: 'GET /api/admin/v1/tenants/:tenant/signing-keys',
+  details: ['A tenant gets its first key on its first sign-in; until then the list is empty.'],
+  async run(args, io) {
+    const { SigningKeysAnswer, TenantParams, signingKeyAnswer } = await admin();
+    const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}/signing-keys` }, json(SigningKeysAnswer), async (context) => {
+      await context.tenants.require(tenant);
+      return { signingKeys: (await (await signingKeysOf(context)).list(tenant)).map(signingKeyAnswer) };
+    });
+    print(io, args, answer, () =>
+      answer.signingKeys.length === 0
+        ? `tenant ${tenant} has no signing key yet (it gets one on its first sign-in)\n`
+        : table(['KID', 'STATE', 'SIGNS FROM', 'LEAVES THE JWKS'], answer.signingKeys.map((k) => [k.kid, k.state, k.signsFrom, k.expiresAt ?? '-'])),
+    );
+    return EXIT.ok;
+  },
+};
+
+const signingKeysRotate: OperatorCommand = {
+  path: ['tenants', 'signing-keys', 'rotate'],
+  args: [TENANT_ARG],
+  options: { 'publish-for': { type: 'string', value: 'SECONDS', help: 'how long the next key is published before it signs (default 3600; 0 signs at once)' } },
+  json: true,
+  summary: "Rotate a tenant's ID-token signing key.",
+  route: 'POST /api/admin/v1/tenants/:tenant/signing-keys',
+  details: [
+    'The next key is published in the JWKS at once and signs after --publish-for seconds, so apps that cached the JWKS meet it before any token it signed. The key signing now retires then and stays in the JWKS an hour longer (an ID token\'s lifetime, plus five minutes), so its tokens keep verifying. Exits with 1 (key_rotation_pending) while a next key waits to sign.',
+  ],
+  async run(args, io) {
+    const { RotateSigningKeyBody, SigningKeyAnswer, TenantParams, signingKeyAnswer } = await admin();
+    const parse = await parseInput();
+    const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
+    const seconds = args.values['publish-for'];
+    const body = parse(RotateSigningKeyBody, typeof seconds === 'string' ? { publishSeconds: /^\d+$/.test(seconds) ? Number(seconds) : seconds } : {});
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/signing-keys`, body }, json(SigningKeyAnswer), async (context) => {
+      await context.tenants.require(tenant);
+      const key = await (await signingKeysOf(context)).rotate(tenant, body.publishSeconds);
+      await context.tenants.announce(tenant);
+      return signingKeyAnswer(key);
+    });
+    print(io, args, answer, () => `tenant ${tenant}: key ${answer.kid} is published now and signs from ${answer.signsFrom}\n`);
+    return EXIT.ok;
+  },
+};
+
 /** The route a command mirrors opens its --help. */
 const withRoute = ({ route, ...command }: OperatorCommand): Command => ({
   ...command,
@@ -472,4 +531,6 @@ export const TENANT_COMMANDS: readonly Command[] = ([
   providersRemove,
   webhookSet,
   webhookRemove,
+  signingKeysList,
+  signingKeysRotate,
 ] satisfies OperatorCommand[]).map(withRoute);

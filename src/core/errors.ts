@@ -82,6 +82,8 @@ const defaultStatus = {
   tenant_unconfigured: 503,
   /** A provider that cannot be configured per tenant (its settings are the gateway's). */
   provider_not_per_tenant: 400,
+  /** A signing-key rotation while the last one's next key has not started signing. */
+  key_rotation_pending: 409,
   // storage and everything unexpected
   decrypt_failed: 500,
   internal_error: 500,

@@ -15,7 +15,7 @@ import { createApiKeyCheck } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
-import type { OpenIdApp, OpenIdApps } from '../core/openid-storage.ts';
+import { DEFAULT_KEY_PUBLISH_SECONDS, MAX_KEY_PUBLISH_SECONDS, type OpenIdApp, type OpenIdApps, type SigningKeyAdmin, type SigningKeyInfo } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
 import { exportLinks } from '../core/link-transfer.ts';
 import { answerImport, IMPORT_MAX_BYTES } from './api.ts';
@@ -43,6 +43,8 @@ export interface AdminRoutesDeps {
   now?: () => number;
   /** The tenants' apps, the OpenID clients people sign in to (docs/sign-in.md). */
   apps: OpenIdApps;
+  /** The keys the tenants' OpenID Providers sign with; a rotation reaches every instance. */
+  signingKeys: SigningKeyAdmin;
 }
 
 // ── Requests ────────────────────────────────────────────────────────────────
@@ -187,6 +189,37 @@ export const AppAnswer = v.strictObject({
   createdAt: IsoTime,
 });
 export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
+export const RotateSigningKeyBody = v.object({
+  publishSeconds: v.optional(
+    v.pipe(
+      v.number('publishSeconds must be a number of seconds'),
+      v.integer('publishSeconds must be a whole number of seconds'),
+      v.minValue(0, 'publishSeconds must be 0 or more'),
+      v.maxValue(MAX_KEY_PUBLISH_SECONDS, `publishSeconds must be at most ${MAX_KEY_PUBLISH_SECONDS} (30 days)`),
+    ),
+    DEFAULT_KEY_PUBLISH_SECONDS,
+  ),
+});
+export const SigningKeyAnswer = v.strictObject({
+  kid: v.string(),
+  alg: v.string(),
+  state: v.picklist(['next', 'signing', 'retired']),
+  createdAt: IsoTime,
+  signsFrom: IsoTime,
+  retiredAt: v.nullable(IsoTime),
+  expiresAt: v.nullable(IsoTime),
+});
+export const SigningKeysAnswer = v.strictObject({ signingKeys: v.array(SigningKeyAnswer) });
+
+export const signingKeyAnswer = (key: SigningKeyInfo): v.InferOutput<typeof SigningKeyAnswer> => ({
+  kid: key.kid,
+  alg: key.alg,
+  state: key.state,
+  createdAt: key.createdAt.toISOString(),
+  signsFrom: key.signsFrom.toISOString(),
+  retiredAt: key.retiredAt?.toISOString() ?? null,
+  expiresAt: key.expiresAt?.toISOString() ?? null,
+});
 
 export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   clientId: app.clientId,
@@ -417,6 +450,23 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
     c.get('log')().info({ tenant, app: clientId }, 'app deleted');
     return c.body(null, 204);
+  });
+
+  /** The keys in the tenant's JWKS: the one signing, a next one, retired ones until their tokens expire. */
+  app.get('/tenants/:tenant/signing-keys', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    await deps.tenants.require(tenant);
+    return c.json({ signingKeys: (await deps.signingKeys.list(tenant)).map(signingKeyAnswer) });
+  });
+
+  /** Rotates: the next key is published now and signs `publishSeconds` later; the current one then retires. */
+  app.post('/tenants/:tenant/signing-keys', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const body = parseInput(RotateSigningKeyBody, await readJsonBody(c));
+    await deps.tenants.require(tenant);
+    const key = await deps.signingKeys.rotate(tenant, body.publishSeconds);
+    c.get('log')().info({ tenant, kid: key.kid, signsFrom: key.signsFrom.toISOString() }, 'signing key rotated');
+    return c.json(signingKeyAnswer(key), 201);
   });
 
   app.put('/tenants/:tenant/webhook', async (c) => {

@@ -17,6 +17,8 @@ import {
   CreatedApiKeyAnswer,
   CreatedContextSecretAnswer,
   ProviderConfigAnswer,
+  SigningKeyAnswer,
+  SigningKeysAnswer,
   TenantAnswer,
   TenantDetailAnswer,
   TenantProvidersAnswer,
@@ -109,6 +111,26 @@ describe('linkgate tenants', () => {
     expect(group.code).toBe(2);
     expect(group.stderr).toContain('"tenants secrets" needs a command');
     expect(group.stderr).toContain('tenants secrets retire <tenant> <id>');
+  }, 60_000);
+
+  it('rotates a tenant\'s signing key: the next key published first, one rotation at a time', async () => {
+    const first = await answer(SigningKeyAnswer, ['tenants', 'signing-keys', 'rotate', 'quizbot', '--publish-for', '0']);
+    expect(first).toMatchObject({ alg: 'ES256', state: 'signing', retiredAt: null, expiresAt: null });
+    const next = await cli(['tenants', 'signing-keys', 'rotate', 'quizbot', '--publish-for', '600']);
+    expect(next.code).toBe(0);
+    expect(next.stdout).toMatch(/^tenant quizbot: key \S+ is published now and signs from \d{4}-\d\d-\d\dT/);
+    const listed = await answer(SigningKeysAnswer, ['tenants', 'signing-keys', 'list', 'quizbot']);
+    expect(listed.signingKeys.map((k) => k.state)).toEqual(['signing', 'next']);
+    expect(listed.signingKeys[0]).toMatchObject({ kid: first.kid, retiredAt: listed.signingKeys[1]!.signsFrom, expiresAt: expect.any(String) });
+    const table = await cli(['tenants', 'signing-keys', 'list', 'quizbot']);
+    expect(table.stdout).toMatch(/^KID\s+STATE\s+SIGNS FROM\s+LEAVES THE JWKS\n/);
+
+    const pending = await cli(['tenants', 'signing-keys', 'rotate', 'quizbot', '--json']);
+    expect(pending.code).toBe(1);
+    expect(JSON.parse(pending.stderr)).toMatchObject({ error: { code: 'key_rotation_pending' } });
+    const bad = await cli(['tenants', 'signing-keys', 'rotate', 'quizbot', '--publish-for', 'soon']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('publishSeconds must be a number of seconds');
   }, 60_000);
 
   it.each([
