@@ -91,6 +91,8 @@ const ROUTES = {
   challenge: '/oidc/challenge',
 } satisfies Configuration['routes'];
 
+const OIDC_METHODS = ['GET', 'HEAD', 'POST', 'OPTIONS'];
+
 const TTL = {
   AccessToken: 3600,
   AuthorizationCode: 60,
@@ -347,8 +349,10 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
         return start(c, tenant, uid, client, provider);
       });
 
-      app.all(`${prefix}/.well-known/openid-configuration`, serve);
-      app.all(`${prefix}/oidc/*`, serve);
+      // The methods oidc-provider answers (OPTIONS: CORS preflights of browser apps), named so that the
+      // request's metrics and traces carry this route's pattern (`app.all` routes look like middleware).
+      app.on(OIDC_METHODS, `${prefix}/.well-known/openid-configuration`, serve);
+      app.on(OIDC_METHODS, `${prefix}/oidc/*`, serve);
     }
     return app;
   }

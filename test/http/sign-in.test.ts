@@ -120,6 +120,7 @@ beforeAll(async () => {
       CORP_DISPLAY_NAME: 'Corp SSO',
       ...DISCORD,
       JELLYFIN_SERVER_URL: jellyfin.url,
+      LINKGATE_METRICS: 'true',
     },
     fetch: reroute({ 'https://discord.com': discord.origin, [idp.issuer]: idp.issuer, [new URL(jellyfin.url).origin]: new URL(jellyfin.url).origin }),
     now: () => Date.now() + clockOffset,
@@ -340,6 +341,14 @@ describe('an OpenID Provider per tenant', () => {
     } finally {
       expect((await admin('/tenants/quizbot', { method: 'PATCH', body: { userProvider: null } })).status).toBe(200);
     }
+  });
+
+  it('labels its requests\' metrics with the route pattern of the issuer\'s endpoints', async () => {
+    const text = await (await gateway.app.request('/metrics', { headers: { authorization: `Bearer ${API_KEY}` } })).text();
+    expect(text).toMatch(/linkgate_http_request_duration_seconds_count\{method="GET",route="\/\.well-known\/openid-configuration",status="200"\} \d+/);
+    expect(text).toMatch(/linkgate_http_request_duration_seconds_count\{method="GET",route="\/t\/:tenant\/\.well-known\/openid-configuration",status="200"\} \d+/);
+    expect(text).toMatch(/linkgate_http_request_duration_seconds_count\{method="POST",route="\/oidc\/\*",status="200"\} \d+/);
+    expect(text).not.toContain('route="(no route)",status="200"');
   });
 
   it('logs no token, code, app secret or upstream secret', async () => {
