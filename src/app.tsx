@@ -277,7 +277,7 @@ export function createGateway(deps: AppDeps) {
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
   });
 
-  return { app, rpc, events };
+  return { app, rpc, events, limiter };
 }
 
 export type App = ReturnType<typeof createApp>;
