@@ -211,6 +211,18 @@ describe('GET /api/auth/:provider/start', () => {
     expect(v.parse(SessionAnswer, await (await session(browser)).json()).identity).toEqual({ provider: 'jellyfin', externalId: JELLYFIN_USER, name: 'Ada' });
   });
 
+  it('signs in with Jellyfin Quick Connect: the waiting page\'s poll answer carries the session cookie and sends the page to postLoginRedirect', async () => {
+    const browser = newBrowser();
+    const { authorizationUrl, state } = await startJson(browser, 'jellyfin', { postLoginRedirect: DASHBOARD });
+    const waiting = await (await browser.get(new URL(authorizationUrl).pathname + new URL(authorizationUrl).search)).text();
+    jellyfin.approve(/class="code"[^>]*>(\d{6})</.exec(waiting)![1]!, JELLYFIN_USER);
+    const polled = await browser.get(`/oauth/jellyfin/poll?state=${encodeURIComponent(state)}`);
+    expect(await polled.json()).toEqual({ status: 'linked', returnTo: DASHBOARD });
+    expect(cookieAttributes(polled, '__Host-linkgate_session')).toMatchObject({ httponly: true, secure: true, samesite: 'Lax', path: '/' });
+    tokens.push(sessionToken(browser)!);
+    expect(v.parse(SessionAnswer, await (await session(browser)).json()).identity).toMatchObject({ provider: 'jellyfin', externalId: JELLYFIN_USER });
+  });
+
   it.each([
     ['not an allowed URI', { postLoginRedirect: 'https://evil.example/dashboard' }, 400, 'redirect_not_allowed'],
     ['an allowed URI with a query added', { postLoginRedirect: `${DASHBOARD}?next=https://evil.example` }, 400, 'redirect_not_allowed'],
