@@ -166,7 +166,6 @@ export function createGateway(deps: AppDeps) {
     publicBaseUrl: config.publicBaseUrl,
     secureCookies: config.publicBaseUrl.protocol === 'https:',
     stateTtlSeconds: config.stateTtlSeconds,
-    now,
   });
   app.use('/api/auth/*', browserLimit);
   app.route('/api/auth', webSessions.routes);

@@ -46,7 +46,6 @@ export interface WebSessionRoutesDeps {
   publicBaseUrl: URL;
   secureCookies: boolean;
   stateTtlSeconds: number;
-  now: () => number;
 }
 
 const StartQuery = v.object({

@@ -289,6 +289,23 @@ describe('single-use state', () => {
   });
 });
 
+describe('an app deleted during the sign-in', () => {
+  it('ends the sign-in at the callback without a session: its redirect URI is no longer allowed', async () => {
+    const LATE = 'https://app.example/late';
+    const created = (await (await admin(gateway, '/tenants/default/apps', { name: 'Late', redirectUris: [LATE], type: 'public' })).json()) as { clientId: string };
+    const browser = newBrowser();
+    const { authorizationUrl } = await startJson(browser, 'discord', { postLoginRedirect: LATE });
+    const deleted = await gateway.app.request(`/api/admin/v1/tenants/default/apps/${created.clientId}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    expect(deleted.status).toBe(204);
+    const back = discord.approve(atFake(new URL(authorizationUrl), discord.origin), NELLY);
+    const answer = await browser.get(back.pathname + back.search, { follow: false });
+    expect(answer.status).toBe(400);
+    expect(await answer.text()).toContain('This app no longer takes sign-ins here');
+    expect(answer.headers.getSetCookie().some((line) => line.includes('linkgate_session'))).toBe(false);
+    expect((await session(browser)).status).toBe(401);
+  });
+});
+
 describe('GET /api/auth/session', () => {
   it('answers 401 not_signed_in without a session cookie or with one that is not a session', async () => {
     for (const cookie of ['', '__Host-linkgate_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', '__Host-linkgate_session=not-a-token']) {
