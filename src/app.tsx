@@ -25,7 +25,7 @@ import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
-import { WEB_SESSION_TTL_SECONDS, webSessionRoutes } from './http/web-session.ts';
+import { webSessionRoutes } from './http/web-session.ts';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
@@ -162,7 +162,7 @@ export function createGateway(deps: AppDeps) {
     apps: openId.apps,
     tenants,
     links,
-    sessions: createWebSessions(db, { purpose: 'web', ttlSeconds: WEB_SESSION_TTL_SECONDS, now }),
+    sessions: createWebSessions(db, { purpose: 'web', ...config.webSession, now }),
     publicBaseUrl: config.publicBaseUrl,
     secureCookies: config.publicBaseUrl.protocol === 'https:',
     stateTtlSeconds: config.stateTtlSeconds,

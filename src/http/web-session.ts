@@ -34,9 +34,6 @@ import { readBrowserCookie, setBrowserCookie } from './oauth.tsx';
  */
 export const SESSION_COOKIE = 'linkgate_session';
 
-/** How long a web session lives at most (the seed's 8 hours); the provider's token may end it sooner. */
-export const WEB_SESSION_TTL_SECONDS = 8 * 3600;
-
 export interface WebSessionRoutesDeps {
   linking: Linking;
   apps: OpenIdApps;

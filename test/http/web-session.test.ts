@@ -391,6 +391,38 @@ describe('tenants', () => {
   });
 });
 
+describe('configuration', () => {
+  it('takes the session lifetime from LINKGATE_WEB_SESSION_TTL_SECONDS and ends an unused session after LINKGATE_WEB_SESSION_IDLE_SECONDS', async () => {
+    let clock = Date.now();
+    const short = await createTestGateway(database, {
+      env: { ...env(BASE), LINKGATE_WEB_SESSION_TTL_SECONDS: '3600', LINKGATE_WEB_SESSION_IDLE_SECONDS: '600' },
+      fetch: countingFetch(),
+      now: () => clock,
+    });
+    const browser = newBrowser(short);
+    const started = await browser.get(`/api/auth/discord/start?${new URLSearchParams({ postLoginRedirect: DASHBOARD })}`);
+    const { authorizationUrl } = v.parse(StartAnswer, await started.json());
+    const back = discord.approve(atFake(new URL(authorizationUrl), discord.origin), NELLY);
+    expect((await browser.get(back.pathname + back.search, { follow: false })).status).toBe(303);
+    tokens.push(sessionToken(browser)!);
+    const body = v.parse(SessionAnswer, await (await session(browser, {}, short)).json());
+    expect(Date.parse(body.expiresAt)).toBe(clock + 3600 * 1000);
+    // Used within the idle timeout: still there; then unused for longer than it: ended.
+    clock += 9 * 60_000;
+    expect((await session(browser, {}, short)).status).toBe(200);
+    clock += 9 * 60_000;
+    expect((await session(browser, {}, short)).status).toBe(200);
+    clock += 11 * 60_000;
+    const idle = await session(browser, {}, short);
+    expect(idle.status).toBe(401);
+    expect(await errorCode(idle)).toBe('not_signed_in');
+  });
+
+  it.each([['LINKGATE_WEB_SESSION_TTL_SECONDS', '60'], ['LINKGATE_WEB_SESSION_TTL_SECONDS', 'eight hours'], ['LINKGATE_WEB_SESSION_IDLE_SECONDS', '0']])('refuses %s=%s at start-up, naming it', async (name, value) => {
+    await expect(createTestGateway(database, { env: { ...env(BASE), [name]: value } })).rejects.toThrow(name);
+  });
+});
+
 describe('over plain http (loopback development)', () => {
   it('sets the session cookie without the __Host- prefix and without Secure, still HttpOnly and SameSite=Lax', async () => {
     const browser = newBrowser(plain);
