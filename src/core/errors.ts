@@ -67,6 +67,10 @@ const defaultStatus = {
   sign_in_expired: 400,
   /** A sign-in named a provider the app or tenant does not offer. */
   sign_in_provider: 400,
+  /** The web-session API: a `postLoginRedirect` that is not a redirect URI of the tenant's apps. */
+  redirect_not_allowed: 400,
+  /** The web-session API: no session cookie, or its session ended (expired, logged out, another tenant's). */
+  not_signed_in: 401,
   /** A sign-in ended after too many wrong passwords. */
   too_many_attempts: 429,
   // links

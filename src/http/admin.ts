@@ -290,6 +290,36 @@ export async function configureProvider(
 }
 
 /** The endpoint a webhook body names; plain http off this machine is refused in production. */
+/** Creates a tenant's app (the route and `linkgate tenants apps create`): its client secret, if any, is in this answer only. */
+export async function createTenantApp(
+  deps: { tenants: TenantStore; providers: ProviderDirectory; apps: OpenIdApps },
+  tenant: string,
+  body: v.InferOutput<typeof CreateAppBody>,
+): Promise<v.InferOutput<typeof CreatedAppAnswer>> {
+  await deps.tenants.require(tenant);
+  // No consent page yet: an app of someone else's would sign people in without asking them.
+  if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
+  if (body.providers) {
+    const registry = await deps.providers.of(tenant);
+    const unknown = body.providers.find((id) => !registry.get(id));
+    if (unknown !== undefined) throw new LinkgateError('bad_request', `providers: this tenant has no provider "${unknown}"`);
+  }
+  const created = await deps.apps.create(tenant, { ...body, providers: body.providers });
+  return { clientId: created.clientId, ...(created.clientSecret ? { clientSecret: created.clientSecret } : {}) };
+}
+
+/** A tenant's apps, never a secret. */
+export async function tenantApps(deps: { tenants: TenantStore; apps: OpenIdApps }, tenant: string): Promise<v.InferOutput<typeof AppsAnswer>> {
+  await deps.tenants.require(tenant);
+  return { apps: (await deps.apps.list(tenant)).map(appAnswer) };
+}
+
+/** Removes a tenant's app: its sign-ins stop at once (oidc-provider finds no client; its tokens no longer verify at the token endpoint), and its redirect URIs leave the web-session allowlist. */
+export async function deleteTenantApp(deps: { tenants: TenantStore; apps: OpenIdApps }, tenant: string, clientId: string): Promise<void> {
+  await deps.tenants.require(tenant);
+  if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
+}
+
 export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
   const url = new URL(body.url);
   // Events name users and their accounts: in clear only to this machine.
@@ -424,30 +454,19 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.post('/tenants/:tenant/apps', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const body = parseInput(CreateAppBody, await readJsonBody(c));
-    await deps.tenants.require(tenant);
-    // No consent page yet: an app of someone else's would sign people in without asking them.
-    if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
-    if (body.providers) {
-      const registry = await deps.providers.of(tenant);
-      const unknown = body.providers.find((id) => !registry.get(id));
-      if (unknown !== undefined) throw new LinkgateError('bad_request', `providers: this tenant has no provider "${unknown}"`);
-    }
-    const created = await deps.apps.create(tenant, { ...body, providers: body.providers });
+    const created = await createTenantApp(deps, tenant, body);
     c.get('log')().info({ tenant, app: created.clientId }, 'app created');
-    return c.json({ clientId: created.clientId, ...(created.clientSecret ? { clientSecret: created.clientSecret } : {}) }, 201);
+    return c.json(created, 201);
   });
 
   app.get('/tenants/:tenant/apps', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    await deps.tenants.require(tenant);
-    return c.json({ apps: (await deps.apps.list(tenant)).map(appAnswer) });
+    return c.json(await tenantApps(deps, tenant));
   });
 
-  /** Removes the app: its sign-ins stop at once (oidc-provider finds no client; its tokens no longer verify at the token endpoint). */
   app.delete('/tenants/:tenant/apps/:clientId', async (c) => {
     const { tenant, clientId } = parseInput(AppParams, c.req.param());
-    await deps.tenants.require(tenant);
-    if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
+    await deleteTenantApp(deps, tenant, clientId);
     c.get('log')().info({ tenant, app: clientId }, 'app deleted');
     return c.body(null, 204);
   });
