@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const { app, rpc } = createGateway({
+  const { app, rpc, tokensServed } = createGateway({
     config,
     database,
     keyring,
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
   });
 
   const purge = setInterval(() => {
-    purgeExpired(database.db, new Date()).then(
+    purgeExpired(database.db, new Date(), { linkEventRetentionDays: config.linkEventRetentionDays }).then(
       (purged) => logger.debug({ purged }, 'purged expired rows'),
       (error: unknown) => logger.warn({ cause: logCause(error) }, 'purge failed'),
     );
@@ -236,6 +236,8 @@ async function main(): Promise<void> {
     server.close(async () => {
       clearInterval(idle);
       await webhooks.stop().catch(() => {});
+      // The token counts still in memory (src/core/link-events.ts).
+      await tokensServed.flush();
       await database.close().catch(() => {});
       unlock?.();
       logger.info('stopped');
