@@ -44,7 +44,7 @@ const AuditPage = v.object({
 });
 
 /** Every page of `GET /audit` with `query`, newest first. */
-async function allEvents(request: (path: string) => Promise<Response>, query = ''): Promise<AuditEvent[]> {
+async function allEvents(request: (path: string) => Response | Promise<Response>, query = ''): Promise<AuditEvent[]> {
   const events: AuditEvent[] = [];
   let cursor: string | null = null;
   do {
