@@ -86,7 +86,7 @@ export function outcomeOf(error: unknown): { outcome: AuditOutcome; code: string
   return { outcome: 'failed', code: 'internal_error' };
 }
 
-// Header values are the client's: kept short, and only printable.
+// Header values and a refused request's path are the client's: kept short, and only printable.
 const clean = (text: string | null | undefined, max: number) => (text == null ? null : text.replace(/[^\x20-\x7e]/g, '?').slice(0, max));
 
 /** Appends one row. */
@@ -97,7 +97,7 @@ export async function record(db: Db, entry: AuditEntry): Promise<void> {
     actorKind: entry.actor.kind,
     actorId: entry.actor.kind === 'cli' ? null : entry.actor.id,
     action: entry.action,
-    target: entry.target ?? null,
+    target: clean(entry.target, 300),
     outcome: entry.outcome,
     code: entry.outcome === 'ok' ? null : (entry.code ?? null),
     clientAddress: clean(entry.clientAddress, 64),

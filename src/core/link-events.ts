@@ -113,7 +113,8 @@ export function createTokenServedCounter(deps: TokenServedCounterDeps) {
   let writing: Promise<void> = Promise.resolve();
 
   const add = (key: LinkKey, hour: number, count: number) => {
-    const id = JSON.stringify([key.tenant, key.userId, key.provider, hour]);
+    // NUL is in no tenant, user or provider id: the parts cannot run into each other.
+    const id = `${key.tenant}\0${key.userId}\0${key.provider}\0${hour}`;
     const entry = pending.get(id);
     if (entry) entry.count += count;
     else pending.set(id, { key: { tenant: key.tenant, userId: key.userId, provider: key.provider }, hour, count });
