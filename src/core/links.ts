@@ -222,10 +222,10 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           .set({ status, updatedAt: now })
           .where(and(whereKey(row), eq(links.credentials, row.credentials)))
           .returning();
+      // Only a change is an event: a link already needing reauth stays quiet.
       if (status !== 'needs_reauth' || row.status === 'needs_reauth') return (await update(db))[0];
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
-        // Only a change is an event: a link already needing reauth stays quiet.
         if (!updated) return undefined;
         await recordLinkEvent(tx, row, 'needs_reauth', now, reason ? { reason } : undefined);
         if (eventsFor(row.tenant)) await enqueueLinkEvent(tx, 'link.needs_reauth', updated, now);
