@@ -30,6 +30,7 @@ export const AUDIT_ACTIONS = [
   'provider.remove',
   'app.create',
   'app.delete',
+  'signing_key.rotate',
   'webhook.set',
   'webhook.remove',
   'links.import',

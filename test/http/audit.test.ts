@@ -101,6 +101,7 @@ describe('the audit trail of the operator API', () => {
     await ok(admin('/tenants/auditbot/providers/corp', { method: 'PUT', body: { env: { CORP_ISSUER: idp.issuer, CORP_CLIENT_ID: 'audit-corp', CORP_CLIENT_SECRET: CLIENT_SECRET } } }), 200);
     await ok(admin('/tenants/auditbot/webhook', { method: 'PUT', body: { url: 'https://auditbot.example/hooks/T0KEN-IN-PATH?sig=abc', secret: WEBHOOK_SECRET } }), 200);
     const app = v.parse(CreatedAppAnswer, await (await ok(admin('/tenants/auditbot/apps', { method: 'POST', body: { name: 'Site', redirectUris: ['https://auditbot.example/cb'], type: 'confidential' } }), 201)).json());
+    await ok(admin('/tenants/auditbot/signing-keys', { method: 'POST', body: {} }), 201);
     const line = JSON.stringify({ userId: 'u1', provider: 'corp', externalId: 'ext-1', credentials: { accessToken: 'imported-access-token-0123456789', refreshToken: 'imported-refresh-token-0123456789' } });
     await ok(fetch(`${server.base}/api/admin/v1/tenants/auditbot/links:import`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'user-agent': 'audit-test/1.0', 'content-type': 'application/x-ndjson' }, body: line }), 200);
     const exported = await ok(admin('/tenants/auditbot/links:export', { headers: { 'linkgate-passphrase': PASSPHRASE } }), 200);
@@ -123,6 +124,7 @@ describe('the audit trail of the operator API', () => {
       'provider.configure ok',
       'webhook.set ok',
       'app.create ok',
+      'signing_key.rotate ok',
       'links.import ok',
       'links.export ok',
       'api_key.revoke ok',
