@@ -294,7 +294,6 @@ export async function configureProvider(
   return { id: provider, displayName, configured: true as const, version: stored.version, env: maskSecrets(env) };
 }
 
-/** The endpoint a webhook body names; plain http off this machine is refused in production. */
 /** Creates a tenant's app (the route and `linkgate tenants apps create`): its client secret, if any, is in this answer only. */
 export async function createTenantApp(
   deps: { tenants: TenantStore; providers: ProviderDirectory; apps: OpenIdApps },
@@ -325,6 +324,7 @@ export async function deleteTenantApp(deps: { tenants: TenantStore; apps: OpenId
   if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
 }
 
+/** The endpoint a webhook body names; plain http off this machine is refused in production. */
 export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
   const url = new URL(body.url);
   // Events name users and their accounts: in clear only to this machine.
