@@ -166,6 +166,9 @@ describe.skipIf(!onPostgres)('the Annie Mei bot on Linkgate’s annie_auth views
     const late = await browser.get(anilist.approve(atFake(new URL(started.headers.get('location')!), anilist.origin), 8004));
     expect(late.status).toBe(400);
     expect((await gateway.api('/users/444444444444444444/links/anilist')).status).toBe(404);
+    // The link's event log says so too, as after any unlink.
+    const log = (await (await gateway.api('/users/444444444444444444/links/anilist/events')).json()) as { events: Array<{ kind: string; detail: unknown }> };
+    expect(log.events[0]).toEqual(expect.objectContaining({ kind: 'unlinked', detail: { externalId: '8004', externalName: 'Leaving', via: 'annie_auth' } }));
 
     const deletedEvent = () => received.slice(before).find((r) => JSON.parse(r.body).type === 'link.deleted');
     for (let i = 0; i < 200 && !deletedEvent(); i += 1) await new Promise((resolve) => setTimeout(resolve, 50));

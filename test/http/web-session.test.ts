@@ -170,6 +170,7 @@ describe('GET /api/auth/:provider/start', () => {
 
     const answer = await session(browser);
     expect(answer.status).toBe(200);
+    expect(answer.headers.get('cache-control')).toBe('no-store');
     const body = v.parse(SessionAnswer, await answer.json());
     expect(body).toMatchObject({ tenant: 'default', user: { id: NELLY }, identity: { provider: 'discord', externalId: NELLY, name: 'Nelly' } });
     expect(Math.abs(Date.parse(body.expiresAt) - (signedInAt + EIGHT_HOURS))).toBeLessThan(60_000);

@@ -141,6 +141,10 @@ async function createViews(tx: Tx, own: string, webhooks: boolean): Promise<void
          where tenant = '${DEFAULT_TENANT}' and provider = '${PROVIDER}' and user_id = old.discord_user_id
         returning * into gone;
         if not found then return null; end if;
+        -- The link's own event log, as the link store writes it (src/core/link-events.ts).
+        insert into ${o}.link_events (tenant, user_id, provider, kind, at, count, detail)
+        values (gone.tenant, gone.user_id, gone.provider, 'unlinked', at, 1,
+                jsonb_build_object('externalId', gone.external_id, 'externalName', gone.external_name, 'via', 'annie_auth'));
         ${event}
         perform pg_notify('${UNLINK_CHANNEL}', '${PROVIDER}');
         return old;
