@@ -42,7 +42,7 @@ import { TenantId, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
 import type { Db } from '../db/client.ts';
 import { ConsentPage, DeviceCodePage, DeviceConfirmPage, DeviceDonePage, DeviceRestartPage, type CodeProblem } from './device-pages.tsx';
-import { bodyLimit, type AppEnv } from './middleware.ts';
+import { bodyLimit, pageHeadersFor, type AppEnv } from './middleware.ts';
 import { readBrowserCookie, setBrowserCookie } from './oauth.tsx';
 import { ChooserPage, Layout, MessagePage, type PageFrame } from './pages.tsx';
 
@@ -312,12 +312,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
   async function frameFor(ctx: { type: string; set(field: string, value: string): void }, tenant: string): Promise<PageFrame> {
     const nonce = randomToken(16);
     ctx.type = 'html';
-    // The policy of `pageHeaders` (src/http/middleware.ts), spelled out: that middleware's headers never reach these answers.
-    ctx.set('Content-Security-Policy', `default-src 'none'; style-src 'nonce-${nonce}'; script-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'`);
-    ctx.set('X-Frame-Options', 'DENY');
-    ctx.set('Referrer-Policy', 'no-referrer');
-    ctx.set('X-Content-Type-Options', 'nosniff');
-    ctx.set('Cache-Control', 'no-store');
+    for (const [name, value] of Object.entries(pageHeadersFor(nonce))) ctx.set(name, value);
     return { nonce, brand: await deps.brandOf(tenant) };
   }
 
