@@ -182,7 +182,8 @@ export function accountRoutes(deps: AccountRoutesDeps) {
         links={shown}
         missing={missing}
         csrf={csrfTokenOf(current.token)}
-        unlinked={query.unlinked === undefined ? undefined : nameOf(query.unlinked)}
+        // Said only while it is true: a link to `?unlinked=discord` does not claim what did not happen.
+        unlinked={query.unlinked === undefined || linked.has(query.unlinked) ? undefined : nameOf(query.unlinked)}
       />,
     );
   }

@@ -230,6 +230,8 @@ describe('the account page', () => {
     expect(unlinked.headers.get('location')).toBe('/me?unlinked=jellyfin');
     const after = await accountPage(browser, unlinked.headers.get('location')!);
     expect(after.html).toContain('Jellyfin was unlinked.');
+    // The notice is only said while true.
+    expect((await accountPage(browser, '/me?unlinked=anilist')).html).not.toContain('was unlinked');
     expect(after.html).not.toContain('<h2>Jellyfin</h2>');
     expect(after.html).toContain('<h2>AniList</h2>');
 
@@ -417,7 +419,9 @@ describe('CSRF and the end of a session', () => {
     expect(row!.revokedAt).not.toBeNull();
     const cookies = { [COOKIE]: stolen };
     expect(signedIn(await (await send('/me', { cookies })).text())).toBe(false);
-    expect((await send('/me/unlink', { cookies, form: { provider: 'anilist', csrf: csrf! } })).status).toBe(401);
+    const refused = await send('/me/unlink', { cookies, form: { provider: 'anilist', csrf: csrf! } });
+    expect(refused.status).toBe(401);
+    expect(await refused.text()).toContain('You are signed out');
     expect((await gateway.api(`/users/${nelly}/links/anilist`)).status).toBe(200);
   });
 
