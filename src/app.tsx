@@ -27,6 +27,7 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
+import { accountRoutes, ACCOUNT_SESSION } from './http/account.tsx';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
@@ -96,6 +97,8 @@ export function createGateway(deps: AppDeps) {
     return settings instanceof Promise ? settings.then((found) => found.brand ?? config.brand) : (settings.brand ?? config.brand);
   };
   const events = createLinkEvents(deps.database, logger);
+  // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
+  const userProviderOf = async (tenant: string) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord'));
   const linking = createLinking({
     db,
     ...(metrics ? { metrics } : {}),
@@ -111,8 +114,7 @@ export function createGateway(deps: AppDeps) {
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
     webhookEvents,
-    // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
-    userProviderOf: async (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord')),
+    userProviderOf,
   });
   const openId = createOpenIdProviders({
     db,
@@ -172,6 +174,26 @@ export function createGateway(deps: AppDeps) {
   });
   app.use('/api/auth/*', browserLimit);
   app.route('/api/auth', webSessions.routes);
+  // The account page (issue #21): a person's own links, per tenant, behind a sign-in with the tenant's user provider.
+  const account = accountRoutes({
+    linking,
+    links,
+    providers,
+    tenants,
+    sessions: createWebSessions(db, { ...ACCOUNT_SESSION, now }),
+    userProviderOf,
+    brandOf,
+    publicBaseUrl: config.publicBaseUrl,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+    contextTtlSeconds: config.contextTtlSeconds,
+    hashUserId,
+    now,
+    metrics,
+  });
+  // ('/me/*' matches '/me' too.)
+  for (const path of ['/me/*', '/t/:tenant/me/*']) app.use(path, browserLimit);
+  app.route('/', account.routes);
   app.route(
     '/oauth',
     oauthRoutes({
@@ -183,7 +205,8 @@ export function createGateway(deps: AppDeps) {
       brand: config.brand,
       brandOf,
       finishSignIn: openId.finishSignIn,
-      finishWebSession: webSessions.finish,
+      // Each kind of cookie session is started by its own module.
+      finishWebSession: (c, outcome) => (outcome.purpose === ACCOUNT_SESSION.purpose ? account.finish(c, outcome) : webSessions.finish(c, outcome)),
     }),
   );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
