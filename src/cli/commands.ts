@@ -15,6 +15,7 @@ import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } f
 import { print, table } from './output.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
 import { TENANT_COMMANDS } from './tenants.ts';
+import { mcpCommand } from './mcp.ts';
 
 // Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
 const databaseModule = () => import('./database.ts');
@@ -450,4 +451,4 @@ const exportAnnieMei: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, ...TENANT_COMMANDS];
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, mcpCommand, ...TENANT_COMMANDS];

@@ -1,3 +1,6 @@
+import type { FakeDiscord } from '../fakes/discord.ts';
+import { mintContext } from './context.ts';
+import { atFake } from './gateway.ts';
 /**
  * A browser for `app.request()`: it keeps cookies (name=value, as a browser
  * sends them back) and lets a test follow or inspect redirects by hand.
@@ -83,4 +86,21 @@ export async function completePinLink(base: string, url: string, userId: string)
   await browser.post('/oauth/pin/callback', { state, username: userId, password: 'correct horse' });
   await browser.get(`/oauth/pin/poll?state=${state}`);
   return (await browser.get(`/oauth/pin/poll?state=${state}`)).json();
+}
+
+/**
+ * A person links Discord account `discordId` to the bot's `userId` at the
+ * fake Discord: the link URL opened, Continue, and consent at the fake.
+ */
+export async function linkAtFakeDiscord(
+  app: { request(path: string, init?: RequestInit): Response | Promise<Response> },
+  discord: Pick<FakeDiscord, 'approve' | 'origin'>,
+  userId: string,
+  discordId: string,
+  options: { now?: number } = {},
+): Promise<void> {
+  const browser = new TestBrowser((path, init) => app.request(path, init));
+  const start = await browser.openLink(`/oauth/discord/start?context=${await mintContext('discord', userId, options.now === undefined ? {} : { now: options.now })}`);
+  const approved = await browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), discordId));
+  if (approved.status !== 200) throw new Error(`linking at the fake Discord answered ${approved.status}`);
 }

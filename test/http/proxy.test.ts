@@ -10,7 +10,7 @@ import type { Database } from '../../src/db/client.ts';
 import { createLinkStore } from '../../src/core/links.ts';
 import { startFakeAniList, type FakeAniList } from '../fakes/anilist.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
-import { TestBrowser } from '../helpers/browser.ts';
+import { linkAtFakeDiscord, TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
@@ -50,11 +50,7 @@ afterAll(async () => {
   await database?.close();
 });
 
-async function linkDiscord(userId: string, discordId: string) {
-  const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-  const start = await browser.openLink(`/oauth/discord/start?context=${await mintContext('discord', userId, { now: clock })}`);
-  expect((await browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), discordId))).status).toBe(200);
-}
+const linkDiscord = (userId: string, discordId: string) => linkAtFakeDiscord(gateway.app, discord, userId, discordId, { now: clock });
 
 const proxy = (userId: string, provider: string, path: string, init: RequestInit = {}) => gateway.api(`/users/${userId}/links/${provider}/proxy/${path}`, init);
 const credentialsOf = async (userId: string, provider: string) => {
