@@ -402,6 +402,25 @@ export default defineProvider({
         return undefined;
       },
 
+      /**
+       * A token another system got for this server (the seed registry's
+       * `user_auth`): keyed as a link made here would be, the operator's
+       * server by its configured address; another server only when users may
+       * type theirs.
+       */
+      adopt(credentials) {
+        const parsed = v.safeParse(StoredExtra, credentials.extra);
+        const address = parsed.success ? serverAddress(parsed.output.serverUrl) : undefined;
+        if (!parsed.success || !address || !credentials.accessToken) return undefined;
+        const { userId, deviceId } = parsed.output;
+        const onFixed = fixed !== undefined && address.origin === fixed.origin;
+        if (!onFixed && !userServer) return undefined;
+        return {
+          accountId: onFixed ? userId : typedAccountId(userId, address.origin),
+          credentials: { accessToken: credentials.accessToken, tokenType: 'MediaBrowser', extra: { serverUrl: onFixed ? fixed.base : address.base, deviceId, userId } },
+        };
+      },
+
       async verify(credentials) {
         const { serverUrl: url, deviceId } = extra(credentials);
         const response = await call(url, '/Users/Me', deviceId, { token: credentials.accessToken! });
