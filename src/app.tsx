@@ -280,7 +280,7 @@ export function createGateway(deps: AppDeps) {
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
   });
 
-  return { app, rpc, events };
+  return { app, rpc, events, tokens };
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -33,6 +33,8 @@ export interface Config {
   readonly userProvider: string;
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
+  /** How often one instance re-checks `needs_reauth` links (LINKGATE_REAUTH_RECHECK_MINUTES); 0: never. */
+  readonly reauthRecheckMs: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
   readonly providerTimeoutMs: number;
   /** Where link events are POSTed, signed; `undefined`: no webhooks. */
@@ -208,6 +210,7 @@ const EnvSchema = v.object({
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_USER_PROVIDER: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a provider id (lowercase letters, digits, _ and -)')), 'discord'),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
+  LINKGATE_REAUTH_RECHECK_MINUTES: v.optional(integer(0, 10080), '60'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LINKGATE_METRICS: v.optional(boolean, 'false'),
   LINKGATE_WEBHOOK_URL: v.optional(
@@ -288,6 +291,7 @@ export function parseConfig(rawEnv: Env): Config {
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     userProvider: e.LINKGATE_USER_PROVIDER,
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
+    reauthRecheckMs: e.LINKGATE_REAUTH_RECHECK_MINUTES * 60_000,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     webhook: e.LINKGATE_WEBHOOK_URL
       ? Object.freeze({

@@ -177,8 +177,8 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           })
           .where(and(whereKey(row), eq(links.credentials, row.credentials)))
           .returning();
-      // The first success after failing refreshes is news: `link.recovered`, in the same transaction.
-      if (row.refreshFailedAt === null || !eventsFor(row.tenant)) return (await update(db))[0];
+      // The first success after failing refreshes, or for a link that needed the user, is news: `link.recovered`, in the same transaction.
+      if ((row.refreshFailedAt === null && row.status === 'active') || !eventsFor(row.tenant)) return (await update(db))[0];
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
         if (updated) await enqueueLinkEvent(tx, 'link.recovered', updated, now);
