@@ -148,7 +148,7 @@ export interface ProviderTools {
    * allowed, redirects not followed, an idle timeout and a total deadline
    * (both the gateway's provider timeout unless given), a size cap.
    */
-  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string }, options?: { allowPrivate?: boolean; timeoutMs?: number; deadlineMs?: number; maxBytes?: number }): Promise<Response>;
+  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array }, options?: { allowPrivate?: boolean; timeoutMs?: number; deadlineMs?: number; maxBytes?: number }): Promise<Response>;
   /** Where browsers reach the gateway. */
   publicBaseUrl: URL;
   /**
