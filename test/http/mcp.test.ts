@@ -24,6 +24,7 @@ const ENV = {
   DISCORD_CLIENT_SECRET: 'discord-client-secret-0123456789',
   DISCORD_SCOPES: 'identify guilds',
   DISCORD_PROXY_ALLOW: 'GET users/@me',
+  LINKGATE_ADMIN_KEYS: 'admin_mcp_0123456789abcdefghijklmnopqrstuvwxyz',
 };
 
 let database: Database;
@@ -157,6 +158,34 @@ describe('the MCP server', () => {
     expect(answer.status).toBe(401);
     expect(answer.headers.get('www-authenticate')).toBe('Bearer realm="linkgate"');
     expect(((await answer.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+  });
+
+  it("acts for the key's tenant only: another bot's key does not see this tenant's links", async () => {
+    const admin = (path: string, body?: unknown) =>
+      gateway.app.request(`/api/admin/v1${path}`, { method: body === undefined ? 'POST' : path.includes('/providers/') ? 'PUT' : 'POST', headers: { authorization: `Bearer ${ENV.LINKGATE_ADMIN_KEYS}`, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+    expect((await admin('/tenants', { id: 'quizbot', name: 'Quiz Bot' })).status).toBe(201);
+    const { key } = (await (await admin('/tenants/quizbot/api-keys', { name: 'agent' })).json()) as { key: string };
+    expect((await admin('/tenants/quizbot/context-secrets')).status).toBe(201);
+    expect((await admin('/tenants/quizbot/providers/discord', { env: { DISCORD_CLIENT_ID: ENV.DISCORD_CLIENT_ID, DISCORD_CLIENT_SECRET: ENV.DISCORD_CLIENT_SECRET } })).status).toBe(200);
+    const client = await httpClient(key);
+    const status = (await client.callTool({ name: 'link_status', arguments: { user_id: 'mcp-linked', provider: 'discord' } })) as ToolAnswer;
+    expect(status.structuredContent).toMatchObject({ status: 'not_linked', userId: 'mcp-linked' });
+    await client.close();
+  });
+
+  it('counts /mcp requests under the API rate limit of the key', async () => {
+    const limited = await createTestGateway(database, { env: { ...ENV, LINKGATE_API_RATE_LIMIT: '2', LINKGATE_API_RATE_WINDOW_SECONDS: '60' }, fetch: reroute({ 'https://discord.com': discord.origin }) });
+    const post = () =>
+      limited.app.request('/mcp', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }),
+      });
+    expect((await post()).status).toBe(200);
+    expect((await post()).status).toBe(200);
+    const third = await post();
+    expect(third.status).toBe(429);
+    expect(third.headers.get('retry-after')).toMatch(/^\d+$/);
   });
 
   it('is stateless: GET (a server stream) is 405 and no session id is handed out', async () => {
