@@ -114,8 +114,10 @@ function inputSchema(args: v.GenericSchema): { type: 'object'; [key: string]: un
   return { ...schema, type: 'object' };
 }
 
-/** What `tools/list` answers (the same for every tenant). */
-export const toolList = () => TOOLS.map((tool) => ({ name: tool.name, title: tool.title, description: tool.description, inputSchema: inputSchema(tool.args), annotations: tool.annotations }));
+let described: ReturnType<typeof describeTools> | undefined;
+const describeTools = () => TOOLS.map((tool) => ({ name: tool.name, title: tool.title, description: tool.description, inputSchema: inputSchema(tool.args), annotations: tool.annotations }));
+/** What `tools/list` answers (the same for every tenant), described once. */
+export const toolList = () => (described ??= describeTools());
 
 /** A tool's answer: its JSON as text, and as structured content. */
 interface ToolResult {
