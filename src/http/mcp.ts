@@ -159,20 +159,16 @@ function upstreamBody(result: ProxyAnswer): Record<string, unknown> {
  * them); anything else is logged and answered as `internal_error`.
  */
 export function mcpTools(deps: McpDeps, tenant: string, logger: Logger) {
-  async function configuredProvider(id: string): Promise<RegisteredProvider> {
+  async function knownProvider(id: string): Promise<RegisteredProvider> {
     const known = (await deps.providers.of(tenant)).get(id);
     if (!known) throw new LinkgateError('unknown_provider', `there is no provider called "${id}"`, { provider: id });
     return known;
   }
 
-  /** A link URL to hand over, when the provider can link at all. */
-  async function handOver(known: RegisteredProvider, user: string, scopes?: readonly string[]) {
-    if (!known.instance) throw unconfigured(known);
-    return signLinkUrl(deps, tenant, user, known.id, scopes && scopes.length > 0 ? { scopes } : {});
-  }
-
+  /** The answer for a user who must link (again): a link URL to hand over, when the provider can link at all. */
   async function relink(known: RegisteredProvider, key: LinkKey, status: 'not_linked' | 'needs_reauth') {
-    const { url, expiresAt } = await handOver(known, key.userId);
+    if (!known.instance) throw unconfigured(known);
+    const { url, expiresAt } = await signLinkUrl(deps, tenant, key.userId, known.id);
     const message =
       status === 'not_linked'
         ? `This user has not linked ${known.displayName}. Send them linkUrl and ask them to open it.`
@@ -183,7 +179,7 @@ export function mcpTools(deps: McpDeps, tenant: string, logger: Logger) {
   const run: Record<ToolName, (args: unknown) => Promise<ToolResult>> = {
     async link_status(raw) {
       const args = parseInput(LinkStatusArgs, raw ?? {});
-      const known = await configuredProvider(args.provider);
+      const known = await knownProvider(args.provider);
       const key = { tenant, userId: args.user_id, provider: known.id };
       const row = await deps.links.get(key);
       if (row?.status === 'active') {
@@ -194,7 +190,7 @@ export function mcpTools(deps: McpDeps, tenant: string, logger: Logger) {
 
     async create_link_url(raw) {
       const args = parseInput(CreateLinkUrlArgs, raw ?? {});
-      const known = await configuredProvider(args.provider);
+      const known = await knownProvider(args.provider);
       if (!known.instance) throw unconfigured(known);
       const { url, expiresAt } = await signLinkUrl(deps, tenant, args.user_id, known.id, { ...(args.user_name ? { userName: args.user_name } : {}), ...(args.scopes ? { scopes: args.scopes } : {}) });
       return answer({ provider: known.id, userId: args.user_id, linkUrl: url, expiresAt, message: 'Send linkUrl to this user only; it works once.' });
@@ -202,11 +198,11 @@ export function mcpTools(deps: McpDeps, tenant: string, logger: Logger) {
 
     async call_provider(raw) {
       const args = parseInput(CallProviderArgs, raw ?? {});
-      const known = await configuredProvider(args.provider);
+      const known = await knownProvider(args.provider);
       if (!known.instance) throw unconfigured(known);
       const key = { tenant, userId: args.user_id, provider: known.id };
       const json = typeof args.body === 'object';
-      const body = args.body === undefined ? undefined : new TextEncoder().encode(json ? JSON.stringify(args.body) : (args.body as string));
+      const body = args.body === undefined ? undefined : new TextEncoder().encode(typeof args.body === 'string' ? args.body : JSON.stringify(args.body));
       try {
         const result = await callProvider(deps.tokens, known, key, {
           method: args.method,

@@ -12,8 +12,9 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
 import type { Database } from '../../src/db/client.ts';
+import { startFakeAniList, type FakeAniList } from '../fakes/anilist.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
-import { linkAtFakeDiscord, TestBrowser } from '../helpers/browser.ts';
+import { linkAtFake, linkAtFakeDiscord, TestBrowser } from '../helpers/browser.ts';
 import { BIN, ROOT, runCli } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, listen, reroute, type TestGateway } from '../helpers/gateway.ts';
@@ -25,10 +26,14 @@ const ENV = {
   DISCORD_SCOPES: 'identify guilds',
   DISCORD_PROXY_ALLOW: 'GET users/@me',
   LINKGATE_ADMIN_KEYS: 'admin_mcp_0123456789abcdefghijklmnopqrstuvwxyz',
+  ANILIST_CLIENT_ID: '12345',
+  ANILIST_CLIENT_SECRET: 'anilist-client-secret-0123456789',
+  ANILIST_PROXY_ALLOW: 'POST /',
 };
 
 let database: Database;
 let discord: FakeDiscord;
+let anilist: FakeAniList;
 let gateway: TestGateway;
 let server: Awaited<ReturnType<typeof listen>>;
 
@@ -36,16 +41,23 @@ beforeAll(async () => {
   database = await createTestDatabase();
   discord = await startFakeDiscord({ clientId: ENV.DISCORD_CLIENT_ID, clientSecret: ENV.DISCORD_CLIENT_SECRET, redirectUris: [`${BASE}/oauth/discord/callback`] });
   for (const id of ['80351110224678930', '80351110224678931']) discord.users.set(id, { id, username: `user${id.slice(-2)}`, global_name: null });
-  gateway = await createTestGateway(database, { env: ENV, fetch: reroute({ 'https://discord.com': discord.origin }) });
+  anilist = await startFakeAniList({ clientId: ENV.ANILIST_CLIENT_ID, clientSecret: ENV.ANILIST_CLIENT_SECRET, redirectUris: [`${BASE}/oauth/anilist/callback`] });
+  anilist.users.set(7002, { id: 7002, name: 'Agent Ada' });
+  gateway = await createTestGateway(database, {
+    env: ENV,
+    fetch: reroute({ 'https://discord.com': discord.origin, 'https://anilist.co': anilist.origin, 'https://graphql.anilist.co': anilist.graphqlUrl }),
+  });
   server = await listen(gateway);
   await linkDiscord('mcp-linked', '80351110224678930');
   await linkDiscord('mcp-stale', '80351110224678931');
+  await linkAtFake(gateway.app, { id: 'anilist', fake: anilist }, 'mcp-linked', 7002);
   const store = createLinkStore(database.db, gateway.keyring);
   await store.setStatus((await store.get({ tenant: 'default', userId: 'mcp-stale', provider: 'discord' }))!, 'needs_reauth', new Date());
 });
 afterAll(async () => {
   await server?.close();
   await discord?.close();
+  await anilist?.close();
   await database?.close();
 });
 
@@ -54,9 +66,9 @@ const linkDiscord = (userId: string, discordId: string) => linkAtFakeDiscord(gat
 async function accessTokens(): Promise<string[]> {
   const store = createLinkStore(database.db, gateway.keyring);
   const tokens: string[] = [];
-  for (const userId of ['mcp-linked', 'mcp-stale']) {
-    const credentials = store.openCredentials((await store.get({ tenant: 'default', userId, provider: 'discord' }))!);
-    tokens.push(credentials.accessToken!, credentials.refreshToken!);
+  for (const [userId, provider] of [['mcp-linked', 'discord'], ['mcp-stale', 'discord'], ['mcp-linked', 'anilist']] as const) {
+    const credentials = store.openCredentials((await store.get({ tenant: 'default', userId, provider }))!);
+    tokens.push(...[credentials.accessToken, credentials.refreshToken].filter((token): token is string => token !== undefined));
   }
   return tokens;
 }
@@ -118,6 +130,10 @@ async function exerciseTools(client: Client) {
   expect(guilds.isError).toBeUndefined();
   expect(guilds.structuredContent).toMatchObject({ status: 200, contentType: 'application/json' });
   expect((guilds.structuredContent!.body as Array<{ name: string }>).map((guild) => guild.name)).toEqual(['Annie Mei Support', "user30's server"]);
+
+  // A body goes upstream: an AniList GraphQL query (a JSON object) to its API root.
+  const viewer = await call('call_provider', { user_id: 'mcp-linked', provider: 'anilist', method: 'POST', path: '', body: { query: 'query { Viewer { id name } }' } });
+  expect(viewer.structuredContent).toEqual({ status: 200, contentType: 'application/json', body: { data: { Viewer: { id: 7002, name: 'Agent Ada' } } } });
 
   // Outside the allowlist: refused before any request to Discord.
   const before = { ...discord.counts };
