@@ -11,6 +11,7 @@ import { createLinking } from './core/linking.ts';
 import { jwtContextFormat } from './core/link-context.ts';
 import { annieMeiContextFormat } from './compat/annie-mei/context.ts';
 import { createLinkStore } from './core/links.ts';
+import { createTokenServedCounter } from './core/link-events.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { createRateLimiter } from './core/rate-limit.ts';
 import { createTokenService } from './core/tokens.ts';
@@ -26,6 +27,8 @@ import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
+import { webSessionRoutes } from './http/web-session.ts';
+import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
@@ -155,10 +158,39 @@ export function createGateway(deps: AppDeps) {
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf, finishSignIn: openId.finishSignIn }));
+  // The web-session API (seed 002): sign-ins that end in a cookie session for same-site apps.
+  const webSessions = webSessionRoutes({
+    linking,
+    apps: openId.apps,
+    tenants,
+    links,
+    sessions: createWebSessions(db, { purpose: 'web', ...config.webSession, now }),
+    publicBaseUrl: config.publicBaseUrl,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+  });
+  app.use('/api/auth/*', browserLimit);
+  app.route('/api/auth', webSessions.routes);
+  app.route(
+    '/oauth',
+    oauthRoutes({
+      linking,
+      formats: LINK_CONTEXT_FORMATS,
+      registry,
+      stateTtlSeconds: config.stateTtlSeconds,
+      secureCookies: config.publicBaseUrl.protocol === 'https:',
+      brand: config.brand,
+      brandOf,
+      finishSignIn: openId.finishSignIn,
+      finishWebSession: webSessions.finish,
+    }),
+  );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
   app.route('/', openId.routes());
+  // Tokens served, counted per link and hour in memory and written every few seconds, never in the request.
+  const tokensServed = createTokenServedCounter({ db, logger, now });
   const tokens = createTokenService({
+    tokenServed: tokensServed.served,
     database: deps.database,
     ...(metrics ? { metrics } : {}),
     webhookEvents,
@@ -190,6 +222,7 @@ export function createGateway(deps: AppDeps) {
       stopping: deps.stopping,
       metrics,
       cancelledSince: linking.cancelledSince,
+      tokensServed,
     }),
   );
 
@@ -208,10 +241,12 @@ export function createGateway(deps: AppDeps) {
       production: config.nodeEnv === 'production',
       hashUserId,
       countRefused: apiKeys.countRefused,
+      addressOf,
       logger,
       allowSharedAccounts: config.allowSharedAccounts,
       now,
       apps: openId.apps,
+      signingKeys: openId.signingKeys,
     }),
   );
 
@@ -280,7 +315,7 @@ export function createGateway(deps: AppDeps) {
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
   });
 
-  return { app, rpc, events, tokens };
+  return { app, rpc, events, limiter, tokensServed, tokens };
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -120,7 +120,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const { app, rpc, tokens } = createGateway({
+  const { app, rpc, limiter, tokensServed, tokens } = createGateway({
     config,
     database,
     keyring,
@@ -185,7 +185,7 @@ async function main(): Promise<void> {
   });
 
   const purge = setInterval(() => {
-    purgeExpired(database.db, new Date()).then(
+    purgeExpired(database.db, new Date(), { linkEventRetentionDays: config.linkEventRetentionDays }).then(
       (purged) => logger.debug({ purged }, 'purged expired rows'),
       (error: unknown) => logger.warn({ cause: logCause(error) }, 'purge failed'),
     );
@@ -241,8 +241,12 @@ async function main(): Promise<void> {
     // No new connections from here on; requests in flight finish, then the database closes.
     server.close(async () => {
       clearInterval(idle);
+      // Give the other instances this one's unused share of the rate limits.
+      await limiter.flush().catch(() => {});
       await webhooks.stop().catch(() => {});
       await recheck.stop().catch(() => {});
+      // The token counts still in memory (src/core/link-events.ts).
+      await tokensServed.flush();
       await database.close().catch(() => {});
       unlock?.();
       logger.info('stopped');

@@ -64,11 +64,15 @@ const migrate: Command = {
       print(io, args, result, () => `${gateway.describe} migrated the embedded database at start-up; it is up to date (${total} of ${total})\n`);
       return EXIT.ok;
     }
+    const { auditedCommand } = await databaseModule();
     const result = await withDatabase(io, config, async (database) => {
       const before = await migrationState(database);
       await database.migrate();
       const after = await migrationState(database);
-      return { database: database.kind, applied: after.applied - before.applied, total: after.total };
+      const applied = after.applied - before.applied;
+      // Recorded once the audit table exists (a first migration creates it); nothing applied is no change.
+      if (applied > 0) await auditedCommand(io, database.db, { action: 'database.migrate', tenant: null, target: 'database' }, async (note) => (note.detail = { applied, total: after.total }));
+      return { database: database.kind, applied, total: after.total };
     });
     print(io, args, result, () =>
       `applied ${result.applied} migration${result.applied === 1 ? '' : 's'} to the ${result.database === 'pglite' ? 'embedded' : 'PostgreSQL'} database; it is up to date (${result.total} of ${result.total})\n`,
@@ -111,11 +115,15 @@ const keysRotate: Command = {
       const { refuse, runningGateway } = await gatewayModule();
       const gateway = runningGateway(io, config);
       if (gateway) throw refuse(gateway, 're-sealing every stored value needs the database itself (the gateway has no API for it)', 'keys rotate --reencrypt');
-      const { requireMigrated, withDatabase } = await databaseModule();
+      const { auditedCommand, requireMigrated, withDatabase } = await databaseModule();
       const { reencryptAll } = await import('../core/reencrypt.ts');
       const report = await withDatabase(io, config, async (database) => {
         await requireMigrated(database);
-        return reencryptAll(database.db, createKeyring(config.encryptionKeys));
+        return auditedCommand(io, database.db, { action: 'keys.reencrypt', tenant: null, target: 'database' }, async (note) => {
+          const done = await reencryptAll(database.db, createKeyring(config.encryptionKeys));
+          note.detail = { primaryKid: config.encryptionKeys[0]!.kid, reencrypted: Object.values(done).reduce((n, r) => n + r.reencrypted, 0) };
+          return done;
+        });
       });
       const [primary, ...older] = config.encryptionKeys.map((k) => k.kid);
       // Values it had to leave (a link being refreshed at that moment) still need an older key.
@@ -341,7 +349,7 @@ const linksDelete: Command = {
       if (!revocation) throw new CliError(EXIT.failure, 'failed', `${gateway.describe} deleted the link without saying what the provider answered (no Linkgate-Revocation header)`);
       deleted = { link, revocation };
     } else {
-      const { loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+      const { auditedCommand, loadRegistry, requireMigrated, withDatabase } = await databaseModule();
       const { createLinkStore, toApiLink } = await linkStore();
       const { unlink } = await import('../core/unlink.ts');
       const row = await withDatabase(io, config, async (database) => {
@@ -350,7 +358,12 @@ const linksDelete: Command = {
         const registry = await loadRegistry(io, loaded, database, logger);
         // The CLI's links are the default tenant's: the environment's providers revoke them.
         const providers = { instance: async (_tenant: string, provider: string, version: number | null) => (version === null ? registry.get(provider)?.instance : undefined) };
-        return unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
+        return auditedCommand(io, database.db, { action: 'link.delete', tenant, target: `link:${key.userId}/${key.provider}` }, async (note) => {
+          const deleted = await unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger, 'cli');
+          if (!deleted) throw notLinked(key.provider);
+          note.detail = { revocation: deleted.revocation };
+          return deleted;
+        });
       });
       if (!row) throw notLinked(key.provider);
       deleted = { link: toApiLink(row.row), revocation: row.revocation };
@@ -405,10 +418,15 @@ const importAnnieMei: Command = {
   async run(args, io) {
     const { planTakeover, takeOver } = await import('../compat/annie-mei/database.ts');
     const dryRun = args.values['dry-run'] === true;
+    const { auditedCommand } = await databaseModule();
     const result = await withAnnieMeiDatabase(io, dryRun ? 'none' : 'migrate', async (deps, webhooks) => {
       const plan = await planTakeover(deps);
       if (dryRun || plan.found !== 'legacy') return { ...plan, imported: 0, dryRun };
-      const report = await takeOver(deps, { webhooks });
+      const report = await auditedCommand(io, deps.db, { action: 'annie_mei.import', tenant, target: 'annie_auth' }, async (note) => {
+        const done = await takeOver(deps, { webhooks });
+        note.detail = { imported: done?.imported ?? 0 };
+        return done;
+      });
       return { ...plan, ...report, dryRun };
     });
     print(io, args, result, () => {
@@ -435,14 +453,14 @@ const importJellyfinRegistry: Command = {
   json: true,
   summary: "Import the Jellyfin links of seed 004's registry (its SQLite user_auth table) as links of the default tenant.",
   details: [
-    "Reads user_auth (discord_id, service, external_user_id, external_name, credentials JSON with AccessToken and ServerURL) read-only with node:sqlite. Each Jellyfin row becomes the Jellyfin link of the user discord_id, keyed as a sign-in here would key it (the Jellyfin user id on JELLYFIN_SERVER_URL's server, <user id>@<origin> on a server users typed, which needs JELLYFIN_ALLOW_USER_SERVER=true), its token sealed with LINKGATE_ENCRYPTION_KEYS. Rows of other services are skipped; a row that does not check out is reported and not imported. Prints each row's result. Running it again changes nothing. While the server runs on the embedded database in DATA_DIR, the links go through it (POST /api/v1/links:import).",
+    "Reads user_auth (discord_id, service, external_user_id, external_name, credentials JSON with AccessToken and ServerURL) read-only with node:sqlite. Each Jellyfin row becomes the Jellyfin link of the user discord_id, keyed as a sign-in here would key it (the Jellyfin user id on JELLYFIN_SERVER_URL's server, <user id>@<origin> on a server users typed, which needs JELLYFIN_ALLOW_USER_SERVER=true), its token sealed with LINKGATE_ENCRYPTION_KEYS. Rows of other services are skipped; a row that does not check out is reported and not imported. Prints each row's result. Running it again changes nothing. Recorded in the audit trail as links.import. While the server runs on the embedded database in DATA_DIR, the links go through its import: the operator API's with LINKGATE_ADMIN_KEYS (audited there), else POST /api/v1/links:import.",
   ],
   async run(args, io) {
     const path = args.positionals[0]!;
     const loaded = loadConfig(io);
     const { config } = loaded;
     const logger = cliLogger(io, config);
-    const { loadRegistryWithoutDatabase, loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+    const { auditedCommand, loadRegistryWithoutDatabase, loadRegistry, requireMigrated, withDatabase } = await databaseModule();
     const jellyfin = (await loadRegistryWithoutDatabase(io, loaded, logger)).get('jellyfin');
     if (!jellyfin?.instance) throw new LinkgateError('provider_unconfigured', `Jellyfin is not configured (missing ${jellyfin ? describeNeeds(jellyfin.needs) : 'providers/jellyfin.ts'})`);
     const { readJellyfinRegistry } = await import('../compat/jellyfin-registry.ts');
@@ -463,7 +481,14 @@ const importJellyfinRegistry: Command = {
         await requireMigrated(database);
         const registry = await loadRegistry(io, loaded, database, logger);
         const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
-        return importRecords({ links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: config.allowSharedAccounts, now: io.now }, records);
+        // Audited as a link import (through a gateway, its operator API audits it).
+        return auditedCommand(io, database.db, { action: 'links.import', tenant, target: 'jellyfin-registry' }, async (note) => {
+          const answer = await importRecords({ links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: config.allowSharedAccounts, now: io.now }, records);
+          // The whole file's counts: rows refused or skipped before the import too.
+          const before = (kind: string) => rows.filter((row) => row.kind === kind).length;
+          note.detail = { ...answer.counts, invalid: answer.counts.invalid + before('invalid'), skipped: before('skipped') };
+          return answer;
+        });
       });
     }
     // Each row's result, by its row in user_auth (the import's lines are the Jellyfin rows, in order).
@@ -486,10 +511,16 @@ const importJellyfinRegistry: Command = {
   },
 };
 
-/** POST /api/v1/links:import as JSON lines (callGateway sends JSON bodies only). */
+/**
+ * The links as JSON lines to the running gateway's import: the operator API's
+ * (audited, as that operator key) when LINKGATE_ADMIN_KEYS is set, else the
+ * default tenant's bot API's.
+ */
 async function callImport(gateway: import('./gateway.ts').RunningGateway, config: Config, lines: string): Promise<Response> {
   const { callGateway } = await gatewayModule();
-  return callGateway(gateway, { method: 'POST', path: '/api/v1/links:import', key: config.apiKeys[0]!, body: lines, contentType: 'application/x-ndjson' });
+  const [adminKey] = config.adminKeys;
+  const route = adminKey ? { path: `/api/admin/v1/tenants/${tenant}/links:import`, key: adminKey } : { path: '/api/v1/links:import', key: config.apiKeys[0]! };
+  return callGateway(gateway, { method: 'POST', ...route, body: lines, contentType: 'application/x-ndjson' });
 }
 
 const exportAnnieMei: Command = {
@@ -504,7 +535,16 @@ const exportAnnieMei: Command = {
   async run(args, io) {
     const { giveBack } = await import('../compat/annie-mei/database.ts');
     const dryRun = args.values['dry-run'] === true;
-    const report = await withAnnieMeiDatabase(io, 'check', (deps) => giveBack(deps, { dryRun }));
+    const { auditedCommand } = await databaseModule();
+    const report = await withAnnieMeiDatabase(io, 'check', (deps) =>
+      dryRun
+        ? giveBack(deps, { dryRun })
+        : auditedCommand(io, deps.db, { action: 'annie_mei.export', tenant, target: 'annie_auth' }, async (note) => {
+            const done = await giveBack(deps, { dryRun });
+            note.detail = { rows: done.rows };
+            return done;
+          }),
+    );
     print(io, args, { ...report, dryRun }, () =>
       dryRun
         ? `would write ${report.rows} AniList link${report.rows === 1 ? '' : 's'} back into annie_auth.oauth_credentials; nothing was changed\n`

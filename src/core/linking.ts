@@ -27,7 +27,14 @@ export type Outcome =
   | { kind: 'wait'; tenant: string; state: string; display: WaitDisplay; pollMs: number }
   | { kind: 'linked'; tenant: string; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined }
   /** A sign-in flow found who the person is: the OpenID Provider's interaction `signIn` is finished next. */
-  | { kind: 'signed_in'; tenant: string; signIn: string; userId: string; provider: RegisteredProvider };
+  | { kind: 'signed_in'; tenant: string; signIn: string; userId: string; provider: RegisteredProvider }
+  /**
+   * A web-session sign-in flow found who the person is: the HTTP layer starts
+   * their cookie session (src/http/web-session.ts) and sends them to
+   * `postLoginRedirect`. `credentialsExpireAt`: when the provider's access
+   * token ends (epoch ms), if it said; the session ends no later.
+   */
+  | { kind: 'web_signed_in'; tenant: string; userId: string; provider: RegisteredProvider; externalId: string; credentialsExpireAt: number | undefined; postLoginRedirect: string };
 
 /** What the confirmation page shows before anything is started. */
 export interface Confirmation {
@@ -42,6 +49,9 @@ export interface Confirmation {
 
 /** Where `start` leaves the browser: at the provider, or on our page for this flow. */
 export type Started = { kind: 'redirect'; url: URL } | { kind: 'linked'; returnTo: string } | { kind: 'show'; state: string };
+
+/** Where a sign-in's start leaves the browser, with the flow's `state` either way. */
+export type SignInStarted = { kind: 'redirect'; url: URL; state: string } | { kind: 'show'; state: string };
 
 /**
  * What opening a link shows: the confirmation, or, when this browser already
@@ -61,7 +71,7 @@ export type PollAnswer =
   /** The flow moved on to a step the page must reload to show. */
   | { status: 'continue' }
   /** A sign-in flow found who the person is: the HTTP layer finishes the interaction and sends the page there. */
-  | { status: 'signed_in'; outcome: Extract<Outcome, { kind: 'signed_in' }> };
+  | { status: 'signed_in'; outcome: Extract<Outcome, { kind: 'signed_in' | 'web_signed_in' }> };
 
 export interface LinkingDeps {
   db: Db;
@@ -186,7 +196,7 @@ export function createLinking(deps: LinkingDeps) {
     step: Step,
     previous?: FlowSecrets,
   ): Promise<Outcome> {
-    if (step.kind === 'done' && row.signIn !== null) return signedIn(provider, row, step);
+    if (step.kind === 'done' && (row.signIn !== null || row.webSession)) return signedIn(provider, row, step);
     if (step.kind === 'done') {
       // Before anything is written: an account outside the contract's bounds links nothing.
       const account = checkedAccount(step.account, step.credentials, provider.id);
@@ -235,12 +245,16 @@ export function createLinking(deps: LinkingDeps) {
       }
       if (!(await flows.using(tx).finish(row, 'completed', new Date(deps.now())))) throw claimLost(provider.id);
       const key = { tenant: row.tenant, userId: user, provider: provider.id };
-      await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion });
+      await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion, via: 'sign_in' });
       return user;
     });
     logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, userId) }, 'signed in');
     deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id, tenant: row.tenant });
     await deps.events.publish({ tenant: row.tenant, userId, provider: provider.id });
+    if (row.webSession) {
+      if (!row.returnTo) throw new LinkgateError('internal_error', 'a web-session sign-in without its postLoginRedirect', { provider: provider.id });
+      return { kind: 'web_signed_in', tenant: row.tenant, userId, provider, externalId: account.id, credentialsExpireAt: step.credentials.expiresAt, postLoginRedirect: row.returnTo };
+    }
     return { kind: 'signed_in', tenant: row.tenant, signIn: row.signIn!, userId, provider };
   }
 
@@ -272,7 +286,7 @@ export function createLinking(deps: LinkingDeps) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
       if (input.kind === 'poll' && transient) await flows.unlock(claimed);
-      else if (isLinkgateError(error, 'provider_denied') && claimed.signIn !== null) {
+      else if (isLinkgateError(error, 'provider_denied') && (claimed.signIn !== null || claimed.webSession)) {
         // No bot is waiting on a sign-in: the flow just ends.
         await flows.finish(claimed, 'cancelled', new Date(deps.now()));
       } else if (isLinkgateError(error, 'provider_denied')) {
@@ -377,6 +391,33 @@ export function createLinking(deps: LinkingDeps) {
     return { kind: 'redirect', url: new URL(secrets.resumeUrl) };
   }
 
+  /** Opens a sign-in flow (for no user yet) in this browser and runs `begin`; `signedIn` decides who it is. */
+  async function openSignIn(tenant: string, providerId: string, browserId: string, ends: { signIn: string } | { webSession: true; returnTo: string }): Promise<SignInStarted> {
+    const provider = await tenantProvider(tenant, providerId);
+    const state = randomToken(32);
+    const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
+    const step = await run(provider, (p) => p.begin(flow));
+    if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
+    await flows.insert({
+      state,
+      codeVerifier: flow.codeVerifier,
+      browserId,
+      tenant,
+      userId: '',
+      provider: providerId,
+      returnTo: 'returnTo' in ends ? ends.returnTo : undefined,
+      data: flow.data,
+      expiresAt: new Date(flow.expiresAt),
+      configVersion: provider.configVersion ?? null,
+      ...('signIn' in ends ? { signIn: ends.signIn } : { webSession: true }),
+      ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
+      step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
+    });
+    logger.info({ provider: providerId, step: step.kind, signIn: true }, 'flow started');
+    deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant });
+    return step.kind === 'redirect' ? { kind: 'redirect', url: step.url, state } : { kind: 'show', state };
+  }
+
   return {
     /**
      * `GET /oauth/:provider/start`: verifies the context and says what the
@@ -469,31 +510,16 @@ export function createLinking(deps: LinkingDeps) {
      * is is decided when the provider says `done` (`signedIn`). The caller
      * has checked that this browser holds the interaction.
      */
-    async startSignIn(tenant: string, providerId: string, browserId: string, signIn: string): Promise<Started> {
-      const provider = await tenantProvider(tenant, providerId);
-      const state = randomToken(32);
-      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
-      const step = await run(provider, (p) => p.begin(flow));
-      if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
-      await flows.insert({
-        state,
-        codeVerifier: flow.codeVerifier,
-        browserId,
-        tenant,
-        userId: '',
-        provider: providerId,
-        returnTo: undefined,
-        data: flow.data,
-        expiresAt: new Date(flow.expiresAt),
-        configVersion: provider.configVersion ?? null,
-        signIn,
-        ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
-        step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
-      });
-      logger.info({ provider: providerId, step: step.kind, signIn: true }, 'flow started');
-      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant });
-      return step.kind === 'redirect' ? { kind: 'redirect', url: step.url } : { kind: 'show', state };
-    },
+    startSignIn: (tenant: string, providerId: string, browserId: string, signIn: string): Promise<SignInStarted> => openSignIn(tenant, providerId, browserId, { signIn }),
+
+    /**
+     * A web-session sign-in (`GET /api/auth/:provider/start`): as
+     * `startSignIn`, but it ends in a cookie session and a 303 to
+     * `postLoginRedirect`, which the caller has checked against the tenant's
+     * allowlist before calling (this is where the provider is first contacted).
+     */
+    startWebSignIn: (tenant: string, providerId: string, browserId: string, postLoginRedirect: string): Promise<SignInStarted> =>
+      openSignIn(tenant, providerId, browserId, { webSession: true, returnTo: postLoginRedirect }),
 
     /**
      * `GET /oauth/:provider/continue`: the page a flow is on (a form, a code
@@ -603,7 +629,7 @@ export function createLinking(deps: LinkingDeps) {
       try {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
         if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
-        if (outcome.kind === 'signed_in') return { status: 'signed_in', outcome };
+        if (outcome.kind === 'signed_in' || outcome.kind === 'web_signed_in') return { status: 'signed_in', outcome };
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };
       } catch (error) {

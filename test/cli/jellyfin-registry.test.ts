@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql } from '../../src/db/orm.ts';
+import { eq, sql } from '../../src/db/orm.ts';
+import { auditEvents } from '../../src/db/schema.ts';
 import { cliEnv, createCliDatabase, runCli, runCliHere, type CliDatabase } from '../helpers/cli.ts';
 import { createTestGateway } from '../helpers/gateway.ts';
 
@@ -99,6 +100,9 @@ describe('linkgate import jellyfin-registry', () => {
       const rows = Array.isArray(stored) ? stored : (stored as { rows: { credentials: string }[] }).rows;
       expect(rows).toHaveLength(3);
       for (const token of Object.values(TOKENS)) expect(JSON.stringify(rows)).not.toContain(token);
+      // The audit trail has the command line's import, with its counts.
+      const [audited] = await database.db.select().from(auditEvents).where(eq(auditEvents.target, 'jellyfin-registry'));
+      expect(audited).toMatchObject({ actorKind: 'cli', action: 'links.import', tenant: 'default', outcome: 'ok', detail: { created: 3, updated: 0, unchanged: 0, invalid: 1, skipped: 1 } });
     });
   });
 
