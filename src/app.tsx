@@ -20,6 +20,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { adminRoutes } from './http/admin.ts';
 import { apiRoutes } from './http/api.ts';
+import { mcpRoutes } from './http/mcp.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
@@ -151,7 +152,7 @@ export function createGateway(deps: AppDeps) {
 
   // Every HTML page gets the page headers, the 404 page for any path included; the API and health checks answer JSON.
   const pages = pageHeaders();
-  const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
+  const notPage = (path: string) => path.startsWith('/api/') || path === '/mcp' || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
   const browserLimit = rateLimit({ limiter, scope: 'browser', keyOf: addressOf });
   app.use('/oauth/*', browserLimit);
@@ -250,6 +251,9 @@ export function createGateway(deps: AppDeps) {
     }),
   );
 
+  // The same questions as MCP tools, for agents (src/http/mcp.ts), behind the same gate.
+  app.route('/mcp', mcpRoutes({ providers, tenants, links, tokens, apiKeys, limiter, now, publicBaseUrl: config.publicBaseUrl, contextTtlSeconds: config.contextTtlSeconds }));
+
   app.route(
     '/api/admin/v1',
     adminRoutes({
@@ -271,7 +275,7 @@ export function createGateway(deps: AppDeps) {
     }),
   );
 
-  const wantsJson = (path: string) => path.startsWith('/api/') || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
+  const wantsJson = (path: string) => path.startsWith('/api/') || path === '/mcp' || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
 
   app.notFound((c) => {
     if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
@@ -336,7 +340,7 @@ export function createGateway(deps: AppDeps) {
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
   });
 
-  return { app, rpc, events, limiter, tokensServed };
+  return { app, rpc, events, limiter, tokensServed, tokens };
 }
 
 export type App = ReturnType<typeof createApp>;
