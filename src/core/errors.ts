@@ -67,6 +67,10 @@ const defaultStatus = {
   sign_in_expired: 400,
   /** A sign-in named a provider the app or tenant does not offer. */
   sign_in_provider: 400,
+  /** LoginService: no app with this id in the caller's tenant. */
+  app_not_found: 404,
+  /** LoginService: no sign-in by this session id (never made, or swept 30 minutes after it began). */
+  login_not_found: 404,
   /** A sign-in ended after too many wrong passwords. */
   too_many_attempts: 429,
   // links

@@ -55,6 +55,8 @@ export interface NewFlow {
   configVersion?: number | null;
   /** A sign-in flow: the OpenID Provider interaction it finishes (its `userId` is empty until then). */
   signIn?: string;
+  /** An RPC sign-in (LoginService): the digest of its session id; bound to no browser. */
+  loginSession?: string;
 }
 
 export interface FlowStoreOptions {
@@ -90,6 +92,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         expiresAt: flow.expiresAt,
         configVersion: flow.configVersion ?? null,
         signIn: flow.signIn ?? null,
+        loginSession: flow.loginSession ?? null,
       });
     },
 

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import { eq, sql } from '../db/orm.ts';
-import { flows, kv, links, oidcPayloads, usedContexts, webhookDeliveries } from '../db/schema.ts';
+import { flows, kv, links, loginSessions, oidcPayloads, usedContexts, webhookDeliveries } from '../db/schema.ts';
 import { LinkgateError } from './errors.ts';
 import { DEFAULT_TENANT } from './ids.ts';
 import type { TenantStore } from './tenants.ts';
@@ -38,6 +38,7 @@ export async function deleteTenant(deps: TenantDeletionDeps, tenant: string, log
     await tx.delete(webhookDeliveries).where(eq(webhookDeliveries.tenant, tenant));
     // Its OpenID Provider's sessions, codes and tokens (its apps and signing keys go with the tenant's row).
     await tx.delete(oidcPayloads).where(eq(oidcPayloads.tenant, tenant));
+    await tx.delete(loginSessions).where(eq(loginSessions.tenant, tenant));
     // Providers' own keys of this tenant (src/core/tools.ts names them `<tenant>/<provider>`).
     await tx.execute(sql`delete from ${kv} where starts_with(${kv.namespace}, ${`${tenant}/`})`);
   });

@@ -46,6 +46,12 @@ export const flows = pgTable(
      * who the person is; then the link is stored under the user found or made.
      */
     signIn: text('sign_in'),
+    /**
+     * A sign-in an app started over RPC (LoginService.InitiateLogin): the
+     * SHA-256 of its session id (`login_sessions.session_hash`). No browser
+     * holds it: whoever has its provider URL may finish it, as with seed 003.
+     */
+    loginSession: text('login_session'),
     createdAt: at('created_at').notNull().defaultNow(),
     /** When it stopped being open: the wait API tells a bot about a cancellation after the time it asks from. */
     endedAt: at('ended_at'),
@@ -324,13 +330,42 @@ export const oidcApps = pgTable(
     subject: text('subject', { enum: ['user', 'external'] }).notNull().default('user'),
     firstParty: boolean('first_party').notNull().default(true),
     secret: text('secret'),
+    /** Sealed: the HS256 secret of the seed-003 drop-in (LoginService tokens); null for ID tokens. Never answered. */
+    legacyJwtSecret: text('legacy_jwt_secret'),
     createdAt: at('created_at').notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.tenant, t.clientId] })],
 );
 
+/**
+ * A sign-in an app started over RPC (LoginService, docs/grpc.md): keyed by
+ * the SHA-256 of its session id, so a dump holds no live session. `result`
+ * (the token) is sealed; the row lives until `expires_at` (the sweep), so a
+ * late AwaitLogin on any instance still gets the token.
+ */
+export const loginSessions = pgTable(
+  'login_sessions',
+  {
+    sessionHash: text('session_hash').primaryKey(),
+    tenant: text('tenant').notNull(),
+    clientId: text('client_id').notNull(),
+    provider: text('provider').notNull(),
+    status: text('status', { enum: ['pending', 'completed', 'failed'] }).notNull().default('pending'),
+    /** The sealed token once completed. */
+    result: text('result'),
+    /** Why it failed: an error code (`provider_denied`, `account_mismatch`, …). */
+    reason: text('reason'),
+    createdAt: at('created_at').notNull().defaultNow(),
+    /** The person must finish signing in before this (the flow's expiry); then AwaitLogin says `expired`. */
+    deadline: at('deadline').notNull(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [index('login_sessions_expires_at_idx').on(t.expiresAt)],
+);
+
 export type OidcAppRow = typeof oidcApps.$inferSelect;
 export type FlowRow = typeof flows.$inferSelect;
+export type LoginSessionRow = typeof loginSessions.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;
 export type TenantRow = typeof tenants.$inferSelect;

@@ -138,6 +138,10 @@ export const CreateAppBody = v.object({
   ),
   subject: v.optional(v.picklist(['user', 'external'], 'subject must be "user" or "external"'), 'user'),
   firstParty: v.optional(v.boolean('firstParty must be true or false'), true),
+  // RFC 7518 §3.2: an HS256 key of at least 256 bits.
+  legacyJwtSecret: v.optional(
+    v.pipe(v.string('legacyJwtSecret must be a string'), v.minLength(32, 'legacyJwtSecret must be at least 32 characters'), v.maxLength(512, 'legacyJwtSecret must be at most 512 characters')),
+  ),
 });
 
 // ── Answers (also what the tests check real answers against) ───────────────
@@ -184,6 +188,8 @@ export const AppAnswer = v.strictObject({
   providers: v.nullable(v.array(v.string())),
   subject: v.picklist(['user', 'external']),
   firstParty: v.boolean(),
+  /** Whether it has a legacy JWT secret (never the secret). */
+  legacyJwt: v.boolean(),
   createdAt: IsoTime,
 });
 export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
@@ -197,6 +203,7 @@ export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   providers: app.providers,
   subject: app.subject,
   firstParty: app.firstParty,
+  legacyJwt: app.legacyJwt,
   createdAt: app.createdAt.toISOString(),
 });
 

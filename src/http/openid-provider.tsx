@@ -31,7 +31,7 @@ import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { Linking, Outcome } from '../core/linking.ts';
 import type { LinkStore } from '../core/links.ts';
-import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
+import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, issuerPath, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import { TenantId, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
@@ -71,8 +71,7 @@ function alreadySent(status: number): Response {
 /** Our cookie helpers read and set cookies only: any env will do. */
 const asAppContext = (c: Context<NodeEnv>) => c as unknown as Context<AppEnv>;
 
-/** Where a tenant's OpenID Provider lives, under `PUBLIC_BASE_URL`. */
-export const issuerPath = (tenant: string) => (tenant === DEFAULT_TENANT ? '' : `/t/${tenant}`);
+export { issuerPath };
 
 // oidc-provider's endpoints, under each issuer's path (discovery stays at /.well-known/openid-configuration).
 const ROUTES = {
@@ -296,12 +295,14 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
   }
 
   /** Opens the sign-in flow for `providerId` in this browser and sends it to the provider (or our form). */
-  async function start(c: Context<NodeEnv>, tenant: string, uid: string, app: { providers: string[] | null }, providerId: string) {
+  async function start(c: Context<NodeEnv>, tenant: string, uid: string, app: { providers: string[] | null }, providerId: string, loginHint: unknown) {
     if (!(await offered(tenant, app)).some((p) => p.id === providerId)) {
       throw new LinkgateError('sign_in_provider', 'the app does not offer this way of signing in', { provider: providerId });
     }
     const browser = readBrowserCookie(asAppContext(c), deps.secureCookies) ?? randomToken(32);
-    const started = await deps.linking.startSignIn(tenant, providerId, browser, uid);
+    // `login_hint` (OpenID Connect Core §3.1.2.1): ATProto takes the handle from it and skips its form.
+    const hint = typeof loginHint === 'string' && loginHint.length > 0 && loginHint.length <= 2048 ? loginHint : undefined;
+    const started = await deps.linking.startSignIn(tenant, providerId, browser, uid, hint);
     setBrowserCookie(asAppContext(c), browser, deps);
     if (started.kind === 'redirect') return c.redirect(started.url.href, 303);
     if (started.kind === 'show') return c.redirect(`/oauth/${providerId}/continue?state=${encodeURIComponent(started.state)}`, 303);
@@ -316,7 +317,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
         const tenant = tenantOf(c);
         const { uid, details, app: client } = await interactionOf(c, tenant);
         const idp = details.params.idp;
-        if (typeof idp === 'string') return start(c, tenant, uid, client, parseInput(ProviderId, idp));
+        if (typeof idp === 'string') return start(c, tenant, uid, client, parseInput(ProviderId, idp), details.params.login_hint);
         const choices = await offered(tenant, client);
         return c.html(
           <ChooserPage
@@ -333,8 +334,8 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
         if (!/^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')) throw new LinkgateError('bad_request', 'expected a form (application/x-www-form-urlencoded)');
         const form = new URLSearchParams(await c.req.text());
         const { provider } = parseInput(ChosenProvider, { provider: form.get('provider') ?? undefined });
-        const { uid, app: client } = await interactionOf(c, tenant);
-        return start(c, tenant, uid, client, provider);
+        const { uid, details, app: client } = await interactionOf(c, tenant);
+        return start(c, tenant, uid, client, provider, details.params.login_hint);
       });
 
       app.all(`${prefix}/.well-known/openid-configuration`, serve);

@@ -6,6 +6,7 @@ import { createGateway, type AppDeps } from '../../src/app.tsx';
 import { createListener, type Listener } from '../../src/http/listener.ts';
 import { rpcRequestHandler, type Rpc } from '../../src/rpc/routes.ts';
 import type { LinkEvents } from '../../src/core/events.ts';
+import type { LoginSessions } from '../../src/core/logins.ts';
 import { parseConfig, type Config, type Env } from '../../src/config.ts';
 import { createKeyring, type Keyring } from '../../src/core/crypto.ts';
 import type { Metrics } from '../../src/core/metrics.ts';
@@ -37,6 +38,8 @@ export interface TestGateway {
   /** The RPC services, for a listener (`listen`). */
   rpc: Rpc;
   events: LinkEvents;
+  /** RPC sign-ins (LoginService): their waits are counted by `logins.waiting()`. */
+  logins: LoginSessions;
   config: Config;
   keyring: Keyring;
   registry: Registry;
@@ -82,7 +85,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const { app, rpc, events } = createGateway({
+  const { app, rpc, events, logins } = createGateway({
     config,
     database,
     keyring,
@@ -99,6 +102,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     app,
     rpc,
     events,
+    logins,
     config,
     keyring,
     registry,
