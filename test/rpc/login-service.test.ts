@@ -7,6 +7,9 @@
  * on another one (its own connection pool and LISTEN on PostgreSQL).
  */
 import { createHook } from 'node:async_hooks';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { getEventListeners } from 'node:events';
 import { status as GrpcStatus, type Metadata } from '@grpc/grpc-js';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
@@ -20,6 +23,7 @@ import { AppsAnswer, CreatedApiKeyAnswer, CreatedAppAnswer } from '../../src/htt
 import { authorizeInBrowserless, rejectInBrowserless, startAtprotoNetwork, type AtprotoAccount, type AtprotoNetwork } from '../fakes/atproto-pds.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
+import { ROOT } from '../helpers/process.ts';
 import { grpcClient, grpcErrorDetails, type GrpcClient } from '../helpers/rpc.ts';
 
 const ADMIN_KEY = 'admin_login_0123456789abcdefghijklmnopqrstuv';
@@ -291,6 +295,36 @@ describe('refusals: documented status codes, never INTERNAL', () => {
     const otherKey = v.parse(CreatedApiKeyAnswer, await (await admin('/tenants/otherbot/api-keys', { name: 'bot' })).json()).key;
     expect(await awaitFailure(started.session_id, otherKey)).toMatchObject({ code: GrpcStatus.NOT_FOUND, info: { errorInfo: { reason: 'login_not_found' } } });
     expect(failure(await login.unary('InitiateLogin', { identifier: 'alice.test', app_id: apps.external }, otherKey))).toMatchObject({ code: GrpcStatus.NOT_FOUND, info: { errorInfo: { reason: 'app_not_found' } } });
+  });
+});
+
+describe('docs/grpc.md, Sign-in over RPC', () => {
+  const block = /<!-- sh: covered by test\/rpc\/login-service\.test\.ts -->\n```sh\n([\s\S]*?)\n```/.exec(readFileSync(join(ROOT, 'docs/grpc.md'), 'utf8'))?.[1];
+  const lines = (block ?? '').split('\n').filter((line) => line.trim() !== '' && !line.startsWith('export '));
+  /** One line as written, against this test's gateway and PDS (its handles end in .test). */
+  const run = (line: string, env: Record<string, string>) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) =>
+      // Not spawnSync: the gateway answers from this process's event loop.
+      execFile(
+        'bash',
+        ['-c', line.replaceAll('http://127.0.0.1:8000', served.base).replaceAll('alice.bsky.social', 'alice.test')],
+        { cwd: ROOT, encoding: 'utf8', timeout: 60_000, env: { PATH: process.env.PATH, HOME: process.env.HOME, LINKGATE_API_KEY: API_KEY, npm_config_update_notifier: 'false', ...env } },
+        (error, stdout, stderr) => resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr }),
+      ),
+    );
+
+  it('InitiateLogin and AwaitLogin with buf curl, as written: the URL, then the token once the person signed in', async () => {
+    expect(lines.map((line) => /LoginService\/(\w+)/.exec(line)?.[1])).toEqual(['InitiateLogin', 'AwaitLogin']);
+    const initiated = await run(lines[0]!, { APP_ID: apps.external });
+    expect({ status: initiated.status, stderr: initiated.stderr }).toEqual({ status: 0, stderr: '' });
+    const { oauthUrl, sessionId } = JSON.parse(initiated.stdout) as { oauthUrl: string; sessionId: string };
+    expect(new URL(oauthUrl).origin).toBe(network.pdsUrl);
+    expect((await signInAtPds(oauthUrl, { identifier: 'alice.test', password: PASSWORDS.alice })).status).toBe(200);
+    const awaited = await run(lines[1]!, { SESSION_ID: sessionId });
+    expect({ status: awaited.status, stderr: awaited.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(awaited.stdout).toContain('"pending"');
+    const token = /"token": ?"([^"]+)"/.exec(awaited.stdout)?.[1];
+    expect((await jwtVerify(token!, await jwks(), { issuer: PUBLIC_BASE_URL, audience: apps.external })).payload.sub).toBe(alice.did);
   });
 });
 
