@@ -628,7 +628,15 @@ export function createLinking(deps: LinkingDeps) {
       if ('state' in target) {
         const row = await findFlow(providerId, target.state, browserId);
         const claimed = await flows.claim(row, new Date(deps.now()));
-        if (!claimed || !(await endCancelled(claimed, 'user'))) throw claimLost(providerId);
+        if (!claimed) throw claimLost(providerId);
+        if (claimed.signIn !== null || claimed.loginSession !== null) {
+          // No bot waits on a sign-in (its user is not known yet): it just ends; an app waiting over RPC hears it.
+          if (!(await flows.finish(claimed, 'cancelled', new Date(deps.now())))) throw claimLost(providerId);
+          deps.metrics?.inc('linkgate_flows_cancelled_total', { provider: providerId, tenant: claimed.tenant, reason: 'user' });
+          if (claimed.loginSession !== null) await deps.logins?.failed(claimed.loginSession, 'cancelled');
+          return;
+        }
+        if (!(await endCancelled(claimed, 'user'))) throw claimLost(providerId);
         return;
       }
       const { context } = await contextAndProvider(providerId, target.context);

@@ -16,11 +16,14 @@ import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jos
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { sha256 } from '../../src/core/crypto.ts';
+import { purgeExpired } from '../../src/core/purge.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { eq } from '../../src/db/orm.ts';
 import { loginSessions } from '../../src/db/schema.ts';
 import { AppsAnswer, CreatedApiKeyAnswer, CreatedAppAnswer } from '../../src/http/admin.ts';
 import { authorizeInBrowserless, rejectInBrowserless, startAtprotoNetwork, type AtprotoAccount, type AtprotoNetwork } from '../fakes/atproto-pds.ts';
+import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
+import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
 import { ROOT } from '../helpers/process.ts';
@@ -47,9 +50,15 @@ const stopping = new AbortController();
 let queries: string[] | undefined;
 const apps: Record<'external' | 'user' | 'legacy' | 'corpOnly', string> = { external: '', user: '', legacy: '', corpOnly: '' };
 
+const JELLYFIN_USER = '4f6a1b2c3d4e5f60718293a4b5c6d7e8';
+const JELLYFIN_PASSWORD = 'tr0ub4dor&3-jellyfin';
+let jellyfin: FakeJellyfin;
+
 const envFor = () => ({
   PUBLIC_BASE_URL,
   LINKGATE_ADMIN_KEYS: ADMIN_KEY,
+  LINKGATE_METRICS: 'true',
+  JELLYFIN_SERVER_URL: jellyfin.url,
   ATPROTO_ALLOW_PRIVATE_SERVERS: 'true',
   ATPROTO_PLC_DIRECTORY_URL: network.plcUrl,
   ATPROTO_HANDLE_RESOLVER_URL: network.pdsUrl,
@@ -74,6 +83,8 @@ beforeAll(async () => {
   network = await startAtprotoNetwork();
   alice = await network.createAccount({ handle: 'alice.test', email: 'alice@example.com', password: PASSWORDS.alice });
   await network.createAccount({ handle: 'bob.test', email: 'bob@example.com', password: PASSWORDS.bob });
+  jellyfin = await startFakeJellyfin({ serverName: 'Home' });
+  jellyfin.users.set(JELLYFIN_USER, { id: JELLYFIN_USER, name: 'Ada', password: JELLYFIN_PASSWORD });
   database = await createTestDatabase({ logQuery: (query) => queries?.push(query) });
   gateway = await createTestGateway(database, { env: envFor(), stopping: stopping.signal, rpcHeartbeatMs: HEARTBEAT_MS });
   // Another instance: its own pool and LISTEN connection on PostgreSQL; the same PGlite (one process) otherwise.
@@ -96,6 +107,7 @@ afterAll(async () => {
   await second?.close();
   await database?.close();
   await network?.close();
+  await jellyfin?.close();
 });
 
 type Event = { event: string; completed?: { token: string }; failed?: { reason: string } };
@@ -243,6 +255,43 @@ describe('an ATProto sign-in over LoginService', () => {
   });
 });
 
+describe('another provider over LoginService: Jellyfin, whose flow is on the gateway\'s own pages', () => {
+  const startJellyfin = async () => {
+    const answer = await login.unary<{ oauth_url: string; session_id: string }>('InitiateLogin', { provider: 'jellyfin', app_id: apps.user });
+    if (!answer.ok) throw new Error(`InitiateLogin failed: ${answer.code} ${answer.details}`);
+    const url = new URL(answer.value.oauth_url);
+    // The gateway's page for the flow: no browser holds it yet, whoever opens the URL does.
+    expect(url.origin + url.pathname).toBe(`${PUBLIC_BASE_URL}/oauth/jellyfin/continue`);
+    const browser = new TestBrowser((path, init) => fetch(`${served.base}${path}`, { ...init, redirect: 'manual' }));
+    const page = await browser.get(url);
+    expect(page.status).toBe(200);
+    const state = /name="state" value="([^"]+)"/.exec(await page.text())![1]!;
+    return { ...answer.value, browser, state };
+  };
+
+  it('answers the flow\'s page; the password form there completes it, and AwaitLogin streams an ID token with idp jellyfin', async () => {
+    const { session_id, browser, state } = await startJellyfin();
+    const waiting = collect(login.stream('AwaitLogin', { session_id }));
+    expect(await (await browser.post('/oauth/jellyfin/callback', { state, linkgate_action: 'password' })).text()).toContain('Sign in to Jellyfin');
+    const done = await browser.post('/oauth/jellyfin/callback', { state, username: 'Ada', password: JELLYFIN_PASSWORD });
+    expect(done.status).toBe(200);
+    expect(await done.text()).toContain('You are signed in with Jellyfin as Ada');
+    expect(await waiting.ended).toEqual({ code: GrpcStatus.OK });
+    const { payload } = await jwtVerify(waiting.events.at(-1)!.completed!.token, await jwks(), { issuer: PUBLIC_BASE_URL, audience: apps.user });
+    expect(payload).toMatchObject({ idp: 'jellyfin', name: 'Ada', sub: expect.stringMatching(/^usr_/) });
+  });
+
+  it('streams failed { reason: "cancelled" } when the person presses Cancel there', async () => {
+    const { session_id, browser, state } = await startJellyfin();
+    const waiting = collect(login.stream('AwaitLogin', { session_id }));
+    await until(() => waiting.events.length > 0, 'pending');
+    const cancelled = await browser.post('/oauth/jellyfin/cancel', { state }, { follow: false });
+    expect(cancelled.status).toBe(303);
+    expect(await waiting.ended).toEqual({ code: GrpcStatus.OK });
+    expect(waiting.events.at(-1)).toEqual({ event: 'failed', failed: { reason: 'cancelled' } });
+  });
+});
+
 describe('refusals: documented status codes, never INTERNAL', () => {
   const failure = (answer: { ok: boolean }) => {
     expect(answer.ok).toBe(false);
@@ -295,6 +344,43 @@ describe('refusals: documented status codes, never INTERNAL', () => {
     const otherKey = v.parse(CreatedApiKeyAnswer, await (await admin('/tenants/otherbot/api-keys', { name: 'bot' })).json()).key;
     expect(await awaitFailure(started.session_id, otherKey)).toMatchObject({ code: GrpcStatus.NOT_FOUND, info: { errorInfo: { reason: 'login_not_found' } } });
     expect(failure(await login.unary('InitiateLogin', { identifier: 'alice.test', app_id: apps.external }, otherKey))).toMatchObject({ code: GrpcStatus.NOT_FOUND, info: { errorInfo: { reason: 'app_not_found' } } });
+  });
+});
+
+describe('keeping outcomes, limits and metrics', () => {
+  it('keeps an outcome until the sweep, 30 minutes after InitiateLogin; then the session id is NOT_FOUND', async () => {
+    const started = await initiate(apps.external);
+    expect((await signInAtPds(started.oauth_url, { identifier: 'alice.test', password: PASSWORDS.alice })).status).toBe(200);
+    // Other files' rows do not share this database; earlier tests' rows here are as old as this one's.
+    expect(await purgeExpired(database.db, new Date(Date.now() + 29 * 60_000))).toMatchObject({ loginSessions: 0 });
+    const kept = collect(login.stream('AwaitLogin', { session_id: started.session_id }));
+    expect(await kept.ended).toEqual({ code: GrpcStatus.OK });
+    expect(kept.events.map((e) => e.event)).toEqual(['pending', 'completed']);
+    const purged = await purgeExpired(database.db, new Date(Date.now() + 31 * 60_000));
+    expect(purged.loginSessions).toBeGreaterThanOrEqual(1);
+    const gone = collect(login.stream('AwaitLogin', { session_id: started.session_id }));
+    expect(await gone.ended).toMatchObject({ code: GrpcStatus.NOT_FOUND });
+  });
+
+  it('counts calls against the key\'s rate limit (RESOURCE_EXHAUSTED with RetryInfo) and in /metrics, as LinkService\'s', async () => {
+    const key = 'lg_login_limited_key_0123456789abcdef';
+    const limited = await createTestGateway(database, { env: { ...envFor(), LINKGATE_API_KEYS: key, LINKGATE_API_RATE_LIMIT: '2', LINKGATE_API_RATE_WINDOW_SECONDS: '60' } });
+    const port = await listen(limited);
+    const client = grpcClient(port.port, key, {}, 'LoginService');
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 3; i += 1) codes.push((await collect(client.stream('AwaitLogin', { session_id: 'B'.repeat(43) })).ended).code);
+      expect(codes).toEqual([GrpcStatus.NOT_FOUND, GrpcStatus.NOT_FOUND, GrpcStatus.RESOURCE_EXHAUSTED]);
+      const refused = await client.unary('InitiateLogin', { identifier: 'alice.test', app_id: apps.external });
+      expect(refused).toMatchObject({ ok: false, code: GrpcStatus.RESOURCE_EXHAUSTED });
+      expect(grpcErrorDetails((refused as { metadata: Metadata }).metadata).retryInfo?.retry_delay.seconds).toBeGreaterThanOrEqual(1);
+    } finally {
+      client.close();
+      await port.close();
+    }
+    const metrics = await (await fetch(`${served.base}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } })).text();
+    expect(metrics).toMatch(/^linkgate_rpc_duration_seconds_count\{rpc="linkgate\.v1\.LoginService\/InitiateLogin",status="OK"\} [1-9]/m);
+    expect(metrics).toMatch(/^linkgate_rpc_duration_seconds_count\{rpc="linkgate\.v1\.LoginService\/AwaitLogin",status="NOT_FOUND"\} [1-9]/m);
   });
 });
 

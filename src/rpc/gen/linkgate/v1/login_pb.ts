@@ -214,7 +214,8 @@ export const AwaitLoginResponse_CompletedSchema: GenMessage<AwaitLoginResponse_C
  */
 export type AwaitLoginResponse_Failed = Message<"linkgate.v1.AwaitLoginResponse.Failed"> & {
   /**
-   * Why, as an error code: `provider_denied` (the person refused),
+   * Why, as an error code: `provider_denied` (the person refused at the
+   * provider), `cancelled` (they pressed Cancel on the gateway's page),
    * `account_mismatch` (signed in as another account than the
    * identifier), `exchange_failed`, `internal_error`, …
    *
