@@ -59,9 +59,10 @@ export function createLoginSessions(deps: LoginSessionsDeps) {
   const base = deps.publicBaseUrl.href.replace(/\/$/, '');
 
   /** The token for the app: its ID token, or the seed's HS256 JWT when it has a legacy secret. */
-  async function tokenFor(session: { tenant: string; clientId: string }, who: { userId: string; provider: string; externalId: string; name: string | undefined }): Promise<string> {
+  async function tokenFor(session: { tenant: string; clientId: string }, who: { userId: string; provider: string; externalId: string; name: string | undefined }): Promise<string | undefined> {
     const app = await deps.apps.get(session.tenant, session.clientId);
-    if (!app) throw new Error('the app was deleted while its sign-in ran');
+    // Deleted while the person signed in: nothing to sign for.
+    if (!app) return undefined;
     const iat = Math.floor(now() / 1000);
     const legacy = await deps.apps.legacyJwtSecret(session.tenant, session.clientId);
     if (legacy !== undefined) {
@@ -97,12 +98,16 @@ export function createLoginSessions(deps: LoginSessionsDeps) {
     async completed(sessionHash, who) {
       const [session] = await db.select().from(loginSessions).where(and(eq(loginSessions.sessionHash, sessionHash), eq(loginSessions.status, 'pending')));
       if (!session) return;
-      let token: string;
+      let token: string | undefined;
       try {
         token = await tokenFor(session, who);
       } catch (error) {
         deps.logger.error({ cause: error instanceof Error ? { name: error.name, message: error.message } : String(error) }, 'RPC sign-in token not made');
         await end(sessionHash, { status: 'failed', reason: 'internal_error' });
+        return;
+      }
+      if (token === undefined) {
+        await end(sessionHash, { status: 'failed', reason: 'app_not_found' });
         return;
       }
       await end(sessionHash, { status: 'completed', result: keyring.seal(token, loginResultAad(sessionHash)) });

@@ -245,6 +245,17 @@ describe('an ATProto sign-in over LoginService', () => {
     expect(late.events.at(-1)).toEqual({ event: 'failed', failed: { reason: 'account_mismatch' } });
   });
 
+  it('streams failed { reason: "app_not_found" } when the app is deleted while the person signs in', async () => {
+    const doomed = await createApp({ subject: 'external' });
+    const started = await initiate(doomed);
+    const deleted = await gateway.app.request(`/api/admin/v1/tenants/default/apps/${doomed}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    expect(deleted.status).toBe(204);
+    expect((await signInAtPds(started.oauth_url, { identifier: 'alice.test', password: PASSWORDS.alice })).status).toBe(200);
+    const late = collect(login.stream('AwaitLogin', { session_id: started.session_id }));
+    await late.ended;
+    expect(late.events.at(-1)).toEqual({ event: 'failed', failed: { reason: 'app_not_found' } });
+  });
+
   it('streams expired when the person does not finish in time', async () => {
     const started = await initiate(apps.external);
     // The sign-in's deadline passes (as OAUTH_STATE_TTL_SECONDS would make it).

@@ -217,7 +217,8 @@ export type AwaitLoginResponse_Failed = Message<"linkgate.v1.AwaitLoginResponse.
    * Why, as an error code: `provider_denied` (the person refused at the
    * provider), `cancelled` (they pressed Cancel on the gateway's page),
    * `account_mismatch` (signed in as another account than the
-   * identifier), `exchange_failed`, `internal_error`, …
+   * identifier), `app_not_found` (the app was deleted meanwhile),
+   * `exchange_failed`, `internal_error`, …
    *
    * @generated from field: string reason = 1;
    */
