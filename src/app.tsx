@@ -27,6 +27,8 @@ import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
+import { webSessionRoutes } from './http/web-session.ts';
+import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
 import { clientAddress, countRequest, rateLimit } from './http/rate-limit.ts';
@@ -171,7 +173,33 @@ export function createGateway(deps: AppDeps) {
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
-  app.route('/oauth', oauthRoutes({ linking, formats: LINK_CONTEXT_FORMATS, registry, stateTtlSeconds: config.stateTtlSeconds, secureCookies: config.publicBaseUrl.protocol === 'https:', brand: config.brand, brandOf, finishSignIn: openId.finishSignIn }));
+  // The web-session API (seed 002): sign-ins that end in a cookie session for same-site apps.
+  const webSessions = webSessionRoutes({
+    linking,
+    apps: openId.apps,
+    tenants,
+    links,
+    sessions: createWebSessions(db, { purpose: 'web', ...config.webSession, now }),
+    publicBaseUrl: config.publicBaseUrl,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+  });
+  app.use('/api/auth/*', browserLimit);
+  app.route('/api/auth', webSessions.routes);
+  app.route(
+    '/oauth',
+    oauthRoutes({
+      linking,
+      formats: LINK_CONTEXT_FORMATS,
+      registry,
+      stateTtlSeconds: config.stateTtlSeconds,
+      secureCookies: config.publicBaseUrl.protocol === 'https:',
+      brand: config.brand,
+      brandOf,
+      finishSignIn: openId.finishSignIn,
+      finishWebSession: webSessions.finish,
+    }),
+  );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
   app.route('/', openId.routes());
   const tokens = createTokenService({
@@ -225,6 +253,7 @@ export function createGateway(deps: AppDeps) {
       allowSharedAccounts: config.allowSharedAccounts,
       now,
       apps: openId.apps,
+      signingKeys: openId.signingKeys,
     }),
   );
 
@@ -294,7 +323,7 @@ export function createGateway(deps: AppDeps) {
     login: { linking, logins, apps, stateTtlSeconds: config.stateTtlSeconds },
   });
 
-  return { app, rpc, events, logins };
+  return { app, rpc, events, limiter, logins };
 }
 
 export type App = ReturnType<typeof createApp>;

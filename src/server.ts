@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const { app, rpc } = createGateway({
+  const { app, rpc, limiter } = createGateway({
     config,
     database,
     keyring,
@@ -235,6 +235,8 @@ async function main(): Promise<void> {
     // No new connections from here on; requests in flight finish, then the database closes.
     server.close(async () => {
       clearInterval(idle);
+      // Give the other instances this one's unused share of the rate limits.
+      await limiter.flush().catch(() => {});
       await webhooks.stop().catch(() => {});
       await database.close().catch(() => {});
       unlock?.();

@@ -385,6 +385,98 @@ const providersRemove: OperatorCommand = {
   },
 };
 
+// ── Apps (OpenID clients, and the web-session allowlist) ────────────────────
+
+/** The tenant's apps, as the server makes them (`createOpenIdApps`). */
+async function appsOf(context: TenantContext, io: CliIo) {
+  const { createOpenIdApps } = await import('../core/openid-storage.ts');
+  const { createKeyring } = await import('../core/crypto.ts');
+  return createOpenIdApps(context.database.db, createKeyring(context.config.encryptionKeys), io.now);
+}
+
+/** A list given as one argument: URLs separated by spaces, provider ids by commas or spaces. */
+const words = (value: string | boolean | undefined, separator: RegExp): string[] | undefined =>
+  typeof value === 'string' ? value.split(separator).filter((word) => word !== '') : undefined;
+
+const appsCreate: OperatorCommand = {
+  path: ['tenants', 'apps', 'create'],
+  args: [TENANT_ARG, { name: 'name', help: 'its name, shown on the sign-in page (quote it if it has spaces)' }, { name: 'type', help: '"confidential" (a server that keeps a secret) or "public" (a browser or native app)' }],
+  rest: { name: 'REDIRECT_URI', help: 'where people may come back to after signing in: 1–20 absolute URLs (https, or http on a loopback address)' },
+  options: {
+    'post-logout-redirect-uris': { type: 'string', value: 'URLS', help: 'where they may go after signing out: URLs separated by spaces (quote them)' },
+    providers: { type: 'string', value: 'IDS', help: 'the providers its sign-in offers, separated by commas (default: all the tenant has)' },
+    subject: { type: 'string', value: 'user|external', help: '"user" (default): sub is the user id; "external": the provider\'s account id' },
+  },
+  json: true,
+  summary: 'Register an app people sign in to, and print its client id and secret (this once).',
+  route: 'POST /api/admin/v1/tenants/:tenant/apps',
+  details: [
+    'A confidential app gets a client secret: copy it now, it cannot be shown again. Its redirect URIs are also where the web-session API may send people after signing in (`postLoginRedirect`).',
+  ],
+  async run(args, io) {
+    const { CreateAppBody, CreatedAppAnswer, TenantParams, createTenantApp } = await admin();
+    const parse = await parseInput();
+    const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
+    const postLogout = words(args.values['post-logout-redirect-uris'], /\s+/);
+    const providers = words(args.values.providers, /[\s,]+/);
+    const body = parse(CreateAppBody, {
+      name: args.positionals[1],
+      type: args.positionals[2],
+      redirectUris: args.positionals.slice(3),
+      ...(postLogout ? { postLogoutRedirectUris: postLogout } : {}),
+      ...(providers ? { providers } : {}),
+      ...(typeof args.values.subject === 'string' ? { subject: args.values.subject } : {}),
+    });
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/apps`, body }, json(CreatedAppAnswer), async (context) =>
+      createTenantApp({ tenants: context.tenants, providers: await context.providers(), apps: await appsOf(context, io) }, tenant, body),
+    );
+    print(io, args, answer, () =>
+      answer.clientSecret === undefined
+        ? `created app ${answer.clientId} (${body.name}) for tenant ${tenant}\n`
+        : `created app ${answer.clientId} (${body.name}) for tenant ${tenant}; its client secret:\n\n  ${answer.clientSecret}\n\nThis is the only time it is shown: store it with the app now.\n`,
+    );
+    return EXIT.ok;
+  },
+};
+
+const appsList: OperatorCommand = {
+  path: ['tenants', 'apps', 'list'],
+  args: [TENANT_ARG],
+  json: true,
+  summary: "List a tenant's apps, never their secrets.",
+  route: 'GET /api/admin/v1/tenants/:tenant/apps',
+  async run(args, io) {
+    const { AppsAnswer, TenantParams, tenantApps } = await admin();
+    const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}/apps` }, json(AppsAnswer), async (context) => tenantApps({ tenants: context.tenants, apps: await appsOf(context, io) }, tenant));
+    print(io, args, answer, () =>
+      answer.apps.length === 0
+        ? `tenant ${tenant} has no apps\n`
+        : table(
+            ['CLIENT ID', 'NAME', 'TYPE', 'REDIRECT URIS', 'PROVIDERS'],
+            answer.apps.map((a) => [a.clientId, a.name, a.type, a.redirectUris.join(' '), a.providers?.join(',') ?? 'all']),
+          ),
+    );
+    return EXIT.ok;
+  },
+};
+
+const appsDelete: OperatorCommand = {
+  path: ['tenants', 'apps', 'delete'],
+  args: [TENANT_ARG, { name: 'clientId', help: 'the app\'s client id, app_…, as `tenants apps list` shows it' }],
+  json: true,
+  summary: 'Delete an app: its sign-ins and tokens stop working at once.',
+  route: 'DELETE /api/admin/v1/tenants/:tenant/apps/:clientId',
+  details: ['Its redirect URIs also stop being places the web-session API may send people. Exits with 3 when the tenant has no such app. With --json it prints nothing, as the API answers 204.'],
+  async run(args, io) {
+    const { AppParams, deleteTenantApp } = await admin();
+    const { tenant, clientId } = (await parseInput())(AppParams, { tenant: args.positionals[0], clientId: args.positionals[1] });
+    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/apps${at(clientId)}` }, nothing, async (context) => deleteTenantApp({ tenants: context.tenants, apps: await appsOf(context, io) }, tenant, clientId));
+    done(io, args, `deleted app ${clientId} of tenant ${tenant}\n`);
+    return EXIT.ok;
+  },
+};
+
 // ── Webhook ─────────────────────────────────────────────────────────────────
 
 const webhookSet: OperatorCommand = {
@@ -447,6 +539,65 @@ const webhookRemove: OperatorCommand = {
   },
 };
 
+// ── OpenID signing keys ─────────────────────────────────────────────────────
+
+/** The tenant's signing keys, on the database directly (what the gateway's providers use). */
+async function signingKeysOf({ config, database }: TenantContext) {
+  const { createSigningKeys } = await import('../core/openid-storage.ts');
+  const { createKeyring } = await import('../core/crypto.ts');
+  return createSigningKeys(database.db, createKeyring(config.encryptionKeys));
+}
+
+const signingKeysList: OperatorCommand = {
+  path: ['tenants', 'signing-keys', 'list'],
+  args: [TENANT_ARG],
+  json: true,
+  summary: "List the keys in a tenant's JWKS: the one signing its ID tokens, a next one, retired ones.",
+  route: 'GET /api/admin/v1/tenants/:tenant/signing-keys',
+  details: ['A tenant gets its first key on its first sign-in; until then the list is empty.'],
+  async run(args, io) {
+    const { SigningKeysAnswer, TenantParams, signingKeyAnswer } = await admin();
+    const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
+    const answer = await operate(io, { method: 'GET', path: `/tenants${at(tenant)}/signing-keys` }, json(SigningKeysAnswer), async (context) => {
+      await context.tenants.require(tenant);
+      return { signingKeys: (await (await signingKeysOf(context)).list(tenant)).map(signingKeyAnswer) };
+    });
+    print(io, args, answer, () =>
+      answer.signingKeys.length === 0
+        ? `tenant ${tenant} has no signing key yet (it gets one on its first sign-in)\n`
+        : table(['KID', 'STATE', 'SIGNS FROM', 'LEAVES THE JWKS'], answer.signingKeys.map((k) => [k.kid, k.state, k.signsFrom, k.expiresAt ?? '-'])),
+    );
+    return EXIT.ok;
+  },
+};
+
+const signingKeysRotate: OperatorCommand = {
+  path: ['tenants', 'signing-keys', 'rotate'],
+  args: [TENANT_ARG],
+  options: { 'publish-for': { type: 'string', value: 'SECONDS', help: 'how long the next key is published before it signs (default 3600; 0 signs at once)' } },
+  json: true,
+  summary: "Rotate a tenant's ID-token signing key.",
+  route: 'POST /api/admin/v1/tenants/:tenant/signing-keys',
+  details: [
+    'The next key is published in the JWKS at once and signs after --publish-for seconds, so apps that cached the JWKS meet it before any token it signed. The key signing now retires then and stays in the JWKS an hour longer (an ID token\'s lifetime, plus five minutes), so its tokens keep verifying. Exits with 1 (key_rotation_pending) while a next key waits to sign.',
+  ],
+  async run(args, io) {
+    const { RotateSigningKeyBody, SigningKeyAnswer, TenantParams, signingKeyAnswer } = await admin();
+    const parse = await parseInput();
+    const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
+    const seconds = args.values['publish-for'];
+    const body = parse(RotateSigningKeyBody, typeof seconds === 'string' ? { publishSeconds: /^\d+$/.test(seconds) ? Number(seconds) : seconds } : {});
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/signing-keys`, body }, json(SigningKeyAnswer), async (context) => {
+      await context.tenants.require(tenant);
+      const key = await (await signingKeysOf(context)).rotate(tenant, body.publishSeconds);
+      await context.tenants.announce(tenant);
+      return signingKeyAnswer(key);
+    });
+    print(io, args, answer, () => `tenant ${tenant}: key ${answer.kid} is published now and signs from ${answer.signsFrom}\n`);
+    return EXIT.ok;
+  },
+};
+
 /** The route a command mirrors opens its --help. */
 const withRoute = ({ route, ...command }: OperatorCommand): Command => ({
   ...command,
@@ -470,6 +621,11 @@ export const TENANT_COMMANDS: readonly Command[] = ([
   providersList,
   providersSet,
   providersRemove,
+  appsCreate,
+  appsList,
+  appsDelete,
   webhookSet,
   webhookRemove,
+  signingKeysList,
+  signingKeysRotate,
 ] satisfies OperatorCommand[]).map(withRoute);

@@ -71,6 +71,10 @@ const defaultStatus = {
   app_not_found: 404,
   /** LoginService: no sign-in by this session id (never made, or swept 30 minutes after it began). */
   login_not_found: 404,
+  /** The web-session API: a `postLoginRedirect` that is not a redirect URI of the tenant's apps. */
+  redirect_not_allowed: 400,
+  /** The web-session API: no session cookie, or its session ended (expired, logged out, another tenant's). */
+  not_signed_in: 401,
   /** A sign-in ended after too many wrong passwords. */
   too_many_attempts: 429,
   // links
@@ -86,6 +90,8 @@ const defaultStatus = {
   tenant_unconfigured: 503,
   /** A provider that cannot be configured per tenant (its settings are the gateway's). */
   provider_not_per_tenant: 400,
+  /** A signing-key rotation while the last one's next key has not started signing. */
+  key_rotation_pending: 409,
   // storage and everything unexpected
   decrypt_failed: 500,
   internal_error: 500,

@@ -57,6 +57,8 @@ export interface NewFlow {
   signIn?: string;
   /** An RPC sign-in (LoginService): the digest of its session id; bound to no browser. */
   loginSession?: string;
+  /** A web-session sign-in flow: `returnTo` is the app's `postLoginRedirect` (its `userId` is empty until done). */
+  webSession?: boolean;
 }
 
 export interface FlowStoreOptions {
@@ -93,6 +95,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         configVersion: flow.configVersion ?? null,
         signIn: flow.signIn ?? null,
         loginSession: flow.loginSession ?? null,
+        webSession: flow.webSession ?? false,
       });
     },
 

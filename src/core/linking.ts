@@ -29,7 +29,14 @@ export type Outcome =
   /** A sign-in flow found who the person is: the OpenID Provider's interaction `signIn` is finished next. */
   | { kind: 'signed_in'; tenant: string; signIn: string; userId: string; provider: RegisteredProvider }
   /** A sign-in an app started over RPC is finished (its token is stored for AwaitLogin): the person goes back to the app. */
-  | { kind: 'logged_in'; tenant: string; provider: RegisteredProvider; accountName: string | undefined };
+  | { kind: 'logged_in'; tenant: string; provider: RegisteredProvider; accountName: string | undefined }
+  /**
+   * A web-session sign-in flow found who the person is: the HTTP layer starts
+   * their cookie session (src/http/web-session.ts) and sends them to
+   * `postLoginRedirect`. `credentialsExpireAt`: when the provider's access
+   * token ends (epoch ms), if it said; the session ends no later.
+   */
+  | { kind: 'web_signed_in'; tenant: string; userId: string; provider: RegisteredProvider; externalId: string; credentialsExpireAt: number | undefined; postLoginRedirect: string };
 
 /** What the confirmation page shows before anything is started. */
 export interface Confirmation {
@@ -44,6 +51,9 @@ export interface Confirmation {
 
 /** Where `start` leaves the browser: at the provider, or on our page for this flow. */
 export type Started = { kind: 'redirect'; url: URL } | { kind: 'linked'; returnTo: string } | { kind: 'show'; state: string };
+
+/** Where a sign-in's start leaves the browser, with the flow's `state` either way. */
+export type SignInStarted = { kind: 'redirect'; url: URL; state: string } | { kind: 'show'; state: string };
 
 /**
  * Where `startLogin` leaves an RPC sign-in: the URL to send the person to
@@ -79,7 +89,7 @@ export type PollAnswer =
   /** The flow moved on to a step the page must reload to show. */
   | { status: 'continue' }
   /** A sign-in flow found who the person is: the HTTP layer finishes the interaction and sends the page there. */
-  | { status: 'signed_in'; outcome: Extract<Outcome, { kind: 'signed_in' }> };
+  | { status: 'signed_in'; outcome: Extract<Outcome, { kind: 'signed_in' | 'web_signed_in' }> };
 
 export interface LinkingDeps {
   db: Db;
@@ -107,6 +117,9 @@ export interface LinkingDeps {
   /** Where RPC sign-ins (LoginService) are told how their flow ended. */
   logins?: LoginOutcomes;
 }
+
+/** A flow that signs a person in (the OpenID Provider's, the web-session API's, LoginService's): no user until `done`. */
+const isSignIn = (row: FlowRow) => row.signIn !== null || row.webSession || row.loginSession !== null;
 
 /** A user made by a sign-in with an account no user of the tenant has linked yet. */
 const newUserId = () => `usr_${randomToken(16)}`;
@@ -207,7 +220,7 @@ export function createLinking(deps: LinkingDeps) {
     step: Step,
     previous?: FlowSecrets,
   ): Promise<Outcome> {
-    if (step.kind === 'done' && (row.signIn !== null || row.loginSession !== null)) return signedIn(provider, row, step);
+    if (step.kind === 'done' && isSignIn(row)) return signedIn(provider, row, step);
     if (step.kind === 'done') {
       // Before anything is written: an account outside the contract's bounds links nothing.
       const account = checkedAccount(step.account, step.credentials, provider.id);
@@ -266,6 +279,10 @@ export function createLinking(deps: LinkingDeps) {
       await deps.logins?.completed(row.loginSession, { tenant: row.tenant, userId, provider: provider.id, externalId: account.id, name: account.name });
       return { kind: 'logged_in', tenant: row.tenant, provider, accountName: account.name };
     }
+    if (row.webSession) {
+      if (!row.returnTo) throw new LinkgateError('internal_error', 'a web-session sign-in without its postLoginRedirect', { provider: provider.id });
+      return { kind: 'web_signed_in', tenant: row.tenant, userId, provider, externalId: account.id, credentialsExpireAt: step.credentials.expiresAt, postLoginRedirect: row.returnTo };
+    }
     return { kind: 'signed_in', tenant: row.tenant, signIn: row.signIn!, userId, provider };
   }
 
@@ -297,7 +314,7 @@ export function createLinking(deps: LinkingDeps) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
       if (input.kind === 'poll' && transient) await flows.unlock(claimed);
-      else if (isLinkgateError(error, 'provider_denied') && (claimed.signIn !== null || claimed.loginSession !== null)) {
+      else if (isLinkgateError(error, 'provider_denied') && isSignIn(claimed)) {
         // No bot is waiting on a sign-in: the flow just ends (an app waiting over RPC hears why).
         await flows.finish(claimed, 'cancelled', new Date(deps.now()));
         if (claimed.loginSession !== null) await deps.logins?.failed(claimed.loginSession, 'provider_denied');
@@ -404,6 +421,33 @@ export function createLinking(deps: LinkingDeps) {
     return { kind: 'redirect', url: new URL(secrets.resumeUrl) };
   }
 
+  /** Opens a sign-in flow (for no user yet) in this browser and runs `begin`; `signedIn` decides who it is. */
+  async function openSignIn(tenant: string, providerId: string, browserId: string, ends: { signIn: string } | { webSession: true; returnTo: string }, loginHint?: string): Promise<SignInStarted> {
+    const provider = await tenantProvider(tenant, providerId);
+    const state = randomToken(32);
+    const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, ...(loginHint ? { loginHint } : {}), data: {} };
+    const step = await run(provider, (p) => p.begin(flow));
+    if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
+    await flows.insert({
+      state,
+      codeVerifier: flow.codeVerifier,
+      browserId,
+      tenant,
+      userId: '',
+      provider: providerId,
+      returnTo: 'returnTo' in ends ? ends.returnTo : undefined,
+      data: flow.data,
+      expiresAt: new Date(flow.expiresAt),
+      configVersion: provider.configVersion ?? null,
+      ...('signIn' in ends ? { signIn: ends.signIn } : { webSession: true }),
+      ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
+      step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
+    });
+    logger.info({ provider: providerId, step: step.kind, signIn: true }, 'flow started');
+    deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant });
+    return step.kind === 'redirect' ? { kind: 'redirect', url: step.url, state } : { kind: 'show', state };
+  }
+
   return {
     /**
      * `GET /oauth/:provider/start`: verifies the context and says what the
@@ -496,31 +540,16 @@ export function createLinking(deps: LinkingDeps) {
      * is is decided when the provider says `done` (`signedIn`). The caller
      * has checked that this browser holds the interaction.
      */
-    async startSignIn(tenant: string, providerId: string, browserId: string, signIn: string, loginHint?: string): Promise<Started> {
-      const provider = await tenantProvider(tenant, providerId);
-      const state = randomToken(32);
-      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, ...(loginHint ? { loginHint } : {}), data: {} };
-      const step = await run(provider, (p) => p.begin(flow));
-      if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
-      await flows.insert({
-        state,
-        codeVerifier: flow.codeVerifier,
-        browserId,
-        tenant,
-        userId: '',
-        provider: providerId,
-        returnTo: undefined,
-        data: flow.data,
-        expiresAt: new Date(flow.expiresAt),
-        configVersion: provider.configVersion ?? null,
-        signIn,
-        ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
-        step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
-      });
-      logger.info({ provider: providerId, step: step.kind, signIn: true }, 'flow started');
-      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant });
-      return step.kind === 'redirect' ? { kind: 'redirect', url: step.url } : { kind: 'show', state };
-    },
+    startSignIn: (tenant: string, providerId: string, browserId: string, signIn: string, loginHint?: string): Promise<SignInStarted> => openSignIn(tenant, providerId, browserId, { signIn }, loginHint),
+
+    /**
+     * A web-session sign-in (`GET /api/auth/:provider/start`): as
+     * `startSignIn`, but it ends in a cookie session and a 303 to
+     * `postLoginRedirect`, which the caller has checked against the tenant's
+     * allowlist before calling (this is where the provider is first contacted).
+     */
+    startWebSignIn: (tenant: string, providerId: string, browserId: string, postLoginRedirect: string): Promise<SignInStarted> =>
+      openSignIn(tenant, providerId, browserId, { webSession: true, returnTo: postLoginRedirect }),
 
     /**
      * A sign-in an app started over RPC (LoginService.InitiateLogin): a flow
@@ -629,7 +658,7 @@ export function createLinking(deps: LinkingDeps) {
         const row = await findFlow(providerId, target.state, browserId);
         const claimed = await flows.claim(row, new Date(deps.now()));
         if (!claimed) throw claimLost(providerId);
-        if (claimed.signIn !== null || claimed.loginSession !== null) {
+        if (isSignIn(claimed)) {
           // No bot waits on a sign-in (its user is not known yet): it just ends; an app waiting over RPC hears it.
           if (!(await flows.finish(claimed, 'cancelled', new Date(deps.now())))) throw claimLost(providerId);
           deps.metrics?.inc('linkgate_flows_cancelled_total', { provider: providerId, tenant: claimed.tenant, reason: 'user' });
@@ -676,7 +705,7 @@ export function createLinking(deps: LinkingDeps) {
       try {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
         if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
-        if (outcome.kind === 'signed_in') return { status: 'signed_in', outcome };
+        if (outcome.kind === 'signed_in' || outcome.kind === 'web_signed_in') return { status: 'signed_in', outcome };
         if (outcome.kind === 'logged_in') return { status: 'linked' };
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };

@@ -22,12 +22,10 @@ import { loginSessions } from '../db/schema.ts';
 import { randomToken, sha256, type Keyring } from './crypto.ts';
 import type { EventChannel, Subscription } from './events.ts';
 import type { LoginOutcomes } from './linking.ts';
-import { issuerPath, SIGNING_ALG, type OpenIdApps, type SigningKeys } from './openid-storage.ts';
+import { ID_TOKEN_TTL_SECONDS, issuerPath, SIGNING_ALG, type OpenIdApps, type SigningKeys } from './openid-storage.ts';
 
 /** How long a sign-in's outcome is kept for AwaitLogin (the sweep), unless configured. */
 export const LOGIN_SESSION_TTL_SECONDS = 30 * 60;
-/** An ID token's lifetime, as the OpenID Provider's (src/http/openid-provider.tsx, `TTL.IdToken`). */
-const ID_TOKEN_TTL_SECONDS = 3600;
 /** The seed 003 JWT's lifetime. */
 const LEGACY_TTL_SECONDS = 24 * 3600;
 
@@ -69,7 +67,9 @@ export function createLoginSessions(deps: LoginSessionsDeps) {
       return new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(who.externalId).setIssuedAt(iat).setExpirationTime(iat + LEGACY_TTL_SECONDS).sign(new TextEncoder().encode(legacy));
     }
     // The key the tenant's OpenID Provider signs with (the first one), published at its JWKS.
-    const [jwk] = await deps.signingKeys.jwks(session.tenant);
+    const {
+      keys: [jwk],
+    } = await deps.signingKeys.jwks(session.tenant);
     if (!jwk) throw new Error('the tenant has no signing key');
     const key = await importJWK(jwk, SIGNING_ALG);
     return new SignJWT({ idp: who.provider, external_id: who.externalId, ...(who.name ? { name: who.name } : {}), auth_time: iat })

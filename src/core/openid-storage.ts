@@ -15,6 +15,7 @@ import { and, asc, eq, gt, isNull, or, sql } from '../db/orm.ts';
 import { oidcApps, oidcPayloads, oidcSigningKeys, type OidcAppRow } from '../db/schema.ts';
 import { randomToken, sha256, type Keyring } from './crypto.ts';
 import { DEFAULT_TENANT } from './ids.ts';
+import { LinkgateError } from './errors.ts';
 
 export const payloadAad = (tenant: string, model: string, idHash: string) => `oidc-payload:${JSON.stringify([tenant, model, idHash])}`;
 export const signingKeyAad = (tenant: string, kid: string) => `oidc-signing-key:${JSON.stringify([tenant, kid])}`;
@@ -93,33 +94,69 @@ export type SigningJwk = JWK & { kid: string; alg: string; use: 'sig' };
 
 export const SIGNING_ALG = 'ES256';
 
+/** How long an ID token lives: a retired key stays published this long after it last signed, plus KEY_LEEWAY_SECONDS. */
+export const ID_TOKEN_TTL_SECONDS = 3600;
+/** Clocks of the apps that verify our tokens may be this far behind. */
+const KEY_LEEWAY_SECONDS = 300;
+/** A rotation publishes the next key this long before it signs, unless told otherwise (apps cache the JWKS). */
+export const DEFAULT_KEY_PUBLISH_SECONDS = 3600;
+export const MAX_KEY_PUBLISH_SECONDS = 30 * 24 * 3600;
+
+/** Where a key is in its life: published before it signs, signing, then published only until its tokens expire. */
+export type SigningKeyState = 'next' | 'signing' | 'retired';
+
+/** A signing key as the operator sees it: never the private half. */
+export interface SigningKeyInfo {
+  kid: string;
+  alg: string;
+  state: SigningKeyState;
+  createdAt: Date;
+  signsFrom: Date;
+  retiredAt: Date | null;
+  /** When it leaves the JWKS; null while it signs. */
+  expiresAt: Date | null;
+}
+
 /**
  * A tenant's signing keys, made on first use. `jwks(tenant)` lists the key
  * that signs first (oidc-provider signs with the first key that fits), then
  * the ones only published: a next key, not yet signing, and retired keys
  * until the tokens they signed have expired.
+ *
+ * `rotate` adds the next key, published at once and signing `publishSeconds`
+ * later (apps that cached the JWKS see it before any token it signed); the
+ * key signing now is retired at that moment and stays published for an ID
+ * token's lifetime after it.
  */
 export function createSigningKeys(db: Db, keyring: Keyring, now: () => number = Date.now) {
-  async function create(tenant: string): Promise<void> {
+  type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
+  /** One key change per tenant at a time, on every instance. */
+  const lock = (tx: Tx, tenant: string) => tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`oidc-signing-key:${tenant}`}))`);
+
+  async function newKey(tenant: string, signsFrom: Date) {
     const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
     const jwk = await exportJWK(privateKey);
     const kid = randomToken(12);
     const { d: _private, ...publicJwk } = jwk;
-    const at = new Date(now());
+    return {
+      tenant,
+      kid,
+      alg: SIGNING_ALG,
+      publicJwk: { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' },
+      privateJwk: keyring.seal(JSON.stringify({ ...jwk, kid, alg: SIGNING_ALG, use: 'sig' }), signingKeyAad(tenant, kid)),
+      createdAt: new Date(now()),
+      signsFrom,
+    };
+  }
+
+  async function create(tenant: string): Promise<void> {
+    const row = await newKey(tenant, new Date(now()));
     // One first key per tenant even when two instances start at once: the lock, then a second look.
     await db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`oidc-signing-key:${tenant}`}))`);
+      await lock(tx, tenant);
       const [existing] = await tx.select({ kid: oidcSigningKeys.kid }).from(oidcSigningKeys).where(eq(oidcSigningKeys.tenant, tenant)).limit(1);
       if (existing) return;
-      await tx.insert(oidcSigningKeys).values({
-        tenant,
-        kid,
-        alg: SIGNING_ALG,
-        publicJwk: { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' },
-        privateJwk: keyring.seal(JSON.stringify({ ...jwk, kid, alg: SIGNING_ALG, use: 'sig' }), signingKeyAad(tenant, kid)),
-        createdAt: at,
-        signsFrom: at,
-      });
+      await tx.insert(oidcSigningKeys).values(row);
     });
   }
 
@@ -132,24 +169,84 @@ export function createSigningKeys(db: Db, keyring: Keyring, now: () => number = 
       .orderBy(asc(oidcSigningKeys.createdAt));
   }
 
+  type Row = Awaited<ReturnType<typeof published>>[number];
+  const stateOf = (row: Row, at: number): SigningKeyState => (row.retiredAt && row.retiredAt.getTime() <= at ? 'retired' : row.signsFrom.getTime() > at ? 'next' : 'signing');
+  const infoOf = (row: Row, at: number): SigningKeyInfo => ({
+    kid: row.kid,
+    alg: row.alg,
+    state: stateOf(row, at),
+    createdAt: row.createdAt,
+    signsFrom: row.signsFrom,
+    retiredAt: row.retiredAt,
+    expiresAt: row.expiresAt,
+  });
+
   return {
-    async jwks(tenant: string): Promise<SigningJwk[]> {
+    /**
+     * The keys oidc-provider is given, the signing one first, and the next
+     * moment that list changes by itself (a next key starts signing, a
+     * retired one leaves): a provider made from it is made again then.
+     */
+    async jwks(tenant: string): Promise<{ keys: SigningJwk[]; changesAt: number | undefined }> {
       let rows = await published(tenant);
       if (rows.length === 0) {
         await create(tenant);
         rows = await published(tenant);
       }
       const at = now();
-      const signs = (row: (typeof rows)[number]) => row.retiredAt === null && row.signsFrom.getTime() <= at;
+      const signs = (row: Row) => stateOf(row, at) === 'signing';
       // The newest key that may sign goes first; the rest are published only.
       const signing = rows.filter(signs).at(-1);
       const ordered = signing ? [signing, ...rows.filter((row) => row !== signing)] : rows;
-      return ordered.map((row) => JSON.parse(keyring.open(row.privateJwk, signingKeyAad(tenant, row.kid))) as SigningJwk);
+      const moments = rows.flatMap((row) => [row.signsFrom, row.retiredAt, row.expiresAt]).flatMap((d) => (d && d.getTime() > at ? [d.getTime()] : []));
+      return {
+        keys: ordered.map((row) => JSON.parse(keyring.open(row.privateJwk, signingKeyAad(tenant, row.kid))) as SigningJwk),
+        changesAt: moments.length > 0 ? Math.min(...moments) : undefined,
+      };
+    },
+
+    /** The keys in the JWKS now, oldest first. */
+    async list(tenant: string): Promise<SigningKeyInfo[]> {
+      const at = now();
+      return (await published(tenant)).map((row) => infoOf(row, at));
+    },
+
+    /**
+     * Makes the next key. Refused while another next key waits to sign
+     * (`key_rotation_pending`): one rotation at a time keeps the JWKS short
+     * and the order of keys plain.
+     */
+    async rotate(tenant: string, publishSeconds = DEFAULT_KEY_PUBLISH_SECONDS): Promise<SigningKeyInfo> {
+      const signsFrom = new Date(now() + publishSeconds * 1000);
+      const row = await newKey(tenant, signsFrom);
+      const retiredUntil = new Date(signsFrom.getTime() + (ID_TOKEN_TTL_SECONDS + KEY_LEEWAY_SECONDS) * 1000);
+      await db.transaction(async (tx) => {
+        await lock(tx, tenant);
+        const at = now();
+        const current = await tx
+          .select()
+          .from(oidcSigningKeys)
+          .where(and(eq(oidcSigningKeys.tenant, tenant), isNull(oidcSigningKeys.retiredAt)));
+        const pending = current.find((key) => key.signsFrom.getTime() > at);
+        if (pending) {
+          throw new LinkgateError('key_rotation_pending', `key ${pending.kid} starts signing at ${pending.signsFrom.toISOString()}; rotate again after that`, { status: 409 });
+        }
+        for (const key of current) {
+          await tx
+            .update(oidcSigningKeys)
+            .set({ retiredAt: signsFrom, expiresAt: retiredUntil })
+            .where(and(eq(oidcSigningKeys.tenant, tenant), eq(oidcSigningKeys.kid, key.kid)));
+        }
+        await tx.insert(oidcSigningKeys).values(row);
+      });
+      return infoOf({ ...row, retiredAt: null, expiresAt: null }, now());
     },
   };
 }
 
 export type SigningKeys = ReturnType<typeof createSigningKeys>;
+/** What the operator API and the CLI do with signing keys. */
+export type SigningKeyAdmin = Pick<SigningKeys, 'list' | 'rotate'>;
 
 /** An app as the operator API shows it: never its secret. */
 export interface OpenIdApp {

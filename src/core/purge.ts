@@ -1,6 +1,7 @@
 import { and, lt, ne } from '../db/orm.ts';
 import type { Db } from '../db/client.ts';
-import { flows, kv, loginSessions, oidcPayloads, rateLimits, usedContexts, webhookDeliveries } from '../db/schema.ts';
+import { flows, kv, loginSessions, oidcPayloads, rateLimits, usedContexts, webhookDeliveries, webSessions } from '../db/schema.ts';
+import { endedSessions } from './web-sessions.ts';
 
 /** How long the webhook delivery log keeps what was delivered or given up on. */
 export const DELIVERY_LOG_DAYS = 30;
@@ -9,14 +10,15 @@ export const DELIVERY_LOG_DAYS = 30;
  * Deletes flows, used context ids, key-value entries, rate-limit windows and
  * the OpenID Provider's sessions, codes and tokens and the RPC sign-ins
  * (LoginService: the sweep, 30 minutes after each began) whose time has
- * passed, and old finished webhook deliveries.
+ * passed, cookie sessions a day after they ended, and old finished webhook
+ * deliveries.
  */
 export async function purgeExpired(
   db: Db,
   now: Date,
-): Promise<{ flows: number; usedContexts: number; kv: number; rateLimits: number; webhookDeliveries: number; openIdPayloads: number; loginSessions: number }> {
+): Promise<{ flows: number; usedContexts: number; kv: number; rateLimits: number; webhookDeliveries: number; openIdPayloads: number; webSessions: number; loginSessions: number }> {
   const logStart = new Date(now.getTime() - DELIVERY_LOG_DAYS * 24 * 3600 * 1000);
-  const [f, u, k, r, w, o, l] = await Promise.all([
+  const [f, u, k, r, w, o, s, l] = await Promise.all([
     db.delete(flows).where(lt(flows.expiresAt, now)).returning({ x: flows.stateHash }),
     db.delete(usedContexts).where(lt(usedContexts.expiresAt, now)).returning({ x: usedContexts.jti }),
     db.delete(kv).where(lt(kv.expiresAt, now)).returning({ x: kv.key }),
@@ -26,7 +28,8 @@ export async function purgeExpired(
       .where(and(ne(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.createdAt, logStart)))
       .returning({ x: webhookDeliveries.id }),
     db.delete(oidcPayloads).where(lt(oidcPayloads.expiresAt, now)).returning({ x: oidcPayloads.idHash }),
+    db.delete(webSessions).where(endedSessions(now)).returning({ x: webSessions.idHash }),
     db.delete(loginSessions).where(lt(loginSessions.expiresAt, now)).returning({ x: loginSessions.sessionHash }),
   ]);
-  return { flows: f.length, usedContexts: u.length, kv: k.length, rateLimits: r.length, webhookDeliveries: w.length, openIdPayloads: o.length, loginSessions: l.length };
+  return { flows: f.length, usedContexts: u.length, kv: k.length, rateLimits: r.length, webhookDeliveries: w.length, openIdPayloads: o.length, webSessions: s.length, loginSessions: l.length };
 }

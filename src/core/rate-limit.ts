@@ -47,6 +47,12 @@ export interface RateLimiter {
   take(scope: RateScope, key: string, rule?: RateLimitRule): RateDecision | Promise<RateDecision>;
   /** Sends what was served and the next claims, and reads every instance's counts back. */
   sync(): Promise<void>;
+  /**
+   * At shutdown, once no request is served any more: sends what was served
+   * and gives back every claim, so the other instances get this one's unused
+   * share at once instead of at the end of the window.
+   */
+  flush(): Promise<void>;
 }
 
 export type RateScope = 'api' | 'browser';
@@ -132,6 +138,8 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   let running: Promise<void> | undefined;
   /** The database is not answering: decide on what this instance knows, without waiting. */
   let alone = false;
+  /** Shutting down: claims nothing ahead any more. */
+  let flushing = false;
 
   const hash = (scope: string, key: string) => createHmac('sha256', options.secret).update(`rate:${scope}:${key}`).digest('base64url');
 
@@ -240,7 +248,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         const rate = (current.used - current.usedAtSync) / Math.max(1, at - counter.syncedAt);
         const expected = Math.max(MIN_CLAIM, Math.ceil(rate * 2 * syncMs));
         const room = Math.max(0, Math.floor(capacity(rule, counter, at) - countOf(current)));
-        const claim = Math.min(room, Math.max(counter.waiting, Math.min(expected, Math.ceil(room / 2))));
+        const claim = flushing ? 0 : Math.min(room, Math.max(counter.waiting, Math.min(expected, Math.ceil(room / 2))));
         const want = current.used + claim;
         // A smaller claim takes effect now, so nothing is served against what is being given back.
         if (want < current.sent) current.allowed = Math.min(current.allowed, Math.max(current.used, want));
@@ -337,5 +345,12 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
       return decision === 'wait' ? waitAndDecide(rule, counter) : decision;
     },
     sync,
+    async flush() {
+      flushing = true;
+      await running;
+      await sync();
+      clearTimeout(timer);
+      timer = undefined;
+    },
   };
 }

@@ -3,13 +3,13 @@
  * `linkgate tenants delete` both do. Every link is unlinked first (revoked
  * upstream where the provider can), then the tenant and everything it had
  * are removed: flows, used contexts, its providers' stored keys, its
- * webhook log, its OpenID Provider's sessions and tokens, its apps and
- * signing keys, and its settings.
+ * webhook log, its OpenID Provider's sessions and tokens, its cookie
+ * sessions, its apps and signing keys, and its settings.
  */
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import { eq, sql } from '../db/orm.ts';
-import { flows, kv, links, loginSessions, oidcPayloads, usedContexts, webhookDeliveries } from '../db/schema.ts';
+import { flows, kv, links, loginSessions, oidcPayloads, usedContexts, webhookDeliveries, webSessions } from '../db/schema.ts';
 import { LinkgateError } from './errors.ts';
 import { DEFAULT_TENANT } from './ids.ts';
 import type { TenantStore } from './tenants.ts';
@@ -39,6 +39,7 @@ export async function deleteTenant(deps: TenantDeletionDeps, tenant: string, log
     // Its OpenID Provider's sessions, codes and tokens (its apps and signing keys go with the tenant's row).
     await tx.delete(oidcPayloads).where(eq(oidcPayloads.tenant, tenant));
     await tx.delete(loginSessions).where(eq(loginSessions.tenant, tenant));
+    await tx.delete(webSessions).where(eq(webSessions.tenant, tenant));
     // Providers' own keys of this tenant (src/core/tools.ts names them `<tenant>/<provider>`).
     await tx.execute(sql`delete from ${kv} where starts_with(${kv.namespace}, ${`${tenant}/`})`);
   });

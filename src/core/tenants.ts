@@ -160,6 +160,9 @@ export function createTenantStore(deps: TenantStoreDeps) {
      */
     watch: listen,
 
+    /** Tells this instance and the others that something of the tenant's changed outside this store (its signing keys). */
+    announce: changed,
+
     /** Called with a tenant's id whenever its settings change, here or on another instance. */
     onChange(listener: (tenant: string) => void): () => void {
       listeners.add(listener);

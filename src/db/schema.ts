@@ -52,6 +52,13 @@ export const flows = pgTable(
      * holds it: whoever has its provider URL may finish it, as with seed 003.
      */
     loginSession: text('login_session'),
+    /**
+     * A web-session sign-in flow (`GET /api/auth/:provider/start`,
+     * src/http/web-session.ts): ends with a cookie session and a 303 to
+     * `return_to`, the app's `postLoginRedirect`. Its `user_id` is empty
+     * until the provider says who the person is, as for `sign_in`.
+     */
+    webSession: boolean('web_session').notNull().default(false),
     createdAt: at('created_at').notNull().defaultNow(),
     /** When it stopped being open: the wait API tells a bot about a cancellation after the time it asks from. */
     endedAt: at('ended_at'),
@@ -364,8 +371,35 @@ export const loginSessions = pgTable(
 );
 
 export type OidcAppRow = typeof oidcApps.$inferSelect;
+/**
+ * Cookie sessions (src/core/web-sessions.ts): the web-session API's signed-in
+ * people, and later the admin console's and the account page's (`purpose`).
+ * The id is the SHA-256 of the cookie's random value, never the value; a
+ * session ends at `expires_at`, after `idle` without use when its store has an
+ * idle timeout, or when `revoked_at` is set. Purged a day after it expired.
+ */
+export const webSessions = pgTable(
+  'web_sessions',
+  {
+    idHash: text('id_hash').primaryKey(),
+    /** Whose sessions these are: `web` (the web-session API); other modules name their own. */
+    purpose: text('purpose').notNull(),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    /** The provider the person signed in with and their account id there. */
+    provider: text('provider').notNull(),
+    externalId: text('external_id').notNull(),
+    createdAt: at('created_at').notNull(),
+    expiresAt: at('expires_at').notNull(),
+    lastSeenAt: at('last_seen_at').notNull(),
+    revokedAt: at('revoked_at'),
+  },
+  (t) => [index('web_sessions_user_idx').on(t.tenant, t.userId), index('web_sessions_expires_at_idx').on(t.expiresAt)],
+);
+
 export type FlowRow = typeof flows.$inferSelect;
 export type LoginSessionRow = typeof loginSessions.$inferSelect;
+export type WebSessionRow = typeof webSessions.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;
 export type TenantRow = typeof tenants.$inferSelect;

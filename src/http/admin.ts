@@ -15,7 +15,7 @@ import { createApiKeyCheck } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
-import type { OpenIdApp, OpenIdApps } from '../core/openid-storage.ts';
+import { DEFAULT_KEY_PUBLISH_SECONDS, MAX_KEY_PUBLISH_SECONDS, type OpenIdApp, type OpenIdApps, type SigningKeyAdmin, type SigningKeyInfo } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
 import { exportLinks } from '../core/link-transfer.ts';
 import { answerImport, IMPORT_MAX_BYTES } from './api.ts';
@@ -43,6 +43,8 @@ export interface AdminRoutesDeps {
   now?: () => number;
   /** The tenants' apps, the OpenID clients people sign in to (docs/sign-in.md). */
   apps: OpenIdApps;
+  /** The keys the tenants' OpenID Providers sign with; a rotation reaches every instance. */
+  signingKeys: SigningKeyAdmin;
 }
 
 // ── Requests ────────────────────────────────────────────────────────────────
@@ -193,6 +195,37 @@ export const AppAnswer = v.strictObject({
   createdAt: IsoTime,
 });
 export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
+export const RotateSigningKeyBody = v.object({
+  publishSeconds: v.optional(
+    v.pipe(
+      v.number('publishSeconds must be a number of seconds'),
+      v.integer('publishSeconds must be a whole number of seconds'),
+      v.minValue(0, 'publishSeconds must be 0 or more'),
+      v.maxValue(MAX_KEY_PUBLISH_SECONDS, `publishSeconds must be at most ${MAX_KEY_PUBLISH_SECONDS} (30 days)`),
+    ),
+    DEFAULT_KEY_PUBLISH_SECONDS,
+  ),
+});
+export const SigningKeyAnswer = v.strictObject({
+  kid: v.string(),
+  alg: v.string(),
+  state: v.picklist(['next', 'signing', 'retired']),
+  createdAt: IsoTime,
+  signsFrom: IsoTime,
+  retiredAt: v.nullable(IsoTime),
+  expiresAt: v.nullable(IsoTime),
+});
+export const SigningKeysAnswer = v.strictObject({ signingKeys: v.array(SigningKeyAnswer) });
+
+export const signingKeyAnswer = (key: SigningKeyInfo): v.InferOutput<typeof SigningKeyAnswer> => ({
+  kid: key.kid,
+  alg: key.alg,
+  state: key.state,
+  createdAt: key.createdAt.toISOString(),
+  signsFrom: key.signsFrom.toISOString(),
+  retiredAt: key.retiredAt?.toISOString() ?? null,
+  expiresAt: key.expiresAt?.toISOString() ?? null,
+});
 
 export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   clientId: app.clientId,
@@ -264,6 +297,36 @@ export async function configureProvider(
 }
 
 /** The endpoint a webhook body names; plain http off this machine is refused in production. */
+/** Creates a tenant's app (the route and `linkgate tenants apps create`): its client secret, if any, is in this answer only. */
+export async function createTenantApp(
+  deps: { tenants: TenantStore; providers: ProviderDirectory; apps: OpenIdApps },
+  tenant: string,
+  body: v.InferOutput<typeof CreateAppBody>,
+): Promise<v.InferOutput<typeof CreatedAppAnswer>> {
+  await deps.tenants.require(tenant);
+  // No consent page yet: an app of someone else's would sign people in without asking them.
+  if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
+  if (body.providers) {
+    const registry = await deps.providers.of(tenant);
+    const unknown = body.providers.find((id) => !registry.get(id));
+    if (unknown !== undefined) throw new LinkgateError('bad_request', `providers: this tenant has no provider "${unknown}"`);
+  }
+  const created = await deps.apps.create(tenant, { ...body, providers: body.providers });
+  return { clientId: created.clientId, ...(created.clientSecret ? { clientSecret: created.clientSecret } : {}) };
+}
+
+/** A tenant's apps, never a secret. */
+export async function tenantApps(deps: { tenants: TenantStore; apps: OpenIdApps }, tenant: string): Promise<v.InferOutput<typeof AppsAnswer>> {
+  await deps.tenants.require(tenant);
+  return { apps: (await deps.apps.list(tenant)).map(appAnswer) };
+}
+
+/** Removes a tenant's app: its sign-ins stop at once (oidc-provider finds no client; its tokens no longer verify at the token endpoint), and its redirect URIs leave the web-session allowlist. */
+export async function deleteTenantApp(deps: { tenants: TenantStore; apps: OpenIdApps }, tenant: string, clientId: string): Promise<void> {
+  await deps.tenants.require(tenant);
+  if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
+}
+
 export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
   const url = new URL(body.url);
   // Events name users and their accounts: in clear only to this machine.
@@ -398,32 +461,38 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   app.post('/tenants/:tenant/apps', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     const body = parseInput(CreateAppBody, await readJsonBody(c));
-    await deps.tenants.require(tenant);
-    // No consent page yet: an app of someone else's would sign people in without asking them.
-    if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
-    if (body.providers) {
-      const registry = await deps.providers.of(tenant);
-      const unknown = body.providers.find((id) => !registry.get(id));
-      if (unknown !== undefined) throw new LinkgateError('bad_request', `providers: this tenant has no provider "${unknown}"`);
-    }
-    const created = await deps.apps.create(tenant, { ...body, providers: body.providers });
+    const created = await createTenantApp(deps, tenant, body);
     c.get('log')().info({ tenant, app: created.clientId }, 'app created');
-    return c.json({ clientId: created.clientId, ...(created.clientSecret ? { clientSecret: created.clientSecret } : {}) }, 201);
+    return c.json(created, 201);
   });
 
   app.get('/tenants/:tenant/apps', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
-    await deps.tenants.require(tenant);
-    return c.json({ apps: (await deps.apps.list(tenant)).map(appAnswer) });
+    return c.json(await tenantApps(deps, tenant));
   });
 
-  /** Removes the app: its sign-ins stop at once (oidc-provider finds no client; its tokens no longer verify at the token endpoint). */
   app.delete('/tenants/:tenant/apps/:clientId', async (c) => {
     const { tenant, clientId } = parseInput(AppParams, c.req.param());
-    await deps.tenants.require(tenant);
-    if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
+    await deleteTenantApp(deps, tenant, clientId);
     c.get('log')().info({ tenant, app: clientId }, 'app deleted');
     return c.body(null, 204);
+  });
+
+  /** The keys in the tenant's JWKS: the one signing, a next one, retired ones until their tokens expire. */
+  app.get('/tenants/:tenant/signing-keys', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    await deps.tenants.require(tenant);
+    return c.json({ signingKeys: (await deps.signingKeys.list(tenant)).map(signingKeyAnswer) });
+  });
+
+  /** Rotates: the next key is published now and signs `publishSeconds` later; the current one then retires. */
+  app.post('/tenants/:tenant/signing-keys', async (c) => {
+    const { tenant } = parseInput(TenantParams, c.req.param());
+    const body = parseInput(RotateSigningKeyBody, await readJsonBody(c));
+    await deps.tenants.require(tenant);
+    const key = await deps.signingKeys.rotate(tenant, body.publishSeconds);
+    c.get('log')().info({ tenant, kid: key.kid, signsFrom: key.signsFrom.toISOString() }, 'signing key rotated');
+    return c.json(signingKeyAnswer(key), 201);
   });
 
   app.put('/tenants/:tenant/webhook', async (c) => {

@@ -57,6 +57,8 @@ export interface OauthRoutesDeps {
   brandOf?: (tenant: string) => Brand | Promise<Brand>;
   /** Hands a finished sign-in back to the OpenID Provider (src/http/openid-provider.tsx): where the browser goes next. */
   finishSignIn?: (outcome: Extract<Outcome, { kind: 'signed_in' }>) => Promise<URL>;
+  /** Starts the cookie session of a finished web-session sign-in on this answer (src/http/web-session.ts): where the browser goes next. */
+  finishWebSession?: (c: Context<AppEnv>, outcome: Extract<Outcome, { kind: 'web_signed_in' }>) => Promise<URL>;
 }
 
 function providerParam(c: Context<AppEnv>): string {
@@ -125,6 +127,10 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
             lines={[`You are signed in with ${outcome.provider.displayName}${outcome.accountName ? ` as ${outcome.accountName}` : ''}.`, 'You can close this tab and go back to the app.']}
           />,
         );
+      case 'web_signed_in': {
+        if (!deps.finishWebSession) throw new LinkgateError('not_found', 'sign-in is not served here');
+        return c.redirect((await deps.finishWebSession(c, outcome)).href, 303);
+      }
       case 'linked':
         if (outcome.returnTo) return c.redirect(outcome.returnTo, 303);
         // The result has an address of its own: a reload shows it again, and the code and state leave the address bar.
@@ -259,9 +265,15 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
     const state = parseInput(State, c.req.query('state'));
     const answer = await linking.poll(provider, state, browserId(c));
     if (answer.status !== 'signed_in') return c.json(answer);
+    const { outcome } = answer;
+    // A web-session sign-in approved while the page waited: this answer carries the session cookie.
+    if (outcome.kind === 'web_signed_in') {
+      if (!deps.finishWebSession) throw new LinkgateError('not_found', 'sign-in is not served here');
+      return c.json({ status: 'linked', returnTo: (await deps.finishWebSession(c, outcome)).href });
+    }
     // A sign-in approved while the page waited: the page goes back to the app's sign-in.
     if (!deps.finishSignIn) throw new LinkgateError('not_found', 'sign-in is not served here');
-    return c.json({ status: 'linked', returnTo: (await deps.finishSignIn(answer.outcome)).href });
+    return c.json({ status: 'linked', returnTo: (await deps.finishSignIn(outcome)).href });
   });
 
   return app;

@@ -31,7 +31,7 @@ import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { Linking, Outcome } from '../core/linking.ts';
 import type { LinkStore } from '../core/links.ts';
-import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, issuerPath, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
+import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, ID_TOKEN_TTL_SECONDS, issuerPath, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import { TenantId, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
@@ -90,10 +90,12 @@ const ROUTES = {
   challenge: '/oidc/challenge',
 } satisfies Configuration['routes'];
 
+const OIDC_METHODS = ['GET', 'HEAD', 'POST', 'OPTIONS'];
+
 const TTL = {
   AccessToken: 3600,
   AuthorizationCode: 60,
-  IdToken: 3600,
+  IdToken: ID_TOKEN_TTL_SECONDS,
   RefreshToken: 30 * 24 * 3600,
   Interaction: 30 * 60,
   Session: 14 * 24 * 3600,
@@ -121,19 +123,22 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
   const signingKeys = createSigningKeys(db, keyring, now);
   const base = deps.publicBaseUrl.href.replace(/\/$/, '');
   const cookieKey = createHmac('sha256', deps.cookieSecret).update('linkgate openid provider cookies v1').digest('base64url');
-  const made = new Map<string, Promise<{ provider: Provider; handle: ReturnType<Provider['callback']> }>>();
+  /** A tenant's provider, until its keys change by themselves (`changesAt`) or the tenant changes. */
+  type Made = { provider: Provider; handle: ReturnType<Provider['callback']>; changesAt: number | undefined };
+  const made = new Map<string, Promise<Made>>();
   deps.tenants.onChange((tenant) => made.delete(tenant));
 
   /** The user's link with the provider they signed in with: where `external_id` and `name` come from. */
   const linkOf = (tenant: string, userId: string, idp: string | undefined) => (idp ? deps.links.get({ tenant, userId, provider: idp }) : Promise.resolve(undefined));
 
-  async function create(tenant: string): Promise<Provider> {
+  async function create(tenant: string): Promise<Made> {
     const path = issuerPath(tenant);
+    const jwks = await signingKeys.jwks(tenant);
     // Loaded on the first sign-in, not at start-up: a gateway nobody signs in to does not carry it (about 20 MB).
     const { default: OidcProvider } = await import('oidc-provider');
     const provider = new OidcProvider(`${base}${path}`, {
       adapter: createOpenIdAdapter(db, keyring, tenant, apps, now),
-      jwks: { keys: await signingKeys.jwks(tenant) },
+      jwks: { keys: jwks.keys },
       cookies: { keys: [cookieKey] },
       routes: ROUTES,
       claims: { openid: ['sub', 'idp', 'external_id'], profile: ['name', 'preferred_username'] },
@@ -221,25 +226,32 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
     // The address people use is PUBLIC_BASE_URL's, whatever reached the socket (see `nodeRequest`).
     provider.proxy = true;
     provider.on('server_error', (_ctx: unknown, error: Error) => deps.logger.error({ tenant, cause: { name: error.name, message: error.message } }, 'OpenID Provider error'));
-    return provider;
+    return { provider, handle: provider.callback(), changesAt: jwks.changesAt };
   }
 
   const frameOf = (brand: Brand): PageFrame => ({ nonce: '', brand });
   const page = (element: unknown) => `<!DOCTYPE html>${String(element)}`;
 
-  /** The tenant's OpenID Provider, made once and kept until the tenant changes. No such tenant: 404. */
-  async function providerOf(tenant: string): Promise<{ provider: Provider; handle: ReturnType<Provider['callback']> }> {
-    let entry = made.get(tenant);
-    if (!entry) {
-      entry = (async () => {
-        if (tenant !== DEFAULT_TENANT && !(await deps.tenants.get(tenant))) throw new LinkgateError('tenant_not_found', 'there is no such tenant', { status: 404 });
-        const provider = await create(tenant);
-        return { provider, handle: provider.callback() };
-      })();
-      made.set(tenant, entry);
-      entry.catch(() => made.delete(tenant));
+  /**
+   * The tenant's OpenID Provider, made once and kept until the tenant changes
+   * or its keys do (a next key starts signing, a retired one leaves the JWKS).
+   * No such tenant: 404.
+   */
+  async function providerOf(tenant: string): Promise<Made> {
+    const entry = made.get(tenant);
+    if (entry) {
+      const current = await entry;
+      if (current.changesAt === undefined || now() < current.changesAt) return current;
+      if (made.get(tenant) === entry) made.delete(tenant);
+      return providerOf(tenant);
     }
-    return entry;
+    const making = (async () => {
+      if (tenant !== DEFAULT_TENANT && !(await deps.tenants.get(tenant))) throw new LinkgateError('tenant_not_found', 'there is no such tenant', { status: 404 });
+      return create(tenant);
+    })();
+    made.set(tenant, making);
+    making.catch(() => made.delete(tenant));
+    return making;
   }
 
   /**
@@ -338,8 +350,10 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
         return start(c, tenant, uid, client, provider, details.params.login_hint);
       });
 
-      app.all(`${prefix}/.well-known/openid-configuration`, serve);
-      app.all(`${prefix}/oidc/*`, serve);
+      // The methods oidc-provider answers (OPTIONS: CORS preflights of browser apps), named so that the
+      // request's metrics and traces carry this route's pattern (`app.all` routes look like middleware).
+      app.on(OIDC_METHODS, `${prefix}/.well-known/openid-configuration`, serve);
+      app.on(OIDC_METHODS, `${prefix}/oidc/*`, serve);
     }
     return app;
   }
@@ -347,6 +361,17 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
   return {
     apps,
     routes,
+
+    /** The tenants' signing keys (docs/sign-in.md, "Rotating signing keys"). */
+    signingKeys: {
+      list: signingKeys.list,
+      /** Makes the next key; every instance makes its provider again with it. */
+      async rotate(tenant: string, publishSeconds?: number) {
+        const key = await signingKeys.rotate(tenant, publishSeconds);
+        await deps.tenants.announce(tenant);
+        return key;
+      },
+    },
 
     /**
      * A sign-in flow ended with the person known: their user id (and the

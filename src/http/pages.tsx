@@ -473,6 +473,8 @@ export function describeError(
       return { title: 'This sign-in has expired', lines: ['It took too long, was already finished, or was started in another browser.', 'Go back to the app and sign in again.'] };
     case 'sign_in_provider':
       return { title: 'This way of signing in is not offered', lines: ['The app asked for a provider it does not offer.', 'Go back to the app and choose another way to sign in.'] };
+    case 'redirect_not_allowed':
+      return { title: 'This app no longer takes sign-ins here', lines: ['The page you were signing in for is no longer one this gateway sends people to, so you were not signed in.', 'Go back to the app and sign in again.'] };
     case 'too_many_attempts':
       return {
         title: 'Too many wrong passwords',

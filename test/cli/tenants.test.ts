@@ -13,10 +13,14 @@ import { createLinkStore } from '../../src/core/links.ts';
 import { sql } from '../../src/db/orm.ts';
 import {
   ApiKeysAnswer,
+  AppsAnswer,
   ContextSecretsAnswer,
+  CreatedAppAnswer,
   CreatedApiKeyAnswer,
   CreatedContextSecretAnswer,
   ProviderConfigAnswer,
+  SigningKeyAnswer,
+  SigningKeysAnswer,
   TenantAnswer,
   TenantDetailAnswer,
   TenantProvidersAnswer,
@@ -111,6 +115,26 @@ describe('linkgate tenants', () => {
     expect(group.stderr).toContain('tenants secrets retire <tenant> <id>');
   }, 60_000);
 
+  it('rotates a tenant\'s signing key: the next key published first, one rotation at a time', async () => {
+    const first = await answer(SigningKeyAnswer, ['tenants', 'signing-keys', 'rotate', 'quizbot', '--publish-for', '0']);
+    expect(first).toMatchObject({ alg: 'ES256', state: 'signing', retiredAt: null, expiresAt: null });
+    const next = await cli(['tenants', 'signing-keys', 'rotate', 'quizbot', '--publish-for', '600']);
+    expect(next.code).toBe(0);
+    expect(next.stdout).toMatch(/^tenant quizbot: key \S+ is published now and signs from \d{4}-\d\d-\d\dT/);
+    const listed = await answer(SigningKeysAnswer, ['tenants', 'signing-keys', 'list', 'quizbot']);
+    expect(listed.signingKeys.map((k) => k.state)).toEqual(['signing', 'next']);
+    expect(listed.signingKeys[0]).toMatchObject({ kid: first.kid, retiredAt: listed.signingKeys[1]!.signsFrom, expiresAt: expect.any(String) });
+    const table = await cli(['tenants', 'signing-keys', 'list', 'quizbot']);
+    expect(table.stdout).toMatch(/^KID\s+STATE\s+SIGNS FROM\s+LEAVES THE JWKS\n/);
+
+    const pending = await cli(['tenants', 'signing-keys', 'rotate', 'quizbot', '--json']);
+    expect(pending.code).toBe(1);
+    expect(JSON.parse(pending.stderr)).toMatchObject({ error: { code: 'key_rotation_pending' } });
+    const bad = await cli(['tenants', 'signing-keys', 'rotate', 'quizbot', '--publish-for', 'soon']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('publishSeconds must be a number of seconds');
+  }, 60_000);
+
   it.each([
     { args: ['tenants', 'create', 'Not_OK', 'x'], code: 2, says: 'id: the tenant id must be' },
     { args: ['tenants', 'create', 'quizbot', 'again'], code: 1, says: 'a tenant "quizbot" already exists' },
@@ -138,6 +162,65 @@ describe('linkgate tenants', () => {
     expect(json.code).toBe(code);
     expect(JSON.parse(json.stderr)).toEqual({ error: { code: expect.any(String), message: expect.stringContaining(says) } });
     for (const secret of [CLIENT_SECRET, WEBHOOK_SECRET, 'short-webhook-secret']) expect(text.stderr + json.stderr).not.toContain(secret);
+  }, 60_000);
+
+  it('registers, lists and deletes a tenant\'s apps; the secret is printed once, and the redirect URIs are what the web-session API allows', async () => {
+    const DASHBOARD = 'https://quiz.example/dashboard';
+    /** A web-session start in a gateway on the same database: past the allowlist, the (unconfigured) provider is next. */
+    const start = () =>
+      db.use(async (database) => {
+        const gateway = await createTestGateway(database, { env: { LINKGATE_USER_PROVIDER: 'discord' } });
+        const answer = await gateway.app.request(`/api/auth/discord/start?tenantId=quizbot&postLoginRedirect=${encodeURIComponent(DASHBOARD)}`);
+        return ((await answer.json()) as { error: { code: string } }).error.code;
+      });
+    expect(await start()).toBe('redirect_not_allowed');
+
+    const made = await cli(['tenants', 'apps', 'create', 'quizbot', 'Quiz dashboard', 'confidential', DASHBOARD, 'https://quiz.example/callback', '--post-logout-redirect-uris', 'https://quiz.example/ https://quiz.example/bye', '--providers', 'corp']);
+    expect(made.stderr).toBe('');
+    expect(made.code).toBe(0);
+    const [, clientId, secret] = /^created app (app_\S+) \(Quiz dashboard\) for tenant quizbot; its client secret:\n\n {2}(\S+)\n\nThis is the only time it is shown/.exec(made.stdout) ?? [];
+    expect(clientId).toBeDefined();
+    const made2 = await answer(CreatedAppAnswer, ['tenants', 'apps', 'create', 'quizbot', 'Spa', 'public', DASHBOARD]);
+    expect(made2.clientSecret).toBeUndefined();
+
+    const listed = await answer(AppsAnswer, ['tenants', 'apps', 'list', 'quizbot']);
+    expect(listed.apps.find((app) => app.clientId === clientId)).toMatchObject({
+      name: 'Quiz dashboard',
+      type: 'confidential',
+      redirectUris: [DASHBOARD, 'https://quiz.example/callback'],
+      postLogoutRedirectUris: ['https://quiz.example/', 'https://quiz.example/bye'],
+      providers: ['corp'],
+      subject: 'user',
+      firstParty: true,
+    });
+    const table = await cli(['tenants', 'apps', 'list', 'quizbot']);
+    expect(table.stdout).toContain(clientId!);
+    for (const shown of [table.stdout, JSON.stringify(listed)]) expect(shown).not.toContain(secret!);
+    // The public app offers every provider, Discord included: its redirect URI is allowed for a Discord sign-in.
+    expect(await start()).toBe('provider_unconfigured');
+
+    for (const app of [clientId!, made2.clientId]) {
+      const deleted = await cli(['tenants', 'apps', 'delete', 'quizbot', app]);
+      expect(deleted.code).toBe(0);
+      expect(deleted.stdout).toBe(`deleted app ${app} of tenant quizbot\n`);
+    }
+    expect(await start()).toBe('redirect_not_allowed');
+    expect((await answer(AppsAnswer, ['tenants', 'apps', 'list', 'quizbot'])).apps).toEqual([]);
+    expect((await cli(['tenants', 'apps', 'delete', 'quizbot', clientId!])).code).toBe(3);
+  }, 120_000);
+
+  it.each([
+    { args: ['tenants', 'apps', 'create', 'quizbot', 'x', 'confidential'], says: 'redirectUris must list at least one URL' },
+    { args: ['tenants', 'apps', 'create', 'quizbot', 'x', 'spa', 'https://quiz.example/cb'], says: 'type must be' },
+    { args: ['tenants', 'apps', 'create', 'quizbot', 'x', 'public', 'http://quiz.example/cb'], says: 'redirectUris' },
+    { args: ['tenants', 'apps', 'create', 'quizbot', 'x', 'public', 'https://quiz.example/cb', '--providers', 'nosuch'], says: 'providers: this tenant has no provider "nosuch"' },
+    { args: ['tenants', 'apps', 'create', 'quizbot', 'x', 'public', 'https://quiz.example/cb', '--subject', 'email'], says: 'subject must be' },
+    { args: ['tenants', 'apps', 'delete', 'quizbot', 'nope'], says: 'clientId must be an app id' },
+  ])('refuses `$args`, naming what is wrong', async ({ args, says }) => {
+    const text = await cli([...args, '--json']);
+    expect(text.code).toBe(2);
+    expect(text.stdout).toBe('');
+    expect(JSON.parse(text.stderr)).toEqual({ error: { code: 'bad_request', message: expect.stringContaining(says) } });
   }, 60_000);
 
   it('deletes a tenant with its links; its key stops working and the default tenant is untouched', async () => {

@@ -14,7 +14,7 @@ import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { oidcPayloads, oidcSigningKeys, oidcApps } from '../../src/db/schema.ts';
-import { AppsAnswer, CreatedAppAnswer, CreatedApiKeyAnswer, TenantDetailAnswer } from '../../src/http/admin.ts';
+import { AppsAnswer, CreatedAppAnswer, CreatedApiKeyAnswer, SigningKeyAnswer, SigningKeysAnswer, TenantDetailAnswer } from '../../src/http/admin.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
@@ -39,6 +39,8 @@ let gateway: TestGateway;
 let handler: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.writeHead(503).end();
 const apps: Record<string, { clientId: string; clientSecret: string }> = {};
 let quizbotKey: string;
+/** The gateway's clock runs this far ahead of the real one (the key rotation test moves it). */
+let clockOffset = 0;
 /** Every token and code the app received: none may appear in a log line. */
 const issued: string[] = [];
 
@@ -118,8 +120,10 @@ beforeAll(async () => {
       CORP_DISPLAY_NAME: 'Corp SSO',
       ...DISCORD,
       JELLYFIN_SERVER_URL: jellyfin.url,
+      LINKGATE_METRICS: 'true',
     },
     fetch: reroute({ 'https://discord.com': discord.origin, [idp.issuer]: idp.issuer, [new URL(jellyfin.url).origin]: new URL(jellyfin.url).origin }),
+    now: () => Date.now() + clockOffset,
   });
   handler = getRequestListener(gateway.app.fetch);
 
@@ -339,6 +343,14 @@ describe('an OpenID Provider per tenant', () => {
     }
   });
 
+  it('labels its requests\' metrics with the route pattern of the issuer\'s endpoints', async () => {
+    const text = await (await gateway.app.request('/metrics', { headers: { authorization: `Bearer ${API_KEY}` } })).text();
+    expect(text).toMatch(/linkgate_http_request_duration_seconds_count\{method="GET",route="\/\.well-known\/openid-configuration",status="200"\} \d+/);
+    expect(text).toMatch(/linkgate_http_request_duration_seconds_count\{method="GET",route="\/t\/:tenant\/\.well-known\/openid-configuration",status="200"\} \d+/);
+    expect(text).toMatch(/linkgate_http_request_duration_seconds_count\{method="POST",route="\/oidc\/\*",status="200"\} \d+/);
+    expect(text).not.toContain('route="(no route)",status="200"');
+  });
+
   it('logs no token, code, app secret or upstream secret', async () => {
     expect(issued.length).toBeGreaterThan(8);
     const secrets = [...issued, ...Object.values(apps).map((app) => app.clientSecret), CORP_SECRET, DISCORD.DISCORD_CLIENT_SECRET, JELLYFIN_PASSWORD];
@@ -419,5 +431,71 @@ describe('apps through the operator API', () => {
     await after.body?.cancel();
     expect((await database.db.select().from(oidcSigningKeys)).some((key) => key.tenant === 'gone')).toBe(false);
     expect((await database.db.select().from(oidcApps)).some((app) => app.tenant === 'gone')).toBe(false);
+  });
+});
+
+describe('rotating a tenant\'s signing keys', () => {
+  const TENANT = 'rotating';
+  const kidOf = (idToken: string) => v.parse(v.object({ kid: v.string() }), JSON.parse(Buffer.from(idToken.split('.')[0]!, 'base64url').toString())).kid;
+  const keys = async () => v.parse(SigningKeysAnswer, await (await admin(`/tenants/${TENANT}/signing-keys`)).json()).signingKeys;
+  const published = async () => (await jwksOf(`${base}/t/${TENANT}`)).keys.map((key) => key.kid);
+  const signInHere = async (person: string) => (await signIn(TENANT, { idp: 'corp' }, (authorize) => idp.login(authorize, person))).tokens.id_token!;
+  /** Verifies against the JWKS as it is now (no cache between the calls). */
+  const verify = (idToken: string) => jwtVerify(idToken, createRemoteJWKSet(new URL(`${base}/t/${TENANT}/oidc/jwks`)), { issuer: `${base}/t/${TENANT}`, audience: apps[TENANT]!.clientId });
+
+  afterAll(() => {
+    clockOffset = 0;
+  });
+
+  it('publishes the next key before it signs, signs with it from then on, and keeps verifying the old key\'s tokens until it is retired', async () => {
+    expect((await admin('/tenants', { method: 'POST', body: { id: TENANT, name: 'Rotating' } })).status).toBe(201);
+    expect((await admin(`/tenants/${TENANT}/providers/corp`, { method: 'PUT', body: { env: { CORP_ISSUER: idp.issuer, CORP_CLIENT_ID: 'linkgate', CORP_CLIENT_SECRET: CORP_SECRET, CORP_SCOPES: 'openid profile' } } })).status).toBe(200);
+    const created = v.parse(CreatedAppAnswer, await (await admin(`/tenants/${TENANT}/apps`, { method: 'POST', body: { name: 'Rotating', redirectUris: [APP_REDIRECT], type: 'confidential' } })).json());
+    apps[TENANT] = { clientId: created.clientId, clientSecret: created.clientSecret! };
+    expect(await keys()).toEqual([]); // a key is made on the first sign-in
+
+    const first = await signInHere('rotating-person-1');
+    const [a] = await keys();
+    expect(a).toMatchObject({ state: 'signing', retiredAt: null, expiresAt: null });
+    expect(kidOf(first)).toBe(a!.kid);
+
+    // The next key: published at once, signing ten minutes later.
+    const rotated = await admin(`/tenants/${TENANT}/signing-keys`, { method: 'POST', body: { publishSeconds: 600 } });
+    expect(rotated.status).toBe(201);
+    const b = v.parse(SigningKeyAnswer, await rotated.json());
+    expect(b.state).toBe('next');
+    expect(Date.parse(b.signsFrom) - Date.now()).toBeGreaterThan(590_000);
+    expect(await published()).toEqual([a!.kid, b.kid]);
+    expect(kidOf(await signInHere('rotating-person-2'))).toBe(a!.kid);
+    // One rotation at a time.
+    const again = await admin(`/tenants/${TENANT}/signing-keys`, { method: 'POST', body: {} });
+    expect(again.status).toBe(409);
+    expect(await again.json()).toMatchObject({ error: { code: 'key_rotation_pending' } });
+
+    // Ten minutes on: the next key signs, the old one is retired and still published, and its token still verifies.
+    clockOffset = 601_000;
+    const second = await signInHere('rotating-person-3');
+    expect(kidOf(second)).toBe(b.kid);
+    expect(await published()).toEqual([b.kid, a!.kid]);
+    expect((await keys()).map((k) => [k.kid, k.state])).toEqual([
+      [a!.kid, 'retired'],
+      [b.kid, 'signing'],
+    ]);
+    expect((await verify(first)).payload.sub).toMatch(/^usr_/);
+    expect((await verify(second)).payload.sub).toMatch(/^usr_/);
+
+    // An ID token's lifetime after it stopped signing, the old key leaves the JWKS.
+    clockOffset = 601_000 + 3600_000 + 300_000 + 1000;
+    expect(await published()).toEqual([b.kid]);
+    await expect(verify(first)).rejects.toMatchObject({ code: 'ERR_JWKS_NO_MATCHING_KEY' });
+  });
+
+  it('refuses a bad publishSeconds with a code, and a tenant that does not exist with 404', async () => {
+    for (const publishSeconds of [-1, 1.5, '60', 31 * 24 * 3600]) {
+      const answer = await admin(`/tenants/${TENANT}/signing-keys`, { method: 'POST', body: { publishSeconds } });
+      expect(answer.status).toBe(400);
+      expect(await answer.json()).toMatchObject({ error: { code: 'bad_request', message: expect.stringContaining('publishSeconds') } });
+    }
+    expect((await admin('/tenants/nosuch/signing-keys')).status).toBe(404);
   });
 });

@@ -147,4 +147,13 @@ describe('path parameters of every API route', () => {
       }
     }
   });
+
+  it('the web-session start refuses the same tricks in :provider with 400 bad_request, never echoed', async () => {
+    for (const [name, value] of TRICKS) {
+      const { status, contentType, body } = await send('GET', `/api/auth/${value}/start?postLoginRedirect=https%3A%2F%2Fapp.example%2F`);
+      const error = contentType.startsWith('application/json') ? (JSON.parse(body) as { error?: { code?: string; message?: string } }).error : undefined;
+      expect(`${name}: ${status} ${error?.code}`).toBe(`${name}: 400 bad_request`);
+      for (const fragment of ['xxxxxxxxxx', 'a/b', '\u0000', '\n', '\u202e', 'a;b', '%']) expect(error!.message).not.toContain(fragment);
+    }
+  });
 });

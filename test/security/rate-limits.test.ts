@@ -269,3 +269,19 @@ describe('instances configured with different windows (a rolling config change)'
     expect([(await open(narrow)).status, (await open(narrow)).status, (await open(narrow)).status]).toEqual([404, 404, 429]);
   });
 });
+
+describe('an instance shutting down', () => {
+  it('gives its unused claims back (flush), so the table holds exactly what it served', async () => {
+    const { createRateLimiter } = await import('../../src/core/rate-limit.ts');
+    const { createLogger } = await import('../../src/observability.ts');
+    const at = Date.parse('2026-11-23T12:00:00Z');
+    const limiter = createRateLimiter({ db: database.db, rules: { api: { limit: 1000, windowSeconds: 60 }, browser: { limit: 1000, windowSeconds: 60 } }, secret: 'flush-test-secret', logger: createLogger('silent'), now: () => at });
+    const taken = await Promise.all(Array.from({ length: 40 }, () => limiter.take('api', 'flushing-key')));
+    expect(taken.every((d) => d.allowed)).toBe(true);
+    await limiter.sync();
+    const count = async () => (await database.db.select().from(rateLimits)).filter((row) => row.windowStart.getTime() === at).reduce((sum, row) => sum + row.count, 0);
+    expect(await count()).toBeGreaterThan(40); // claimed ahead: this instance expected more
+    await limiter.flush();
+    expect(await count()).toBe(40);
+  });
+});

@@ -22,7 +22,7 @@ import { everyStoredValue, leaksIn } from './leaks.ts';
 
 /**
  * Every kind of sign-in Linkgate runs (OpenID Connect, AniList, Discord,
- * Jellyfin by password and by Quick Connect), end to end over a real socket
+ * Jellyfin by password and by Quick Connect, a web-session sign-in), end to end over a real socket
  * with Sentry on (tracing at 100 %), each followed by token requests that
  * refresh; plus the ways they fail (a tampered link, a denied sign-in, a
  * replayed callback, a provider down during the exchange, an unexpected
@@ -36,6 +36,7 @@ const OIDC_CLIENT_SECRET = 'leak-oidc-client-secret-0123456789abcdef';
 const DISCORD_CLIENT_SECRET = 'leak-discord-client-secret-0123456789';
 const ANILIST_CLIENT_SECRET = 'leak-anilist-client-secret-0123456789';
 const WEBHOOK_SECRET = 'leak-webhook-secret-0123456789abcdefghij';
+const ADMIN_KEY = 'leak-admin-key-0123456789abcdefghijklmnopq';
 const JELLYFIN_USER = '5e6f708192a3b4c5d6e7f8091a2b3c4d';
 const JELLYFIN_PASSWORD = 'c0rrect-h0rse-jellyfin-Pa55';
 const JELLYFIN_WRONG_PASSWORD = 'wr0ng-h0rse-jellyfin-Pa55';
@@ -149,6 +150,7 @@ beforeAll(async () => {
       LINKGATE_WEBHOOK_URL: 'https://hooks.bot.example/linkgate',
       LINKGATE_WEBHOOK_SECRET: WEBHOOK_SECRET,
       LINKGATE_METRICS: 'true',
+      LINKGATE_ADMIN_KEYS: ADMIN_KEY,
     },
     fetch: providerFetch(),
     observe: sentry.observer,
@@ -164,6 +166,7 @@ beforeAll(async () => {
     ['Discord client secret', DISCORD_CLIENT_SECRET],
     ['AniList client secret', ANILIST_CLIENT_SECRET],
     ['webhook secret', WEBHOOK_SECRET],
+    ['admin key', ADMIN_KEY],
     ['Jellyfin password', JELLYFIN_PASSWORD],
     ['Jellyfin wrong password', JELLYFIN_WRONG_PASSWORD],
   ]) {
@@ -239,6 +242,27 @@ async function runEveryFlow() {
     expect((await comeBack(browser, discord.approve(atFake(authorize, discord.origin), '80351110224670001'), 'Discord')).status).toBe(200);
     await rememberCredentials(userId, 'discord', 'Discord');
     await refreshTwice(userId, 'discord', 'Discord');
+  }
+  // A web-session sign-in with Discord (GET /api/auth/discord/start): the session cookie's token is stored only as its digest.
+  {
+    const dashboard = 'https://bot.example/dashboard';
+    const app = await fetch(`${base}/api/admin/v1/tenants/default/apps`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'Leak dashboard', redirectUris: [dashboard], type: 'public' }),
+    });
+    expect(app.status).toBe(201);
+    const browser = newBrowser();
+    const started = await browser.get(`/api/auth/discord/start?postLoginRedirect=${encodeURIComponent(dashboard)}`);
+    expect(started.status).toBe(200);
+    const { authorizationUrl, state } = (await started.json()) as { authorizationUrl: string; state: string };
+    remember('web session state', state);
+    remember('web session browser cookie', browser.cookies.get('linkgate_browser'));
+    const done = await comeBack(browser, discord.approve(atFake(new URL(authorizationUrl), discord.origin), '80351110224670001'), 'web session');
+    expect(done.status).toBe(303);
+    remember('web session token', browser.cookies.get('linkgate_session'));
+    expect((await browser.get('/api/auth/session')).status).toBe(200);
+    await rememberCredentials('80351110224670001', 'discord', 'web session');
   }
   {
     const { browser, authorize } = await toProvider('discord', 'Discord outage');
@@ -348,6 +372,8 @@ describe('after every kind of flow', () => {
       'Jellyfin password access token',
       'Jellyfin Quick Connect secret',
       'Jellyfin open Quick Connect secret',
+      'web session token',
+      'web session authorization code',
     ]) {
       expect(secrets.has(name), name).toBe(true);
     }
@@ -358,7 +384,7 @@ describe('after every kind of flow', () => {
     const stored = await everyStoredValue(database.db);
     const tables = new Set(stored.map((s) => s.table));
     // Every table the gateway writes to was found and has rows (the scan reads what is really there).
-    for (const table of ['public.flows', 'public.links', 'public.used_contexts', 'public.kv', 'public.webhook_deliveries', 'public.rate_limits']) {
+    for (const table of ['public.flows', 'public.links', 'public.used_contexts', 'public.kv', 'public.webhook_deliveries', 'public.rate_limits', 'public.web_sessions']) {
       if (table === 'public.kv' && !tables.has(table)) continue; // no provider in this file uses the key-value store
       expect(tables, table).toContain(table);
     }

@@ -150,7 +150,8 @@ async function createViews(tx: Tx, own: string, webhooks: boolean): Promise<void
     sql.raw(`create or replace function ${s}.linkgate_end_sessions() returns trigger
       language plpgsql security definer set search_path = pg_catalog, pg_temp as $body$
       begin
-        update ${o}.flows set status = 'failed', data = null, step = null, locked_until = null, claim_token = null
+        update ${o}.flows set status = 'failed', data = null, step = null, locked_until = null, claim_token = null,
+               ended_at = date_trunc('milliseconds', now())
          where state_hash = old.state and status = 'open';
         if not found then return null; end if;
         return old;
