@@ -406,6 +406,10 @@ const appsCreate: OperatorCommand = {
     'post-logout-redirect-uris': { type: 'string', value: 'URLS', help: 'where they may go after signing out: URLs separated by spaces (quote them)' },
     providers: { type: 'string', value: 'IDS', help: 'the providers its sign-in offers, separated by commas (default: all the tenant has)' },
     subject: { type: 'string', value: 'user|external', help: '"user" (default): sub is the user id; "external": the provider\'s account id' },
+    'legacy-jwt-secret-stdin': {
+      type: 'boolean',
+      help: 'read a legacy JWT secret from the first line of standard input: LoginService then answers HS256 JWTs signed with it (the old ATProto login service\'s JWT_SECRET); never given as an argument, which others on this machine could see',
+    },
   },
   json: true,
   summary: 'Register an app people sign in to, and print its client id and secret (this once).',
@@ -419,6 +423,7 @@ const appsCreate: OperatorCommand = {
     const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
     const postLogout = words(args.values['post-logout-redirect-uris'], /\s+/);
     const providers = words(args.values.providers, /[\s,]+/);
+    const legacyJwtSecret = args.values['legacy-jwt-secret-stdin'] === true ? ((await io.readStdin()).split(/\r?\n/)[0] ?? '').trim() : undefined;
     const body = parse(CreateAppBody, {
       name: args.positionals[1],
       type: args.positionals[2],
@@ -426,6 +431,7 @@ const appsCreate: OperatorCommand = {
       ...(postLogout ? { postLogoutRedirectUris: postLogout } : {}),
       ...(providers ? { providers } : {}),
       ...(typeof args.values.subject === 'string' ? { subject: args.values.subject } : {}),
+      ...(legacyJwtSecret === undefined ? {} : { legacyJwtSecret }),
     });
     const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/apps`, body }, json(CreatedAppAnswer), async (context) =>
       createTenantApp({ tenants: context.tenants, providers: await context.providers(), apps: await appsOf(context, io) }, tenant, body),
