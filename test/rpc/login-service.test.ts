@@ -20,7 +20,7 @@ import { purgeExpired } from '../../src/core/purge.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { eq } from '../../src/db/orm.ts';
 import { loginSessions } from '../../src/db/schema.ts';
-import { AppsAnswer, CreatedApiKeyAnswer, CreatedAppAnswer } from '../../src/http/admin.ts';
+import { AppsAnswer, CreatedApiKeyAnswer, CreatedAppAnswer, SigningKeyAnswer } from '../../src/http/admin.ts';
 import { authorizeInBrowserless, rejectInBrowserless, startAtprotoNetwork, type AtprotoAccount, type AtprotoNetwork } from '../fakes/atproto-pds.ts';
 import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -228,6 +228,18 @@ describe('an ATProto sign-in over LoginService', () => {
     expect(payload.exp! - payload.iat!).toBe(24 * 3600);
     await expect(jwtVerify(token, await jwks())).rejects.toThrow();
     expect(gateway.logs.filter((line) => line.includes(LEGACY_SECRET))).toEqual([]);
+  });
+
+  it('signs with the tenant\'s new key once a rotation makes it the signing one, as the OpenID Provider does', async () => {
+    const rotated = await admin('/tenants/default/signing-keys', { publishSeconds: 0 });
+    expect(rotated.status).toBe(201);
+    const next = v.parse(SigningKeyAnswer, await rotated.json());
+    const started = await initiate(apps.external);
+    expect((await signInAtPds(started.oauth_url, { identifier: 'alice.test', password: PASSWORDS.alice })).status).toBe(200);
+    const waiting = collect(login.stream('AwaitLogin', { session_id: started.session_id }));
+    await waiting.ended;
+    const { protectedHeader } = await jwtVerify(waiting.events.at(-1)!.completed!.token, await jwks(), { issuer: PUBLIC_BASE_URL, audience: apps.external });
+    expect(protectedHeader.kid).toBe(next.kid);
   });
 
   it('streams failed { reason } when the person refuses at their server, and for someone else than the handle asked', async () => {
