@@ -13,6 +13,7 @@ import { createLinking } from './core/linking.ts';
 import { jwtContextFormat } from './core/link-context.ts';
 import { annieMeiContextFormat } from './compat/annie-mei/context.ts';
 import { createLinkStore } from './core/links.ts';
+import { createTokenServedCounter } from './core/link-events.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { createRateLimiter } from './core/rate-limit.ts';
 import { createTokenService } from './core/tokens.ts';
@@ -202,7 +203,10 @@ export function createGateway(deps: AppDeps) {
   );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
   app.route('/', openId.routes());
+  // Tokens served, counted per link and hour in memory and written every few seconds, never in the request.
+  const tokensServed = createTokenServedCounter({ db, logger, now });
   const tokens = createTokenService({
+    tokenServed: tokensServed.served,
     database: deps.database,
     ...(metrics ? { metrics } : {}),
     webhookEvents,
@@ -234,6 +238,7 @@ export function createGateway(deps: AppDeps) {
       stopping: deps.stopping,
       metrics,
       cancelledSince: linking.cancelledSince,
+      tokensServed,
     }),
   );
 
@@ -249,6 +254,7 @@ export function createGateway(deps: AppDeps) {
       production: config.nodeEnv === 'production',
       hashUserId,
       countRefused: apiKeys.countRefused,
+      addressOf,
       logger,
       allowSharedAccounts: config.allowSharedAccounts,
       now,
@@ -323,7 +329,7 @@ export function createGateway(deps: AppDeps) {
     login: { linking, logins, apps, stateTtlSeconds: config.stateTtlSeconds },
   });
 
-  return { app, rpc, events, limiter, logins };
+  return { app, rpc, events, limiter, tokensServed, logins };
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -37,6 +37,8 @@ export interface Config {
   readonly webSession: { readonly ttlSeconds: number; readonly idleSeconds: number | undefined };
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
+  /** How long each link's event log keeps an event (LINKGATE_LINK_EVENT_RETENTION_DAYS, 90). */
+  readonly linkEventRetentionDays: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
   readonly providerTimeoutMs: number;
   /** Where link events are POSTed, signed; `undefined`: no webhooks. */
@@ -215,6 +217,7 @@ const EnvSchema = v.object({
   LINKGATE_WEB_SESSION_TTL_SECONDS: v.optional(integer(300, 7 * 86400), '28800'),
   LINKGATE_WEB_SESSION_IDLE_SECONDS: v.optional(integer(60, 7 * 86400)),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
+  LINKGATE_LINK_EVENT_RETENTION_DAYS: v.optional(integer(1, 3650), '90'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LINKGATE_METRICS: v.optional(boolean, 'false'),
   LINKGATE_WEBHOOK_URL: v.optional(
@@ -297,6 +300,7 @@ export function parseConfig(rawEnv: Env): Config {
     userProvider: e.LINKGATE_USER_PROVIDER,
     webSession: Object.freeze({ ttlSeconds: e.LINKGATE_WEB_SESSION_TTL_SECONDS, idleSeconds: e.LINKGATE_WEB_SESSION_IDLE_SECONDS }),
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
+    linkEventRetentionDays: e.LINKGATE_LINK_EVENT_RETENTION_DAYS,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     webhook: e.LINKGATE_WEBHOOK_URL
       ? Object.freeze({

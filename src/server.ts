@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const { app, rpc, limiter } = createGateway({
+  const { app, rpc, limiter, tokensServed } = createGateway({
     config,
     database,
     keyring,
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
   });
 
   const purge = setInterval(() => {
-    purgeExpired(database.db, new Date()).then(
+    purgeExpired(database.db, new Date(), { linkEventRetentionDays: config.linkEventRetentionDays }).then(
       (purged) => logger.debug({ purged }, 'purged expired rows'),
       (error: unknown) => logger.warn({ cause: logCause(error) }, 'purge failed'),
     );
@@ -238,6 +238,8 @@ async function main(): Promise<void> {
       // Give the other instances this one's unused share of the rate limits.
       await limiter.flush().catch(() => {});
       await webhooks.stop().catch(() => {});
+      // The token counts still in memory (src/core/link-events.ts).
+      await tokensServed.flush();
       await database.close().catch(() => {});
       unlock?.();
       logger.info('stopped');

@@ -63,11 +63,15 @@ const migrate: Command = {
       print(io, args, result, () => `${gateway.describe} migrated the embedded database at start-up; it is up to date (${total} of ${total})\n`);
       return EXIT.ok;
     }
+    const { auditedCommand } = await databaseModule();
     const result = await withDatabase(io, config, async (database) => {
       const before = await migrationState(database);
       await database.migrate();
       const after = await migrationState(database);
-      return { database: database.kind, applied: after.applied - before.applied, total: after.total };
+      const applied = after.applied - before.applied;
+      // Recorded once the audit table exists (a first migration creates it); nothing applied is no change.
+      if (applied > 0) await auditedCommand(io, database.db, { action: 'database.migrate', tenant: null, target: 'database' }, async (note) => (note.detail = { applied, total: after.total }));
+      return { database: database.kind, applied, total: after.total };
     });
     print(io, args, result, () =>
       `applied ${result.applied} migration${result.applied === 1 ? '' : 's'} to the ${result.database === 'pglite' ? 'embedded' : 'PostgreSQL'} database; it is up to date (${result.total} of ${result.total})\n`,
@@ -110,11 +114,15 @@ const keysRotate: Command = {
       const { refuse, runningGateway } = await gatewayModule();
       const gateway = runningGateway(io, config);
       if (gateway) throw refuse(gateway, 're-sealing every stored value needs the database itself (the gateway has no API for it)', 'keys rotate --reencrypt');
-      const { requireMigrated, withDatabase } = await databaseModule();
+      const { auditedCommand, requireMigrated, withDatabase } = await databaseModule();
       const { reencryptAll } = await import('../core/reencrypt.ts');
       const report = await withDatabase(io, config, async (database) => {
         await requireMigrated(database);
-        return reencryptAll(database.db, createKeyring(config.encryptionKeys));
+        return auditedCommand(io, database.db, { action: 'keys.reencrypt', tenant: null, target: 'database' }, async (note) => {
+          const done = await reencryptAll(database.db, createKeyring(config.encryptionKeys));
+          note.detail = { primaryKid: config.encryptionKeys[0]!.kid, reencrypted: Object.values(done).reduce((n, r) => n + r.reencrypted, 0) };
+          return done;
+        });
       });
       const [primary, ...older] = config.encryptionKeys.map((k) => k.kid);
       // Values it had to leave (a link being refreshed at that moment) still need an older key.
@@ -340,7 +348,7 @@ const linksDelete: Command = {
       if (!revocation) throw new CliError(EXIT.failure, 'failed', `${gateway.describe} deleted the link without saying what the provider answered (no Linkgate-Revocation header)`);
       deleted = { link, revocation };
     } else {
-      const { loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+      const { auditedCommand, loadRegistry, requireMigrated, withDatabase } = await databaseModule();
       const { createLinkStore, toApiLink } = await linkStore();
       const { unlink } = await import('../core/unlink.ts');
       const row = await withDatabase(io, config, async (database) => {
@@ -349,7 +357,12 @@ const linksDelete: Command = {
         const registry = await loadRegistry(io, loaded, database, logger);
         // The CLI's links are the default tenant's: the environment's providers revoke them.
         const providers = { instance: async (_tenant: string, provider: string, version: number | null) => (version === null ? registry.get(provider)?.instance : undefined) };
-        return unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger);
+        return auditedCommand(io, database.db, { action: 'link.delete', tenant, target: `link:${key.userId}/${key.provider}` }, async (note) => {
+          const deleted = await unlink({ links, providers, hashUserId: createUserIdHasher(config.userIdHashSalt) }, key, logger, 'cli');
+          if (!deleted) throw notLinked(key.provider);
+          note.detail = { revocation: deleted.revocation };
+          return deleted;
+        });
       });
       if (!row) throw notLinked(key.provider);
       deleted = { link: toApiLink(row.row), revocation: row.revocation };
@@ -404,10 +417,15 @@ const importAnnieMei: Command = {
   async run(args, io) {
     const { planTakeover, takeOver } = await import('../compat/annie-mei/database.ts');
     const dryRun = args.values['dry-run'] === true;
+    const { auditedCommand } = await databaseModule();
     const result = await withAnnieMeiDatabase(io, dryRun ? 'none' : 'migrate', async (deps, webhooks) => {
       const plan = await planTakeover(deps);
       if (dryRun || plan.found !== 'legacy') return { ...plan, imported: 0, dryRun };
-      const report = await takeOver(deps, { webhooks });
+      const report = await auditedCommand(io, deps.db, { action: 'annie_mei.import', tenant, target: 'annie_auth' }, async (note) => {
+        const done = await takeOver(deps, { webhooks });
+        note.detail = { imported: done?.imported ?? 0 };
+        return done;
+      });
       return { ...plan, ...report, dryRun };
     });
     print(io, args, result, () => {
@@ -440,7 +458,16 @@ const exportAnnieMei: Command = {
   async run(args, io) {
     const { giveBack } = await import('../compat/annie-mei/database.ts');
     const dryRun = args.values['dry-run'] === true;
-    const report = await withAnnieMeiDatabase(io, 'check', (deps) => giveBack(deps, { dryRun }));
+    const { auditedCommand } = await databaseModule();
+    const report = await withAnnieMeiDatabase(io, 'check', (deps) =>
+      dryRun
+        ? giveBack(deps, { dryRun })
+        : auditedCommand(io, deps.db, { action: 'annie_mei.export', tenant, target: 'annie_auth' }, async (note) => {
+            const done = await giveBack(deps, { dryRun });
+            note.detail = { rows: done.rows };
+            return done;
+          }),
+    );
     print(io, args, { ...report, dryRun }, () =>
       dryRun
         ? `would write ${report.rows} AniList link${report.rows === 1 ? '' : 's'} back into annie_auth.oauth_credentials; nothing was changed\n`

@@ -121,3 +121,42 @@ export async function loadRegistryWithoutDatabase(io: CliIo, { config, env }: Cl
   });
   return loadProviders(config.providersDir, env, toolsFor);
 }
+
+/** What a command adds to its audit row once it knows (a created key's id, counts). */
+export interface CommandAuditNote {
+  target?: string;
+  detail?: Record<string, import('../core/audit.ts').AuditFact>;
+}
+
+/**
+ * Runs a command's change on the open database and appends its audit row
+ * (actor `cli`), whatever its end: ok, refused with the error code, failed.
+ * A command that goes through a running gateway's API is audited there
+ * instead, as the operator key it used.
+ */
+export async function auditedCommand<T>(
+  io: CliIo,
+  db: Database['db'],
+  entry: { action: import('../core/audit.ts').AuditAction; tenant: string | null; target?: string },
+  run: (note: CommandAuditNote) => Promise<T>,
+): Promise<T> {
+  const { outcomeOf, record } = await import('../core/audit.ts');
+  const note: CommandAuditNote = {};
+  let end: { outcome: 'ok' | 'refused' | 'failed'; code?: string } = { outcome: 'ok' };
+  try {
+    return await run(note);
+  } catch (error) {
+    end = outcomeOf(error);
+    throw error;
+  } finally {
+    await record(db, {
+      actor: { kind: 'cli' },
+      action: entry.action,
+      tenant: entry.tenant,
+      target: note.target ?? entry.target ?? (entry.tenant ? `tenant:${entry.tenant}` : null),
+      ...end,
+      ...(note.detail ? { detail: note.detail } : {}),
+      at: new Date(io.now()),
+    });
+  }
+}

@@ -15,6 +15,8 @@ import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import type { TenantStore } from '../core/tenants.ts';
 import type { Database } from '../db/client.ts';
 import type * as v from 'valibot';
+import type { AuditAction } from '../core/audit.ts';
+import type { CommandAuditNote } from './database.ts';
 import type { RunningGateway } from './gateway.ts';
 import { CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
 import { fields, print, table } from './output.ts';
@@ -62,18 +64,45 @@ async function withTenants<T>(io: CliIo, run: (context: TenantContext) => Promis
 
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
+/** A change's audit row: its action, whose, and what it acted on (src/core/audit.ts); `after` adds what the answer says (a created id, a version). */
+interface Audit {
+  action: AuditAction;
+  tenant: string;
+  target?: string;
+}
+
 /**
  * Runs a command through the operator API of the gateway holding the
  * embedded database in DATA_DIR when one runs (`read` turns its answer into
- * what `direct` returns), else `direct` on the database.
+ * what `direct` returns; that API audits it), else `direct` on the
+ * database, appending the change's audit row (actor `cli`) when `audit` names one.
  */
-async function operate<T>(io: CliIo, route: { method: Method; path: string; body?: unknown }, read: (response: Response, gateway: RunningGateway) => Promise<T>, direct: (context: TenantContext) => Promise<T>): Promise<T> {
+async function operate<T>(
+  io: CliIo,
+  route: { method: Method; path: string; body?: unknown },
+  read: (response: Response, gateway: RunningGateway) => Promise<T>,
+  direct: (context: TenantContext) => Promise<T>,
+  audit?: Audit & { after?: (answer: T) => CommandAuditNote },
+): Promise<T> {
   const loaded = loadConfig(io);
   const { config } = loaded;
   const { operatorRequest, runningGateway } = await import('./gateway.ts');
   const gateway = runningGateway(io, config);
-  if (!gateway) return withTenants(io, direct, loaded);
-  return read(await operatorRequest(gateway, config, route.method, route.path, route.body), gateway);
+  if (!gateway && !audit) return withTenants(io, direct, loaded);
+  if (!gateway && audit) {
+    const { auditedCommand } = await import('./database.ts');
+    return withTenants(
+      io,
+      (context) =>
+        auditedCommand(io, context.database.db, audit, async (note) => {
+          const answer = await direct(context);
+          Object.assign(note, audit.after?.(answer));
+          return answer;
+        }),
+      loaded,
+    );
+  }
+  return read(await operatorRequest(gateway!, config, route.method, route.path, route.body), gateway!);
 }
 
 /** The answer of a route that answers JSON, checked with the operator API's schema for it. */
@@ -107,7 +136,7 @@ const create: OperatorCommand = {
   async run(args, io) {
     const { CreateTenantBody, TenantAnswer, tenantAnswer } = await admin();
     const body = (await parseInput())(CreateTenantBody, { id: args.positionals[0], name: args.positionals[1] });
-    const answer = await operate(io, { method: 'POST', path: '/tenants', body }, json(TenantAnswer), async ({ tenants }) => tenantAnswer(await tenants.create(body.id, body.name)));
+    const answer = await operate(io, { method: 'POST', path: '/tenants', body }, json(TenantAnswer), async ({ tenants }) => tenantAnswer(await tenants.create(body.id, body.name)), { action: 'tenant.create', tenant: body.id, after: () => ({ detail: { name: body.name } }) });
     print(io, args, answer, () => `created tenant ${answer.id} (${answer.name})\nnext: linkgate tenants keys create ${answer.id} <name>\n`);
     return EXIT.ok;
   },
@@ -186,7 +215,7 @@ const remove: OperatorCommand = {
         tenant,
         logger,
       ),
-    );
+      { action: 'tenant.delete', tenant, after: (a) => ({ detail: { unlinked: a.unlinked ?? null } }) });
     done(io, args, `deleted tenant ${tenant} and everything it had${unlinked === undefined ? '' : ` (${plural(unlinked, 'link')} unlinked)`}\n`);
     return EXIT.ok;
   },
@@ -206,7 +235,7 @@ const keysCreate: OperatorCommand = {
     const parse = await parseInput();
     const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
     const body = parse(CreateApiKeyBody, { name: args.positionals[1] });
-    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/api-keys`, body }, json(CreatedApiKeyAnswer), async ({ tenants }) => createdApiKeyAnswer(await tenants.createApiKey(tenant, body.name)));
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/api-keys`, body }, json(CreatedApiKeyAnswer), async ({ tenants }) => createdApiKeyAnswer(await tenants.createApiKey(tenant, body.name)), { action: 'api_key.create', tenant, after: (a) => ({ target: `api_key:${a.id}`, detail: { name: a.name } }) });
     print(io, args, answer, () => `created API key ${answer.id} (${answer.name}) for tenant ${tenant}:\n\n  ${answer.key}\n\nThis is the only time it is shown: store it with the bot now.\n`);
     return EXIT.ok;
   },
@@ -244,7 +273,7 @@ const keysDelete: OperatorCommand = {
     const { LinkgateError } = await import('../core/errors.ts');
     await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/api-keys${at(id)}` }, nothing, async ({ tenants }) => {
       if (!(await tenants.deleteApiKey(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no API key with this id');
-    });
+    }, { action: 'api_key.revoke', tenant, target: `api_key:${id}` });
     done(io, args, `revoked API key ${id} of tenant ${tenant}\n`);
     return EXIT.ok;
   },
@@ -264,7 +293,7 @@ const secretsCreate: OperatorCommand = {
   async run(args, io) {
     const { CreatedContextSecretAnswer, TenantParams, createdContextSecretAnswer } = await admin();
     const { tenant } = (await parseInput())(TenantParams, { tenant: args.positionals[0] });
-    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/context-secrets` }, json(CreatedContextSecretAnswer), async ({ tenants }) => createdContextSecretAnswer(await tenants.createContextSecret(tenant)));
+    const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/context-secrets` }, json(CreatedContextSecretAnswer), async ({ tenants }) => createdContextSecretAnswer(await tenants.createContextSecret(tenant)), { action: 'context_secret.create', tenant, after: (a) => ({ target: `context_secret:${a.id}` }) });
     print(io, args, answer, () => `created context secret ${answer.id} for tenant ${tenant}:\n\n  ${answer.secret}\n\nThis is the only time it is shown: give it to the bot now.\n`);
     return EXIT.ok;
   },
@@ -302,7 +331,7 @@ const secretsRetire: OperatorCommand = {
     const { LinkgateError } = await import('../core/errors.ts');
     await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/context-secrets${at(id)}` }, nothing, async ({ tenants }) => {
       if (!(await tenants.retireContextSecret(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no active context secret with this id');
-    });
+    }, { action: 'context_secret.retire', tenant, target: `context_secret:${id}` });
     done(io, args, `retired context secret ${id} of tenant ${tenant}\n`);
     return EXIT.ok;
   },
@@ -357,7 +386,7 @@ const providersSet: OperatorCommand = {
     const words = args.positionals.slice(2);
     if (args.values['env-stdin'] === true) words.push(...(await io.readStdin()).split(/\r?\n/).filter((line) => line.trim() !== '' && !line.trimStart().startsWith('#')));
     const { env } = parse(ProviderConfigBody, { env: variables(words) });
-    const answer = await operate(io, { method: 'PUT', path: `/tenants${at(tenant, 'providers', provider)}`, body: { env } }, json(ProviderConfigAnswer), async ({ config, tenants, providers }) => configureProvider({ tenants, providers: await providers(), publicBaseUrl: config.publicBaseUrl }, tenant, provider, env));
+    const answer = await operate(io, { method: 'PUT', path: `/tenants${at(tenant, 'providers', provider)}`, body: { env } }, json(ProviderConfigAnswer), async ({ config, tenants, providers }) => configureProvider({ tenants, providers: await providers(), publicBaseUrl: config.publicBaseUrl }, tenant, provider, env), { action: 'provider.configure', tenant, target: `provider:${provider}`, after: (a) => ({ detail: { variables: Object.keys(env).sort(), version: a.version } }) });
     print(io, args, answer, () =>
       [`configured ${answer.displayName} for tenant ${tenant} (version ${answer.version}):`, ...Object.entries(answer.env).map(([name, value]) => `  ${name}=${value}`), ''].join('\n'),
     );
@@ -379,7 +408,7 @@ const providersRemove: OperatorCommand = {
     const { LinkgateError } = await import('../core/errors.ts');
     await operate(io, { method: 'DELETE', path: `/tenants${at(tenant, 'providers', provider)}` }, nothing, async ({ tenants }) => {
       if (!(await tenants.removeProviderConfig(tenant, provider))) throw new LinkgateError('not_found', 'this tenant has no configuration for this provider');
-    });
+    }, { action: 'provider.remove', tenant, target: `provider:${provider}` });
     done(io, args, `removed ${provider} from tenant ${tenant}\n`);
     return EXIT.ok;
   },
@@ -435,6 +464,7 @@ const appsCreate: OperatorCommand = {
     });
     const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/apps`, body }, json(CreatedAppAnswer), async (context) =>
       createTenantApp({ tenants: context.tenants, providers: await context.providers(), apps: await appsOf(context, io) }, tenant, body),
+      { action: 'app.create', tenant, after: (a) => ({ target: `app:${a.clientId}`, detail: { name: body.name, type: body.type } }) },
     );
     print(io, args, answer, () =>
       answer.clientSecret === undefined
@@ -477,7 +507,11 @@ const appsDelete: OperatorCommand = {
   async run(args, io) {
     const { AppParams, deleteTenantApp } = await admin();
     const { tenant, clientId } = (await parseInput())(AppParams, { tenant: args.positionals[0], clientId: args.positionals[1] });
-    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/apps${at(clientId)}` }, nothing, async (context) => deleteTenantApp({ tenants: context.tenants, apps: await appsOf(context, io) }, tenant, clientId));
+    await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/apps${at(clientId)}` }, nothing, async (context) => deleteTenantApp({ tenants: context.tenants, apps: await appsOf(context, io) }, tenant, clientId), {
+      action: 'app.delete',
+      tenant,
+      target: `app:${clientId}`,
+    });
     done(io, args, `deleted app ${clientId} of tenant ${tenant}\n`);
     return EXIT.ok;
   },
@@ -519,7 +553,7 @@ const webhookSet: OperatorCommand = {
       const endpoint = webhookEndpoint(body, config.nodeEnv === 'production');
       await tenants.putWebhook(tenant, endpoint);
       return { url: endpoint.url.href };
-    });
+    }, { action: 'webhook.set', tenant, target: 'webhook', after: (a) => ({ detail: { origin: new URL(a.url).origin } }) });
     print(io, args, answer, () => `tenant ${tenant}'s link events go to ${answer.url}, signed with the secret given\n`);
     return EXIT.ok;
   },
@@ -539,7 +573,7 @@ const webhookRemove: OperatorCommand = {
     const { LinkgateError } = await import('../core/errors.ts');
     await operate(io, { method: 'DELETE', path: `/tenants${at(tenant)}/webhook` }, nothing, async ({ tenants }) => {
       if (!(await tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
-    });
+    }, { action: 'webhook.remove', tenant, target: 'webhook' });
     done(io, args, `tenant ${tenant} has no webhook any more\n`);
     return EXIT.ok;
   },
@@ -598,7 +632,7 @@ const signingKeysRotate: OperatorCommand = {
       const key = await (await signingKeysOf(context)).rotate(tenant, body.publishSeconds);
       await context.tenants.announce(tenant);
       return signingKeyAnswer(key);
-    });
+    }, { action: 'signing_key.rotate', tenant, after: (a) => ({ target: `signing_key:${a.kid}`, detail: { publishSeconds: body.publishSeconds, signsFrom: a.signsFrom } }) });
     print(io, args, answer, () => `tenant ${tenant}: key ${answer.kid} is published now and signs from ${answer.signsFrom}\n`);
     return EXIT.ok;
   },

@@ -174,8 +174,8 @@ async function importLine(deps: ImportDeps, raw: string, key: Buffer | undefined
   const existing = await deps.links.get(linkKey);
   const status = line.output.status ?? 'active';
   if (existing && existing.externalId === account.id && (existing.externalName ?? undefined) === account.name && existing.status === status && sameCredentials(deps.links.openCredentials(existing), credentials)) return 'unchanged';
-  const stored = await deps.links.store(linkKey, account, credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()) });
-  if (status === 'needs_reauth') await deps.links.setStatus(stored, 'needs_reauth', new Date(deps.now()));
+  const stored = await deps.links.store(linkKey, account, credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), via: 'import' });
+  if (status === 'needs_reauth') await deps.links.setStatus(stored, 'needs_reauth', new Date(deps.now()), 'imported as needing the user');
   return existing ? 'updated' : 'created';
 }
 

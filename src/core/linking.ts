@@ -269,7 +269,7 @@ export function createLinking(deps: LinkingDeps) {
       }
       if (!(await flows.using(tx).finish(row, 'completed', new Date(deps.now())))) throw claimLost(provider.id);
       const key = { tenant: row.tenant, userId: user, provider: provider.id };
-      await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion });
+      await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion, via: 'sign_in' });
       return user;
     });
     logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, userId), via: row.loginSession === null ? 'openid' : 'rpc' }, 'signed in');

@@ -6,6 +6,7 @@ import type { Account, Credentials } from '../provider.ts';
 import type { Keyring } from './crypto.ts';
 import { LinkgateError } from './errors.ts';
 import { DEFAULT_TENANT } from './ids.ts';
+import { recordLinkEvent } from './link-events.ts';
 import { enqueueLinkEvent, type RefreshFailure } from './webhooks.ts';
 
 /** The link as the bot API shows it: never a credential. */
@@ -88,9 +89,9 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
      * tenant is refused; an advisory lock on the account makes that check
      * hold when two users link the same account at once.
      */
-    async store(key: LinkKey, account: Account, credentials: Credentials, options: { allowShared: boolean; now: Date; configVersion?: number | null }): Promise<LinkRow> {
+    async store(key: LinkKey, account: Account, credentials: Credentials, options: { allowShared: boolean; now: Date; configVersion?: number | null; via?: 'flow' | 'sign_in' | 'import' }): Promise<LinkRow> {
       const events = eventsFor(key.tenant);
-      // (The webhook event is written in the same transaction: it exists exactly when the change does.)
+      // (The webhook event and the link's own event are written in the same transaction: they exist exactly when the change does.)
       return db.transaction(async (tx) => {
         if (!options.allowShared) {
           await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`link:${key.tenant}:${key.provider}:${account.id}`}))`);
@@ -119,7 +120,7 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           configVersion: options.configVersion ?? null,
         };
         // Locks the row of a relink, so "created" or "updated" (and "recovered") is decided on what is really there.
-        const [before] = events ? await tx.select({ status: links.status, refreshFailedAt: links.refreshFailedAt }).from(links).where(whereKey(key)).for('update') : [];
+        const [before] = await tx.select({ status: links.status, refreshFailedAt: links.refreshFailedAt }).from(links).where(whereKey(key)).for('update');
         const existed = before !== undefined;
         const [row] = await tx
           .insert(links)
@@ -127,6 +128,7 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           .onConflictDoUpdate({ target: [links.tenant, links.userId, links.provider], set: values })
           .returning();
         if (!row) throw new Error('link upsert returned no row');
+        await recordLinkEvent(tx, key, existed ? 'relinked' : 'linked', options.now, { externalId: row.externalId, externalName: row.externalName, scopes: row.scopes, via: options.via ?? 'flow' });
         if (events) await enqueueLinkEvent(tx, existed ? 'link.updated' : 'link.created', row, options.now);
         // A relink of a link that needed the user, or whose refresh was failing: it works again.
         if (events && before && (before.status === 'needs_reauth' || before.refreshFailedAt !== null)) await enqueueLinkEvent(tx, 'link.recovered', row, options.now);
@@ -144,14 +146,13 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
       return db.select().from(links).where(and(eq(links.tenant, tenant), eq(links.userId, userId))).orderBy(asc(links.provider));
     },
 
-    async delete(key: LinkKey, now: Date = new Date()): Promise<LinkRow | undefined> {
-      if (!eventsFor(key.tenant)) {
-        const [row] = await db.delete(links).where(whereKey(key)).returning();
-        return row;
-      }
+    /** Deletes the link; `via` (api, cli, rpc, tenant_deleted…) goes into its `unlinked` event. */
+    async delete(key: LinkKey, now: Date = new Date(), via?: string): Promise<LinkRow | undefined> {
       return db.transaction(async (tx) => {
         const [row] = await tx.delete(links).where(whereKey(key)).returning();
-        if (row) await enqueueLinkEvent(tx, 'link.deleted', row, now);
+        if (!row) return undefined;
+        await recordLinkEvent(tx, key, 'unlinked', now, { externalId: row.externalId, externalName: row.externalName, ...(via ? { via } : {}) });
+        if (eventsFor(key.tenant)) await enqueueLinkEvent(tx, 'link.deleted', row, now);
         return row;
       });
     },
@@ -177,11 +178,12 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           })
           .where(and(whereKey(row), eq(links.credentials, row.credentials)))
           .returning();
-      // The first success after failing refreshes is news: `link.recovered`, in the same transaction.
-      if (row.refreshFailedAt === null || !eventsFor(row.tenant)) return (await update(db))[0];
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
-        if (updated) await enqueueLinkEvent(tx, 'link.recovered', updated, now);
+        if (!updated) return undefined;
+        await recordLinkEvent(tx, row, 'refreshed', now, { expiresAt: updated.expiresAt?.toISOString() ?? null, scopes: updated.scopes });
+        // The first success after failing refreshes is news: `link.recovered`, in the same transaction.
+        if (row.refreshFailedAt !== null && eventsFor(row.tenant)) await enqueueLinkEvent(tx, 'link.recovered', updated, now);
         return updated;
       });
     },
@@ -198,11 +200,13 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
           .set({ refreshFailedAt: now })
           .where(and(whereKey(row), eq(links.credentials, row.credentials), isNull(links.refreshFailedAt)))
           .returning();
-      if (!eventsFor(row.tenant)) return (await update(db)).length > 0;
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
-        if (updated) await enqueueLinkEvent(tx, 'link.refresh_failed', updated, now, failure);
-        return updated !== undefined;
+        if (!updated) return false;
+        // Like the webhook event, the first failure only: a provider down for an hour is one row, not one per token request.
+        await recordLinkEvent(tx, row, 'refresh_failed', now, { reason: failure.reason, willRetry: failure.willRetry });
+        if (eventsFor(row.tenant)) await enqueueLinkEvent(tx, 'link.refresh_failed', updated, now, failure);
+        return true;
       });
     },
 
@@ -211,18 +215,20 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
      * (the ones found refused or expired): a relink that landed in between
      * keeps its status, and the caller gets `undefined` and reads again.
      */
-    async setStatus(row: LinkRow, status: LinkRow['status'], now: Date): Promise<LinkRow | undefined> {
+    async setStatus(row: LinkRow, status: LinkRow['status'], now: Date, reason?: string): Promise<LinkRow | undefined> {
       const update = (on: Db) =>
         on
           .update(links)
           .set({ status, updatedAt: now })
           .where(and(whereKey(row), eq(links.credentials, row.credentials)))
           .returning();
-      if (!eventsFor(row.tenant) || status !== 'needs_reauth') return (await update(db))[0];
+      // Only a change is an event: a link already needing reauth stays quiet.
+      if (status !== 'needs_reauth' || row.status === 'needs_reauth') return (await update(db))[0];
       return db.transaction(async (tx) => {
         const [updated] = await update(tx);
-        // Only a change is an event: a link already needing reauth stays quiet.
-        if (updated && row.status !== 'needs_reauth') await enqueueLinkEvent(tx, 'link.needs_reauth', updated, now);
+        if (!updated) return undefined;
+        await recordLinkEvent(tx, row, 'needs_reauth', now, reason ? { reason } : undefined);
+        if (eventsFor(row.tenant)) await enqueueLinkEvent(tx, 'link.needs_reauth', updated, now);
         return updated;
       });
     },

@@ -34,6 +34,8 @@ export interface TokenServiceDeps {
   /** How long a refresh may hold the link's lease: longer than the provider can take to answer. */
   refreshLeaseMs: number;
   hashUserId: (tenant: string, userId: string) => string;
+  /** Counts a token handed out (src/core/link-events.ts: in memory, written in batches, never inside the request). */
+  tokenServed?: (key: LinkKey) => void;
 }
 
 /** A link and its opened credentials, read together. */
@@ -79,7 +81,7 @@ export function createTokenService(deps: TokenServiceDeps) {
 
   /** Marks the link `needs_reauth` if it still holds the credentials of `row`; false when a relink replaced them. */
   async function markNeedsReauth(row: LinkRow, reason: string): Promise<boolean> {
-    const marked = await links.setStatus(row, 'needs_reauth', new Date(deps.now()));
+    const marked = await links.setStatus(row, 'needs_reauth', new Date(deps.now()), reason);
     if (marked) deps.logger.info({ provider: row.provider, user: deps.hashUserId(row.tenant, row.userId), reason }, 'link needs reauthentication');
     return marked !== undefined;
   }
@@ -227,8 +229,12 @@ export function createTokenService(deps: TokenServiceDeps) {
       const { row, credentials } = await current(key);
       const instance = await instanceFor(row);
       // A provider whose tokens cannot leave the gateway (DPoP-bound) answers with its fields alone.
-      if (!credentials.accessToken && instance.tokenFields && credentials.refreshToken === undefined) return instance.tokenFields(credentials);
+      if (!credentials.accessToken && instance.tokenFields && credentials.refreshToken === undefined) {
+        deps.tokenServed?.(key);
+        return instance.tokenFields(credentials);
+      }
       if (!credentials.accessToken) throw new LinkgateError('provider_response_invalid', 'this link holds no access token', { provider: key.provider });
+      deps.tokenServed?.(key);
       return {
         ...(instance.tokenFields?.(credentials) ?? {}),
         accessToken: credentials.accessToken,

@@ -25,11 +25,12 @@ export interface UnlinkDeps {
  * Deletes a user's link, then asks the provider to revoke its credentials.
  * Revocation is best effort: the link is gone here whatever the provider
  * says, so a user who unlinks is unlinked even while the provider is down.
- * Used by the API's DELETE and `linkgate links delete`. Returns undefined
+ * Used by the API's DELETE and `linkgate links delete`; `via` says which in
+ * the link's `unlinked` event. Returns undefined
  * when there was no link.
  */
-export async function unlink(deps: UnlinkDeps, key: LinkKey, logger: Logger): Promise<{ row: LinkRow; revocation: Revocation } | undefined> {
-  const row = await deps.links.delete(key, new Date((deps.now ?? Date.now)()));
+export async function unlink(deps: UnlinkDeps, key: LinkKey, logger: Logger, via?: string): Promise<{ row: LinkRow; revocation: Revocation } | undefined> {
+  const row = await deps.links.delete(key, new Date((deps.now ?? Date.now)()), via);
   if (!row) return undefined;
   const fields = { provider: key.provider, user: deps.hashUserId(key.tenant, key.userId) };
   const instance = await deps.providers.instance(row.tenant, row.provider, row.configVersion).catch(() => undefined);

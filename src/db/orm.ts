@@ -23,8 +23,8 @@ const require = createRequire(import.meta.url ?? `file://${__filename}`);
 const drizzle = require('drizzle-orm') as typeof import('drizzle-orm');
 const pgCore = require('drizzle-orm/pg-core') as typeof import('drizzle-orm/pg-core');
 
-export const { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, lte, ne, not, or, sql } = drizzle;
-export const { boolean, index, integer, jsonb, pgSchema, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } = pgCore;
+export const { and, asc, count, desc, eq, gt, gte, inArray, isNotNull, isNull, lt, lte, ne, not, or, sql } = drizzle;
+export const { bigserial, boolean, index, integer, jsonb, pgSchema, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } = pgCore;
 export const { DrizzleQueryError } = require('drizzle-orm/errors') as typeof import('drizzle-orm/errors');
 
 /** The PostgreSQL driver: postgres.js and drizzle's adapter and migrator for it, one copy of each. */

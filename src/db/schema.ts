@@ -1,4 +1,4 @@
-import { boolean, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from './orm.ts';
+import { bigserial, boolean, index, integer, jsonb, pgTable, primaryKey, sql, text, timestamp, uniqueIndex } from './orm.ts';
 
 const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -370,6 +370,71 @@ export const loginSessions = pgTable(
   (t) => [index('login_sessions_expires_at_idx').on(t.expiresAt)],
 );
 
+/**
+ * The audit trail (src/core/audit.ts): one row per change made through the
+ * operator API, the CLI (and later the console), and per refused operator
+ * sign-in. Append-only: the code inserts and selects, never updates or
+ * deletes (tenant deletion and the purge job leave it alone); README shows a
+ * database role that enforces it. No secret is ever written here: a target
+ * is an id, `detail` holds names, versions, URLs and counts.
+ */
+export const auditEvents = pgTable(
+  'audit_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    at: at('at').notNull().defaultNow(),
+    /** Whose data the change was about; null for the gateway's own (a refused sign-in, `audit.export` of every tenant). */
+    tenant: text('tenant'),
+    /** `operator-key` (the id is a digest prefix of the key), `cli` (no id), `admin` (`<provider>:<externalId>`). */
+    actorKind: text('actor_kind', { enum: ['operator-key', 'cli', 'admin'] }).notNull(),
+    actorId: text('actor_id'),
+    /** `tenant.create`, `api_key.create`, `links.export`, `admin.sign_in_refused`, … (AUDIT_ACTIONS). */
+    action: text('action').notNull(),
+    /** What it acted on: `api_key:key_…`, `provider:discord`, `link:<user>/<provider>`; null for the tenant itself. */
+    target: text('target'),
+    outcome: text('outcome', { enum: ['ok', 'refused', 'failed'] }).notNull(),
+    /** The error code when not ok. */
+    code: text('code'),
+    clientAddress: text('client_address'),
+    userAgent: text('user_agent'),
+    /** Facts without secrets: a key's name, a provider configuration's version and variable names, counts. */
+    detail: jsonb('detail'),
+  },
+  (t) => [index('audit_events_at_idx').on(t.at), index('audit_events_tenant_at_idx').on(t.tenant, t.at)],
+);
+
+/**
+ * What happened to each link (src/core/link-events.ts), for the console and
+ * `GET /api/v1/users/:userId/links/:provider/events`: written in the
+ * transaction of the change by the link store, next to its webhook event;
+ * `token_served` is one row per link and hour, its `count` added to in
+ * batches. Outlives the link (an `unlinked` row stays) until the retention
+ * (LINKGATE_LINK_EVENT_RETENTION_DAYS) passes. `detail` never holds a credential.
+ */
+export const linkEvents = pgTable(
+  'link_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    provider: text('provider').notNull(),
+    kind: text('kind', { enum: ['linked', 'relinked', 'refreshed', 'refresh_failed', 'needs_reauth', 'token_served', 'unlinked'] }).notNull(),
+    /** When it happened; for `token_served`, the start of the hour counted. */
+    at: at('at').notNull(),
+    /** How many times: 1, except `token_served`. */
+    count: integer('count').notNull().default(1),
+    detail: jsonb('detail'),
+  },
+  (t) => [
+    index('link_events_link_idx').on(t.tenant, t.userId, t.provider, t.at),
+    index('link_events_at_idx').on(t.at),
+    // One counter row per link and hour: the flush adds to it (ON CONFLICT … DO UPDATE).
+    uniqueIndex('link_events_served_idx').on(t.tenant, t.userId, t.provider, t.at).where(sql`kind = 'token_served'`),
+  ],
+);
+
+export type AuditEventRow = typeof auditEvents.$inferSelect;
+export type LinkEventRow = typeof linkEvents.$inferSelect;
 export type OidcAppRow = typeof oidcApps.$inferSelect;
 /**
  * Cookie sessions (src/core/web-sessions.ts): the web-session API's signed-in

@@ -5,13 +5,16 @@
  * the bots'; without LINKGATE_ADMIN_KEYS every route answers 404, as if the
  * API did not exist. Secrets are write-only: a bot API key and a context
  * secret are shown once, in the answer that creates them; provider secrets
- * and the webhook secret never.
+ * and the webhook secret never. Every change, and every request refused for
+ * its key, is appended to the audit trail (src/core/audit.ts), which
+ * `GET /audit` and `GET /audit.csv` read.
  */
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
 import { BrandColor, BrandIconUrl, BrandName, isLoopback, SupportUrl } from '../config.ts';
-import { createApiKeyCheck } from '../core/crypto.ts';
+import { AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
+import { createApiKeyIdentifier } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
@@ -37,6 +40,8 @@ export interface AdminRoutesDeps {
   hashUserId: (tenant: string, userId: string) => string;
   /** Counts a request without a valid key against its address (a 429 once over). */
   countRefused: (c: Context<AppEnv>) => void | Promise<void>;
+  /** The client's address (X-Forwarded-For as LINKGATE_TRUST_PROXY says), for the audit trail. */
+  addressOf: (c: Context<AppEnv>) => string;
   logger: Logger;
   /** LINK_ALLOW_SHARED_ACCOUNTS, for imported links as for linked ones. */
   allowSharedAccounts?: boolean;
@@ -296,7 +301,6 @@ export async function configureProvider(
   return { id: provider, displayName, configured: true as const, version: stored.version, env: maskSecrets(env) };
 }
 
-/** The endpoint a webhook body names; plain http off this machine is refused in production. */
 /** Creates a tenant's app (the route and `linkgate tenants apps create`): its client secret, if any, is in this answer only. */
 export async function createTenantApp(
   deps: { tenants: TenantStore; providers: ProviderDirectory; apps: OpenIdApps },
@@ -327,6 +331,7 @@ export async function deleteTenantApp(deps: { tenants: TenantStore; apps: OpenId
   if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
 }
 
+/** The endpoint a webhook body names; plain http off this machine is refused in production. */
 export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
   const url = new URL(body.url);
   // Events name users and their accounts: in clear only to this machine.
@@ -334,32 +339,101 @@ export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, product
   return { url, secret: body.secret };
 }
 
+/** What a change adds to its audit row: what it acted on (default: the tenant of the path) and facts without secrets. */
+interface AuditNote {
+  /** When the path names none (creating a tenant). */
+  tenant?: string;
+  target?: string;
+  detail?: Record<string, AuditFact>;
+}
+
 export function adminRoutes(deps: AdminRoutesDeps) {
   const app = new Hono<AppEnv>();
   const enabled = deps.adminKeys.length > 0;
-  const isAdminKey = createApiKeyCheck(deps.adminKeys);
+  const adminKeyId = createApiKeyIdentifier(deps.adminKeys);
   const limitBody = bodyLimit(64 * 1024);
   const limitImport = bodyLimit(IMPORT_MAX_BYTES);
+  const now = deps.now ?? Date.now;
+
+  /** Appends a row; a database that refuses it is logged and reported, and does not undo or fail what was done. */
+  async function audit(c: Context<AppEnv>, entry: { action: AuditAction; tenant: string | null; target: string | null; outcome: 'ok' | 'refused' | 'failed'; code?: string; detail?: Record<string, AuditFact> }) {
+    const keyId = c.get('operatorKeyId');
+    try {
+      await record(deps.db, {
+        ...entry,
+        actor: { kind: 'operator-key', id: keyId ?? 'unknown' },
+        clientAddress: deps.addressOf(c),
+        userAgent: c.req.header('user-agent') ?? null,
+        at: new Date(now()),
+      });
+    } catch (error) {
+      c.get('log')().error({ cause: error instanceof Error ? { name: error.name, message: error.message.slice(0, 200) } : 'unknown', action: entry.action }, 'audit row not written');
+    }
+  }
+
+  /** A change: one audit row whatever its end (ok, refused with the error code, failed), written before the answer leaves. */
+  const audited =
+    (action: AuditAction, handler: (c: Context<AppEnv>, note: AuditNote) => Promise<Response>) =>
+    async (c: Context<AppEnv>): Promise<Response> => {
+      const raw = c.req.param() as Record<string, string | undefined>;
+      const tenant = v.is(TenantId, raw.tenant) ? raw.tenant : null;
+      const note: AuditNote = {};
+      let end: { outcome: 'ok' | 'refused' | 'failed'; code?: string } = { outcome: 'ok' };
+      try {
+        return await handler(c, note);
+      } catch (error) {
+        end = outcomeOf(error);
+        throw error;
+      } finally {
+        const whose = note.tenant ?? tenant;
+        await audit(c, { action, tenant: whose, target: note.target ?? (whose ? `tenant:${whose}` : null), ...end, ...(note.detail ? { detail: note.detail } : {}) });
+      }
+    };
 
   app.use('*', async (c, next) => {
-    // Not configured: nothing here exists.
+    // Not configured: nothing here exists (and nothing is read or written).
     if (!enabled) throw new LinkgateError('not_found', 'no such route');
     const presented = bearerToken(c);
-    if (presented === undefined || !isAdminKey(presented)) {
+    const keyId = presented === undefined ? undefined : adminKeyId(presented);
+    if (keyId === undefined) {
+      // Over the limit this throws 429 before anything is written: a flood of bad keys costs no audit rows.
       await deps.countRefused(c);
+      await audit(c, { action: 'operator_api.refused', tenant: null, target: `${c.req.method} ${c.req.path}`.slice(0, 200), outcome: 'refused', code: 'unauthorized', detail: { key: presented === undefined ? 'none' : 'unknown' } });
       c.header('WWW-Authenticate', 'Bearer realm="linkgate-admin"');
       throw new LinkgateError('unauthorized', 'a valid operator key is required (Authorization: Bearer <one of LINKGATE_ADMIN_KEYS>)');
     }
+    c.set('operatorKeyId', keyId);
     // An import carries many links: its body may be larger.
     return (c.req.path.endsWith('/links:import') ? limitImport : limitBody)(c, next);
   });
 
-  app.post('/tenants', async (c) => {
-    const body = parseInput(CreateTenantBody, await readJsonBody(c));
-    const tenant = await deps.tenants.create(body.id, body.name);
-    deps.logger.info({ tenant: tenant.id }, 'tenant created');
-    return c.json(tenantAnswer(tenant), 201);
+  /** The audit trail, newest first, a page at a time (`nextCursor`). */
+  app.get('/audit', async (c) => {
+    const filter = parseInput(AuditQuery, c.req.query());
+    return c.json(await listAudit(deps.db, filter));
   });
+
+  /** The same rows as CSV, every page of them; the export is itself audited. */
+  app.get('/audit.csv', async (c) => {
+    const { cursor: _, limit: __, ...filter } = parseInput(AuditQuery, c.req.query());
+    const facts: Record<string, AuditFact> = {};
+    for (const [name, value] of Object.entries(filter)) if (value !== undefined) facts[name] = value instanceof Date ? value.toISOString() : String(value);
+    await audit(c, { action: 'audit.export', tenant: filter.tenant ?? null, target: 'audit', outcome: 'ok', detail: facts });
+    const lines = csvExport(deps.db, filter satisfies AuditFilter);
+    return c.body(streamOf(lines), 200, { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': 'attachment; filename="linkgate-audit.csv"' });
+  });
+
+  app.post(
+    '/tenants',
+    audited('tenant.create', async (c, note) => {
+      const body = parseInput(CreateTenantBody, await readJsonBody(c));
+      note.tenant = body.id;
+      const tenant = await deps.tenants.create(body.id, body.name);
+      note.detail = { name: tenant.name };
+      deps.logger.info({ tenant: tenant.id }, 'tenant created');
+      return c.json(tenantAnswer(tenant), 201);
+    }),
+  );
 
   app.get('/tenants', async (c) => {
     const list = await deps.tenants.list();
@@ -372,35 +446,48 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   });
 
   /** Renames a tenant, or sets (null: clears) its API rate limit per key and its pages' branding. */
-  app.patch('/tenants/:tenant', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(UpdateTenantBody, await readJsonBody(c));
-    if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined || body.userProvider !== undefined)) throw environmentOnly('rate limit, branding and user provider');
-    const icon = body.brand?.iconUrl;
-    // The pages allow images from our own origin and data: URLs only (CSP img-src).
-    if (icon !== undefined && !icon.startsWith('data:') && new URL(icon).origin !== deps.publicBaseUrl.origin) {
-      throw new LinkgateError('bad_request', `brand.iconUrl must be a data:image/…;base64 URL or a URL on ${deps.publicBaseUrl.origin}`);
-    }
-    await deps.tenants.update(tenant, body);
-    c.get('log')().info({ tenant }, 'tenant updated');
-    return c.json(await tenantDetail(deps.tenants, tenant));
-  });
+  app.patch(
+    '/tenants/:tenant',
+    audited('tenant.update', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      const body = parseInput(UpdateTenantBody, await readJsonBody(c));
+      note.detail = { fields: Object.keys(body).filter((name) => body[name as keyof typeof body] !== undefined) };
+      if (tenant === DEFAULT_TENANT && (body.apiRateLimit !== undefined || body.brand !== undefined || body.userProvider !== undefined)) throw environmentOnly('rate limit, branding and user provider');
+      const icon = body.brand?.iconUrl;
+      // The pages allow images from our own origin and data: URLs only (CSP img-src).
+      if (icon !== undefined && !icon.startsWith('data:') && new URL(icon).origin !== deps.publicBaseUrl.origin) {
+        throw new LinkgateError('bad_request', `brand.iconUrl must be a data:image/…;base64 URL or a URL on ${deps.publicBaseUrl.origin}`);
+      }
+      await deps.tenants.update(tenant, body);
+      c.get('log')().info({ tenant }, 'tenant updated');
+      return c.json(await tenantDetail(deps.tenants, tenant));
+    }),
+  );
 
   /** Unlinks every link of the tenant, then removes it and all it has (src/core/tenant-deletion.ts). */
-  app.delete('/tenants/:tenant', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    const { unlinked } = await deleteTenant({ db: deps.db, tenants: deps.tenants, links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, tenant, c.get('log')());
-    // How many links went with it, as `linkgate tenants delete` says.
-    return c.body(null, 204, { 'Linkgate-Unlinked': String(unlinked) });
-  });
+  app.delete(
+    '/tenants/:tenant',
+    audited('tenant.delete', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      const { unlinked } = await deleteTenant({ db: deps.db, tenants: deps.tenants, links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId }, tenant, c.get('log')());
+      note.detail = { unlinked };
+      // How many links went with it, as `linkgate tenants delete` says.
+      return c.body(null, 204, { 'Linkgate-Unlinked': String(unlinked) });
+    }),
+  );
 
-  app.post('/tenants/:tenant/api-keys', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(CreateApiKeyBody, await readJsonBody(c));
-    const created = await deps.tenants.createApiKey(tenant, body.name);
-    c.get('log')().info({ tenant, apiKey: created.id }, 'API key created');
-    return c.json(createdApiKeyAnswer(created), 201);
-  });
+  app.post(
+    '/tenants/:tenant/api-keys',
+    audited('api_key.create', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      const body = parseInput(CreateApiKeyBody, await readJsonBody(c));
+      note.detail = { name: body.name };
+      const created = await deps.tenants.createApiKey(tenant, body.name);
+      note.target = `api_key:${created.id}`;
+      c.get('log')().info({ tenant, apiKey: created.id }, 'API key created');
+      return c.json(createdApiKeyAnswer(created), 201);
+    }),
+  );
 
   app.get('/tenants/:tenant/api-keys', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
@@ -408,19 +495,27 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     return c.json({ apiKeys: list.map(apiKeyAnswer) });
   });
 
-  app.delete('/tenants/:tenant/api-keys/:id', async (c) => {
-    const { tenant, id } = parseInput(ApiKeyParams, c.req.param());
-    if (!(await deps.tenants.deleteApiKey(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no API key with this id');
-    c.get('log')().info({ tenant, apiKey: id }, 'API key revoked');
-    return c.body(null, 204);
-  });
+  app.delete(
+    '/tenants/:tenant/api-keys/:id',
+    audited('api_key.revoke', async (c, note) => {
+      const { tenant, id } = parseInput(ApiKeyParams, c.req.param());
+      note.target = `api_key:${id}`;
+      if (!(await deps.tenants.deleteApiKey(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no API key with this id');
+      c.get('log')().info({ tenant, apiKey: id }, 'API key revoked');
+      return c.body(null, 204);
+    }),
+  );
 
-  app.post('/tenants/:tenant/context-secrets', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    const created = await deps.tenants.createContextSecret(tenant);
-    c.get('log')().info({ tenant, contextSecret: created.id }, 'context secret created');
-    return c.json(createdContextSecretAnswer(created), 201);
-  });
+  app.post(
+    '/tenants/:tenant/context-secrets',
+    audited('context_secret.create', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      const created = await deps.tenants.createContextSecret(tenant);
+      note.target = `context_secret:${created.id}`;
+      c.get('log')().info({ tenant, contextSecret: created.id }, 'context secret created');
+      return c.json(createdContextSecretAnswer(created), 201);
+    }),
+  );
 
   app.get('/tenants/:tenant/context-secrets', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
@@ -428,55 +523,79 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     return c.json({ contextSecrets: list.map(contextSecretAnswer) });
   });
 
-  app.delete('/tenants/:tenant/context-secrets/:id', async (c) => {
-    const { tenant, id } = parseInput(ContextSecretParams, c.req.param());
-    if (!(await deps.tenants.retireContextSecret(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no active context secret with this id');
-    c.get('log')().info({ tenant, contextSecret: id }, 'context secret retired');
-    return c.body(null, 204);
-  });
+  app.delete(
+    '/tenants/:tenant/context-secrets/:id',
+    audited('context_secret.retire', async (c, note) => {
+      const { tenant, id } = parseInput(ContextSecretParams, c.req.param());
+      note.target = `context_secret:${id}`;
+      if (!(await deps.tenants.retireContextSecret(tenant, id))) throw new LinkgateError('not_found', 'this tenant has no active context secret with this id');
+      c.get('log')().info({ tenant, contextSecret: id }, 'context secret retired');
+      return c.body(null, 204);
+    }),
+  );
 
   app.get('/tenants/:tenant/providers', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     return c.json(await tenantProviders(deps.tenants, deps.providers, tenant));
   });
 
-  app.put('/tenants/:tenant/providers/:provider', async (c) => {
-    const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
-    if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
-    const { env } = parseInput(ProviderConfigBody, await readJsonBody(c));
-    const configured = await configureProvider(deps, tenant, provider, env);
-    c.get('log')().info({ tenant, provider, version: configured.version }, 'tenant provider configured');
-    return c.json(configured);
-  });
+  app.put(
+    '/tenants/:tenant/providers/:provider',
+    audited('provider.configure', async (c, note) => {
+      const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
+      note.target = `provider:${provider}`;
+      if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
+      const { env } = parseInput(ProviderConfigBody, await readJsonBody(c));
+      // The variables' names only: their values hold the provider app's secret.
+      note.detail = { variables: Object.keys(env).sort() };
+      const configured = await configureProvider(deps, tenant, provider, env);
+      note.detail = { ...note.detail, version: configured.version };
+      c.get('log')().info({ tenant, provider, version: configured.version }, 'tenant provider configured');
+      return c.json(configured);
+    }),
+  );
 
-  app.delete('/tenants/:tenant/providers/:provider', async (c) => {
-    const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
-    if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
-    if (!(await deps.tenants.removeProviderConfig(tenant, provider))) throw new LinkgateError('not_found', 'this tenant has no configuration for this provider');
-    c.get('log')().info({ tenant, provider }, 'tenant provider removed');
-    return c.body(null, 204);
-  });
+  app.delete(
+    '/tenants/:tenant/providers/:provider',
+    audited('provider.remove', async (c, note) => {
+      const { tenant, provider } = parseInput(TenantProviderParams, c.req.param());
+      note.target = `provider:${provider}`;
+      if (tenant === DEFAULT_TENANT) throw environmentOnly('providers');
+      if (!(await deps.tenants.removeProviderConfig(tenant, provider))) throw new LinkgateError('not_found', 'this tenant has no configuration for this provider');
+      c.get('log')().info({ tenant, provider }, 'tenant provider removed');
+      return c.body(null, 204);
+    }),
+  );
 
   /** An app people sign in to: its client secret (confidential apps) is in this answer only. */
-  app.post('/tenants/:tenant/apps', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(CreateAppBody, await readJsonBody(c));
-    const created = await createTenantApp(deps, tenant, body);
-    c.get('log')().info({ tenant, app: created.clientId }, 'app created');
-    return c.json(created, 201);
-  });
+  app.post(
+    '/tenants/:tenant/apps',
+    audited('app.create', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      const body = parseInput(CreateAppBody, await readJsonBody(c));
+      note.detail = { name: body.name, type: body.type };
+      const created = await createTenantApp(deps, tenant, body);
+      note.target = `app:${created.clientId}`;
+      c.get('log')().info({ tenant, app: created.clientId }, 'app created');
+      return c.json(created, 201);
+    }),
+  );
 
   app.get('/tenants/:tenant/apps', async (c) => {
     const { tenant } = parseInput(TenantParams, c.req.param());
     return c.json(await tenantApps(deps, tenant));
   });
 
-  app.delete('/tenants/:tenant/apps/:clientId', async (c) => {
-    const { tenant, clientId } = parseInput(AppParams, c.req.param());
-    await deleteTenantApp(deps, tenant, clientId);
-    c.get('log')().info({ tenant, app: clientId }, 'app deleted');
-    return c.body(null, 204);
-  });
+  app.delete(
+    '/tenants/:tenant/apps/:clientId',
+    audited('app.delete', async (c, note) => {
+      const { tenant, clientId } = parseInput(AppParams, c.req.param());
+      note.target = `app:${clientId}`;
+      await deleteTenantApp(deps, tenant, clientId);
+      c.get('log')().info({ tenant, app: clientId }, 'app deleted');
+      return c.body(null, 204);
+    }),
+  );
 
   /** The keys in the tenant's JWKS: the one signing, a next one, retired ones until their tokens expire. */
   app.get('/tenants/:tenant/signing-keys', async (c) => {
@@ -486,68 +605,101 @@ export function adminRoutes(deps: AdminRoutesDeps) {
   });
 
   /** Rotates: the next key is published now and signs `publishSeconds` later; the current one then retires. */
-  app.post('/tenants/:tenant/signing-keys', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    const body = parseInput(RotateSigningKeyBody, await readJsonBody(c));
-    await deps.tenants.require(tenant);
-    const key = await deps.signingKeys.rotate(tenant, body.publishSeconds);
-    c.get('log')().info({ tenant, kid: key.kid, signsFrom: key.signsFrom.toISOString() }, 'signing key rotated');
-    return c.json(signingKeyAnswer(key), 201);
-  });
+  app.post(
+    '/tenants/:tenant/signing-keys',
+    audited('signing_key.rotate', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      const body = parseInput(RotateSigningKeyBody, await readJsonBody(c));
+      await deps.tenants.require(tenant);
+      const key = await deps.signingKeys.rotate(tenant, body.publishSeconds);
+      note.target = `signing_key:${key.kid}`;
+      note.detail = { publishSeconds: body.publishSeconds, signsFrom: key.signsFrom.toISOString() };
+      c.get('log')().info({ tenant, kid: key.kid, signsFrom: key.signsFrom.toISOString() }, 'signing key rotated');
+      return c.json(signingKeyAnswer(key), 201);
+    }),
+  );
 
-  app.put('/tenants/:tenant/webhook', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
-    const endpoint = webhookEndpoint(parseInput(WebhookBody, await readJsonBody(c)), deps.production);
-    await deps.tenants.putWebhook(tenant, endpoint);
-    c.get('log')().info({ tenant }, 'tenant webhook set');
-    return c.json({ url: endpoint.url.href });
-  });
+  app.put(
+    '/tenants/:tenant/webhook',
+    audited('webhook.set', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      note.target = 'webhook';
+      if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
+      const endpoint = webhookEndpoint(parseInput(WebhookBody, await readJsonBody(c)), deps.production);
+      // The origin only: a receiver's path or query may carry a token of its own (Slack's and Discord's hooks do).
+      note.detail = { origin: endpoint.url.origin };
+      await deps.tenants.putWebhook(tenant, endpoint);
+      c.get('log')().info({ tenant }, 'tenant webhook set');
+      return c.json({ url: endpoint.url.href });
+    }),
+  );
 
-  app.delete('/tenants/:tenant/webhook', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
-    if (!(await deps.tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
-    return c.body(null, 204);
-  });
+  app.delete(
+    '/tenants/:tenant/webhook',
+    audited('webhook.remove', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      note.target = 'webhook';
+      if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
+      if (!(await deps.tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
+      return c.body(null, 204);
+    }),
+  );
 
   /** A tenant's links from JSON lines (or a sealed export and its passphrase), as the bot API's import. */
-  app.post('/tenants/:tenant/links:import', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    await deps.tenants.require(tenant);
-    return answerImport(c, { links: deps.links, providers: deps.providers, allowSharedAccounts: deps.allowSharedAccounts ?? false, now: deps.now ?? Date.now }, tenant);
-  });
+  app.post(
+    '/tenants/:tenant/links:import',
+    audited('links.import', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      note.target = 'links';
+      await deps.tenants.require(tenant);
+      const answer = await answerImport(c, { links: deps.links, providers: deps.providers, allowSharedAccounts: deps.allowSharedAccounts ?? false, now }, tenant);
+      const { counts } = v.parse(ImportCounts, await answer.clone().json());
+      note.detail = counts;
+      return answer;
+    }),
+  );
 
   /**
    * Every link of a tenant as JSON lines, credentials sealed with the
    * `Linkgate-Passphrase` the caller gives (12 characters at least), or in
    * plaintext only with `?plaintext=true`. Imports back as it is.
    */
-  app.get('/tenants/:tenant/links:export', async (c) => {
-    const { tenant } = parseInput(TenantParams, c.req.param());
-    await deps.tenants.require(tenant);
-    const passphrase = c.req.header('linkgate-passphrase');
-    const plaintext = c.req.query('plaintext') === 'true';
-    if (passphrase === undefined && !plaintext) {
-      throw new LinkgateError('bad_request', 'give a Linkgate-Passphrase header to seal the credentials, or ?plaintext=true to export them in the clear');
-    }
-    if (passphrase !== undefined && passphrase.length < 12) throw new LinkgateError('bad_request', 'the passphrase must be at least 12 characters');
-    const lines = exportLinks(deps.db, deps.links, tenant, plaintext && passphrase === undefined ? undefined : passphrase);
-    c.get('log')().info({ tenant, sealed: passphrase !== undefined }, 'links exported');
-    const encoder = new TextEncoder();
-    const body = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        const next = await lines.next();
-        if (next.done) controller.close();
-        else controller.enqueue(encoder.encode(next.value));
-      },
-      async cancel() {
-        await lines.return(undefined);
-      },
-    });
-    return c.body(body, 200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'content-disposition': `attachment; filename="linkgate-${tenant}-links.jsonl"` });
-  });
+  app.get(
+    '/tenants/:tenant/links:export',
+    audited('links.export', async (c, note) => {
+      const { tenant } = parseInput(TenantParams, c.req.param());
+      note.target = 'links';
+      await deps.tenants.require(tenant);
+      const passphrase = c.req.header('linkgate-passphrase');
+      const plaintext = c.req.query('plaintext') === 'true';
+      if (passphrase === undefined && !plaintext) {
+        throw new LinkgateError('bad_request', 'give a Linkgate-Passphrase header to seal the credentials, or ?plaintext=true to export them in the clear');
+      }
+      if (passphrase !== undefined && passphrase.length < 12) throw new LinkgateError('bad_request', 'the passphrase must be at least 12 characters');
+      const lines = exportLinks(deps.db, deps.links, tenant, plaintext && passphrase === undefined ? undefined : passphrase);
+      note.detail = { sealed: passphrase !== undefined };
+      c.get('log')().info({ tenant, sealed: passphrase !== undefined }, 'links exported');
+      return c.body(streamOf(lines), 200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'content-disposition': `attachment; filename="linkgate-${tenant}-links.jsonl"` });
+    }),
+  );
 
   return app;
+}
+
+const ImportCounts = v.object({ counts: v.object({ created: v.number(), updated: v.number(), unchanged: v.number(), invalid: v.number() }) });
+
+/** Text pieces as a response body, read as the client takes them. */
+function streamOf(lines: AsyncGenerator<string>): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await lines.next();
+      if (next.done) controller.close();
+      else controller.enqueue(encoder.encode(next.value));
+    },
+    async cancel() {
+      await lines.return(undefined);
+    },
+  });
 }
 

@@ -6,6 +6,7 @@ import { ProviderId, UserId, userNameSchema } from '../core/ids.ts';
 import { checkReturnTo, createLinkUrl, ScopeList } from '../core/link-context.ts';
 import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { LinkEvents } from '../core/events.ts';
+import { LinkEventCursor, listLinkEvents, type TokenServedCounter } from '../core/link-events.ts';
 import type { TokenService } from '../core/tokens.ts';
 import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
@@ -48,6 +49,8 @@ export interface ApiRoutesDeps {
   metrics?: Metrics | undefined;
   /** Whether the user cancelled linking at or after a time (flows ended as `cancelled`). */
   cancelledSince: (key: { tenant: string; userId: string; provider: string }, since: Date) => Promise<boolean>;
+  /** This instance's token counts not yet written: the events route writes them first. */
+  tokensServed?: Pick<TokenServedCounter, 'flush'>;
 }
 
 const UserIdParam = v.pipe(UserId, v.description('the bot’s id for its user (a Discord snowflake, say), as text: 1–128 letters, digits and ._:@+=-'));
@@ -107,6 +110,13 @@ export const XrpcBody = v.pipe(
 );
 export const DeliveriesQuery = v.object({
   status: v.optional(v.pipe(v.picklist(['pending', 'delivered', 'dead'], 'status must be pending, delivered or dead'), v.description('only deliveries in this state: pending, delivered or dead'))),
+  limit: v.optional(
+    v.pipe(v.string(), v.description('how many, 1 to 100'), v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'), v.transform(Number), v.minValue(1, 'limit must be at least 1'), v.maxValue(100, 'limit must be at most 100')),
+    '50',
+  ),
+});
+export const LinkEventsQuery = v.object({
+  cursor: v.optional(v.pipe(LinkEventCursor, v.description('the nextCursor of the previous page'))),
   limit: v.optional(
     v.pipe(v.string(), v.description('how many, 1 to 100'), v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'), v.transform(Number), v.minValue(1, 'limit must be at least 1'), v.maxValue(100, 'limit must be at most 100')),
     '50',
@@ -372,6 +382,20 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     }
   });
 
+  /**
+   * What happened to the link, newest first: linked, relinked, refreshed,
+   * refresh_failed, needs_reauth, token_served (one row per hour with its
+   * count), unlinked. Kept after an unlink, until the retention passes.
+   */
+  app.get('/users/:userId/links/:provider/events', async (c) => {
+    const { userId, provider } = parseInput(LinkParams, c.req.param());
+    const { cursor, limit } = parseInput(LinkEventsQuery, { cursor: c.req.query('cursor'), limit: c.req.query('limit') });
+    await tenantProvider(c, provider);
+    // This instance's counts are current; another instance's arrive within its flush interval (5 s).
+    await deps.tokensServed?.flush();
+    return c.json(await listLinkEvents(deps.db, { tenant: c.get('tenant'), userId, provider }, { limit, ...(cursor ? { cursor } : {}) }));
+  });
+
   app.post('/users/:userId/links/:provider/token', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     await tenantProvider(c, provider);
@@ -466,7 +490,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   app.delete('/users/:userId/links/:provider', async (c) => {
     const { userId, provider } = parseInput(LinkParams, c.req.param());
     const known = await tenantProvider(c, provider);
-    const deleted = await unlink(deps, { tenant: c.get('tenant'), userId, provider }, c.get('log')());
+    const deleted = await unlink(deps, { tenant: c.get('tenant'), userId, provider }, c.get('log')(), 'api');
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
     deps.metrics?.inc('linkgate_links_deleted_total', { provider, tenant: c.get('tenant'), via: 'api' });
     // What the provider said, for a bot that tells its user (`revoked`, `not_supported`, `failed`, `provider_unavailable`).

@@ -53,8 +53,8 @@ const TASKS: Task[] = [
   {
     id: 'check',
     title: 'Check a link',
-    blurb: 'Is this user linked, and with which account? A not-linked answer carries a fresh link URL.',
-    routes: ['get /api/v1/users/:userId/links/:provider', 'get /api/v1/users/:userId/links'],
+    blurb: 'Is this user linked, and with which account? A not-linked answer carries a fresh link URL. A link’s event log says what happened to it and how often its token was served.',
+    routes: ['get /api/v1/users/:userId/links/:provider', 'get /api/v1/users/:userId/links', 'get /api/v1/users/:userId/links/:provider/events'],
   },
   {
     id: 'use',

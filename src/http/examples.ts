@@ -56,6 +56,18 @@ export const EXAMPLES: Record<string, Example> = {
     status: 200,
     answer: { accessToken: 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9…', tokenType: 'Bearer', expiresAt: '2027-12-03T12:00:00.000Z' },
   },
+  'get /api/v1/users/:userId/links/:provider/events': {
+    path: `/api/v1/users/${USER}/links/anilist/events?limit=3`,
+    status: 200,
+    answer: {
+      events: [
+        { id: '1042', kind: 'token_served', at: '2026-12-03T13:00:00.000Z', count: 27, detail: null },
+        { id: '1017', kind: 'refreshed', at: '2026-12-03T12:58:41.000Z', count: 1, detail: { expiresAt: '2026-12-10T12:58:41.000Z', scopes: [] } },
+        { id: '998', kind: 'linked', at: '2026-12-03T12:00:00.000Z', count: 1, detail: { externalId: '5001', externalName: 'Kuromi', scopes: [], via: 'flow' } },
+      ],
+      nextCursor: null,
+    },
+  },
   'get /api/v1/users/:userId/links/:provider/wait': {
     path: `/api/v1/users/${USER}/links/anilist/wait?timeoutSeconds=30&since=2026-12-03T12:00:00Z`,
     status: 200,

@@ -24,6 +24,8 @@ export type AppEnv = {
     nextStep?: string;
     /** The tenant the request's API key belongs to (bot API routes). */
     tenant: string;
+    /** Who is calling the operator API: its key's public id (`keyDigestId`), for the audit trail. */
+    operatorKeyId?: string;
   };
 };
 

@@ -6,7 +6,7 @@
  */
 import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema';
 import * as v from 'valibot';
-import { DeliveriesQuery, DeliveryParams, LinkParams, LinkQuery, LinkUrlBody, ProxyParams, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
+import { DeliveriesQuery, DeliveryParams, LinkEventsQuery, LinkParams, LinkQuery, LinkUrlBody, ProxyParams, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
 
 // ── Answers ────────────────────────────────────────────────────────────────
 
@@ -100,6 +100,22 @@ export const DeliveryAnswer = v.strictObject({
     ]),
     v.description('the body that is (or was) POSTed to LINKGATE_WEBHOOK_URL'),
   ),
+});
+
+export const LinkEventsAnswer = v.strictObject({
+  events: v.array(
+    v.strictObject({
+      id: v.string(),
+      kind: v.pipe(
+        v.picklist(['linked', 'relinked', 'refreshed', 'refresh_failed', 'needs_reauth', 'token_served', 'unlinked']),
+        v.description('`refresh_failed`: the first failure after the link worked (detail.reason); `token_served`: tokens handed out in the hour starting at `at` (count)'),
+      ),
+      at: IsoTime,
+      count: v.pipe(v.number(), v.description('1, or the tokens served in that hour')),
+      detail: v.pipe(v.nullable(v.record(v.string(), v.unknown())), v.description('facts, never a credential: externalId, externalName, scopes, via; expiresAt; reason, willRetry')),
+    }),
+  ),
+  nextCursor: v.pipe(v.nullable(v.string()), v.description('pass as cursor for older events; null on the last page')),
 });
 
 export const DeliveriesAnswer = v.strictObject({ deliveries: v.array(DeliveryAnswer) });
@@ -239,6 +255,22 @@ export const operations: Operation[] = [
       401: unauthorized,
       409: { description: '`link_cancelled`: the user cancelled linking', schema: ErrorAnswer },
       503: { description: 'not linked, and the provider is not configured: nobody can link it now', schema: ErrorAnswer },
+    },
+  },
+  {
+    method: 'get',
+    path: '/api/v1/users/:userId/links/:provider/events',
+    summary: 'A link’s event log',
+    description:
+      'Newest first: linked, relinked, refreshed, refresh_failed, needs_reauth, token_served (one entry per hour with its count), unlinked. Kept LINKGATE_LINK_EVENT_RETENTION_DAYS (90) days, also after an unlink. Tokens served on another instance show within a few seconds.',
+    tag: 'links',
+    params: LinkParams,
+    query: LinkEventsQuery,
+    responses: {
+      200: { description: 'a page of events', schema: LinkEventsAnswer },
+      400: badRequest,
+      401: unauthorized,
+      404: { description: 'no such provider', schema: ErrorAnswer },
     },
   },
   ...(['get', 'post'] as const).map(

@@ -10,6 +10,7 @@ import { eq } from 'drizzle-orm';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../src/core/crypto.ts';
+import { createWebSessions } from '../../src/core/web-sessions.ts';
 import type { Database } from '../../src/db/client.ts';
 import { flows, webSessions } from '../../src/db/schema.ts';
 import { SessionAnswer, StartAnswer } from '../../src/http/web-session.ts';
@@ -170,6 +171,7 @@ describe('GET /api/auth/:provider/start', () => {
 
     const answer = await session(browser);
     expect(answer.status).toBe(200);
+    expect(answer.headers.get('cache-control')).toBe('no-store');
     const body = v.parse(SessionAnswer, await answer.json());
     expect(body).toMatchObject({ tenant: 'default', user: { id: NELLY }, identity: { provider: 'discord', externalId: NELLY, name: 'Nelly' } });
     expect(Math.abs(Date.parse(body.expiresAt) - (signedInAt + EIGHT_HOURS))).toBeLessThan(60_000);
@@ -420,6 +422,18 @@ describe('configuration', () => {
 
   it.each([['LINKGATE_WEB_SESSION_TTL_SECONDS', '60'], ['LINKGATE_WEB_SESSION_TTL_SECONDS', 'eight hours'], ['LINKGATE_WEB_SESSION_IDLE_SECONDS', '0']])('refuses %s=%s at start-up, naming it', async (name, value) => {
     await expect(createTestGateway(database, { env: { ...env(BASE), [name]: value } })).rejects.toThrow(name);
+  });
+});
+
+describe('a deleted tenant', () => {
+  it('takes its web sessions with it', async () => {
+    expect((await admin(gateway, '/tenants', { id: 'short-lived', name: 'Short lived' })).status).toBe(201);
+    const store = createWebSessions(database.db, { purpose: 'web', ttlSeconds: 3600 });
+    const { token } = await store.create({ tenant: 'short-lived', userId: 'u-gone', provider: 'corp', externalId: 'c-gone' });
+    expect(await store.find(token)).toBeDefined();
+    const deleted = await gateway.app.request('/api/admin/v1/tenants/short-lived', { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    expect(deleted.status).toBe(204);
+    expect(await database.db.select().from(webSessions).where(eq(webSessions.tenant, 'short-lived'))).toEqual([]);
   });
 });
 

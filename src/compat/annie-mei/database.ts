@@ -116,7 +116,9 @@ async function createViews(tx: Tx, own: string, webhooks: boolean): Promise<void
     sql.raw(`create or replace view ${s}.oauth_sessions as
       select f.state_hash as state, f.user_id as discord_user_id, f.expires_at, null::timestamptz as used_at, f.created_at
         from ${o}.flows f
-       where f.tenant = '${DEFAULT_TENANT}' and f.provider = '${PROVIDER}' and f.status = 'open'`),
+       where f.tenant = '${DEFAULT_TENANT}' and f.provider = '${PROVIDER}' and f.status = 'open'
+         -- Linking flows only: a sign-in's user is not known yet (its user_id is empty), and no row of the bot's.
+         and f.user_id <> ''`),
   );
   const event = webhooks
     ? `event_id := 'evt_' || gen_random_uuid()::text;
@@ -141,6 +143,10 @@ async function createViews(tx: Tx, own: string, webhooks: boolean): Promise<void
          where tenant = '${DEFAULT_TENANT}' and provider = '${PROVIDER}' and user_id = old.discord_user_id
         returning * into gone;
         if not found then return null; end if;
+        -- The link's own event log, as the link store writes it (src/core/link-events.ts).
+        insert into ${o}.link_events (tenant, user_id, provider, kind, at, count, detail)
+        values (gone.tenant, gone.user_id, gone.provider, 'unlinked', at, 1,
+                jsonb_build_object('externalId', gone.external_id, 'externalName', gone.external_name, 'via', 'annie_auth'));
         ${event}
         perform pg_notify('${UNLINK_CHANNEL}', '${PROVIDER}');
         return old;
