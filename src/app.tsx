@@ -142,6 +142,7 @@ export function createGateway(deps: AppDeps) {
     cookieSecret: config.contextSigningSecret,
     secureCookies: config.publicBaseUrl.protocol === 'https:',
     stateTtlSeconds: config.stateTtlSeconds,
+    deviceCodeTtlSeconds: config.deviceCodeTtlSeconds,
     brand: config.brand,
     brandOf,
     logger,
@@ -170,7 +171,8 @@ export function createGateway(deps: AppDeps) {
   const browserLimit = rateLimit({ limiter, scope: 'browser', keyOf: addressOf });
   app.use('/oauth/*', browserLimit);
   // The sign-in pages people's browsers load; apps' servers calling the token endpoint are not counted as browsers.
-  for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*']) app.use(path, browserLimit);
+  // The device code page too: guessing codes there is what RFC 8628 §5.1 asks to limit.
+  for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/oidc/device', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*', '/t/:tenant/oidc/device']) app.use(path, browserLimit);
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));

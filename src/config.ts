@@ -33,6 +33,8 @@ export interface Config {
   readonly allowSharedAccounts: boolean;
   /** The provider whose account id is the user id of a sign-in (the default tenant's; docs/sign-in.md). */
   readonly userProvider: string;
+  /** How long a device's sign-in code waits for the person (RFC 8628 `expires_in`; docs/sign-in.md). */
+  readonly deviceCodeTtlSeconds: number;
   /** The web-session API's cookie sessions: their longest life, and the idle timeout if any (docs/sign-in.md). */
   readonly webSession: { readonly ttlSeconds: number; readonly idleSeconds: number | undefined };
   /** The token API refreshes a token that expires within this many seconds. */
@@ -214,6 +216,7 @@ const EnvSchema = v.object({
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_USER_PROVIDER: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a provider id (lowercase letters, digits, _ and -)')), 'discord'),
+  LINKGATE_DEVICE_CODE_TTL_SECONDS: v.optional(integer(2, 3600), '600'),
   LINKGATE_WEB_SESSION_TTL_SECONDS: v.optional(integer(300, 7 * 86400), '28800'),
   LINKGATE_WEB_SESSION_IDLE_SECONDS: v.optional(integer(60, 7 * 86400)),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
@@ -298,6 +301,7 @@ export function parseConfig(rawEnv: Env): Config {
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     userProvider: e.LINKGATE_USER_PROVIDER,
+    deviceCodeTtlSeconds: e.LINKGATE_DEVICE_CODE_TTL_SECONDS,
     webSession: Object.freeze({ ttlSeconds: e.LINKGATE_WEB_SESSION_TTL_SECONDS, idleSeconds: e.LINKGATE_WEB_SESSION_IDLE_SECONDS }),
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
     linkEventRetentionDays: e.LINKGATE_LINK_EVENT_RETENTION_DAYS,

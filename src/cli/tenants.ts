@@ -439,6 +439,8 @@ const appsCreate: OperatorCommand = {
       type: 'boolean',
       help: 'read a legacy JWT secret from the first line of standard input: LoginService then answers HS256 JWTs signed with it (the old ATProto login service\'s JWT_SECRET); never given as an argument, which others on this machine could see',
     },
+    'device-flow': { type: 'boolean', help: 'may use the device flow (a CLI or a bot); then it needs no redirect URI' },
+    'third-party': { type: 'boolean', help: 'someone else\'s app: people see a consent page after signing in' },
   },
   json: true,
   summary: 'Register an app people sign in to, and print its client id and secret (this once).',
@@ -461,10 +463,12 @@ const appsCreate: OperatorCommand = {
       ...(providers ? { providers } : {}),
       ...(typeof args.values.subject === 'string' ? { subject: args.values.subject } : {}),
       ...(legacyJwtSecret === undefined ? {} : { legacyJwtSecret }),
+      ...(args.values['device-flow'] === true ? { deviceFlow: true } : {}),
+      ...(args.values['third-party'] === true ? { firstParty: false } : {}),
     });
     const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/apps`, body }, json(CreatedAppAnswer), async (context) =>
       createTenantApp({ tenants: context.tenants, providers: await context.providers(), apps: await appsOf(context, io) }, tenant, body),
-      { action: 'app.create', tenant, after: (a) => ({ target: `app:${a.clientId}`, detail: { name: body.name, type: body.type } }) },
+      { action: 'app.create', tenant, after: (a) => ({ target: `app:${a.clientId}`, detail: { name: body.name, type: body.type, firstParty: body.firstParty, deviceFlow: body.deviceFlow } }) },
     );
     print(io, args, answer, () =>
       answer.clientSecret === undefined
@@ -489,8 +493,15 @@ const appsList: OperatorCommand = {
       answer.apps.length === 0
         ? `tenant ${tenant} has no apps\n`
         : table(
-            ['CLIENT ID', 'NAME', 'TYPE', 'REDIRECT URIS', 'PROVIDERS'],
-            answer.apps.map((a) => [a.clientId, a.name, a.type, a.redirectUris.join(' '), a.providers?.join(',') ?? 'all']),
+            ['CLIENT ID', 'NAME', 'TYPE', 'REDIRECT URIS', 'PROVIDERS', 'GRANTS'],
+            answer.apps.map((a) => [
+              a.clientId,
+              a.name,
+              a.type,
+              a.redirectUris.join(' ') || '-',
+              a.providers?.join(',') ?? 'all',
+              [...(a.redirectUris.length > 0 ? ['code'] : []), ...(a.deviceFlow ? ['device'] : []), ...(a.firstParty ? [] : ['third-party'])].join(','),
+            ]),
           ),
     );
     return EXIT.ok;

@@ -26,6 +26,7 @@ export const appLegacySecretAad = (tenant: string, clientId: string) => `oidc-ap
 export const issuerPath = (tenant: string) => (tenant === DEFAULT_TENANT ? '' : `/t/${tenant}`);
 
 const StoredPayload = v.record(v.string(), v.unknown());
+const EXPIRED_DEVICE_CODE_KEPT_SECONDS = 3600;
 
 /**
  * oidc-provider's storage for one tenant: `adapterFor(model)` is its
@@ -57,6 +58,10 @@ export function createOpenIdAdapter(db: Db, keyring: Keyring, tenant: string, ap
       };
     }
 
+    // An expired device code stays readable a while (oidc-provider checks its `exp` itself), so the
+    // app still polling hears `expired_token` (RFC 8628 §3.5) rather than "not found".
+    const keptFor = (expiresIn: number) => (model === 'DeviceCode' ? expiresIn + EXPIRED_DEVICE_CODE_KEPT_SECONDS : expiresIn);
+
     return {
       async upsert(id, payload, expiresIn) {
         const idHash = sha256(id);
@@ -66,7 +71,7 @@ export function createOpenIdAdapter(db: Db, keyring: Keyring, tenant: string, ap
           userCodeHash: payload.userCode ? sha256(payload.userCode) : null,
           uid: payload.uid ?? null,
           consumedAt: null,
-          expiresAt: typeof expiresIn === 'number' ? new Date(now() + expiresIn * 1000) : null,
+          expiresAt: typeof expiresIn === 'number' ? new Date(now() + keptFor(expiresIn) * 1000) : null,
         };
         await db
           .insert(oidcPayloads)
@@ -94,6 +99,8 @@ export type SigningJwk = JWK & { kid: string; alg: string; use: 'sig' };
 
 export const SIGNING_ALG = 'ES256';
 
+/** RFC 8628 §3.4. */
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /** How long an ID token lives: a retired key stays published this long after it last signed, plus KEY_LEEWAY_SECONDS. */
 export const ID_TOKEN_TTL_SECONDS = 3600;
 /** Clocks of the apps that verify our tokens may be this far behind. */
@@ -260,6 +267,7 @@ export interface OpenIdApp {
   firstParty: boolean;
   /** Whether LoginService hands it HS256 JWTs signed with its legacy secret (seed 003) instead of ID tokens. */
   legacyJwt: boolean;
+  deviceFlow: boolean;
   createdAt: Date;
 }
 
@@ -273,6 +281,7 @@ export interface NewOpenIdApp {
   firstParty: boolean;
   /** The seed-003 drop-in's `JWT_SECRET`: LoginService tokens are HS256 JWTs signed with it. */
   legacyJwtSecret?: string | undefined;
+  deviceFlow: boolean;
 }
 
 const toApp = (row: OidcAppRow): OpenIdApp => ({
@@ -285,6 +294,7 @@ const toApp = (row: OidcAppRow): OpenIdApp => ({
   subject: row.subject,
   firstParty: row.firstParty,
   legacyJwt: row.legacyJwtSecret !== null,
+  deviceFlow: row.deviceFlow,
   createdAt: row.createdAt,
 });
 
@@ -306,6 +316,7 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
           providers: app.providers ?? null,
           subject: app.subject,
           firstParty: app.firstParty,
+          deviceFlow: app.deviceFlow,
           secret: clientSecret === undefined ? null : keyring.seal(clientSecret, appSecretAad(tenant, clientId)),
           legacyJwtSecret: app.legacyJwtSecret === undefined ? null : keyring.seal(app.legacyJwtSecret, appLegacySecretAad(tenant, clientId)),
           createdAt: new Date(now()),
@@ -340,13 +351,15 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
       const [row] = await db.select().from(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId)));
       if (!row) return undefined;
       const confidential = row.type === 'confidential' && row.secret !== null;
+      // An app without redirect URIs (a CLI) signs people in through the device grant only.
+      const redirects = row.redirectUris.length > 0;
       return {
         client_id: row.clientId,
         client_name: row.name,
         redirect_uris: row.redirectUris,
         post_logout_redirect_uris: row.postLogoutRedirectUris,
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
+        grant_types: [...(redirects ? ['authorization_code'] : []), ...(row.deviceFlow ? [DEVICE_CODE_GRANT] : []), 'refresh_token'],
+        response_types: redirects ? ['code'] : [],
         id_token_signed_response_alg: SIGNING_ALG,
         // `sub` is the provider's account id: oidc-provider's pairwise hook gives it (src/http/openid-provider.tsx).
         ...(row.subject === 'external' ? { subject_type: 'pairwise' } : {}),

@@ -336,6 +336,8 @@ export const oidcApps = pgTable(
     providers: text('providers').array(),
     subject: text('subject', { enum: ['user', 'external'] }).notNull().default('user'),
     firstParty: boolean('first_party').notNull().default(true),
+    /** May use the device authorization grant (RFC 8628): a CLI or a bot without a browser. */
+    deviceFlow: boolean('device_flow').notNull().default(false),
     secret: text('secret'),
     /** Sealed: the HS256 secret of the seed-003 drop-in (LoginService tokens); null for ID tokens. Never answered. */
     legacyJwtSecret: text('legacy_jwt_secret'),

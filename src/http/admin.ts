@@ -137,7 +137,8 @@ export const AppParams = v.object({
 });
 export const CreateAppBody = v.object({
   name: TenantName,
-  redirectUris: v.pipe(appUris('redirectUris'), v.minLength(1, 'redirectUris must list at least one URL')),
+  // Required unless the app signs in through the device grant only (checked in createTenantApp).
+  redirectUris: v.optional(appUris('redirectUris'), []),
   postLogoutRedirectUris: v.optional(appUris('postLogoutRedirectUris'), []),
   type: v.picklist(['confidential', 'public'], 'type must be "confidential" (a server that keeps a secret) or "public" (a browser or native app)'),
   providers: v.optional(
@@ -149,6 +150,7 @@ export const CreateAppBody = v.object({
   legacyJwtSecret: v.optional(
     v.pipe(v.string('legacyJwtSecret must be a string'), v.minLength(32, 'legacyJwtSecret must be at least 32 characters'), v.maxLength(512, 'legacyJwtSecret must be at most 512 characters')),
   ),
+  deviceFlow: v.optional(v.boolean('deviceFlow must be true or false'), false),
 });
 
 // ── Answers (also what the tests check real answers against) ───────────────
@@ -197,6 +199,7 @@ export const AppAnswer = v.strictObject({
   firstParty: v.boolean(),
   /** Whether it has a legacy JWT secret (never the secret). */
   legacyJwt: v.boolean(),
+  deviceFlow: v.boolean(),
   createdAt: IsoTime,
 });
 export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
@@ -242,6 +245,7 @@ export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   subject: app.subject,
   firstParty: app.firstParty,
   legacyJwt: app.legacyJwt,
+  deviceFlow: app.deviceFlow,
   createdAt: app.createdAt.toISOString(),
 });
 
@@ -308,8 +312,9 @@ export async function createTenantApp(
   body: v.InferOutput<typeof CreateAppBody>,
 ): Promise<v.InferOutput<typeof CreatedAppAnswer>> {
   await deps.tenants.require(tenant);
-  // No consent page yet: an app of someone else's would sign people in without asking them.
-  if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
+  if (body.redirectUris.length === 0 && !body.deviceFlow) {
+    throw new LinkgateError('bad_request', 'redirectUris must list at least one URL (only an app with deviceFlow: true may have none)');
+  }
   if (body.providers) {
     const registry = await deps.providers.of(tenant);
     const unknown = body.providers.find((id) => !registry.get(id));
@@ -573,7 +578,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     audited('app.create', async (c, note) => {
       const { tenant } = parseInput(TenantParams, c.req.param());
       const body = parseInput(CreateAppBody, await readJsonBody(c));
-      note.detail = { name: body.name, type: body.type };
+      // Whether people are asked for consent, and whether a device may sign in: what makes an app trusted.
+      note.detail = { name: body.name, type: body.type, firstParty: body.firstParty, deviceFlow: body.deviceFlow };
       const created = await createTenantApp(deps, tenant, body);
       note.target = `app:${created.clientId}`;
       c.get('log')().info({ tenant, app: created.clientId }, 'app created');

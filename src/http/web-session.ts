@@ -90,12 +90,14 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
 
   /**
    * The allowlist: `postLoginRedirect` must be, character for character, a
-   * redirect URI of one of the tenant's apps that offers this provider
-   * (exact matching, as for OAuth redirect URIs: RFC 9700 §4.1.3).
+   * redirect URI of one of the tenant's first-party apps that offers this
+   * provider (exact matching, as for OAuth redirect URIs: RFC 9700 §4.1.3).
+   * A third-party app signs people in through the OpenID Provider, with
+   * consent; a session of the gateway's own is not its to start.
    */
   async function allowed(tenant: string, provider: string, postLoginRedirect: string): Promise<boolean> {
     const apps = await deps.apps.list(tenant);
-    return apps.some((app) => app.redirectUris.includes(postLoginRedirect) && (app.providers === null || app.providers.includes(provider)));
+    return apps.some((app) => app.firstParty && app.redirectUris.includes(postLoginRedirect) && (app.providers === null || app.providers.includes(provider)));
   }
 
   /**
@@ -113,7 +115,7 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
     if (origin !== undefined && origin !== 'null') {
       if (origin === ownOrigin) return;
       const apps = tenant ? await deps.apps.list(tenant) : [];
-      if (apps.some((app) => app.redirectUris.some((uri) => URL.canParse(uri) && new URL(uri).origin === origin))) return;
+      if (apps.some((app) => app.firstParty && app.redirectUris.some((uri) => URL.canParse(uri) && new URL(uri).origin === origin))) return;
     }
     throw new LinkgateError('csrf_failed', 'this request came from another site', { status: 403 });
   }

@@ -188,6 +188,8 @@ describe('linkgate tenants', () => {
     expect(legacy.code).toBe(0);
     const legacyApp = v.parse(CreatedAppAnswer, JSON.parse(legacy.stdout)).clientId;
     expect((await cli(['tenants', 'apps', 'create', 'quizbot', 'Seed', 'public', 'https://seed.example/callback', '--legacy-jwt-secret-stdin'], { input: 'short\n' })).stderr).toContain('legacyJwtSecret must be at least 32 characters');
+    // A CLI of someone else's: the device flow, no redirect URI, and a consent page.
+    const tool = await answer(CreatedAppAnswer, ['tenants', 'apps', 'create', 'quizbot', 'Stats CLI', 'public', '--device-flow', '--third-party']);
 
     const listed = await answer(AppsAnswer, ['tenants', 'apps', 'list', 'quizbot']);
     expect(listed.apps.find((app) => app.clientId === clientId)).toMatchObject({
@@ -198,9 +200,11 @@ describe('linkgate tenants', () => {
       providers: ['corp'],
       subject: 'user',
       firstParty: true,
+      deviceFlow: false,
     });
     expect(listed.apps.find((app) => app.clientId === legacyApp)).toMatchObject({ subject: 'external', legacyJwt: true });
     expect(listed.apps.find((app) => app.clientId === clientId)).toMatchObject({ legacyJwt: false });
+    expect(listed.apps.find((app) => app.clientId === tool.clientId)).toMatchObject({ name: 'Stats CLI', redirectUris: [], deviceFlow: true, firstParty: false });
     const table = await cli(['tenants', 'apps', 'list', 'quizbot']);
     expect(table.stdout).toContain(clientId!);
     for (const shown of [table.stdout, JSON.stringify(listed), legacy.stdout]) {
@@ -210,7 +214,8 @@ describe('linkgate tenants', () => {
     // The public app offers every provider, Discord included: its redirect URI is allowed for a Discord sign-in.
     expect(await start()).toBe('provider_unconfigured');
 
-    for (const app of [clientId!, made2.clientId, legacyApp]) {
+    expect(table.stdout).toMatch(/Stats CLI +public +- +all +device,third-party/);
+    for (const app of [clientId!, made2.clientId, tool.clientId, legacyApp]) {
       const deleted = await cli(['tenants', 'apps', 'delete', 'quizbot', app]);
       expect(deleted.code).toBe(0);
       expect(deleted.stdout).toBe(`deleted app ${app} of tenant quizbot\n`);

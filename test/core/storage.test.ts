@@ -89,7 +89,7 @@ describe('link storage', () => {
 
   it("re-seals apps' legacy JWT secrets and RPC sign-ins' tokens too", async () => {
     const apps = createOpenIdApps(database.db, createKeyring([OLD]));
-    const app = await apps.create('default', { name: 'Legacy', type: 'public', redirectUris: ['https://app.example/cb'], postLogoutRedirectUris: [], providers: undefined, subject: 'external', firstParty: true, legacyJwtSecret: 'legacy-jwt-secret-0123456789abcdefghij' });
+    const app = await apps.create('default', { name: 'Legacy', type: 'public', redirectUris: ['https://app.example/cb'], postLogoutRedirectUris: [], providers: undefined, subject: 'external', firstParty: true, deviceFlow: false, legacyJwtSecret: 'legacy-jwt-secret-0123456789abcdefghij' });
     const sessionHash = 'rotated-login-session-digest';
     await database.db.insert(loginSessions).values({
       sessionHash,

@@ -35,6 +35,7 @@ const EIGHT_HOURS = 8 * 3600 * 1000;
 const DASHBOARD = 'https://app.example/dashboard';
 const QUIZ_HOME = 'https://quiz.example/home';
 const DISCORD_ONLY = 'https://app.example/discord-only';
+const THIRD_PARTY = 'https://someone-else.example/callback';
 
 let database: Database;
 let idp: TestIdp;
@@ -140,6 +141,7 @@ beforeAll(async () => {
   // The allowlist: the redirect URIs of each tenant's apps.
   expect((await admin(gateway, '/tenants/default/apps', { name: 'Dashboard', redirectUris: [DASHBOARD], type: 'public' })).status).toBe(201);
   expect((await admin(gateway, '/tenants/default/apps', { name: 'Discord corner', redirectUris: [DISCORD_ONLY], type: 'public', providers: ['discord'] })).status).toBe(201);
+  expect((await admin(gateway, '/tenants/default/apps', { name: 'Someone else', redirectUris: [THIRD_PARTY], type: 'public', firstParty: false })).status).toBe(201);
   expect((await admin(gateway, '/tenants', { id: 'quizbot', name: 'Quiz Bot' })).status).toBe(201);
   const configured = await put(gateway, '/tenants/quizbot/providers/corp', { env: { CORP_ISSUER: idp.issuer, CORP_CLIENT_ID: 'linkgate', CORP_CLIENT_SECRET: CORP_SECRET, CORP_SCOPES: 'openid profile' } });
   expect(configured.status).toBe(200);
@@ -231,6 +233,7 @@ describe('GET /api/auth/:provider/start', () => {
     ['an allowed URI with a path added', { postLoginRedirect: `${DASHBOARD}/../../evil` }, 400, 'redirect_not_allowed'],
     ['an allowed URI of an app that does not offer this provider', { postLoginRedirect: DISCORD_ONLY }, 400, 'redirect_not_allowed'],
     ['another tenant\'s allowed URI', { postLoginRedirect: QUIZ_HOME }, 400, 'redirect_not_allowed'],
+    ['a redirect URI of a third-party app', { postLoginRedirect: THIRD_PARTY }, 400, 'redirect_not_allowed'],
     ['a javascript: URL', { postLoginRedirect: 'javascript:alert(1)' }, 400, 'redirect_not_allowed'],
     ['no postLoginRedirect', {}, 400, 'bad_request'],
     ['a relative postLoginRedirect', { postLoginRedirect: '/dashboard' }, 400, 'bad_request'],
