@@ -22,6 +22,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { adminRoutes } from './http/admin.ts';
 import { apiRoutes } from './http/api.ts';
+import { mcpRoutes } from './http/mcp.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
@@ -29,6 +30,7 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
+import { accountRoutes, ACCOUNT_SESSION } from './http/account.tsx';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
@@ -112,6 +114,8 @@ export function createGateway(deps: AppDeps) {
     now,
     ttlSeconds: config.loginSessionTtlSeconds,
   });
+  // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
+  const userProviderOf = async (tenant: string) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord'));
   const linking = createLinking({
     db,
     ...(metrics ? { metrics } : {}),
@@ -127,8 +131,7 @@ export function createGateway(deps: AppDeps) {
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
     webhookEvents,
-    // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
-    userProviderOf: async (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord')),
+    userProviderOf,
     logins: logins.outcomes,
   });
   const openId = createOpenIdProviders({
@@ -166,7 +169,7 @@ export function createGateway(deps: AppDeps) {
 
   // Every HTML page gets the page headers, the 404 page for any path included; the API and health checks answer JSON.
   const pages = pageHeaders();
-  const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
+  const notPage = (path: string) => path.startsWith('/api/') || path === '/mcp' || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
   const browserLimit = rateLimit({ limiter, scope: 'browser', keyOf: addressOf });
   app.use('/oauth/*', browserLimit);
@@ -189,6 +192,26 @@ export function createGateway(deps: AppDeps) {
   });
   app.use('/api/auth/*', browserLimit);
   app.route('/api/auth', webSessions.routes);
+  // The account page (issue #21): a person's own links, per tenant, behind a sign-in with the tenant's user provider.
+  const account = accountRoutes({
+    linking,
+    links,
+    providers,
+    tenants,
+    sessions: createWebSessions(db, { ...ACCOUNT_SESSION, now }),
+    userProviderOf,
+    brandOf,
+    publicBaseUrl: config.publicBaseUrl,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+    contextTtlSeconds: config.contextTtlSeconds,
+    hashUserId,
+    now,
+    metrics,
+  });
+  // ('/me/*' matches '/me' too.)
+  for (const path of ['/me/*', '/t/:tenant/me/*']) app.use(path, browserLimit);
+  app.route('/', account.routes);
   app.route(
     '/oauth',
     oauthRoutes({
@@ -200,7 +223,8 @@ export function createGateway(deps: AppDeps) {
       brand: config.brand,
       brandOf,
       finishSignIn: openId.finishSignIn,
-      finishWebSession: webSessions.finish,
+      // Each kind of cookie session is started by its own module.
+      finishWebSession: (c, outcome) => (outcome.purpose === ACCOUNT_SESSION.purpose ? account.finish(c, outcome) : webSessions.finish(c, outcome)),
     }),
   );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
@@ -244,6 +268,9 @@ export function createGateway(deps: AppDeps) {
     }),
   );
 
+  // The same questions as MCP tools, for agents (src/http/mcp.ts), behind the same gate.
+  app.route('/mcp', mcpRoutes({ providers, tenants, links, tokens, apiKeys, limiter, now, publicBaseUrl: config.publicBaseUrl, contextTtlSeconds: config.contextTtlSeconds }));
+
   app.route(
     '/api/admin/v1',
     adminRoutes({
@@ -265,7 +292,7 @@ export function createGateway(deps: AppDeps) {
     }),
   );
 
-  const wantsJson = (path: string) => path.startsWith('/api/') || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
+  const wantsJson = (path: string) => path.startsWith('/api/') || path === '/mcp' || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
 
   app.notFound((c) => {
     if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
@@ -331,7 +358,7 @@ export function createGateway(deps: AppDeps) {
     login: { linking, logins, apps, stateTtlSeconds: config.stateTtlSeconds },
   });
 
-  return { app, rpc, events, limiter, tokensServed, logins };
+  return { app, rpc, events, limiter, tokensServed, tokens, logins };
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -39,6 +39,8 @@ export interface Config {
   readonly webSession: { readonly ttlSeconds: number; readonly idleSeconds: number | undefined };
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
+  /** How often one instance re-checks `needs_reauth` links (LINKGATE_REAUTH_RECHECK_MINUTES); 0: never. */
+  readonly reauthRecheckMs: number;
   /** How long each link's event log keeps an event (LINKGATE_LINK_EVENT_RETENTION_DAYS, 90). */
   readonly linkEventRetentionDays: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
@@ -220,6 +222,7 @@ const EnvSchema = v.object({
   LINKGATE_WEB_SESSION_TTL_SECONDS: v.optional(integer(300, 7 * 86400), '28800'),
   LINKGATE_WEB_SESSION_IDLE_SECONDS: v.optional(integer(60, 7 * 86400)),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
+  LINKGATE_REAUTH_RECHECK_MINUTES: v.optional(integer(0, 10080), '60'),
   LINKGATE_LINK_EVENT_RETENTION_DAYS: v.optional(integer(1, 3650), '90'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LINKGATE_METRICS: v.optional(boolean, 'false'),
@@ -304,6 +307,7 @@ export function parseConfig(rawEnv: Env): Config {
     deviceCodeTtlSeconds: e.LINKGATE_DEVICE_CODE_TTL_SECONDS,
     webSession: Object.freeze({ ttlSeconds: e.LINKGATE_WEB_SESSION_TTL_SECONDS, idleSeconds: e.LINKGATE_WEB_SESSION_IDLE_SECONDS }),
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
+    reauthRecheckMs: e.LINKGATE_REAUTH_RECHECK_MINUTES * 60_000,
     linkEventRetentionDays: e.LINKGATE_LINK_EVENT_RETENTION_DAYS,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     webhook: e.LINKGATE_WEBHOOK_URL

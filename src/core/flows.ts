@@ -59,6 +59,8 @@ export interface NewFlow {
   loginSession?: string;
   /** A web-session sign-in flow: `returnTo` is the app's `postLoginRedirect` (its `userId` is empty until done). */
   webSession?: boolean;
+  /** A web-session sign-in flow's kind of session (`account`); absent: the web-session API's. */
+  sessionPurpose?: string;
 }
 
 export interface FlowStoreOptions {
@@ -96,6 +98,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         signIn: flow.signIn ?? null,
         loginSession: flow.loginSession ?? null,
         webSession: flow.webSession ?? false,
+        sessionPurpose: flow.sessionPurpose ?? null,
       });
     },
 

@@ -6,7 +6,7 @@
  * gateway's own Jellyfin form; the browser is a cookie-keeping client of the
  * gateway that never follows a redirect by itself.
  */
-import { eq } from 'drizzle-orm';
+import { eq } from '../../src/db/orm.ts';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../src/core/crypto.ts';
