@@ -237,6 +237,37 @@ export default defineProvider({
       return { kind: 'form', form };
     };
 
+    /**
+     * Resolves a handle or DID (identity, PDS, authorization server) and
+     * pushes the authorization request (PAR): the redirect to the user's
+     * server, or the form again saying what was wrong.
+     */
+    async function authorize(flow: { state: string; data: { [key: string]: Json } }, typed: string): Promise<Step> {
+      const parsed = v.safeParse(Identifier, typed);
+      if (!parsed.success) return identifierForm(parsed.issues[0].message);
+      const identifier = parsed.output;
+      const isServer = /^https?:\/\//i.test(identifier);
+      let url: URL;
+      try {
+        if (isServer) {
+          // A PDS address: the account is chosen at the server, so there is no DID to hold it to yet.
+          url = await client.authorize(identifier, { state: flow.state });
+        } else {
+          const identity = await client.identityResolver.resolve(identifier.replace(/^@/, ''));
+          flow.data = { did: identity.did, handle: identity.handle };
+          url = await client.authorize(identity.did, { state: flow.state });
+        }
+      } catch (error) {
+        logger.info({ reason: error instanceof Error ? error.name : 'unknown' }, 'atproto identifier did not resolve');
+        return identifierForm(
+          isServer
+            ? 'We could not reach a Bluesky-compatible server at that address.'
+            : 'We could not find that account. Check the handle (like alice.bsky.social) and try again.',
+        );
+      }
+      return { kind: 'redirect', url };
+    }
+
     async function restore(did: string): Promise<OAuthSession> {
       try {
         return await client.restore(did);
@@ -256,36 +287,13 @@ export default defineProvider({
         'transition:chat.bsky': 'read and send your direct messages',
         'transition:email': 'see your email address',
       }),
-      async begin() {
-        return identifierForm();
+      // The app may know the handle already (`login_hint`, LoginService's identifier): no form then.
+      async begin(flow) {
+        return flow.loginHint === undefined ? identifierForm() : authorize(flow, flow.loginHint);
       },
 
       async advance(flow, input) {
-        if (input.kind === 'form') {
-          const parsed = v.safeParse(Identifier, input.fields.identifier ?? '');
-          if (!parsed.success) return identifierForm(parsed.issues[0].message);
-          const identifier = parsed.output;
-          const isServer = /^https?:\/\//i.test(identifier);
-          let url: URL;
-          try {
-            if (isServer) {
-              // A PDS address: the account is chosen at the server, so there is no DID to hold it to yet.
-              url = await client.authorize(identifier, { state: flow.state });
-            } else {
-              const identity = await client.identityResolver.resolve(identifier.replace(/^@/, ''));
-              flow.data = { did: identity.did, handle: identity.handle };
-              url = await client.authorize(identity.did, { state: flow.state });
-            }
-          } catch (error) {
-            logger.info({ reason: error instanceof Error ? error.name : 'unknown' }, 'atproto identifier did not resolve');
-            return identifierForm(
-              isServer
-                ? 'We could not reach a Bluesky-compatible server at that address.'
-                : 'We could not find that account. Check the handle (like alice.bsky.social) and try again.',
-            );
-          }
-          return { kind: 'redirect', url };
-        }
+        if (input.kind === 'form') return authorize(flow, input.fields.identifier ?? '');
         if (input.kind !== 'callback') return identifierForm();
 
         let session: OAuthSession;

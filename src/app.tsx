@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import type { Brand, Config } from './config.ts';
 import { createApiKeyCheck, createUserIdHasher, type Keyring } from './core/crypto.ts';
 import { isLinkgateError, LinkgateError } from './core/errors.ts';
-import { createLinkEvents } from './core/events.ts';
+import { createEventChannel, createLinkEvents } from './core/events.ts';
+import { createLoginSessions } from './core/logins.ts';
+import { createOpenIdApps, createSigningKeys } from './core/openid-storage.ts';
 import { createFlowStore } from './core/flows.ts';
 import { createLinking } from './core/linking.ts';
 import { jwtContextFormat } from './core/link-context.ts';
@@ -98,6 +100,20 @@ export function createGateway(deps: AppDeps) {
     return settings instanceof Promise ? settings.then((found) => found.brand ?? config.brand) : (settings.brand ?? config.brand);
   };
   const events = createLinkEvents(deps.database, logger);
+  const apps = createOpenIdApps(db, deps.keyring, now);
+  // Sign-ins apps start over RPC (LoginService), woken across instances on their own channel.
+  const loginEvents = createEventChannel(deps.database, logger, 'linkgate_logins');
+  const logins = createLoginSessions({
+    db,
+    keyring: deps.keyring,
+    apps,
+    signingKeys: createSigningKeys(db, deps.keyring, now),
+    events: loginEvents,
+    publicBaseUrl: config.publicBaseUrl,
+    logger,
+    now,
+    ttlSeconds: config.loginSessionTtlSeconds,
+  });
   // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
   const userProviderOf = async (tenant: string) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord'));
   const linking = createLinking({
@@ -116,6 +132,7 @@ export function createGateway(deps: AppDeps) {
     hashUserId,
     webhookEvents,
     userProviderOf,
+    logins: logins.outcomes,
   });
   const openId = createOpenIdProviders({
     db,
@@ -338,9 +355,10 @@ export function createGateway(deps: AppDeps) {
     trustProxyHops: config.trustProxyHops,
     reportError: deps.reportError,
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
+    login: { linking, logins, apps, stateTtlSeconds: config.stateTtlSeconds },
   });
 
-  return { app, rpc, events, limiter, tokensServed, tokens };
+  return { app, rpc, events, limiter, tokensServed, tokens, logins };
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -21,6 +21,8 @@ export interface Config {
   readonly contextSigningSecret: string;
   readonly contextTtlSeconds: number;
   readonly stateTtlSeconds: number;
+  /** How long an RPC sign-in's outcome is kept for AwaitLogin after InitiateLogin (the sweep). */
+  readonly loginSessionTtlSeconds: number;
   readonly userIdHashSalt: string;
   readonly apiKeys: readonly string[];
   /** Keys of the operator API (/api/admin/v1); empty: that API answers 404. */
@@ -205,6 +207,7 @@ const EnvSchema = v.object({
   OAUTH_CONTEXT_SIGNING_SECRET: sharedSecret,
   OAUTH_CONTEXT_TTL_SECONDS: v.optional(integer(10, 86400), '300'),
   OAUTH_STATE_TTL_SECONDS: v.optional(integer(60, 3600), '300'),
+  LINKGATE_LOGIN_SESSION_TTL_SECONDS: v.optional(integer(60, 86400), '1800'),
   USERID_HASH_SALT: sharedSecret,
   LINKGATE_API_KEYS: list(secret, 'must list at least one key'),
   LINKGATE_ADMIN_KEYS: v.optional(list(secret, 'must list at least one key')),
@@ -293,6 +296,7 @@ export function parseConfig(rawEnv: Env): Config {
     contextSigningSecret: e.OAUTH_CONTEXT_SIGNING_SECRET,
     contextTtlSeconds: e.OAUTH_CONTEXT_TTL_SECONDS,
     stateTtlSeconds: e.OAUTH_STATE_TTL_SECONDS,
+    loginSessionTtlSeconds: e.LINKGATE_LOGIN_SESSION_TTL_SECONDS,
     userIdHashSalt: e.USERID_HASH_SALT,
     apiKeys: Object.freeze(e.LINKGATE_API_KEYS),
     adminKeys: Object.freeze(e.LINKGATE_ADMIN_KEYS ?? []),

@@ -110,6 +110,13 @@ export interface Flow {
    * union; one without scopes ignores them.
    */
   readonly scopes?: readonly string[];
+  /**
+   * Who is signing in, as the app already knows it (`begin` only): an
+   * OpenID `login_hint`, or LoginService's `identifier`. A provider that
+   * asks for an identifier first (ATProto's handle) may take it from here
+   * and skip asking; others ignore it.
+   */
+  readonly loginHint?: string;
   /** The provider's scratch space for this flow; changes are saved (sealed) after each step. */
   data: { [key: string]: Json };
 }

@@ -435,6 +435,10 @@ const appsCreate: OperatorCommand = {
     'post-logout-redirect-uris': { type: 'string', value: 'URLS', help: 'where they may go after signing out: URLs separated by spaces (quote them)' },
     providers: { type: 'string', value: 'IDS', help: 'the providers its sign-in offers, separated by commas (default: all the tenant has)' },
     subject: { type: 'string', value: 'user|external', help: '"user" (default): sub is the user id; "external": the provider\'s account id' },
+    'legacy-jwt-secret-stdin': {
+      type: 'boolean',
+      help: 'read a legacy JWT secret from the first line of standard input: LoginService then answers HS256 JWTs signed with it (the old ATProto login service\'s JWT_SECRET); never given as an argument, which others on this machine could see',
+    },
     'device-flow': { type: 'boolean', help: 'may use the device flow (a CLI or a bot); then it needs no redirect URI' },
     'third-party': { type: 'boolean', help: 'someone else\'s app: people see a consent page after signing in' },
   },
@@ -450,6 +454,7 @@ const appsCreate: OperatorCommand = {
     const { tenant } = parse(TenantParams, { tenant: args.positionals[0] });
     const postLogout = words(args.values['post-logout-redirect-uris'], /\s+/);
     const providers = words(args.values.providers, /[\s,]+/);
+    const legacyJwtSecret = args.values['legacy-jwt-secret-stdin'] === true ? ((await io.readStdin()).split(/\r?\n/)[0] ?? '').trim() : undefined;
     const body = parse(CreateAppBody, {
       name: args.positionals[1],
       type: args.positionals[2],
@@ -457,6 +462,7 @@ const appsCreate: OperatorCommand = {
       ...(postLogout ? { postLogoutRedirectUris: postLogout } : {}),
       ...(providers ? { providers } : {}),
       ...(typeof args.values.subject === 'string' ? { subject: args.values.subject } : {}),
+      ...(legacyJwtSecret === undefined ? {} : { legacyJwtSecret }),
       ...(args.values['device-flow'] === true ? { deviceFlow: true } : {}),
       ...(args.values['third-party'] === true ? { firstParty: false } : {}),
     });

@@ -67,6 +67,10 @@ const defaultStatus = {
   sign_in_expired: 400,
   /** A sign-in named a provider the app or tenant does not offer. */
   sign_in_provider: 400,
+  /** LoginService: no app with this id in the caller's tenant. */
+  app_not_found: 404,
+  /** LoginService: no sign-in by this session id (never made, or swept 30 minutes after it began). */
+  login_not_found: 404,
   /** The web-session API: a `postLoginRedirect` that is not a redirect URI of the tenant's apps. */
   redirect_not_allowed: 400,
   /** The web-session API: no session cookie, or its session ended (expired, logged out, another tenant's). */

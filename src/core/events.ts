@@ -8,18 +8,25 @@ const CHANNEL = 'linkgate_links';
 
 const keyOf = (key: LinkKey) => JSON.stringify([key.tenant, key.userId, key.provider]);
 
+/** A wait on one id: `changed` resolves on its next change; `stop` must be called when done. */
+export interface Subscription {
+  changed: Promise<void>;
+  stop: () => void;
+}
+
 /**
- * "A link changed" across every instance: NOTIFY on PostgreSQL (PGlite
- * delivers its own notifications in-process), one LISTEN per process, and an
- * in-process fan-out to the requests waiting on that link. Nobody polls.
+ * "Something changed" across every instance, on one channel: NOTIFY on
+ * PostgreSQL (PGlite delivers its own notifications in-process), one LISTEN
+ * per channel and process, and an in-process fan-out to the waits on that
+ * id. Nobody polls.
  */
-export function createLinkEvents(database: Database, logger: Logger) {
+export function createEventChannel(database: Database, logger: Logger, channel: string) {
   const waiters = new Map<string, Set<() => void>>();
   let listening: Promise<unknown> | undefined;
 
   const ensureListening = () => {
     listening ??= database
-      .listen(CHANNEL, (payload) => {
+      .listen(channel, (payload) => {
         for (const wake of waiters.get(payload) ?? []) wake();
       })
       .catch((error: unknown) => {
@@ -30,12 +37,12 @@ export function createLinkEvents(database: Database, logger: Logger) {
   };
 
   return {
-    /** Tells every instance the link changed; a lost notification only makes a waiter wait for its timeout. */
-    async publish(key: LinkKey): Promise<void> {
+    /** Tells every instance `id` changed; a lost notification only makes a waiter wait for its timeout. */
+    async publish(id: string): Promise<void> {
       try {
-        await database.notify(CHANNEL, keyOf(key));
+        await database.notify(channel, id);
       } catch (error) {
-        logger.warn({ cause: logCause(error) }, 'link notification failed');
+        logger.warn({ cause: logCause(error), channel }, 'change notification failed');
       }
     },
 
@@ -47,19 +54,17 @@ export function createLinkEvents(database: Database, logger: Logger) {
     },
 
     /**
-     * Registers interest in a link before the caller checks it, so a change
-     * between the check and the wait is not missed. `wake` resolves on the
-     * next change; `stop` must be called when done. `database_unavailable`
+     * Registers interest in `id` before the caller checks it, so a change
+     * between the check and the wait is not missed. `database_unavailable`
      * (503) when the database cannot LISTEN.
      */
-    async subscribe(key: LinkKey): Promise<{ changed: Promise<void>; stop: () => void }> {
+    async subscribe(id: string): Promise<Subscription> {
       try {
         await ensureListening();
       } catch (cause) {
         // Without LISTEN nobody would wake the waiter: the database is unavailable to it, not broken.
-        throw new LinkgateError('database_unavailable', 'waiting for link changes is not possible right now; try again shortly', { cause });
+        throw new LinkgateError('database_unavailable', 'waiting for changes is not possible right now; try again shortly', { cause });
       }
-      const id = keyOf(key);
       let wake!: () => void;
       const changed = new Promise<void>((resolve) => (wake = resolve));
       let set = waiters.get(id);
@@ -73,6 +78,18 @@ export function createLinkEvents(database: Database, logger: Logger) {
         },
       };
     },
+  };
+}
+
+export type EventChannel = ReturnType<typeof createEventChannel>;
+
+/** "A link changed" (stored, or its flow cancelled), keyed by tenant, user and provider: the wait API's wake-up. */
+export function createLinkEvents(database: Database, logger: Logger) {
+  const events = createEventChannel(database, logger, CHANNEL);
+  return {
+    publish: (key: LinkKey) => events.publish(keyOf(key)),
+    waiting: () => events.waiting(),
+    subscribe: (key: LinkKey) => events.subscribe(keyOf(key)),
   };
 }
 

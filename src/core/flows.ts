@@ -55,6 +55,8 @@ export interface NewFlow {
   configVersion?: number | null;
   /** A sign-in flow: the OpenID Provider interaction it finishes (its `userId` is empty until then). */
   signIn?: string;
+  /** An RPC sign-in (LoginService): the digest of its session id; bound to no browser. */
+  loginSession?: string;
   /** A web-session sign-in flow: `returnTo` is the app's `postLoginRedirect` (its `userId` is empty until done). */
   webSession?: boolean;
   /** A web-session sign-in flow's kind of session (`account`); absent: the web-session API's. */
@@ -94,6 +96,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         expiresAt: flow.expiresAt,
         configVersion: flow.configVersion ?? null,
         signIn: flow.signIn ?? null,
+        loginSession: flow.loginSession ?? null,
         webSession: flow.webSession ?? false,
         sessionPurpose: flow.sessionPurpose ?? null,
       });

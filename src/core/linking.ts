@@ -28,6 +28,8 @@ export type Outcome =
   | { kind: 'linked'; tenant: string; provider: RegisteredProvider; accountName: string | undefined; returnTo: string | undefined }
   /** A sign-in flow found who the person is: the OpenID Provider's interaction `signIn` is finished next. */
   | { kind: 'signed_in'; tenant: string; signIn: string; userId: string; provider: RegisteredProvider }
+  /** A sign-in an app started over RPC is finished (its token is stored for AwaitLogin): the person goes back to the app. */
+  | { kind: 'logged_in'; tenant: string; provider: RegisteredProvider; accountName: string | undefined }
   /**
    * A web-session sign-in flow found who the person is: the HTTP layer starts
    * their cookie session (src/http/web-session.ts) and sends them to
@@ -54,6 +56,22 @@ export type Started = { kind: 'redirect'; url: URL } | { kind: 'linked'; returnT
 
 /** Where a sign-in's start leaves the browser, with the flow's `state` either way. */
 export type SignInStarted = { kind: 'redirect'; url: URL; state: string } | { kind: 'show'; state: string };
+
+/**
+ * Where `startLogin` leaves an RPC sign-in: the URL to send the person to
+ * (the provider's, or our page for the flow) and until when it works; or
+ * refused, the provider's form asking again (ATProto: the handle does not
+ * resolve), in its words.
+ */
+export type LoginStarted = { kind: 'started'; url: URL; expiresAt: Date } | { kind: 'refused'; message: string };
+
+/** What the RPC sign-ins (src/core/logins.ts) hear from their flows. */
+export interface LoginOutcomes {
+  /** The person signed in: `userId` found or made, the account stored as their link. */
+  completed(sessionHash: string, who: { tenant: string; userId: string; provider: string; externalId: string; name: string | undefined }): Promise<void>;
+  /** The flow ended without a sign-in: `reason` is the error code. */
+  failed(sessionHash: string, reason: string): Promise<void>;
+}
 
 /**
  * What opening a link shows: the confirmation, or, when this browser already
@@ -98,7 +116,12 @@ export interface LinkingDeps {
    * users by that id and the app they sign in to see the same user.
    */
   userProviderOf?: (tenant: string) => string | Promise<string>;
+  /** Where RPC sign-ins (LoginService) are told how their flow ended. */
+  logins?: LoginOutcomes;
 }
+
+/** A flow that signs a person in (the OpenID Provider's, the web-session API's, LoginService's): no user until `done`. */
+const isSignIn = (row: FlowRow) => row.signIn !== null || row.webSession || row.loginSession !== null;
 
 /** A user made by a sign-in with an account no user of the tenant has linked yet. */
 const newUserId = () => `usr_${randomToken(16)}`;
@@ -174,7 +197,8 @@ export function createLinking(deps: LinkingDeps) {
     if (!row || row.provider !== providerId || row.status !== 'open' || row.expiresAt.getTime() <= deps.now()) {
       throw new LinkgateError('flow_not_found', 'this sign-in has expired or was already used', { provider: providerId });
     }
-    if (!browserId || sha256(browserId) !== row.browserHash) {
+    // An RPC sign-in belongs to no browser: its URL went to the app, which gave it to the person.
+    if (row.loginSession === null && (!browserId || sha256(browserId) !== row.browserHash)) {
       throw new LinkgateError('flow_browser_mismatch', 'this sign-in was started in another browser', { provider: providerId });
     }
     return row;
@@ -198,7 +222,7 @@ export function createLinking(deps: LinkingDeps) {
     step: Step,
     previous?: FlowSecrets,
   ): Promise<Outcome> {
-    if (step.kind === 'done' && (row.signIn !== null || row.webSession)) return signedIn(provider, row, step);
+    if (step.kind === 'done' && isSignIn(row)) return signedIn(provider, row, step);
     if (step.kind === 'done') {
       // Before anything is written: an account outside the contract's bounds links nothing.
       const account = checkedAccount(step.account, step.credentials, provider.id);
@@ -250,9 +274,13 @@ export function createLinking(deps: LinkingDeps) {
       await links.using(tx).store(key, account, step.credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: row.configVersion, via: 'sign_in' });
       return user;
     });
-    logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, userId) }, 'signed in');
+    logger.info({ provider: provider.id, user: deps.hashUserId(row.tenant, userId), via: row.loginSession === null ? 'openid' : 'rpc' }, 'signed in');
     deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id, tenant: row.tenant });
     await deps.events.publish({ tenant: row.tenant, userId, provider: provider.id });
+    if (row.loginSession !== null) {
+      await deps.logins?.completed(row.loginSession, { tenant: row.tenant, userId, provider: provider.id, externalId: account.id, name: account.name });
+      return { kind: 'logged_in', tenant: row.tenant, provider, accountName: account.name };
+    }
     if (row.webSession) {
       if (!row.returnTo) throw new LinkgateError('internal_error', 'a web-session sign-in without its postLoginRedirect', { provider: provider.id });
       return {
@@ -297,15 +325,17 @@ export function createLinking(deps: LinkingDeps) {
       // While the user waits on a code, a provider hiccup is not the end: the next poll tries again.
       const transient = isLinkgateError(error) && (error.code === 'provider_unavailable' || error.code === 'provider_timeout');
       if (input.kind === 'poll' && transient) await flows.unlock(claimed);
-      else if (isLinkgateError(error, 'provider_denied') && (claimed.signIn !== null || claimed.webSession)) {
-        // No bot is waiting on a sign-in: the flow just ends.
+      else if (isLinkgateError(error, 'provider_denied') && isSignIn(claimed)) {
+        // No bot is waiting on a sign-in: the flow just ends (an app waiting over RPC hears why).
         await flows.finish(claimed, 'cancelled', new Date(deps.now()));
+        if (claimed.loginSession !== null) await deps.logins?.failed(claimed.loginSession, 'provider_denied');
       } else if (isLinkgateError(error, 'provider_denied')) {
         // Refusing access at the provider is the user's Cancel too: the bot hears of it.
         await endCancelled(claimed, 'provider_denied');
       } else {
         await flows.finish(claimed, 'failed', new Date(deps.now()));
         deps.metrics?.inc('linkgate_flows_failed_total', { provider: providerId, tenant: claimed.tenant, reason: isLinkgateError(error) ? error.code : 'internal_error' });
+        if (claimed.loginSession !== null) await deps.logins?.failed(claimed.loginSession, isLinkgateError(error) ? error.code : 'internal_error');
       }
       throw error;
     }
@@ -408,10 +438,11 @@ export function createLinking(deps: LinkingDeps) {
     providerId: string,
     browserId: string,
     ends: { signIn: string } | { webSession: true; returnTo: string; purpose: string | undefined },
+    loginHint?: string,
   ): Promise<SignInStarted> {
     const provider = await tenantProvider(tenant, providerId);
     const state = randomToken(32);
-    const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
+    const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, ...(loginHint ? { loginHint } : {}), data: {} };
     const step = await run(provider, (p) => p.begin(flow));
     if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
     await flows.insert({
@@ -526,7 +557,7 @@ export function createLinking(deps: LinkingDeps) {
      * is is decided when the provider says `done` (`signedIn`). The caller
      * has checked that this browser holds the interaction.
      */
-    startSignIn: (tenant: string, providerId: string, browserId: string, signIn: string): Promise<SignInStarted> => openSignIn(tenant, providerId, browserId, { signIn }),
+    startSignIn: (tenant: string, providerId: string, browserId: string, signIn: string, loginHint?: string): Promise<SignInStarted> => openSignIn(tenant, providerId, browserId, { signIn }, loginHint),
 
     /**
      * A web-session sign-in (`GET /api/auth/:provider/start`): as
@@ -538,6 +569,44 @@ export function createLinking(deps: LinkingDeps) {
      */
     startWebSignIn: (tenant: string, providerId: string, browserId: string, postLoginRedirect: string, purpose?: string): Promise<SignInStarted> =>
       openSignIn(tenant, providerId, browserId, { webSession: true, returnTo: postLoginRedirect, purpose }),
+
+    /**
+     * A sign-in an app started over RPC (LoginService.InitiateLogin): a flow
+     * for no user and no browser yet, tied to the login session
+     * `loginSession` (the digest of its id), and `begin` with the app's
+     * `identifier` as the login hint (ATProto resolves it and pushes its
+     * authorization request here). The URL goes back to the app, which sends
+     * the person there; whoever finishes it is who the token names.
+     */
+    async startLogin(tenant: string, providerId: string, loginSession: string, loginHint: string | undefined): Promise<LoginStarted> {
+      const provider = await tenantProvider(tenant, providerId);
+      const state = randomToken(32);
+      const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, ...(loginHint ? { loginHint } : {}), data: {} };
+      const step = await run(provider, (p) => p.begin(flow));
+      if (step.kind === 'done') throw new LinkgateError('provider_unavailable', 'this provider cannot sign people in', { provider: providerId });
+      // The identifier did not lead anywhere (the provider asks again): the app hears it now, not the person later.
+      if (step.kind === 'form' && step.form.error && loginHint) return { kind: 'refused', message: step.form.error };
+      await flows.insert({
+        state,
+        codeVerifier: flow.codeVerifier,
+        // Bound to no browser (a random id nobody holds): see `findFlow`.
+        browserId: randomToken(32),
+        tenant,
+        userId: '',
+        provider: providerId,
+        returnTo: undefined,
+        data: flow.data,
+        expiresAt: new Date(flow.expiresAt),
+        configVersion: provider.configVersion ?? null,
+        loginSession,
+        ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
+        step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
+      });
+      logger.info({ provider: providerId, step: step.kind, signIn: true, via: 'rpc' }, 'flow started');
+      deps.metrics?.inc('linkgate_flows_started_total', { provider: providerId, tenant });
+      const url = step.kind === 'redirect' ? step.url : new URL(`${deps.publicBaseUrl.href.replace(/\/$/, '')}/oauth/${providerId}/continue?state=${encodeURIComponent(state)}`);
+      return { kind: 'started', url, expiresAt: new Date(flow.expiresAt) };
+    },
 
     /**
      * `GET /oauth/:provider/continue`: the page a flow is on (a form, a code
@@ -607,7 +676,15 @@ export function createLinking(deps: LinkingDeps) {
       if ('state' in target) {
         const row = await findFlow(providerId, target.state, browserId);
         const claimed = await flows.claim(row, new Date(deps.now()));
-        if (!claimed || !(await endCancelled(claimed, 'user'))) throw claimLost(providerId);
+        if (!claimed) throw claimLost(providerId);
+        if (isSignIn(claimed)) {
+          // No bot waits on a sign-in (its user is not known yet): it just ends; an app waiting over RPC hears it.
+          if (!(await flows.finish(claimed, 'cancelled', new Date(deps.now())))) throw claimLost(providerId);
+          deps.metrics?.inc('linkgate_flows_cancelled_total', { provider: providerId, tenant: claimed.tenant, reason: 'user' });
+          if (claimed.loginSession !== null) await deps.logins?.failed(claimed.loginSession, 'cancelled');
+          return;
+        }
+        if (!(await endCancelled(claimed, 'user'))) throw claimLost(providerId);
         return;
       }
       const { context } = await contextAndProvider(providerId, target.context);
@@ -636,7 +713,7 @@ export function createLinking(deps: LinkingDeps) {
     /** `GET /oauth/:provider/poll`: is the flow behind a `wait` step finished yet? */
     async poll(providerId: string, state: string | undefined, browserId: string | undefined): Promise<PollAnswer> {
       const row = state ? await flows.find(state) : undefined;
-      if (!row || row.provider !== providerId || !browserId || sha256(browserId) !== row.browserHash) return { status: 'expired' };
+      if (!row || row.provider !== providerId || (row.loginSession === null && (!browserId || sha256(browserId) !== row.browserHash))) return { status: 'expired' };
       if (row.status === 'completed') return { status: 'linked', ...(row.returnTo ? { returnTo: row.returnTo } : {}) };
       if (row.status === 'failed') return { status: 'failed' };
       if (row.status === 'cancelled') return { status: 'cancelled' };
@@ -648,6 +725,7 @@ export function createLinking(deps: LinkingDeps) {
         const outcome = await advance(providerId, state!, browserId, { kind: 'poll' }, row);
         if (outcome.kind === 'linked') return { status: 'linked', ...(outcome.returnTo ? { returnTo: outcome.returnTo } : {}) };
         if (outcome.kind === 'signed_in' || outcome.kind === 'web_signed_in') return { status: 'signed_in', outcome };
+        if (outcome.kind === 'logged_in') return { status: 'linked' };
         if (outcome.kind === 'wait') return { status: 'pending', pollMs: outcome.pollMs };
         return { status: 'continue' };
       } catch (error) {

@@ -14,11 +14,16 @@ import type { Db } from '../db/client.ts';
 import { and, asc, eq, gt, isNull, or, sql } from '../db/orm.ts';
 import { oidcApps, oidcPayloads, oidcSigningKeys, type OidcAppRow } from '../db/schema.ts';
 import { randomToken, sha256, type Keyring } from './crypto.ts';
+import { DEFAULT_TENANT } from './ids.ts';
 import { LinkgateError } from './errors.ts';
 
 export const payloadAad = (tenant: string, model: string, idHash: string) => `oidc-payload:${JSON.stringify([tenant, model, idHash])}`;
 export const signingKeyAad = (tenant: string, kid: string) => `oidc-signing-key:${JSON.stringify([tenant, kid])}`;
 export const appSecretAad = (tenant: string, clientId: string) => `oidc-app-secret:${JSON.stringify([tenant, clientId])}`;
+export const appLegacySecretAad = (tenant: string, clientId: string) => `oidc-app-legacy-jwt-secret:${JSON.stringify([tenant, clientId])}`;
+
+/** Where a tenant's OpenID Provider lives, under `PUBLIC_BASE_URL`: its issuer is `PUBLIC_BASE_URL` + this. */
+export const issuerPath = (tenant: string) => (tenant === DEFAULT_TENANT ? '' : `/t/${tenant}`);
 
 const StoredPayload = v.record(v.string(), v.unknown());
 const EXPIRED_DEVICE_CODE_KEPT_SECONDS = 3600;
@@ -260,6 +265,8 @@ export interface OpenIdApp {
   providers: string[] | null;
   subject: 'user' | 'external';
   firstParty: boolean;
+  /** Whether LoginService hands it HS256 JWTs signed with its legacy secret (seed 003) instead of ID tokens. */
+  legacyJwt: boolean;
   deviceFlow: boolean;
   createdAt: Date;
 }
@@ -272,6 +279,8 @@ export interface NewOpenIdApp {
   providers: string[] | undefined;
   subject: 'user' | 'external';
   firstParty: boolean;
+  /** The seed-003 drop-in's `JWT_SECRET`: LoginService tokens are HS256 JWTs signed with it. */
+  legacyJwtSecret?: string | undefined;
   deviceFlow: boolean;
 }
 
@@ -284,6 +293,7 @@ const toApp = (row: OidcAppRow): OpenIdApp => ({
   providers: row.providers,
   subject: row.subject,
   firstParty: row.firstParty,
+  legacyJwt: row.legacyJwtSecret !== null,
   deviceFlow: row.deviceFlow,
   createdAt: row.createdAt,
 });
@@ -308,6 +318,7 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
           firstParty: app.firstParty,
           deviceFlow: app.deviceFlow,
           secret: clientSecret === undefined ? null : keyring.seal(clientSecret, appSecretAad(tenant, clientId)),
+          legacyJwtSecret: app.legacyJwtSecret === undefined ? null : keyring.seal(app.legacyJwtSecret, appLegacySecretAad(tenant, clientId)),
           createdAt: new Date(now()),
         })
         .returning();
@@ -321,6 +332,12 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
     async get(tenant: string, clientId: string): Promise<OpenIdApp | undefined> {
       const [row] = await db.select().from(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId)));
       return row && toApp(row);
+    },
+
+    /** The app's legacy JWT secret, opened (LoginService's HS256 tokens); undefined when it has none. */
+    async legacyJwtSecret(tenant: string, clientId: string): Promise<string | undefined> {
+      const [row] = await db.select({ sealed: oidcApps.legacyJwtSecret }).from(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId)));
+      return row?.sealed ? keyring.open(row.sealed, appLegacySecretAad(tenant, clientId)) : undefined;
     },
 
     /** Removes the app and every token, code and grant issued to it. */

@@ -2,13 +2,14 @@ import type { SQL } from 'drizzle-orm';
 import { and, asc, eq, isNotNull, not, sql } from '../db/orm.ts';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.ts';
-import { flows, kv, links, oidcApps, oidcPayloads, oidcSigningKeys, tenantContextSecrets, tenantProviderConfigs, tenantWebhooks } from '../db/schema.ts';
+import { flows, kv, links, loginSessions, oidcApps, oidcPayloads, oidcSigningKeys, tenantContextSecrets, tenantProviderConfigs, tenantWebhooks } from '../db/schema.ts';
 import type { Keyring } from './crypto.ts';
 import { flowAad } from './flows.ts';
 import { kvAad } from './kv.ts';
 import { linkAad } from './links.ts';
 import { providerConfigAad, secretAad, webhookAad } from './tenants.ts';
-import { appSecretAad, payloadAad, signingKeyAad } from './openid-storage.ts';
+import { appLegacySecretAad, appSecretAad, payloadAad, signingKeyAad } from './openid-storage.ts';
+import { loginResultAad } from './logins.ts';
 
 interface SealedColumn {
   name: string;
@@ -67,6 +68,16 @@ const SEALED: SealedColumn[] = [
   },
   { name: 'oidc_signing_keys', table: oidcSigningKeys, keys: [oidcSigningKeys.tenant, oidcSigningKeys.kid], value: oidcSigningKeys.privateJwk, field: 'privateJwk', aad: ([tenant, kid]) => signingKeyAad(String(tenant), String(kid)) },
   { name: 'oidc_apps', table: oidcApps, keys: [oidcApps.tenant, oidcApps.clientId], value: oidcApps.secret, field: 'secret', aad: ([tenant, clientId]) => appSecretAad(String(tenant), String(clientId)) },
+  {
+    name: 'oidc_apps.legacy_jwt_secret',
+    table: oidcApps,
+    keys: [oidcApps.tenant, oidcApps.clientId],
+    value: oidcApps.legacyJwtSecret,
+    field: 'legacyJwtSecret',
+    aad: ([tenant, clientId]) => appLegacySecretAad(String(tenant), String(clientId)),
+  },
+  // RPC sign-ins' tokens (src/core/logins.ts), kept 30 minutes.
+  { name: 'login_sessions', table: loginSessions, keys: [loginSessions.sessionHash], value: loginSessions.result, field: 'result', aad: ([sessionHash]) => loginResultAad(String(sessionHash)) },
 ];
 
 export interface ReencryptReport {

@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import { eq, sql } from '../db/orm.ts';
-import { flows, kv, linkEvents, links, oidcPayloads, usedContexts, webhookDeliveries, webSessions } from '../db/schema.ts';
+import { flows, kv, linkEvents, links, loginSessions, oidcPayloads, usedContexts, webhookDeliveries, webSessions } from '../db/schema.ts';
 import { LinkgateError } from './errors.ts';
 import { DEFAULT_TENANT } from './ids.ts';
 import type { TenantStore } from './tenants.ts';
@@ -41,6 +41,7 @@ export async function deleteTenant(deps: TenantDeletionDeps, tenant: string, log
     await tx.delete(linkEvents).where(eq(linkEvents.tenant, tenant));
     // Its OpenID Provider's sessions, codes and tokens (its apps and signing keys go with the tenant's row).
     await tx.delete(oidcPayloads).where(eq(oidcPayloads.tenant, tenant));
+    await tx.delete(loginSessions).where(eq(loginSessions.tenant, tenant));
     await tx.delete(webSessions).where(eq(webSessions.tenant, tenant));
     // Providers' own keys of this tenant (src/core/tools.ts names them `<tenant>/<provider>`).
     await tx.execute(sql`delete from ${kv} where starts_with(${kv.namespace}, ${`${tenant}/`})`);

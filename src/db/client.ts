@@ -35,7 +35,11 @@ export interface OpenDatabaseOptions {
   maxConnections?: number;
   /** PGlite only: `false` runs initdb in a new data directory instead of copying the template (the template's own build). */
   template?: false;
+  /** Called with each query Drizzle runs (tests count them: an idle wait must run none). */
+  logQuery?: (query: string) => void;
 }
+
+const queryLogger = (options: OpenDatabaseOptions) => (options.logQuery ? { logger: { logQuery: options.logQuery } } : {});
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   // Each driver is loaded only when used: a PostgreSQL deployment does not carry PGlite's WebAssembly, and back.
@@ -48,7 +52,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       // Credentials never leave the process through errors: postgres-js puts
       // query parameters on errors only when `debug` is on, which it is not.
     });
-    const db = drizzlePostgres(client, { schema });
+    const db = drizzlePostgres(client, { schema, ...queryLogger(options) });
     return {
       db,
       kind: 'postgres',
@@ -84,7 +88,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   const { PGlite, drizzle: drizzlePglite, migrate: migratePglite } = pgliteDriver();
   const client = await PGlite.create(dataDir, { startParams: pgliteStartParams(), ...(options.loadDataDir ? { loadDataDir: options.loadDataDir } : {}) });
   // Drizzle's PGlite session calls only `query` and `transaction` on its client.
-  const db = drizzlePglite({ client: preparedStatements(client) as unknown as PGlite, schema });
+  const db = drizzlePglite({ client: preparedStatements(client) as unknown as PGlite, schema, ...queryLogger(options) });
   return {
     db,
     kind: 'pglite',

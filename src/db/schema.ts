@@ -47,6 +47,12 @@ export const flows = pgTable(
      */
     signIn: text('sign_in'),
     /**
+     * A sign-in an app started over RPC (LoginService.InitiateLogin): the
+     * SHA-256 of its session id (`login_sessions.session_hash`). No browser
+     * holds it: whoever has its provider URL may finish it, as with seed 003.
+     */
+    loginSession: text('login_session'),
+    /**
      * A web-session sign-in flow (`GET /api/auth/:provider/start`,
      * src/http/web-session.ts): ends with a cookie session and a 303 to
      * `return_to`, the app's `postLoginRedirect`. Its `user_id` is empty
@@ -339,9 +345,37 @@ export const oidcApps = pgTable(
     /** May use the device authorization grant (RFC 8628): a CLI or a bot without a browser. */
     deviceFlow: boolean('device_flow').notNull().default(false),
     secret: text('secret'),
+    /** Sealed: the HS256 secret of the seed-003 drop-in (LoginService tokens); null for ID tokens. Never answered. */
+    legacyJwtSecret: text('legacy_jwt_secret'),
     createdAt: at('created_at').notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.tenant, t.clientId] })],
+);
+
+/**
+ * A sign-in an app started over RPC (LoginService, docs/grpc.md): keyed by
+ * the SHA-256 of its session id, so a dump holds no live session. `result`
+ * (the token) is sealed; the row lives until `expires_at` (the sweep), so a
+ * late AwaitLogin on any instance still gets the token.
+ */
+export const loginSessions = pgTable(
+  'login_sessions',
+  {
+    sessionHash: text('session_hash').primaryKey(),
+    tenant: text('tenant').notNull(),
+    clientId: text('client_id').notNull(),
+    provider: text('provider').notNull(),
+    status: text('status', { enum: ['pending', 'completed', 'failed'] }).notNull().default('pending'),
+    /** The sealed token once completed. */
+    result: text('result'),
+    /** Why it failed: an error code (`provider_denied`, `account_mismatch`, …). */
+    reason: text('reason'),
+    createdAt: at('created_at').notNull().defaultNow(),
+    /** The person must finish signing in before this (the flow's expiry); then AwaitLogin says `expired`. */
+    deadline: at('deadline').notNull(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [index('login_sessions_expires_at_idx').on(t.expiresAt)],
 );
 
 /**
@@ -437,6 +471,7 @@ export const webSessions = pgTable(
 );
 
 export type FlowRow = typeof flows.$inferSelect;
+export type LoginSessionRow = typeof loginSessions.$inferSelect;
 export type WebSessionRow = typeof webSessions.$inferSelect;
 export type LinkRow = typeof links.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;

@@ -146,6 +146,10 @@ export const CreateAppBody = v.object({
   ),
   subject: v.optional(v.picklist(['user', 'external'], 'subject must be "user" or "external"'), 'user'),
   firstParty: v.optional(v.boolean('firstParty must be true or false'), true),
+  // RFC 7518 §3.2: an HS256 key of at least 256 bits.
+  legacyJwtSecret: v.optional(
+    v.pipe(v.string('legacyJwtSecret must be a string'), v.minLength(32, 'legacyJwtSecret must be at least 32 characters'), v.maxLength(512, 'legacyJwtSecret must be at most 512 characters')),
+  ),
   deviceFlow: v.optional(v.boolean('deviceFlow must be true or false'), false),
 });
 
@@ -193,6 +197,8 @@ export const AppAnswer = v.strictObject({
   providers: v.nullable(v.array(v.string())),
   subject: v.picklist(['user', 'external']),
   firstParty: v.boolean(),
+  /** Whether it has a legacy JWT secret (never the secret). */
+  legacyJwt: v.boolean(),
   deviceFlow: v.boolean(),
   createdAt: IsoTime,
 });
@@ -238,6 +244,7 @@ export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   providers: app.providers,
   subject: app.subject,
   firstParty: app.firstParty,
+  legacyJwt: app.legacyJwt,
   deviceFlow: app.deviceFlow,
   createdAt: app.createdAt.toISOString(),
 });

@@ -12,7 +12,7 @@ import { parseInput } from '../core/validation.ts';
 import type { StepInput } from '../provider.ts';
 import { bodyLimit, type AppEnv } from './middleware.ts';
 import type { Brand } from '../config.ts';
-import { CancelledPage, ConfirmPage, FormPage, LinkedPage, WaitPage, type PageFrame } from './pages.tsx';
+import { CancelledPage, ConfirmPage, FormPage, LinkedPage, MessagePage, WaitPage, type PageFrame } from './pages.tsx';
 
 /**
  * The cookie that binds a flow to the browser that started it. Over https it
@@ -118,6 +118,15 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
         if (!deps.finishSignIn) throw new LinkgateError('not_found', 'sign-in is not served here');
         return c.redirect((await deps.finishSignIn(outcome)).href, 303);
       }
+      case 'logged_in':
+        // An app's RPC sign-in: the app has its token (AwaitLogin); the person goes back to it.
+        return c.html(
+          <MessagePage
+            frame={await tenantFrame(c, outcome.tenant)}
+            title="Signed in"
+            lines={[`You are signed in with ${outcome.provider.displayName}${outcome.accountName ? ` as ${outcome.accountName}` : ''}.`, 'You can close this tab and go back to the app.']}
+          />,
+        );
       case 'web_signed_in': {
         if (!deps.finishWebSession) throw new LinkgateError('not_found', 'sign-in is not served here');
         return c.redirect((await deps.finishWebSession(c, outcome)).href, 303);

@@ -36,7 +36,7 @@ import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { Linking, Outcome } from '../core/linking.ts';
 import type { LinkStore } from '../core/links.ts';
-import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, ID_TOKEN_TTL_SECONDS, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
+import { createOpenIdAdapter, createOpenIdApps, createSigningKeys, ID_TOKEN_TTL_SECONDS, issuerPath, SIGNING_ALG, type OpenIdApps } from '../core/openid-storage.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import { TenantId, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
@@ -79,8 +79,7 @@ function alreadySent(status: number): Response {
 /** Our cookie helpers read and set cookies only: any env will do. */
 const asAppContext = (c: Context<NodeEnv>) => c as unknown as Context<AppEnv>;
 
-/** Where a tenant's OpenID Provider lives, under `PUBLIC_BASE_URL`. */
-export const issuerPath = (tenant: string) => (tenant === DEFAULT_TENANT ? '' : `/t/${tenant}`);
+export { issuerPath };
 
 // oidc-provider's endpoints, under each issuer's path (discovery stays at /.well-known/openid-configuration).
 const ROUTES = {
@@ -424,12 +423,14 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
   }
 
   /** Opens the sign-in flow for `providerId` in this browser and sends it to the provider (or our form). */
-  async function start(c: Context<NodeEnv>, tenant: string, uid: string, app: { providers: string[] | null }, providerId: string) {
+  async function start(c: Context<NodeEnv>, tenant: string, uid: string, app: { providers: string[] | null }, providerId: string, loginHint: unknown) {
     if (!(await offered(tenant, app)).some((p) => p.id === providerId)) {
       throw new LinkgateError('sign_in_provider', 'the app does not offer this way of signing in', { provider: providerId });
     }
     const browser = readBrowserCookie(asAppContext(c), deps.secureCookies) ?? randomToken(32);
-    const started = await deps.linking.startSignIn(tenant, providerId, browser, uid);
+    // `login_hint` (OpenID Connect Core §3.1.2.1): ATProto takes the handle from it and skips its form.
+    const hint = typeof loginHint === 'string' && loginHint.length > 0 && loginHint.length <= 2048 ? loginHint : undefined;
+    const started = await deps.linking.startSignIn(tenant, providerId, browser, uid, hint);
     setBrowserCookie(asAppContext(c), browser, deps);
     if (started.kind === 'redirect') return c.redirect(started.url.href, 303);
     if (started.kind === 'show') return c.redirect(`/oauth/${providerId}/continue?state=${encodeURIComponent(started.state)}`, 303);
@@ -457,7 +458,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
           );
         }
         const idp = details.params.idp;
-        if (typeof idp === 'string') return start(c, tenant, uid, client, parseInput(ProviderId, idp));
+        if (typeof idp === 'string') return start(c, tenant, uid, client, parseInput(ProviderId, idp), details.params.login_hint);
         const choices = await offered(tenant, client);
         return c.html(
           <ChooserPage
@@ -475,7 +476,7 @@ export function createOpenIdProviders(deps: OpenIdProvidersDeps) {
         const { provider } = parseInput(ChosenProvider, { provider: form.get('provider') ?? undefined });
         const { uid, details, app: client } = await interactionOf(c, tenant);
         if (details.prompt.name !== 'login') throw new LinkgateError('sign_in_expired', 'this sign-in has moved on: reload the page');
-        return start(c, tenant, uid, client, provider);
+        return start(c, tenant, uid, client, provider, details.params.login_hint);
       });
 
       /** A third-party app's consent: Allow grants what it asked for; Deny sends it `access_denied`. */

@@ -3,16 +3,17 @@
  * Connect node adapter on the gateway's own port (src/http/listener.ts), so
  * gRPC, gRPC-Web and Connect reach it over HTTP/1.1 and HTTP/2 alike, and
  * every other request goes on to the Hono app.
- *
- * linkgate.v1.LoginService (issue #22) joins LinkService here, behind the
- * same gate, once the sign-in it serves exists.
+ * LinkService and LoginService share the gate: the same key check, rate
+ * limits, log line and metrics.
  */
 import { createContextValues, type ConnectRouter, type Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter, type ConnectNodeAdapterOptions } from '@connectrpc/connect-node';
 import type { RequestHandler } from '../http/listener.ts';
 import { peerKey, rpcGate, type GateDeps } from './gate.ts';
 import { LinkService } from './gen/linkgate/v1/links_pb.ts';
+import { LoginService } from './gen/linkgate/v1/login_pb.ts';
 import { linkService, type LinkServiceDeps } from './link-service.ts';
+import { loginService, type LoginServiceDeps } from './login-service.ts';
 
 type NodeHandlerFn = NonNullable<ConnectNodeAdapterOptions['fallback']>;
 
@@ -24,10 +25,11 @@ export interface Rpc {
   gate: Interceptor;
 }
 
-export function createRpc(deps: LinkServiceDeps & GateDeps): Rpc {
+export function createRpc(deps: LinkServiceDeps & GateDeps & { login: Omit<LoginServiceDeps, 'now' | 'stopping' | 'heartbeatMs' | 'providers'> }): Rpc {
   return {
     routes: (router) => {
       router.service(LinkService, linkService(deps));
+      router.service(LoginService, loginService({ ...deps.login, providers: deps.providers, now: deps.now, stopping: deps.stopping, ...(deps.heartbeatMs ? { heartbeatMs: deps.heartbeatMs } : {}) }));
     },
     gate: rpcGate(deps),
   };
@@ -35,7 +37,7 @@ export function createRpc(deps: LinkServiceDeps & GateDeps): Rpc {
 
 /**
  * A request listener for `node:http` and `node:http2` alike: the RPC
- * procedures (`POST /linkgate.v1.LinkService/GetLink`, …), and `fallback`
+ * procedures (`POST /linkgate.v1.LinkService/GetLink`, `/linkgate.v1.LoginService/…`), and `fallback`
  * (the Hono app's listener) for everything else.
  */
 export function rpcRequestHandler(rpc: Rpc, fallback: RequestHandler): RequestHandler {

@@ -182,6 +182,12 @@ describe('linkgate tenants', () => {
     expect(clientId).toBeDefined();
     const made2 = await answer(CreatedAppAnswer, ['tenants', 'apps', 'create', 'quizbot', 'Spa', 'public', DASHBOARD]);
     expect(made2.clientSecret).toBeUndefined();
+    // The seed-003 drop-in: a legacy JWT secret, from standard input only, never shown again.
+    const LEGACY = 'cli-legacy-jwt-secret-0123456789abcdefgh';
+    const legacy = await cli(['tenants', 'apps', 'create', 'quizbot', 'Seed', 'public', 'https://seed.example/callback', '--subject', 'external', '--legacy-jwt-secret-stdin', '--json'], { input: `${LEGACY}\n` });
+    expect(legacy.code).toBe(0);
+    const legacyApp = v.parse(CreatedAppAnswer, JSON.parse(legacy.stdout)).clientId;
+    expect((await cli(['tenants', 'apps', 'create', 'quizbot', 'Seed', 'public', 'https://seed.example/callback', '--legacy-jwt-secret-stdin'], { input: 'short\n' })).stderr).toContain('legacyJwtSecret must be at least 32 characters');
     // A CLI of someone else's: the device flow, no redirect URI, and a consent page.
     const tool = await answer(CreatedAppAnswer, ['tenants', 'apps', 'create', 'quizbot', 'Stats CLI', 'public', '--device-flow', '--third-party']);
 
@@ -196,15 +202,20 @@ describe('linkgate tenants', () => {
       firstParty: true,
       deviceFlow: false,
     });
+    expect(listed.apps.find((app) => app.clientId === legacyApp)).toMatchObject({ subject: 'external', legacyJwt: true });
+    expect(listed.apps.find((app) => app.clientId === clientId)).toMatchObject({ legacyJwt: false });
     expect(listed.apps.find((app) => app.clientId === tool.clientId)).toMatchObject({ name: 'Stats CLI', redirectUris: [], deviceFlow: true, firstParty: false });
     const table = await cli(['tenants', 'apps', 'list', 'quizbot']);
     expect(table.stdout).toContain(clientId!);
-    for (const shown of [table.stdout, JSON.stringify(listed)]) expect(shown).not.toContain(secret!);
+    for (const shown of [table.stdout, JSON.stringify(listed), legacy.stdout]) {
+      expect(shown).not.toContain(secret!);
+      expect(shown).not.toContain(LEGACY);
+    }
     // The public app offers every provider, Discord included: its redirect URI is allowed for a Discord sign-in.
     expect(await start()).toBe('provider_unconfigured');
 
     expect(table.stdout).toMatch(/Stats CLI +public +- +all +device,third-party/);
-    for (const app of [clientId!, made2.clientId, tool.clientId]) {
+    for (const app of [clientId!, made2.clientId, tool.clientId, legacyApp]) {
       const deleted = await cli(['tenants', 'apps', 'delete', 'quizbot', app]);
       expect(deleted.code).toBe(0);
       expect(deleted.stdout).toBe(`deleted app ${app} of tenant quizbot\n`);

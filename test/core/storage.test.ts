@@ -11,7 +11,9 @@ import { purgeExpired } from '../../src/core/purge.ts';
 import { reencryptAll } from '../../src/core/reencrypt.ts';
 import { createTenantStore } from '../../src/core/tenants.ts';
 import type { Database } from '../../src/db/client.ts';
-import { flows, kv, links, usedContexts } from '../../src/db/schema.ts';
+import { flows, kv, links, loginSessions, usedContexts } from '../../src/db/schema.ts';
+import { loginResultAad } from '../../src/core/logins.ts';
+import { createOpenIdApps } from '../../src/core/openid-storage.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -83,6 +85,30 @@ describe('link storage', () => {
     expect(await after.contextSecrets('rotated')).toEqual([secret]);
     expect((await after.providerConfig('rotated', 'discord', 1))!.env.DISCORD_CLIENT_SECRET).toBe('tenant-discord-secret');
     expect((await after.webhook('rotated'))!.secret).toBe('tenant-webhook-secret-0123456789abcdef');
+  });
+
+  it("re-seals apps' legacy JWT secrets and RPC sign-ins' tokens too", async () => {
+    const apps = createOpenIdApps(database.db, createKeyring([OLD]));
+    const app = await apps.create('default', { name: 'Legacy', type: 'public', redirectUris: ['https://app.example/cb'], postLogoutRedirectUris: [], providers: undefined, subject: 'external', firstParty: true, deviceFlow: false, legacyJwtSecret: 'legacy-jwt-secret-0123456789abcdefghij' });
+    const sessionHash = 'rotated-login-session-digest';
+    await database.db.insert(loginSessions).values({
+      sessionHash,
+      tenant: 'default',
+      clientId: app.clientId,
+      provider: 'atproto',
+      status: 'completed',
+      result: createKeyring([OLD]).seal('eyJ.token.sig', loginResultAad(sessionHash)),
+      deadline: NOW,
+      expiresAt: new Date(Date.now() + 60_000),
+    });
+    const report = await reencryptAll(database.db, createKeyring([NEW, OLD]));
+    expect([report['oidc_apps.legacy_jwt_secret'], report.login_sessions]).toEqual([
+      { scanned: 1, reencrypted: 1, left: 0, unreadable: 0 },
+      { scanned: 1, reencrypted: 1, left: 0, unreadable: 0 },
+    ]);
+    expect(await createOpenIdApps(database.db, createKeyring([NEW])).legacyJwtSecret('default', app.clientId)).toBe('legacy-jwt-secret-0123456789abcdefghij');
+    const [row] = await database.db.select().from(loginSessions).where(eq(loginSessions.sessionHash, sessionHash));
+    expect(createKeyring([NEW]).open(row!.result!, loginResultAad(sessionHash))).toBe('eyJ.token.sig');
   });
 
   it('counts a value no configured key opens and goes on with the rest', async () => {
@@ -171,7 +197,7 @@ describe('background purge', () => {
     await store.set('short', 1, { ttlSeconds: 1 });
     await store.set('forever', 2);
 
-    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0 });
+    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0, loginSessions: 0 });
     expect((await database.db.select({ s: flows.stateHash }).from(flows)).map((r) => r.s)).toEqual(['live']);
     expect((await database.db.select({ j: usedContexts.jti }).from(usedContexts)).map((r) => r.j)).toEqual(['new-jti']);
     expect((await database.db.select({ k: kv.key }).from(kv).where(eq(kv.namespace, 'purge'))).map((r) => r.k)).toEqual(['forever']);

@@ -51,12 +51,13 @@ export function pgliteSnapshot(): Promise<Blob> {
 /**
  * A fresh, migrated database for one test file: a new PostgreSQL database
  * when TEST_DATABASE_URL is set (CI), an in-memory PGlite otherwise.
+ * `logQuery` sees every query Drizzle runs on it.
  * `close()` drops what it created.
  */
-export async function createTestDatabase(): Promise<Database & { url: string | undefined }> {
+export async function createTestDatabase(options: { logQuery?: (query: string) => void } = {}): Promise<Database & { url: string | undefined }> {
   const base = process.env.TEST_DATABASE_URL;
   if (!base) {
-    const database = await openDatabase({ dataDir: 'memory://', loadDataDir: await pgliteSnapshot() });
+    const database = await openDatabase({ dataDir: 'memory://', loadDataDir: await pgliteSnapshot(), ...options });
     // Nothing to do unless a migration was added since the snapshot (then its digest differs and a new one was made).
     await database.migrate();
     return { ...database, url: undefined };
@@ -66,7 +67,7 @@ export async function createTestDatabase(): Promise<Database & { url: string | u
   await admin.unsafe(`create database ${name}`);
   const url = new URL(base);
   url.pathname = `/${name}`;
-  const database = await openDatabase({ url: url.href, maxConnections: 20 });
+  const database = await openDatabase({ url: url.href, maxConnections: 20, ...options });
   await database.migrate();
   return {
     ...database,

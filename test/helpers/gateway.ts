@@ -7,6 +7,7 @@ import { createGateway, type AppDeps } from '../../src/app.tsx';
 import { createListener, type Listener } from '../../src/http/listener.ts';
 import { rpcRequestHandler, type Rpc } from '../../src/rpc/routes.ts';
 import type { LinkEvents } from '../../src/core/events.ts';
+import type { LoginSessions } from '../../src/core/logins.ts';
 import { parseConfig, type Config, type Env } from '../../src/config.ts';
 import { createKeyring, type Keyring } from '../../src/core/crypto.ts';
 import type { Metrics } from '../../src/core/metrics.ts';
@@ -38,6 +39,8 @@ export interface TestGateway {
   /** The RPC services, for a listener (`listen`). */
   rpc: Rpc;
   events: LinkEvents;
+  /** RPC sign-ins (LoginService): their waits are counted by `logins.waiting()`. */
+  logins: LoginSessions;
   config: Config;
   keyring: Keyring;
   registry: Registry;
@@ -87,7 +90,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const { app, rpc, events, tokens } = createGateway({
+  const { app, rpc, events, tokens, logins } = createGateway({
     config,
     database,
     keyring,
@@ -104,6 +107,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     app,
     rpc,
     events,
+    logins,
     config,
     keyring,
     registry,

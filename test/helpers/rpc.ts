@@ -12,6 +12,7 @@ import { ROOT } from './process.ts';
 
 export const PROTO_DIR = join(ROOT, 'proto');
 const LINKS_PROTO = 'linkgate/v1/links.proto';
+const LOGIN_PROTO = 'linkgate/v1/login.proto';
 export const SERVICE = 'linkgate.v1.LinkService';
 
 // --- @grpc/grpc-js ---------------------------------------------------------------------------
@@ -29,11 +30,11 @@ type Unary = (request: object, metadata: grpc.Metadata, callback: (error: grpc.S
 type Streaming = (request: object, metadata: grpc.Metadata) => grpc.ClientReadableStream<Record<string, unknown>>;
 type Method = { call(client: grpc.Client, request: object, metadata: grpc.Metadata, callback?: Parameters<Unary>[2]): unknown };
 
-/** A grpc-js client of LinkService at 127.0.0.1:`port` (plaintext HTTP/2), with `apiKey` as its default key. */
-export function grpcClient(port: number, apiKey: string, extra: Record<string, string> = {}): GrpcClient {
-  const definition = loadSync(LINKS_PROTO, { includeDirs: [PROTO_DIR], keepCase: true, longs: Number, enums: String, defaults: false, oneofs: true });
-  const loaded = grpc.loadPackageDefinition(definition) as unknown as { linkgate: { v1: { LinkService: grpc.ServiceClientConstructor } } };
-  const client = new loaded.linkgate.v1.LinkService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+/** A grpc-js client of LinkService (or LoginService) at 127.0.0.1:`port` (plaintext HTTP/2), with `apiKey` as its default key. */
+export function grpcClient(port: number, apiKey: string, extra: Record<string, string> = {}, service: 'LinkService' | 'LoginService' = 'LinkService'): GrpcClient {
+  const definition = loadSync([LINKS_PROTO, LOGIN_PROTO], { includeDirs: [PROTO_DIR], keepCase: true, longs: Number, enums: String, defaults: false, oneofs: true });
+  const loaded = grpc.loadPackageDefinition(definition) as unknown as { linkgate: { v1: Record<'LinkService' | 'LoginService', grpc.ServiceClientConstructor> } };
+  const client = new loaded.linkgate.v1[service](`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   const metadata = (key: string | null | undefined) => {
     const md = new grpc.Metadata();
     const presented = key === undefined ? apiKey : key;

@@ -409,6 +409,8 @@ describe('apps through the operator API', () => {
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', firstParty: 'no' }, 'firstParty'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', deviceFlow: 'yes' }, 'deviceFlow'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', postLogoutRedirectUris: ['nope'] }, 'postLogoutRedirectUris'],
+    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', legacyJwtSecret: 'too-short-for-hs256' }, 'legacyJwtSecret'],
+    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', legacyJwtSecret: 42 }, 'legacyJwtSecret'],
   ])('refuses %j with a 400 naming %s', async (body, field) => {
     const answer = await admin('/tenants/default/apps', { method: 'POST', body });
     expect(answer.status).toBe(400);

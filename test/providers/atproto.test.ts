@@ -2,13 +2,17 @@
  * ATProto against a real PDS and its OAuth authorization server, in this
  * process (test/fakes/atproto-pds.ts): linking by handle, the XRPC proxy,
  * refresh under concurrency across two instances, sealed storage and
- * revocation. The client library is not mocked; sign-in goes through the
- * PDS's own sign-in and consent API, as its web page would.
+ * revocation, and signing in to an app through the OpenID Provider. The
+ * client library is not mocked; sign-in goes through the PDS's own sign-in
+ * and consent API, as its web page would.
  */
 import { and, eq, sql } from '../../src/db/orm.ts';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import * as client from 'openid-client';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorAnswer, RelinkAnswer } from '../../src/http/openapi.ts';
+import { CreatedAppAnswer } from '../../src/http/admin.ts';
 import { kvAad } from '../../src/core/kv.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { kv, links } from '../../src/db/schema.ts';
@@ -16,7 +20,7 @@ import { authorizeInBrowserless, rejectInBrowserless, startAtprotoNetwork, type 
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
 
 let network: AtprotoNetwork;
 let database: Database & { url: string | undefined };
@@ -252,5 +256,77 @@ describe('unlinking', () => {
     expect(answer).toMatchObject({ error: { code: 'needs_reauth' }, linkUrl: expect.any(String) });
     v.parse(RelinkAnswer, answer);
     expect(await (await gateway.api('/users/discord:3001/links/atproto')).json()).toMatchObject({ status: 'needs_reauth' });
+  });
+});
+
+describe('signing in to an app with Bluesky (the OpenID Provider, issue #20)', () => {
+  const ADMIN_KEY = 'admin_atproto_0123456789abcdefghijklmnopqrs';
+  const APP_REDIRECT = 'https://app.example/callback';
+  const ISSUER = 'http://127.0.0.1:8000';
+
+  /**
+   * openid-client as the app's relying party: it knows the issuer as
+   * PUBLIC_BASE_URL, reached at the test listener's port; the browser follows
+   * the gateway's redirects until one leaves it (for the PDS, or the app).
+   */
+  async function signInWithHandle(subject: 'user' | 'external') {
+    const signInGateway = await createTestGateway(database, { env: envFor({ LINKGATE_ADMIN_KEYS: ADMIN_KEY }) });
+    const served = await listen(signInGateway);
+    try {
+      const created = await signInGateway.app.request('/api/admin/v1/tenants/default/apps', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Skyboard', redirectUris: [APP_REDIRECT], type: 'confidential', subject }),
+      });
+      const app = v.parse(CreatedAppAnswer, await created.json());
+      const atListener: typeof fetch = (input, init) => fetch(String(input instanceof Request ? input.url : input).replace(ISSUER, served.base), init);
+      const config = await client.discovery(new URL(ISSUER), app.clientId, undefined, client.ClientSecretBasic(app.clientSecret!), { execute: [client.allowInsecureRequests], [client.customFetch]: atListener });
+      const codeVerifier = client.randomPKCECodeVerifier();
+      const state = client.randomState();
+      const authorization = client.buildAuthorizationUrl(config, {
+        redirect_uri: APP_REDIRECT,
+        scope: 'openid profile',
+        code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+        code_challenge_method: 'S256',
+        state,
+        idp: 'atproto',
+        login_hint: 'alice.test',
+      });
+      const browser = new TestBrowser((path, init) => fetch(`${served.base}${path}`, { ...init, redirect: 'manual' }));
+      const leave = async (start: URL) => {
+        let url = start;
+        while (url.origin === ISSUER) {
+          const answer = await browser.get(url, { follow: false });
+          const location = answer.headers.get('location');
+          if (!location) throw new Error(`expected a redirect from ${url.pathname}, got ${answer.status}: ${(await answer.text()).slice(0, 300)}`);
+          url = new URL(location, url);
+        }
+        return url;
+      };
+      // Straight to alice's server: the handle came in login_hint, so no form asked for it.
+      const authorize = await leave(authorization);
+      expect(authorize.origin).toBe(network.pdsUrl);
+      expect([...authorize.searchParams.keys()].sort()).toEqual(['client_id', 'request_uri']);
+      const back = await leave(await authorizeInBrowserless(authorize, { identifier: 'alice.test', password: PASSWORDS.alice }));
+      expect(back.origin + back.pathname).toBe(APP_REDIRECT);
+      const tokens = await client.authorizationCodeGrant(config, back, { pkceCodeVerifier: codeVerifier, expectedState: state });
+      const jwks = createLocalJWKSet((await (await fetch(`${served.base}/oidc/jwks`)).json()) as JSONWebKeySet);
+      const { payload } = await jwtVerify(tokens.id_token!, jwks, { issuer: ISSUER, audience: app.clientId });
+      expect(tokens.claims()?.sub).toBe(payload.sub);
+      return payload;
+    } finally {
+      await served.close();
+    }
+  }
+
+  it('takes the handle from login_hint (no handle form): external_id is the DID, and sub is the Linkgate user', async () => {
+    const claims = await signInWithHandle('user');
+    expect(claims).toMatchObject({ idp: 'atproto', external_id: alice.did, name: 'alice.test' });
+    expect(claims.sub).not.toBe(alice.did);
+    expect(await (await gateway.api(`/users/${claims.sub}/links/atproto`)).json()).toMatchObject({ externalId: alice.did, status: 'active' });
+  });
+
+  it('gives an app with subject "external" the DID as sub', async () => {
+    expect(await signInWithHandle('external')).toMatchObject({ sub: alice.did, idp: 'atproto', external_id: alice.did });
   });
 });

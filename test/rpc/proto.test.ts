@@ -35,7 +35,7 @@ describe('proto/ and its generated code', () => {
     expect(generated.stderr).toBe('');
     expect(generated.status).toBe(0);
     const fresh = files(join(out, 'src/rpc/gen'));
-    expect(Object.keys(fresh).sort()).toEqual(['google/rpc/error_details_pb.ts', 'linkgate/v1/links_pb.ts']);
+    expect(Object.keys(fresh).sort()).toEqual(['google/rpc/error_details_pb.ts', 'linkgate/v1/links_pb.ts', 'linkgate/v1/login_pb.ts']);
     expect(files(join(ROOT, 'src/rpc/gen'))).toEqual(fresh);
   });
 

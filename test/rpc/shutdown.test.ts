@@ -2,7 +2,8 @@
  * SIGTERM with RPC streams open, on the real process (`src/server.ts` as
  * `npm start` runs it): each stream ends at once with UNAVAILABLE (so the
  * bot calls again and reaches another instance), over gRPC on HTTP/2 and
- * over Connect on HTTP/1.1, and the process exits 0 well within its grace.
+ * over Connect on HTTP/1.1, WaitForLink and AwaitLogin alike, and the
+ * process exits 0 well within its grace.
  */
 import { join } from 'node:path';
 import { status as GrpcStatus } from '@grpc/grpc-js';
@@ -11,10 +12,11 @@ import { API_KEY } from '../helpers/gateway.ts';
 import { ROOT, startGatewayProcess, type GatewayProcess } from '../helpers/process.ts';
 import { grpcClient, SERVICE } from '../helpers/rpc.ts';
 
+const ADMIN_KEY = 'admin_shutdown_0123456789abcdefghijklmnopq';
 let gateway: GatewayProcess;
 beforeAll(async () => {
   // The bench provider is configured by its one variable; nobody links through it here.
-  gateway = await startGatewayProcess({ LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'), BENCH_OAUTH_URL: 'http://127.0.0.1:9' });
+  gateway = await startGatewayProcess({ LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'), BENCH_OAUTH_URL: 'http://127.0.0.1:9', LINKGATE_ADMIN_KEYS: ADMIN_KEY });
 }, 60_000);
 afterAll(async () => {
   await gateway?.cleanup();
@@ -48,17 +50,35 @@ describe('SIGTERM with RPC streams open', () => {
         headers: { 'content-type': 'application/connect+json', authorization: `Bearer ${API_KEY}` },
         body: Buffer.concat([Buffer.from([0, 0, 0, 0, json.length]), json]),
       });
-      for (let i = 0; events.length === 0; i += 1) {
+      // An app's sign-in waiting too (LoginService).
+      const created = await fetch(`${gateway.base}/api/admin/v1/tenants/default/apps`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Shutdown app', redirectUris: ['https://app.example/cb'], type: 'public' }),
+      });
+      const { clientId } = (await created.json()) as { clientId: string };
+      const login = grpcClient(gateway.port, API_KEY, {}, 'LoginService');
+      const initiated = await login.unary<{ session_id: string }>('InitiateLogin', { provider: 'bench', app_id: clientId });
+      if (!initiated.ok) throw new Error(`InitiateLogin: ${initiated.details}`);
+      const loginEnded = new Promise<{ code: number; details: string }>((resolve) => {
+        const call = login.stream('AwaitLogin', { session_id: initiated.value.session_id });
+        call.on('data', (message: { event: string }) => events.push(`login:${message.event}`));
+        call.on('error', resolve);
+        call.on('end', () => resolve({ code: GrpcStatus.OK, details: '' }));
+      });
+      for (let i = 0; events.length < 2; i += 1) {
         if (i > 200) throw new Error('no pending event');
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
-      expect(events).toEqual(['pending']);
+      expect(events.sort()).toEqual(['login:pending', 'pending']);
       const response = await connectAnswer;
       expect(response.status).toBe(200);
 
       const signalled = Date.now();
       gateway.child.kill('SIGTERM');
       expect(await grpcEnded).toMatchObject({ code: GrpcStatus.UNAVAILABLE, details: 'the gateway is shutting down (call again)' });
+      expect(await loginEnded).toMatchObject({ code: GrpcStatus.UNAVAILABLE, details: 'the gateway is shutting down (call again)' });
+      login.close();
       const frames = connectFrames(Buffer.from(await response.arrayBuffer()));
       expect(frames.map((f) => f.json)).toEqual([{ pending: {} }, { error: { code: 'unavailable', message: 'the gateway is shutting down (call again)' } }]);
       expect(frames.at(-1)!.flags).toBe(0x02);
