@@ -27,6 +27,7 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
+import { consoleRoutes, type Console } from './http/console.tsx';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
@@ -158,6 +159,7 @@ export function createGateway(deps: AppDeps) {
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
   // The web-session API (seed 002): sign-ins that end in a cookie session for same-site apps.
+  let adminConsole: Console | undefined;
   const webSessions = webSessionRoutes({
     linking,
     apps: openId.apps,
@@ -181,7 +183,8 @@ export function createGateway(deps: AppDeps) {
       brand: config.brand,
       brandOf,
       finishSignIn: openId.finishSignIn,
-      finishWebSession: webSessions.finish,
+      // The console's sign-ins end in its own session; other web sign-ins in the web-session API's.
+      finishWebSession: (c, outcome) => (adminConsole?.owns(outcome) ? adminConsole.finish(c, outcome) : webSessions.finish(c, outcome)),
     }),
   );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
@@ -245,6 +248,33 @@ export function createGateway(deps: AppDeps) {
       signingKeys: openId.signingKeys,
     }),
   );
+
+  // The admin console (LINKGATE_ADMINS): without an admin it is not mounted, so every /admin URL is the 404 below.
+  if (config.admins.length > 0) {
+    adminConsole = consoleRoutes({
+      admins: config.admins,
+      db,
+      tenants,
+      providers,
+      links,
+      apps: openId.apps,
+      tokens,
+      linking,
+      publicBaseUrl: config.publicBaseUrl,
+      production: config.nodeEnv === 'production',
+      secureCookies: config.publicBaseUrl.protocol === 'https:',
+      stateTtlSeconds: config.stateTtlSeconds,
+      contextTtlSeconds: config.contextTtlSeconds,
+      hashUserId,
+      addressOf,
+      brand: config.brand,
+      logger,
+      now,
+    });
+    app.use('/admin', browserLimit);
+    app.use('/admin/*', browserLimit);
+    app.route('/admin', adminConsole.routes);
+  }
 
   const wantsJson = (path: string) => path.startsWith('/api/') || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
 
