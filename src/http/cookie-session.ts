@@ -59,14 +59,19 @@ export function checkCsrfToken(sessionToken: string, presented: string | undefin
 
 /**
  * A write must come from the gateway's own pages: Fetch Metadata says
- * `same-origin`, or the Origin is ours. A request with neither header is not
- * a browser's (it carries no ambient cookie an attacker could borrow, and it
- * still needs the CSRF token); any other site, or `Origin: null`, is refused.
+ * `same-origin` (browsers that send it; our pages' `Referrer-Policy:
+ * no-referrer` makes Chromium send `Origin: null` on their own forms, so
+ * Sec-Fetch-Site is the header to believe), or, without it, the Origin is
+ * ours. A request with neither header is not a browser's (it carries no
+ * ambient cookie an attacker could borrow, and still needs the CSRF token).
  */
 export function checkSameOrigin(c: Context<AppEnv>, ownOrigin: string): void {
   const site = c.req.header('sec-fetch-site');
+  if (site !== undefined) {
+    if (site !== 'same-origin') throw crossSite();
+    return;
+  }
   const origin = c.req.header('origin');
-  if (site !== undefined && site !== 'same-origin') throw crossSite();
   if (origin !== undefined && origin !== ownOrigin) throw crossSite();
 }
 
