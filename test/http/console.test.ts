@@ -504,6 +504,33 @@ describe('CSRF', () => {
 });
 
 describe('the audit trail of console changes', () => {
+  it('holds exactly one row per change made through the console, in order, and the CSV export has the same rows', async () => {
+    const { browser, csrf } = await signedInAs(OWNER);
+    const actor = `admin:corp:${OWNER}`;
+    const since = (await auditRows({ actor }))[0]!.id;
+    const key = await browser.post('/admin/t/quizbot/api-keys', { csrf, name: 'counted' });
+    const html = await key.text();
+    secrets.push(/<code id="new-api-key">([^<]+)<\/code>/.exec(html)![1]!);
+    const id = /New API key (key_[A-Za-z0-9_-]+)/.exec(html)![1]!;
+    await browser.post(`/admin/t/quizbot/api-keys/${id}/revoke`, { csrf }, { follow: false });
+    await browser.post('/admin/tenants', { csrf, id: 'counted', name: 'Counted' }, { follow: false });
+    await browser.post(`/admin/t/default/links/discord/${BOT_USER}/refresh`, { csrf }, { follow: false });
+    const rows = (await auditRows({ actor })).filter((row) => Number(row.id) > Number(since)).reverse();
+    expect(rows.map((row) => [row.action, row.tenant, row.target, row.outcome])).toEqual([
+      ['api_key.create', 'quizbot', `api_key:${id}`, 'ok'],
+      ['api_key.revoke', 'quizbot', `api_key:${id}`, 'ok'],
+      ['tenant.create', 'counted', 'tenant:counted', 'ok'],
+      ['link.refresh', 'default', `link:${BOT_USER}/discord`, 'ok'],
+    ]);
+    const csv = await (await browser.get(`/admin/audit.csv?actor=${encodeURIComponent(actor)}`)).text();
+    const lines = csv.trim().split('\r\n').slice(1);
+    // The export's own row is first (newest); then every row of this actor, as the list reads them.
+    const listed = await auditRows({ actor });
+    expect(lines).toHaveLength(listed.length);
+    expect(lines.map((line) => line.split(',')[0])).toEqual(listed.map((row) => row.id));
+    expect(lines[0]).toContain(',audit.export,');
+  });
+
   it('holds no secret, key or token the tests created, in its rows or its CSV', async () => {
     const rows = JSON.stringify(await auditRows());
     const { browser } = await signedInAs(OWNER);
