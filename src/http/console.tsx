@@ -749,7 +749,8 @@ export function consoleRoutes(deps: ConsoleDeps) {
     view(async (c, who) => {
       const tenant = c.req.param('tenant')!;
       const found = await tenants.require(tenant);
-      const url = await tenants.webhookUrl(tenant);
+      // The default tenant's is the environment's (tenants.webhook answers it without the database); another's is stored.
+      const url = tenant === DEFAULT_TENANT ? (await tenants.webhook(tenant))?.url.href : await tenants.webhookUrl(tenant);
       const deliveries = await listDeliveries(db, { tenant, limit: 50 });
       const editable = writes(who.admin, tenant) && tenant !== DEFAULT_TENANT;
       // A receiver's path or query may carry a token of its own (Slack's and Discord's hooks do): support sees the origin only.

@@ -47,6 +47,9 @@ const env = () => ({
   CORP_CLIENT_SECRET: CORP_SECRET,
   CORP_SCOPES: 'openid profile',
   ...DISCORD,
+  // The default tenant's events are queued for this receiver (no worker runs here: they stay pending).
+  LINKGATE_WEBHOOK_URL: 'https://hooks.example/default',
+  LINKGATE_WEBHOOK_SECRET: WEBHOOK_SECRET,
 });
 
 /** A browser whose every request carries a user agent; `extra` headers (Origin, Sec-Fetch-Site) too when given. */
@@ -372,6 +375,18 @@ describe('as owner', () => {
     const [row] = await auditRows({ action: 'link.delete', actor: `admin:corp:${OWNER}` });
     expect(row).toMatchObject({ tenant: 'default', target: `link:${BOT_USER}/discord`, outcome: 'ok', detail: { revocation: 'revoked' } });
     await linkDiscord(BOT_USER, DISCORD_ACCOUNT);
+  });
+
+  it('lists a tenant\'s webhook deliveries and queues one again (retry), audited', async () => {
+    const page = await (await owner.browser.get('/admin/t/default/webhook')).text();
+    expect(page).toContain('https://hooks.example/default');
+    expect(page).toContain('link.created');
+    const action = /<form method="post" action="(\/admin\/t\/default\/webhook\/deliveries\/([^/"]+)\/retry)"/.exec(page)!;
+    const retried = await owner.browser.post(action[1]!, { csrf: owner.csrf }, { follow: false });
+    expect(retried.status).toBe(303);
+    const [row] = await auditRows({ action: 'webhook.retry' });
+    expect(row).toMatchObject({ actor: `admin:corp:${OWNER}`, tenant: 'default', target: `delivery:${action[2]}`, outcome: 'ok' });
+    expect((await owner.browser.post('/admin/t/default/webhook/deliveries/nope/retry', { csrf: owner.csrf }, { follow: false })).status).toBe(404);
   });
 
   it('reads the audit trail filtered, and exports it as CSV, the export itself audited', async () => {
