@@ -41,7 +41,7 @@ import { createWebSessions, type WebSession } from '../core/web-sessions.ts';
 import { listDeliveries, retryDelivery } from '../core/webhooks.ts';
 import type { Db } from '../db/client.ts';
 import type { LinkRow } from '../db/schema.ts';
-import { configureProvider, CreateAppBody, createTenantApp, deleteTenantApp, environmentOnly, tenantProviders, webhookEndpoint, WebhookBody } from './admin.ts';
+import { configureProvider, CreateAppBody, createTenantApp, deleteTenantApp, environmentOnly, streamOf, tenantProviders, webhookEndpoint, WebhookBody } from './admin.ts';
 import { checkCsrfToken, checkSameOrigin, csrfTokenOf, readForm, sessionCookie } from './cookie-session.ts';
 import { bodyLimit, type AppEnv } from './middleware.ts';
 import { readBrowserCookie, setBrowserCookie } from './oauth.tsx';
@@ -1084,9 +1084,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     const facts: Record<string, AuditFact> = {};
     for (const [name, value] of Object.entries(filter)) if (value !== undefined) facts[name] = value instanceof Date ? value.toISOString() : String(value);
     await audit(c, who.id, { action: 'audit.export', tenant: filter.tenant ?? null, target: 'audit', outcome: 'ok', detail: facts });
-    let text = '';
-    for await (const line of csvExport(db, filter)) text += line;
-    return c.body(text, 200, { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': 'attachment; filename="linkgate-audit.csv"' });
+    return c.body(streamOf(csvExport(db, filter)), 200, { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': 'attachment; filename="linkgate-audit.csv"' });
   });
 
   // A refusal on a console page is said in the console's words; the gateway's onError keeps the rest.
