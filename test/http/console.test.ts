@@ -546,14 +546,17 @@ describe('the audit trail of console changes', () => {
     expect(lines[0]).toContain(',audit.export,');
   });
 
-  it('holds no secret, key or token the tests created, in its rows or its CSV', async () => {
+  it('holds no secret, key or token the tests created, in its rows or its CSV (nor does the gateway\'s log)', async () => {
     const rows = JSON.stringify(await auditRows());
     const { browser } = await signedInAs(OWNER);
     const csv = await (await browser.get('/admin/audit.csv')).text();
     expect(csv.split('\r\n').length).toBeGreaterThan(20);
+    const logs = gateway.logs.join('\n');
+    expect(secrets.length).toBeGreaterThan(20);
     for (const secret of secrets) {
       expect(rows).not.toContain(secret);
       expect(csv).not.toContain(secret);
+      expect(logs).not.toContain(secret);
     }
   });
 });
