@@ -14,6 +14,7 @@ import { describeNeeds } from '../registry.ts';
 import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
 import { print, table } from './output.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
+import { CONSOLE_COMMANDS } from './console.ts';
 import { TENANT_COMMANDS } from './tenants.ts';
 
 // Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
@@ -477,4 +478,4 @@ const exportAnnieMei: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, ...TENANT_COMMANDS];
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, ...TENANT_COMMANDS, ...CONSOLE_COMMANDS];

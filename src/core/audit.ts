@@ -46,6 +46,8 @@ export const AUDIT_ACTIONS = [
   'annie_mei.export',
   'admin.sign_in',
   'admin.sign_out',
+  'admin.invite',
+  'admin.invite_accept',
   'admin.sign_in_refused',
   'operator_api.refused',
 ] as const;

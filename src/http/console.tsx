@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import * as v from 'valibot';
 import type { Brand, ConsoleAdmin } from '../config.ts';
 import { AUDIT_ACTIONS, AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
+import { acceptInvite, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner } from '../core/console-invites.ts';
 import { randomToken } from '../core/crypto.ts';
 import { isLinkgateError, LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId, UserId } from '../core/ids.ts';
@@ -54,6 +55,8 @@ export const CONSOLE_COOKIE = 'linkgate_console';
 export const CONSOLE_SESSION = { ttlSeconds: 8 * 3600, idleSeconds: 30 * 60 } as const;
 /** Where a console sign-in's flow says it ends; only the console starts flows that end here. */
 export const CONSOLE_SIGNED_IN = '/admin/signed-in';
+/** The cookie of an invite being used (`__Host-linkgate_console_invite` over https). */
+export const INVITE_COOKIE = 'linkgate_console_invite';
 
 export interface ConsoleDeps {
   admins: readonly ConsoleAdmin[];
@@ -105,7 +108,16 @@ export function consoleRoutes(deps: ConsoleDeps) {
   const sessions = createWebSessions(db, { purpose: 'console', ...CONSOLE_SESSION, now });
   const cookie = sessionCookie({ name: CONSOLE_COOKIE, secureCookies: deps.secureCookies });
   const signedInUrl = new URL(CONSOLE_SIGNED_IN, deps.publicBaseUrl).href;
-  const adminOf = (provider: string, externalId: string) => deps.admins.find((a) => a.provider === provider && a.externalId === externalId);
+  /** The console's cookie of an invite being used (`/admin/invite/:token`), read when the sign-in it starts ends. */
+  const inviteCookie = sessionCookie({ name: INVITE_COOKIE, secureCookies: deps.secureCookies });
+  /** An identity's entry in LINKGATE_ADMINS, else an owner an invite made, else undefined. */
+  async function adminOf(provider: string, externalId: string): Promise<ConsoleAdmin | undefined> {
+    const listed = deps.admins.find((a) => a.provider === provider && a.externalId === externalId);
+    if (listed) return listed;
+    return (await invitedOwner(db, `${provider}:${externalId}`)) ? { role: 'owner', provider, externalId, tenants: null } : undefined;
+  }
+  /** Every provider of the default tenant that works: an invited person may sign in with any. */
+  const configuredProviders = () => deps.providers.defaults.list().filter((p) => p.instance);
   /** The providers some admin signs in with, among the default tenant's configured ones. */
   const signInProviders = () => deps.providers.defaults.list().filter((p) => p.instance && deps.admins.some((a) => a.provider === p.id));
 
@@ -126,7 +138,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     const token = cookie.read(c);
     const session = await sessions.find(token);
     if (!session || !token) return undefined;
-    const admin = adminOf(session.provider, session.externalId);
+    const admin = await adminOf(session.provider, session.externalId);
     if (!admin) return undefined;
     return { admin, session, token, csrf: csrfTokenOf(token), id: `${session.provider}:${session.externalId}` };
   }
@@ -251,11 +263,33 @@ export function consoleRoutes(deps: ConsoleDeps) {
     checkSameOrigin(c, origin);
     const form = await readForm(c);
     const provider = parseInput(ProviderId, form.get('provider') ?? undefined);
-    if (!signInProviders().some((p) => p.id === provider)) throw new LinkgateError('bad_request', 'no admin signs in with this provider');
+    const offered = inviteCookie.read(c) === undefined ? signInProviders() : configuredProviders();
+    if (!offered.some((p) => p.id === provider)) throw new LinkgateError('bad_request', 'no admin signs in with this provider');
     const browser = readBrowserCookie(c, deps.secureCookies) ?? randomToken(32);
     const started = await deps.linking.startWebSignIn(DEFAULT_TENANT, provider, browser, signedInUrl);
     setBrowserCookie(c, browser, deps);
     return c.redirect(started.kind === 'redirect' ? started.url.href : `/oauth/${provider}/continue?state=${encodeURIComponent(started.state)}`, 303);
+  });
+
+  /** An invite link (`linkgate admin invite`): remembered in a cookie for the sign-in it starts, which spends it. */
+  app.get('/invite/:token', async (c) => {
+    const token = c.req.param('token');
+    if (!v.is(InviteToken, token) || !(await inviteOpen(db, token, new Date(now())))) {
+      return c.html(<MessagePage frame={frame(c)} title="This invite is not valid" lines={['It was already used, it expired (invites work for an hour), or the link was cut off.', 'Ask an owner of this gateway for a new one.']} code="invite_invalid" />, 404);
+    }
+    inviteCookie.set(c, token, new Date(now() + INVITE_TTL_SECONDS * 1000));
+    return c.html(
+      <MessagePage frame={frame(c)} title="You are invited to the Linkgate console" lines={['Sign in with the account you will use as an owner of this gateway’s console. The invite works once: after you, nobody else can use it.']}>
+        <div class="actions">
+          {configuredProviders().map((p) => (
+            <form method="post" action="/admin/sign-in">
+              <input type="hidden" name="provider" value={p.id} />
+              <button type="submit">Continue with {p.displayName}</button>
+            </form>
+          ))}
+        </div>
+      </MessagePage>,
+    );
   });
 
   app.get('/refused', (c) =>
@@ -1107,7 +1141,16 @@ export function consoleRoutes(deps: ConsoleDeps) {
      */
     async finish(c: Context<AppEnv>, outcome: Extract<Outcome, { kind: 'web_signed_in' }>): Promise<URL> {
       const id = `${outcome.provider.id}:${outcome.externalId}`;
-      const admin = adminOf(outcome.provider.id, outcome.externalId);
+      let admin = await adminOf(outcome.provider.id, outcome.externalId);
+      const invite = inviteCookie.read(c);
+      if (invite !== undefined) {
+        inviteCookie.clear(c);
+        // Spent by this sign-in only: an admin already gets nothing more from it, and leaves it for whom it was meant.
+        if (!admin && (await acceptInvite(db, invite, id, new Date(now())))) {
+          admin = { role: 'owner', provider: outcome.provider.id, externalId: outcome.externalId, tenants: null };
+          await audit(c, id, { action: 'admin.invite_accept', tenant: null, target: 'console', outcome: 'ok' });
+        }
+      }
       if (!admin) {
         await audit(c, id, { action: 'admin.sign_in_refused', tenant: null, target: 'console', outcome: 'refused', code: 'not_an_admin' });
         return new URL('/admin/refused', deps.publicBaseUrl);

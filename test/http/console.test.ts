@@ -8,10 +8,12 @@
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { list as listAudit } from '../../src/core/audit.ts';
+import { createInvite, inviteOpen } from '../../src/core/console-invites.ts';
 import type { Database } from '../../src/db/client.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
+import { cliEnv, createCliDatabase, runCliHere } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, listen, reroute, type TestGateway } from '../helpers/gateway.ts';
 
@@ -147,6 +149,7 @@ describe('closed by default', () => {
       ['GET', '/admin/t/default/links?q=nelly'],
       ['GET', '/admin/audit.csv'],
       ['GET', '/admin/refused'],
+      ['GET', '/admin/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'],
       ['POST', '/admin/sign-in'],
       ['POST', '/admin/tenants'],
       ['POST', '/admin/t/default/api-keys'],
@@ -515,6 +518,64 @@ describe('CSRF', () => {
     }
     expect(await (await browser.get('/admin/tenants')).text()).not.toContain('csrf-tenant');
     expect((await gateway.api(`/users/${BOT_USER}/links/discord`)).status).toBe(200);
+  });
+});
+
+describe('invites', () => {
+  it('`linkgate admin invite` prints a one-time link, stores only its digest and audits that it was made, never the link', async () => {
+    const db = await createCliDatabase();
+    try {
+      const env = cliEnv(db.dataDir, { ...db.env, PUBLIC_BASE_URL: BASE, LINKGATE_ADMINS: ADMINS });
+      expect((await runCliHere(['migrate'], env)).code).toBe(0);
+      const made = await runCliHere(['admin', 'invite', '--json'], env);
+      expect(made.code, made.stderr).toBe(0);
+      const { url, expiresAt } = v.parse(v.object({ url: v.string(), expiresAt: v.string() }), JSON.parse(made.stdout));
+      const token = url.slice(`${BASE}/admin/invite/`.length);
+      expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect(Date.parse(expiresAt) - Date.now()).toBeGreaterThan(3500_000);
+      await db.use(async (database) => {
+        expect(await inviteOpen(database.db, token, new Date())).toBe(true);
+        const rows = JSON.stringify(await listAudit(database.db, { limit: 500 }));
+        expect(rows).toContain('"action":"admin.invite"');
+        expect(rows).toContain('"actor":"cli"');
+        expect(rows).not.toContain(token);
+        const dump = JSON.stringify(await database.db.execute('select * from console_invites'));
+        expect(dump).not.toContain(token);
+      });
+      // An invite never opens a closed console.
+      const closed = await runCliHere(['admin', 'invite'], cliEnv(db.dataDir, { ...db.env, PUBLIC_BASE_URL: BASE }));
+      expect(closed.code).not.toBe(0);
+      expect(closed.stderr).toContain('LINKGATE_ADMINS is unset');
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('an invite link makes the first person who signs in with it an owner, once; a used or expired link is refused', async () => {
+    const { token } = await createInvite(database.db, new Date(clock));
+    secrets.push(token);
+    const invited = newBrowser();
+    const page = await invited.get(`/admin/invite/${token}`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('Continue with');
+    const answer = await (async () => {
+      const started = await invited.post('/admin/sign-in', { provider: 'corp' }, { follow: false });
+      expect(started.status).toBe(303);
+      const back = await idp.login(new URL(started.headers.get('location')!), 'invited-ivy');
+      return invited.get(back.pathname + back.search, { follow: false });
+    })();
+    expect(answer.headers.get('location')).toBe(`${BASE}/admin/tenants`);
+    const tenants = await invited.get('/admin/tenants');
+    expect(await tenants.text()).toContain('corp:invited-ivy · owner');
+    expect((await auditRows({ action: 'admin.invite_accept' }))[0]).toMatchObject({ actor: 'admin:corp:invited-ivy', outcome: 'ok' });
+
+    // Spent: the next person gets a refusal page, and signing in anyway makes them nothing.
+    const late = newBrowser();
+    expect((await late.get(`/admin/invite/${token}`)).status).toBe(404);
+    expect((await signIn(late, 'late-larry')).headers.get('location')).toBe(`${BASE}/admin/refused`);
+
+    const old = await createInvite(database.db, new Date(clock - 2 * 3600_000));
+    expect((await newBrowser().get(`/admin/invite/${old.token}`)).status).toBe(404);
   });
 });
 
