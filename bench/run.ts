@@ -469,6 +469,11 @@ async function main() {
     }
   }
   const kind = (results.machine as { database: string }).database;
+  if (QUICK) {
+    // A smoke run's figures are not measurements: printed, never recorded.
+    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+    return;
+  }
   // bench/results.json keeps the latest run per database.
   const file = join(ROOT, 'bench', 'results.json');
   let all: Record<string, unknown> = {};

@@ -147,9 +147,13 @@ export default defineProvider({
       const headers: Record<string, string> = { authorization: mediaBrowser(client, deviceId, init.token), accept: 'application/json' };
       const body = init.body === undefined ? undefined : JSON.stringify(init.body);
       if (body !== undefined) headers['content-type'] = 'application/json';
-      const request = { method: init.method ?? 'GET', headers, ...(body !== undefined ? { body } : {}) };
-      if (isFixed(server)) return tools.fetch(`${server}${path}`, request);
-      return tools.untrustedFetch(`${server}${path}`, request, { allowPrivate: env.JELLYFIN_ALLOW_PRIVATE_SERVERS });
+      return send(server, `${server}${path}`, { method: init.method ?? 'GET', headers, ...(body !== undefined ? { body } : {}) });
+    }
+
+    /** The operator's server through the provider fetch; a server a user typed only through the guarded one (no private addresses unless allowed, no redirects, capped). */
+    function send(server: string, url: string, request: { method: string; headers: Record<string, string>; body?: string | Uint8Array }, redirect: 'follow' | 'manual' = 'follow'): Promise<Response> {
+      if (isFixed(server)) return tools.fetch(url, { ...request, redirect, ...(request.body === undefined ? {} : { body: request.body as string | Uint8Array<ArrayBuffer> }) });
+      return tools.untrustedFetch(url, request, { allowPrivate: env.JELLYFIN_ALLOW_PRIVATE_SERVERS });
     }
 
     async function json<S extends v.GenericSchema>(response: Response, schema: S, what: string): Promise<v.InferOutput<S>> {
@@ -400,6 +404,52 @@ export default defineProvider({
         if (fixed && address.origin === fixed.origin) return parsed.output.userId;
         if (!fixed || parsed.output.serverId !== undefined) return typedAccountId(parsed.output.userId, address.origin);
         return undefined;
+      },
+
+      /**
+       * The user's own server's API, for the proxy (`JELLYFIN_PROXY_ALLOW`,
+       * e.g. "GET Users/Me, GET Items"): the server the link was made with,
+       * with the link's token in Jellyfin's MediaBrowser header. A server the
+       * user typed is reached only through the guarded fetch, as at sign-in:
+       * its address is checked at connect time, never followed elsewhere.
+       */
+      api: {
+        async request(credentials, call) {
+          if (!credentials.accessToken) throw new LinkgateError('needs_reauth', 'this link holds no access token', { provider });
+          const { serverUrl: server, deviceId } = extra(credentials);
+          const base = `${server}/`;
+          const url = new URL(call.path, base);
+          if (!url.href.startsWith(base)) throw new LinkgateError('bad_request', 'the path leaves the Jellyfin server', { provider });
+          for (const [name, value] of call.query) url.searchParams.append(name, value);
+          const headers = { ...call.headers, authorization: mediaBrowser(client, deviceId, credentials.accessToken) };
+          try {
+            // A bot's call goes where the allowlist let it, never on to where a redirect points.
+            return await send(server, url.href, { method: call.method, headers, ...(call.body === undefined ? {} : { body: call.body }) }, 'manual');
+          } catch (error) {
+            // The guard refusing the user's server (now on a private address) is the server's fault, not the bot's request's.
+            if (error instanceof LinkgateError && error.code === 'bad_request') throw new LinkgateError('provider_unavailable', `the Jellyfin server refused: ${error.message}`, { provider, cause: error });
+            throw error;
+          }
+        },
+      },
+
+      /**
+       * A token another system got for this server (the seed registry's
+       * `user_auth`): keyed as a link made here would be, the operator's
+       * server by its configured address; another server only when users may
+       * type theirs.
+       */
+      adopt(credentials) {
+        const parsed = v.safeParse(StoredExtra, credentials.extra);
+        const address = parsed.success ? serverAddress(parsed.output.serverUrl) : undefined;
+        if (!parsed.success || !address || !credentials.accessToken) return undefined;
+        const { userId, deviceId } = parsed.output;
+        const onFixed = fixed !== undefined && address.origin === fixed.origin;
+        if (!onFixed && !userServer) return undefined;
+        return {
+          accountId: onFixed ? userId : typedAccountId(userId, address.origin),
+          credentials: { accessToken: credentials.accessToken, tokenType: 'MediaBrowser', extra: { serverUrl: onFixed ? fixed.base : address.base, deviceId, userId } },
+        };
       },
 
       async verify(credentials) {

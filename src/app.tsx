@@ -20,6 +20,7 @@ import type { Database } from './db/client.ts';
 import { databaseFailure, logCause } from './db/errors.ts';
 import { adminRoutes } from './http/admin.ts';
 import { apiRoutes } from './http/api.ts';
+import { mcpRoutes } from './http/mcp.ts';
 import { docsRoutes } from './http/docs.tsx';
 import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
@@ -27,7 +28,8 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
-import { consoleRoutes, type Console } from './http/console.tsx';
+import { CONSOLE_SESSION, consoleRoutes, type Console } from './http/console.tsx';
+import { accountRoutes, ACCOUNT_SESSION } from './http/account.tsx';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
 import { describeError, MessagePage } from './http/pages.tsx';
@@ -97,6 +99,8 @@ export function createGateway(deps: AppDeps) {
     return settings instanceof Promise ? settings.then((found) => found.brand ?? config.brand) : (settings.brand ?? config.brand);
   };
   const events = createLinkEvents(deps.database, logger);
+  // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
+  const userProviderOf = async (tenant: string) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord'));
   const linking = createLinking({
     db,
     ...(metrics ? { metrics } : {}),
@@ -112,8 +116,7 @@ export function createGateway(deps: AppDeps) {
     allowSharedAccounts: config.allowSharedAccounts,
     hashUserId,
     webhookEvents,
-    // The default tenant's is the environment's; another tenant's its setting (PATCH …/tenants/:tenant), else Discord.
-    userProviderOf: async (tenant) => (tenant === DEFAULT_TENANT ? config.userProvider : ((await tenants.settings(tenant)).userProvider ?? 'discord')),
+    userProviderOf,
   });
   const openId = createOpenIdProviders({
     db,
@@ -126,6 +129,7 @@ export function createGateway(deps: AppDeps) {
     cookieSecret: config.contextSigningSecret,
     secureCookies: config.publicBaseUrl.protocol === 'https:',
     stateTtlSeconds: config.stateTtlSeconds,
+    deviceCodeTtlSeconds: config.deviceCodeTtlSeconds,
     brand: config.brand,
     brandOf,
     logger,
@@ -149,12 +153,13 @@ export function createGateway(deps: AppDeps) {
 
   // Every HTML page gets the page headers, the 404 page for any path included; the API and health checks answer JSON.
   const pages = pageHeaders();
-  const notPage = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
+  const notPage = (path: string) => path.startsWith('/api/') || path === '/mcp' || path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/metrics';
   app.use('*', (c, next) => (notPage(c.req.path) ? next() : pages(c, next)));
   const browserLimit = rateLimit({ limiter, scope: 'browser', keyOf: addressOf });
   app.use('/oauth/*', browserLimit);
   // The sign-in pages people's browsers load; apps' servers calling the token endpoint are not counted as browsers.
-  for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*']) app.use(path, browserLimit);
+  // The device code page too: guessing codes there is what RFC 8628 §5.1 asks to limit.
+  for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/oidc/device', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*', '/t/:tenant/oidc/device']) app.use(path, browserLimit);
   app.route('/', docsRoutes(config.publicBaseUrl));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
@@ -172,6 +177,26 @@ export function createGateway(deps: AppDeps) {
   });
   app.use('/api/auth/*', browserLimit);
   app.route('/api/auth', webSessions.routes);
+  // The account page (issue #21): a person's own links, per tenant, behind a sign-in with the tenant's user provider.
+  const account = accountRoutes({
+    linking,
+    links,
+    providers,
+    tenants,
+    sessions: createWebSessions(db, { ...ACCOUNT_SESSION, now }),
+    userProviderOf,
+    brandOf,
+    publicBaseUrl: config.publicBaseUrl,
+    secureCookies: config.publicBaseUrl.protocol === 'https:',
+    stateTtlSeconds: config.stateTtlSeconds,
+    contextTtlSeconds: config.contextTtlSeconds,
+    hashUserId,
+    now,
+    metrics,
+  });
+  // ('/me/*' matches '/me' too.)
+  for (const path of ['/me/*', '/t/:tenant/me/*']) app.use(path, browserLimit);
+  app.route('/', account.routes);
   app.route(
     '/oauth',
     oauthRoutes({
@@ -183,8 +208,16 @@ export function createGateway(deps: AppDeps) {
       brand: config.brand,
       brandOf,
       finishSignIn: openId.finishSignIn,
-      // The console's sign-ins end in its own session; other web sign-ins in the web-session API's.
-      finishWebSession: (c, outcome) => (adminConsole?.owns(outcome) ? adminConsole.finish(c, outcome) : webSessions.finish(c, outcome)),
+      // Each kind of cookie session is started by its own module.
+      finishWebSession: (c, outcome) => {
+        if (outcome.purpose === ACCOUNT_SESSION.purpose) return account.finish(c, outcome);
+        if (outcome.purpose === CONSOLE_SESSION.purpose) {
+          // A console sign-in that ends after LINKGATE_ADMINS was emptied (and the gateway restarted) ends nowhere.
+          if (!adminConsole) throw new LinkgateError('not_found', 'the admin console is closed');
+          return adminConsole.finish(c, outcome);
+        }
+        return webSessions.finish(c, outcome);
+      },
     }),
   );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
@@ -227,6 +260,9 @@ export function createGateway(deps: AppDeps) {
       tokensServed,
     }),
   );
+
+  // The same questions as MCP tools, for agents (src/http/mcp.ts), behind the same gate.
+  app.route('/mcp', mcpRoutes({ providers, tenants, links, tokens, apiKeys, limiter, now, publicBaseUrl: config.publicBaseUrl, contextTtlSeconds: config.contextTtlSeconds }));
 
   app.route(
     '/api/admin/v1',
@@ -276,7 +312,7 @@ export function createGateway(deps: AppDeps) {
     app.route('/admin', adminConsole.routes);
   }
 
-  const wantsJson = (path: string) => path.startsWith('/api/') || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
+  const wantsJson = (path: string) => path.startsWith('/api/') || path === '/mcp' || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
 
   app.notFound((c) => {
     if (wantsJson(c.req.path)) return c.json({ error: { code: 'not_found', message: 'no such route' } }, 404);
@@ -341,7 +377,7 @@ export function createGateway(deps: AppDeps) {
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
   });
 
-  return { app, rpc, events, limiter, tokensServed };
+  return { app, rpc, events, limiter, tokensServed, tokens };
 }
 
 export type App = ReturnType<typeof createApp>;

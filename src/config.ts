@@ -33,10 +33,14 @@ export interface Config {
   readonly allowSharedAccounts: boolean;
   /** The provider whose account id is the user id of a sign-in (the default tenant's; docs/sign-in.md). */
   readonly userProvider: string;
+  /** How long a device's sign-in code waits for the person (RFC 8628 `expires_in`; docs/sign-in.md). */
+  readonly deviceCodeTtlSeconds: number;
   /** The web-session API's cookie sessions: their longest life, and the idle timeout if any (docs/sign-in.md). */
   readonly webSession: { readonly ttlSeconds: number; readonly idleSeconds: number | undefined };
   /** The token API refreshes a token that expires within this many seconds. */
   readonly refreshMarginSeconds: number;
+  /** How often one instance re-checks `needs_reauth` links (LINKGATE_REAUTH_RECHECK_MINUTES); 0: never. */
+  readonly reauthRecheckMs: number;
   /** How long each link's event log keeps an event (LINKGATE_LINK_EVENT_RETENTION_DAYS, 90). */
   readonly linkEventRetentionDays: number;
   /** Every request to a provider (or a server a user typed) gives up after this long. */
@@ -256,9 +260,11 @@ const EnvSchema = v.object({
   LINKGATE_RETURN_TO_ORIGINS: v.optional(list(origin, 'must list at least one origin')),
   LINK_ALLOW_SHARED_ACCOUNTS: v.optional(boolean, 'false'),
   LINKGATE_USER_PROVIDER: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a provider id (lowercase letters, digits, _ and -)')), 'discord'),
+  LINKGATE_DEVICE_CODE_TTL_SECONDS: v.optional(integer(2, 3600), '600'),
   LINKGATE_WEB_SESSION_TTL_SECONDS: v.optional(integer(300, 7 * 86400), '28800'),
   LINKGATE_WEB_SESSION_IDLE_SECONDS: v.optional(integer(60, 7 * 86400)),
   LINKGATE_REFRESH_MARGIN_SECONDS: v.optional(integer(0, 3600), '60'),
+  LINKGATE_REAUTH_RECHECK_MINUTES: v.optional(integer(0, 10080), '60'),
   LINKGATE_LINK_EVENT_RETENTION_DAYS: v.optional(integer(1, 3650), '90'),
   LINKGATE_PROVIDER_TIMEOUT_SECONDS: v.optional(integer(1, 60), '10'),
   LINKGATE_METRICS: v.optional(boolean, 'false'),
@@ -340,8 +346,10 @@ export function parseConfig(rawEnv: Env): Config {
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,
     userProvider: e.LINKGATE_USER_PROVIDER,
+    deviceCodeTtlSeconds: e.LINKGATE_DEVICE_CODE_TTL_SECONDS,
     webSession: Object.freeze({ ttlSeconds: e.LINKGATE_WEB_SESSION_TTL_SECONDS, idleSeconds: e.LINKGATE_WEB_SESSION_IDLE_SECONDS }),
     refreshMarginSeconds: e.LINKGATE_REFRESH_MARGIN_SECONDS,
+    reauthRecheckMs: e.LINKGATE_REAUTH_RECHECK_MINUTES * 60_000,
     linkEventRetentionDays: e.LINKGATE_LINK_EVENT_RETENTION_DAYS,
     providerTimeoutMs: e.LINKGATE_PROVIDER_TIMEOUT_SECONDS * 1000,
     webhook: e.LINKGATE_WEBHOOK_URL

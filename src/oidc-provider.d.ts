@@ -25,6 +25,7 @@ declare module 'oidc-provider' {
 
   export interface ClientLike {
     clientId: string;
+    clientName?: string;
     clientAuthMethod?: string;
     redirectUris?: string[];
     grantTypeAllowed(grantType: string): boolean;
@@ -45,14 +46,40 @@ declare module 'oidc-provider' {
   export interface KoaContextWithOIDC {
     type: string;
     body: unknown;
+    status: number;
+    /** The Node request under this context. */
+    req: IncomingMessage;
+    set(field: string, value: string): void;
     oidc: {
+      route?: string;
       client?: ClientLike;
-      session?: SessionLike;
-      result?: { consent?: { grantId?: string } };
-      entities: { AuthorizationCode?: LoginRecord; RefreshToken?: LoginRecord };
+      /** `exp` is set once the session was stored; `touched` says it must be stored again. */
+      session?: SessionLike & { state?: { secret?: string }; exp?: number; touched?: boolean };
+      result?: { consent?: { grantId?: string }; login?: LoginRecord };
+      entities: { AuthorizationCode?: LoginRecord; RefreshToken?: LoginRecord; DeviceCode?: LoginRecord };
       provider: Provider;
+      urlFor(name: string, options?: Record<string, unknown>): string;
     };
   }
+
+  /** One check of a prompt of the interaction policy: true asks for the prompt. */
+  export interface InteractionCheck {
+    reason: string;
+  }
+
+  export interface InteractionPrompt {
+    name: string;
+    checks: { add(check: InteractionCheck): void };
+  }
+
+  export interface InteractionPolicy extends Array<InteractionPrompt> {
+    get(name: string): InteractionPrompt | undefined;
+  }
+
+  export const interactionPolicy: {
+    base(): InteractionPolicy;
+    Check: new (reason: string, description: string, check: (ctx: KoaContextWithOIDC) => boolean | Promise<boolean>) => InteractionCheck;
+  };
 
   export interface Account {
     accountId: string;
@@ -74,6 +101,7 @@ declare module 'oidc-provider' {
     status: number;
     type: string;
     body: unknown;
+    set(field: string, value: string): void;
     readonly oidc?: OIDCContextLike;
   }
 
@@ -113,7 +141,7 @@ declare module 'oidc-provider' {
     responseTypes?: string[];
     extraParams?: string[];
     enabledJWA?: Record<string, string[]>;
-    interactions?: { url?: (ctx: unknown, interaction: { uid: string }) => string | Promise<string> };
+    interactions?: { url?: (ctx: unknown, interaction: { uid: string }) => string | Promise<string>; policy?: InteractionPolicy };
     findAccount?: (ctx: KoaContextWithOIDC, sub: string, token?: LoginRecord) => Promise<Account | undefined>;
     issueRefreshToken?: (ctx: unknown, client: ClientLike, code: unknown) => boolean | Promise<boolean>;
     expiresWithSession?: (ctx: unknown, code: unknown) => boolean | Promise<boolean>;

@@ -148,7 +148,7 @@ export interface ProviderTools {
    * allowed, redirects not followed, an idle timeout and a total deadline
    * (both the gateway's provider timeout unless given), a size cap.
    */
-  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string }, options?: { allowPrivate?: boolean; timeoutMs?: number; deadlineMs?: number; maxBytes?: number }): Promise<Response>;
+  untrustedFetch(url: string | URL, init?: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array }, options?: { allowPrivate?: boolean; timeoutMs?: number; deadlineMs?: number; maxBytes?: number }): Promise<Response>;
   /** Where browsers reach the gateway. */
   publicBaseUrl: URL;
   /**
@@ -246,6 +246,13 @@ export interface ProviderInstance {
    * start-up, so links made before the change are keyed like new ones.
    */
   currentAccountId?(credentials: Credentials): string | undefined;
+  /**
+   * For links brought over from another system (`linkgate import …`): the
+   * account id and credentials a link made here for the same account would
+   * have, from credentials in this provider's shape as that system held them;
+   * `undefined` when this gateway would not link that account.
+   */
+  adopt?(credentials: Credentials): { accountId: string; credentials: Credentials } | undefined;
   /** Public JSON documents served at `GET /oauth/<id>/<name>` (client metadata, a JWKS). */
   documents?: { [name: string]: () => Json };
   /**

@@ -6,6 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { createGateway } from './app.tsx';
+import { createNamedLock } from './core/named-lock.ts';
+import { createReauthRecheck } from './core/reauth-recheck.ts';
 import { startupBanner } from './banner.ts';
 import { ConfigError, parseConfig, providersDirOf, withDevelopmentSecrets, withDotEnv, type Config, type Env } from './config.ts';
 import { AnnieMeiError, countViewUnlinks, removeViews, takeOver } from './compat/annie-mei/database.ts';
@@ -118,7 +120,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const { app, rpc, limiter, tokensServed } = createGateway({
+  const { app, rpc, limiter, tokensServed, tokens } = createGateway({
     config,
     database,
     keyring,
@@ -190,6 +192,10 @@ async function main(): Promise<void> {
   }, PURGE_EVERY_MS);
   purge.unref();
 
+  // needs_reauth links whose refresh token works again come back by themselves (one instance per round).
+  const recheck = createReauthRecheck({ database, keyring, lock: createNamedLock(database), tokens, logger, now: Date.now, intervalMs: config.reauthRecheckMs });
+  recheck.start();
+
   // Every instance delivers webhooks; the outbox rows are claimed, so none is sent twice at once.
   // The worker runs once anyone has an endpoint: the environment's, or a tenant's (looked for again when a tenant changes).
   const webhooks = createWebhookWorker({
@@ -238,6 +244,7 @@ async function main(): Promise<void> {
       // Give the other instances this one's unused share of the rate limits.
       await limiter.flush().catch(() => {});
       await webhooks.stop().catch(() => {});
+      await recheck.stop().catch(() => {});
       // The token counts still in memory (src/core/link-events.ts).
       await tokensServed.flush();
       await database.close().catch(() => {});

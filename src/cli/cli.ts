@@ -3,6 +3,7 @@
  * command, argument parsing (node:util parseArgs) and exit codes. The
  * commands themselves are in commands.ts; linkgate.ts is the process entry.
  */
+import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
 import * as v from 'valibot';
@@ -41,6 +42,8 @@ export interface CliIo {
   now(): number;
   /** All of standard input, for the options that read a secret from it (never a prompt). */
   readStdin(): Promise<string>;
+  /** The process's standard input and output as streams, for `linkgate mcp` (absent when commands run in-process). */
+  stdio?: { input: Readable; output: Writable };
 }
 
 export interface ParsedArgs {

@@ -16,6 +16,7 @@ import { print, table } from './output.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
 import { CONSOLE_COMMANDS } from './console.ts';
 import { TENANT_COMMANDS } from './tenants.ts';
+import { mcpCommand } from './mcp.ts';
 
 // Loaded by the commands that use them, so `--help`, `secrets generate` and `keys rotate` start at once.
 const databaseModule = () => import('./database.ts');
@@ -447,6 +448,82 @@ const importAnnieMei: Command = {
   },
 };
 
+const importJellyfinRegistry: Command = {
+  path: ['import', 'jellyfin-registry'],
+  args: [{ name: 'path', help: "the registry's SQLite file (auth.db)" }],
+  json: true,
+  summary: "Import the Jellyfin links of seed 004's registry (its SQLite user_auth table) as links of the default tenant.",
+  details: [
+    "Reads user_auth (discord_id, service, external_user_id, external_name, credentials JSON with AccessToken and ServerURL) read-only with node:sqlite. Each Jellyfin row becomes the Jellyfin link of the user discord_id, keyed as a sign-in here would key it (the Jellyfin user id on JELLYFIN_SERVER_URL's server, <user id>@<origin> on a server users typed, which needs JELLYFIN_ALLOW_USER_SERVER=true), its token sealed with LINKGATE_ENCRYPTION_KEYS. Rows of other services are skipped; a row that does not check out is reported and not imported. Prints each row's result. Running it again changes nothing. Recorded in the audit trail as links.import. While the server runs on the embedded database in DATA_DIR, the links go through its import: the operator API's with LINKGATE_ADMIN_KEYS (audited there), else POST /api/v1/links:import.",
+  ],
+  async run(args, io) {
+    const path = args.positionals[0]!;
+    const loaded = loadConfig(io);
+    const { config } = loaded;
+    const logger = cliLogger(io, config);
+    const { auditedCommand, loadRegistryWithoutDatabase, loadRegistry, requireMigrated, withDatabase } = await databaseModule();
+    const jellyfin = (await loadRegistryWithoutDatabase(io, loaded, logger)).get('jellyfin');
+    if (!jellyfin?.instance) throw new LinkgateError('provider_unconfigured', `Jellyfin is not configured (missing ${jellyfin ? describeNeeds(jellyfin.needs) : 'providers/jellyfin.ts'})`);
+    const { readJellyfinRegistry } = await import('../compat/jellyfin-registry.ts');
+    const rows = await readJellyfinRegistry(path, jellyfin.instance);
+    const linkRows = rows.filter((row) => row.kind === 'link');
+    const records = linkRows.map((row) => row.record);
+    const { answerOf, botRequest, runningGateway } = await gatewayModule();
+    const gateway = runningGateway(io, config);
+    let imported: { results: { line: number; status: string; error?: { code: string; message: string } | undefined }[] };
+    if (records.length === 0) imported = { results: [] };
+    else if (gateway) {
+      const response = await callImport(gateway, config, records.map((record) => JSON.stringify(record)).join('\n'));
+      imported = await answerOf(gateway, response, (await apiAnswers()).ImportAnswer);
+    } else {
+      const { createLinkStore } = await linkStore();
+      const { importRecords } = await import('../core/link-transfer.ts');
+      imported = await withDatabase(io, config, async (database) => {
+        await requireMigrated(database);
+        const registry = await loadRegistry(io, loaded, database, logger);
+        const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
+        // Audited as a link import (through a gateway, its operator API audits it).
+        return auditedCommand(io, database.db, { action: 'links.import', tenant, target: 'jellyfin-registry' }, async (note) => {
+          const answer = await importRecords({ links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: config.allowSharedAccounts, now: io.now }, records);
+          // The whole file's counts: rows refused or skipped before the import too.
+          const before = (kind: string) => rows.filter((row) => row.kind === kind).length;
+          note.detail = { ...answer.counts, invalid: answer.counts.invalid + before('invalid'), skipped: before('skipped') };
+          return answer;
+        });
+      });
+    }
+    // Each row's result, by its row in user_auth (the import's lines are the Jellyfin rows, in order).
+    const results = rows.map((row) => {
+      if (row.kind === 'skipped') return { row: row.row, status: 'skipped' as const, reason: row.reason };
+      if (row.kind === 'invalid') return { row: row.row, status: 'invalid' as const, error: row.error };
+      const result = imported.results[linkRows.indexOf(row)]!;
+      return { row: row.row, userId: row.record.userId, externalId: row.record.externalId, status: result.status, ...(result.error ? { error: result.error } : {}) };
+    });
+    const counts = { created: 0, updated: 0, unchanged: 0, invalid: 0, skipped: 0 };
+    for (const result of results) counts[result.status as keyof typeof counts] += 1;
+    print(io, args, { results, counts }, () =>
+      [
+        ...results.map((r) => `row ${r.row}: ${r.status}${'userId' in r ? ` (user ${r.userId}, Jellyfin ${r.externalId})` : ''}${'reason' in r ? ` (${r.reason})` : ''}${'error' in r && r.error ? `: ${r.error.message}` : ''}`),
+        `${counts.created} created, ${counts.updated} updated, ${counts.unchanged} unchanged, ${counts.invalid} invalid, ${counts.skipped} skipped`,
+        '',
+      ].join('\n'),
+    );
+    return counts.invalid > 0 ? EXIT.failure : EXIT.ok;
+  },
+};
+
+/**
+ * The links as JSON lines to the running gateway's import: the operator API's
+ * (audited, as that operator key) when LINKGATE_ADMIN_KEYS is set, else the
+ * default tenant's bot API's.
+ */
+async function callImport(gateway: import('./gateway.ts').RunningGateway, config: Config, lines: string): Promise<Response> {
+  const { callGateway } = await gatewayModule();
+  const [adminKey] = config.adminKeys;
+  const route = adminKey ? { path: `/api/admin/v1/tenants/${tenant}/links:import`, key: adminKey } : { path: '/api/v1/links:import', key: config.apiKeys[0]! };
+  return callGateway(gateway, { method: 'POST', ...route, body: lines, contentType: 'application/x-ndjson' });
+}
+
 const exportAnnieMei: Command = {
   path: ['export', 'annie-mei'],
   args: [],
@@ -478,4 +555,4 @@ const exportAnnieMei: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, ...TENANT_COMMANDS, ...CONSOLE_COMMANDS];
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, importJellyfinRegistry, mcpCommand, ...TENANT_COMMANDS, ...CONSOLE_COMMANDS];

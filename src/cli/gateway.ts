@@ -32,7 +32,9 @@ export interface GatewayRequest {
   /** From the root, e.g. `/api/v1/providers`. */
   path: string;
   key: string;
+  /** Sent as JSON, or as it is when `contentType` is given. */
   body?: unknown;
+  contentType?: string;
   /**
    * Reads an error answer before the usual mapping (the operator API's
    * 404 for "not enabled", say); returns nothing to leave it to that.
@@ -46,8 +48,8 @@ export async function callGateway(gateway: RunningGateway, request: GatewayReque
   try {
     response = await fetch(new URL(request.path, gateway.url), {
       method: request.method,
-      headers: { authorization: `Bearer ${request.key}`, ...(request.body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(request.body === undefined ? {} : { body: JSON.stringify(request.body) }),
+      headers: { authorization: `Bearer ${request.key}`, ...(request.body === undefined ? {} : { 'content-type': request.contentType ?? 'application/json' }) },
+      ...(request.body === undefined ? {} : { body: request.contentType ? String(request.body) : JSON.stringify(request.body) }),
       signal: AbortSignal.timeout(60_000),
     });
   } catch (error) {

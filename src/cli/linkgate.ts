@@ -25,6 +25,7 @@ process.exitCode = await runCli(process.argv.slice(2), COMMANDS, {
   pid: process.pid,
   isAlive: isProcessAlive,
   now: Date.now,
+  stdio: { input: process.stdin, output: process.stdout },
   async readStdin() {
     let text = '';
     for await (const chunk of process.stdin) text += String(chunk);

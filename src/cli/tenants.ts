@@ -435,6 +435,8 @@ const appsCreate: OperatorCommand = {
     'post-logout-redirect-uris': { type: 'string', value: 'URLS', help: 'where they may go after signing out: URLs separated by spaces (quote them)' },
     providers: { type: 'string', value: 'IDS', help: 'the providers its sign-in offers, separated by commas (default: all the tenant has)' },
     subject: { type: 'string', value: 'user|external', help: '"user" (default): sub is the user id; "external": the provider\'s account id' },
+    'device-flow': { type: 'boolean', help: 'may use the device flow (a CLI or a bot); then it needs no redirect URI' },
+    'third-party': { type: 'boolean', help: 'someone else\'s app: people see a consent page after signing in' },
   },
   json: true,
   summary: 'Register an app people sign in to, and print its client id and secret (this once).',
@@ -455,10 +457,12 @@ const appsCreate: OperatorCommand = {
       ...(postLogout ? { postLogoutRedirectUris: postLogout } : {}),
       ...(providers ? { providers } : {}),
       ...(typeof args.values.subject === 'string' ? { subject: args.values.subject } : {}),
+      ...(args.values['device-flow'] === true ? { deviceFlow: true } : {}),
+      ...(args.values['third-party'] === true ? { firstParty: false } : {}),
     });
     const answer = await operate(io, { method: 'POST', path: `/tenants${at(tenant)}/apps`, body }, json(CreatedAppAnswer), async (context) =>
       createTenantApp({ tenants: context.tenants, providers: await context.providers(), apps: await appsOf(context, io) }, tenant, body),
-      { action: 'app.create', tenant, after: (a) => ({ target: `app:${a.clientId}`, detail: { name: body.name, type: body.type } }) },
+      { action: 'app.create', tenant, after: (a) => ({ target: `app:${a.clientId}`, detail: { name: body.name, type: body.type, firstParty: body.firstParty, deviceFlow: body.deviceFlow } }) },
     );
     print(io, args, answer, () =>
       answer.clientSecret === undefined
@@ -483,8 +487,15 @@ const appsList: OperatorCommand = {
       answer.apps.length === 0
         ? `tenant ${tenant} has no apps\n`
         : table(
-            ['CLIENT ID', 'NAME', 'TYPE', 'REDIRECT URIS', 'PROVIDERS'],
-            answer.apps.map((a) => [a.clientId, a.name, a.type, a.redirectUris.join(' '), a.providers?.join(',') ?? 'all']),
+            ['CLIENT ID', 'NAME', 'TYPE', 'REDIRECT URIS', 'PROVIDERS', 'GRANTS'],
+            answer.apps.map((a) => [
+              a.clientId,
+              a.name,
+              a.type,
+              a.redirectUris.join(' ') || '-',
+              a.providers?.join(',') ?? 'all',
+              [...(a.redirectUris.length > 0 ? ['code'] : []), ...(a.deviceFlow ? ['device'] : []), ...(a.firstParty ? [] : ['third-party'])].join(','),
+            ]),
           ),
     );
     return EXIT.ok;

@@ -57,6 +57,8 @@ export interface NewFlow {
   signIn?: string;
   /** A web-session sign-in flow: `returnTo` is the app's `postLoginRedirect` (its `userId` is empty until done). */
   webSession?: boolean;
+  /** A web-session sign-in flow's kind of session (`account`); absent: the web-session API's. */
+  sessionPurpose?: string;
 }
 
 export interface FlowStoreOptions {
@@ -93,6 +95,7 @@ function storeOn(db: Db, keyring: Keyring, options: FlowStoreOptions) {
         configVersion: flow.configVersion ?? null,
         signIn: flow.signIn ?? null,
         webSession: flow.webSession ?? false,
+        sessionPurpose: flow.sessionPurpose ?? null,
       });
     },
 

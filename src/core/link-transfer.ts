@@ -123,10 +123,28 @@ export async function importLinks(deps: ImportDeps, text: string, passphrase: st
     lines.shift();
   }
   if (lines.length > IMPORT_MAX_LINES) throw new LinkgateError('payload_too_large', `at most ${IMPORT_MAX_LINES} lines per import`);
+  const parsed = (raw: string) => {
+    const entry = safeJson(raw);
+    if (entry === undefined) throw new LinkgateError('bad_request', 'the line is not JSON');
+    return entry;
+  };
+  return importEach(deps, lines.map(({ line, text }) => ({ line, entry: () => parsed(text) })), key);
+}
+
+/**
+ * Imports links already read from elsewhere (`linkgate import jellyfin-registry`):
+ * each record is what one JSON line holds, validated and stored the same way;
+ * `line` in the results is the record's place, from 1.
+ */
+export function importRecords(deps: ImportDeps, records: readonly unknown[]): Promise<{ results: ImportResult[]; counts: Record<ImportStatus, number> }> {
+  return importEach(deps, records.map((record, index) => ({ line: index + 1, entry: () => record })), undefined);
+}
+
+async function importEach(deps: ImportDeps, entries: { line: number; entry: () => unknown }[], key: Buffer | undefined) {
   const results: ImportResult[] = [];
-  for (const { line, text: raw } of lines) {
+  for (const { line, entry } of entries) {
     try {
-      results.push({ line, status: await importLine(deps, raw, key) });
+      results.push({ line, status: await importEntry(deps, entry(), key) });
     } catch (error) {
       if (!isLinkgateError(error) || error.status >= 500) throw error;
       results.push({ line, status: 'invalid', error: { code: error.code, message: error.message } });
@@ -145,10 +163,8 @@ function safeJson(text: string): unknown {
   }
 }
 
-async function importLine(deps: ImportDeps, raw: string, key: Buffer | undefined): Promise<ImportStatus> {
-  const parsedJson = safeJson(raw);
-  if (parsedJson === undefined) throw new LinkgateError('bad_request', 'the line is not JSON');
-  const line = v.safeParse(Line, parsedJson);
+async function importEntry(deps: ImportDeps, entry: unknown, key: Buffer | undefined): Promise<ImportStatus> {
+  const line = v.safeParse(Line, entry);
   if (!line.success) throw new LinkgateError('bad_request', issueMessage(line.issues[0]));
   const { userId, provider, externalId, externalName } = line.output;
   if (!(await deps.knows(provider))) throw new LinkgateError('unknown_provider', `there is no provider called "${provider}"`);

@@ -32,9 +32,11 @@ export type Outcome =
    * A web-session sign-in flow found who the person is: the HTTP layer starts
    * their cookie session (src/http/web-session.ts) and sends them to
    * `postLoginRedirect`. `credentialsExpireAt`: when the provider's access
-   * token ends (epoch ms), if it said; the session ends no later.
+   * token ends (epoch ms), if it said; the session ends no later. `purpose`:
+   * the kind of session it was started for (`web`, or `account` for the
+   * account page), which decides who starts it.
    */
-  | { kind: 'web_signed_in'; tenant: string; userId: string; provider: RegisteredProvider; externalId: string; credentialsExpireAt: number | undefined; postLoginRedirect: string };
+  | { kind: 'web_signed_in'; tenant: string; userId: string; provider: RegisteredProvider; externalId: string; credentialsExpireAt: number | undefined; postLoginRedirect: string; purpose: string };
 
 /** What the confirmation page shows before anything is started. */
 export interface Confirmation {
@@ -253,7 +255,16 @@ export function createLinking(deps: LinkingDeps) {
     await deps.events.publish({ tenant: row.tenant, userId, provider: provider.id });
     if (row.webSession) {
       if (!row.returnTo) throw new LinkgateError('internal_error', 'a web-session sign-in without its postLoginRedirect', { provider: provider.id });
-      return { kind: 'web_signed_in', tenant: row.tenant, userId, provider, externalId: account.id, credentialsExpireAt: step.credentials.expiresAt, postLoginRedirect: row.returnTo };
+      return {
+        kind: 'web_signed_in',
+        tenant: row.tenant,
+        userId,
+        provider,
+        externalId: account.id,
+        credentialsExpireAt: step.credentials.expiresAt,
+        postLoginRedirect: row.returnTo,
+        purpose: row.sessionPurpose ?? 'web',
+      };
     }
     return { kind: 'signed_in', tenant: row.tenant, signIn: row.signIn!, userId, provider };
   }
@@ -392,7 +403,12 @@ export function createLinking(deps: LinkingDeps) {
   }
 
   /** Opens a sign-in flow (for no user yet) in this browser and runs `begin`; `signedIn` decides who it is. */
-  async function openSignIn(tenant: string, providerId: string, browserId: string, ends: { signIn: string } | { webSession: true; returnTo: string }): Promise<SignInStarted> {
+  async function openSignIn(
+    tenant: string,
+    providerId: string,
+    browserId: string,
+    ends: { signIn: string } | { webSession: true; returnTo: string; purpose: string | undefined },
+  ): Promise<SignInStarted> {
     const provider = await tenantProvider(tenant, providerId);
     const state = randomToken(32);
     const flow: Flow = { state, codeVerifier: randomToken(32), redirectUri: callbackUrl(providerId), expiresAt: deps.now() + deps.stateTtlSeconds * 1000, data: {} };
@@ -409,7 +425,7 @@ export function createLinking(deps: LinkingDeps) {
       data: flow.data,
       expiresAt: new Date(flow.expiresAt),
       configVersion: provider.configVersion ?? null,
-      ...('signIn' in ends ? { signIn: ends.signIn } : { webSession: true }),
+      ...('signIn' in ends ? { signIn: ends.signIn } : { webSession: true, ...(ends.purpose ? { sessionPurpose: ends.purpose } : {}) }),
       ...(step.kind === 'redirect' ? { resumeUrl: step.url.href } : {}),
       step: step.kind === 'redirect' ? { kind: 'redirect' } : step,
     });
@@ -517,9 +533,11 @@ export function createLinking(deps: LinkingDeps) {
      * `startSignIn`, but it ends in a cookie session and a 303 to
      * `postLoginRedirect`, which the caller has checked against the tenant's
      * allowlist before calling (this is where the provider is first contacted).
+     * `purpose`: another kind of cookie session than the web-session API's
+     * (`account`: the account page's sign-in, which ends on the page itself).
      */
-    startWebSignIn: (tenant: string, providerId: string, browserId: string, postLoginRedirect: string): Promise<SignInStarted> =>
-      openSignIn(tenant, providerId, browserId, { webSession: true, returnTo: postLoginRedirect }),
+    startWebSignIn: (tenant: string, providerId: string, browserId: string, postLoginRedirect: string, purpose?: string): Promise<SignInStarted> =>
+      openSignIn(tenant, providerId, browserId, { webSession: true, returnTo: postLoginRedirect, purpose }),
 
     /**
      * `GET /oauth/:provider/continue`: the page a flow is on (a form, a code

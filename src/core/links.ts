@@ -182,8 +182,8 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
         const [updated] = await update(tx);
         if (!updated) return undefined;
         await recordLinkEvent(tx, row, 'refreshed', now, { expiresAt: updated.expiresAt?.toISOString() ?? null, scopes: updated.scopes });
-        // The first success after failing refreshes is news: `link.recovered`, in the same transaction.
-        if (row.refreshFailedAt !== null && eventsFor(row.tenant)) await enqueueLinkEvent(tx, 'link.recovered', updated, now);
+        // The first success after failing refreshes, or for a link that needed the user (the re-check), is news: `link.recovered`, in the same transaction.
+        if ((row.refreshFailedAt !== null || row.status === 'needs_reauth') && eventsFor(row.tenant)) await enqueueLinkEvent(tx, 'link.recovered', updated, now);
         return updated;
       });
     },

@@ -21,6 +21,7 @@ export const signingKeyAad = (tenant: string, kid: string) => `oidc-signing-key:
 export const appSecretAad = (tenant: string, clientId: string) => `oidc-app-secret:${JSON.stringify([tenant, clientId])}`;
 
 const StoredPayload = v.record(v.string(), v.unknown());
+const EXPIRED_DEVICE_CODE_KEPT_SECONDS = 3600;
 
 /**
  * oidc-provider's storage for one tenant: `adapterFor(model)` is its
@@ -52,6 +53,10 @@ export function createOpenIdAdapter(db: Db, keyring: Keyring, tenant: string, ap
       };
     }
 
+    // An expired device code stays readable a while (oidc-provider checks its `exp` itself), so the
+    // app still polling hears `expired_token` (RFC 8628 §3.5) rather than "not found".
+    const keptFor = (expiresIn: number) => (model === 'DeviceCode' ? expiresIn + EXPIRED_DEVICE_CODE_KEPT_SECONDS : expiresIn);
+
     return {
       async upsert(id, payload, expiresIn) {
         const idHash = sha256(id);
@@ -61,7 +66,7 @@ export function createOpenIdAdapter(db: Db, keyring: Keyring, tenant: string, ap
           userCodeHash: payload.userCode ? sha256(payload.userCode) : null,
           uid: payload.uid ?? null,
           consumedAt: null,
-          expiresAt: typeof expiresIn === 'number' ? new Date(now() + expiresIn * 1000) : null,
+          expiresAt: typeof expiresIn === 'number' ? new Date(now() + keptFor(expiresIn) * 1000) : null,
         };
         await db
           .insert(oidcPayloads)
@@ -89,6 +94,8 @@ export type SigningJwk = JWK & { kid: string; alg: string; use: 'sig' };
 
 export const SIGNING_ALG = 'ES256';
 
+/** RFC 8628 §3.4. */
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /** How long an ID token lives: a retired key stays published this long after it last signed, plus KEY_LEEWAY_SECONDS. */
 export const ID_TOKEN_TTL_SECONDS = 3600;
 /** Clocks of the apps that verify our tokens may be this far behind. */
@@ -253,6 +260,7 @@ export interface OpenIdApp {
   providers: string[] | null;
   subject: 'user' | 'external';
   firstParty: boolean;
+  deviceFlow: boolean;
   createdAt: Date;
 }
 
@@ -264,6 +272,7 @@ export interface NewOpenIdApp {
   providers: string[] | undefined;
   subject: 'user' | 'external';
   firstParty: boolean;
+  deviceFlow: boolean;
 }
 
 const toApp = (row: OidcAppRow): OpenIdApp => ({
@@ -275,6 +284,7 @@ const toApp = (row: OidcAppRow): OpenIdApp => ({
   providers: row.providers,
   subject: row.subject,
   firstParty: row.firstParty,
+  deviceFlow: row.deviceFlow,
   createdAt: row.createdAt,
 });
 
@@ -296,6 +306,7 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
           providers: app.providers ?? null,
           subject: app.subject,
           firstParty: app.firstParty,
+          deviceFlow: app.deviceFlow,
           secret: clientSecret === undefined ? null : keyring.seal(clientSecret, appSecretAad(tenant, clientId)),
           createdAt: new Date(now()),
         })
@@ -323,13 +334,15 @@ export function createOpenIdApps(db: Db, keyring: Keyring, now: () => number = D
       const [row] = await db.select().from(oidcApps).where(and(eq(oidcApps.tenant, tenant), eq(oidcApps.clientId, clientId)));
       if (!row) return undefined;
       const confidential = row.type === 'confidential' && row.secret !== null;
+      // An app without redirect URIs (a CLI) signs people in through the device grant only.
+      const redirects = row.redirectUris.length > 0;
       return {
         client_id: row.clientId,
         client_name: row.name,
         redirect_uris: row.redirectUris,
         post_logout_redirect_uris: row.postLogoutRedirectUris,
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
+        grant_types: [...(redirects ? ['authorization_code'] : []), ...(row.deviceFlow ? [DEVICE_CODE_GRANT] : []), 'refresh_token'],
+        response_types: redirects ? ['code'] : [],
         id_token_signed_response_alg: SIGNING_ALG,
         // `sub` is the provider's account id: oidc-provider's pairwise hook gives it (src/http/openid-provider.tsx).
         ...(row.subject === 'external' ? { subject_type: 'pairwise' } : {}),

@@ -84,7 +84,7 @@ export interface UntrustedFetchOptions {
 export interface UntrustedRequest {
   method?: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Uint8Array;
 }
 
 const refused = (message: string) => new LinkgateError('bad_request', message, { status: 400 });

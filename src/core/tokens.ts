@@ -312,6 +312,34 @@ export function createTokenService(deps: TokenServiceDeps) {
       throw needsReauth(key.provider);
     },
 
+    /**
+     * Tries once whether a `needs_reauth` link's refresh token still works
+     * (the background re-check, src/core/reauth-recheck.ts): on success the
+     * link is active again with the new credentials (`link.recovered`); on
+     * any failure nothing changes and nothing is said — the link already
+     * told everyone it needs the user. No lease: only this re-check refreshes
+     * a `needs_reauth` link, and the write applies only to the credentials
+     * it read, so a relink meanwhile wins.
+     */
+    async recover(row: LinkRow): Promise<'recovered' | 'not_recovered' | 'not_refreshable'> {
+      if (row.status !== 'needs_reauth') return 'not_refreshable';
+      const stored = links.openCredentials(row);
+      if (stored.refreshToken === undefined) return 'not_refreshable';
+      const instance = await instanceFor(row).catch(() => undefined);
+      if (!instance?.refresh) return 'not_refreshable';
+      let fresh: Credentials;
+      try {
+        fresh = checkedCredentials(await instance.refresh(stored), row.provider);
+      } catch {
+        return 'not_recovered';
+      }
+      const updated = await links.replaceCredentials(row, fresh, new Date(deps.now()));
+      if (!updated) return 'not_recovered';
+      deps.logger.info({ provider: row.provider, user: deps.hashUserId(row.tenant, row.userId) }, 'link recovered by the re-check');
+      deps.metrics?.inc('linkgate_token_refreshes_total', { provider: row.provider, tenant: row.tenant, outcome: 'recovered' });
+      return 'recovered';
+    },
+
     /** Asks the provider whether the link still works; a refused token turns the link `needs_reauth`. */
     async verify(key: LinkKey): Promise<LinkRow> {
       checkConfigured(key);

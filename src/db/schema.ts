@@ -53,6 +53,12 @@ export const flows = pgTable(
      * until the provider says who the person is, as for `sign_in`.
      */
     webSession: boolean('web_session').notNull().default(false),
+    /**
+     * Which kind of cookie session a web-session sign-in flow ends in (the
+     * `purpose` of src/core/web-sessions.ts): `account` for the account page
+     * (src/http/account.tsx); null for the web-session API's (`web`).
+     */
+    sessionPurpose: text('session_purpose'),
     createdAt: at('created_at').notNull().defaultNow(),
     /** When it stopped being open: the wait API tells a bot about a cancellation after the time it asks from. */
     endedAt: at('ended_at'),
@@ -330,6 +336,8 @@ export const oidcApps = pgTable(
     providers: text('providers').array(),
     subject: text('subject', { enum: ['user', 'external'] }).notNull().default('user'),
     firstParty: boolean('first_party').notNull().default(true),
+    /** May use the device authorization grant (RFC 8628): a CLI or a bot without a browser. */
+    deviceFlow: boolean('device_flow').notNull().default(false),
     secret: text('secret'),
     createdAt: at('created_at').notNull().defaultNow(),
   },

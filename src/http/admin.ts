@@ -137,7 +137,8 @@ export const AppParams = v.object({
 });
 export const CreateAppBody = v.object({
   name: TenantName,
-  redirectUris: v.pipe(appUris('redirectUris'), v.minLength(1, 'redirectUris must list at least one URL')),
+  // Required unless the app signs in through the device grant only (checked in createTenantApp).
+  redirectUris: v.optional(appUris('redirectUris'), []),
   postLogoutRedirectUris: v.optional(appUris('postLogoutRedirectUris'), []),
   type: v.picklist(['confidential', 'public'], 'type must be "confidential" (a server that keeps a secret) or "public" (a browser or native app)'),
   providers: v.optional(
@@ -145,6 +146,7 @@ export const CreateAppBody = v.object({
   ),
   subject: v.optional(v.picklist(['user', 'external'], 'subject must be "user" or "external"'), 'user'),
   firstParty: v.optional(v.boolean('firstParty must be true or false'), true),
+  deviceFlow: v.optional(v.boolean('deviceFlow must be true or false'), false),
 });
 
 // ── Answers (also what the tests check real answers against) ───────────────
@@ -191,6 +193,7 @@ export const AppAnswer = v.strictObject({
   providers: v.nullable(v.array(v.string())),
   subject: v.picklist(['user', 'external']),
   firstParty: v.boolean(),
+  deviceFlow: v.boolean(),
   createdAt: IsoTime,
 });
 export const AppsAnswer = v.strictObject({ apps: v.array(AppAnswer) });
@@ -235,6 +238,7 @@ export const appAnswer = (app: OpenIdApp): v.InferOutput<typeof AppAnswer> => ({
   providers: app.providers,
   subject: app.subject,
   firstParty: app.firstParty,
+  deviceFlow: app.deviceFlow,
   createdAt: app.createdAt.toISOString(),
 });
 
@@ -294,7 +298,6 @@ export async function configureProvider(
   return { id: provider, displayName, configured: true as const, version: stored.version, env: maskSecrets(env) };
 }
 
-/** The endpoint a webhook body names; plain http off this machine is refused in production. */
 /** Creates a tenant's app (the route and `linkgate tenants apps create`): its client secret, if any, is in this answer only. */
 export async function createTenantApp(
   deps: { tenants: TenantStore; providers: ProviderDirectory; apps: OpenIdApps },
@@ -302,8 +305,9 @@ export async function createTenantApp(
   body: v.InferOutput<typeof CreateAppBody>,
 ): Promise<v.InferOutput<typeof CreatedAppAnswer>> {
   await deps.tenants.require(tenant);
-  // No consent page yet: an app of someone else's would sign people in without asking them.
-  if (!body.firstParty) throw new LinkgateError('bad_request', 'firstParty: only first-party apps (true) can be created yet; third-party apps need the consent page, which is not built');
+  if (body.redirectUris.length === 0 && !body.deviceFlow) {
+    throw new LinkgateError('bad_request', 'redirectUris must list at least one URL (only an app with deviceFlow: true may have none)');
+  }
   if (body.providers) {
     const registry = await deps.providers.of(tenant);
     const unknown = body.providers.find((id) => !registry.get(id));
@@ -325,6 +329,7 @@ export async function deleteTenantApp(deps: { tenants: TenantStore; apps: OpenId
   if (!(await deps.apps.delete(tenant, clientId))) throw new LinkgateError('not_found', 'this tenant has no app with this client id');
 }
 
+/** The endpoint a webhook body names; plain http off this machine is refused in production. */
 export function webhookEndpoint(body: v.InferOutput<typeof WebhookBody>, production: boolean): { url: URL; secret: string } {
   const url = new URL(body.url);
   // Events name users and their accounts: in clear only to this machine.
@@ -566,7 +571,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
     audited('app.create', async (c, note) => {
       const { tenant } = parseInput(TenantParams, c.req.param());
       const body = parseInput(CreateAppBody, await readJsonBody(c));
-      note.detail = { name: body.name, type: body.type };
+      // Whether people are asked for consent, and whether a device may sign in: what makes an app trusted.
+      note.detail = { name: body.name, type: body.type, firstParty: body.firstParty, deviceFlow: body.deviceFlow };
       const created = await createTenantApp(deps, tenant, body);
       note.target = `app:${created.clientId}`;
       c.get('log')().info({ tenant, app: created.clientId }, 'app created');

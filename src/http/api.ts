@@ -1,4 +1,4 @@
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import * as v from 'valibot';
 import type { Metrics } from '../core/metrics.ts';
 import { LinkgateError } from '../core/errors.ts';
@@ -11,7 +11,7 @@ import type { TokenService } from '../core/tokens.ts';
 import { unlink } from '../core/unlink.ts';
 import { parseInput } from '../core/validation.ts';
 import type { ApiCall, Json } from '../provider.ts';
-import { PROXY_METHODS, proxyAllowed, proxyAllowName, proxyPath } from '../core/proxy.ts';
+import { callProvider, checkProxyCall, passedContentType, PROXY_METHODS, UpstreamQuery } from '../core/proxy.ts';
 import { importLinks } from '../core/link-transfer.ts';
 import { describeNeeds, type RegisteredProvider, type Registry } from '../registry.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
@@ -100,10 +100,6 @@ export const ProxyParams = v.object({
   userId: UserIdParam,
   provider: ProviderParam,
 });
-const XrpcQuery = v.pipe(
-  v.array(v.tuple([v.pipe(v.string(), v.maxLength(128, 'a query parameter name is too long')), v.pipe(v.string(), v.maxLength(4096, 'a query parameter is too long'))])),
-  v.maxLength(64, 'too many query parameters'),
-);
 export const XrpcBody = v.pipe(
   v.custom<Record<string, unknown>>((input) => typeof input === 'object' && input !== null && !Array.isArray(input), 'the body must be a JSON object'),
   v.record(v.string(), v.unknown()),
@@ -133,51 +129,8 @@ export const LinkUrlBody = v.object({
   scopes: v.optional(ScopeList('scopes')),
 });
 
-/**
- * Media types an XRPC answer is passed on with: data (JSON, CBOR, CAR files,
- * plain text, blobs' images, audio and video), never a type a browser renders
- * as a document or runs (HTML, SVG, XML, scripts).
- */
-const XRPC_TYPES = /^(application\/(json|cbor|octet-stream|vnd\.ipld\.car)|text\/plain|image\/(png|jpeg|gif|webp|avif|heic)|(video|audio)\/[a-z0-9][a-z0-9.+-]{0,62})$/;
-
-/** The upstream content type if it is one of those (with its charset, nothing else), else `application/octet-stream`. */
-export function xrpcContentType(upstream: string | undefined): string {
-  const [essence = '', ...parameters] = (upstream ?? '').split(';').map((part) => part.trim());
-  const type = essence.toLowerCase();
-  if (!XRPC_TYPES.test(type)) return 'application/octet-stream';
-  const charset = parameters.map((p) => /^charset="?([A-Za-z0-9._-]{1,40})"?$/i.exec(p)?.[1]).find((c) => c !== undefined);
-  return charset ? `${type}; charset=${charset.toLowerCase()}` : type;
-}
-
 /** The largest import body (JSON lines): about 10 000 links. */
 export const IMPORT_MAX_BYTES = 8 * 1024 * 1024;
-
-/** The most of a provider API's answer the proxy passes on. */
-const PROXY_ANSWER_MAX = 1024 * 1024;
-
-/** A response body of at most `max` bytes; more is a 502 (the rest is not read). */
-async function readCapped(response: Response, max: number, provider: string): Promise<Uint8Array> {
-  const declared = Number(response.headers.get('content-length'));
-  const tooLarge = () => new LinkgateError('provider_response_too_large', `the provider's answer is larger than ${max} bytes`, { provider });
-  if (declared > max) {
-    await response.body?.cancel().catch(() => {});
-    throw tooLarge();
-  }
-  if (!response.body) return new Uint8Array();
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return Buffer.concat(chunks);
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-}
 
 /**
  * `POST …/links:import`, for the bot API (the key's tenant) and the operator
@@ -201,10 +154,42 @@ export async function answerImport(
   return c.json(answer);
 }
 
-export function apiRoutes(deps: ApiRoutesDeps) {
-  const app = new Hono<AppEnv>();
-  // The key and its tenant (401, 403), its rate limit (429), then for a request with a body its size (413):
-  // one middleware for them all, as each layer costs the hot path a dispatch and a promise.
+/**
+ * A route that would hand the bot a link URL answers 503 while the provider
+ * is not configured: a bot must never be given a link that cannot work (or `null`).
+ */
+export function unconfigured(provider: RegisteredProvider): LinkgateError {
+  return new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: provider.id });
+}
+
+export interface LinkUrlOptions {
+  returnTo?: string;
+  userName?: string;
+  scopes?: readonly string[];
+}
+
+/** A link URL for a tenant's user, signed with the tenant's context secret (POST /link-urls, relink answers, MCP). */
+export async function signLinkUrl(
+  deps: Pick<ApiRoutesDeps, 'tenants' | 'contextTtlSeconds' | 'publicBaseUrl' | 'now'>,
+  tenant: string,
+  userId: string,
+  provider: string,
+  options: LinkUrlOptions = {},
+): Promise<{ url: string; expiresAt: string }> {
+  const secret = deps.tenants.signingSecret(tenant);
+  const { url, expiresAt } = await createLinkUrl(
+    { userId, provider, tenant, ...options },
+    { secret: typeof secret === 'string' ? secret : await secret, ttlSeconds: deps.contextTtlSeconds, publicBaseUrl: deps.publicBaseUrl, now: deps.now() },
+  );
+  return { url, expiresAt: expiresAt.toISOString() };
+}
+
+/**
+ * The bot API's gate, for /api/v1 and /mcp alike: the key and its tenant (401,
+ * 403), its rate limit (429), then for a request with a body its size (413).
+ */
+export function botGate(deps: Pick<ApiRoutesDeps, 'tenants' | 'limiter' | 'apiKeys'>): MiddlewareHandler<AppEnv> {
+  // One middleware for them all, as each layer costs the hot path a dispatch and a promise.
   const limitBody = bodyLimit(64 * 1024);
   const admit = (c: Context<AppEnv>, next: () => Promise<void>, key: string, tenant: string) => {
     // Only the key names the tenant: a header may confirm it, never choose another.
@@ -225,11 +210,16 @@ export function apiRoutes(deps: ApiRoutesDeps) {
   };
   // Who calls: the same `authenticateBot` as the RPC services (src/rpc/gate.ts); the key names the tenant.
   const tenantOf = (presented: string) => deps.tenants.resolveApiKey(presented);
-  app.use('*', function apiGate(c, next) {
+  return function apiGate(c: Context<AppEnv>, next: () => Promise<void>) {
     const bot = authenticateBot(tenantOf, c.req.header('authorization'));
     if (bot instanceof Promise) return bot.then((found) => (found ? admit(c, next, found.key, found.tenant) : refuseApiKey(c, deps.apiKeys)));
     return bot ? admit(c, next, bot.key, bot.tenant) : refuseApiKey(c, deps.apiKeys);
-  });
+  };
+}
+
+export function apiRoutes(deps: ApiRoutesDeps) {
+  const app = new Hono<AppEnv>();
+  app.use('*', botGate(deps));
 
   /** The tenant's providers: the default tenant's at once, on the status API's hot path. */
   const registryOf = (c: Context<AppEnv>): Registry | Promise<Registry> => deps.providers.of(c.get('tenant'));
@@ -245,22 +235,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return knownProvider(registry instanceof Promise ? await registry : registry, id);
   }
 
-  /**
-   * A route that would hand the bot a link URL answers 503 while the provider
-   * is not configured: a bot must never be given a link that cannot work (or `null`).
-   */
-  function unconfigured(provider: RegisteredProvider): LinkgateError {
-    return new LinkgateError('provider_unconfigured', `${provider.displayName} is not configured (missing ${describeNeeds(provider.needs)})`, { provider: provider.id });
-  }
-
-  async function linkUrl(tenant: string, userId: string, provider: string, options: { returnTo?: string; userName?: string; scopes?: readonly string[] } = {}): Promise<{ url: string; expiresAt: string }> {
-    const secret = deps.tenants.signingSecret(tenant);
-    const { url, expiresAt } = await createLinkUrl(
-      { userId, provider, tenant, ...options },
-      { secret: typeof secret === 'string' ? secret : await secret, ttlSeconds: deps.contextTtlSeconds, publicBaseUrl: deps.publicBaseUrl, now: deps.now() },
-    );
-    return { url, expiresAt: expiresAt.toISOString() };
-  }
+  const linkUrl = (tenant: string, userId: string, provider: string, options: LinkUrlOptions = {}) => signLinkUrl(deps, tenant, userId, provider, options);
 
   const importRoute = (c: Context<AppEnv>, tenant: string) => answerImport(c, deps, tenant);
 
@@ -412,7 +387,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const { userId, provider, nsid } = parseInput(XrpcParams, c.req.param());
     await tenantProvider(c, provider);
     const url = new URL(c.req.url);
-    parseInput(XrpcQuery, [...url.searchParams]);
+    parseInput(UpstreamQuery, [...url.searchParams]);
     const method = c.req.method === 'POST' ? 'POST' : 'GET';
     const body = method === 'POST' ? parseInput(XrpcBody, await readJsonBody(c)) : undefined;
     const key = { tenant: c.get('tenant'), userId, provider };
@@ -420,7 +395,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
       const result = await deps.tokens.xrpc(key, { method, nsid, query: url.searchParams, ...(body === undefined ? {} : { body: body as Json }) });
       // The body is the upstream server's: nothing in it may run if a browser ever shows it.
       return c.body(result.body as Uint8Array<ArrayBuffer>, result.status as 200, {
-        'content-type': xrpcContentType(result.contentType),
+        'content-type': passedContentType(result.contentType),
         'content-security-policy': "default-src 'none'; sandbox",
       });
     });
@@ -439,28 +414,19 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     if (!known.instance) throw unconfigured(known);
     const url = new URL(c.req.url);
     const marker = `/links/${provider}/proxy/`;
-    const path = proxyPath(url.pathname.slice(url.pathname.indexOf(marker) + marker.length));
+    const rawPath = url.pathname.slice(url.pathname.indexOf(marker) + marker.length);
     const method = c.req.method as ApiCall['method'];
-    if (!proxyAllowed(known.proxyAllow ?? [], method, path)) {
-      throw new LinkgateError('proxy_not_allowed', `this call is not in ${proxyAllowName(provider)}`, { provider });
-    }
-    parseInput(XrpcQuery, [...url.searchParams]);
-    const headers: Record<string, string> = {};
-    for (const name of ['content-type', 'accept']) {
-      const value = c.req.header(name);
-      if (value !== undefined && value.length <= 256) headers[name] = value;
-    }
-    const body = method === 'GET' || method === 'DELETE' ? undefined : new Uint8Array(await c.req.arrayBuffer());
     const key = { tenant: c.get('tenant'), userId, provider };
+    // Checked before the body is read: a refused call costs nothing more.
+    const request = { method, rawPath, query: url.searchParams, headers: { 'content-type': c.req.header('content-type'), accept: c.req.header('accept') } };
+    checkProxyCall(known, request);
+    const body = method === 'GET' || method === 'DELETE' ? undefined : new Uint8Array(await c.req.arrayBuffer());
     return orRelink(c, userId, provider, async () => {
-      const upstream = await deps.tokens.proxy(key, { method, path: path.join('/'), query: url.searchParams, headers, ...(body ? { body } : {}) });
-      if (upstream.status < 200 || upstream.status > 599) throw new LinkgateError('provider_unavailable', `the provider answered ${upstream.status}`, { provider });
-      const answer = await readCapped(upstream, PROXY_ANSWER_MAX, provider);
-      const retryAfter = upstream.headers.get('retry-after');
-      return c.body(answer as Uint8Array<ArrayBuffer>, upstream.status as 200, {
-        'content-type': xrpcContentType(upstream.headers.get('content-type') ?? undefined),
+      const answer = await callProvider(deps.tokens, known, key, { ...request, body });
+      return c.body(answer.body as Uint8Array<ArrayBuffer>, answer.status as 200, {
+        'content-type': answer.contentType,
         'content-security-policy': "default-src 'none'; sandbox",
-        ...(retryAfter && /^(\d{1,6}|[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT)$/.test(retryAfter) ? { 'retry-after': retryAfter } : {}),
+        ...(answer.retryAfter ? { 'retry-after': answer.retryAfter } : {}),
       });
     });
   });

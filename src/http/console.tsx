@@ -52,7 +52,7 @@ import { PostButton, CsrfField, ShownOnce, SignedInLayout, Table, when, type Nav
 /** The console's session cookie (`__Host-linkgate_console` over https). */
 export const CONSOLE_COOKIE = 'linkgate_console';
 /** A console session lives 8 hours at most and ends after 30 minutes unused. */
-export const CONSOLE_SESSION = { ttlSeconds: 8 * 3600, idleSeconds: 30 * 60 } as const;
+export const CONSOLE_SESSION = { purpose: 'console', ttlSeconds: 8 * 3600, idleSeconds: 30 * 60 } as const;
 /** Where a console sign-in's flow says it ends; only the console starts flows that end here. */
 export const CONSOLE_SIGNED_IN = '/admin/signed-in';
 /** The cookie of an invite being used (`__Host-linkgate_console_invite` over https). */
@@ -105,7 +105,7 @@ const VARIABLE_LINE = /^([A-Z][A-Z0-9_]{0,63})=(.*)$/;
 export function consoleRoutes(deps: ConsoleDeps) {
   const { db, tenants, now } = deps;
   const origin = deps.publicBaseUrl.origin;
-  const sessions = createWebSessions(db, { purpose: 'console', ...CONSOLE_SESSION, now });
+  const sessions = createWebSessions(db, { ...CONSOLE_SESSION, now });
   const cookie = sessionCookie({ name: CONSOLE_COOKIE, secureCookies: deps.secureCookies });
   const signedInUrl = new URL(CONSOLE_SIGNED_IN, deps.publicBaseUrl).href;
   /** The console's cookie of an invite being used (`/admin/invite/:token`), read when the sign-in it starts ends. */
@@ -266,7 +266,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     const offered = inviteCookie.read(c) === undefined ? signInProviders() : configuredProviders();
     if (!offered.some((p) => p.id === provider)) throw new LinkgateError('bad_request', 'no admin signs in with this provider');
     const browser = readBrowserCookie(c, deps.secureCookies) ?? randomToken(32);
-    const started = await deps.linking.startWebSignIn(DEFAULT_TENANT, provider, browser, signedInUrl);
+    const started = await deps.linking.startWebSignIn(DEFAULT_TENANT, provider, browser, signedInUrl, CONSOLE_SESSION.purpose);
     setBrowserCookie(c, browser, deps);
     return c.redirect(started.kind === 'redirect' ? started.url.href : `/oauth/${provider}/continue?state=${encodeURIComponent(started.state)}`, 303);
   });
@@ -1131,9 +1131,6 @@ export function consoleRoutes(deps: ConsoleDeps) {
 
   return {
     routes: app,
-
-    /** Whether a finished web sign-in is the console's (it started at POST /admin/sign-in). */
-    owns: (outcome: Extract<Outcome, { kind: 'web_signed_in' }>) => outcome.tenant === DEFAULT_TENANT && outcome.postLoginRedirect === signedInUrl,
 
     /**
      * A console sign-in ended with the person known: an admin gets a session

@@ -170,20 +170,41 @@ export function bodyLimit(maxSize: number): MiddlewareHandler<AppEnv> {
  * Headers for every browser page: a nonce-only CSP (no inline anything),
  * no caching, no referrer (URLs carry states and codes), no framing.
  */
+/** The pages' Content-Security-Policy, directive by directive (`NONCE`: the request's nonce). */
+const PAGE_CSP = {
+  defaultSrc: ["'none'"],
+  styleSrc: [NONCE],
+  scriptSrc: [NONCE],
+  connectSrc: ["'self'"],
+  // data: for an operator's icon given inline (LINKGATE_BRAND_ICON_URL).
+  imgSrc: ["'self'", 'data:'],
+  baseUri: ["'none'"],
+  frameAncestors: ["'none'"],
+  // No form-action: Chrome applies it to the redirect after a POST, and a
+  // provider form may legitimately continue at the provider.
+};
+
+/**
+ * The headers of `pageHeaders` for a page answered outside Hono's middleware
+ * (oidc-provider writes its own pages): the same policy, with `nonce`.
+ */
+export function pageHeadersFor(nonce: string): Record<string, string> {
+  const policy = Object.entries(PAGE_CSP)
+    .map(([name, sources]) => `${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${sources.map((source) => (source === NONCE ? `'nonce-${nonce}'` : source)).join(' ')}`)
+    .join('; ');
+  return {
+    'Content-Security-Policy': policy,
+    'X-Frame-Options': 'DENY',
+    'Referrer-Policy': 'no-referrer',
+    'Cross-Origin-Opener-Policy': 'same-origin',
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-store',
+  };
+}
+
 export function pageHeaders(): MiddlewareHandler<AppEnv> {
   const secure = secureHeaders({
-    contentSecurityPolicy: {
-      defaultSrc: ["'none'"],
-      styleSrc: [NONCE],
-      scriptSrc: [NONCE],
-      connectSrc: ["'self'"],
-      // data: for an operator's icon given inline (LINKGATE_BRAND_ICON_URL).
-      imgSrc: ["'self'", 'data:'],
-      baseUri: ["'none'"],
-      frameAncestors: ["'none'"],
-      // No form-action: Chrome applies it to the redirect after a POST, and a
-      // provider form may legitimately continue at the provider.
-    },
+    contentSecurityPolicy: PAGE_CSP,
     referrerPolicy: 'no-referrer',
     xFrameOptions: 'DENY',
     crossOriginOpenerPolicy: 'same-origin',

@@ -485,6 +485,8 @@ export function describeError(
         title: 'Too many wrong passwords',
         lines: [`This sign-in has ended after too many wrong passwords, and nothing was linked. Check your ${provider} username and password.`, `Then ${NEW_LINK.toLowerCase()}`],
       };
+    case 'not_signed_in':
+      return { title: 'You are signed out', lines: ['Your session ended: it lasts 8 hours, and ends after 30 minutes without use or when you sign out. Nothing was changed.', NEW_LINK] };
     case 'rate_limited':
       return { title: 'Too many attempts', lines: [`Please wait ${waitFor(retryAfterSeconds)}, then reload this page.`] };
     case 'bad_request':

@@ -55,6 +55,7 @@ const StartQuery = v.object({
   tenantId: v.optional(TenantId),
 });
 const TenantHeader = v.optional(TenantId);
+const SessionQuery = v.object({ tenantId: v.optional(TenantId) });
 
 /** What `GET /api/auth/:provider/start` answers in JSON mode. */
 export const StartAnswer = v.strictObject({ authorizationUrl: v.pipe(v.string(), v.url()), state: v.string() });
@@ -87,18 +88,16 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
   /** The live session of this browser, if any. */
   const currentSession = (c: Context<AppEnv>): Promise<WebSession | undefined> => sessions.find(readToken(c));
 
-  async function requireTenant(tenant: string): Promise<void> {
-    if (tenant !== DEFAULT_TENANT && !(await deps.tenants.get(tenant))) throw new LinkgateError('tenant_not_found', 'there is no such tenant', { status: 404 });
-  }
-
   /**
    * The allowlist: `postLoginRedirect` must be, character for character, a
-   * redirect URI of one of the tenant's apps that offers this provider
-   * (exact matching, as for OAuth redirect URIs: RFC 9700 §4.1.3).
+   * redirect URI of one of the tenant's first-party apps that offers this
+   * provider (exact matching, as for OAuth redirect URIs: RFC 9700 §4.1.3).
+   * A third-party app signs people in through the OpenID Provider, with
+   * consent; a session of the gateway's own is not its to start.
    */
   async function allowed(tenant: string, provider: string, postLoginRedirect: string): Promise<boolean> {
     const apps = await deps.apps.list(tenant);
-    return apps.some((app) => app.redirectUris.includes(postLoginRedirect) && (app.providers === null || app.providers.includes(provider)));
+    return apps.some((app) => app.firstParty && app.redirectUris.includes(postLoginRedirect) && (app.providers === null || app.providers.includes(provider)));
   }
 
   /**
@@ -116,7 +115,7 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
     if (origin !== undefined && origin !== 'null') {
       if (origin === ownOrigin) return;
       const apps = tenant ? await deps.apps.list(tenant) : [];
-      if (apps.some((app) => app.redirectUris.some((uri) => URL.canParse(uri) && new URL(uri).origin === origin))) return;
+      if (apps.some((app) => app.firstParty && app.redirectUris.some((uri) => URL.canParse(uri) && new URL(uri).origin === origin))) return;
     }
     throw new LinkgateError('csrf_failed', 'this request came from another site', { status: 403 });
   }
@@ -127,7 +126,7 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
     const provider = parseInput(ProviderId, c.req.param('provider'));
     const query = parseInput(StartQuery, { postLoginRedirect: c.req.query('postLoginRedirect'), mode: c.req.query('mode'), tenantId: c.req.query('tenantId') });
     const tenant = namedTenant(c, query.tenantId) ?? (await currentSession(c))?.tenant ?? DEFAULT_TENANT;
-    await requireTenant(tenant);
+    await deps.tenants.require(tenant);
     // Before any provider is contacted: a sign-in that would end somewhere else does not start.
     if (!(await allowed(tenant, provider, query.postLoginRedirect))) {
       throw new LinkgateError('redirect_not_allowed', 'postLoginRedirect is not a redirect URI of this tenant\'s apps (for this provider)', { provider });
@@ -144,7 +143,7 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
 
   app.get('/session', async (c) => {
     const session = await currentSession(c);
-    const named = namedTenant(c, c.req.query('tenantId') === undefined ? undefined : parseInput(TenantId, c.req.query('tenantId')));
+    const named = namedTenant(c, parseInput(SessionQuery, { tenantId: c.req.query('tenantId') }).tenantId);
     // One tenant's session is not another's.
     if (!session || (named !== undefined && named !== session.tenant)) throw noSession();
     const link = await deps.links.get({ tenant: session.tenant, userId: session.userId, provider: session.provider });

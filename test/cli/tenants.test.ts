@@ -182,6 +182,8 @@ describe('linkgate tenants', () => {
     expect(clientId).toBeDefined();
     const made2 = await answer(CreatedAppAnswer, ['tenants', 'apps', 'create', 'quizbot', 'Spa', 'public', DASHBOARD]);
     expect(made2.clientSecret).toBeUndefined();
+    // A CLI of someone else's: the device flow, no redirect URI, and a consent page.
+    const tool = await answer(CreatedAppAnswer, ['tenants', 'apps', 'create', 'quizbot', 'Stats CLI', 'public', '--device-flow', '--third-party']);
 
     const listed = await answer(AppsAnswer, ['tenants', 'apps', 'list', 'quizbot']);
     expect(listed.apps.find((app) => app.clientId === clientId)).toMatchObject({
@@ -192,14 +194,17 @@ describe('linkgate tenants', () => {
       providers: ['corp'],
       subject: 'user',
       firstParty: true,
+      deviceFlow: false,
     });
+    expect(listed.apps.find((app) => app.clientId === tool.clientId)).toMatchObject({ name: 'Stats CLI', redirectUris: [], deviceFlow: true, firstParty: false });
     const table = await cli(['tenants', 'apps', 'list', 'quizbot']);
     expect(table.stdout).toContain(clientId!);
     for (const shown of [table.stdout, JSON.stringify(listed)]) expect(shown).not.toContain(secret!);
     // The public app offers every provider, Discord included: its redirect URI is allowed for a Discord sign-in.
     expect(await start()).toBe('provider_unconfigured');
 
-    for (const app of [clientId!, made2.clientId]) {
+    expect(table.stdout).toMatch(/Stats CLI +public +- +all +device,third-party/);
+    for (const app of [clientId!, made2.clientId, tool.clientId]) {
       const deleted = await cli(['tenants', 'apps', 'delete', 'quizbot', app]);
       expect(deleted.code).toBe(0);
       expect(deleted.stdout).toBe(`deleted app ${app} of tenant quizbot\n`);

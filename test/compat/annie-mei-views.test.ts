@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countViewUnlinks, takeOver } from '../../src/compat/annie-mei/database.ts';
 import { createUserIdHasher, sha256 } from '../../src/core/crypto.ts';
 import { createMetrics } from '../../src/core/metrics.ts';
+import { createFlowStore } from '../../src/core/flows.ts';
 import { createWebhookWorker } from '../../src/core/webhooks.ts';
 import { flows } from '../../src/db/schema.ts';
 import { eq } from '../../src/db/orm.ts';
@@ -146,6 +147,12 @@ describe.skipIf(!onPostgres)('the Annie Mei bot on Linkgate’s annie_auth views
     const started = await browser.openLink(made.url);
     const sessions = await asBot((sql) => sql.unsafe('SELECT state, discord_user_id, expires_at, used_at FROM annie_auth.oauth_sessions WHERE discord_user_id = $1', ['444444444444444444']));
     expect(sessions).toHaveLength(1);
+    // A sign-in at AniList (an app's, whose person is not known yet) is not one of the bot's sessions.
+    await createFlowStore(database.db, gateway.keyring, { claimMs: 1000 }).insert({
+      state: 'sign-in-state-0123456789', codeVerifier: 'v', browserId: 'b', tenant: 'default', userId: '', provider: 'anilist',
+      returnTo: undefined, step: { kind: 'redirect' }, data: {}, expiresAt: new Date(Date.now() + 600_000), signIn: 'interaction-uid',
+    });
+    expect((await asBot((sql) => sql.unsafe('SELECT discord_user_id FROM annie_auth.oauth_sessions'))).map((row) => row.discord_user_id)).not.toContain('');
     const before = received.length;
 
     const [credentials, sessionRows] = await asBot(async (sql) => [await sql.unsafe(DELETE_OAUTH_CREDENTIALS_SQL, ['444444444444444444']), await sql.unsafe(DELETE_OAUTH_SESSIONS_SQL, ['444444444444444444'])]);

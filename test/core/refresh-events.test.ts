@@ -10,10 +10,9 @@ import { eq } from '../../src/db/orm.ts';
 import { webhookDeliveries } from '../../src/db/schema.ts';
 import { createLinkStore } from '../../src/core/links.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
-import { TestBrowser } from '../helpers/browser.ts';
-import { mintContext } from '../helpers/context.ts';
+import { linkAtFakeDiscord } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
 
 const ENV = {
   DISCORD_CLIENT_ID: '123456789012345678',
@@ -38,11 +37,7 @@ afterAll(async () => {
   await database?.close();
 });
 
-async function link(userId: string, discordId: string) {
-  const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-  const start = await browser.openLink(`/oauth/discord/start?context=${await mintContext('discord', userId, { now: clock })}`);
-  expect((await browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), discordId))).status).toBe(200);
-}
+const link = (userId: string, discordId: string) => linkAtFakeDiscord(gateway.app, discord, userId, discordId, { now: clock });
 
 /** The events of a user, in order, as receivers get them. */
 async function events(userId: string) {

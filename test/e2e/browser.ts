@@ -27,3 +27,14 @@ export async function listen(fetch: (request: Request) => Response | Promise<Res
       }),
   };
 }
+
+/**
+ * Listens first and serves later, for an app that must know its own address
+ * (a gateway whose PUBLIC_BASE_URL is where the browser reaches it).
+ */
+export async function listenFirst(): Promise<{ url: string; serve(fetch: (request: Request, env: unknown) => Response | Promise<Response>): void; close(): Promise<void> }> {
+  let handler: (request: Request, env: unknown) => Response | Promise<Response> = () => new Response(null, { status: 503 });
+  // The Node request and response go through as the second argument (oidc-provider answers on them).
+  const server = await listen(((request: Request, env: unknown) => handler(request, env)) as (request: Request) => Response | Promise<Response>);
+  return { ...server, serve: (fetch) => (handler = fetch) };
+}

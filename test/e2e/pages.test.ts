@@ -13,7 +13,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
-import { launchChromium, listen } from './browser.ts';
+import { launchChromium, listen, listenFirst } from './browser.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/pages', import.meta.url));
@@ -32,6 +32,9 @@ let production: { url: string };
 /** A gateway with an app to sign in to (its OpenID Provider's chooser page), and that app's client id. */
 let signIn: { url: string };
 let appClientId: string;
+/** A gateway at its own PUBLIC_BASE_URL (a device's sign-in comes back to it), with a first-party and a third-party CLI app. */
+let devices: { url: string };
+let deviceApps: { cli: string; thirdParty: string };
 
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
@@ -52,6 +55,22 @@ beforeAll(async () => {
     body: JSON.stringify({ name: 'Quiz dashboard', redirectUris: ['https://app.example/callback'], type: 'public' }),
   });
   appClientId = ((await created.json()) as { clientId: string }).clientId;
+  const deviceServer = await listenFirst();
+  servers.push(deviceServer);
+  const withDevices = await createTestGateway(database, { providersDir: FIXTURES, env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY, PUBLIC_BASE_URL: deviceServer.url } });
+  deviceServer.serve(withDevices.app.fetch);
+  devices = deviceServer;
+  const createApp = async (body: Record<string, unknown>) =>
+    (
+      (await (
+        await withDevices.app.request('/api/admin/v1/tenants/default/apps', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ type: 'public', deviceFlow: true, ...body }),
+        })
+      ).json()) as { clientId: string }
+    ).clientId;
+  deviceApps = { cli: await createApp({ name: 'Quiz CLI' }), thirdParty: await createApp({ name: 'Stats CLI', firstParty: false }) };
   browser = await launchChromium();
 });
 afterAll(async () => {
@@ -152,6 +171,67 @@ describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('every page at 
     await page.getByRole('heading', { name: 'Sign in to Quiz dashboard' }).waitFor();
     expect(await page.getByRole('button', { name: /^Continue with / }).count()).toBeGreaterThan(0);
     await inspect(page, 'sign-in-chooser', width);
+    await page.context().close();
+  });
+
+  /** A device asks for a code (RFC 8628 §3.1), as a CLI does. */
+  const deviceCode = async (clientId: string) => {
+    const answer = await fetch(`${devices.url}/oidc/device/auth`, { method: 'POST', body: new URLSearchParams({ client_id: clientId, scope: 'openid profile' }) });
+    expect(answer.status).toBe(200);
+    return (await answer.json()) as { user_code: string; verification_uri: string; verification_uri_complete: string };
+  };
+
+  /** The chooser, Pin's password form and its wait page, as in a link; the page's poll moves on by itself. */
+  const signInWithPin = async (page: Page, username: string) => {
+    await page.getByRole('button', { name: 'Continue with Pin' }).click();
+    await page.getByLabel('Username').fill(username);
+    await page.getByLabel('Password').fill('correct horse');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+  };
+
+  it('a device\'s sign-in: the code page, a wrong code, the confirmation, then connected', async () => {
+    const device = await deviceCode(deviceApps.cli);
+    const page = await open();
+    await page.goto(device.verification_uri);
+    await page.getByRole('heading', { name: 'Connect a device' }).waitFor();
+    await inspect(page, 'device-code', width);
+    // oidc-provider writes this page itself: its own CSP must still let our style in (without the test's bypass).
+    const strict = await browser.newContext({ viewport: WIDTHS[width] });
+    const plain = await strict.newPage();
+    await plain.goto(device.verification_uri);
+    expect(await plain.getByRole('button', { name: 'Continue' }).evaluate((button) => (globalThis as unknown as { getComputedStyle(element: unknown): { backgroundColor: string } }).getComputedStyle(button).backgroundColor)).toBe('rgb(41, 82, 204)');
+    await strict.close();
+    await page.getByLabel('Code').fill('BCDF-GHJK');
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'That code is not right' }).waitFor();
+    await inspect(page, 'device-code-wrong', width);
+    await page.getByLabel('Code').fill(device.user_code);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Sign in to Quiz CLI on your device?' }).waitFor();
+    await inspect(page, 'device-confirm', width);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Sign in to Quiz CLI' }).waitFor();
+    await signInWithPin(page, `device-${width}`);
+    await page.getByRole('heading', { name: 'Device connected' }).waitFor();
+    await inspect(page, 'device-connected', width);
+    await page.context().close();
+  });
+
+  it('a third-party app\'s consent page, and Deny on a device\'s sign-in', async () => {
+    const device = await deviceCode(deviceApps.thirdParty);
+    const page = await open();
+    // The link with the code in it: prefilled, waiting for Continue.
+    await page.goto(device.verification_uri_complete);
+    await page.getByRole('heading', { name: 'Connect a device' }).waitFor();
+    expect(await page.getByLabel('Code').inputValue()).toBe(device.user_code);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await signInWithPin(page, `consent-${width}`);
+    await page.getByRole('heading', { name: 'Allow Stats CLI to sign you in?' }).waitFor();
+    await inspect(page, 'consent', width);
+    await page.getByRole('button', { name: 'Deny' }).click();
+    await page.getByRole('heading', { name: 'Sign-in cancelled' }).waitFor();
+    await inspect(page, 'device-cancelled', width);
     await page.context().close();
   });
 

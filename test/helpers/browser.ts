@@ -1,3 +1,6 @@
+import type { FakeDiscord } from '../fakes/discord.ts';
+import { mintContext } from './context.ts';
+import { atFake } from './gateway.ts';
 /**
  * A browser for `app.request()`: it keeps cookies (name=value, as a browser
  * sends them back) and lets a test follow or inspect redirects by hand.
@@ -84,3 +87,25 @@ export async function completePinLink(base: string, url: string, userId: string)
   await browser.get(`/oauth/pin/poll?state=${state}`);
   return (await browser.get(`/oauth/pin/poll?state=${state}`)).json();
 }
+
+/**
+ * A person links their account `accountId` at a fake OAuth provider (the
+ * fake Discord or AniList) to the bot's `userId`: the link URL opened,
+ * Continue, and consent at the fake.
+ */
+export async function linkAtFake<Id>(
+  app: { request(path: string, init?: RequestInit): Response | Promise<Response> },
+  provider: { id: 'discord' | 'anilist'; fake: { origin: string; approve(authorizeUrl: URL, accountId: Id): URL } },
+  userId: string,
+  accountId: Id,
+  options: { now?: number } = {},
+): Promise<void> {
+  const browser = new TestBrowser((path, init) => app.request(path, init));
+  const start = await browser.openLink(`/oauth/${provider.id}/start?context=${await mintContext(provider.id, userId, options.now === undefined ? {} : { now: options.now })}`);
+  const approved = await browser.get(provider.fake.approve(atFake(new URL(start.headers.get('location')!), provider.fake.origin), accountId));
+  if (approved.status !== 200) throw new Error(`linking at the fake ${provider.id} answered ${approved.status}`);
+}
+
+/** `linkAtFake` at the fake Discord. */
+export const linkAtFakeDiscord = (app: Parameters<typeof linkAtFake>[0], discord: Pick<FakeDiscord, 'approve' | 'origin'>, userId: string, discordId: string, options: { now?: number } = {}) =>
+  linkAtFake(app, { id: 'discord', fake: discord }, userId, discordId, options);

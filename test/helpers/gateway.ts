@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import type { Logger } from 'pino';
 import { fileURLToPath } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
@@ -42,6 +43,10 @@ export interface TestGateway {
   registry: Registry;
   /** Every log line written so far, raw JSON text. */
   logs: string[];
+  /** What writes them, for parts of the server a test starts beside the app. */
+  logger: Logger;
+  /** The app's token service, for the server's background work (the needs_reauth re-check). */
+  tokens: ReturnType<typeof createGateway>['tokens'];
   api(path: string, init?: RequestInit): Promise<Response>;
 }
 
@@ -82,7 +87,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const { app, rpc, events } = createGateway({
+  const { app, rpc, events, tokens } = createGateway({
     config,
     database,
     keyring,
@@ -103,6 +108,8 @@ export async function createTestGateway(database: Database, options: TestGateway
     keyring,
     registry,
     logs,
+    logger,
+    tokens,
     api: async (path, init = {}) => {
       const headers = new Headers(init.headers);
       if (!headers.has('authorization')) headers.set('authorization', `Bearer ${API_KEY}`);

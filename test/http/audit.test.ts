@@ -138,6 +138,7 @@ describe('the audit trail of the operator API', () => {
     for (const event of events) expect(event).toMatchObject({ actor, tenant: 'auditbot', clientAddress: '127.0.0.1', userAgent: 'audit-test/1.0' });
     const by = (action: string) => events.find((e) => e.action === action && e.outcome === 'ok')!;
     expect(by('api_key.create')).toMatchObject({ target: `api_key:${key.id}`, detail: { name: 'production' } });
+    expect(by('app.create').detail).toEqual({ name: 'Site', type: 'confidential', firstParty: true, deviceFlow: false });
     expect(by('provider.configure')).toMatchObject({ target: 'provider:corp', detail: { variables: ['CORP_CLIENT_ID', 'CORP_CLIENT_SECRET', 'CORP_ISSUER'], version: 1 } });
     expect(by('webhook.set').detail).toEqual({ origin: 'https://auditbot.example' });
     expect(by('links.import').detail).toEqual({ created: 1, updated: 0, unchanged: 0, invalid: 0 });

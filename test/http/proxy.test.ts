@@ -10,10 +10,9 @@ import type { Database } from '../../src/db/client.ts';
 import { createLinkStore } from '../../src/core/links.ts';
 import { startFakeAniList, type FakeAniList } from '../fakes/anilist.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
-import { TestBrowser } from '../helpers/browser.ts';
-import { mintContext } from '../helpers/context.ts';
+import { linkAtFake, linkAtFakeDiscord } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
 
 const BASE = 'http://127.0.0.1:8000';
 const ENV = {
@@ -50,11 +49,7 @@ afterAll(async () => {
   await database?.close();
 });
 
-async function linkDiscord(userId: string, discordId: string) {
-  const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-  const start = await browser.openLink(`/oauth/discord/start?context=${await mintContext('discord', userId, { now: clock })}`);
-  expect((await browser.get(discord.approve(atFake(new URL(start.headers.get('location')!), discord.origin), discordId))).status).toBe(200);
-}
+const linkDiscord = (userId: string, discordId: string) => linkAtFakeDiscord(gateway.app, discord, userId, discordId, { now: clock });
 
 const proxy = (userId: string, provider: string, path: string, init: RequestInit = {}) => gateway.api(`/users/${userId}/links/${provider}/proxy/${path}`, init);
 const credentialsOf = async (userId: string, provider: string) => {
@@ -77,9 +72,7 @@ describe('the provider API proxy', () => {
   });
 
   it("passes an AniList GraphQL query to its API root and the answer back", async () => {
-    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
-    const start = await browser.openLink(`/oauth/anilist/start?context=${await mintContext('anilist', 'proxy-anilist', { now: clock })}`);
-    expect((await browser.get(anilist.approve(atFake(new URL(start.headers.get('location')!), anilist.origin), 7001))).status).toBe(200);
+    await linkAtFake(gateway.app, { id: 'anilist', fake: anilist }, 'proxy-anilist', 7001, { now: clock });
     const answer = await proxy('proxy-anilist', 'anilist', '', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },

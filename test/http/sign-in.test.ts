@@ -302,6 +302,9 @@ describe('an OpenID Provider per tenant', () => {
 
     const logout = await browser.get(client.buildEndSessionUrl(config, { id_token_hint: tokens.id_token!, post_logout_redirect_uri: 'https://app.example/' }), { follow: false });
     expect(logout.status).toBe(200);
+    // oidc-provider writes this page itself; it carries our page headers all the same.
+    expect(logout.headers.get('content-security-policy')).toMatch(/style-src 'nonce-[^']+'.*frame-ancestors 'none'/);
+    expect(logout.headers.get('cache-control')).toBe('no-store');
     const page = await logout.text();
     const action = /<form[^>]*action="([^"]+)"/.exec(page)![1]!;
     const xsrf = /name="xsrf" value="([^"]+)"/.exec(page)![1]!;
@@ -403,7 +406,8 @@ describe('apps through the operator API', () => {
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'spa' }, 'type'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', subject: 'email' }, 'subject'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', providers: ['nosuch'] }, 'providers'],
-    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', firstParty: false }, 'firstParty'],
+    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', firstParty: 'no' }, 'firstParty'],
+    [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', deviceFlow: 'yes' }, 'deviceFlow'],
     [{ name: 'x', redirectUris: [APP_REDIRECT], type: 'public', postLogoutRedirectUris: ['nope'] }, 'postLogoutRedirectUris'],
   ])('refuses %j with a 400 naming %s', async (body, field) => {
     const answer = await admin('/tenants/default/apps', { method: 'POST', body });

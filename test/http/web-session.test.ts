@@ -6,10 +6,11 @@
  * gateway's own Jellyfin form; the browser is a cookie-keeping client of the
  * gateway that never follows a redirect by itself.
  */
-import { eq } from 'drizzle-orm';
+import { eq } from '../../src/db/orm.ts';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../src/core/crypto.ts';
+import { createWebSessions } from '../../src/core/web-sessions.ts';
 import type { Database } from '../../src/db/client.ts';
 import { flows, webSessions } from '../../src/db/schema.ts';
 import { SessionAnswer, StartAnswer } from '../../src/http/web-session.ts';
@@ -34,6 +35,7 @@ const EIGHT_HOURS = 8 * 3600 * 1000;
 const DASHBOARD = 'https://app.example/dashboard';
 const QUIZ_HOME = 'https://quiz.example/home';
 const DISCORD_ONLY = 'https://app.example/discord-only';
+const THIRD_PARTY = 'https://someone-else.example/callback';
 
 let database: Database;
 let idp: TestIdp;
@@ -139,6 +141,7 @@ beforeAll(async () => {
   // The allowlist: the redirect URIs of each tenant's apps.
   expect((await admin(gateway, '/tenants/default/apps', { name: 'Dashboard', redirectUris: [DASHBOARD], type: 'public' })).status).toBe(201);
   expect((await admin(gateway, '/tenants/default/apps', { name: 'Discord corner', redirectUris: [DISCORD_ONLY], type: 'public', providers: ['discord'] })).status).toBe(201);
+  expect((await admin(gateway, '/tenants/default/apps', { name: 'Someone else', redirectUris: [THIRD_PARTY], type: 'public', firstParty: false })).status).toBe(201);
   expect((await admin(gateway, '/tenants', { id: 'quizbot', name: 'Quiz Bot' })).status).toBe(201);
   const configured = await put(gateway, '/tenants/quizbot/providers/corp', { env: { CORP_ISSUER: idp.issuer, CORP_CLIENT_ID: 'linkgate', CORP_CLIENT_SECRET: CORP_SECRET, CORP_SCOPES: 'openid profile' } });
   expect(configured.status).toBe(200);
@@ -170,6 +173,7 @@ describe('GET /api/auth/:provider/start', () => {
 
     const answer = await session(browser);
     expect(answer.status).toBe(200);
+    expect(answer.headers.get('cache-control')).toBe('no-store');
     const body = v.parse(SessionAnswer, await answer.json());
     expect(body).toMatchObject({ tenant: 'default', user: { id: NELLY }, identity: { provider: 'discord', externalId: NELLY, name: 'Nelly' } });
     expect(Math.abs(Date.parse(body.expiresAt) - (signedInAt + EIGHT_HOURS))).toBeLessThan(60_000);
@@ -229,6 +233,7 @@ describe('GET /api/auth/:provider/start', () => {
     ['an allowed URI with a path added', { postLoginRedirect: `${DASHBOARD}/../../evil` }, 400, 'redirect_not_allowed'],
     ['an allowed URI of an app that does not offer this provider', { postLoginRedirect: DISCORD_ONLY }, 400, 'redirect_not_allowed'],
     ['another tenant\'s allowed URI', { postLoginRedirect: QUIZ_HOME }, 400, 'redirect_not_allowed'],
+    ['a redirect URI of a third-party app', { postLoginRedirect: THIRD_PARTY }, 400, 'redirect_not_allowed'],
     ['a javascript: URL', { postLoginRedirect: 'javascript:alert(1)' }, 400, 'redirect_not_allowed'],
     ['no postLoginRedirect', {}, 400, 'bad_request'],
     ['a relative postLoginRedirect', { postLoginRedirect: '/dashboard' }, 400, 'bad_request'],
@@ -420,6 +425,18 @@ describe('configuration', () => {
 
   it.each([['LINKGATE_WEB_SESSION_TTL_SECONDS', '60'], ['LINKGATE_WEB_SESSION_TTL_SECONDS', 'eight hours'], ['LINKGATE_WEB_SESSION_IDLE_SECONDS', '0']])('refuses %s=%s at start-up, naming it', async (name, value) => {
     await expect(createTestGateway(database, { env: { ...env(BASE), [name]: value } })).rejects.toThrow(name);
+  });
+});
+
+describe('a deleted tenant', () => {
+  it('takes its web sessions with it', async () => {
+    expect((await admin(gateway, '/tenants', { id: 'short-lived', name: 'Short lived' })).status).toBe(201);
+    const store = createWebSessions(database.db, { purpose: 'web', ttlSeconds: 3600 });
+    const { token } = await store.create({ tenant: 'short-lived', userId: 'u-gone', provider: 'corp', externalId: 'c-gone' });
+    expect(await store.find(token)).toBeDefined();
+    const deleted = await gateway.app.request('/api/admin/v1/tenants/short-lived', { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    expect(deleted.status).toBe(204);
+    expect(await database.db.select().from(webSessions).where(eq(webSessions.tenant, 'short-lived'))).toEqual([]);
   });
 });
 

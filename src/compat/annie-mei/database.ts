@@ -116,7 +116,9 @@ async function createViews(tx: Tx, own: string, webhooks: boolean): Promise<void
     sql.raw(`create or replace view ${s}.oauth_sessions as
       select f.state_hash as state, f.user_id as discord_user_id, f.expires_at, null::timestamptz as used_at, f.created_at
         from ${o}.flows f
-       where f.tenant = '${DEFAULT_TENANT}' and f.provider = '${PROVIDER}' and f.status = 'open'`),
+       where f.tenant = '${DEFAULT_TENANT}' and f.provider = '${PROVIDER}' and f.status = 'open'
+         -- Linking flows only: a sign-in's user is not known yet (its user_id is empty), and no row of the bot's.
+         and f.user_id <> ''`),
   );
   const event = webhooks
     ? `event_id := 'evt_' || gen_random_uuid()::text;

@@ -1,0 +1,1 @@
+ALTER TABLE "oidc_apps" ADD COLUMN "device_flow" boolean DEFAULT false NOT NULL;
