@@ -389,7 +389,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
           </h1>
           <h2>Providers</h2>
           {tenant === DEFAULT_TENANT ? <p class="muted">The default tenant’s providers are configured by the environment (a single-tenant deployment’s variables).</p> : null}
-          <Table label="Providers" head={['Provider', 'Status', '']} rows={providers.length}>
+          <Table label="Providers" head={['Provider', 'Status', 'Action']} rows={providers.length}>
             {providers.map((p) => (
               <tr>
                 <td>
@@ -579,7 +579,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
         <h1>API keys</h1>
         {created ? <ShownOnce label={`New API key ${created.id}`} value={created.key} id="new-api-key" /> : null}
         {tenant === DEFAULT_TENANT ? <p class="muted">The environment’s LINKGATE_API_KEYS are this tenant’s keys too; they are not listed.</p> : null}
-        <Table label="API keys" head={editable ? ['Id', 'Name', 'Created', 'Last used', ''] : ['Id', 'Name', 'Created', 'Last used']} rows={keys.length} empty="No API keys.">
+        <Table label="API keys" head={editable ? ['Id', 'Name', 'Created', 'Last used', 'Action'] : ['Id', 'Name', 'Created', 'Last used']} rows={keys.length} empty="No API keys.">
           {keys.map((k) => (
             <tr>
               <td>
@@ -652,7 +652,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
         <h1>Link-context secrets</h1>
         <p class="muted">Bots sign their link contexts with one of these; the newest signs the links the gateway makes.</p>
         {created ? <ShownOnce label={`New context secret ${created.id}`} value={created.secret} id="new-context-secret" /> : null}
-        <Table label="Context secrets" head={editable ? ['Id', 'Created', ''] : ['Id', 'Created']} rows={secrets.length} empty="No context secrets.">
+        <Table label="Context secrets" head={editable ? ['Id', 'Created', 'Action'] : ['Id', 'Created']} rows={secrets.length} empty="No context secrets.">
           {secrets.map((s) => (
             <tr>
               <td>
@@ -707,7 +707,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
         <h1>Apps</h1>
         <p class="muted">The sign-in clients of this tenant’s OpenID Provider, and the web-session API’s allowlist.</p>
         {created?.clientSecret ? <ShownOnce label={`Client secret of ${created.clientId}`} value={created.clientSecret} id="new-client-secret" /> : null}
-        <Table label="Apps" head={editable ? ['Client id', 'Name', 'Type', 'Redirect URIs', ''] : ['Client id', 'Name', 'Type', 'Redirect URIs']} rows={apps.length} empty="No apps.">
+        <Table label="Apps" head={editable ? ['Client id', 'Name', 'Type', 'Redirect URIs', 'Action'] : ['Client id', 'Name', 'Type', 'Redirect URIs']} rows={apps.length} empty="No apps.">
           {apps.map((a) => (
             <tr>
               <td>
@@ -811,7 +811,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
           <h2>Deliveries</h2>
           <Table
             label="Webhook deliveries"
-            head={writes(who.admin, tenant) ? ['Event', 'Status', 'Attempts', 'Last answer', 'Created', ''] : ['Event', 'Status', 'Attempts', 'Last answer', 'Created']}
+            head={writes(who.admin, tenant) ? ['Event', 'Status', 'Attempts', 'Last answer', 'Created', 'Action'] : ['Event', 'Status', 'Attempts', 'Last answer', 'Created']}
             rows={deliveries.length}
             empty="No deliveries yet."
           >

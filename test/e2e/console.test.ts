@@ -6,7 +6,8 @@
  * name, opens it, sees its events and unlinks it; a support admin sees the
  * pages with no secret and no write control, and a forced write is refused;
  * a person not in LINKGATE_ADMINS is refused, and that is audited. Every page:
- * no serious or critical axe-core violation, nothing wider than the screen,
+ * no axe-core violation of any impact (the issue asks for no serious or
+ * critical one), nothing wider than the screen,
  * and a screenshot in test/.tmp/screenshots/console/ (and, with
  * UPDATE_DOCS_SCREENSHOTS=1, the ones the README shows in docs/images/console/).
  */
@@ -92,12 +93,12 @@ async function linkDiscord(userId: string, account: string, name: string) {
   expect((await person.get(back.pathname + back.search)).status).toBe(200);
 }
 
-/** Checks the page as it is now and saves its picture: no serious or critical axe-core violation, nothing wider than the viewport. */
+/** Checks the page as it is now and saves its picture: no axe-core violation, nothing wider than the viewport. */
 async function inspect(page: Page, name: string, width: keyof typeof WIDTHS): Promise<void> {
   await page.addScriptTag({ content: AXE });
   const violations = await page.evaluate(async () => {
     const result = await (globalThis as unknown as { axe: { run(): Promise<{ violations: Array<{ id: string; impact: string; help: string; nodes: Array<{ target: unknown }> }> }> } }).axe.run();
-    return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})`);
+    return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})`);
   });
   expect(violations, `${name} at ${width}`).toEqual([]);
   const overflow = await page.evaluate(() => {
