@@ -9,6 +9,7 @@ import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { list as listAudit } from '../../src/core/audit.ts';
 import { createInvite, inviteOpen } from '../../src/core/console-invites.ts';
+import { purgeExpired } from '../../src/core/purge.ts';
 import type { Database } from '../../src/db/client.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
@@ -576,6 +577,11 @@ describe('invites', () => {
 
     const old = await createInvite(database.db, new Date(clock - 2 * 3600_000));
     expect((await newBrowser().get(`/admin/invite/${old.token}`)).status).toBe(404);
+
+    // The purge forgets the expired invite and keeps the used one: it is what makes its owner one.
+    const purged = await purgeExpired(database.db, new Date(clock));
+    expect(purged.consoleInvites).toBe(1);
+    expect(await (await invited.get('/admin/tenants')).text()).toContain('corp:invited-ivy · owner');
   });
 });
 
