@@ -117,6 +117,8 @@ export function createGateway(deps: AppDeps) {
     hashUserId,
     webhookEvents,
     userProviderOf,
+    // A console sign-in only says who the admin is: no link is stored, no token kept.
+    identifyOnly: [CONSOLE_SESSION.purpose],
   });
   const openId = createOpenIdProviders({
     db,

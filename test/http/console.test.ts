@@ -194,6 +194,9 @@ describe('signing in', () => {
     expect(await tenants.text()).toContain(`corp:${OWNER} · owner`);
     const [row] = await auditRows({ action: 'admin.sign_in', actor: `admin:corp:${OWNER}` });
     expect(row).toMatchObject({ outcome: 'ok', target: 'console', userAgent: UA });
+    // Signing in to the console only said who the admin is: their account is no link of the default tenant.
+    expect(await (await browser.get(`/admin/t/default/links?q=${OWNER}`)).text()).toContain('No link matches.');
+    expect(await (await browser.get('/admin/t/default/links?provider=corp')).text()).toContain('No link matches.');
   });
 
   it('a person not in LINKGATE_ADMINS is refused with a page, gets no session, and the refusal is audited with address and user agent', async () => {
