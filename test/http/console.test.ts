@@ -16,7 +16,8 @@ import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { cliEnv, createCliDatabase, runCliHere } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, listen, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { atFake, createTestGateway, listen, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { parseConfig } from '../../src/config.ts';
 
 const BASE = 'https://link.example';
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
@@ -166,6 +167,16 @@ describe('closed by default', () => {
     expect((await open.app.request('/admin/tenants')).status).toBe(303);
     expect((await open.app.request('/admin/tenants', { headers: { cookie: '__Host-linkgate_console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } })).status).toBe(303);
     expect(queries - before).toBeGreaterThan(0);
+  });
+
+  it('LINKGATE_ADMINS reads role[@tenants]=provider:externalId, the external id being everything after the first colon', () => {
+    const config = parseConfig({ ...TEST_SECRETS, NODE_ENV: 'test', LINKGATE_ADMINS: ' owner=discord:80351110224678912, support@quizbot+trivia=atproto:did:plc:abc123 ,admin=corp:alice@example.com' });
+    expect(config.admins).toEqual([
+      { role: 'owner', provider: 'discord', externalId: '80351110224678912', tenants: null },
+      { role: 'support', provider: 'atproto', externalId: 'did:plc:abc123', tenants: ['quizbot', 'trivia'] },
+      { role: 'admin', provider: 'corp', externalId: 'alice@example.com', tenants: null },
+    ]);
+    expect(parseConfig({ ...TEST_SECRETS, NODE_ENV: 'test' }).admins).toEqual([]);
   });
 
   it('LINKGATE_ADMINS is checked at start-up: a bad entry stops the gateway with the reason', async () => {
