@@ -30,6 +30,7 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
+import { CONSOLE_SESSION, consoleRoutes, type Console } from './http/console.tsx';
 import { accountRoutes, ACCOUNT_SESSION } from './http/account.tsx';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
@@ -133,6 +134,8 @@ export function createGateway(deps: AppDeps) {
     webhookEvents,
     userProviderOf,
     logins: logins.outcomes,
+    // A console sign-in only says who the admin is: no link is stored, no token kept.
+    identifyOnly: [CONSOLE_SESSION.purpose],
   });
   const openId = createOpenIdProviders({
     db,
@@ -180,6 +183,7 @@ export function createGateway(deps: AppDeps) {
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
   // The web-session API (seed 002): sign-ins that end in a cookie session for same-site apps.
+  let adminConsole: Console | undefined;
   const webSessions = webSessionRoutes({
     linking,
     apps: openId.apps,
@@ -224,7 +228,15 @@ export function createGateway(deps: AppDeps) {
       brandOf,
       finishSignIn: openId.finishSignIn,
       // Each kind of cookie session is started by its own module.
-      finishWebSession: (c, outcome) => (outcome.purpose === ACCOUNT_SESSION.purpose ? account.finish(c, outcome) : webSessions.finish(c, outcome)),
+      finishWebSession: (c, outcome) => {
+        if (outcome.purpose === ACCOUNT_SESSION.purpose) return account.finish(c, outcome);
+        if (outcome.purpose === CONSOLE_SESSION.purpose) {
+          // A console sign-in that ends after LINKGATE_ADMINS was emptied (and the gateway restarted) ends nowhere.
+          if (!adminConsole) throw new LinkgateError('not_found', 'the admin console is closed');
+          return adminConsole.finish(c, outcome);
+        }
+        return webSessions.finish(c, outcome);
+      },
     }),
   );
   // Each tenant's OpenID Provider: /.well-known/openid-configuration and /oidc/… (default), /t/:tenant/… (others).
@@ -291,6 +303,33 @@ export function createGateway(deps: AppDeps) {
       signingKeys: openId.signingKeys,
     }),
   );
+
+  // The admin console (LINKGATE_ADMINS): without an admin it is not mounted, so every /admin URL is the 404 below.
+  if (config.admins.length > 0) {
+    adminConsole = consoleRoutes({
+      admins: config.admins,
+      db,
+      tenants,
+      providers,
+      links,
+      apps: openId.apps,
+      tokens,
+      linking,
+      publicBaseUrl: config.publicBaseUrl,
+      production: config.nodeEnv === 'production',
+      secureCookies: config.publicBaseUrl.protocol === 'https:',
+      stateTtlSeconds: config.stateTtlSeconds,
+      contextTtlSeconds: config.contextTtlSeconds,
+      hashUserId,
+      addressOf,
+      brand: config.brand,
+      logger,
+      now,
+    });
+    app.use('/admin', browserLimit);
+    app.use('/admin/*', browserLimit);
+    app.route('/admin', adminConsole.routes);
+  }
 
   const wantsJson = (path: string) => path.startsWith('/api/') || path === '/mcp' || path.endsWith('/poll') || path === '/healthz' || path === '/readyz';
 

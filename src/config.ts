@@ -27,6 +27,8 @@ export interface Config {
   readonly apiKeys: readonly string[];
   /** Keys of the operator API (/api/admin/v1); empty: that API answers 404. */
   readonly adminKeys: readonly string[];
+  /** Who may sign in to the console at /admin (LINKGATE_ADMINS); empty: every /admin URL answers 404. */
+  readonly admins: readonly ConsoleAdmin[];
   readonly encryptionKeys: readonly EncryptionKey[];
   /** Origins a link context's `return_to` may send the browser back to. */
   readonly returnToOrigins: readonly string[];
@@ -79,6 +81,43 @@ export interface Brand {
   /** Where a person gets help (https, or mailto:). */
   readonly supportUrl?: string | undefined;
 }
+
+export const ADMIN_ROLES = ['owner', 'admin', 'support'] as const;
+export type AdminRole = (typeof ADMIN_ROLES)[number];
+
+/**
+ * One entry of LINKGATE_ADMINS: an identity at one of the default tenant's
+ * providers, its role, and (admin and support only) the tenants it is given;
+ * `tenants` null: every tenant.
+ */
+export interface ConsoleAdmin {
+  readonly role: AdminRole;
+  readonly provider: string;
+  readonly externalId: string;
+  readonly tenants: readonly string[] | null;
+}
+
+/**
+ * `role[@tenant+tenant…]=provider:externalId`: `owner=discord:80351110224678912`,
+ * `support@quizbot=atproto:did:plc:abc123`. The external id is everything
+ * after the first colon (a DID has colons of its own); the tenants sit on the
+ * role's side so that an id may hold any character but a comma.
+ */
+export const ConsoleAdminEntry = v.pipe(
+  v.string(),
+  v.regex(
+    /^(owner|admin|support)(@[a-z0-9][a-z0-9-]{0,39}(\+[a-z0-9][a-z0-9-]{0,39})*)?=[a-z][a-z0-9_-]{0,31}:\S{1,256}$/,
+    'each entry must look like role=provider:externalId (role owner, admin or support; admin@tenant1+tenant2=… limits an admin or support to those tenants)',
+  ),
+  v.check((entry) => !entry.startsWith('owner@'), 'an owner has every tenant: owner@… takes no tenant list'),
+  v.transform((entry): ConsoleAdmin => {
+    const equals = entry.indexOf('=');
+    const [role, tenants] = entry.slice(0, equals).split('@') as [AdminRole, string | undefined];
+    const identity = entry.slice(equals + 1);
+    const colon = identity.indexOf(':');
+    return Object.freeze({ role, provider: identity.slice(0, colon), externalId: identity.slice(colon + 1), tenants: tenants === undefined ? null : Object.freeze(tenants.split('+')) });
+  }),
+);
 
 /** At most `limit` requests in any `windowSeconds` (approximately: see src/core/rate-limit.ts). */
 export interface RateLimitRule {
@@ -211,6 +250,12 @@ const EnvSchema = v.object({
   USERID_HASH_SALT: sharedSecret,
   LINKGATE_API_KEYS: list(secret, 'must list at least one key'),
   LINKGATE_ADMIN_KEYS: v.optional(list(secret, 'must list at least one key')),
+  LINKGATE_ADMINS: v.optional(
+    v.pipe(
+      list(ConsoleAdminEntry, 'must list at least one admin'),
+      v.check((admins) => new Set(admins.map((a) => `${a.provider}:${a.externalId}`)).size === admins.length, 'each identity may be listed once'),
+    ),
+  ),
   LINKGATE_ENCRYPTION_KEYS: v.pipe(
     list(encryptionKey, 'must list at least one key'),
     v.check((keys) => new Set(keys.map((k) => k.kid)).size === keys.length, 'key ids must be unique'),
@@ -300,6 +345,7 @@ export function parseConfig(rawEnv: Env): Config {
     userIdHashSalt: e.USERID_HASH_SALT,
     apiKeys: Object.freeze(e.LINKGATE_API_KEYS),
     adminKeys: Object.freeze(e.LINKGATE_ADMIN_KEYS ?? []),
+    admins: Object.freeze(e.LINKGATE_ADMINS ?? []),
     encryptionKeys: Object.freeze(e.LINKGATE_ENCRYPTION_KEYS),
     returnToOrigins: Object.freeze(e.LINKGATE_RETURN_TO_ORIGINS ?? []),
     allowSharedAccounts: e.LINK_ALLOW_SHARED_ACCOUNTS,

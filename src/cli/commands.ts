@@ -14,6 +14,7 @@ import { describeNeeds } from '../registry.ts';
 import { argument, CliError, EXIT, type CliIo, type Command, type ParsedArgs } from './cli.ts';
 import { print, table } from './output.ts';
 import { cliLogger, loadConfig } from './runtime.ts';
+import { CONSOLE_COMMANDS } from './console.ts';
 import { TENANT_COMMANDS } from './tenants.ts';
 import { mcpCommand } from './mcp.ts';
 
@@ -554,4 +555,4 @@ const exportAnnieMei: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, importJellyfinRegistry, mcpCommand, ...TENANT_COMMANDS];
+export const COMMANDS: readonly Command[] = [migrate, secretsGenerate, keysRotate, providers, linkUrl, linksList, linksShow, linksDelete, importAnnieMei, exportAnnieMei, importJellyfinRegistry, mcpCommand, ...TENANT_COMMANDS, ...CONSOLE_COMMANDS];

@@ -118,6 +118,12 @@ export interface LinkingDeps {
   userProviderOf?: (tenant: string) => string | Promise<string>;
   /** Where RPC sign-ins (LoginService) are told how their flow ended. */
   logins?: LoginOutcomes;
+  /**
+   * Session purposes whose sign-ins only say who the person is (the admin
+   * console's): their account is not stored as a link of the tenant, and the
+   * provider's tokens are dropped with the flow.
+   */
+  identifyOnly?: readonly string[];
 }
 
 /** A flow that signs a person in (the OpenID Provider's, the web-session API's, LoginService's): no user until `done`. */
@@ -252,6 +258,7 @@ export function createLinking(deps: LinkingDeps) {
    */
   async function signedIn(provider: RegisteredProvider, row: FlowRow, step: Extract<Step, { kind: 'done' }>): Promise<Outcome> {
     const account = checkedAccount(step.account, step.credentials, provider.id);
+    if (row.webSession && row.sessionPurpose && deps.identifyOnly?.includes(row.sessionPurpose)) return identified(provider, row, account.id, step);
     const byAccountId = provider.id === ((await deps.userProviderOf?.(row.tenant)) ?? 'discord');
     if (byAccountId && !v.is(UserId, account.id)) {
       throw new LinkgateError('provider_response_invalid', 'the provider\'s account id cannot be a user id', { provider: provider.id });
@@ -295,6 +302,20 @@ export function createLinking(deps: LinkingDeps) {
       };
     }
     return { kind: 'signed_in', tenant: row.tenant, signIn: row.signIn!, userId, provider };
+  }
+
+  /**
+   * An identify-only sign-in's `done`: the flow ends and the account id is
+   * handed on; no user is looked up or made, no link stored, and the
+   * credentials are not kept (nor revoked: at Discord, revoking would end
+   * every token of that person's authorization of the app, a bot link's too).
+   */
+  async function identified(provider: RegisteredProvider, row: FlowRow, externalId: string, step: Extract<Step, { kind: 'done' }>): Promise<Outcome> {
+    if (!(await flows.finish(row, 'completed', new Date(deps.now())))) throw claimLost(provider.id);
+    if (!row.returnTo) throw new LinkgateError('internal_error', 'a web-session sign-in without its postLoginRedirect', { provider: provider.id });
+    logger.info({ provider: provider.id, purpose: row.sessionPurpose }, 'identified');
+    deps.metrics?.inc('linkgate_flows_completed_total', { provider: provider.id, tenant: row.tenant });
+    return { kind: 'web_signed_in', tenant: row.tenant, userId: '', provider, externalId, credentialsExpireAt: step.credentials.expiresAt, postLoginRedirect: row.returnTo, purpose: row.sessionPurpose ?? 'web' };
   }
 
   /** What the browser is shown for a step, fresh from the provider or read back from the flow's row. */

@@ -292,3 +292,32 @@ export function createLinkStore(db: Db, keyring: Keyring, options: LinkStoreOpti
 }
 
 export type LinkStore = ReturnType<typeof createLinkStore>;
+
+/** What the console's link search takes: words to find, and filters. */
+export interface LinkSearch {
+  /** A user id or an external id (exactly), or part of the account's name (any case). */
+  query?: string | undefined;
+  provider?: string | undefined;
+  status?: LinkRow['status'] | undefined;
+  limit: number;
+}
+
+/** A tenant's links matching a search, most recently changed first; never a credential is opened. */
+export async function searchLinks(db: Db, tenant: string, search: LinkSearch): Promise<LinkRow[]> {
+  const words = search.query?.trim();
+  // LIKE's own wildcards in the words are matched as themselves.
+  const pattern = words ? `%${words.replace(/[\\%_]/g, (c) => `\\${c}`)}%` : undefined;
+  return db
+    .select()
+    .from(links)
+    .where(
+      and(
+        eq(links.tenant, tenant),
+        search.provider ? eq(links.provider, search.provider) : undefined,
+        search.status ? eq(links.status, search.status) : undefined,
+        words ? or(eq(links.userId, words), eq(links.externalId, words), sql`${links.externalName} ilike ${pattern}`) : undefined,
+      ),
+    )
+    .orderBy(sql`${links.updatedAt} desc`)
+    .limit(search.limit);
+}

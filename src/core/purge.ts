@@ -1,6 +1,6 @@
-import { and, lt, ne } from '../db/orm.ts';
+import { and, isNull, lt, ne } from '../db/orm.ts';
 import type { Db } from '../db/client.ts';
-import { flows, kv, loginSessions, oidcPayloads, rateLimits, usedContexts, webhookDeliveries, webSessions } from '../db/schema.ts';
+import { consoleInvites, flows, kv, loginSessions, oidcPayloads, rateLimits, usedContexts, webhookDeliveries, webSessions } from '../db/schema.ts';
 import { LINK_EVENT_RETENTION_DAYS, purgeLinkEvents } from './link-events.ts';
 import { endedSessions } from './web-sessions.ts';
 
@@ -12,16 +12,17 @@ export const DELIVERY_LOG_DAYS = 30;
  * the OpenID Provider's sessions, codes and tokens and the RPC sign-ins
  * (LoginService: the sweep, 30 minutes after each began) whose time has
  * passed, cookie sessions a day after they ended, old finished webhook deliveries,
- * and link events older than their retention. Never the audit trail: it is
- * append-only (src/core/audit.ts).
+ * link events older than their retention, and console invites that expired
+ * unused (a used one is kept: it is what makes its owner one). Never the audit
+ * trail: it is append-only (src/core/audit.ts).
  */
 export async function purgeExpired(
   db: Db,
   now: Date,
   options: { linkEventRetentionDays?: number } = {},
-): Promise<{ flows: number; usedContexts: number; kv: number; rateLimits: number; webhookDeliveries: number; openIdPayloads: number; webSessions: number; linkEvents: number; loginSessions: number }> {
+): Promise<{ flows: number; usedContexts: number; kv: number; rateLimits: number; webhookDeliveries: number; openIdPayloads: number; webSessions: number; linkEvents: number; loginSessions: number; consoleInvites: number }> {
   const logStart = new Date(now.getTime() - DELIVERY_LOG_DAYS * 24 * 3600 * 1000);
-  const [f, u, k, r, w, o, s, e, l] = await Promise.all([
+  const [f, u, k, r, w, o, s, e, l, i] = await Promise.all([
     db.delete(flows).where(lt(flows.expiresAt, now)).returning({ x: flows.stateHash }),
     db.delete(usedContexts).where(lt(usedContexts.expiresAt, now)).returning({ x: usedContexts.jti }),
     db.delete(kv).where(lt(kv.expiresAt, now)).returning({ x: kv.key }),
@@ -34,6 +35,7 @@ export async function purgeExpired(
     db.delete(webSessions).where(endedSessions(now)).returning({ x: webSessions.idHash }),
     purgeLinkEvents(db, now, options.linkEventRetentionDays ?? LINK_EVENT_RETENTION_DAYS),
     db.delete(loginSessions).where(lt(loginSessions.expiresAt, now)).returning({ x: loginSessions.sessionHash }),
+    db.delete(consoleInvites).where(and(isNull(consoleInvites.usedAt), lt(consoleInvites.expiresAt, now))).returning({ x: consoleInvites.idHash }),
   ]);
-  return { flows: f.length, usedContexts: u.length, kv: k.length, rateLimits: r.length, webhookDeliveries: w.length, openIdPayloads: o.length, webSessions: s.length, linkEvents: e, loginSessions: l.length };
+  return { flows: f.length, usedContexts: u.length, kv: k.length, rateLimits: r.length, webhookDeliveries: w.length, openIdPayloads: o.length, webSessions: s.length, linkEvents: e, loginSessions: l.length, consoleInvites: i.length };
 }

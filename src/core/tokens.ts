@@ -219,6 +219,19 @@ export function createTokenService(deps: TokenServiceDeps) {
   }
 
   return {
+    /**
+     * Refreshes now, due or not (the console's "refresh now"): the stored
+     * credentials are treated as refused, through the same lease as any
+     * refresh. A provider without refresh is a 400.
+     */
+    async refreshNow(key: LinkKey): Promise<LinkRow> {
+      checkConfigured(key);
+      const row = requireLinked(await links.get(key), key);
+      const instance = await instanceFor(row);
+      if (!instance.refresh) throw new LinkgateError('bad_request', 'this provider\'s links cannot be refreshed (it issues no refresh token)', { provider: key.provider });
+      return (await refreshOnce(key, instance, links.openCredentials(row))).row;
+    },
+
     /** Credentials that work now (refreshed if due), or `needs_reauth`. */
     async credentials(key: LinkKey): Promise<Credentials> {
       return (await current(key)).credentials;

@@ -470,6 +470,24 @@ export const webSessions = pgTable(
   (t) => [index('web_sessions_user_idx').on(t.tenant, t.userId), index('web_sessions_expires_at_idx').on(t.expiresAt)],
 );
 
+/**
+ * One-time invites to the admin console (`linkgate admin invite`): the id is
+ * the SHA-256 of the link's token, never the token. Used once, before
+ * `expires_at`: `used_by` (`<provider>:<externalId>`) is then an owner of the
+ * console, as if LINKGATE_ADMINS listed it (src/core/console-invites.ts).
+ */
+export const consoleInvites = pgTable(
+  'console_invites',
+  {
+    idHash: text('id_hash').primaryKey(),
+    createdAt: at('created_at').notNull(),
+    expiresAt: at('expires_at').notNull(),
+    usedAt: at('used_at'),
+    usedBy: text('used_by'),
+  },
+  (t) => [index('console_invites_used_by_idx').on(t.usedBy)],
+);
+
 export type FlowRow = typeof flows.$inferSelect;
 export type LoginSessionRow = typeof loginSessions.$inferSelect;
 export type WebSessionRow = typeof webSessions.$inferSelect;

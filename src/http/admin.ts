@@ -694,8 +694,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
 
 const ImportCounts = v.object({ counts: v.object({ created: v.number(), updated: v.number(), unchanged: v.number(), invalid: v.number() }) });
 
-/** Text pieces as a response body, read as the client takes them. */
-function streamOf(lines: AsyncGenerator<string>): ReadableStream<Uint8Array> {
+/** Text pieces as a response body, read as the client takes them (the console's CSV export too). */
+export function streamOf(lines: AsyncGenerator<string>): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
   return new ReadableStream<Uint8Array>({
     async pull(controller) {

@@ -54,7 +54,11 @@ function brandStyle(color: string | undefined): string {
   return `button:not(.secondary), a.button { background: ${color}; color: ${onColor}; } main { border-top: .35rem solid ${color}; }`;
 }
 
-export function Layout(props: { title: string; frame: PageFrame; children: Child }) {
+/**
+ * Every page's frame. `wide` and `style`: the signed-in pages'
+ * (src/http/signed-in-layout.tsx) wider main and their own rules, under the same nonce.
+ */
+export function Layout(props: { title: string; frame: PageFrame; children: Child; wide?: boolean; style?: string }) {
   const { brand, nonce } = props.frame;
   return (
     <html lang="en">
@@ -64,10 +68,10 @@ export function Layout(props: { title: string; frame: PageFrame; children: Child
         <meta name="robots" content="noindex" />
         <title>{`${props.title} · ${brand.name ?? 'Linkgate'}`}</title>
         <link rel="icon" href={brand.iconUrl ?? '/favicon.svg'} />
-        <style nonce={nonce}>{raw(STYLE + brandStyle(brand.color))}</style>
+        <style nonce={nonce}>{raw(STYLE + brandStyle(brand.color) + (props.style ?? ''))}</style>
       </head>
       <body>
-        <main>
+        <main class={props.wide ? 'wide' : undefined}>
           {brand.name || brand.iconUrl ? (
             <header class="brand">
               {brand.iconUrl ? <img src={brand.iconUrl} alt="" /> : null}
@@ -87,13 +91,14 @@ export function Layout(props: { title: string; frame: PageFrame; children: Child
 }
 
 /** An error page; `code` is the stable error code, for whoever the user asks for help. */
-export function MessagePage(props: { frame: PageFrame; title: string; lines: string[]; code?: string }) {
+export function MessagePage(props: { frame: PageFrame; title: string; lines: string[]; code?: string; children?: Child }) {
   return (
     <Layout title={props.title} frame={props.frame}>
       <h1>{props.title}</h1>
       {props.lines.map((line) => (
         <p>{line}</p>
       ))}
+      {props.children}
       {props.code ? (
         <p class="muted">
           Error code: <code id="error-code">{props.code}</code>

@@ -197,7 +197,7 @@ describe('background purge', () => {
     await store.set('short', 1, { ttlSeconds: 1 });
     await store.set('forever', 2);
 
-    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0, loginSessions: 0 });
+    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0, loginSessions: 0, consoleInvites: 0 });
     expect((await database.db.select({ s: flows.stateHash }).from(flows)).map((r) => r.s)).toEqual(['live']);
     expect((await database.db.select({ j: usedContexts.jti }).from(usedContexts)).map((r) => r.j)).toEqual(['new-jti']);
     expect((await database.db.select({ k: kv.key }).from(kv).where(eq(kv.namespace, 'purge'))).map((r) => r.k)).toEqual(['forever']);
