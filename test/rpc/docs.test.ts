@@ -39,6 +39,14 @@ describe('docs/grpc.md', () => {
     expect(lines.filter((line) => line.startsWith('curl ')).length).toBe(1);
   });
 
+  it("holds every line of the README's gRPC section, so those run here too", () => {
+    const readme = /<!-- sh: covered by test\/rpc\/docs\.test\.ts -->\n```sh\n([\s\S]*?)\n```/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))?.[1];
+    expect(readme).toBeDefined();
+    const commands = readme!.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('#') && !line.startsWith('export '));
+    expect(commands.length).toBeGreaterThan(0);
+    for (const command of commands) expect(lines).toContain(command);
+  });
+
   it.each(lines.map((line) => [line.split(' ').slice(0, 6).join(' '), line]))('%s … works against the gateway', async (_name, line) => {
     // Not spawnSync: the gateway answers from this process's event loop.
     const run = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) =>
