@@ -26,20 +26,7 @@
  *   a confidential client authenticating with `private_key_jwt` using
  *   ATPROTO_PRIVATE_KEYS, published at /oauth/atproto/jwks.json.
  */
-import {
-  atprotoLoopbackClientMetadata,
-  buildAtprotoLoopbackClientId,
-  JoseKey,
-  NodeOAuthClient,
-  OAuthCallbackError,
-  TokenInvalidError,
-  TokenRefreshError,
-  TokenRevokedError,
-  type NodeSavedSession,
-  type NodeSavedState,
-  type OAuthClientMetadataInput,
-  type OAuthSession,
-} from '@atproto/oauth-client-node';
+import type { NodeOAuthClient, NodeSavedSession, NodeSavedState, OAuthClientMetadataInput, OAuthSession } from '@atproto/oauth-client-node';
 import * as v from 'valibot';
 import {
   defineProvider,
@@ -120,15 +107,26 @@ const LinkExtra = v.object({ did: v.string(), handle: v.string(), pdsUrl: v.stri
 
 const isLoopback = (url: URL) => ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
 
+/**
+ * The official client library, loaded when first needed: about 40 MB
+ * resident (its resolvers, three undici versions, core-js), which a gateway
+ * whose users never sign in with Bluesky does not carry. In production the
+ * provider loads it at start, to check ATPROTO_PRIVATE_KEYS then.
+ */
+type Library = typeof import('@atproto/oauth-client-node');
+type Keyset = Awaited<ReturnType<Library['JoseKey']['fromImportable']>>[];
+let library: Promise<Library> | undefined;
+const loadLibrary = () => (library ??= import('@atproto/oauth-client-node'));
+
 /** Client metadata for this deployment (the document the authorization server reads). */
-export function clientMetadata(publicBaseUrl: URL, env: Pick<AtprotoEnv, 'ATPROTO_SCOPE' | 'ATPROTO_CLIENT_NAME'>, production: boolean): OAuthClientMetadataInput {
+export function clientMetadata(lib: Library, publicBaseUrl: URL, env: Pick<AtprotoEnv, 'ATPROTO_SCOPE' | 'ATPROTO_CLIENT_NAME'>, production: boolean): OAuthClientMetadataInput {
   const scope = [...new Set(['atproto', ...env.ATPROTO_SCOPE.split(' ')])].join(' ');
   if (!production) {
     // Loopback clients must redirect to an IP literal, never `localhost` (atproto OAuth spec).
     const port = publicBaseUrl.port ? `:${publicBaseUrl.port}` : '';
     const host = publicBaseUrl.hostname === '[::1]' ? '[::1]' : '127.0.0.1';
     const redirectUri = `http://${host}${port}/oauth/atproto/callback`;
-    return atprotoLoopbackClientMetadata(buildAtprotoLoopbackClientId({ scope, redirect_uris: [redirectUri] }));
+    return lib.atprotoLoopbackClientMetadata(lib.buildAtprotoLoopbackClientId({ scope, redirect_uris: [redirectUri] }));
   }
   const base = publicBaseUrl.href.replace(/\/$/, '');
   return {
@@ -169,8 +167,8 @@ function guardedFetch(tools: ProviderTools, allowPrivate: boolean): typeof fetch
   };
 }
 
-const isSessionGone = (error: unknown) =>
-  error instanceof TokenRefreshError || error instanceof TokenRevokedError || error instanceof TokenInvalidError;
+const isSessionGone = (lib: Library, error: unknown) =>
+  error instanceof lib.TokenRefreshError || error instanceof lib.TokenRevokedError || error instanceof lib.TokenInvalidError;
 
 export default defineProvider({
   id: 'atproto',
@@ -186,11 +184,9 @@ export default defineProvider({
     if (production && !env.ATPROTO_PRIVATE_KEYS) {
       throw new ProviderNotConfigured('ATProto needs ATPROTO_PRIVATE_KEYS when PUBLIC_BASE_URL is not loopback', ['ATPROTO_PRIVATE_KEYS']);
     }
-    const keyset = production ? await Promise.all(env.ATPROTO_PRIVATE_KEYS!.map((jwk) => JoseKey.fromImportable(jwk as never, jwk.kid))) : [];
-    const metadata = clientMetadata(tools.publicBaseUrl, env, production);
     const { kv, logger } = tools;
 
-    const client = new NodeOAuthClient({
+    const newClient = (lib: Library, metadata: OAuthClientMetadataInput, keyset: Keyset) => new lib.NodeOAuthClient({
       clientMetadata: metadata,
       ...(production ? { keyset } : {}),
       // Plain http only for a development network (the PDS under test, a local PLC).
@@ -215,6 +211,25 @@ export default defineProvider({
         logger.info({ reason: cause instanceof Error ? cause.name : 'deleted' }, 'atproto session ended');
       },
     });
+
+    /** The library's client, made on first use (at start in production: see `loadLibrary`). */
+    const made = async (lib: Library): Promise<{ client: NodeOAuthClient; metadata: OAuthClientMetadataInput }> => {
+      const keyset = production ? await Promise.all(env.ATPROTO_PRIVATE_KEYS!.map((jwk) => lib.JoseKey.fromImportable(jwk as never, jwk.kid))) : [];
+      const metadata = clientMetadata(lib, tools.publicBaseUrl, env, production);
+      return { client: newClient(lib, metadata, keyset), metadata };
+    };
+    let making: ReturnType<typeof made> | undefined;
+    const clientOf = () => (making ??= loadLibrary().then(made));
+    // In production the keys are checked, and the JWKS made, before the gateway says it is ready.
+    if (production) await clientOf();
+    // The calls this module makes, each waiting for the client first.
+    const client = {
+      authorize: async (...args: Parameters<NodeOAuthClient['authorize']>) => (await clientOf()).client.authorize(...args),
+      callback: async (params: URLSearchParams) => (await clientOf()).client.callback(params),
+      restore: async (did: string) => (await clientOf()).client.restore(did),
+      revoke: async (did: string) => (await clientOf()).client.revoke(did),
+      resolveIdentity: async (identifier: string) => (await clientOf()).client.identityResolver.resolve(identifier),
+    };
 
     const identifierForm = (error?: string): Step => {
       const form: FormSpec = {
@@ -253,7 +268,7 @@ export default defineProvider({
           // A PDS address: the account is chosen at the server, so there is no DID to hold it to yet.
           url = await client.authorize(identifier, { state: flow.state });
         } else {
-          const identity = await client.identityResolver.resolve(identifier.replace(/^@/, ''));
+          const identity = await client.resolveIdentity(identifier.replace(/^@/, ''));
           flow.data = { did: identity.did, handle: identity.handle };
           url = await client.authorize(identity.did, { state: flow.state });
         }
@@ -272,7 +287,7 @@ export default defineProvider({
       try {
         return await client.restore(did);
       } catch (error) {
-        if (isSessionGone(error)) throw new LinkgateError('needs_reauth', 'the ATProto session has ended', { provider: 'atproto', cause: error });
+        if (isSessionGone(await loadLibrary(), error)) throw new LinkgateError('needs_reauth', 'the ATProto session has ended', { provider: 'atproto', cause: error });
         throw error;
       }
     }
@@ -300,7 +315,7 @@ export default defineProvider({
         try {
           ({ session } = await client.callback(input.params));
         } catch (error) {
-          if (error instanceof OAuthCallbackError && error.params.get('error') === 'access_denied') {
+          if (error instanceof (await loadLibrary()).OAuthCallbackError && error.params.get('error') === 'access_denied') {
             throw new LinkgateError('provider_denied', 'the user did not grant access', { provider: 'atproto', cause: error });
           }
           throw new LinkgateError('exchange_failed', 'the sign-in could not be completed', { provider: 'atproto', cause: error });
@@ -313,7 +328,7 @@ export default defineProvider({
         }
         const info = await session.getTokenInfo(false);
         let handle = expected && typeof flow.data.handle === 'string' ? flow.data.handle : undefined;
-        if (!handle) handle = (await client.identityResolver.resolve(session.did).catch(() => undefined))?.handle ?? HANDLE_INVALID;
+        if (!handle) handle = (await client.resolveIdentity(session.did).catch(() => undefined))?.handle ?? HANDLE_INVALID;
         const extra = { did: session.did, handle, pdsUrl: info.aud.replace(/\/$/, '') };
         return {
           kind: 'done',
@@ -378,8 +393,8 @@ export default defineProvider({
       },
 
       documents: {
-        'client-metadata.json': () => metadata as unknown as Json,
-        'jwks.json': () => client.jwks as unknown as Json,
+        'client-metadata.json': async () => (await clientOf()).metadata as unknown as Json,
+        'jwks.json': async () => (await clientOf()).client.jwks as unknown as Json,
       },
     };
   },

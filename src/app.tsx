@@ -40,7 +40,7 @@ import type { Registry, ToolsFor } from './registry.ts';
 import { createProviderDirectory } from './core/tenant-providers.ts';
 import { createTenantStore, type TenantStore } from './core/tenants.ts';
 import { providerToolsFactory } from './core/tools.ts';
-import { createRpc } from './rpc/routes.ts';
+import type { RpcDeps } from './rpc/routes.ts';
 
 export interface AppDeps {
   config: Config;
@@ -375,7 +375,8 @@ export function createGateway(deps: AppDeps) {
     return c.html(<MessagePage frame={{ nonce: c.get('secureHeadersNonce') ?? '', brand: config.brand }} title={title} lines={lines} code={code} />, failure.status as 400);
   });
 
-  const rpc = createRpc({
+  // What the RPC services are made of: src/rpc/serve.ts makes them on the first RPC request.
+  const rpc: RpcDeps = {
     providers,
     tenants,
     links,
@@ -395,7 +396,7 @@ export function createGateway(deps: AppDeps) {
     reportError: deps.reportError,
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
     login: { linking, logins, apps, stateTtlSeconds: config.stateTtlSeconds },
-  });
+  };
 
   return { app, rpc, events, limiter, tokensServed, tokens, logins };
 }

@@ -261,7 +261,7 @@ export interface ProviderInstance {
    */
   adopt?(credentials: Credentials): { accountId: string; credentials: Credentials } | undefined;
   /** Public JSON documents served at `GET /oauth/<id>/<name>` (client metadata, a JWKS). */
-  documents?: { [name: string]: () => Json };
+  documents?: { [name: string]: () => Json | Promise<Json> };
   /**
    * Forwards a bot's XRPC call with the link's session (ATProto: DPoP-bound
    * tokens cannot be handed out). Throw `needs_reauth` when the session is

@@ -25,7 +25,7 @@ import { announceGateway, isProcessAlive, lockDataDir } from './db/lock.ts';
 import { createListener } from './http/listener.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, describeNeeds, loadProviders, providerVariableProblems } from './registry.ts';
-import { rpcRequestHandler } from './rpc/routes.ts';
+import { serveRpc } from './rpc/serve.ts';
 
 const PURGE_EVERY_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -135,7 +135,7 @@ async function main(): Promise<void> {
 
   // One port: REST and pages (Hono) and the RPC services, over HTTP/1.1 and HTTP/2 alike.
   const listener = createListener({
-    handler: rpcRequestHandler(rpc, getRequestListener(app.fetch, { hostname: config.host })),
+    handler: serveRpc(rpc, getRequestListener(app.fetch, { hostname: config.host })),
     http1: HTTP_LIMITS,
     firstBytesTimeoutMs: HTTP_LIMITS.headersTimeout,
     http2Settings: HTTP2_LIMITS.settings,

@@ -253,11 +253,11 @@ export function oauthRoutes(deps: OauthRoutesDeps) {
   });
 
   // Public documents a provider publishes (ATProto client metadata and JWKS).
-  app.get('/:provider/:document{[a-z0-9-]+\\.json}', (c) => {
+  app.get('/:provider/:document{[a-z0-9-]+\\.json}', async (c) => {
     const provider = requireProvider(deps.registry, providerParam(c));
     const document = provider.instance.documents?.[c.req.param('document')];
     if (!document) throw new LinkgateError('not_found', 'there is no such document');
-    return c.json(document());
+    return c.json(await document());
   });
 
   app.get('/:provider/poll', async (c) => {

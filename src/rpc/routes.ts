@@ -25,7 +25,10 @@ export interface Rpc {
   gate: Interceptor;
 }
 
-export function createRpc(deps: LinkServiceDeps & GateDeps & { login: Omit<LoginServiceDeps, 'now' | 'stopping' | 'heartbeatMs' | 'providers'> }): Rpc {
+/** What the services and their gate are made from (src/app.tsx assembles it; nothing here is loaded until the first RPC request). */
+export type RpcDeps = LinkServiceDeps & GateDeps & { login: Omit<LoginServiceDeps, 'now' | 'stopping' | 'heartbeatMs' | 'providers'> };
+
+export function createRpc(deps: RpcDeps): Rpc {
   return {
     routes: (router) => {
       router.service(LinkService, linkService(deps));

@@ -5,7 +5,8 @@ import { getRequestListener } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createGateway, type AppDeps } from '../../src/app.tsx';
 import { createListener, type Listener } from '../../src/http/listener.ts';
-import { rpcRequestHandler, type Rpc } from '../../src/rpc/routes.ts';
+import type { RpcDeps } from '../../src/rpc/routes.ts';
+import { serveRpc } from '../../src/rpc/serve.ts';
 import type { LinkEvents } from '../../src/core/events.ts';
 import type { LoginSessions } from '../../src/core/logins.ts';
 import { parseConfig, type Config, type Env } from '../../src/config.ts';
@@ -37,7 +38,7 @@ const GENEROUS_RATE_LIMITS = { LINKGATE_API_RATE_LIMIT: '1000000', LINKGATE_BROW
 export interface TestGateway {
   app: ReturnType<typeof createGateway>['app'];
   /** The RPC services, for a listener (`listen`). */
-  rpc: Rpc;
+  rpc: RpcDeps;
   events: LinkEvents;
   /** RPC sign-ins (LoginService): their waits are counted by `logins.waiting()`. */
   logins: LoginSessions;
@@ -148,7 +149,7 @@ export function atFake(url: URL, origin: string): URL {
  */
 export async function listen(gateway: TestGateway): Promise<{ base: string; port: number; listener: Listener; close(): Promise<void> }> {
   const listener = createListener({
-    handler: rpcRequestHandler(gateway.rpc, getRequestListener(gateway.app.fetch)),
+    handler: serveRpc(gateway.rpc, getRequestListener(gateway.app.fetch)),
     http1: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000, maxHeaderSize: 16 * 1024 },
     firstBytesTimeoutMs: 10_000,
     http2Settings: { maxHeaderListSize: 16 * 1024 },
