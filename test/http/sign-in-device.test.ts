@@ -17,6 +17,7 @@ import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { authorizationRequest } from '../helpers/openid.ts';
 
 const ADMIN_KEY = 'admin_0123456789abcdefghijklmnopqrstuvwxyz';
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
@@ -284,16 +285,7 @@ describe('a third-party app asks for consent', () => {
   /** The app sends a browser to sign in; the person signs in at the IdP as `sub`; the consent page comes next. */
   async function signInToConsent(sub: string) {
     const config = await relyingParty();
-    const codeVerifier = client.randomPKCECodeVerifier();
-    const state = client.randomState();
-    const authorization = client.buildAuthorizationUrl(config, {
-      redirect_uri: APP_REDIRECT,
-      scope: 'openid profile',
-      code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
-      code_challenge_method: 'S256',
-      state,
-      idp: 'corp',
-    });
+    const { url: authorization, codeVerifier, state } = await authorizationRequest(config, APP_REDIRECT, { idp: 'corp' });
     const browser = browserAt(main.base);
     const upstream = await follow(browser, main.base, authorization);
     const consent = await follow(browser, main.base, await idp.login(upstream.url, sub));

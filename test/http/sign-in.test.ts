@@ -21,6 +21,7 @@ import { startFakeJellyfin, type FakeJellyfin } from '../fakes/jellyfin.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { authorizationRequest } from '../helpers/openid.ts';
 
 const ADMIN_KEY = 'admin_0123456789abcdefghijklmnopqrstuvwxyz';
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
@@ -77,16 +78,7 @@ async function relyingParty(tenant: string) {
 /** The app sends the browser to sign in (code + PKCE); `login` does the upstream part and returns the provider's callback URL. */
 async function signIn(tenant: string, extra: Record<string, string>, login: (authorize: URL) => URL | Promise<URL>) {
   const config = await relyingParty(tenant);
-  const codeVerifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const authorization = client.buildAuthorizationUrl(config, {
-    redirect_uri: APP_REDIRECT,
-    scope: 'openid profile',
-    code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
-    code_challenge_method: 'S256',
-    state,
-    ...extra,
-  });
+  const { url: authorization, codeVerifier, state } = await authorizationRequest(config, APP_REDIRECT, extra);
   const browser = newBrowser();
   const upstream = await follow(browser, authorization);
   const back = await follow(browser, await login(upstream));

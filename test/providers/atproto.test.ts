@@ -21,6 +21,7 @@ import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
+import { authorizationRequest } from '../helpers/openid.ts';
 
 let network: AtprotoNetwork;
 let database: Database & { url: string | undefined };
@@ -281,17 +282,7 @@ describe('signing in to an app with Bluesky (the OpenID Provider, issue #20)', (
       const app = v.parse(CreatedAppAnswer, await created.json());
       const atListener: typeof fetch = (input, init) => fetch(String(input instanceof Request ? input.url : input).replace(ISSUER, served.base), init);
       const config = await client.discovery(new URL(ISSUER), app.clientId, undefined, client.ClientSecretBasic(app.clientSecret!), { execute: [client.allowInsecureRequests], [client.customFetch]: atListener });
-      const codeVerifier = client.randomPKCECodeVerifier();
-      const state = client.randomState();
-      const authorization = client.buildAuthorizationUrl(config, {
-        redirect_uri: APP_REDIRECT,
-        scope: 'openid profile',
-        code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
-        code_challenge_method: 'S256',
-        state,
-        idp: 'atproto',
-        login_hint: 'alice.test',
-      });
+      const { url: authorization, codeVerifier, state } = await authorizationRequest(config, APP_REDIRECT, { idp: 'atproto', login_hint: 'alice.test' });
       const browser = new TestBrowser((path, init) => fetch(`${served.base}${path}`, { ...init, redirect: 'manual' }));
       const leave = async (start: URL) => {
         let url = start;
