@@ -93,7 +93,14 @@ export function createGateway(deps: AppDeps) {
       environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
       now,
     });
-  const toolsFor = deps.toolsFor ?? providerToolsFactory({ database: deps.database, keyring: deps.keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
+  const toolsFor = deps.toolsFor ?? providerToolsFactory({
+      database: deps.database,
+      keyring: deps.keyring,
+      logger,
+      publicBaseUrl: config.publicBaseUrl,
+      timeoutMs: config.providerTimeoutMs,
+      publicOnlyForTenants: config.nodeEnv === 'production',
+    });
   const providers = createProviderDirectory({ registry, tenants, toolsFor, logger });
   /** A tenant's own branding on its pages, else the gateway's. */
   const brandOf = (tenant: string): Brand | Promise<Brand> => {

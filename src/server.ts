@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   await database.migrate();
 
   const keyring = createKeyring(config.encryptionKeys);
-  const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs });
+  const toolsFor = providerToolsFactory({ database, keyring, logger, publicBaseUrl: config.publicBaseUrl, timeoutMs: config.providerTimeoutMs, publicOnlyForTenants: config.nodeEnv === 'production' });
   const registry = await loadProviders(config.providersDir, env, toolsFor);
   // Before serving: links made before a provider changed its account ids are keyed like new ones.
   await reconcileAccountIds({ db: database.db, keyring, registry, logger, webhookEvents: config.webhook !== undefined });
@@ -205,6 +205,7 @@ async function main(): Promise<void> {
     retryBaseMs: config.webhook?.retryBaseMs ?? WEBHOOK_DEFAULTS.retryBaseMs,
     logger,
     ...(metrics ? { metrics } : {}),
+    publicOnlyForTenants: config.nodeEnv === 'production',
   });
   let webhooksStarted = false;
   const startWebhooks = async () => {

@@ -12,6 +12,7 @@
  */
 import * as v from 'valibot';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { isLoopback } from '../config.ts';
 import { CliError, EXIT, type Command } from './cli.ts';
 import { loadConfig } from './runtime.ts';
 
@@ -19,6 +20,8 @@ const GatewayUrl = v.pipe(
   v.string(),
   v.url('LINKGATE_URL must be an absolute URL such as https://link.example'),
   v.check((url) => /^https?:$/.test(new URL(url).protocol), 'LINKGATE_URL must be an http or https URL'),
+  // The bot key travels with every call: in the clear only to this machine.
+  v.check((url) => new URL(url).protocol === 'https:' || isLoopback(new URL(url)), 'LINKGATE_URL must be https, or plain http on a loopback address (the bot API key is sent with every call)'),
 );
 const ApiKey = v.pipe(v.string(), v.regex(/^[\x21-\x7e]{1,512}$/, 'LINKGATE_API_KEY must be a bot API key (printable, no spaces)'));
 

@@ -7,7 +7,7 @@
  */
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
-import { and, eq, gt, isNull } from '../db/orm.ts';
+import { and, eq, gt, isNotNull, isNull } from '../db/orm.ts';
 import { consoleInvites } from '../db/schema.ts';
 import { randomToken, sha256 } from './crypto.ts';
 
@@ -45,4 +45,10 @@ export async function acceptInvite(db: Db, token: string | undefined, identity: 
 export async function invitedOwner(db: Db, identity: string): Promise<boolean> {
   const [row] = await db.select({ idHash: consoleInvites.idHash }).from(consoleInvites).where(eq(consoleInvites.usedBy, identity)).limit(1);
   return row !== undefined;
+}
+
+/** The providers invited owners signed in with (`used_by` is `<provider>:<externalId>`): the sign-in page offers them too. */
+export async function invitedProviders(db: Db): Promise<Set<string>> {
+  const rows = await db.selectDistinct({ usedBy: consoleInvites.usedBy }).from(consoleInvites).where(isNotNull(consoleInvites.usedBy));
+  return new Set(rows.flatMap((row) => (row.usedBy ? [row.usedBy.slice(0, row.usedBy.indexOf(':'))] : [])));
 }

@@ -173,3 +173,24 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
     request.end();
   }).finally(() => clearTimeout(deadline));
 }
+
+/**
+ * `fetch` for addresses an operator's tenant chose (its provider
+ * configuration's issuer and API base, its webhook URL) in production: the
+ * host, an address or every address its name resolves to, must not be on
+ * loopback or a private network, so a tenant's admin cannot make the gateway
+ * read its own network (cloud metadata, internal services). The name is
+ * resolved once more when connecting, so a DNS answer that changes in between
+ * is not caught; the bot-facing `untrustedFetch` checks at connect time.
+ */
+export function publicOnlyFetch(fetchImpl: typeof fetch): typeof fetch {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    const addresses = isIP(host) ? [host] : await new Promise<string[]>((resolve) => dnsLookup(host, { all: true }, (error, found: LookupAddress[]) => resolve(error ? [] : found.map((a) => a.address))));
+    if (addresses.some(isPrivateAddress)) {
+      throw new LinkgateError('provider_unavailable', 'that address is on a private network, which a tenant\'s configuration may not reach');
+    }
+    return fetchImpl(input, init);
+  };
+}

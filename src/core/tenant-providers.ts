@@ -173,6 +173,10 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
         throw configInvalid(`${unknown[0]}: ${found.definition.displayName} reads no such variable (it reads ${[...known].sort().join(', ')})`);
       }
       for (const [name, value] of Object.entries(env)) {
+        // Reaching the gateway's own network is the operator's decision, made in the environment, never a tenant's.
+        if (name.endsWith('_ALLOW_PRIVATE_SERVERS') && !/^(false|0)$/i.test(value)) {
+          throw configInvalid(`${name}: only the gateway's own configuration (its environment) may let a provider reach private networks`);
+        }
         // The sign-in cookie is only sent to the gateway's own origin: a callback elsewhere could never finish.
         if (name.endsWith('_REDIRECT_URI') && (!URL.canParse(value) || new URL(value).origin !== context.publicBaseUrl.origin)) {
           throw configInvalid(`${name}: must be on the gateway's origin (${context.publicBaseUrl.origin})`);

@@ -6,7 +6,7 @@ import { DEFAULT_TENANT } from './ids.ts';
 import type { Keyring } from './crypto.ts';
 import { createKeyValueStore } from './kv.ts';
 import { createNamedLock } from './named-lock.ts';
-import { untrustedFetch } from './outbound.ts';
+import { publicOnlyFetch, untrustedFetch } from './outbound.ts';
 
 /** Every request to a provider gives up after this long (`LINKGATE_PROVIDER_TIMEOUT_SECONDS`). */
 export const PROVIDER_TIMEOUT_MS = 10_000;
@@ -45,6 +45,12 @@ export interface ToolsDeps {
   now?: () => number;
   fetch?: typeof fetch;
   timeoutMs?: number;
+  /**
+   * Production: a tenant other than `default` (configured through the
+   * operator API or the console, not the environment) reaches public
+   * addresses only (`publicOnlyFetch`).
+   */
+  publicOnlyForTenants?: boolean;
 }
 
 /** The tools the registry hands each provider's `create`. */
@@ -52,12 +58,13 @@ export function providerToolsFactory(deps: ToolsDeps): ToolsFor {
   const now = deps.now ?? Date.now;
   const timeoutMs = deps.timeoutMs ?? PROVIDER_TIMEOUT_MS;
   const fetchImpl = fetchWithTimeout(deps.fetch ?? globalThis.fetch, timeoutMs);
+  const tenantFetch = deps.publicOnlyForTenants ? publicOnlyFetch(fetchImpl) : fetchImpl;
   const lock = createNamedLock(deps.database);
   return (providerId, tenant = DEFAULT_TENANT) => {
     // Another tenant's instance of the same provider keeps its own keys and locks (`<tenant>/<provider>`).
     const space = tenant === DEFAULT_TENANT ? providerId : `${tenant}/${providerId}`;
     return {
-      fetch: fetchImpl,
+      fetch: tenant === DEFAULT_TENANT ? fetchImpl : tenantFetch,
       logger: deps.logger.child(tenant === DEFAULT_TENANT ? { provider: providerId } : { provider: providerId, tenant }),
       kv: createKeyValueStore(deps.database.db, deps.keyring, space, now),
       clock: { now },

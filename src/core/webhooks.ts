@@ -21,6 +21,7 @@ import { tenantWebhooks, webhookDeliveries, type LinkRow, type WebhookDeliveryRo
 import { DEFAULT_TENANT } from './ids.ts';
 import { toApiLink } from './links.ts';
 import type { Metrics } from './metrics.ts';
+import { publicOnlyFetch } from './outbound.ts';
 
 export type LinkEventType = 'link.created' | 'link.updated' | 'link.deleted' | 'link.needs_reauth' | 'link.refresh_failed' | 'link.recovered';
 
@@ -113,6 +114,8 @@ export interface WebhookWorkerDeps {
   metrics?: Metrics;
   now?: () => number;
   fetch?: typeof fetch;
+  /** Production: a tenant's endpoint (set through the operator API or the console) is reached only on a public address (`publicOnlyFetch`). */
+  publicOnlyForTenants?: boolean;
   /** How often an idle worker looks for due deliveries (default 1 s). */
   intervalMs?: number;
 }
@@ -120,6 +123,7 @@ export interface WebhookWorkerDeps {
 export function createWebhookWorker(deps: WebhookWorkerDeps) {
   const now = deps.now ?? Date.now;
   const fetchImpl = deps.fetch ?? globalThis.fetch;
+  const tenantFetch = deps.publicOnlyForTenants ? publicOnlyFetch(fetchImpl) : fetchImpl;
   const db = deps.database.db;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<number> | undefined;
@@ -169,7 +173,7 @@ export function createWebhookWorker(deps: WebhookWorkerDeps) {
       return;
     }
     try {
-      const response = await fetchImpl(endpoint.url, {
+      const response = await (row.tenant === DEFAULT_TENANT ? fetchImpl : tenantFetch)(endpoint.url, {
         method: 'POST',
         redirect: 'manual',
         signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
@@ -285,7 +289,15 @@ export async function retryDelivery(db: Db, tenant: string, id: string, now: Dat
   const [row] = await db
     .update(webhookDeliveries)
     .set({ status: 'pending', attempts: 0, nextAttemptAt: now, lockedUntil: null })
-    .where(and(eq(webhookDeliveries.tenant, tenant), eq(webhookDeliveries.id, id), ne(webhookDeliveries.status, 'delivered')))
+    // Not while a worker holds it (a send in flight): that send ends it, and a second claim would send it twice.
+    .where(
+      and(
+        eq(webhookDeliveries.tenant, tenant),
+        eq(webhookDeliveries.id, id),
+        ne(webhookDeliveries.status, 'delivered'),
+        or(isNull(webhookDeliveries.lockedUntil), lte(webhookDeliveries.lockedUntil, now)),
+      ),
+    )
     .returning();
   return row;
 }

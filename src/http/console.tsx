@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import * as v from 'valibot';
 import type { Brand, ConsoleAdmin } from '../config.ts';
 import { AUDIT_ACTIONS, AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
-import { acceptInvite, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner } from '../core/console-invites.ts';
+import { acceptInvite, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner, invitedProviders } from '../core/console-invites.ts';
 import { randomToken } from '../core/crypto.ts';
 import { isLinkgateError, LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId, UserId } from '../core/ids.ts';
@@ -118,8 +118,11 @@ export function consoleRoutes(deps: ConsoleDeps) {
   }
   /** Every provider of the default tenant that works: an invited person may sign in with any. */
   const configuredProviders = () => deps.providers.defaults.list().filter((p) => p.instance);
-  /** The providers some admin signs in with, among the default tenant's configured ones. */
-  const signInProviders = () => deps.providers.defaults.list().filter((p) => p.instance && deps.admins.some((a) => a.provider === p.id));
+  /** The providers some admin signs in with (listed, or an invited owner), among the default tenant's configured ones. */
+  const signInProviders = async () => {
+    const invited = await invitedProviders(db);
+    return configuredProviders().filter((p) => invited.has(p.id) || deps.admins.some((a) => a.provider === p.id));
+  };
 
   const sees = (admin: ConsoleAdmin, tenant: string) => admin.role === 'owner' || admin.tenants === null || admin.tenants.includes(tenant);
   const writes = (admin: ConsoleAdmin, tenant: string) => admin.role !== 'support' && sees(admin, tenant);
@@ -230,13 +233,14 @@ export function consoleRoutes(deps: ConsoleDeps) {
   }
 
   const app = new Hono<AppEnv>();
-  app.use('*', bodyLimit(64 * 1024));
+  // Forms only, as every browser form post of the gateway (SECURITY.md): 16 KiB.
+  app.use('*', bodyLimit(16 * 1024));
 
   // ── Signing in and out ──────────────────────────────────────────────────
 
   app.get('/', async (c) => {
     if (await signedIn(c)) return c.redirect('/admin/tenants', 303);
-    const choices = signInProviders();
+    const choices = await signInProviders();
     return c.html(
       <MessagePage frame={frame(c)} title="Sign in to the Linkgate console" lines={[]}>
         {choices.length > 0 ? (
@@ -263,8 +267,8 @@ export function consoleRoutes(deps: ConsoleDeps) {
     checkSameOrigin(c, origin);
     const form = await readForm(c);
     const provider = parseInput(ProviderId, form.get('provider') ?? undefined);
-    const offered = inviteCookie.read(c) === undefined ? signInProviders() : configuredProviders();
-    if (!offered.some((p) => p.id === provider)) throw new LinkgateError('bad_request', 'no admin signs in with this provider');
+    // Any configured provider may start a sign-in: who may use the console is decided when it ends (`adminOf`).
+    if (!configuredProviders().some((p) => p.id === provider)) throw new LinkgateError('bad_request', 'no admin signs in with this provider');
     const browser = readBrowserCookie(c, deps.secureCookies) ?? randomToken(32);
     const started = await deps.linking.startWebSignIn(DEFAULT_TENANT, provider, browser, signedInUrl, CONSOLE_SESSION.purpose);
     setBrowserCookie(c, browser, deps);
@@ -291,6 +295,9 @@ export function consoleRoutes(deps: ConsoleDeps) {
       </MessagePage>,
     );
   });
+
+  // Where a console sign-in's flow says it went: a second tab polling the finished flow lands here.
+  app.get('/signed-in', (c) => c.redirect('/admin', 303));
 
   app.get('/refused', (c) =>
     c.html(
@@ -861,7 +868,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
       const tenant = c.req.param('tenant')!;
       const id = parseInput(DeliveryId, c.req.param('id'));
       note.target = `delivery:${id}`;
-      if (!(await retryDelivery(db, tenant, id, new Date(now())))) throw new LinkgateError('not_found', 'this tenant has no undelivered delivery with this id');
+      if (!(await retryDelivery(db, tenant, id, new Date(now())))) throw new LinkgateError('not_found', 'this tenant has no undelivered delivery with this id, or it is being sent right now');
       return c.redirect(tenantPath(tenant, '/webhook'), 303);
     }),
   );
@@ -1112,6 +1119,9 @@ export function consoleRoutes(deps: ConsoleDeps) {
 
   /** The same rows as CSV, every page of them; the export is itself audited. */
   app.get('/audit.csv', async (c) => {
+    // A download writes an audit row: only from the console's own pages, never a link on another site.
+    const site = c.req.header('sec-fetch-site');
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') throw new LinkgateError('csrf_failed', 'this request came from another site', { status: 403 });
     const who = await signedIn(c);
     if (!who) throw notSignedIn();
     const { cursor: _, limit: __, ...filter } = auditFilter(c, who);

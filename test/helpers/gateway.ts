@@ -89,6 +89,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     publicBaseUrl: config.publicBaseUrl,
     now,
     ...(options.fetch ? { fetch: options.fetch, timeoutMs: 2000 } : {}),
+    publicOnlyForTenants: config.nodeEnv === 'production',
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
   const { app, rpc, events, tokens, logins } = createGateway({

@@ -11,6 +11,8 @@ import { list as listAudit } from '../../src/core/audit.ts';
 import { createInvite, inviteOpen } from '../../src/core/console-invites.ts';
 import { purgeExpired } from '../../src/core/purge.ts';
 import type { Database } from '../../src/db/client.ts';
+import { eq } from '../../src/db/orm.ts';
+import { webhookDeliveries } from '../../src/db/schema.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -405,6 +407,9 @@ describe('as owner', () => {
     const [row] = await auditRows({ action: 'webhook.retry' });
     expect(row).toMatchObject({ actor: `admin:corp:${OWNER}`, tenant: 'default', target: `delivery:${action[2]}`, outcome: 'ok' });
     expect((await owner.browser.post('/admin/t/default/webhook/deliveries/nope/retry', { csrf: owner.csrf }, { follow: false })).status).toBe(404);
+    // A delivery a worker is sending right now is not queued again: it would go out twice.
+    await database.db.update(webhookDeliveries).set({ status: 'pending', lockedUntil: new Date(clock + 60_000) }).where(eq(webhookDeliveries.id, action[2]!));
+    expect((await owner.browser.post(action[1]!, { csrf: owner.csrf }, { follow: false })).status).toBe(404);
   });
 
   it('reads the audit trail filtered, and exports it as CSV, the export itself audited', async () => {
@@ -419,6 +424,21 @@ describe('as owner', () => {
     // Every row the filter selects, and the export's own row (written before the rows were read).
     expect(text.trim().split('\r\n')).toHaveLength(rows.length + 1);
     expect(rows[0]).toMatchObject({ action: 'audit.export', actor: `admin:corp:${OWNER}`, detail: { tenant: 'quizbot' } });
+
+    // A link on another site cannot make the admin's browser export (and write an audit row).
+    const exports = (await auditRows({ action: 'audit.export' })).length;
+    const crossSite = await newBrowser({ 'sec-fetch-site': 'cross-site' }, (path, init) => {
+      const headers = new Headers(init.headers);
+      headers.set('cookie', `__Host-linkgate_console=${consoleCookie(owner.browser)}`);
+      return gateway.app.request(path, { ...init, headers });
+    }).get('/admin/audit.csv');
+    expect(crossSite.status).toBe(403);
+    expect((await auditRows({ action: 'audit.export' })).length).toBe(exports);
+  });
+
+  it('takes form posts of 16 KiB at most, as every page of the gateway', async () => {
+    const answer = await owner.browser.post('/admin/tenants', { csrf: owner.csrf, id: 'big', name: 'x'.repeat(17 * 1024) }, { follow: false });
+    expect(answer.status).toBe(413);
   });
 });
 
@@ -596,6 +616,27 @@ describe('invites', () => {
     const purged = await purgeExpired(database.db, new Date(clock));
     expect(purged.consoleInvites).toBe(1);
     expect(await (await invited.get('/admin/tenants')).text()).toContain('corp:invited-ivy · owner');
+  });
+
+  it('an owner invited with a provider LINKGATE_ADMINS does not name signs in with it again, from any browser', async () => {
+    const { token } = await createInvite(database.db, new Date(clock));
+    secrets.push(token);
+    const discordSignIn = async (browser: TestBrowser) => {
+      const started = await browser.post('/admin/sign-in', { provider: 'discord' }, { follow: false });
+      expect(started.status).toBe(303);
+      const back = discord.approve(atFake(new URL(started.headers.get('location')!), discord.origin), DISCORD_ACCOUNT);
+      return browser.get(back.pathname + back.search, { follow: false });
+    };
+    const invited = newBrowser();
+    expect((await invited.get(`/admin/invite/${token}`)).status).toBe(200);
+    expect((await discordSignIn(invited)).headers.get('location')).toBe(`${BASE}/admin/tenants`);
+    // Later, elsewhere, without the invite: Discord is offered, and works.
+    const later = newBrowser();
+    expect(await (await later.get('/admin')).text()).toContain('Continue with Discord');
+    expect((await discordSignIn(later)).headers.get('location')).toBe(`${BASE}/admin/tenants`);
+    expect(await (await later.get('/admin/tenants')).text()).toContain(`discord:${DISCORD_ACCOUNT} · owner`);
+    // A second tab that polls the finished sign-in lands on the console, not a 404.
+    expect((await later.get('/admin/signed-in', { follow: false })).headers.get('location')).toBe('/admin');
   });
 });
 

@@ -238,6 +238,11 @@ describe('the MCP server', () => {
     const missing = await runCli(['mcp'], { LINKGATE_URL: server.base }, { input: '' });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('set LINKGATE_API_KEY to a bot API key of the gateway at LINKGATE_URL');
+    // The key would cross the network in the clear: refused before anything is sent.
+    const plain = await runCli(['mcp'], { LINKGATE_URL: 'http://link.example', LINKGATE_API_KEY: API_KEY }, { input: '' });
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toContain('LINKGATE_URL must be https, or plain http on a loopback address');
+    expect(plain.stderr).not.toContain(API_KEY);
     // The SDK client sees the server end instead of answering.
     const transport = new StdioClientTransport({ command: process.execPath, args: [BIN, 'mcp'], cwd: ROOT, env: { PATH: process.env.PATH!, LINKGATE_URL: server.base, LINKGATE_API_KEY: 'lg_wrong_key_0123456789' }, stderr: 'pipe' });
     await expect(new Client({ name: 'mcp-test-stdio', version: '1.0.0' }).connect(transport)).rejects.toThrow(/closed/i);
