@@ -74,6 +74,8 @@ export function loginService(deps: LoginServiceDeps): ServiceImpl<typeof LoginSe
       const { tenant } = callerOf(ctx);
       const app = await deps.apps.get(tenant, fields.app_id);
       if (!app) throw new LinkgateError('app_not_found', 'this tenant has no app with this app_id');
+      // No consent page on this path: a third-party app's token would say the person agreed when nobody asked them.
+      if (!app.firstParty) badField('app_id', 'app_id: a third-party app signs people in through the OpenID Provider, where they are asked to consent');
       const registry = await deps.providers.of(tenant);
       const provider = registry.get(fields.provider);
       if (!provider) throw new LinkgateError('unknown_provider', `there is no provider called "${fields.provider}"`, { provider: fields.provider });

@@ -349,6 +349,10 @@ describe('refusals: documented status codes, never INTERNAL', () => {
     expect(failure(await login.unary('InitiateLogin', { identifier: 'alice.test', app_id: 'app_doesnotexist' }))).toMatchObject({ code: GrpcStatus.NOT_FOUND, info: { errorInfo: { reason: 'app_not_found' } } });
     expect(failure(await login.unary('InitiateLogin', { identifier: 'alice.test', app_id: apps.external, provider: 'nosuch' }))).toMatchObject({ code: GrpcStatus.NOT_FOUND, info: { errorInfo: { reason: 'unknown_provider' } } });
     expect(failure(await login.unary('InitiateLogin', { identifier: 'alice.test', app_id: apps.corpOnly }))).toMatchObject({ code: GrpcStatus.INVALID_ARGUMENT, info: { errorInfo: { reason: 'sign_in_provider' } } });
+    // A third-party app is asked for consent on the OpenID Provider's pages, which this path has not.
+    const thirdParty = await createApp({ firstParty: false });
+    expect(failure(await login.unary('InitiateLogin', { identifier: 'alice.test', app_id: thirdParty }))).toMatchObject({ code: GrpcStatus.INVALID_ARGUMENT, details: expect.stringMatching(/^app_id: a third-party app/) });
+    expect((await database.db.select().from(loginSessions)).filter((row) => row.clientId === thirdParty)).toEqual([]);
     // Nothing was left waiting for those.
     expect((await database.db.select().from(loginSessions)).filter((row) => row.clientId === apps.corpOnly)).toEqual([]);
   });
