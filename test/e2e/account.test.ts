@@ -6,8 +6,7 @@
  * out. Each page: no axe-core violation of any impact, nothing wider
  * than the screen, a screenshot in test/.tmp/screenshots/account/.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,11 +14,9 @@ import type { Database } from '../../src/db/client.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
-import { launchChromium, listen } from './browser.ts';
+import { inspectPage, launchChromium, listen, WIDTHS, type Width } from './browser.ts';
 
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/account', import.meta.url));
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const WIDTHS = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } } as const;
 const DISCORD = { DISCORD_CLIENT_ID: '1100000000000000001', DISCORD_CLIENT_SECRET: 'discord-client-secret-0123456789', DISCORD_SCOPES: 'identify' };
 const PEOPLE = { phone: '80351110224678390', desktop: '80351110224671280' } as const;
 
@@ -57,24 +54,12 @@ afterAll(async () => {
   await database?.close();
 });
 
-/** axe-core finds no violation (of any impact), nothing is wider than the viewport; the picture is saved. */
-async function inspect(page: Page, name: string, width: keyof typeof WIDTHS): Promise<void> {
-  await page.addScriptTag({ content: AXE });
-  const violations = await page.evaluate(async () => {
-    const result = await (globalThis as unknown as { axe: { run(): Promise<{ violations: Array<{ id: string; impact: string; help: string; nodes: Array<{ target: unknown }> }> }> } }).axe.run();
-    return result.violations.map((v) => ({ impact: v.impact, text: `${v.id} (${v.impact}): ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})` }));
-  });
-  // Stricter than the issue's "no serious or critical": none at all, as for every other page (test/e2e/pages.test.ts).
-  expect(violations.map((v) => v.text), `${name} at ${width}`).toEqual([]);
-  const overflow = await page.evaluate(() => {
-    const root = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document.documentElement;
-    return root.scrollWidth - root.clientWidth;
-  });
-  expect(overflow, `${name} is wider than the ${width} screen`).toBeLessThanOrEqual(0);
-  await page.screenshot({ path: `${SHOTS}/${name}-${width}.png`, fullPage: true });
+/** Checks the page as it is now and saves its picture (inspectPage). */
+async function inspect(page: Page, name: string, width: Width): Promise<void> {
+  await inspectPage(page, `${SHOTS}/${name}-${width}.png`, name, width);
 }
 
-describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('the account page at %s width', (width) => {
+describe.each(Object.keys(WIDTHS) as Width[])('the account page at %s width', (width) => {
   it('signed out, signed in with Discord, after an unlink, linking again, signed out', async () => {
     // axe is injected as a script of its own: only the test's context lets it past the pages' strict CSP.
     const context = await browser.newContext({ viewport: WIDTHS[width], bypassCSP: true });

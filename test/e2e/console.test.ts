@@ -11,8 +11,7 @@
  * and a screenshot in test/.tmp/screenshots/console/ (and, with
  * UPDATE_DOCS_SCREENSHOTS=1, the ones the README shows in docs/images/console/).
  */
-import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import * as v from 'valibot';
@@ -24,14 +23,12 @@ import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
-import { launchChromium, listen } from './browser.ts';
+import { inspectPage, launchChromium, listen, WIDTHS, type Width } from './browser.ts';
 
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/console', import.meta.url));
 const DOC_SHOTS = fileURLToPath(new URL('../../docs/images/console', import.meta.url));
 /** The pictures README's "Operating Linkgate from the browser" shows. */
 const IN_README = new Set(['tenants-desktop', 'provider-desktop', 'api-key-desktop', 'link-desktop', 'audit-desktop', 'link-support-phone', 'refused-phone']);
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const WIDTHS = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } } as const;
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
 const TENANT_CORP_SECRET = 'tenant-corp-secret-abcdefghijklmnopqrstuv';
 const DISCORD = { DISCORD_CLIENT_ID: '1100000000000000001', DISCORD_CLIENT_SECRET: 'discord-client-secret-0123456789', DISCORD_SCOPES: 'identify' };
@@ -93,21 +90,10 @@ async function linkDiscord(userId: string, account: string, name: string) {
   expect((await person.get(back.pathname + back.search)).status).toBe(200);
 }
 
-/** Checks the page as it is now and saves its picture: no axe-core violation, nothing wider than the viewport. */
-async function inspect(page: Page, name: string, width: keyof typeof WIDTHS): Promise<void> {
-  await page.addScriptTag({ content: AXE });
-  const violations = await page.evaluate(async () => {
-    const result = await (globalThis as unknown as { axe: { run(): Promise<{ violations: Array<{ id: string; impact: string; help: string; nodes: Array<{ target: unknown }> }> }> } }).axe.run();
-    return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})`);
-  });
-  expect(violations, `${name} at ${width}`).toEqual([]);
-  const overflow = await page.evaluate(() => {
-    const root = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document.documentElement;
-    return root.scrollWidth - root.clientWidth;
-  });
-  expect(overflow, `${name} is wider than the ${width} screen`).toBeLessThanOrEqual(0);
+/** Checks the page as it is now and saves its picture (inspectPage); the README's pictures are copied when asked. */
+async function inspect(page: Page, name: string, width: Width): Promise<void> {
   const file = `${SHOTS}/${name}-${width}.png`;
-  await page.screenshot({ path: file, fullPage: true });
+  await inspectPage(page, file, name, width);
   if (process.env.UPDATE_DOCS_SCREENSHOTS === '1' && IN_README.has(`${name}-${width}`)) {
     mkdirSync(DOC_SHOTS, { recursive: true });
     copyFileSync(file, `${DOC_SHOTS}/${name}-${width}.png`);
@@ -135,7 +121,7 @@ async function signIn(context: BrowserContext, sub: string): Promise<Page> {
   return page;
 }
 
-describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('the console at %s width', (width) => {
+describe.each(Object.keys(WIDTHS) as Width[])('the console at %s width', (width) => {
   const tenant = `quiz-${width}`;
   const botUser = width === 'phone' ? '300000000000000001' : '300000000000000002';
   const account = width === 'phone' ? '90000000000000001' : '90000000000000002';

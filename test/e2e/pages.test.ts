@@ -3,8 +3,7 @@
  * (390 px) and desktop width: no axe-core violation, nothing wider than the
  * screen, and a screenshot of each in test/.tmp/screenshots/pages/.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,12 +12,10 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
-import { launchChromium, listen, listenFirst } from './browser.ts';
+import { inspectPage, launchChromium, listen, listenFirst, WIDTHS, type Width } from './browser.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/pages', import.meta.url));
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const WIDTHS = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } } as const;
 const ADMIN_KEY = 'admin_0123456789abcdefghijklmnopqrstuvwxyz';
 const BRAND = { LINKGATE_BRAND_NAME: 'Annie Mei', LINKGATE_BRAND_COLOR: '#f5c2e7', LINKGATE_SUPPORT_URL: 'https://annie-mei.example/support' };
 
@@ -86,23 +83,12 @@ function annieMeiLink(): string {
   return `/oauth/anilist/start?ctx=${payload}.${createHmac('sha256', 'bot-secret').update(payload).digest('base64url')}`;
 }
 
-/** Checks the page as it is now and saves its picture: axe-core finds nothing, and nothing is wider than the viewport. */
-async function inspect(page: Page, name: string, width: keyof typeof WIDTHS): Promise<void> {
-  await page.addScriptTag({ content: AXE });
-  const violations = await page.evaluate(async () => {
-    const result = await (globalThis as unknown as { axe: { run(): Promise<{ violations: Array<{ id: string; help: string; nodes: Array<{ target: unknown }> }> }> } }).axe.run();
-    return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')})`);
-  });
-  expect(violations, `${name} at ${width}`).toEqual([]);
-  const overflow = await page.evaluate(() => {
-    const root = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document.documentElement;
-    return root.scrollWidth - root.clientWidth;
-  });
-  expect(overflow, `${name} is wider than the ${width} screen`).toBeLessThanOrEqual(0);
-  await page.screenshot({ path: `${SHOTS}/${name}-${width}.png`, fullPage: true });
+/** Checks the page as it is now and saves its picture (inspectPage). */
+async function inspect(page: Page, name: string, width: Width): Promise<void> {
+  await inspectPage(page, `${SHOTS}/${name}-${width}.png`, name, width);
 }
 
-describe.each(Object.keys(WIDTHS) as Array<keyof typeof WIDTHS>)('every page at %s width', (width) => {
+describe.each(Object.keys(WIDTHS) as Width[])('every page at %s width', (width) => {
   const open = async () => {
     // axe is injected as a script of its own: only the test's context lets it past the pages' strict CSP.
     const context = await browser.newContext({ viewport: WIDTHS[width], bypassCSP: true });
