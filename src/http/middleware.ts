@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ServerResponse } from 'node:http';
+import { Http2ServerResponse } from 'node:http2';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { createMiddleware } from 'hono/factory';
@@ -50,17 +51,43 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
     const asked = c.req.header('x-request-id');
     const reqId = asked !== undefined && asked.length <= 64 && /^[\w=-]+$/.test(asked) ? asked : randomUUID();
     c.set('requestId', reqId);
-    c.header('X-Request-Id', reqId);
     let child: Logger | undefined;
     c.set('log', () => (child ??= logger.child({ reqId })));
-    await next();
-    for (const [name, value] of headers) c.header(name, value);
-    // On the Node response, which sends the head after this returns (merged with the app's headers).
-    // Only on HTTP/1.1: HTTP/2 has no Connection header (RFC 9113 §8.2.2); its connections get a GOAWAY.
+    // On the Node response when there is one: it merges them with the answer's own when it sends
+    // the head (a header the answer sets itself wins), whoever writes it (the Node adapter, or a
+    // library writing to the response directly), and the answer's Response is left as it was made
+    // (see setAnswerHeaders). Without one (`app.request()`), on the answer after the handler.
     const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing;
+    const node = outgoing instanceof ServerResponse || outgoing instanceof Http2ServerResponse ? outgoing : undefined;
+    if (node) {
+      node.setHeader('X-Request-Id', reqId);
+      for (const [name, value] of headers) node.setHeader(name, value);
+    }
+    await next();
+    if (!node) setAnswerHeaders(c, [['X-Request-Id', reqId], ...headers]);
+    // Only on HTTP/1.1: HTTP/2 has no Connection header (RFC 9113 §8.2.2); its connections get a GOAWAY.
     if (stopping?.aborted && outgoing instanceof ServerResponse) outgoing.setHeader('Connection', 'close');
     if (logger.isLevelEnabled('info')) logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
+}
+
+/**
+ * Sets headers on the answer a handler has already made. Hono's `c.header`
+ * at that point copies the Response first (a fetch() answer's headers are
+ * immutable), and the copy turns the Node adapter's plain string body into
+ * a stream read chunk by chunk and written apart from the head: on the status
+ * API that was about a fifth of the gateway's CPU per request. The answers we
+ * make have mutable headers, so they are set in place; an immutable one is
+ * still copied.
+ */
+export function setAnswerHeaders(c: Context<AppEnv>, headers: ReadonlyArray<readonly [string, string]>): void {
+  const answer = c.res.headers;
+  try {
+    for (const [name, value] of headers) answer.set(name, value);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    for (const [name, value] of headers) c.header(name, value);
+  }
 }
 
 /** RFC 6797: a year; subdomains are the operator's to decide, so `includeSubDomains` is left out. */

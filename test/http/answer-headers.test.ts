@@ -1,0 +1,53 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { Hono } from 'hono';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { answerHeaders, requestScope, type AppEnv } from '../../src/http/middleware.ts';
+
+/**
+ * requestScope puts its headers on answers the handler has already made, in
+ * place (so the Node adapter still writes a string body with its head), and
+ * still on answers whose headers are immutable (a redirect made with
+ * Response.redirect, an upstream answer returned as fetch() gave it).
+ */
+let upstream: Server;
+let server: ServerType;
+let base: string;
+
+beforeAll(async () => {
+  upstream = createServer((_req, res) => res.setHeader('content-type', 'text/plain').end('from upstream'));
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`;
+  const app = new Hono<AppEnv>();
+  app.use('*', requestScope({ logger: pino({ level: 'silent' }), now: Date.now, headers: answerHeaders(true) }));
+  app.get('/json', (c) => c.json({ linked: true }));
+  app.get('/redirect', () => Response.redirect('https://example.org/next', 302));
+  app.get('/upstream', () => fetch(upstreamUrl));
+  server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => server.once('listening', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  await new Promise((resolve) => upstream.close(resolve));
+});
+
+describe('answer headers', () => {
+  it.each([
+    ['a JSON answer', '/json', 200, '{"linked":true}'],
+    ['a redirect with immutable headers', '/redirect', 302, ''],
+    ['an upstream answer with immutable headers', '/upstream', 200, 'from upstream'],
+  ])('are on %s, with its body whole', async (_name, path, status, body) => {
+    const response = await fetch(base + path, { redirect: 'manual', headers: { 'x-request-id': 'req-1' } });
+    expect(response.status).toBe(status);
+    expect(response.headers.get('cache-control')).toBe('no-store');
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(response.headers.get('strict-transport-security')).toBe('max-age=31536000');
+    expect(response.headers.get('x-request-id')).toBe('req-1');
+    expect(await response.text()).toBe(body);
+    if (path === '/json') expect(response.headers.get('content-length')).toBe(String(body.length));
+  });
+});
