@@ -4,7 +4,11 @@ test/clients/python.test.ts starts the gateway (with the `pin` test
 provider), links LINKGATE_TEST_LINKED for it, and runs these with
 LINKGATE_URL and LINKGATE_API_KEY set. Run by hand the same way:
 
-    LINKGATE_URL=http://127.0.0.1:8000 LINKGATE_API_KEY=… LINKGATE_TEST_LINKED=… python3 -m unittest test_linkgate
+    LINKGATE_URL=http://127.0.0.1:8000 LINKGATE_API_KEY=… LINKGATE_TEST_LINKED=… LINKGATE_TEST_UNLINK=… LINKGATE_TEST_REAUTH_URL=… LINKGATE_TEST_REAUTH=… python3 -m unittest test_linkgate
+
+LINKGATE_TEST_REAUTH_URL is a gateway with the `token` test provider
+(test/fixtures/api-providers) where LINKGATE_TEST_REAUTH's link needs the
+user again.
 """
 
 import os
@@ -14,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from linkgate import LinkgateClient, LinkgateError, NotLinked  # noqa: E402
+from linkgate import LinkgateClient, LinkgateError, NeedsReauth, NotLinked  # noqa: E402
 from examples.jellyfin_gate import login, requires_link  # noqa: E402
 
 URL = os.environ["LINKGATE_URL"]
@@ -52,6 +56,21 @@ class ClientTest(unittest.TestCase):
         self.assertIn("context", parse_qs(url.query))
         self.assertEqual(raised.exception.code, "not_linked")
         self.assertEqual(raised.exception.status, 404)
+
+    def test_needs_reauth_carries_the_link_url(self) -> None:
+        # A gateway where LINKGATE_TEST_REAUTH's `token` link needs the user again (revoked at the provider).
+        reauth = LinkgateClient(os.environ["LINKGATE_TEST_REAUTH_URL"], KEY, timeout=5)
+        user = os.environ["LINKGATE_TEST_REAUTH"]
+        self.assertEqual(reauth.get_link(user, "token").status, "needs_reauth")
+        # From the link's status, and from the gateway's 409 when asked for a token: the same error, with a link URL.
+        for call in (reauth.require_link, reauth.get_token):
+            with self.assertRaises(NeedsReauth) as raised:
+                call(user, "token")
+            self.assertIsInstance(raised.exception, LinkgateError)
+            self.assertEqual((raised.exception.code, raised.exception.status), ("needs_reauth", 409))
+            url = urlparse(raised.exception.link_url)
+            self.assertEqual(url.path, "/oauth/token/start")
+            self.assertIn("context", parse_qs(url.query))
 
     def test_creates_a_link_url(self) -> None:
         made = self.linkgate.create_link_url("py-new", PROVIDER, user_name="Ada")

@@ -9,15 +9,20 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
-import { completePinLink } from '../helpers/browser.ts';
+import { completePinLink, TestBrowser } from '../helpers/browser.ts';
+import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, listen } from '../helpers/gateway.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
+/** The `token` test provider: a link made with the account `revoked` needs the user again at its first refresh. */
+const API_FIXTURES = fileURLToPath(new URL('../fixtures/api-providers', import.meta.url));
 const CLIENT_DIR = fileURLToPath(new URL('../../clients/python', import.meta.url));
 
 let database: Database;
 let served: Awaited<ReturnType<typeof listen>>;
+/** A second gateway, on the same database, serving the `token` provider: `py-revoked`'s link there needs the user again. */
+let servedTokens: Awaited<ReturnType<typeof listen>>;
 let publicUrl: string;
 
 /** A person links the pin test provider as `userId`, over real HTTP. */
@@ -49,8 +54,18 @@ beforeAll(async () => {
   served = await listen(gateway);
   await link('py-linked');
   await link('py-unlink');
+
+  const tokens = await createTestGateway(database, { providersDir: API_FIXTURES });
+  servedTokens = await listen(tokens);
+  const browser = new TestBrowser((path, init) => tokens.app.request(path, init));
+  const form = await browser.openLink(`/oauth/token/start?context=${await mintContext('token', 'py-revoked')}`);
+  await browser.post('/oauth/token/callback', { state: /name="state" value="([^"]+)"/.exec(await form.text())![1]!, mode: 'revoked' });
+  // Its first use finds the grant revoked: the link needs the user again.
+  expect((await tokens.api('/users/py-revoked/links/token/token', { method: 'POST' })).status).toBe(409);
+  expect(((await (await tokens.api('/users/py-revoked/links/token')).json()) as { status: string }).status).toBe('needs_reauth');
 });
 afterAll(async () => {
+  await servedTokens?.close();
   await served?.close();
   await database?.close();
 });
@@ -63,8 +78,11 @@ describe('the Python client', () => {
       LINKGATE_API_KEY: API_KEY,
       LINKGATE_TEST_LINKED: 'py-linked',
       LINKGATE_TEST_UNLINK: 'py-unlink',
+      LINKGATE_TEST_REAUTH_URL: servedTokens.base,
+      LINKGATE_TEST_REAUTH: 'py-revoked',
     });
-    expect(output).toMatch(/Ran 9 tests/);
+    expect(output).toMatch(/Ran 10 tests/);
+    expect(output).toContain('test_needs_reauth_carries_the_link_url');
     expect(output).toMatch(/\nOK\n?$/);
     expect(code).toBe(0);
     // Deleted through the client: the gateway agrees.

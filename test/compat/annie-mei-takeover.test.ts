@@ -214,6 +214,45 @@ describe.skipIf(!onPostgres)('a takeover that cannot complete (PostgreSQL)', () 
   });
 });
 
+describe.skipIf(!onPostgres)('LINKGATE_ANNIE_MEI_COMPAT=false (PostgreSQL)', () => {
+  it('drops the views and their functions at start-up, and the bot can no longer read them; turned on again, the next start makes them again', async () => {
+    const kinds = async (db: postgres.Sql) =>
+      Object.fromEntries(
+        (await db`select c.relname as name, c.relkind::text as kind from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'annie_auth'`).map((r) => [r.name, r.kind]),
+      );
+    const functions = async (db: postgres.Sql) =>
+      (await db`select p.proname as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'annie_auth' order by 1`).map((r) => r.name as string);
+    const first = await startGatewayProcess(ANILIST_ENV);
+    const url = first.database!.url!;
+    const db = postgres(url, { max: 1, onnotice: () => {} });
+    const running = [first];
+    try {
+      expect(await kinds(db)).toEqual({ oauth_credentials: 'v', oauth_sessions: 'v' });
+      expect(await functions(db)).toEqual(['linkgate_end_sessions', 'linkgate_unlink']);
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+
+      const off = await startGatewayProcess({ ...ANILIST_ENV, LINKGATE_ANNIE_MEI_COMPAT: 'false' }, { databaseUrl: url });
+      running.push(off);
+      expect(await kinds(db)).toEqual({});
+      expect(await functions(db)).toEqual([]);
+      await expect(db.unsafe('SELECT discord_user_id, anilist_id, anilist_username FROM annie_auth.oauth_credentials WHERE discord_user_id = $1', ['111111111111111111'])).rejects.toThrow(
+        'relation "annie_auth.oauth_credentials" does not exist',
+      );
+      expect(await (await fetch(`${off.base}/api/v1/users/111111111111111111/links`, { headers: { authorization: `Bearer ${API_KEY}` } })).json()).toEqual({ links: [] });
+      off.child.kill('SIGTERM');
+      expect(await off.exited).toBe(0);
+
+      const on = await startGatewayProcess(ANILIST_ENV, { databaseUrl: url });
+      running.push(on);
+      expect(await kinds(db)).toEqual({ oauth_credentials: 'v', oauth_sessions: 'v' });
+    } finally {
+      await db.end();
+      for (const gateway of running.reverse()) await gateway.cleanup();
+    }
+  });
+});
+
 /** A port nothing listens on right now, for a gateway whose redirect URI must name its port. */
 async function freePort(): Promise<number> {
   const server = createServer();

@@ -4,6 +4,7 @@
  * receiver that is down, a restart in between, dead letters and the
  * delivery log API.
  */
+import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -11,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createWebhookWorker, type WebhookWorker } from '../../src/core/webhooks.ts';
+import { createWebhookWorker, enqueueCancelEvent, type WebhookWorker } from '../../src/core/webhooks.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { webhookDeliveries } from '../../src/db/schema.ts';
 import { createLogger } from '../../src/observability.ts';
@@ -69,7 +70,8 @@ class Receiver {
 interface LinkgateEvent {
   id: string;
   type: string;
-  link: { userId: string };
+  link?: { userId: string };
+  cancellation?: { userId: string };
 }
 interface ReadmeReceiver {
   verifyLinkgateSignature(secret: string, header: unknown, rawBody: string, nowMs?: number): boolean;
@@ -252,6 +254,34 @@ describe('delivery', () => {
 });
 
 describe('the receiver in docs/webhooks.md', () => {
+  it('types every event the gateway sends: its LinkgateEvent type checks (tsc, strict) against real payloads, a cancelled one without a link', async () => {
+    const gateway = await createTestGateway(database, { providersDir: FIXTURES, env: webhookEnv(), now: () => clock });
+    await linkPin(gateway, 'u-typed', 'typed-user');
+    expect((await gateway.api('/users/u-typed/links/pin', { method: 'DELETE' })).status).toBe(204);
+    await enqueueCancelEvent(database.db, { tenant: 'default', userId: 'u-typed', provider: 'pin', reason: 'user' }, new Date(clock), true);
+    const payloads = (await database.db.select().from(webhookDeliveries)).map((row) => row.payload);
+    const types = payloads.map((payload) => (JSON.parse(payload) as { type: string }).type);
+    expect(new Set(types)).toEqual(new Set(['link.created', 'link.deleted', 'link.cancelled']));
+    expect(JSON.parse(payloads[types.indexOf('link.cancelled')]!)).not.toHaveProperty('link');
+
+    // The payloads as a receiver gets them, assigned to the page's type: tsc refuses any the type does not describe.
+    const dir = fileURLToPath(new URL('../.tmp/', import.meta.url));
+    writeFileSync(
+      `${dir}webhook-event-types.ts`,
+      `import type { LinkgateEvent } from './readme-webhook-receiver.ts';\nexport const events: LinkgateEvent[] = [\n${payloads.join(',\n')}\n];\n` +
+        // And a receiver narrowing on `type` reads what each kind has.
+        `export const users = events.map((e) => (e.type === 'link.cancelled' ? e.cancellation.userId : e.link.userId));\n`,
+    );
+    const tsc = fileURLToPath(new URL('../../node_modules/.bin/tsc', import.meta.url));
+    const checked = spawnSync(
+      tsc,
+      ['--ignoreConfig', '--noEmit', '--strict', '--target', 'ES2023', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--allowImportingTsExtensions', '--skipLibCheck', '--types', 'node', `${dir}webhook-event-types.ts`],
+      { encoding: 'utf8', cwd: fileURLToPath(new URL('../..', import.meta.url)) },
+    );
+    expect(checked.stdout + checked.stderr).toBe('');
+    expect(checked.status).toBe(0);
+  });
+
   const body = JSON.stringify({ id: 'evt_00000000-0000-4000-8000-000000000000', type: 'link.created', link: { userId: 'u' } });
   const nowSeconds = Math.floor(Date.now() / 1000);
   /** A signature made the way a sender would, with node:crypto directly. */

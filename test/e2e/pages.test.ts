@@ -9,15 +9,18 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
 import { createHmac, randomBytes } from 'node:crypto';
+import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
+import { createTestGateway, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
 import { inspectPage, launchChromium, listen, listenFirst, WIDTHS, type Width } from './browser.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/providers', import.meta.url));
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/pages', import.meta.url));
 const ADMIN_KEY = 'admin_0123456789abcdefghijklmnopqrstuvwxyz';
 const BRAND = { LINKGATE_BRAND_NAME: 'Annie Mei', LINKGATE_BRAND_COLOR: '#f5c2e7', LINKGATE_SUPPORT_URL: 'https://annie-mei.example/support' };
+const DISCORD = { DISCORD_CLIENT_ID: '1100000000000000001', DISCORD_CLIENT_SECRET: 'discord-client-secret-0123456789', DISCORD_SCOPES: 'identify' };
+const DISCORD_PEOPLE = { phone: '80351110224678391', desktop: '80351110224671281' } as const;
 
 let database: Database;
 let browser: Browser;
@@ -32,6 +35,12 @@ let appClientId: string;
 /** A gateway at its own PUBLIC_BASE_URL (a device's sign-in comes back to it), with a first-party and a third-party CLI app. */
 let devices: { url: string };
 let deviceApps: { cli: string; thirdParty: string };
+/** A redirect provider: the fake Discord, reached by the browser through a route, on a gateway at its own PUBLIC_BASE_URL. */
+let discord: FakeDiscord;
+let redirecting: { url: string };
+/** A gateway that lets a browser open one page a minute, on a database of its own (the limiter's counts are in it). */
+let limited: { url: string };
+let limitedDatabase: Database;
 
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
@@ -68,11 +77,21 @@ beforeAll(async () => {
       ).json()) as { clientId: string }
     ).clientId;
   deviceApps = { cli: await createApp({ name: 'Quiz CLI' }), thirdParty: await createApp({ name: 'Stats CLI', firstParty: false }) };
+  const discordServer = await listenFirst();
+  servers.push(discordServer);
+  discord = await startFakeDiscord({ clientId: DISCORD.DISCORD_CLIENT_ID, clientSecret: DISCORD.DISCORD_CLIENT_SECRET, redirectUris: [`${discordServer.url}/oauth/discord/callback`] });
+  for (const [width, id] of Object.entries(DISCORD_PEOPLE)) discord.users.set(id, { id, username: `redirected-${width}`, global_name: null });
+  discordServer.serve((await createTestGateway(database, { env: { PUBLIC_BASE_URL: discordServer.url, ...DISCORD }, fetch: reroute({ 'https://discord.com': discord.origin }) })).app.fetch);
+  redirecting = discordServer;
+  limitedDatabase = await createTestDatabase();
+  limited = await serve(await createTestGateway(limitedDatabase, { providersDir: FIXTURES, env: { LINKGATE_BROWSER_RATE_LIMIT: '1', LINKGATE_BROWSER_RATE_WINDOW_SECONDS: '600' } }));
   browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();
   for (const server of servers) await server.close();
+  await discord?.close();
+  await limitedDatabase?.close();
   await database?.close();
 });
 
@@ -120,6 +139,52 @@ describe.each(Object.keys(WIDTHS) as Width[])('every page at %s width', (width) 
     await page.getByRole('heading', { name: 'Account linked' }).waitFor();
     expect(await page.getByText(`Your Pin account ada-${width} is now linked.`).count()).toBe(1);
     await inspect(page, 'linked', width);
+    await page.context().close();
+  });
+
+  it('a redirect provider: its callback answers 303 to the result, which a reload shows again, as does the used link reopened', async () => {
+    // axe is injected as a script of its own: only the test's context lets it past the pages' strict CSP.
+    const context = await browser.newContext({ viewport: WIDTHS[width], bypassCSP: true });
+    // The person approves at Discord: its authorize page is the fake's approval, answered as a redirect back.
+    await context.route('https://discord.com/**', (route) => {
+      const asked = new URL(route.request().url());
+      return route.fulfill({ status: 302, headers: { location: discord.approve(new URL(asked.pathname + asked.search, discord.origin), DISCORD_PEOPLE[width]).href } });
+    });
+    const page = await context.newPage();
+    const callbacks: Array<{ status: number; location: string | null }> = [];
+    page.on('response', (response) => {
+      if (new URL(response.url()).pathname === '/oauth/discord/callback') callbacks.push({ status: response.status(), location: response.headers()['location'] ?? null });
+    });
+    const link = `${redirecting.url}/oauth/discord/start?context=${await mintContext('discord', `redirected-${width}`)}`;
+    await page.goto(link);
+    await page.getByRole('heading', { name: 'Link your Discord account?' }).waitFor();
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Account linked' }).waitFor();
+    expect(callbacks).toEqual([{ status: 303, location: '/oauth/discord/linked' }]);
+    expect(new URL(page.url()).pathname).toBe('/oauth/discord/linked');
+    await page.reload();
+    await page.getByRole('heading', { name: 'Account linked' }).waitFor();
+    expect(await page.getByText(`Your Discord account redirected-${width} is now linked.`).count()).toBe(1);
+    await inspect(page, 'linked-redirect', width);
+    // The same browser opens the bot's link again: it is used, and this browser is told the account is linked.
+    await page.goto(link);
+    await page.getByRole('heading', { name: 'Account linked' }).waitFor();
+    expect(await page.getByText(`Your Discord account redirected-${width} is now linked.`).count()).toBe(1);
+    expect(callbacks).toHaveLength(1);
+    await inspect(page, 'linked-reopened', width);
+    await context.close();
+  });
+
+  it('the page of a browser over its rate limit', async () => {
+    const page = await open();
+    // One page a minute for this address: the first (for whichever width runs first) is served, then the limit answers.
+    for (let i = 0; i < 2; i++) {
+      const answer = await page.goto(`${limited.url}/oauth/pin/start?context=${await mintContext('pin', `limited-${width}`)}`);
+      if (answer?.status() === 429) break;
+    }
+    await page.getByRole('heading', { name: 'Too many attempts' }).waitFor();
+    expect(await page.getByText(/^Please wait .+, then reload this page\.$/).count()).toBe(1);
+    await inspect(page, 'rate-limited', width);
     await page.context().close();
   });
 

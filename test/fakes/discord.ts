@@ -39,7 +39,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { basicCredentials, bearerToken, listenLocal, randomAlnum, readBody, redirectUriAllowed, send, sendJson } from './http.ts';
 
-export type FakeFault = 'http500' | 'http401' | 'http429' | 'malformed' | 'hang';
+/**
+ * `oversized`: a 200 JSON answer of 2 MiB with its Content-Length; `oversizedChunked`: the same streamed
+ * without a length (as a guild list of a user in many large guilds could be).
+ */
+export type FakeFault = 'http500' | 'http401' | 'http429' | 'malformed' | 'hang' | 'oversized' | 'oversizedChunked';
 export type FakeDiscordEndpoint = 'token' | 'revoke' | 'me' | 'guilds';
 
 export interface FakeDiscordUser {
@@ -378,8 +382,32 @@ export async function startFakeDiscord(opts: StartFakeDiscordOptions = {}): Prom
         break;
       case 'hang':
         break; // never answer; close() destroys the socket
+      case 'oversized':
+        send(res, 200, 'application/json', oversizedGuildList());
+        break;
+      case 'oversizedChunked': {
+        const body = Buffer.from(oversizedGuildList());
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.on('error', () => {}); // the reader may stop reading and close the connection
+        for (let at = 0; at < body.length; at += 64 * 1024) res.write(body.subarray(at, at + 64 * 1024));
+        res.end();
+        break;
+      }
     }
     return true;
+  }
+
+  /** 2 MiB of guild objects, as Discord shapes them. */
+  function oversizedGuildList(): string {
+    const guild = (i: number) => JSON.stringify({ id: String(613425648685547541n + BigInt(i)), name: `Guild ${i} ${'x'.repeat(90)}`, icon: null, owner: false, permissions: '104320577', features: [] });
+    const guilds: string[] = [];
+    let size = 2;
+    for (let i = 0; size < 2 * 1024 * 1024; i++) {
+      const item = guild(i);
+      guilds.push(item);
+      size += item.length + 1;
+    }
+    return `[${guilds.join(',')}]`;
   }
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {

@@ -27,6 +27,7 @@ import {
   TenantProvidersAnswer,
   TenantsAnswer,
 } from '../../src/http/admin.ts';
+import { linkUrlFor, signLinkContext } from '../../packages/client/src/index.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
@@ -214,10 +215,54 @@ describe('who names the tenant', () => {
     const browserB = new TestBrowser((path, init) => gateway.app.request(path, init));
     expect((await browserB.get(callback, { follow: false })).status).toBe(400);
     expect((await bot('a', '/users/flow-user/links/corp')).status).toBe(404);
-    // a state that is not a's flow's does not complete it either.
-    const forged = new URL(callback);
-    forged.searchParams.set('state', 'x'.repeat(43));
-    expect((await browserA.get(forged, { follow: false })).status).toBe(400);
+    // b's state, a real one: a flow started for tenant b in b's browser, signed in at b's app.
+    const browserB2 = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const startedB = await browserB2.openLink(`/oauth/corp/start?context=${await mintContext('corp', 'flow-user-b2', { secret: secrets.b!, claims: { tenant: 'b' } })}`);
+    const authorizeB = new URL(startedB.headers.get('location')!);
+    expect(authorizeB.searchParams.get('client_id')).toBe(idpB.clientId);
+    const callbackB = await idpB.login(authorizeB, 'erin-at-b');
+    const stateB = callbackB.searchParams.get('state')!;
+    // a's browser, with a's code and b's state, or with b's whole callback, completes nothing.
+    const crossed = new URL(callback);
+    crossed.searchParams.set('state', stateB);
+    for (const url of [crossed, callbackB]) {
+      const refused = await browserA.get(url, { follow: false });
+      expect(refused.status, url.href).toBe(400);
+    }
+    // Nor do a's browser's other uses of b's state: the flow's page, its poll, its cancel.
+    expect((await browserA.get(`/oauth/corp/continue?state=${stateB}`, { follow: false })).status).toBe(400);
+    // (the poll of a flow that is not this browser's says what it says of an unknown one)
+    expect(await (await browserA.get(`/oauth/corp/poll?state=${stateB}`, { follow: false })).json()).toEqual({ status: 'expired' });
+    expect((await browserA.post('/oauth/corp/cancel', { state: stateB }, { follow: false })).status).toBe(400);
+    expect((await bot('a', '/users/flow-user/links/corp')).status).toBe(404);
+    expect((await bot('a', '/users/flow-user-b2/links/corp')).status).toBe(404);
+    // The state was real and is untouched: b's own browser completes b's flow, for b only.
+    expect((await browserB2.get(callbackB)).status).toBe(200);
+    expect(((await (await bot('b', '/users/flow-user-b2/links/corp')).json()) as { externalId: string }).externalId).toBe('erin-at-b');
+    expect((await bot('a', '/users/flow-user-b2/links/corp')).status).toBe(404);
+  });
+
+  it("takes a link URL the typed client signed with a tenant's own secret for that tenant, and refuses one signed with another tenant's", async () => {
+    const browser = new TestBrowser((path, init) => gateway.app.request(path, init));
+    const signed = await signLinkContext({ secret: secrets.a!, tenant: 'a', userId: 'client-signed', provider: 'corp' });
+    const url = new URL(linkUrlFor(BASE, 'corp', signed));
+    const started = await browser.openLink(`${url.pathname}${url.search}`);
+    expect(started.status).toBe(303);
+    const authorize = new URL(started.headers.get('location')!);
+    expect(authorize.searchParams.get('client_id')).toBe(idpA.clientId);
+    expect((await browser.get(await idpA.login(authorize, 'gina-at-a'))).status).toBe(200);
+    expect(((await (await bot('a', '/users/client-signed/links/corp')).json()) as { externalId: string }).externalId).toBe('gina-at-a');
+    expect((await bot('b', '/users/client-signed/links/corp')).status).toBe(404);
+
+    // b's secret naming a, and a's secret naming b: refused before any provider is contacted.
+    const before = { a: idpA.counts.token, b: idpB.counts.token };
+    for (const [secret, tenant] of [[secrets.b!, 'a'], [secrets.a!, 'b']] as const) {
+      const forged = new URL(linkUrlFor(BASE, 'corp', await signLinkContext({ secret, tenant, userId: 'client-forged', provider: 'corp' })));
+      const page = await browser.get(`${forged.pathname}${forged.search}`);
+      expect(page.status, tenant).toBe(400);
+      expect(await page.text()).toContain('context_invalid');
+    }
+    expect({ a: idpA.counts.token, b: idpB.counts.token }).toEqual(before);
   });
 
   it('answers 403 to a key of a naming tenant b in x-tenant-id, and takes a matching header', async () => {
