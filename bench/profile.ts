@@ -28,7 +28,8 @@ function area(url: string, functionName: string): string {
   return ours ? `${ours[1]}/${ours[2]}` : url;
 }
 
-export function summarize(file: string, top = 20): string {
+/** With `requests` (how many the profiled process answered), each row also says its CPU time per request. */
+export function summarize(file: string, top = 20, requests?: number): string {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const perArea = new Map<string, number>();
@@ -49,16 +50,18 @@ export function summarize(file: string, top = 20): string {
     [...entries]
       .sort((a, b) => b[1] - a[1])
       .slice(0, count)
-      .map(([name, micros]) => `| ${((100 * micros) / total).toFixed(1)} % | ${name} |`);
+      .map(([name, micros]) => `| ${((100 * micros) / total).toFixed(1)} % |${requests ? ` ${(micros / requests).toFixed(1)} |` : ''} ${name} |`);
+  const perRequest = requests ? ' µs per request |' : '';
+  const rule = requests ? ' --- |' : '';
   return [
-    `CPU time, not idle: ${(total / 1e6).toFixed(2)} s`,
+    `CPU time, not idle: ${(total / 1e6).toFixed(2)} s${requests ? ` for ${requests} requests: ${(total / requests).toFixed(1)} µs per request` : ''}`,
     '',
-    '| share | area |',
-    '| --- | --- |',
+    `| share |${perRequest} area |`,
+    `| --- |${rule} --- |`,
     ...rows(perArea, 15),
     '',
-    '| share | function (self time) |',
-    '| --- | --- |',
+    `| share |${perRequest} function (self time) |`,
+    `| --- |${rule} --- |`,
     ...rows(perFunction, top),
   ].join('\n');
 }
