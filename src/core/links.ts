@@ -40,7 +40,10 @@ const StoredCredentials = v.object({
   extra: v.optional(v.record(v.string(), v.any())),
 });
 
-export function toApiLink(row: LinkRow): Link {
+/** What the bot API shows of a link's row (`LinkStore.status` reads only these). */
+export type LinkStatusRow = Pick<LinkRow, 'userId' | 'provider' | 'externalId' | 'externalName' | 'status' | 'scopes' | 'linkedAt' | 'updatedAt' | 'expiresAt'>;
+
+export function toApiLink(row: LinkStatusRow): Link {
   return {
     userId: row.userId,
     provider: row.provider,
@@ -69,6 +72,31 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
   // The status API's one query, built once: Drizzle's query building is a
   // noticeable share of the hot path's CPU otherwise (bench/README.md).
   let getLink: ReturnType<typeof prepareGet> | undefined;
+  let getStatus: ReturnType<typeof prepareStatus> | undefined;
+  // The status API's own: the columns it answers with, not the sealed credentials and the refresh
+  // bookkeeping, which the driver would otherwise read, decode and map on every request.
+  const prepareStatus = () =>
+    db
+      .select({
+        userId: links.userId,
+        provider: links.provider,
+        externalId: links.externalId,
+        externalName: links.externalName,
+        status: links.status,
+        scopes: links.scopes,
+        linkedAt: links.linkedAt,
+        updatedAt: links.updatedAt,
+        expiresAt: links.expiresAt,
+      })
+      .from(links)
+      .where(
+        and(
+          eq(links.tenant, sql.placeholder('tenant')),
+          eq(links.userId, sql.placeholder('userId')),
+          eq(links.provider, sql.placeholder('provider')),
+        ),
+      )
+      .prepare('linkgate_link_status');
   const prepareGet = () =>
     db
       .select()
@@ -139,6 +167,13 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
     async get(key: LinkKey): Promise<LinkRow | undefined> {
       getLink ??= prepareGet();
       const [row] = await getLink.execute({ tenant: key.tenant, userId: key.userId, provider: key.provider });
+      return row;
+    },
+
+    /** The link as the bot API shows it (toApiLink), and no more. */
+    async status(key: LinkKey): Promise<LinkStatusRow | undefined> {
+      getStatus ??= prepareStatus();
+      const [row] = await getStatus.execute({ tenant: key.tenant, userId: key.userId, provider: key.provider });
       return row;
     },
 

@@ -289,7 +289,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const known = knownProvider(registry instanceof Promise ? await registry : registry, provider);
     const key = { tenant: c.get('tenant'), userId, provider };
     return orRelink(c, userId, provider, async () => {
-      const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.get(key);
+      const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.status(key);
       // The hot path's miss: answered directly, without building (and catching) an Error.
       if (!row) return relinkAnswer(c, { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, userId, provider, requireScopes);
       // Scopes the bot needs that the user did not grant: a link URL that asks for them.

@@ -12,7 +12,7 @@ import type { LinkEvents } from '../core/events.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { ProviderId, userIdSchema, userNameSchema } from '../core/ids.ts';
 import { checkReturnTo, createLinkUrl } from '../core/link-context.ts';
-import type { LinkKey, LinkStore } from '../core/links.ts';
+import type { LinkKey, LinkStatusRow, LinkStore } from '../core/links.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { TokenService } from '../core/tokens.ts';
 import { unlink, type Revocation as RevocationName } from '../core/unlink.ts';
@@ -76,7 +76,7 @@ const REVOCATION: Record<RevocationName, Revocation> = {
   provider_unavailable: Revocation.PROVIDER_UNAVAILABLE,
 };
 
-export function toRpcLink(row: LinkRow): MessageInitShape<typeof LinkSchema> {
+export function toRpcLink(row: LinkStatusRow): MessageInitShape<typeof LinkSchema> {
   return {
     userId: row.userId,
     provider: row.provider,
@@ -160,7 +160,7 @@ export function linkService(deps: LinkServiceDeps): ServiceImpl<typeof LinkServi
       const provider = await knownProvider(callerOf(ctx).tenant, fields.provider);
       const key = keyOf(ctx, fields);
       return orRelink(key, async () => {
-        const row = request.verify ? await deps.tokens.verify(key) : await deps.links.get(key);
+        const row = request.verify ? await deps.tokens.verify(key) : await deps.links.status(key);
         if (!row) throw new LinkgateError('not_linked', `this user has not linked ${provider.displayName}`, { provider: key.provider });
         return toRpcLink(row);
       });
