@@ -18,13 +18,16 @@
  * session's CSRF token (src/http/cookie-session.ts), then the role: `owner`
  * everything, `admin` everything in its tenants, `support` nothing (its
  * pages have no write control, and a forced post is refused and audited).
+ * Owners also manage admins (`/admin/admins`): LINKGATE_ADMINS' entries are
+ * shown read-only; owners made by invites are removed there (their sessions
+ * end at once), and invites made and revoked.
  */
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
 import type { Brand, ConsoleAdmin } from '../config.ts';
 import { AUDIT_ACTIONS, AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
-import { acceptInvite, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner, invitedProviders } from '../core/console-invites.ts';
+import { acceptInvite, createInvite, InviteId, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner, invitedOwners, invitedProviders, openInvites, removeInvitedOwner, revokeInvite } from '../core/console-invites.ts';
 import { randomToken } from '../core/crypto.ts';
 import { isLinkgateError, LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId, UserId } from '../core/ids.ts';
@@ -99,6 +102,12 @@ const KeyId = v.pipe(v.string(), v.regex(/^key_[A-Za-z0-9_-]{1,40}$/, 'not an AP
 const SecretId = v.pipe(v.string(), v.regex(/^cs_[A-Za-z0-9_-]{1,40}$/, 'not a context secret id'));
 const ClientId = v.pipe(v.string(), v.regex(/^app_[A-Za-z0-9_-]{1,40}$/, 'not an app id'));
 const DeliveryId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, 'not a delivery id'));
+/** An admin's identity, `<provider>:<externalId>` (the external id is everything after the first colon). */
+const AdminIdentity = v.pipe(
+  v.string('identity is required'),
+  v.maxLength(300, 'identity is too long'),
+  v.check((text) => text.includes(':') && v.is(ProviderId, text.slice(0, text.indexOf(':'))) && text.length > text.indexOf(':') + 1, 'identity must look like provider:externalId'),
+);
 /** `NAME=value` lines of the provider form's extra box. */
 const VARIABLE_LINE = /^([A-Z][A-Z0-9_]{0,63})=(.*)$/;
 
@@ -201,10 +210,12 @@ export function consoleRoutes(deps: ConsoleDeps) {
   const tenantPath = (tenant: string, rest = '') => `/admin/t/${tenant}${rest}`;
 
   /** The frame of every signed-in page. */
-  function Page(props: { c: Context<AppEnv>; who: SignedIn; title: string; section: 'tenants' | 'audit'; tenant?: string; tab?: string; children: unknown }) {
+  function Page(props: { c: Context<AppEnv>; who: SignedIn; title: string; section: 'tenants' | 'audit' | 'admins'; tenant?: string; tab?: string; children: unknown }) {
     const nav: NavItem[] = [
       { href: '/admin/tenants', label: 'Tenants', current: props.section === 'tenants' && !props.tenant },
       { href: '/admin/audit', label: 'Audit trail', current: props.section === 'audit' },
+      // Only owners manage admins: the others have no link to the page (and are refused it).
+      ...(props.who.admin.role === 'owner' ? [{ href: '/admin/admins', label: 'Admins', current: props.section === 'admins' }] : []),
     ];
     const t = props.tenant;
     const subnav = t
@@ -1030,6 +1041,124 @@ export function consoleRoutes(deps: ConsoleDeps) {
       const done = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now }, key, c.get('log')(), 'console');
       note.detail = { revocation: done?.revocation ?? 'none' };
       return c.redirect(tenantPath(key.tenant, '/links'), 303);
+    }),
+  );
+
+  // ── Admins (owners only) ────────────────────────────────────────────────
+
+  const ownersOnly = () => new LinkgateError('forbidden', 'only owners manage admins', { status: 403 });
+  const inviteUrl = (token: string) => new URL(`/admin/invite/${token}`, deps.publicBaseUrl).href;
+
+  /** LINKGATE_ADMINS' entries (read-only), the owners invites made (removable), and the open invites (revocable). */
+  async function adminsPage(c: Context<AppEnv>, who: SignedIn, created?: { url: string; expiresAt: Date }) {
+    if (who.admin.role !== 'owner') throw ownersOnly();
+    const at = new Date(now());
+    const [invited, open] = await Promise.all([invitedOwners(db), openInvites(db, at)]);
+    return c.html(
+      <Page c={c} who={who} title="Admins" section="admins">
+        <h1>Admins</h1>
+        {created ? <ShownOnce label={`Invite link (works once, until ${when(created.expiresAt)}; whoever signs in with it first becomes an owner)`} value={created.url} id="invite-url" /> : null}
+        <h2>From LINKGATE_ADMINS</h2>
+        <p class="muted">Read from the environment: change LINKGATE_ADMINS and restart the gateway to add or remove one of these.</p>
+        <Table label="Admins from LINKGATE_ADMINS" head={['Identity', 'Role', 'Tenants', 'Source']} rows={deps.admins.length}>
+          {deps.admins.map((a) => (
+            <tr>
+              <td>
+                <code>
+                  {a.provider}:{a.externalId}
+                </code>
+              </td>
+              <td>{a.role}</td>
+              <td>{a.tenants === null ? 'all' : a.tenants.join(', ')}</td>
+              <td>
+                <span class="badge">from LINKGATE_ADMINS</span>
+              </td>
+            </tr>
+          ))}
+        </Table>
+        <h2>Invited owners</h2>
+        <Table label="Invited owners" head={['Identity', 'Invited', 'Accepted', 'Action']} rows={invited.length} empty="No owner was invited.">
+          {invited.map((o) => (
+            <tr>
+              <td>
+                <code>{o.identity}</code>
+              </td>
+              <td>{when(o.invitedAt)}</td>
+              <td>{when(o.acceptedAt)}</td>
+              <td>
+                {o.identity === who.id ? (
+                  <span class="muted">you</span>
+                ) : deps.admins.some((a) => `${a.provider}:${a.externalId}` === o.identity) ? (
+                  <span class="muted">also in LINKGATE_ADMINS</span>
+                ) : (
+                  <PostButton action="/admin/admins/remove" csrf={who.csrf} label="Remove" danger fields={{ identity: o.identity }} />
+                )}
+              </td>
+            </tr>
+          ))}
+        </Table>
+        <h2>Open invites</h2>
+        <Table label="Open invites" head={['Id', 'Created', 'Expires', 'Action']} rows={open.length} empty="No invite is open.">
+          {open.map((i) => (
+            <tr>
+              <td>
+                <code>{i.id}</code>
+              </td>
+              <td>{when(i.createdAt)}</td>
+              <td>{when(i.expiresAt)}</td>
+              <td>
+                <PostButton action={`/admin/admins/invites/${i.id}/revoke`} csrf={who.csrf} label="Revoke" danger />
+              </td>
+            </tr>
+          ))}
+        </Table>
+        <PostButton action="/admin/admins/invites" csrf={who.csrf} label="Create an invite" describedBy="invite-help" />
+        <p class="muted" id="invite-help">
+          A link that works once, for an hour: whoever signs in with it first becomes an owner. It is shown once, here.
+        </p>
+      </Page>,
+      created ? 201 : 200,
+    );
+  }
+
+  app.get('/admins', view((c, who) => adminsPage(c, who)));
+
+  app.post(
+    '/admins/invites',
+    change('admin.invite', 'owner', async (c, _form, who, note) => {
+      const made = await createInvite(db, new Date(now()));
+      note.target = `invite:${made.id}`;
+      // The link makes an owner: shown to this owner once, never audited.
+      note.detail = { expiresAt: made.expiresAt.toISOString() };
+      return adminsPage(c, who, { url: inviteUrl(made.token), expiresAt: made.expiresAt });
+    }),
+  );
+
+  app.post(
+    '/admins/invites/:id/revoke',
+    change('admin.invite_revoke', 'owner', async (c, _form, _who, note) => {
+      const id = parseInput(InviteId, c.req.param('id'));
+      note.target = `invite:${id}`;
+      if (!(await revokeInvite(db, id, new Date(now())))) throw new LinkgateError('not_found', 'there is no open invite with this id (it was used, it expired, or it was revoked)');
+      return c.redirect('/admin/admins', 303);
+    }),
+  );
+
+  app.post(
+    '/admins/remove',
+    change('admin.remove', 'owner', async (c, form, who, note) => {
+      const identity = parseInput(AdminIdentity, form.get('identity') ?? undefined);
+      note.target = `admin:${identity}`;
+      const colon = identity.indexOf(':');
+      const [provider, externalId] = [identity.slice(0, colon), identity.slice(colon + 1)];
+      if (deps.admins.some((a) => a.provider === provider && a.externalId === externalId)) {
+        throw new LinkgateError('bad_request', 'this admin is listed in LINKGATE_ADMINS: remove the entry there and restart the gateway');
+      }
+      if (identity === who.id) throw new LinkgateError('bad_request', 'you cannot remove yourself: ask another owner');
+      if (!(await removeInvitedOwner(db, identity))) throw new LinkgateError('not_found', 'no invite made this identity an owner');
+      // Out at once: no session of theirs outlives the removal (signedIn would refuse it anyway).
+      note.detail = { sessionsEnded: await sessions.revokeIdentity({ provider, externalId }) };
+      return c.redirect('/admin/admins', 303);
     }),
   );
 

@@ -11,8 +11,8 @@ import { list as listAudit } from '../../src/core/audit.ts';
 import { createInvite, inviteOpen } from '../../src/core/console-invites.ts';
 import { purgeExpired } from '../../src/core/purge.ts';
 import type { Database } from '../../src/db/client.ts';
-import { eq } from '../../src/db/orm.ts';
-import { webhookDeliveries } from '../../src/db/schema.ts';
+import { eq, isNull } from '../../src/db/orm.ts';
+import { consoleInvites, webhookDeliveries, webSessions } from '../../src/db/schema.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -154,6 +154,9 @@ describe('closed by default', () => {
       ['GET', '/admin/audit.csv'],
       ['GET', '/admin/refused'],
       ['GET', '/admin/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'],
+      ['GET', '/admin/admins'],
+      ['POST', '/admin/admins/invites'],
+      ['POST', '/admin/admins/remove'],
       ['POST', '/admin/sign-in'],
       ['POST', '/admin/tenants'],
       ['POST', '/admin/t/default/api-keys'],
@@ -521,6 +524,9 @@ describe('CSRF', () => {
     [`/admin/t/default/links/discord/${BOT_USER}/refresh`, {}],
     [`/admin/t/default/links/discord/${BOT_USER}/relink`, {}],
     [`/admin/t/default/links/discord/${BOT_USER}/unlink`, {}],
+    ['/admin/admins/invites', {}],
+    ['/admin/admins/invites/inv_AAAAAAAAAAAAAAAA/revoke', {}],
+    ['/admin/admins/remove', { identity: 'corp:nobody' }],
     ['/admin/sign-out', {}],
   ];
 
@@ -637,6 +643,127 @@ describe('invites', () => {
     expect(await (await later.get('/admin/tenants')).text()).toContain(`discord:${DISCORD_ACCOUNT} · owner`);
     // A second tab that polls the finished sign-in lands on the console, not a 404.
     expect((await later.get('/admin/signed-in', { follow: false })).headers.get('location')).toBe('/admin');
+  });
+});
+
+describe('admins (owners only)', () => {
+  let owner: { browser: TestBrowser; csrf: string };
+  beforeAll(async () => {
+    owner = await signedInAs(OWNER);
+  });
+
+  const openInviteCount = async () => (await database.db.select().from(consoleInvites).where(isNull(consoleInvites.usedAt))).filter((row) => row.expiresAt.getTime() > clock).length;
+
+  it('lists LINKGATE_ADMINS read-only, marked as such, and the owners invites made, each with when invited and accepted', async () => {
+    const tenants = await (await owner.browser.get('/admin/tenants')).text();
+    expect(tenants).toContain('href="/admin/admins"');
+    const page = await owner.browser.get('/admin/admins');
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    for (const identity of [`corp:${OWNER}`, `corp:${SUPPORT}`, `corp:${QUIZ_ADMIN}`]) expect(html).toContain(`<code>${identity}</code>`);
+    expect(html.match(/from LINKGATE_ADMINS<\/span>/g)).toHaveLength(3);
+    // The environment's entries have no control; each invited owner has Remove.
+    const removes = [...html.matchAll(/<form method="post" action="\/admin\/admins\/remove"><input type="hidden" name="csrf" value="[^"]+"\/><input type="hidden" name="identity" value="([^"]+)"\/>/g)].map((m) => m[1]);
+    expect(removes.sort()).toEqual([`corp:invited-ivy`, `discord:${DISCORD_ACCOUNT}`]);
+    const ivy = /<tr><td><code>corp:invited-ivy<\/code><\/td><td>([^<]+)<\/td><td>([^<]+)<\/td>/.exec(html)!;
+    expect(ivy[1]).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+    expect(ivy[2]).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+  });
+
+  it('creates an invite shown once, lists it among the open ones by id, and revokes it: the link stops working; both audited, never the link', async () => {
+    const before = await openInviteCount();
+    const created = await owner.browser.post('/admin/admins/invites', { csrf: owner.csrf });
+    expect(created.status).toBe(201);
+    const html = await created.text();
+    const url = /<code id="invite-url">([^<]+)<\/code>/.exec(html)![1]!;
+    expect(url).toMatch(new RegExp(`^${BASE}/admin/invite/[A-Za-z0-9_-]{43}$`));
+    const token = url.slice(`${BASE}/admin/invite/`.length);
+    secrets.push(token);
+    expect(await openInviteCount()).toBe(before + 1);
+    const id = /<code>(inv_[A-Za-z0-9_-]{16})<\/code>/.exec(html)![1]!;
+    // Shown once: the list names it by id, never the link.
+    const listed = await (await owner.browser.get('/admin/admins')).text();
+    expect(listed).toContain(`/admin/admins/invites/${id}/revoke`);
+    expect(listed).not.toContain(token);
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
+
+    const revoked = await owner.browser.post(`/admin/admins/invites/${id}/revoke`, { csrf: owner.csrf }, { follow: false });
+    expect(revoked.status).toBe(303);
+    expect(revoked.headers.get('location')).toBe('/admin/admins');
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(404);
+    expect(await openInviteCount()).toBe(before);
+    expect((await owner.browser.post(`/admin/admins/invites/${id}/revoke`, { csrf: owner.csrf }, { follow: false })).status).toBe(404);
+    expect((await owner.browser.post('/admin/admins/invites/not-an-id/revoke', { csrf: owner.csrf }, { follow: false })).status).toBe(400);
+
+    const actor = `admin:corp:${OWNER}`;
+    const [made] = await auditRows({ action: 'admin.invite', actor });
+    expect(made).toMatchObject({ tenant: null, target: `invite:${id}`, outcome: 'ok', detail: { expiresAt: expect.any(String) } });
+    const revokes = await auditRows({ action: 'admin.invite_revoke', actor });
+    expect(revokes.slice(0, 3).map((row) => [row.target, row.outcome, row.code])).toEqual([
+      [null, 'refused', 'bad_request'],
+      [`invite:${id}`, 'refused', 'not_found'],
+      [`invite:${id}`, 'ok', null],
+    ]);
+    expect(JSON.stringify(await auditRows())).not.toContain(token);
+  });
+
+  it('removes an owner an invite made: their session stops working at once (revoked server-side), and they are refused when they sign in again', async () => {
+    const ivy = await signedInAs('invited-ivy');
+    const stolen = consoleCookie(ivy.browser)!;
+    const use = () => gateway.app.request('/admin/tenants', { headers: { cookie: `__Host-linkgate_console=${stolen}` }, redirect: 'manual' });
+    expect((await use()).status).toBe(200);
+
+    const removed = await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: 'corp:invited-ivy' }, { follow: false });
+    expect(removed.status, await removed.clone().text()).toBe(303);
+    expect((await use()).status).toBe(303);
+    expect((await ivy.browser.post('/admin/tenants', { csrf: ivy.csrf, id: 'ivy-was-here', name: 'Ivy' }, { follow: false })).status).toBe(401);
+    // Every console session of theirs is ended in the table, not only refused while they are no admin.
+    const rows = await database.db.select().from(webSessions).where(eq(webSessions.externalId, 'invited-ivy'));
+    expect(rows.length).toBeGreaterThan(0);
+    expect(rows.every((row) => row.revokedAt !== null)).toBe(true);
+    expect(await (await owner.browser.get('/admin/admins')).text()).not.toContain('corp:invited-ivy');
+    expect((await signIn(newBrowser(), 'invited-ivy')).headers.get('location')).toBe(`${BASE}/admin/refused`);
+
+    const [row] = await auditRows({ action: 'admin.remove', actor: `admin:corp:${OWNER}` });
+    expect(row).toMatchObject({ tenant: null, target: 'admin:corp:invited-ivy', outcome: 'ok' });
+    expect((row!.detail as { sessionsEnded: number }).sessionsEnded).toBeGreaterThanOrEqual(1);
+
+    // Again: nobody to remove. An entry of LINKGATE_ADMINS is the environment's. A bad identity is a 400.
+    expect((await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: 'corp:invited-ivy' }, { follow: false })).status).toBe(404);
+    const listed = await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: `corp:${SUPPORT}` }, { follow: false });
+    expect(listed.status).toBe(400);
+    expect(await listed.text()).toContain('LINKGATE_ADMINS');
+    expect((await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: 'no colon' }, { follow: false })).status).toBe(400);
+    expect((await gateway.app.request('/admin/tenants', { headers: { cookie: `__Host-linkgate_console=${consoleCookie(owner.browser)}` }, redirect: 'manual' })).status).toBe(200);
+  });
+
+  it('support and a tenant\'s admin have no Admins page or link, and their forced posts are refused server-side and audited', async () => {
+    const { token } = await createInvite(database.db, new Date(clock));
+    secrets.push(token);
+    const [open] = (await (await owner.browser.get('/admin/admins')).text()).match(/inv_[A-Za-z0-9_-]{16}/g)!.slice(-1);
+    for (const sub of [SUPPORT, QUIZ_ADMIN]) {
+      const { browser, csrf } = await signedInAs(sub);
+      expect(await (await browser.get('/admin/tenants')).text()).not.toContain('/admin/admins');
+      const page = await browser.get('/admin/admins');
+      expect(page.status, sub).toBe(403);
+      const invites = await openInviteCount();
+      const forced: Array<[string, Record<string, string>]> = [
+        ['/admin/admins/invites', {}],
+        [`/admin/admins/invites/${open}/revoke`, {}],
+        ['/admin/admins/remove', { identity: `discord:${DISCORD_ACCOUNT}` }],
+      ];
+      for (const [path, form] of forced) expect((await browser.post(path, { csrf, ...form }, { follow: false })).status, `${sub} ${path}`).toBe(403);
+      expect(await openInviteCount()).toBe(invites);
+      const refused = (await auditRows({ actor: `admin:corp:${sub}` })).filter((row) => row.action.startsWith('admin.') && row.outcome === 'refused');
+      expect(refused.slice(0, 3).map((row) => [row.action, row.code]).sort()).toEqual([
+        ['admin.invite', 'forbidden'],
+        ['admin.invite_revoke', 'forbidden'],
+        ['admin.remove', 'forbidden'],
+      ]);
+    }
+    // The invited Discord owner is still one, and the invite still open.
+    expect(await (await owner.browser.get('/admin/admins')).text()).toContain(`discord:${DISCORD_ACCOUNT}`);
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
   });
 });
 
