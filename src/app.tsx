@@ -308,6 +308,7 @@ export function createGateway(deps: AppDeps) {
       now,
       apps: openId.apps,
       signingKeys: openId.signingKeys,
+      consoleOpen: config.admins.length > 0,
     }),
   );
 

@@ -27,7 +27,7 @@ import type { Logger } from 'pino';
 import * as v from 'valibot';
 import type { Brand, ConsoleAdmin } from '../config.ts';
 import { AUDIT_ACTIONS, AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
-import { acceptInvite, createInvite, InviteId, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner, invitedOwners, invitedProviders, openInvites, removeInvitedOwner, revokeInvite } from '../core/console-invites.ts';
+import { acceptInvite, InviteId, InviteToken, INVITE_TTL_SECONDS, inviteOpen, invitedOwner, invitedOwners, invitedProviders, openInvites, removeInvitedOwner, revokeInvite } from '../core/console-invites.ts';
 import { randomToken } from '../core/crypto.ts';
 import { isLinkgateError, LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId, UserId } from '../core/ids.ts';
@@ -45,7 +45,7 @@ import { createWebSessions, type WebSession } from '../core/web-sessions.ts';
 import { listDeliveries, retryDelivery } from '../core/webhooks.ts';
 import type { Db } from '../db/client.ts';
 import type { LinkRow } from '../db/schema.ts';
-import { configureProvider, CreateAppBody, createTenantApp, deleteTenantApp, environmentOnly, streamOf, tenantProviders, webhookEndpoint, WebhookBody } from './admin.ts';
+import { configureProvider, CreateAppBody, createTenantApp, deleteTenantApp, environmentOnly, makeInvite, streamOf, tenantProviders, webhookEndpoint, WebhookBody } from './admin.ts';
 import { checkCsrfToken, checkSameOrigin, csrfTokenOf, readForm, sessionCookie } from './cookie-session.ts';
 import { bodyLimit, type AppEnv } from './middleware.ts';
 import { readBrowserCookie, setBrowserCookie } from './oauth.tsx';
@@ -1047,7 +1047,6 @@ export function consoleRoutes(deps: ConsoleDeps) {
   // ── Admins (owners only) ────────────────────────────────────────────────
 
   const ownersOnly = () => new LinkgateError('forbidden', 'only owners manage admins', { status: 403 });
-  const inviteUrl = (token: string) => new URL(`/admin/invite/${token}`, deps.publicBaseUrl).href;
 
   /** LINKGATE_ADMINS' entries (read-only), the owners invites made (removable), and the open invites (revocable). */
   async function adminsPage(c: Context<AppEnv>, who: SignedIn, created?: { url: string; expiresAt: Date }) {
@@ -1126,11 +1125,11 @@ export function consoleRoutes(deps: ConsoleDeps) {
   app.post(
     '/admins/invites',
     change('admin.invite', 'owner', async (c, _form, who, note) => {
-      const made = await createInvite(db, new Date(now()));
+      const made = await makeInvite(db, deps.publicBaseUrl, new Date(now()));
       note.target = `invite:${made.id}`;
       // The link makes an owner: shown to this owner once, never audited.
-      note.detail = { expiresAt: made.expiresAt.toISOString() };
-      return adminsPage(c, who, { url: inviteUrl(made.token), expiresAt: made.expiresAt });
+      note.detail = { expiresAt: made.expiresAt };
+      return adminsPage(c, who, { url: made.url, expiresAt: new Date(made.expiresAt) });
     }),
   );
 

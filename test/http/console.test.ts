@@ -20,6 +20,7 @@ import { cliEnv, createCliDatabase, runCliHere } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, listen, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
 import { parseConfig } from '../../src/config.ts';
+import { CreatedInviteAnswer, InvitesAnswer } from '../../src/http/admin.ts';
 
 const BASE = 'https://link.example';
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
@@ -579,6 +580,7 @@ describe('invites', () => {
         const rows = JSON.stringify(await listAudit(database.db, { limit: 500 }));
         expect(rows).toContain('"action":"admin.invite"');
         expect(rows).toContain('"actor":"cli"');
+        expect(rows).toContain(`"target":"invite:inv_`);
         expect(rows).not.toContain(token);
         const dump = JSON.stringify(await database.db.execute('select * from console_invites'));
         expect(dump).not.toContain(token);
@@ -764,6 +766,59 @@ describe('admins (owners only)', () => {
     // The invited Discord owner is still one, and the invite still open.
     expect(await (await owner.browser.get('/admin/admins')).text()).toContain(`discord:${DISCORD_ACCOUNT}`);
     expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
+  });
+});
+
+describe('invites through the operator API', () => {
+  const OPERATOR_KEY = 'lg_operator_console_key_0123456789abcdefghij';
+  const operator = (on: TestGateway, path: string, method = 'GET') => on.app.request(`/api/admin/v1${path}`, { method, headers: { authorization: `Bearer ${OPERATOR_KEY}`, 'user-agent': UA } });
+
+  it('POST /console/invites makes a one-time link (201, shown once), GET lists the open ones by id, DELETE revokes one; audited as the operator key, never the link', async () => {
+    const ops = await createTestGateway(database, { env: { ...env(), LINKGATE_ADMIN_KEYS: OPERATOR_KEY }, now: () => clock });
+    const made = await operator(ops, '/console/invites', 'POST');
+    expect(made.status).toBe(201);
+    const invite = v.parse(CreatedInviteAnswer, await made.json());
+    const token = invite.url.slice(`${BASE}/admin/invite/`.length);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    secrets.push(token);
+    expect(Date.parse(invite.expiresAt) - clock).toBe(3600_000);
+    // The link works on the console (of any instance on this database).
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
+
+    const listed = v.parse(InvitesAnswer, await (await operator(ops, '/console/invites')).json());
+    expect(listed.invites.map((i) => i.id)).toContain(invite.id);
+    expect(JSON.stringify(listed)).not.toContain(token);
+
+    expect((await operator(ops, `/console/invites/${invite.id}`, 'DELETE')).status).toBe(204);
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(404);
+    expect(v.parse(InvitesAnswer, await (await operator(ops, '/console/invites')).json()).invites.map((i) => i.id)).not.toContain(invite.id);
+    const again = await operator(ops, `/console/invites/${invite.id}`, 'DELETE');
+    expect(again.status).toBe(404);
+    expect(await again.json()).toEqual({ error: { code: 'not_found', message: 'there is no open invite with this id (it was used, it expired, or it was revoked)' } });
+    expect((await operator(ops, '/console/invites/inv_bad', 'DELETE')).status).toBe(400);
+
+    const [createdRow] = await auditRows({ action: 'admin.invite' });
+    expect(createdRow).toMatchObject({ actor: expect.stringMatching(/^operator-key:[0-9a-f]{12}$/), tenant: null, target: `invite:${invite.id}`, outcome: 'ok', userAgent: UA, detail: { expiresAt: invite.expiresAt } });
+    const revoked = await auditRows({ action: 'admin.invite_revoke', actor: createdRow!.actor });
+    expect(revoked.map((row) => [row.target, row.outcome, row.code])).toEqual([
+      [null, 'refused', 'bad_request'],
+      [`invite:${invite.id}`, 'refused', 'not_found'],
+      [`invite:${invite.id}`, 'ok', null],
+    ]);
+    expect(JSON.stringify(await auditRows())).not.toContain(token);
+  });
+
+  it('refuses every invite route while LINKGATE_ADMINS is empty (409 console_closed), and writes no invite', async () => {
+    const closed = await createTestGateway(database, { env: { ...env(), LINKGATE_ADMINS: '', LINKGATE_ADMIN_KEYS: OPERATOR_KEY }, now: () => clock });
+    const before = (await database.db.select().from(consoleInvites)).length;
+    for (const [path, method] of [['/console/invites', 'POST'], ['/console/invites', 'GET'], ['/console/invites/inv_AAAAAAAAAAAAAAAA', 'DELETE']] as const) {
+      const answer = await operator(closed, path, method);
+      expect(answer.status, `${method} ${path}`).toBe(409);
+      expect(((await answer.json()) as { error: { code: string } }).error.code).toBe('console_closed');
+    }
+    expect((await database.db.select().from(consoleInvites)).length).toBe(before);
+    const [row] = await auditRows({ action: 'admin.invite' });
+    expect(row).toMatchObject({ outcome: 'refused', code: 'console_closed' });
   });
 });
 
