@@ -3,7 +3,7 @@
  * valid an hour, that makes whoever signs in with it first an owner of the
  * console. The table keeps the token's SHA-256 only, so a database dump hands
  * out no invite. An invite adds owners to a console LINKGATE_ADMINS has opened;
- * it never opens one (src/http/console.tsx is not mounted without an entry).
+ * it never opens one (src/http/console/ is not mounted without an entry).
  */
 import * as v from 'valibot';
 import type { Db } from '../db/client.ts';
