@@ -30,7 +30,7 @@ import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, t
 import { oauthRoutes } from './http/oauth.tsx';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
-import { CONSOLE_SESSION, consoleRoutes, type Console } from './http/console.tsx';
+import { CONSOLE_SESSION, consoleRoutes, type Console } from './http/console/index.tsx';
 import { accountRoutes, ACCOUNT_SESSION } from './http/account.tsx';
 import { createWebSessions } from './core/web-sessions.ts';
 import { DEFAULT_TENANT } from './core/ids.ts';
@@ -308,6 +308,7 @@ export function createGateway(deps: AppDeps) {
       now,
       apps: openId.apps,
       signingKeys: openId.signingKeys,
+      consoleOpen: config.admins.length > 0,
     }),
   );
 

@@ -80,13 +80,16 @@ export function botRequest(gateway: RunningGateway, config: Config, method: Gate
   return callGateway(gateway, { method, path: `/api/v1${path}`, key: config.apiKeys[0]!, ...options });
 }
 
-/** The operator API (/api/admin/v1): the first of LINKGATE_ADMIN_KEYS, which both must have. */
-export function operatorRequest(gateway: RunningGateway, config: Config, method: GatewayRequest['method'], path: string, body?: unknown): Promise<Response> {
+/**
+ * The operator API (/api/admin/v1): the first of LINKGATE_ADMIN_KEYS, which
+ * both must have. `commands` names what goes through it, for the refusal.
+ */
+export function operatorRequest(gateway: RunningGateway, config: Config, method: GatewayRequest['method'], path: string, body?: unknown, commands = 'tenants commands'): Promise<Response> {
   const noOperatorApi = (why: string) =>
     new CliError(
       EXIT.failure,
       'operator_api_disabled',
-      `${gateway.describe} holds the embedded database, and tenants commands then go through its operator API, ${why}: set LINKGATE_ADMIN_KEYS and restart the gateway, or stop it to run this command on the database directly`,
+      `${gateway.describe} holds the embedded database, and ${commands} then go through its operator API, ${why}: set LINKGATE_ADMIN_KEYS and restart the gateway, or stop it to run this command on the database directly`,
     );
   const [key] = config.adminKeys;
   if (key === undefined) throw noOperatorApi('which needs one of LINKGATE_ADMIN_KEYS, and none is set');

@@ -48,6 +48,8 @@ export const AUDIT_ACTIONS = [
   'admin.sign_out',
   'admin.invite',
   'admin.invite_accept',
+  'admin.invite_revoke',
+  'admin.remove',
   'admin.sign_in_refused',
   'operator_api.refused',
 ] as const;

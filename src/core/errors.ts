@@ -92,6 +92,9 @@ const defaultStatus = {
   provider_not_per_tenant: 400,
   /** A signing-key rotation while the last one's next key has not started signing. */
   key_rotation_pending: 409,
+  // the admin console
+  /** An invite asked for while LINKGATE_ADMINS is empty: an invite never opens a closed console. */
+  console_closed: 409,
   // storage and everything unexpected
   decrypt_failed: 500,
   internal_error: 500,

@@ -139,6 +139,17 @@ export function createWebSessions(db: Db, options: WebSessionStoreOptions) {
         .returning({ idHash: webSessions.idHash });
       return ended.length;
     },
+
+    /** Ends every live session (of this purpose) signed in as this identity, whatever user it was: an admin the console no longer has. */
+    async revokeIdentity(identity: { provider: string; externalId: string }): Promise<number> {
+      const at = new Date(now());
+      const ended = await db
+        .update(webSessions)
+        .set({ revokedAt: at })
+        .where(and(live(at), eq(webSessions.provider, identity.provider), eq(webSessions.externalId, identity.externalId)))
+        .returning({ idHash: webSessions.idHash });
+      return ended.length;
+    },
   };
 }
 

@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import * as v from 'valibot';
 import { BrandColor, BrandIconUrl, BrandName, isLoopback, SupportUrl } from '../config.ts';
 import { AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
+import { createInvite, InviteId, openInvites, revokeInvite } from '../core/console-invites.ts';
 import { createApiKeyIdentifier } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
@@ -50,6 +51,8 @@ export interface AdminRoutesDeps {
   apps: OpenIdApps;
   /** The keys the tenants' OpenID Providers sign with; a rotation reaches every instance. */
   signingKeys: SigningKeyAdmin;
+  /** LINKGATE_ADMINS names someone: the admin console is open, and invites to it may be made. */
+  consoleOpen: boolean;
 }
 
 // ── Requests ────────────────────────────────────────────────────────────────
@@ -224,6 +227,20 @@ export const SigningKeyAnswer = v.strictObject({
   expiresAt: v.nullable(IsoTime),
 });
 export const SigningKeysAnswer = v.strictObject({ signingKeys: v.array(SigningKeyAnswer) });
+export const InviteParams = v.object({ id: v.pipe(InviteId, v.description('an invite id, inv_…, as the list shows it')) });
+/** A new invite to the admin console: the link is in this answer only. */
+export const CreatedInviteAnswer = v.strictObject({ id: v.string(), url: v.pipe(v.string(), v.url()), expiresAt: IsoTime });
+export const InvitesAnswer = v.strictObject({ invites: v.array(v.strictObject({ id: v.string(), createdAt: IsoTime, expiresAt: IsoTime })) });
+
+/** An invite never opens a closed console (src/core/console-invites.ts): asked for one while LINKGATE_ADMINS is empty. */
+export const consoleClosed = () =>
+  new LinkgateError('console_closed', 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first');
+
+/** Makes an invite (the console's Admins page, this API and `linkgate admin invite`): its link, shown once. */
+export async function makeInvite(db: Db, publicBaseUrl: URL, now: Date): Promise<v.InferOutput<typeof CreatedInviteAnswer>> {
+  const made = await createInvite(db, now);
+  return { id: made.id, url: new URL(`/admin/invite/${made.token}`, publicBaseUrl).href, expiresAt: made.expiresAt.toISOString() };
+}
 
 export const signingKeyAnswer = (key: SigningKeyInfo): v.InferOutput<typeof SigningKeyAnswer> => ({
   kid: key.kid,
@@ -622,6 +639,41 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       note.detail = { publishSeconds: body.publishSeconds, signsFrom: key.signsFrom.toISOString() };
       c.get('log')().info({ tenant, kid: key.kid, signsFrom: key.signsFrom.toISOString() }, 'signing key rotated');
       return c.json(signingKeyAnswer(key), 201);
+    }),
+  );
+
+  // ── Invites to the admin console ────────────────────────────────────────
+
+  /** A one-time link that makes its first user an owner of the console (as `linkgate admin invite`); the link is in this answer only. */
+  app.post(
+    '/console/invites',
+    audited('admin.invite', async (c, note) => {
+      if (!deps.consoleOpen) throw consoleClosed();
+      const made = await makeInvite(deps.db, deps.publicBaseUrl, new Date(now()));
+      note.target = `invite:${made.id}`;
+      // The link makes an owner: never audited, never logged.
+      note.detail = { expiresAt: made.expiresAt };
+      c.get('log')().info({ invite: made.id }, 'console invite made');
+      return c.json(made, 201);
+    }),
+  );
+
+  /** The open invites (not used, not expired), by id. */
+  app.get('/console/invites', async (c) => {
+    if (!deps.consoleOpen) throw consoleClosed();
+    const open = await openInvites(deps.db, new Date(now()));
+    return c.json({ invites: open.map((i) => ({ id: i.id, createdAt: i.createdAt.toISOString(), expiresAt: i.expiresAt.toISOString() })) });
+  });
+
+  app.delete(
+    '/console/invites/:id',
+    audited('admin.invite_revoke', async (c, note) => {
+      if (!deps.consoleOpen) throw consoleClosed();
+      const { id } = parseInput(InviteParams, c.req.param());
+      note.target = `invite:${id}`;
+      if (!(await revokeInvite(deps.db, id, new Date(now())))) throw new LinkgateError('not_found', 'there is no open invite with this id (it was used, it expired, or it was revoked)');
+      c.get('log')().info({ invite: id }, 'console invite revoked');
+      return c.body(null, 204);
     }),
   );
 

@@ -48,7 +48,7 @@ const json = <T>(text: string) => JSON.parse(text) as T;
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'linkgate-cli-live-'));
-  env = cliEnv(dataDir, { ANILIST_CLIENT_ID: '12345', ANILIST_CLIENT_SECRET: 'anilist-client-secret-0123456789', LINKGATE_ADMIN_KEYS: ADMIN_KEY });
+  env = cliEnv(dataDir, { ANILIST_CLIENT_ID: '12345', ANILIST_CLIENT_SECRET: 'anilist-client-secret-0123456789', LINKGATE_ADMIN_KEYS: ADMIN_KEY, LINKGATE_ADMINS: 'owner=anilist:1' });
   expect((await runCli(['migrate'], env)).code).toBe(0);
   expect((await runCli(['tenants', 'create', 'quizbot', 'Quiz Bot'], env)).code).toBe(0);
   expect((await runCli(['tenants', 'keys', 'create', 'quizbot', 'production'], env)).code).toBe(0);
@@ -144,6 +144,46 @@ describe('while the gateway runs on the embedded database', () => {
     expect(refused.stderr.split('\n')).toHaveLength(2);
     const asJson = await runCli(['tenants', 'list', '--json'], without);
     expect(json(asJson.stderr)).toMatchObject({ error: { code: 'operator_api_disabled' } });
+  });
+
+  it('`admin invite` makes its invite through the operator API: the link works on the gateway, audited as the operator key, never the link', async () => {
+    const made = await runCli(['admin', 'invite', '--json'], env);
+    expect(made.code, made.stderr).toBe(0);
+    const { id, url, expiresAt } = json<{ id: string; url: string; expiresAt: string }>(made.stdout);
+    expect(id).toMatch(/^inv_[A-Za-z0-9_-]{16}$/);
+    expect(url).toMatch(/\/admin\/invite\/[A-Za-z0-9_-]{43}$/);
+    expect(made.stderr).toBe(`linkgate: this link works once, until ${expiresAt}; whoever signs in with it first becomes an owner of the console (invite ${id})\n`);
+    const token = url.slice(url.lastIndexOf('/') + 1);
+    const opened = await fetch(`${gateway!.base}/admin/invite/${token}`, { redirect: 'manual' });
+    expect(opened.status).toBe(200);
+    expect(await opened.text()).toContain('You are invited to the Linkgate console');
+    const operator = { headers: { authorization: `Bearer ${ADMIN_KEY}` } };
+    const listed = json<{ invites: { id: string }[] }>(await (await fetch(`${gateway!.base}/api/admin/v1/console/invites`, operator)).text());
+    expect(listed.invites.map((i) => i.id)).toContain(id);
+    const audit = await (await fetch(`${gateway!.base}/api/admin/v1/audit?action=admin.invite`, operator)).text();
+    expect(json<{ events: unknown[] }>(audit).events[0]).toMatchObject({ actor: expect.stringMatching(/^operator-key:/), target: `invite:${id}`, outcome: 'ok' });
+    expect(audit).not.toContain(token);
+
+    const text = await runCli(['admin', 'invite'], env);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^http:\/\/[^ ]+\/admin\/invite\/[A-Za-z0-9_-]{43}\n$/);
+  });
+
+  it('`admin invite` without LINKGATE_ADMIN_KEYS says to set them and restart the gateway, or to stop it; without LINKGATE_ADMINS it refuses before asking', async () => {
+    const { LINKGATE_ADMIN_KEYS: _, ...without } = env;
+    expect(await runCli(['admin', 'invite'], without)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr:
+        `linkgate admin invite: the gateway running on DATA_DIR ${dataDir} (pid ${gateway!.child.pid}) holds the embedded database, and \`admin invite\` and the tenants commands then go through its operator API, ` +
+        'which needs one of LINKGATE_ADMIN_KEYS, and none is set: set LINKGATE_ADMIN_KEYS and restart the gateway, or stop it to run this command on the database directly\n',
+    });
+    const { LINKGATE_ADMINS: __, ...closed } = env;
+    expect(await runCli(['admin', 'invite', '--json'], closed)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `${JSON.stringify({ error: { code: 'console_closed', message: 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first' } })}\n`,
+    });
   });
 
   it('`migrate` says the gateway migrated the database at start-up', async () => {

@@ -5,6 +5,7 @@
  * provider, creates an API key (shown once), finds a link by its account's
  * name, opens it, sees its events and unlinks it; a support admin sees the
  * pages with no secret and no write control, and a forced write is refused;
+ * an owner manages admins (an invite shown once, then revoked); support has no Admins page;
  * a person not in LINKGATE_ADMINS is refused, and that is audited. Every page:
  * no axe-core violation of any impact (the issue asks for no serious or
  * critical one), nothing wider than the screen,
@@ -28,7 +29,7 @@ import { inspectPage, launchChromium, listen, WIDTHS, type Width } from './brows
 const SHOTS = fileURLToPath(new URL('../.tmp/screenshots/console', import.meta.url));
 const DOC_SHOTS = fileURLToPath(new URL('../../docs/images/console', import.meta.url));
 /** The pictures README's "Operating Linkgate from the browser" shows. */
-const IN_README = new Set(['tenants-desktop', 'provider-desktop', 'api-key-desktop', 'link-desktop', 'audit-desktop', 'link-support-phone', 'refused-phone']);
+const IN_README = new Set(['tenants-desktop', 'provider-desktop', 'api-key-desktop', 'link-desktop', 'audit-desktop', 'admins-desktop', 'link-support-phone', 'refused-phone']);
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
 const TENANT_CORP_SECRET = 'tenant-corp-secret-abcdefghijklmnopqrstuv';
 const DISCORD = { DISCORD_CLIENT_ID: '1100000000000000001', DISCORD_CLIENT_SECRET: 'discord-client-secret-0123456789', DISCORD_SCOPES: 'identify' };
@@ -196,6 +197,30 @@ describe.each(Object.keys(WIDTHS) as Width[])('the console at %s width', (width)
     await linkDiscord(botUser, account, accountName);
   });
 
+  it('an owner opens Admins: LINKGATE_ADMINS read-only, creates an invite shown once, and revokes it', async () => {
+    const context = await open();
+    const page = await signIn(context, OWNER);
+    await page.getByRole('heading', { name: 'Tenants' }).waitFor();
+    await page.getByRole('link', { name: 'Admins' }).click();
+    await page.getByRole('heading', { name: 'Admins', exact: true }).waitFor();
+    expect(await page.getByText('from LINKGATE_ADMINS', { exact: true }).count()).toBe(2);
+    await page.getByRole('button', { name: 'Create an invite' }).click();
+    const url = (await page.locator('#invite-url').textContent())!;
+    expect(url).toMatch(new RegExp(`^${server.url}/admin/invite/[A-Za-z0-9_-]{43}$`));
+    secrets.push(url.slice(url.lastIndexOf('/') + 1));
+    await page.getByRole('region', { name: 'Open invites' }).waitFor();
+    await inspect(page, 'admins', width);
+    // Revoked: the list has one fewer, and the link is refused.
+    const revocable = await page.getByRole('button', { name: 'Revoke' }).count();
+    await page.getByRole('button', { name: 'Revoke' }).last().click();
+    await page.getByRole('heading', { name: 'Admins', exact: true }).waitFor();
+    expect(await page.getByRole('button', { name: 'Revoke' }).count()).toBe(revocable - 1);
+    expect((await fetch(url)).status).toBe(404);
+    const [row] = (await listAudit(database.db, { action: 'admin.invite_revoke' })).events;
+    expect(row).toMatchObject({ actor: `admin:corp:${OWNER}`, outcome: 'ok' });
+    await context.close();
+  });
+
   it('a support admin sees the same pages without any secret or write control, and a forced write is refused', async () => {
     const context = await open();
     const page = await signIn(context, SUPPORT);
@@ -215,6 +240,7 @@ describe.each(Object.keys(WIDTHS) as Width[])('the console at %s width', (width)
       // No control that changes anything: the only form that posts is signing out.
       expect(await page.locator('form[method="post"]').count(), path).toBe(1);
       expect(await page.getByRole('button', { name: /Create|Save|Revoke|Unlink|Refresh|Retire|Delete|Test/ }).count(), path).toBe(0);
+      expect(await page.getByRole('link', { name: 'Admins' }).count(), path).toBe(0);
       await inspect(page, name, width);
     }
     // Forced: the page's own token, posted by hand from the page to the unlink it does not show.
@@ -226,6 +252,8 @@ describe.each(Object.keys(WIDTHS) as Width[])('the console at %s width', (width)
     }, `/admin/t/default/links/discord/${botUser}/unlink`);
     expect(status).toBe(403);
     expect((await gateway.api(`/users/${botUser}/links/discord`)).status).toBe(200);
+    await page.goto(`${server.url}/admin/admins`);
+    await page.getByRole('heading', { name: 'Not allowed' }).waitFor();
     await context.close();
   });
 

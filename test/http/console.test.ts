@@ -11,8 +11,8 @@ import { list as listAudit } from '../../src/core/audit.ts';
 import { createInvite, inviteOpen } from '../../src/core/console-invites.ts';
 import { purgeExpired } from '../../src/core/purge.ts';
 import type { Database } from '../../src/db/client.ts';
-import { eq } from '../../src/db/orm.ts';
-import { webhookDeliveries } from '../../src/db/schema.ts';
+import { eq, isNull } from '../../src/db/orm.ts';
+import { consoleInvites, webhookDeliveries, webSessions } from '../../src/db/schema.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -20,6 +20,7 @@ import { cliEnv, createCliDatabase, runCliHere } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, listen, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
 import { parseConfig } from '../../src/config.ts';
+import { CreatedInviteAnswer, InvitesAnswer } from '../../src/http/admin.ts';
 
 const BASE = 'https://link.example';
 const CORP_SECRET = 'corp-client-secret-0123456789abcdef';
@@ -154,6 +155,9 @@ describe('closed by default', () => {
       ['GET', '/admin/audit.csv'],
       ['GET', '/admin/refused'],
       ['GET', '/admin/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'],
+      ['GET', '/admin/admins'],
+      ['POST', '/admin/admins/invites'],
+      ['POST', '/admin/admins/remove'],
       ['POST', '/admin/sign-in'],
       ['POST', '/admin/tenants'],
       ['POST', '/admin/t/default/api-keys'],
@@ -521,6 +525,9 @@ describe('CSRF', () => {
     [`/admin/t/default/links/discord/${BOT_USER}/refresh`, {}],
     [`/admin/t/default/links/discord/${BOT_USER}/relink`, {}],
     [`/admin/t/default/links/discord/${BOT_USER}/unlink`, {}],
+    ['/admin/admins/invites', {}],
+    ['/admin/admins/invites/inv_AAAAAAAAAAAAAAAA/revoke', {}],
+    ['/admin/admins/remove', { identity: 'corp:nobody' }],
     ['/admin/sign-out', {}],
   ];
 
@@ -573,6 +580,7 @@ describe('invites', () => {
         const rows = JSON.stringify(await listAudit(database.db, { limit: 500 }));
         expect(rows).toContain('"action":"admin.invite"');
         expect(rows).toContain('"actor":"cli"');
+        expect(rows).toContain(`"target":"invite:inv_`);
         expect(rows).not.toContain(token);
         const dump = JSON.stringify(await database.db.execute('select * from console_invites'));
         expect(dump).not.toContain(token);
@@ -637,6 +645,180 @@ describe('invites', () => {
     expect(await (await later.get('/admin/tenants')).text()).toContain(`discord:${DISCORD_ACCOUNT} · owner`);
     // A second tab that polls the finished sign-in lands on the console, not a 404.
     expect((await later.get('/admin/signed-in', { follow: false })).headers.get('location')).toBe('/admin');
+  });
+});
+
+describe('admins (owners only)', () => {
+  let owner: { browser: TestBrowser; csrf: string };
+  beforeAll(async () => {
+    owner = await signedInAs(OWNER);
+  });
+
+  const openInviteCount = async () => (await database.db.select().from(consoleInvites).where(isNull(consoleInvites.usedAt))).filter((row) => row.expiresAt.getTime() > clock).length;
+
+  it('lists LINKGATE_ADMINS read-only, marked as such, and the owners invites made, each with when invited and accepted', async () => {
+    const tenants = await (await owner.browser.get('/admin/tenants')).text();
+    expect(tenants).toContain('href="/admin/admins"');
+    const page = await owner.browser.get('/admin/admins');
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    for (const identity of [`corp:${OWNER}`, `corp:${SUPPORT}`, `corp:${QUIZ_ADMIN}`]) expect(html).toContain(`<code>${identity}</code>`);
+    expect(html.match(/from LINKGATE_ADMINS<\/span>/g)).toHaveLength(3);
+    // The environment's entries have no control; each invited owner has Remove.
+    const removes = [...html.matchAll(/<form method="post" action="\/admin\/admins\/remove"><input type="hidden" name="csrf" value="[^"]+"\/><input type="hidden" name="identity" value="([^"]+)"\/>/g)].map((m) => m[1]);
+    expect(removes.sort()).toEqual([`corp:invited-ivy`, `discord:${DISCORD_ACCOUNT}`]);
+    const ivy = /<tr><td><code>corp:invited-ivy<\/code><\/td><td>([^<]+)<\/td><td>([^<]+)<\/td>/.exec(html)!;
+    expect(ivy[1]).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+    expect(ivy[2]).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+  });
+
+  it('creates an invite shown once, lists it among the open ones by id, and revokes it: the link stops working; both audited, never the link', async () => {
+    const before = await openInviteCount();
+    const created = await owner.browser.post('/admin/admins/invites', { csrf: owner.csrf });
+    expect(created.status).toBe(201);
+    const html = await created.text();
+    const url = /<code id="invite-url">([^<]+)<\/code>/.exec(html)![1]!;
+    expect(url).toMatch(new RegExp(`^${BASE}/admin/invite/[A-Za-z0-9_-]{43}$`));
+    const token = url.slice(`${BASE}/admin/invite/`.length);
+    secrets.push(token);
+    expect(await openInviteCount()).toBe(before + 1);
+    const id = /<code>(inv_[A-Za-z0-9_-]{16})<\/code>/.exec(html)![1]!;
+    // Shown once: the list names it by id, never the link.
+    const listed = await (await owner.browser.get('/admin/admins')).text();
+    expect(listed).toContain(`/admin/admins/invites/${id}/revoke`);
+    expect(listed).not.toContain(token);
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
+
+    const revoked = await owner.browser.post(`/admin/admins/invites/${id}/revoke`, { csrf: owner.csrf }, { follow: false });
+    expect(revoked.status).toBe(303);
+    expect(revoked.headers.get('location')).toBe('/admin/admins');
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(404);
+    expect(await openInviteCount()).toBe(before);
+    expect((await owner.browser.post(`/admin/admins/invites/${id}/revoke`, { csrf: owner.csrf }, { follow: false })).status).toBe(404);
+    expect((await owner.browser.post('/admin/admins/invites/not-an-id/revoke', { csrf: owner.csrf }, { follow: false })).status).toBe(400);
+
+    const actor = `admin:corp:${OWNER}`;
+    const [made] = await auditRows({ action: 'admin.invite', actor });
+    expect(made).toMatchObject({ tenant: null, target: `invite:${id}`, outcome: 'ok', detail: { expiresAt: expect.any(String) } });
+    const revokes = await auditRows({ action: 'admin.invite_revoke', actor });
+    expect(revokes.slice(0, 3).map((row) => [row.target, row.outcome, row.code])).toEqual([
+      [null, 'refused', 'bad_request'],
+      [`invite:${id}`, 'refused', 'not_found'],
+      [`invite:${id}`, 'ok', null],
+    ]);
+    expect(JSON.stringify(await auditRows())).not.toContain(token);
+  });
+
+  it('removes an owner an invite made: their session stops working at once (revoked server-side), and they are refused when they sign in again', async () => {
+    const ivy = await signedInAs('invited-ivy');
+    const stolen = consoleCookie(ivy.browser)!;
+    const use = () => gateway.app.request('/admin/tenants', { headers: { cookie: `__Host-linkgate_console=${stolen}` }, redirect: 'manual' });
+    expect((await use()).status).toBe(200);
+
+    const removed = await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: 'corp:invited-ivy' }, { follow: false });
+    expect(removed.status, await removed.clone().text()).toBe(303);
+    expect((await use()).status).toBe(303);
+    expect((await ivy.browser.post('/admin/tenants', { csrf: ivy.csrf, id: 'ivy-was-here', name: 'Ivy' }, { follow: false })).status).toBe(401);
+    // Every console session of theirs is ended in the table, not only refused while they are no admin.
+    const rows = await database.db.select().from(webSessions).where(eq(webSessions.externalId, 'invited-ivy'));
+    expect(rows.length).toBeGreaterThan(0);
+    expect(rows.every((row) => row.revokedAt !== null)).toBe(true);
+    expect(await (await owner.browser.get('/admin/admins')).text()).not.toContain('corp:invited-ivy');
+    expect((await signIn(newBrowser(), 'invited-ivy')).headers.get('location')).toBe(`${BASE}/admin/refused`);
+
+    const [row] = await auditRows({ action: 'admin.remove', actor: `admin:corp:${OWNER}` });
+    expect(row).toMatchObject({ tenant: null, target: 'admin:corp:invited-ivy', outcome: 'ok' });
+    expect((row!.detail as { sessionsEnded: number }).sessionsEnded).toBeGreaterThanOrEqual(1);
+
+    // Again: nobody to remove. An entry of LINKGATE_ADMINS is the environment's. A bad identity is a 400.
+    expect((await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: 'corp:invited-ivy' }, { follow: false })).status).toBe(404);
+    const listed = await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: `corp:${SUPPORT}` }, { follow: false });
+    expect(listed.status).toBe(400);
+    expect(await listed.text()).toContain('LINKGATE_ADMINS');
+    expect((await owner.browser.post('/admin/admins/remove', { csrf: owner.csrf, identity: 'no colon' }, { follow: false })).status).toBe(400);
+    expect((await gateway.app.request('/admin/tenants', { headers: { cookie: `__Host-linkgate_console=${consoleCookie(owner.browser)}` }, redirect: 'manual' })).status).toBe(200);
+  });
+
+  it('support and a tenant\'s admin have no Admins page or link, and their forced posts are refused server-side and audited', async () => {
+    const { token } = await createInvite(database.db, new Date(clock));
+    secrets.push(token);
+    const [open] = (await (await owner.browser.get('/admin/admins')).text()).match(/inv_[A-Za-z0-9_-]{16}/g)!.slice(-1);
+    for (const sub of [SUPPORT, QUIZ_ADMIN]) {
+      const { browser, csrf } = await signedInAs(sub);
+      expect(await (await browser.get('/admin/tenants')).text()).not.toContain('/admin/admins');
+      const page = await browser.get('/admin/admins');
+      expect(page.status, sub).toBe(403);
+      const invites = await openInviteCount();
+      const forced: Array<[string, Record<string, string>]> = [
+        ['/admin/admins/invites', {}],
+        [`/admin/admins/invites/${open}/revoke`, {}],
+        ['/admin/admins/remove', { identity: `discord:${DISCORD_ACCOUNT}` }],
+      ];
+      for (const [path, form] of forced) expect((await browser.post(path, { csrf, ...form }, { follow: false })).status, `${sub} ${path}`).toBe(403);
+      expect(await openInviteCount()).toBe(invites);
+      const refused = (await auditRows({ actor: `admin:corp:${sub}` })).filter((row) => row.action.startsWith('admin.') && row.outcome === 'refused');
+      expect(refused.slice(0, 3).map((row) => [row.action, row.code]).sort()).toEqual([
+        ['admin.invite', 'forbidden'],
+        ['admin.invite_revoke', 'forbidden'],
+        ['admin.remove', 'forbidden'],
+      ]);
+    }
+    // The invited Discord owner is still one, and the invite still open.
+    expect(await (await owner.browser.get('/admin/admins')).text()).toContain(`discord:${DISCORD_ACCOUNT}`);
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
+  });
+});
+
+describe('invites through the operator API', () => {
+  const OPERATOR_KEY = 'lg_operator_console_key_0123456789abcdefghij';
+  const operator = (on: TestGateway, path: string, method = 'GET') => on.app.request(`/api/admin/v1${path}`, { method, headers: { authorization: `Bearer ${OPERATOR_KEY}`, 'user-agent': UA } });
+
+  it('POST /console/invites makes a one-time link (201, shown once), GET lists the open ones by id, DELETE revokes one; audited as the operator key, never the link', async () => {
+    const ops = await createTestGateway(database, { env: { ...env(), LINKGATE_ADMIN_KEYS: OPERATOR_KEY }, now: () => clock });
+    const made = await operator(ops, '/console/invites', 'POST');
+    expect(made.status).toBe(201);
+    const invite = v.parse(CreatedInviteAnswer, await made.json());
+    const token = invite.url.slice(`${BASE}/admin/invite/`.length);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    secrets.push(token);
+    expect(Date.parse(invite.expiresAt) - clock).toBe(3600_000);
+    // The link works on the console (of any instance on this database).
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(200);
+
+    const listed = v.parse(InvitesAnswer, await (await operator(ops, '/console/invites')).json());
+    expect(listed.invites.map((i) => i.id)).toContain(invite.id);
+    expect(JSON.stringify(listed)).not.toContain(token);
+
+    expect((await operator(ops, `/console/invites/${invite.id}`, 'DELETE')).status).toBe(204);
+    expect((await newBrowser().get(`/admin/invite/${token}`)).status).toBe(404);
+    expect(v.parse(InvitesAnswer, await (await operator(ops, '/console/invites')).json()).invites.map((i) => i.id)).not.toContain(invite.id);
+    const again = await operator(ops, `/console/invites/${invite.id}`, 'DELETE');
+    expect(again.status).toBe(404);
+    expect(await again.json()).toEqual({ error: { code: 'not_found', message: 'there is no open invite with this id (it was used, it expired, or it was revoked)' } });
+    expect((await operator(ops, '/console/invites/inv_bad', 'DELETE')).status).toBe(400);
+
+    const [createdRow] = await auditRows({ action: 'admin.invite' });
+    expect(createdRow).toMatchObject({ actor: expect.stringMatching(/^operator-key:[0-9a-f]{12}$/), tenant: null, target: `invite:${invite.id}`, outcome: 'ok', userAgent: UA, detail: { expiresAt: invite.expiresAt } });
+    const revoked = await auditRows({ action: 'admin.invite_revoke', actor: createdRow!.actor });
+    expect(revoked.map((row) => [row.target, row.outcome, row.code])).toEqual([
+      [null, 'refused', 'bad_request'],
+      [`invite:${invite.id}`, 'refused', 'not_found'],
+      [`invite:${invite.id}`, 'ok', null],
+    ]);
+    expect(JSON.stringify(await auditRows())).not.toContain(token);
+  });
+
+  it('refuses every invite route while LINKGATE_ADMINS is empty (409 console_closed), and writes no invite', async () => {
+    const closed = await createTestGateway(database, { env: { ...env(), LINKGATE_ADMINS: '', LINKGATE_ADMIN_KEYS: OPERATOR_KEY }, now: () => clock });
+    const before = (await database.db.select().from(consoleInvites)).length;
+    for (const [path, method] of [['/console/invites', 'POST'], ['/console/invites', 'GET'], ['/console/invites/inv_AAAAAAAAAAAAAAAA', 'DELETE']] as const) {
+      const answer = await operator(closed, path, method);
+      expect(answer.status, `${method} ${path}`).toBe(409);
+      expect(((await answer.json()) as { error: { code: string } }).error.code).toBe('console_closed');
+    }
+    expect((await database.db.select().from(consoleInvites)).length).toBe(before);
+    const [row] = await auditRows({ action: 'admin.invite' });
+    expect(row).toMatchObject({ outcome: 'refused', code: 'console_closed' });
   });
 });
 
