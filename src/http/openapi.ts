@@ -215,7 +215,7 @@ const badRequest: Response = { description: 'a parameter or the body is invalid'
 const relink = (description: string): Response => ({ description, schema: RelinkAnswer });
 const unconfigured: Response = { description: 'the provider is not configured (the message says what it needs)', schema: ErrorAnswer };
 
-export const botOperations: Operation[] = [
+const botRoutes: Operation[] = [
   {
     method: 'get',
     path: '/api/v1/providers',
@@ -429,6 +429,26 @@ export const botOperations: Operation[] = [
     responses: { 200: { description: 'the database answers', schema: ReadyAnswer }, 503: { description: 'the database does not answer', schema: ReadyAnswer } },
   },
 ];
+
+/**
+ * Every /api/v1 route: a key names its tenant, and an `x-tenant-id` header
+ * may only confirm it (src/http/api.ts's botGate), else 403 `tenant_mismatch`.
+ */
+const TenantCheck = v.object({
+  'x-tenant-id': v.optional(v.pipe(v.string(), v.description('the tenant the bot means; a key of another tenant is refused (403 tenant_mismatch)'))),
+});
+const mismatch = 'x-tenant-id names another tenant than the API key’s';
+const checksTenant = (op: Operation): Operation => {
+  if (!op.path.startsWith('/api/v1/')) return op;
+  const refused = op.responses[403];
+  return {
+    ...op,
+    headers: v.object({ ...op.headers?.entries, ...TenantCheck.entries }),
+    responses: { ...op.responses, 403: refused ? { ...refused, description: `${refused.description}; or \`tenant_mismatch\`: ${mismatch}` } : failure(['tenant_mismatch'], mismatch) },
+  };
+};
+
+export const botOperations: Operation[] = botRoutes.map(checksTenant);
 
 // ── The operator API (src/http/admin.ts) ───────────────────────────────────
 

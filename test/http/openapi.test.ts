@@ -186,6 +186,19 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'get /readyz 200': async () => gateway.app.request('/readyz'),
   'get /readyz 503': async () => offline.app.request('/readyz'),
 };
+/** A bot key with an x-tenant-id naming another tenant: refused before the route does anything. */
+Object.assign(
+  scenarios,
+  Object.fromEntries(
+    operations
+      .filter((op) => op.responses[403]?.codes?.join() === 'tenant_mismatch')
+      .map((op) => {
+        const path = op.path.slice('/api/v1'.length).replace(':userId', 'u-ok').replace(':provider', 'token').replace(':nsid', 'app.bsky.actor.getProfile').replace(':id', 'evt_x').replace('*', 'echo');
+        return [`${op.method} ${op.path} 403`, () => gateway.api(path, { method: op.method.toUpperCase(), headers: { 'x-tenant-id': 'another' } })];
+      }),
+  ),
+);
+
 // ── The operator API ───────────────────────────────────────────────────────
 
 const keyOf = (op: Operation) => `${op.method} ${op.path}`;
@@ -386,6 +399,7 @@ describe('GET /openapi.json', () => {
       ['provider', 'path', true],
       ['timeoutSeconds', 'query', false],
       ['since', 'query', false],
+      ['x-tenant-id', 'header', false],
     ]);
     const body = doc.paths['/api/v1/link-urls']!.post!.requestBody!.content['application/json']!.schema;
     expect(Object.keys(body.properties).sort()).toEqual(['provider', 'returnTo', 'scopes', 'userId', 'userName']);
@@ -440,6 +454,17 @@ describe('every documented answer is a real answer', () => {
       if (response.codes) expect(response.codes).toContain((body as { error: { code: string } }).error.code);
     },
   );
+});
+
+describe('the operator API without LINKGATE_ADMIN_KEYS', () => {
+  it('answers 404 not_found on every route, as its 404 says, even with a key that works elsewhere', async () => {
+    expect(operatorOperations.length).toBeGreaterThan(20);
+    for (const op of operatorOperations) {
+      expect(op.responses[404]?.codes).toContain('not_found');
+      const answer = await operatorCall(op, 'oa', { on: standard });
+      expect([keyOf(op), answer.status, ((await answer.json()) as { error: { code: string } }).error.code]).toEqual([keyOf(op), 404, 'not_found']);
+    }
+  });
 });
 
 describe('GET /docs', () => {
