@@ -13,7 +13,7 @@ import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import * as v from 'valibot';
 import { BrandColor, BrandIconUrl, BrandName, isLoopback, SupportUrl } from '../config.ts';
-import { AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
+import { AUDIT_ACTIONS, AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
 import { createInvite, InviteId, openInvites, revokeInvite } from '../core/console-invites.ts';
 import { createApiKeyIdentifier } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
@@ -241,6 +241,33 @@ export async function makeInvite(db: Db, publicBaseUrl: URL, now: Date): Promise
   const made = await createInvite(db, now);
   return { id: made.id, url: new URL(`/admin/invite/${made.token}`, publicBaseUrl).href, expiresAt: made.expiresAt.toISOString() };
 }
+
+/** `GET /audit`: a page of the audit trail, newest first (src/core/audit.ts's AuditEvent). */
+export const AuditAnswer = v.strictObject({
+  events: v.array(
+    v.strictObject({
+      id: v.string(),
+      at: IsoTime,
+      tenant: v.nullable(v.string()),
+      actor: v.pipe(v.string(), v.description('cli, operator-key:<key digest id>, or admin:<provider>:<externalId>')),
+      action: v.picklist(AUDIT_ACTIONS),
+      target: v.nullable(v.string()),
+      outcome: v.picklist(['ok', 'refused', 'failed']),
+      code: v.nullable(v.pipe(v.string(), v.description('the error code of a refused or failed change'))),
+      clientAddress: v.nullable(v.string()),
+      userAgent: v.nullable(v.string()),
+      detail: v.pipe(v.nullable(v.record(v.string(), v.union([v.string(), v.number(), v.boolean(), v.null(), v.array(v.string())]))), v.description('facts, never a secret')),
+    }),
+  ),
+  nextCursor: v.pipe(v.nullable(v.string()), v.description('pass as cursor for older rows; null on the last page')),
+});
+
+/** `GET …/links:export`: `?plaintext=true` exports the credentials in the clear (without a Linkgate-Passphrase). */
+export const ExportQuery = v.object({ plaintext: v.optional(v.picklist(['true', 'false'], 'plaintext must be true or false'), 'false') });
+/** The passphrase an export is sealed with, and a sealed export is imported with. */
+export const PassphraseHeaders = v.object({
+  'linkgate-passphrase': v.optional(v.pipe(v.string(), v.description('seals the credentials (an export: 12 characters at least), or opens a sealed export (an import)'))),
+});
 
 export const signingKeyAnswer = (key: SigningKeyInfo): v.InferOutput<typeof SigningKeyAnswer> => ({
   kid: key.kid,
@@ -729,7 +756,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       note.target = 'links';
       await deps.tenants.require(tenant);
       const passphrase = c.req.header('linkgate-passphrase');
-      const plaintext = c.req.query('plaintext') === 'true';
+      const plaintext = parseInput(ExportQuery, c.req.query()).plaintext === 'true';
       if (passphrase === undefined && !plaintext) {
         throw new LinkgateError('bad_request', 'give a Linkgate-Passphrase header to seal the credentials, or ?plaintext=true to export them in the clear');
       }

@@ -4,13 +4,14 @@ import { raw } from 'hono/html';
 import type { JsonSchema } from '@valibot/to-json-schema';
 import { EXAMPLES, type Example } from './examples.ts';
 import type { AppEnv } from './middleware.ts';
-import { openApiDocument, openApiPath, operations, type Operation } from './openapi.ts';
+import { authOf, openApiDocument, openApiPath, operations, type Operation } from './openapi.ts';
 
 /**
  * `GET /docs`: the API as a page a person reads, on a phone too: grouped by
- * what a bot author wants to do, a table of contents, and for each route its
- * parameters in words, an example curl line and its answer, and what each
- * status means. The schemas themselves are in `/openapi.json`.
+ * what a bot author (then an operator, then an app's author) wants to do, a
+ * table of contents, and for each route its parameters in words, an example
+ * curl line and its answer, and what each status means. The schemas
+ * themselves are in `/openapi.json`.
  */
 
 const STYLE = `
@@ -24,7 +25,7 @@ const STYLE = `
   h4 { font-size: .95rem; margin: 1rem 0 .25rem; }
   article { background: #fff; border: 1px solid #d5dae0; border-radius: .5rem; padding: 1rem; margin: 1rem 0; }
   .method { display: inline-block; font: 700 .85rem ui-monospace, monospace; padding: .1rem .4rem; border-radius: .25rem; margin-right: .35rem; color: #fff; }
-  .get { background: #0b6b3a; } .post { background: #1a56b8; } .delete { background: #a4262c; }
+  .get { background: #0b6b3a; } .post { background: #1a56b8; } .delete { background: #a4262c; } .put { background: #6b3fa0; } .patch { background: #8a4b00; }
   code, pre { font-family: ui-monospace, monospace; font-size: .875rem; }
   code { overflow-wrap: anywhere; }
   pre { background: #eef1f4; padding: .6rem .75rem; border-radius: .4rem; white-space: pre-wrap; overflow-wrap: anywhere; margin: .25rem 0; }
@@ -76,7 +77,49 @@ const TASKS: Task[] = [
     routes: ['get /api/v1/webhooks/deliveries', 'post /api/v1/webhooks/deliveries/:id/retry'],
   },
   { id: 'gateway', title: 'The gateway', blurb: 'What can be linked here, and health checks for load balancers.', routes: ['get /api/v1/providers', 'get /healthz', 'get /readyz'] },
+  {
+    id: 'tenants',
+    title: 'Operator: tenants',
+    blurb: 'The operator API (Authorization: Bearer <one of LINKGATE_ADMIN_KEYS>; without them every route answers 404). A tenant is one bot or app, with its own keys, providers and users; default is the environment’s.',
+    routes: ['post /api/admin/v1/tenants', 'get /api/admin/v1/tenants', 'get /api/admin/v1/tenants/:tenant', 'patch /api/admin/v1/tenants/:tenant', 'delete /api/admin/v1/tenants/:tenant'],
+  },
+  {
+    id: 'tenant-keys',
+    title: 'Operator: keys and secrets',
+    blurb: 'A tenant’s bot API keys and the secrets its bots sign link contexts with; each is shown once, in the answer that creates it.',
+    routes: ['post /api/admin/v1/tenants/:tenant/api-keys', 'get /api/admin/v1/tenants/:tenant/api-keys', 'delete /api/admin/v1/tenants/:tenant/api-keys/:id', 'post /api/admin/v1/tenants/:tenant/context-secrets', 'get /api/admin/v1/tenants/:tenant/context-secrets', 'delete /api/admin/v1/tenants/:tenant/context-secrets/:id'],
+  },
+  {
+    id: 'tenant-providers',
+    title: 'Operator: providers and webhook',
+    blurb: 'A tenant’s own provider apps (the variables a single-tenant deployment reads from its environment) and where its link events go.',
+    routes: ['get /api/admin/v1/tenants/:tenant/providers', 'put /api/admin/v1/tenants/:tenant/providers/:provider', 'delete /api/admin/v1/tenants/:tenant/providers/:provider', 'put /api/admin/v1/tenants/:tenant/webhook', 'delete /api/admin/v1/tenants/:tenant/webhook'],
+  },
+  {
+    id: 'tenant-apps',
+    title: 'Operator: sign-in apps and keys',
+    blurb: 'The apps people sign in to through the tenant’s OpenID Provider (and the web-session API), and the keys its tokens are signed with.',
+    routes: ['post /api/admin/v1/tenants/:tenant/apps', 'get /api/admin/v1/tenants/:tenant/apps', 'delete /api/admin/v1/tenants/:tenant/apps/:clientId', 'get /api/admin/v1/tenants/:tenant/signing-keys', 'post /api/admin/v1/tenants/:tenant/signing-keys'],
+  },
+  {
+    id: 'tenant-links',
+    title: 'Operator: links in and out, and the audit trail',
+    blurb: 'A tenant’s links as JSON lines, out and back in (sealed with a passphrase), and every change made through this API, the console and the command line.',
+    routes: ['post /api/admin/v1/tenants/:tenant/links:import', 'get /api/admin/v1/tenants/:tenant/links:export', 'get /api/admin/v1/audit', 'get /api/admin/v1/audit.csv'],
+  },
+  {
+    id: 'sign-in',
+    title: 'Sign people in to a same-site app',
+    blurb: 'The web-session API, for an app behind the same reverse proxy as the gateway: a sign-in with one of the tenant’s providers that ends in a cookie session (see also the OpenID Provider at /.well-known/openid-configuration).',
+    routes: ['get /api/auth/:provider/start', 'get /api/auth/session', 'post /api/auth/logout'],
+  },
 ];
+
+/** Where a parameter goes, in words. */
+const WHERE = { path: 'in the path', query: 'in the query', header: 'a request header' } as const;
+
+/** Who may call, in words, after each route's description. */
+const NEEDS = { bot: '', operator: 'Needs an operator key.', session: 'Needs the session cookie.', public: 'No API key needed.' } as const;
 
 const keyOf = (op: Operation) => `${op.method} ${op.path}`;
 const anchorOf = (op: Operation) => `${op.method}-${op.path.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '')}`;
@@ -90,9 +133,23 @@ function parameterText(required: boolean, schema: JsonSchema & { description?: s
   return parts.join('; ');
 }
 
+/** How each kind of caller shows who it is, as a curl option. */
+const CREDENTIALS = {
+  bot: ' -H "Authorization: Bearer $LINKGATE_API_KEY"',
+  operator: ' -H "Authorization: Bearer $LINKGATE_ADMIN_KEY"',
+  session: ' -b "linkgate_session=$SESSION"',
+  public: '',
+} as const;
+
+/** Text for inside a single-quoted shell word: a quote closes it, is escaped, and reopens it. */
+const shellQuoted = (text: string) => text.replaceAll("'", "'\\''");
+
 function curlOf(op: Operation, example: Example, base: string): string {
-  const lines = [`curl${op.method === 'get' ? '' : ` -X ${op.method.toUpperCase()}`}${op.public ? '' : ' -H "Authorization: Bearer $LINKGATE_API_KEY"'}`];
-  if (example.body !== undefined) lines.push(`-H 'content-type: application/json' -d '${JSON.stringify(example.body)}'`);
+  const lines = [`curl${op.method === 'get' ? '' : ` -X ${op.method.toUpperCase()}`}${CREDENTIALS[authOf(op)]}`];
+  for (const [name, value] of Object.entries(example.requestHeaders ?? {})) lines.push(`-H '${name}: ${shellQuoted(value)}'`);
+  if (example.body !== undefined) {
+    lines.push(`-H 'content-type: ${op.bodyType ?? 'application/json'}' -d '${shellQuoted(JSON.stringify(example.body))}'`);
+  }
   lines.push(`'${base}${example.path}'`);
   return lines.join(' \\\n  ');
 }
@@ -108,7 +165,7 @@ function OperationArticle(props: { op: Operation; doc: ReturnType<typeof openApi
         <code>{op.path}</code>
       </h3>
       <p>
-        <strong>{op.summary}.</strong> {op.description ?? ''} {op.public ? 'No API key needed.' : ''}
+        <strong>{op.summary}.</strong> {op.description ?? ''} {NEEDS[authOf(op)]}
       </p>
       {described.parameters.length > 0 ? (
         <>
@@ -117,7 +174,7 @@ function OperationArticle(props: { op: Operation; doc: ReturnType<typeof openApi
             {described.parameters.map((p) => (
               <>
                 <dt>
-                  <code>{p.name}</code> <span class="muted">({p.in === 'path' ? 'in the path' : 'in the query'})</span>
+                  <code>{p.name}</code> <span class="muted">({WHERE[p.in as keyof typeof WHERE]})</span>
                 </dt>
                 <dd>{parameterText(p.required, p.schema)}</dd>
               </>
@@ -138,7 +195,7 @@ function OperationArticle(props: { op: Operation; doc: ReturnType<typeof openApi
           </p>
           {example.answer === undefined ? null : (
             <pre>
-              <code>{JSON.stringify(example.answer, null, 2)}</code>
+              <code>{typeof example.answer === 'string' ? example.answer : JSON.stringify(example.answer, null, 2)}</code>
             </pre>
           )}
         </>
@@ -179,9 +236,10 @@ export function docsRoutes(publicBaseUrl: URL) {
               <main>
                 <h1>Linkgate API reference</h1>
                 <p>
-                  Every <code>/api/v1</code> route needs <code>Authorization: Bearer &lt;one of LINKGATE_API_KEYS&gt;</code>. Errors are{' '}
-                  <code>{'{ "error": { "code", "message" } }'}</code> with a stable <code>code</code>. The same API as OpenAPI 3.1, with every schema:{' '}
-                  <a href="/openapi.json">/openapi.json</a>.
+                  Every <code>/api/v1</code> route needs <code>Authorization: Bearer &lt;one of LINKGATE_API_KEYS&gt;</code> (or a key the operator made for a tenant);
+                  every <code>/api/admin/v1</code> route an operator key, <code>Authorization: Bearer &lt;one of LINKGATE_ADMIN_KEYS&gt;</code>; the{' '}
+                  <code>/api/auth</code> routes are called by browsers, with the session cookie. Errors are <code>{'{ "error": { "code", "message" } }'}</code> with a
+                  stable <code>code</code>. The same API as OpenAPI 3.1, with every schema: <a href="/openapi.json">/openapi.json</a>.
                 </p>
                 <nav aria-label="Contents">
                   <h2>Contents</h2>

@@ -1,12 +1,51 @@
 /**
- * The bot API described as OpenAPI 3.1, generated from the valibot schemas
- * the routes validate with (requests) and answer with (responses, checked
- * against real answers in test/http/openapi.test.ts). `GET /openapi.json`
- * serves it; `GET /docs` renders it as a page.
+ * The gateway's HTTP APIs described as OpenAPI 3.1, generated from the
+ * valibot schemas the routes validate with (requests) and answer with
+ * (responses, checked against real answers in test/http/openapi.test.ts):
+ * the bot API (`/api/v1`, src/http/api.ts), the operator API
+ * (`/api/admin/v1`, src/http/admin.ts) and the web-session API
+ * (`/api/auth`, src/http/web-session.ts). `GET /openapi.json` serves it;
+ * `GET /docs` renders it as a page. A new route is one more entry in
+ * `botOperations`, `operatorOperations` or `signInOperations` below (the test
+ * fails until it is, and until each status it documents has a real request).
  */
 import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema';
 import * as v from 'valibot';
+import type { ErrorCode } from '../core/errors.ts';
+import {
+  ApiKeyParams,
+  ApiKeysAnswer,
+  AppParams,
+  AppsAnswer,
+  AuditAnswer,
+  ContextSecretParams,
+  ContextSecretsAnswer,
+  CreateApiKeyBody,
+  CreateAppBody,
+  CreatedApiKeyAnswer,
+  CreatedAppAnswer,
+  CreatedContextSecretAnswer,
+  CreateTenantBody,
+  ExportQuery,
+  PassphraseHeaders,
+  ProviderConfigAnswer,
+  ProviderConfigBody,
+  RotateSigningKeyBody,
+  SigningKeyAnswer,
+  SigningKeysAnswer,
+  TenantAnswer,
+  TenantDetailAnswer,
+  TenantParams,
+  TenantProviderParams,
+  TenantProvidersAnswer,
+  TenantsAnswer,
+  UpdateTenantBody,
+  WebhookAnswer,
+  WebhookBody,
+} from './admin.ts';
+import { AuditQuery } from '../core/audit.ts';
 import { DeliveriesQuery, DeliveryParams, LinkEventsQuery, LinkParams, LinkQuery, LinkUrlBody, ProxyParams, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
+import { SESSION_COOKIE, SessionAnswer, SessionQuery, StartAnswer, StartParams, StartQuery, TenantHeaders } from './web-session.ts';
 
 // ── Answers ────────────────────────────────────────────────────────────────
 
@@ -126,32 +165,57 @@ export const ReadyAnswer = v.strictObject({ status: v.picklist(['ready', 'unavai
 // ── Operations ─────────────────────────────────────────────────────────────
 
 type Schema = v.GenericSchema;
+type Fields = v.ObjectSchema<v.ObjectEntries, undefined>;
 interface Response {
   description: string;
   schema?: Schema;
-  /** Response headers worth a bot's attention, by name. */
+  /** The body's media type, when it is not JSON (a CSV file, JSON lines). */
+  contentType?: string;
+  /** The error codes (src/core/errors.ts) this status answers with; the test checks real answers carry one of them. */
+  codes?: readonly ErrorCode[];
+  /** Response headers worth a caller's attention, by name. */
   headers?: Record<string, { description: string; schema: JsonSchema }>;
 }
+/**
+ * Who may call: `bot` a bot API key (LINKGATE_API_KEYS or a tenant's),
+ * `operator` an operator key (LINKGATE_ADMIN_KEYS), `session` a browser with
+ * a web-session cookie, `public` anyone.
+ */
+export type Auth = 'bot' | 'operator' | 'session' | 'public';
 export interface Operation {
   method: 'get' | 'post' | 'put' | 'patch' | 'delete';
   /** Hono style (`/api/v1/users/:userId/links`). */
   path: string;
   summary: string;
   description?: string;
-  tag: 'links' | 'providers' | 'health' | 'atproto' | 'webhooks' | 'proxy';
-  params?: v.ObjectSchema<v.ObjectEntries, undefined>;
-  query?: v.ObjectSchema<v.ObjectEntries, undefined>;
+  tag: 'links' | 'providers' | 'health' | 'atproto' | 'webhooks' | 'proxy' | 'operator' | 'sign-in';
+  /** Default `bot`. */
+  auth?: Auth;
+  params?: Fields;
+  query?: Fields;
+  /** Request headers the route reads, by lower-case name. */
+  headers?: Fields;
   body?: Schema;
-  public?: boolean;
+  /** The request body's media type, when it is not JSON. */
+  bodyType?: string;
   responses: Record<number, Response>;
 }
+
+export const authOf = (op: Operation): Auth => op.auth ?? 'bot';
+
+/** An error answer: its codes lead the description, as the page and the document show them. */
+const failure = (codes: readonly ErrorCode[], description: string): Response => ({
+  description: `${codes.map((code) => `\`${code}\``).join(' or ')}: ${description}`,
+  schema: ErrorAnswer,
+  codes,
+});
 
 const unauthorized: Response = { description: 'missing or wrong API key', schema: ErrorAnswer };
 const badRequest: Response = { description: 'a parameter or the body is invalid', schema: ErrorAnswer };
 const relink = (description: string): Response => ({ description, schema: RelinkAnswer });
 const unconfigured: Response = { description: 'the provider is not configured (the message says what it needs)', schema: ErrorAnswer };
 
-export const operations: Operation[] = [
+const botRoutes: Operation[] = [
   {
     method: 'get',
     path: '/api/v1/providers',
@@ -322,7 +386,9 @@ export const operations: Operation[] = [
     description:
       'JSON lines (Content-Type: application/x-ndjson), one link per line: { userId, provider, externalId, externalName?, credentials: { accessToken, refreshToken?, expiresAt?, scopes? } }, at most 10 000 lines and 8 MiB; or an export of the operator API with its Linkgate-Passphrase header. Each line is validated and stored (sealed) on its own; a line identical to what is stored is unchanged.',
     tag: 'links',
+    headers: PassphraseHeaders,
     body: v.pipe(v.unknown(), v.description('JSON lines: one link object per line (the example shows one line)')),
+    bodyType: 'application/x-ndjson',
     responses: {
       200: { description: 'what happened to each line', schema: ImportAnswer },
       400: badRequest,
@@ -353,16 +419,344 @@ export const operations: Operation[] = [
       404: { description: 'no such delivery, or already delivered', schema: ErrorAnswer },
     },
   },
-  { method: 'get', path: '/healthz', summary: 'Liveness', tag: 'health', public: true, responses: { 200: { description: 'the process answers', schema: HealthAnswer } } },
+  { method: 'get', path: '/healthz', summary: 'Liveness', tag: 'health', auth: 'public', responses: { 200: { description: 'the process answers', schema: HealthAnswer } } },
   {
     method: 'get',
     path: '/readyz',
     summary: 'Readiness',
     tag: 'health',
-    public: true,
+    auth: 'public',
     responses: { 200: { description: 'the database answers', schema: ReadyAnswer }, 503: { description: 'the database does not answer', schema: ReadyAnswer } },
   },
 ];
+
+/**
+ * Every /api/v1 route: a key names its tenant, and an `x-tenant-id` header
+ * may only confirm it (src/http/api.ts's botGate), else 403 `tenant_mismatch`.
+ */
+const TenantCheck = v.object({
+  'x-tenant-id': v.optional(v.pipe(v.string(), v.description('the tenant the bot means; a key of another tenant is refused (403 tenant_mismatch)'))),
+});
+const mismatch = 'x-tenant-id names another tenant than the API key’s';
+const checksTenant = (op: Operation): Operation => {
+  if (!op.path.startsWith('/api/v1/')) return op;
+  const refused = op.responses[403];
+  return {
+    ...op,
+    headers: v.object({ ...op.headers?.entries, ...TenantCheck.entries }),
+    responses: { ...op.responses, 403: refused ? { ...refused, description: `${refused.description}; or \`tenant_mismatch\`: ${mismatch}` } : failure(['tenant_mismatch'], mismatch) },
+  };
+};
+
+export const botOperations: Operation[] = botRoutes.map(checksTenant);
+
+// ── The operator API (src/http/admin.ts) ───────────────────────────────────
+
+const ADMIN = '/api/admin/v1';
+const operatorUnauthorized = failure(['unauthorized'], 'missing or wrong operator key (the answer says `WWW-Authenticate: Bearer`)');
+/** Every operator route answers 404 `not_found` when LINKGATE_ADMIN_KEYS is unset, as if it did not exist. */
+const OFF = 'the operator API is off (LINKGATE_ADMIN_KEYS unset)';
+const operatorOff = failure(['not_found'], OFF);
+const noTenant = failure(['tenant_not_found', 'not_found'], `no such tenant; or ${OFF}`);
+const noSuch = (what: string) => failure(['tenant_not_found', 'not_found'], `no such tenant, or it has no ${what}; or ${OFF}`);
+const invalid = (what = 'a parameter or the body is invalid (the message names the field, never its value)') => failure(['bad_request'], what);
+const badTenant = invalid('the tenant id is not one (1–40 lowercase letters, digits and hyphens)');
+const deleted: Response = { description: 'deleted' };
+
+/** A route of one tenant, `:tenant` in its path: the same 400, 401 and 404 as every other. */
+const tenantRoute = (op: Omit<Operation, 'tag' | 'auth' | 'path'> & { path: string }): Operation => ({
+  tag: 'operator',
+  auth: 'operator',
+  params: TenantParams,
+  ...op,
+  path: `${ADMIN}/tenants/:tenant${op.path}`,
+  responses: { 400: badTenant, 401: operatorUnauthorized, 404: noTenant, ...op.responses },
+});
+
+export const operatorOperations: Operation[] = [
+  {
+    method: 'get',
+    path: `${ADMIN}/audit`,
+    summary: 'Read the audit trail',
+    description: 'Every change made through the operator API, the console and the command line, and every request refused for its operator key; newest first, a page at a time.',
+    tag: 'operator',
+    auth: 'operator',
+    query: AuditQuery,
+    responses: { 200: { description: 'a page of rows', schema: AuditAnswer }, 400: invalid('a filter is invalid'), 401: operatorUnauthorized, 404: operatorOff },
+  },
+  {
+    method: 'get',
+    path: `${ADMIN}/audit.csv`,
+    summary: 'Export the audit trail as CSV',
+    description: 'Every row the filters select (cursor and limit aside), newest first, as an RFC 4180 file with a header line; the export is itself audited.',
+    tag: 'operator',
+    auth: 'operator',
+    query: AuditQuery,
+    responses: {
+      200: { description: 'the rows: id, at, tenant, actor, action, target, outcome, code, clientAddress, userAgent, detail (JSON)', contentType: 'text/csv', schema: v.pipe(v.string(), v.description('CSV, a header line first')) },
+      400: invalid('a filter is invalid'),
+      401: operatorUnauthorized,
+      404: operatorOff,
+    },
+  },
+  {
+    method: 'post',
+    path: `${ADMIN}/tenants`,
+    summary: 'Create a tenant',
+    tag: 'operator',
+    auth: 'operator',
+    body: CreateTenantBody,
+    responses: {
+      201: { description: 'created', schema: TenantAnswer },
+      400: invalid('the id or the name is invalid'),
+      401: operatorUnauthorized,
+      404: operatorOff,
+      409: failure(['tenant_exists'], 'a tenant with this id exists'),
+    },
+  },
+  {
+    method: 'get',
+    path: `${ADMIN}/tenants`,
+    summary: 'List tenants',
+    tag: 'operator',
+    auth: 'operator',
+    responses: { 200: { description: 'every tenant, default included', schema: TenantsAnswer }, 401: operatorUnauthorized, 404: operatorOff },
+  },
+  tenantRoute({
+    method: 'get',
+    path: '',
+    summary: 'Show a tenant',
+    responses: { 200: { description: 'the tenant, its settings, and how many keys and secrets it has', schema: TenantDetailAnswer } },
+  }),
+  tenantRoute({
+    method: 'patch',
+    path: '',
+    summary: 'Change a tenant',
+    description: 'Renames it, or sets (null: clears) its API rate limit per key, its pages’ branding and its user provider; the default tenant’s are the environment’s.',
+    body: UpdateTenantBody,
+    responses: { 200: { description: 'the tenant as it now is', schema: TenantDetailAnswer }, 400: invalid('a field is invalid, or names a setting of the default tenant (the environment’s)') },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '',
+    summary: 'Delete a tenant',
+    description: 'Unlinks every link it has (revoking upstream where the provider can), then removes it and everything it has. The default tenant cannot be deleted.',
+    responses: {
+      204: {
+        description: 'deleted',
+        headers: { 'Linkgate-Unlinked': { description: 'how many links went with it', schema: { type: 'string', pattern: '^[0-9]+$' } } },
+      },
+      400: invalid('the tenant id is invalid, or it is the default tenant'),
+    },
+  }),
+  tenantRoute({
+    method: 'post',
+    path: '/api-keys',
+    summary: 'Create a bot API key',
+    description: 'The key is in this answer only; the gateway keeps its digest.',
+    body: CreateApiKeyBody,
+    responses: { 201: { description: 'the key, shown once', schema: CreatedApiKeyAnswer }, 400: invalid('the tenant id or the name is invalid') },
+  }),
+  tenantRoute({
+    method: 'get',
+    path: '/api-keys',
+    summary: 'List bot API keys',
+    responses: { 200: { description: 'the tenant’s keys, never a key itself', schema: ApiKeysAnswer } },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '/api-keys/:id',
+    summary: 'Revoke a bot API key',
+    params: ApiKeyParams,
+    responses: { 204: deleted, 400: invalid('the tenant id or the key id is invalid'), 404: noSuch('API key with this id') },
+  }),
+  tenantRoute({
+    method: 'post',
+    path: '/context-secrets',
+    summary: 'Create a link-context secret',
+    description: 'A secret the tenant’s bots sign link contexts with; several may be active at once, for rotation. The secret is in this answer only.',
+    responses: { 201: { description: 'the secret, shown once', schema: CreatedContextSecretAnswer } },
+  }),
+  tenantRoute({
+    method: 'get',
+    path: '/context-secrets',
+    summary: 'List active link-context secrets',
+    responses: { 200: { description: 'ids and times, never a secret', schema: ContextSecretsAnswer } },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '/context-secrets/:id',
+    summary: 'Retire a link-context secret',
+    description: 'Contexts signed with it are refused from now on.',
+    params: ContextSecretParams,
+    responses: { 204: { description: 'retired' }, 400: invalid('the tenant id or the secret id is invalid'), 404: noSuch('active context secret with this id') },
+  }),
+  tenantRoute({
+    method: 'get',
+    path: '/providers',
+    summary: 'List a tenant’s providers',
+    responses: { 200: { description: 'every provider, whether this tenant configured it, and what it still needs', schema: TenantProvidersAnswer } },
+  }),
+  tenantRoute({
+    method: 'put',
+    path: '/providers/:provider',
+    summary: 'Configure a provider for a tenant',
+    description:
+      'Exactly the variables the provider reads from the environment in a single-tenant deployment (DISCORD_CLIENT_ID…; for an OpenID provider `corp`, CORP_ISSUER, CORP_CLIENT_ID…), checked as the module reads them and stored sealed as the tenant’s next version; links made with an older version keep refreshing with it. Secret values are never shown again.',
+    params: TenantProviderParams,
+    body: ProviderConfigBody,
+    responses: {
+      200: { description: 'configured; secret values masked', schema: ProviderConfigAnswer },
+      400: failure(['bad_request', 'provider_not_per_tenant'], 'a variable is missing or invalid (named, never its value), the tenant is default (configured by the environment), or the provider is the gateway’s only'),
+      404: failure(['tenant_not_found', 'unknown_provider', 'not_found'], `no such tenant or provider; or ${OFF}`),
+    },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '/providers/:provider',
+    summary: 'Remove a tenant’s provider',
+    params: TenantProviderParams,
+    responses: { 204: { description: 'removed' }, 400: invalid('an id is invalid, or the tenant is default (configured by the environment)'), 404: noSuch('configuration for this provider') },
+  }),
+  tenantRoute({
+    method: 'post',
+    path: '/apps',
+    summary: 'Create an app people sign in to',
+    description: 'An OpenID client of the tenant’s OpenID Provider, and an allowlist of the web-session API’s postLoginRedirect. A confidential app’s client secret is in this answer only.',
+    body: CreateAppBody,
+    responses: { 201: { description: 'the client id (and secret)', schema: CreatedAppAnswer }, 400: invalid('a field is invalid, or names a provider the tenant does not have') },
+  }),
+  tenantRoute({
+    method: 'get',
+    path: '/apps',
+    summary: 'List a tenant’s apps',
+    responses: { 200: { description: 'the apps, never a secret', schema: AppsAnswer } },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '/apps/:clientId',
+    summary: 'Delete an app',
+    description: 'Its sign-ins stop at once, and its redirect URIs leave the web-session allowlist.',
+    params: AppParams,
+    responses: { 204: deleted, 400: invalid('the tenant id or the client id is invalid'), 404: noSuch('app with this client id') },
+  }),
+  tenantRoute({
+    method: 'get',
+    path: '/signing-keys',
+    summary: 'List the OpenID Provider’s signing keys',
+    description: 'The keys in the tenant’s JWKS: the one signing, a next one, retired ones until their tokens expire.',
+    responses: { 200: { description: 'the keys, never a private part', schema: SigningKeysAnswer } },
+  }),
+  tenantRoute({
+    method: 'post',
+    path: '/signing-keys',
+    summary: 'Rotate the signing key',
+    description: 'The next key is published now and signs `publishSeconds` later (default a day), so relying parties have it before the first token it signs; the current one then retires.',
+    body: RotateSigningKeyBody,
+    responses: {
+      201: { description: 'the next key', schema: SigningKeyAnswer },
+      400: invalid('the tenant id or publishSeconds is invalid'),
+      409: failure(['key_rotation_pending'], 'the last rotation’s next key has not started signing yet'),
+    },
+  }),
+  tenantRoute({
+    method: 'put',
+    path: '/webhook',
+    summary: 'Set the webhook endpoint',
+    description: 'The tenant’s link events are POSTed to `url`, signed with `secret` (never shown again).',
+    body: WebhookBody,
+    responses: { 200: { description: 'set', schema: WebhookAnswer }, 400: invalid('the url or secret is invalid (plain http off this machine in production), or the tenant is default (the environment’s)') },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '/webhook',
+    summary: 'Remove the webhook endpoint',
+    responses: { 204: { description: 'removed' }, 400: invalid('the tenant id is invalid, or the tenant is default (the environment’s)'), 404: noSuch('webhook') },
+  }),
+  tenantRoute({
+    method: 'post',
+    path: '/links:import',
+    summary: 'Import a tenant’s links',
+    description:
+      'As the bot API’s import, into this tenant: JSON lines (Content-Type: application/x-ndjson), one link per line, at most 10 000 lines and 8 MiB; or an export of this API with its Linkgate-Passphrase header. Each line is validated and stored (sealed) on its own.',
+    headers: PassphraseHeaders,
+    body: v.pipe(v.unknown(), v.description('JSON lines: one link object per line (the example shows one line)')),
+    bodyType: 'application/x-ndjson',
+    responses: {
+      200: { description: 'what happened to each line', schema: ImportAnswer },
+      400: invalid('not JSON lines, an export without its passphrase (or with a wrong one), or the tenant id is invalid'),
+      413: failure(['payload_too_large'], 'more than 8 MiB or 10 000 lines'),
+    },
+  }),
+  tenantRoute({
+    method: 'get',
+    path: '/links:export',
+    summary: 'Export a tenant’s links',
+    description:
+      'Every link of the tenant as JSON lines, the credentials sealed with the Linkgate-Passphrase given (12 characters at least), or in plaintext only with `?plaintext=true`. Imports back as it is, here or into another gateway.',
+    query: ExportQuery,
+    headers: PassphraseHeaders,
+    responses: {
+      200: { description: 'the links', contentType: 'application/x-ndjson', schema: v.pipe(v.string(), v.description('JSON lines: one link per line, after a header line (format, kdf, salt) when sealed')) },
+      400: invalid('neither a passphrase nor plaintext=true, a passphrase shorter than 12 characters, or the tenant id is invalid'),
+    },
+  }),
+];
+
+// ── The web-session API (src/http/web-session.ts) ─────────────────────────
+
+export const signInOperations: Operation[] = [
+  {
+    method: 'get',
+    path: '/api/auth/:provider/start',
+    summary: 'Start a sign-in that ends in a cookie session',
+    description:
+      'For an app behind the same reverse proxy as the gateway. The tenant is x-tenant-id, else tenantId, else the current session’s, else default. postLoginRedirect is checked against the redirect URIs of the tenant’s first-party apps before any provider is contacted. Send the browser to authorizationUrl; the provider’s callback sets the session cookie (HttpOnly, SameSite=Lax, `__Host-` over https) and answers 303 to postLoginRedirect.',
+    tag: 'sign-in',
+    auth: 'public',
+    params: StartParams,
+    query: StartQuery,
+    headers: TenantHeaders,
+    responses: {
+      200: { description: 'mode=json: where to send the browser', schema: StartAnswer },
+      302: { description: 'mode=redirect: to the provider (or the gateway’s own form)', headers: { Location: { description: 'where the sign-in goes on', schema: { type: 'string', format: 'uri' } } } },
+      400: failure(['bad_request', 'redirect_not_allowed'], 'a parameter is invalid, x-tenant-id and tenantId disagree, or postLoginRedirect is not a redirect URI of the tenant’s first-party apps (for this provider)'),
+      404: failure(['tenant_not_found', 'unknown_provider'], 'no such tenant, or no such provider'),
+      502: failure(['provider_unavailable', 'provider_response_invalid'], 'the provider could not be reached, or cannot sign people in'),
+      503: failure(['provider_unconfigured'], 'the provider is not configured for this tenant'),
+      504: failure(['provider_timeout'], 'the provider did not answer in time'),
+    },
+  },
+  {
+    method: 'get',
+    path: '/api/auth/session',
+    summary: 'The signed-in person',
+    description: 'The session this browser’s cookie opens: the user, the account they signed in with, and when the session ends (8 hours, or the provider token’s lifetime when shorter). Unlinking that account ends it.',
+    tag: 'sign-in',
+    auth: 'session',
+    query: SessionQuery,
+    headers: TenantHeaders,
+    responses: {
+      200: { description: 'signed in', schema: SessionAnswer },
+      400: failure(['bad_request'], 'tenantId or x-tenant-id is invalid, or they disagree'),
+      401: failure(['not_signed_in'], 'no session cookie, or its session ended (expired, logged out, unlinked, or another tenant’s)'),
+    },
+  },
+  {
+    method: 'post',
+    path: '/api/auth/logout',
+    summary: 'Sign out',
+    description: 'Ends the session on the server and clears its cookie; with no session it does nothing and says the same.',
+    tag: 'sign-in',
+    auth: 'session',
+    responses: {
+      204: { description: 'signed out' },
+      403: failure(['csrf_failed'], 'a browser’s request from another site (Sec-Fetch-Site and Origin are neither the gateway’s nor one of the tenant’s apps’)'),
+    },
+  },
+];
+
+export const operations: Operation[] = [...botOperations, ...operatorOperations, ...signInOperations];
 
 const json = (schema: Schema, typeMode: 'input' | 'output'): JsonSchema => {
   const { $schema: _, ...rest } = toJsonSchema(schema, { target: 'draft-2020-12', typeMode, errorMode: 'ignore' }) as JsonSchema & { $schema?: string };
@@ -372,7 +766,7 @@ const json = (schema: Schema, typeMode: 'input' | 'output'): JsonSchema => {
 // Only a whole segment is a parameter: `/links:import` is a literal name (AIP-136's custom methods).
 export const openApiPath = (path: string) => path.replace(/\/:([A-Za-z]+)/g, '/{$1}');
 
-function parameters(where: 'path' | 'query', schema: v.ObjectSchema<v.ObjectEntries, undefined> | undefined) {
+function parameters(where: 'path' | 'query' | 'header', schema: Fields | undefined) {
   if (!schema) return [];
   return Object.entries(schema.entries).map(([name, entry]) => ({
     name,
@@ -381,6 +775,13 @@ function parameters(where: 'path' | 'query', schema: v.ObjectSchema<v.ObjectEntr
     schema: json(entry, 'input'),
   }));
 }
+
+const SECURITY: Record<Auth, Array<Record<string, string[]>>> = {
+  bot: [{ apiKey: [] }],
+  operator: [{ operatorKey: [] }],
+  session: [{ sessionCookie: [] }],
+  public: [],
+};
 
 /** The OpenAPI 3.1 document for this gateway. */
 export function openApiDocument(serverUrl: string) {
@@ -392,16 +793,16 @@ export function openApiDocument(serverUrl: string) {
       ...(op.description ? { description: op.description } : {}),
       tags: [op.tag],
       operationId: `${op.method}${op.path.replace(/[:/{}.-]+(\w)?/g, (_, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
-      ...(op.public ? { security: [] } : {}),
-      parameters: [...parameters('path', op.params), ...parameters('query', op.query)],
-      ...(op.body ? { requestBody: { required: true, content: { 'application/json': { schema: json(op.body, 'input') } } } } : {}),
+      ...(authOf(op) === 'bot' ? {} : { security: SECURITY[authOf(op)] }),
+      parameters: [...parameters('path', op.params), ...parameters('query', op.query), ...parameters('header', op.headers)],
+      ...(op.body ? { requestBody: { required: true, content: { [op.bodyType ?? 'application/json']: { schema: json(op.body, 'input') } } } } : {}),
       responses: Object.fromEntries(
         Object.entries(op.responses).map(([status, response]) => [
           status,
           {
             description: response.description,
             ...(response.headers ? { headers: response.headers } : {}),
-            ...(response.schema ? { content: { 'application/json': { schema: json(response.schema, 'output') } } } : {}),
+            ...(response.schema ? { content: { [response.contentType ?? 'application/json']: { schema: json(response.schema, 'output') } } } : {}),
           },
         ]),
       ),
@@ -410,13 +811,25 @@ export function openApiDocument(serverUrl: string) {
   return {
     openapi: '3.1.0',
     info: {
-      title: 'Linkgate bot API',
+      title: 'Linkgate API',
       version: '1',
-      description: 'Account links for chat bots. Every /api/v1 route needs `Authorization: Bearer <one of LINKGATE_API_KEYS>`; errors are `{ "error": { "code", "message" } }`.',
+      description:
+        'Account links for chat bots (/api/v1, with a bot API key), the operator API (/api/admin/v1, with an operator key; every route answers 404 while LINKGATE_ADMIN_KEYS is unset) and the web-session API for same-site apps (/api/auth, with a cookie). Errors are `{ "error": { "code", "message" } }` with a stable code. Besides the answers each route lists, any route may answer 413 `payload_too_large` (a body over its limit), 429 `rate_limited` (with Retry-After; requests with a wrong key count against the client address) and 503 `database_unavailable`.',
     },
     servers: [{ url: serverUrl }],
-    security: [{ apiKey: [] }],
-    components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'one of LINKGATE_API_KEYS' } } },
+    security: SECURITY.bot,
+    components: {
+      securitySchemes: {
+        apiKey: { type: 'http', scheme: 'bearer', description: 'a bot API key: one of LINKGATE_API_KEYS (the default tenant) or a key the operator API made for a tenant' },
+        operatorKey: { type: 'http', scheme: 'bearer', description: 'an operator key: one of LINKGATE_ADMIN_KEYS, kept apart from the bots’ keys' },
+        sessionCookie: {
+          type: 'apiKey',
+          in: 'cookie',
+          name: new URL(serverUrl).protocol === 'https:' ? `__Host-${SESSION_COOKIE}` : SESSION_COOKIE,
+          description: 'the web-session cookie the sign-in set (HttpOnly: the browser sends it, the app’s scripts cannot read it)',
+        },
+      },
+    },
     tags: [
       { name: 'links', description: 'Link URLs, links, tokens' },
       { name: 'providers', description: 'What can be linked' },
@@ -424,6 +837,8 @@ export function openApiDocument(serverUrl: string) {
       { name: 'proxy', description: 'Calls to the provider’s own API with a user’s link' },
       { name: 'webhooks', description: 'Link events sent to LINKGATE_WEBHOOK_URL' },
       { name: 'health', description: 'For load balancers and orchestrators' },
+      { name: 'operator', description: 'The operator API: tenants, their keys, secrets, providers, apps and webhooks, links in and out, the audit trail' },
+      { name: 'sign-in', description: 'The web-session API: sign a person in to a same-site app with a cookie session' },
     ],
     paths,
   };

@@ -45,17 +45,20 @@ export interface WebSessionRoutesDeps {
   stateTtlSeconds: number;
 }
 
-const StartQuery = v.object({
+export const StartParams = v.object({ provider: v.pipe(ProviderId, v.description('a provider the tenant offers (discord, corp, …)')) });
+export const StartQuery = v.object({
   postLoginRedirect: v.pipe(
     v.string('postLoginRedirect is required'),
     v.maxLength(2048, 'postLoginRedirect is too long'),
     v.check((url) => URL.canParse(url), 'postLoginRedirect must be an absolute URL'),
+    v.description('where the browser goes once signed in: exactly a redirect URI of one of the tenant\'s first-party apps'),
   ),
   mode: v.optional(v.picklist(['json', 'redirect'], 'mode must be "json" or "redirect"'), 'json'),
-  tenantId: v.optional(TenantId),
+  tenantId: v.optional(v.pipe(TenantId, v.description('the tenant (else x-tenant-id, else the current session\'s, else default)'))),
 });
-const TenantHeader = v.optional(TenantId);
-const SessionQuery = v.object({ tenantId: v.optional(TenantId) });
+/** The tenant a request may name by header (it must agree with `tenantId`). */
+export const TenantHeaders = v.object({ 'x-tenant-id': v.optional(v.pipe(TenantId, v.description('the tenant; must agree with tenantId when both are given'))) });
+export const SessionQuery = v.object({ tenantId: v.optional(v.pipe(TenantId, v.description('the tenant the app expects: a session of another tenant answers 401'))) });
 
 /** What `GET /api/auth/:provider/start` answers in JSON mode. */
 export const StartAnswer = v.strictObject({ authorizationUrl: v.pipe(v.string(), v.url()), state: v.string() });
@@ -80,7 +83,7 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
 
   /** The tenant a request names: the `x-tenant-id` header or the `tenantId` query (which must agree), else undefined. */
   function namedTenant(c: Context<AppEnv>, query: string | undefined): string | undefined {
-    const header = parseInput(TenantHeader, c.req.header('x-tenant-id'));
+    const header = parseInput(TenantHeaders.entries['x-tenant-id'], c.req.header('x-tenant-id'));
     if (header !== undefined && query !== undefined && header !== query) throw new LinkgateError('bad_request', 'the x-tenant-id header and the tenantId query name different tenants');
     return header ?? query;
   }
@@ -123,7 +126,7 @@ export function webSessionRoutes(deps: WebSessionRoutesDeps) {
   const app = new Hono<AppEnv>();
 
   app.get('/:provider/start', async (c) => {
-    const provider = parseInput(ProviderId, c.req.param('provider'));
+    const provider = parseInput(StartParams.entries.provider, c.req.param('provider'));
     const query = parseInput(StartQuery, { postLoginRedirect: c.req.query('postLoginRedirect'), mode: c.req.query('mode'), tenantId: c.req.query('tenantId') });
     const tenant = namedTenant(c, query.tenantId) ?? (await currentSession(c))?.tenant ?? DEFAULT_TENANT;
     await deps.tenants.require(tenant);

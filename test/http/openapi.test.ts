@@ -1,12 +1,16 @@
 /**
- * The OpenAPI document against the app: every API route is in it, and every
- * documented answer (status and shape) is what a real request gets.
+ * The OpenAPI document against the app: every route of the bot API, the
+ * operator API and the web-session API is in it (and nothing else), and every
+ * documented answer (status, shape, error codes, headers) is what a real
+ * request gets.
  */
+import { createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { inspectRoutes } from 'hono/dev';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
-import { openApiDocument, operations, type Operation } from '../../src/http/openapi.ts';
+import { openApiDocument, openApiPath, operations, operatorOperations, type Operation } from '../../src/http/openapi.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -19,6 +23,14 @@ let gateway: TestGateway;
 /** The real providers: atproto configured (loopback), anilist not. */
 let standard: TestGateway;
 let offline: TestGateway;
+/** The web-session API's upstream failures: an OpenID provider nobody answers for (`down`), one that never answers (`slow`). */
+let upstream: TestGateway;
+let silent: Server;
+const sockets = new Set<Socket>();
+
+const ADMIN_KEY = 'lg_admin_openapi_0123456789abcdefghijklmnop';
+/** A redirect URI of an app of the default tenant: web-session sign-ins may end there. */
+const AFTER = 'https://app.example/after';
 
 /** Links `userId` to the `token` fixture as the account named `mode`. */
 async function link(userId: string, mode: string) {
@@ -32,7 +44,7 @@ beforeAll(async () => {
   database = await createTestDatabase();
   gateway = await createTestGateway(database, {
     providersDir: API_FIXTURES,
-    env: { LINKGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', LINKGATE_WEBHOOK_SECRET: 'whsec_openapi_0123456789abcdefghijklmnop', TOKEN_PROXY_ALLOW: 'GET echo, POST echo, PUT echo, PATCH echo, DELETE echo, GET refuse, POST refuse, PUT refuse, PATCH refuse, DELETE refuse, GET huge, POST huge, PUT huge, PATCH huge, DELETE huge' },
+    env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY, LINKGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', LINKGATE_WEBHOOK_SECRET: 'whsec_openapi_0123456789abcdefghijklmnop', TOKEN_PROXY_ALLOW: 'GET echo, POST echo, PUT echo, PATCH echo, DELETE echo, GET refuse, POST refuse, PUT refuse, PATCH refuse, DELETE refuse, GET huge, POST huge, PUT huge, PATCH huge, DELETE huge' },
   });
   standard = await createTestGateway(database);
   for (const mode of ['ok', 'down', 'slow', 'revoked']) await link(`u-${mode}`, mode);
@@ -41,10 +53,41 @@ beforeAll(async () => {
   const closed = await createTestDatabase();
   offline = await createTestGateway(closed);
   await closed.close();
+  // The operator API's objects the scenarios read, and the app web-session sign-ins of the default tenant end at.
+  expect((await admin('/tenants', { method: 'POST', body: { id: 'oa', name: 'OpenAPI' } })).status).toBe(201);
+  expect((await admin('/tenants/default/apps', { method: 'POST', body: { name: 'After', redirectUris: [AFTER], type: 'public' } })).status).toBe(201);
+  silent = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const port = (silent.address() as { port: number }).port;
+  upstream = await createTestGateway(database, {
+    // A fetch of the test's own: the providers' requests time out after 2 seconds.
+    fetch: (input, init) => fetch(input, init),
+    env: {
+      OIDC_PROVIDERS: 'down,slow',
+      DOWN_ISSUER: 'http://127.0.0.1:9',
+      DOWN_CLIENT_ID: 'linkgate',
+      DOWN_CLIENT_SECRET: 'down-client-secret-0123456789',
+      SLOW_ISSUER: `http://127.0.0.1:${port}`,
+      SLOW_CLIENT_ID: 'linkgate',
+      SLOW_CLIENT_SECRET: 'slow-client-secret-0123456789',
+    },
+  });
 });
 afterAll(async () => {
+  for (const socket of sockets) socket.destroy();
+  await new Promise<void>((resolve) => (silent ? silent.close(() => resolve()) : resolve()));
   await database?.close();
 });
+
+/** A request to the operator API of `on` (the gateway with LINKGATE_ADMIN_KEYS by default). */
+async function admin(path: string, init: { method?: string; body?: unknown; raw?: string; headers?: Record<string, string>; key?: string; on?: TestGateway } = {}): Promise<Response> {
+  const headers: Record<string, string> = { authorization: `Bearer ${init.key ?? ADMIN_KEY}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }), ...init.headers };
+  const body = init.body === undefined ? init.raw : JSON.stringify(init.body);
+  return (init.on ?? gateway).app.request(`/api/admin/v1${path}`, { method: init.method ?? 'GET', headers, ...(body === undefined ? {} : { body }) });
+}
 
 const json = { 'content-type': 'application/json' };
 
@@ -143,6 +186,160 @@ const scenarios: Record<string, () => Promise<Response>> = {
   'get /readyz 200': async () => gateway.app.request('/readyz'),
   'get /readyz 503': async () => offline.app.request('/readyz'),
 };
+/** A bot key with an x-tenant-id naming another tenant: refused before the route does anything. */
+Object.assign(
+  scenarios,
+  Object.fromEntries(
+    operations
+      .filter((op) => op.responses[403]?.codes?.join() === 'tenant_mismatch')
+      .map((op) => {
+        const path = op.path.slice('/api/v1'.length).replace(':userId', 'u-ok').replace(':provider', 'token').replace(':nsid', 'app.bsky.actor.getProfile').replace(':id', 'evt_x').replace('*', 'echo');
+        return [`${op.method} ${op.path} 403`, () => gateway.api(path, { method: op.method.toUpperCase(), headers: { 'x-tenant-id': 'another' } })];
+      }),
+  ),
+);
+
+// ── The operator API ───────────────────────────────────────────────────────
+
+const keyOf = (op: Operation) => `${op.method} ${op.path}`;
+const PASSPHRASE = 'openapi export passphrase';
+const ndjson = { 'content-type': 'application/x-ndjson' };
+const IMPORTED = `${JSON.stringify({ userId: 'u-oa', provider: 'token', externalId: 'oa-account', credentials: { accessToken: 'a' } })}\n`;
+
+/** A concrete path of an operator route in `tenant`, with ids of the right form that name nothing. */
+const pathOf = (op: Operation, tenant: string) =>
+  op.path
+    .slice('/api/admin/v1'.length)
+    .replace(':tenant', tenant)
+    .replace(':id', op.path.includes('/api-keys/') ? 'key_nothing' : 'cs_nothing')
+    .replace(':provider', 'token')
+    .replace(':clientId', 'app_nothing');
+/** What each operator route accepts, so that a scenario gets wrong only what it means to. */
+const ACCEPTED: Record<string, { body?: unknown; raw?: string; headers?: Record<string, string> }> = {
+  'post /api/admin/v1/tenants': { body: { id: 'never-made', name: 'Never' } },
+  'patch /api/admin/v1/tenants/:tenant': { body: { name: 'Renamed' } },
+  'post /api/admin/v1/tenants/:tenant/api-keys': { body: { name: 'bot' } },
+  'put /api/admin/v1/tenants/:tenant/providers/:provider': { body: { env: {} } },
+  'post /api/admin/v1/tenants/:tenant/apps': { body: { name: 'App', redirectUris: ['https://app.example/cb'], type: 'confidential' } },
+  'post /api/admin/v1/tenants/:tenant/signing-keys': { body: { publishSeconds: 0 } },
+  'put /api/admin/v1/tenants/:tenant/webhook': { body: { url: 'https://hooks.example/linkgate', secret: 'whsec_openapi_0123456789abcdefghijklmnop' } },
+  'post /api/admin/v1/tenants/:tenant/links:import': { raw: IMPORTED, headers: ndjson },
+  'get /api/admin/v1/tenants/:tenant/links:export': { headers: { 'linkgate-passphrase': PASSPHRASE } },
+};
+const operatorCall = (op: Operation, tenant: string, init: { key?: string; on?: TestGateway } = {}) => admin(pathOf(op, tenant), { method: op.method.toUpperCase(), ...ACCEPTED[keyOf(op)], ...init });
+const ok = async (answer: Promise<Response> | Response) => {
+  const response = await answer;
+  expect(response.status, await response.clone().text()).toBeLessThan(300);
+  return (await response.json()) as Record<string, string>;
+};
+
+/** The answers every operator route gives alike: a wrong key; in a tenant that is not one, or none; the API off. */
+const operatorCommon = Object.fromEntries(
+  operatorOperations.flatMap((op): Array<[string, () => Promise<Response>]> => [
+    [`${keyOf(op)} 401`, () => operatorCall(op, 'oa', { key: 'nope' })],
+    ...(op.path.includes('/:tenant')
+      ? ([
+          [`${keyOf(op)} 400`, () => operatorCall(op, 'Not_A_Tenant')],
+          [`${keyOf(op)} 404`, () => operatorCall(op, 'nobody')],
+        ] as Array<[string, () => Promise<Response>]>)
+      : ([[`${keyOf(op)} 404`, () => operatorCall(op, 'oa', { on: standard })]] as Array<[string, () => Promise<Response>]>)),
+  ]),
+);
+
+const T = '/api/admin/v1/tenants/:tenant';
+Object.assign(scenarios, operatorCommon, {
+  'get /api/admin/v1/audit 200': () => admin('/audit?limit=5'),
+  'get /api/admin/v1/audit 400': () => admin('/audit?limit=0'),
+  'get /api/admin/v1/audit.csv 200': () => admin('/audit.csv?tenant=oa'),
+  'get /api/admin/v1/audit.csv 400': () => admin('/audit.csv?action=nope'),
+  'post /api/admin/v1/tenants 201': () => admin('/tenants', { method: 'POST', body: { id: 'created', name: 'Created' } }),
+  'post /api/admin/v1/tenants 400': () => admin('/tenants', { method: 'POST', body: { id: 'Not A Tenant', name: 'x' } }),
+  'post /api/admin/v1/tenants 409': () => admin('/tenants', { method: 'POST', body: { id: 'oa', name: 'Again' } }),
+  'get /api/admin/v1/tenants 200': () => admin('/tenants'),
+  [`get ${T} 200`]: () => admin('/tenants/oa'),
+  [`patch ${T} 200`]: () => admin('/tenants/oa', { method: 'PATCH', body: { name: 'OpenAPI, renamed', apiRateLimit: { limit: 100, windowSeconds: 60 } } }),
+  [`delete ${T} 204`]: async () => {
+    await ok(admin('/tenants', { method: 'POST', body: { id: 'doomed', name: 'Doomed' } }));
+    return admin('/tenants/doomed', { method: 'DELETE' });
+  },
+  [`delete ${T} 400`]: () => admin('/tenants/default', { method: 'DELETE' }),
+  [`post ${T}/api-keys 201`]: () => admin('/tenants/oa/api-keys', { method: 'POST', body: { name: 'bot' } }),
+  [`get ${T}/api-keys 200`]: () => admin('/tenants/oa/api-keys'),
+  [`delete ${T}/api-keys/:id 204`]: async () => {
+    const { id } = await ok(admin('/tenants/oa/api-keys', { method: 'POST', body: { name: 'short-lived' } }));
+    return admin(`/tenants/oa/api-keys/${id}`, { method: 'DELETE' });
+  },
+  [`post ${T}/context-secrets 201`]: () => admin('/tenants/oa/context-secrets', { method: 'POST' }),
+  [`get ${T}/context-secrets 200`]: () => admin('/tenants/oa/context-secrets'),
+  [`delete ${T}/context-secrets/:id 204`]: async () => {
+    const { id } = await ok(admin('/tenants/oa/context-secrets', { method: 'POST' }));
+    return admin(`/tenants/oa/context-secrets/${id}`, { method: 'DELETE' });
+  },
+  [`get ${T}/providers 200`]: () => admin('/tenants/oa/providers'),
+  [`put ${T}/providers/:provider 200`]: () => admin('/tenants/oa/providers/token', { method: 'PUT', body: { env: {} } }),
+  [`put ${T}/providers/:provider 400`]: () => admin('/tenants/oa/providers/token', { method: 'PUT', body: { env: { TOKEN_SECRET: 'not read by the module' } } }),
+  [`delete ${T}/providers/:provider 204`]: async () => {
+    await ok(admin('/tenants/oa/providers/token', { method: 'PUT', body: { env: {} } }));
+    return admin('/tenants/oa/providers/token', { method: 'DELETE' });
+  },
+  [`delete ${T}/providers/:provider 400`]: () => admin('/tenants/default/providers/token', { method: 'DELETE' }),
+  [`post ${T}/apps 201`]: () => admin('/tenants/oa/apps', { method: 'POST', body: { name: 'Dashboard', redirectUris: ['https://app.example/cb'], type: 'confidential' } }),
+  [`post ${T}/apps 400`]: () => admin('/tenants/oa/apps', { method: 'POST', body: { name: 'Dashboard', redirectUris: ['http://app.example/cb'], type: 'confidential' } }),
+  [`get ${T}/apps 200`]: () => admin('/tenants/oa/apps'),
+  [`delete ${T}/apps/:clientId 204`]: async () => {
+    const { clientId } = await ok(admin('/tenants/oa/apps', { method: 'POST', body: { name: 'Short-lived', redirectUris: ['https://app.example/cb'], type: 'public' } }));
+    return admin(`/tenants/oa/apps/${clientId}`, { method: 'DELETE' });
+  },
+  [`get ${T}/signing-keys 200`]: () => admin('/tenants/oa/signing-keys'),
+  [`post ${T}/signing-keys 201`]: () => admin('/tenants/oa/signing-keys', { method: 'POST', body: { publishSeconds: 0 } }),
+  [`post ${T}/signing-keys 409`]: async () => {
+    await ok(admin('/tenants', { method: 'POST', body: { id: 'pending', name: 'Pending' } }));
+    await ok(admin('/tenants/pending/signing-keys', { method: 'POST', body: { publishSeconds: 3600 } }));
+    return admin('/tenants/pending/signing-keys', { method: 'POST', body: { publishSeconds: 3600 } });
+  },
+  [`put ${T}/webhook 200`]: () => admin('/tenants/oa/webhook', { method: 'PUT', ...ACCEPTED[`put ${T}/webhook`] }),
+  [`put ${T}/webhook 400`]: () => admin('/tenants/oa/webhook', { method: 'PUT', body: { url: 'https://hooks.example/linkgate', secret: 'short' } }),
+  [`delete ${T}/webhook 204`]: async () => {
+    await ok(admin('/tenants/oa/webhook', { method: 'PUT', ...ACCEPTED[`put ${T}/webhook`] }));
+    return admin('/tenants/oa/webhook', { method: 'DELETE' });
+  },
+  [`post ${T}/links:import 200`]: () => admin('/tenants/oa/links:import', { method: 'POST', raw: `${IMPORTED}{ not json\n`, headers: ndjson }),
+  [`post ${T}/links:import 413`]: () => admin('/tenants/oa/links:import', { method: 'POST', raw: '{}\n'.repeat(10_001), headers: ndjson }),
+  [`get ${T}/links:export 200`]: () => admin('/tenants/oa/links:export', { headers: { 'linkgate-passphrase': PASSPHRASE } }),
+  [`get ${T}/links:export 400`]: () => admin('/tenants/oa/links:export'),
+});
+
+// ── The web-session API ────────────────────────────────────────────────────
+
+const start = async (on: TestGateway, provider: string, query = '') => on.app.request(`/api/auth/${provider}/start?postLoginRedirect=${encodeURIComponent(AFTER)}${query}`);
+
+/** A person signs in with the `token` fixture, as the account `mode`; the browser then holds the session cookie. */
+async function signIn(mode: string): Promise<TestBrowser> {
+  const browser = new TestBrowser((path, init) => gateway.app.request(path, { ...init, redirect: 'manual' }));
+  const started = (await (await browser.get(`/api/auth/token/start?postLoginRedirect=${encodeURIComponent(AFTER)}`)).json()) as { authorizationUrl: string; state: string };
+  const form = await browser.get(started.authorizationUrl);
+  const state = /name="state" value="([^"]+)"/.exec(await form.text())?.[1] ?? started.state;
+  const back = await browser.post('/oauth/token/callback', { state, mode }, { follow: false });
+  expect(back.status, await back.clone().text()).toBe(303);
+  expect(back.headers.get('location')).toBe(AFTER);
+  return browser;
+}
+
+Object.assign(scenarios, {
+  'get /api/auth/:provider/start 200': () => start(gateway, 'token'),
+  'get /api/auth/:provider/start 302': () => start(gateway, 'token', '&mode=redirect'),
+  'get /api/auth/:provider/start 400': async () => gateway.app.request('/api/auth/token/start?postLoginRedirect=https%3A%2F%2Felsewhere.example%2F'),
+  'get /api/auth/:provider/start 404': () => start(gateway, 'token', '&tenantId=nobody'),
+  'get /api/auth/:provider/start 502': () => start(upstream, 'down'),
+  'get /api/auth/:provider/start 503': () => start(standard, 'anilist'),
+  'get /api/auth/:provider/start 504': () => start(upstream, 'slow'),
+  'get /api/auth/session 200': async () => (await signIn('signed-in')).get('/api/auth/session'),
+  'get /api/auth/session 400': async () => gateway.app.request('/api/auth/session?tenantId=Not_A_Tenant'),
+  'get /api/auth/session 401': async () => gateway.app.request('/api/auth/session'),
+  'post /api/auth/logout 204': async () => (await signIn('signs-out')).post('/api/auth/logout', {}),
+  'post /api/auth/logout 403': async () => gateway.app.request('/api/auth/logout', { method: 'POST', headers: { 'sec-fetch-site': 'cross-site', origin: 'https://elsewhere.example' } }),
+});
+
 const UPSTREAM_ONLY = new Set([
   'get /api/v1/users/:userId/links/:provider/xrpc/:nsid 200',
   'get /api/v1/users/:userId/links/:provider/xrpc/:nsid 403',
@@ -155,17 +352,43 @@ const UPSTREAM_ONLY = new Set([
 const documented = operations.flatMap((op) => Object.entries(op.responses).map(([status, response]) => ({ op, status: Number(status), response })));
 
 describe('GET /openapi.json', () => {
-  it('is OpenAPI 3.1 and lists every route of the API and health checks, no more', async () => {
+  it('is OpenAPI 3.1 and lists every route of the bot, operator and web-session APIs and the health checks, with their methods, no more', async () => {
     const response = await gateway.app.request('/openapi.json');
     expect(response.status).toBe(200);
     const doc = (await response.json()) as ReturnType<typeof openApiDocument>;
     expect(doc.openapi).toBe('3.1.0');
     const inDoc = Object.entries(doc.paths).flatMap(([path, item]) => Object.keys(item).map((method) => `${method} ${path}`));
-    const inApp = gateway.app.routes
-      .filter((r) => (r.path.startsWith('/api/v1/') || r.path === '/healthz' || r.path === '/readyz') && r.method !== 'ALL')
-      .map((r) => `${r.method.toLowerCase()} ${r.path.replace(/\/:([A-Za-z]+)/g, '/{$1}')}`);
-    expect(new Set(inApp).size).toBeGreaterThan(8);
+    // Handlers only (a middleware takes `next`); a route for any method (app.all) must be documented for each.
+    const ANY = ['get', 'post', 'put', 'patch', 'delete', 'head', 'options'];
+    const inApp = inspectRoutes(gateway.app)
+      .filter((r) => !r.isMiddleware && (/^\/api\/(v1|admin\/v1|auth)\//.test(r.path) || r.path === '/healthz' || r.path === '/readyz'))
+      .flatMap((r) => (r.method === 'ALL' ? ANY : [r.method.toLowerCase()]).map((method) => `${method} ${openApiPath(r.path)}`));
+    for (const prefix of ['/api/v1/', '/api/admin/v1/', '/api/auth/']) expect(inApp.filter((route) => route.includes(` ${prefix}`)).length).toBeGreaterThan(2);
     expect([...new Set(inDoc)].sort()).toEqual([...new Set(inApp)].sort());
+    expect(inDoc).toHaveLength(new Set(inDoc).size);
+    // The proxy takes exactly the methods it is documented with.
+    expect(inApp.filter((route) => route.endsWith('/proxy/*')).map((route) => route.split(' ')[0]).sort()).toEqual(['delete', 'get', 'patch', 'post', 'put']);
+    const ids = Object.values(doc.paths).flatMap((item) => Object.values(item).map((op) => (op as { operationId: string }).operationId));
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('says who may call each route: a bot key, an operator key, the session cookie, or anyone', async () => {
+    type Described = { security?: Array<Record<string, string[]>>; tags: string[] };
+    const doc = (await (await gateway.app.request('/openapi.json')).json()) as { security: unknown; components: { securitySchemes: Record<string, { type: string; in?: string; name?: string }> }; paths: Record<string, Record<string, Described>> };
+    expect(doc.security).toEqual([{ apiKey: [] }]);
+    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(['apiKey', 'operatorKey', 'sessionCookie']);
+    expect(doc.components.securitySchemes.sessionCookie).toMatchObject({ type: 'apiKey', in: 'cookie', name: 'linkgate_session' });
+    for (const [path, item] of Object.entries(doc.paths)) {
+      for (const described of Object.values(item)) {
+        if (path.startsWith('/api/admin/v1/')) expect([path, described.security, described.tags]).toEqual([path, [{ operatorKey: [] }], ['operator']]);
+        else if (path.startsWith('/api/auth/')) expect([path, described.tags]).toEqual([path, ['sign-in']]);
+        else if (path.startsWith('/api/v1/')) expect([path, described.security]).toEqual([path, undefined]);
+      }
+    }
+    expect(doc.paths['/api/auth/session']!.get!.security).toEqual([{ sessionCookie: [] }]);
+    expect(doc.paths['/api/auth/{provider}/start']!.get!.security).toEqual([]);
+    // Over https the cookie is the __Host- one.
+    expect(openApiDocument('https://link.example').components.securitySchemes.sessionCookie.name).toBe('__Host-linkgate_session');
   });
 
   it('describes parameters and bodies from the schemas the routes validate with', async () => {
@@ -176,10 +399,32 @@ describe('GET /openapi.json', () => {
       ['provider', 'path', true],
       ['timeoutSeconds', 'query', false],
       ['since', 'query', false],
+      ['x-tenant-id', 'header', false],
     ]);
     const body = doc.paths['/api/v1/link-urls']!.post!.requestBody!.content['application/json']!.schema;
     expect(Object.keys(body.properties).sort()).toEqual(['provider', 'returnTo', 'scopes', 'userId', 'userName']);
     expect(body.required.sort()).toEqual(['provider', 'userId']);
+    // The operator API's, from admin.ts's schemas.
+    const apps = doc.paths['/api/admin/v1/tenants/{tenant}/apps']!.post!;
+    expect(apps.parameters.map((p) => [p.name, p.in, p.required])).toEqual([['tenant', 'path', true]]);
+    const app = apps.requestBody!.content['application/json']!.schema;
+    expect(app.required.sort()).toEqual(['name', 'type']);
+    expect(Object.keys(app.properties)).toContain('legacyJwtSecret');
+    const exported = doc.paths['/api/admin/v1/tenants/{tenant}/links:export']!.get!;
+    expect(exported.parameters.map((p) => [p.name, p.in, p.required])).toEqual([
+      ['tenant', 'path', true],
+      ['plaintext', 'query', false],
+      ['linkgate-passphrase', 'header', false],
+    ]);
+    expect(Object.keys(doc.paths['/api/admin/v1/tenants/{tenant}/links:import']!.post!.requestBody!.content)).toEqual(['application/x-ndjson']);
+    const started = doc.paths['/api/auth/{provider}/start']!.get!;
+    expect(started.parameters.map((p) => [p.name, p.in, p.required])).toEqual([
+      ['provider', 'path', true],
+      ['postLoginRedirect', 'query', true],
+      ['mode', 'query', false],
+      ['tenantId', 'query', false],
+      ['x-tenant-id', 'header', false],
+    ]);
   });
 });
 
@@ -194,16 +439,32 @@ describe('every documented answer is a real answer', () => {
     '%s',
     async (_name, { op, status, response }: { op: Operation; status: number; response: Operation['responses'][number] }) => {
       const answer = await scenarios[`${op.method} ${op.path} ${status}`]!();
-      expect(answer.status).toBe(status);
+      expect(answer.status, await answer.clone().text()).toBe(status);
+      for (const name of Object.keys(response.headers ?? {})) expect(answer.headers.get(name), name).not.toBeNull();
       if (!response.schema) {
         expect(await answer.text()).toBe('');
         return;
       }
-      const body: unknown = await answer.json();
+      const contentType = response.contentType ?? 'application/json';
+      expect(answer.headers.get('content-type')).toMatch(new RegExp(`^${contentType.replace('/', '\\/')}\\b`));
+      const body: unknown = contentType === 'application/json' ? await answer.json() : await answer.text();
       const parsed = v.safeParse(response.schema, body);
       expect(parsed.issues?.map((i) => `${v.getDotPath(i)}: ${i.message}`) ?? []).toEqual([]);
+      if (contentType === 'application/x-ndjson') for (const line of (body as string).trimEnd().split('\n')) expect(() => JSON.parse(line) as unknown).not.toThrow();
+      if (response.codes) expect(response.codes).toContain((body as { error: { code: string } }).error.code);
     },
   );
+});
+
+describe('the operator API without LINKGATE_ADMIN_KEYS', () => {
+  it('answers 404 not_found on every route, as its 404 says, even with a key that works elsewhere', async () => {
+    expect(operatorOperations.length).toBeGreaterThan(20);
+    for (const op of operatorOperations) {
+      expect(op.responses[404]?.codes).toContain('not_found');
+      const answer = await operatorCall(op, 'oa', { on: standard });
+      expect([keyOf(op), answer.status, ((await answer.json()) as { error: { code: string } }).error.code]).toEqual([keyOf(op), 404, 'not_found']);
+    }
+  });
 });
 
 describe('GET /docs', () => {
