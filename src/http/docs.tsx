@@ -108,6 +108,12 @@ const TASKS: Task[] = [
     routes: ['post /api/admin/v1/tenants/:tenant/links:import', 'get /api/admin/v1/tenants/:tenant/links:export', 'get /api/admin/v1/audit', 'get /api/admin/v1/audit.csv'],
   },
   {
+    id: 'console-invites',
+    title: 'Operator: invites to the admin console',
+    blurb: 'One-time links that make their first user an owner of the admin console, as `linkgate admin invite` prints them; only while LINKGATE_ADMINS names someone.',
+    routes: ['post /api/admin/v1/console/invites', 'get /api/admin/v1/console/invites', 'delete /api/admin/v1/console/invites/:id'],
+  },
+  {
     id: 'sign-in',
     title: 'Sign people in to a same-site app',
     blurb: 'The web-session API, for an app behind the same reverse proxy as the gateway: a sign-in with one of the tenant’s providers that ends in a cookie session (see also the OpenID Provider at /.well-known/openid-configuration).',

@@ -214,6 +214,17 @@ export const EXAMPLES: Record<string, Example> = {
       'id,at,tenant,actor,action,target,outcome,code,clientAddress,userAgent,detail\r\n' +
       '310,2026-12-03T12:00:00.000Z,quiz-bot,operator-key:3f9a0c1b2d4e5f60,tenant.create,tenant:quiz-bot,ok,,203.0.113.7,curl/8.5.0,"{""name"":""Quiz Bot""}"\r\n',
   },
+  'post /api/admin/v1/console/invites': {
+    path: '/api/admin/v1/console/invites',
+    status: 201,
+    answer: { id: 'inv_3f9a0c1b2d4e5f60', url: 'https://link.example/admin/invite/Jx3dW9qL0vYp7sKc2uR8aT5mN1bE4hZ6', expiresAt: '2026-12-03T13:00:00.000Z' },
+  },
+  'get /api/admin/v1/console/invites': {
+    path: '/api/admin/v1/console/invites',
+    status: 200,
+    answer: { invites: [{ id: 'inv_3f9a0c1b2d4e5f60', createdAt: '2026-12-03T12:00:00.000Z', expiresAt: '2026-12-03T13:00:00.000Z' }] },
+  },
+  'delete /api/admin/v1/console/invites/:id': { path: '/api/admin/v1/console/invites/inv_3f9a0c1b2d4e5f60', status: 204 },
   'post /api/admin/v1/tenants': { path: '/api/admin/v1/tenants', body: { id: 'quiz-bot', name: 'Quiz Bot' }, status: 201, answer: { id: 'quiz-bot', name: 'Quiz Bot', createdAt: '2026-12-03T12:00:00.000Z' } },
   'get /api/admin/v1/tenants': {
     path: '/api/admin/v1/tenants',

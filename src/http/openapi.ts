@@ -42,6 +42,9 @@ import {
   UpdateTenantBody,
   WebhookAnswer,
   WebhookBody,
+  CreatedInviteAnswer,
+  InviteParams,
+  InvitesAnswer,
 } from './admin.ts';
 import { AuditQuery } from '../core/audit.ts';
 import { DeliveriesQuery, DeliveryParams, LinkEventsQuery, LinkParams, LinkQuery, LinkUrlBody, ProxyParams, UserParams, WaitQuery, XrpcBody, XrpcParams } from './api.ts';
@@ -497,6 +500,50 @@ export const operatorOperations: Operation[] = [
       400: invalid('a filter is invalid'),
       401: operatorUnauthorized,
       404: operatorOff,
+    },
+  },
+  {
+    method: 'post',
+    path: `${ADMIN}/console/invites`,
+    summary: 'Invite an owner to the admin console',
+    description:
+      'A one-time link, valid for an hour, that makes whoever signs in through it first an owner of the console (as `linkgate admin invite`). The link is in this answer only: the gateway keeps its digest. An invite never opens a closed console.',
+    tag: 'operator',
+    auth: 'operator',
+    responses: {
+      201: { description: 'the invite and its link', schema: CreatedInviteAnswer },
+      401: operatorUnauthorized,
+      404: operatorOff,
+      409: failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed'),
+    },
+  },
+  {
+    method: 'get',
+    path: `${ADMIN}/console/invites`,
+    summary: 'List the open console invites',
+    description: 'Invites not used, not expired and not revoked, by id; never their links.',
+    tag: 'operator',
+    auth: 'operator',
+    responses: {
+      200: { description: 'the open invites', schema: InvitesAnswer },
+      401: operatorUnauthorized,
+      404: operatorOff,
+      409: failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed'),
+    },
+  },
+  {
+    method: 'delete',
+    path: `${ADMIN}/console/invites/:id`,
+    summary: 'Revoke a console invite',
+    tag: 'operator',
+    auth: 'operator',
+    params: InviteParams,
+    responses: {
+      204: { description: 'revoked: its link no longer works' },
+      400: invalid('the id is not an invite id'),
+      401: operatorUnauthorized,
+      404: failure(['not_found'], `no open invite with this id (used, expired or revoked); or ${OFF}`),
+      409: failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed'),
     },
   },
   {

@@ -22,6 +22,8 @@ let database: Database;
 let gateway: TestGateway;
 /** The real providers: atproto configured (loopback), anilist not. */
 let standard: TestGateway;
+/** With an owner in LINKGATE_ADMINS: the console is open, so invites can be made. */
+let consoleOpen: TestGateway;
 let offline: TestGateway;
 /** The web-session API's upstream failures: an OpenID provider nobody answers for (`down`), one that never answers (`slow`). */
 let upstream: TestGateway;
@@ -47,6 +49,7 @@ beforeAll(async () => {
     env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY, LINKGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', LINKGATE_WEBHOOK_SECRET: 'whsec_openapi_0123456789abcdefghijklmnop', TOKEN_PROXY_ALLOW: 'GET echo, POST echo, PUT echo, PATCH echo, DELETE echo, GET refuse, POST refuse, PUT refuse, PATCH refuse, DELETE refuse, GET huge, POST huge, PUT huge, PATCH huge, DELETE huge' },
   });
   standard = await createTestGateway(database);
+  consoleOpen = await createTestGateway(database, { env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY, LINKGATE_ADMINS: 'owner=discord:80351110224678912' } });
   for (const mode of ['ok', 'down', 'slow', 'revoked']) await link(`u-${mode}`, mode);
   // For the proxy's 409: links whose refresh is refused (the fixture's unknown modes), one per method.
   for (const method of ['get', 'post', 'put', 'patch', 'delete']) await link(`u-proxy-${method}`, `proxy-${method}`);
@@ -247,7 +250,18 @@ const operatorCommon = Object.fromEntries(
 );
 
 const T = '/api/admin/v1/tenants/:tenant';
+const INVITES = '/api/admin/v1/console/invites';
 Object.assign(scenarios, operatorCommon, {
+  [`post ${INVITES} 201`]: () => admin('/console/invites', { method: 'POST', on: consoleOpen }),
+  [`post ${INVITES} 409`]: () => admin('/console/invites', { method: 'POST' }),
+  [`get ${INVITES} 200`]: () => admin('/console/invites', { on: consoleOpen }),
+  [`get ${INVITES} 409`]: () => admin('/console/invites'),
+  [`delete ${INVITES}/:id 204`]: async () => {
+    const { id } = await ok(admin('/console/invites', { method: 'POST', on: consoleOpen }));
+    return admin(`/console/invites/${id}`, { method: 'DELETE', on: consoleOpen });
+  },
+  [`delete ${INVITES}/:id 400`]: () => admin('/console/invites/nope', { method: 'DELETE', on: consoleOpen }),
+  [`delete ${INVITES}/:id 409`]: () => admin('/console/invites/inv_0000000000000000', { method: 'DELETE' }),
   'get /api/admin/v1/audit 200': () => admin('/audit?limit=5'),
   'get /api/admin/v1/audit 400': () => admin('/audit?limit=0'),
   'get /api/admin/v1/audit.csv 200': () => admin('/audit.csv?tenant=oa'),
