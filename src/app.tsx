@@ -23,7 +23,6 @@ import { databaseFailure, logCause } from './db/errors.ts';
 import { adminRoutes } from './http/admin.ts';
 import { apiRoutes } from './http/api.ts';
 import { mcpRoutes } from './http/mcp.ts';
-import { docsRoutes } from './http/docs.tsx';
 import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
@@ -186,7 +185,12 @@ export function createGateway(deps: AppDeps) {
   // The sign-in pages people's browsers load; apps' servers calling the token endpoint are not counted as browsers.
   // The device code page too: guessing codes there is what RFC 8628 §5.1 asks to limit.
   for (const path of ['/oidc/auth/*', '/oidc/interaction/*', '/oidc/device', '/t/:tenant/oidc/auth/*', '/t/:tenant/oidc/interaction/*', '/t/:tenant/oidc/device']) app.use(path, browserLimit);
-  app.route('/', docsRoutes(config.publicBaseUrl));
+  // The API reference is made on its first request: its document converts every route's schemas,
+  // time and memory a gateway nobody asks for it would spend at every start for nothing.
+  let docs: Promise<ReturnType<typeof import('./http/docs.tsx').docsHandlers>> | undefined;
+  const docsHandlers = () => (docs ??= import('./http/docs.tsx').then((module) => module.docsHandlers(config.publicBaseUrl)));
+  app.get('/openapi.json', async (c) => (await docsHandlers()).openapi(c, async () => {}));
+  app.get('/docs', async (c) => (await docsHandlers()).docs(c, async () => {}));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));
   app.route('/', healthRoutes({ database: deps.database }));
   // The web-session API (seed 002): sign-ins that end in a cookie session for same-site apps.

@@ -1,5 +1,5 @@
 /** @jsxImportSource hono/jsx */
-import { Hono } from 'hono';
+import type { Handler } from 'hono';
 import { raw } from 'hono/html';
 import type { JsonSchema } from '@valibot/to-json-schema';
 import { EXAMPLES, type Example } from './examples.ts';
@@ -219,13 +219,13 @@ function OperationArticle(props: { op: Operation; doc: ReturnType<typeof openApi
 }
 
 /** `GET /openapi.json` and `GET /docs`: the API described, from the schemas the routes use. */
-export function docsRoutes(publicBaseUrl: URL) {
-  const app = new Hono<AppEnv>();
+/** `/openapi.json` and `/docs`, as handlers of the app's own routes (src/app.tsx loads this module on their first request). */
+export function docsHandlers(publicBaseUrl: URL): { openapi: Handler<AppEnv>; docs: Handler<AppEnv> } {
   const base = publicBaseUrl.href.replace(/\/$/, '');
   const document = openApiDocument(base);
   const byKey = new Map(operations.map((op) => [keyOf(op), op]));
-  app.get('/openapi.json', (c) => c.json(document));
-  app.get('/docs', (c) => {
+  const openapi: Handler<AppEnv> = (c) => c.json(document);
+  const docs: Handler<AppEnv> = (c) => {
     const nonce = c.get('secureHeadersNonce') ?? '';
     return c.html(
       '<!doctype html>' +
@@ -283,8 +283,8 @@ export function docsRoutes(publicBaseUrl: URL) {
           </html>
         ).toString(),
     );
-  });
-  return app;
+  };
+  return { openapi, docs };
 }
 
 /** Every route `/docs` shows, to check none is missing from its groups. */

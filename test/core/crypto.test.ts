@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createApiKeyCheck, createKeyring, createUserIdHasher, randomToken } from '../../src/core/crypto.ts';
+import { createApiKeyCheck, createKeyring, createUserIdHasher, randomToken, sha256Bytes } from '../../src/core/crypto.ts';
 import { LinkgateError } from '../../src/core/errors.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte);
@@ -47,6 +48,16 @@ describe('API key check', () => {
     expect(check('b'.repeat(40))).toBe(true);
     expect(check('a'.repeat(31))).toBe(false);
     expect(check('')).toBe(false);
+  });
+});
+
+describe('sha256Bytes', () => {
+  it('is the SHA-256 of the text as UTF-8, byte for byte', () => {
+    for (const text of ['', 'lg_abcdefghijklmnopqrstuvwxyz012345678', 'clé-ü', '鍵🔑', '\u0000\u00ff']) {
+      const bytes = sha256Bytes(text);
+      expect(bytes).toHaveLength(32);
+      expect(bytes.equals(createHash('sha256').update(text, 'utf8').digest())).toBe(true);
+    }
   });
 });
 
