@@ -12,12 +12,12 @@ import { pgliteDriver } from '../src/db/orm.ts';
 import { pgliteStartParams, preparedStatements } from '../src/db/pglite.ts';
 
 type Row = Record<string, unknown>;
-// The status API's query (links.status): the columns its answer shows.
+// The status API's query (links.status): the columns its answer shows (written out in the tagged query below too).
 const COLUMNS = 'user_id, provider, external_id, external_name, status, scopes, linked_at, updated_at, expires_at';
 let query: (userId: string) => Promise<Row | undefined>;
 if (process.env.DATABASE_URL) {
   const sql = postgres(process.env.DATABASE_URL, { max: 10 });
-  query = async (userId) => (await sql`select ${sql.unsafe(COLUMNS)} from links where tenant = 'default' and user_id = ${userId} and provider = 'bench'`)[0];
+  query = async (userId) => (await sql`select user_id, provider, external_id, external_name, status, scopes, linked_at, updated_at, expires_at from links where tenant = 'default' and user_id = ${userId} and provider = 'bench'`)[0];
 } else {
   const db = preparedStatements(await pgliteDriver().PGlite.create(process.env.DATA_DIR!, { startParams: pgliteStartParams() }));
   query = async (userId) => (await db.query<Row>(`select ${COLUMNS} from links where tenant = 'default' and user_id = $1 and provider = 'bench'`, [userId])).rows[0];

@@ -23,11 +23,15 @@ import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
 import { announceGateway, isProcessAlive, lockDataDir } from './db/lock.ts';
 import { createListener } from './http/listener.ts';
+import { releaseStartupMemory } from './memory.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, describeNeeds, loadProviders, providerVariableProblems } from './registry.ts';
 import { serveRpc } from './rpc/serve.ts';
 
 const PURGE_EVERY_MS = 60_000;
+/** How long after it listens the gateway gives back what its start-up allocated (releaseStartupMemory). */
+const RELEASE_STARTUP_MEMORY_AFTER_MS = 1000;
+
 const SHUTDOWN_GRACE_MS = 10_000;
 
 /**
@@ -150,6 +154,7 @@ async function main(): Promise<void> {
     const local = `http://${address.includes(':') ? `[${address}]` : address}:${info.port}`;
     // The command line on this DATA_DIR talks to us instead of the embedded database we hold.
     if (!config.databaseUrl) unannounce = announceGateway(config.dataDir, { pid: process.pid, url: local });
+    setTimeout(releaseStartupMemory, RELEASE_STARTUP_MEMORY_AFTER_MS).unref();
     logger.info(
       {
         url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
