@@ -64,6 +64,10 @@ export interface LinkStoreOptions {
   webhookEvents?: boolean;
 }
 
+/** `whereKey` for a prepared statement: the key's parts are its placeholders `tenant`, `userId` and `provider`. */
+const byKeyPlaceholders = () =>
+  and(eq(links.tenant, sql.placeholder('tenant')), eq(links.userId, sql.placeholder('userId')), eq(links.provider, sql.placeholder('provider')));
+
 function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
   const defaultEvents = options.webhookEvents ?? false;
   // The default tenant's events exist when the environment configures a webhook; another tenant's
@@ -89,25 +93,13 @@ function storeOn(db: Db, keyring: Keyring, options: LinkStoreOptions) {
         expiresAt: links.expiresAt,
       })
       .from(links)
-      .where(
-        and(
-          eq(links.tenant, sql.placeholder('tenant')),
-          eq(links.userId, sql.placeholder('userId')),
-          eq(links.provider, sql.placeholder('provider')),
-        ),
-      )
+      .where(byKeyPlaceholders())
       .prepare('linkgate_link_status');
   const prepareGet = () =>
     db
       .select()
       .from(links)
-      .where(
-        and(
-          eq(links.tenant, sql.placeholder('tenant')),
-          eq(links.userId, sql.placeholder('userId')),
-          eq(links.provider, sql.placeholder('provider')),
-        ),
-      )
+      .where(byKeyPlaceholders())
       .prepare('linkgate_link_get');
 
   return {

@@ -476,6 +476,9 @@ const tenantRoute = (op: Omit<Operation, 'tag' | 'auth' | 'path'> & { path: stri
   responses: { 400: badTenant, 401: operatorUnauthorized, 404: noTenant, ...op.responses },
 });
 
+/** The console-invite routes refuse while the console is closed: an invite never opens it. */
+const consoleClosed = failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed');
+
 export const operatorOperations: Operation[] = [
   {
     method: 'get',
@@ -514,7 +517,7 @@ export const operatorOperations: Operation[] = [
       201: { description: 'the invite and its link', schema: CreatedInviteAnswer },
       401: operatorUnauthorized,
       404: operatorOff,
-      409: failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed'),
+      409: consoleClosed,
     },
   },
   {
@@ -528,7 +531,7 @@ export const operatorOperations: Operation[] = [
       200: { description: 'the open invites', schema: InvitesAnswer },
       401: operatorUnauthorized,
       404: operatorOff,
-      409: failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed'),
+      409: consoleClosed,
     },
   },
   {
@@ -543,7 +546,7 @@ export const operatorOperations: Operation[] = [
       400: invalid('the id is not an invite id'),
       401: operatorUnauthorized,
       404: failure(['not_found'], `no open invite with this id (used, expired or revoked); or ${OFF}`),
-      409: failure(['console_closed'], 'LINKGATE_ADMINS is unset: the console is closed'),
+      409: consoleClosed,
     },
   },
   {
