@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLinkStore } from '../../src/core/links.ts';
 import type { Database } from '../../src/db/client.ts';
-import { operations } from '../../src/http/openapi.ts';
+import { botOperations as operations } from '../../src/http/openapi.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
@@ -10,9 +10,10 @@ import { API_KEY, atFake, createTestGateway, reroute, type TestGateway } from '.
 import { leaksIn } from './leaks.ts';
 
 /**
- * No answer of the bot API carries a refresh token. Every route of the API
- * (from the OpenAPI operations, which test/http/openapi.test.ts keeps equal
- * to the app's routes) is called, with every variant that changes what it
+ * No answer of the bot API carries a refresh token. Every route of the bot API
+ * (from its OpenAPI operations, which test/http/openapi.test.ts keeps equal
+ * to the app's routes; the operator API's export hands credentials over on
+ * purpose, to the operator) is called, with every variant that changes what it
  * answers, for two linked users: one linked to Discord through the real flow
  * (a 30-second token, so each token request refreshes and Discord rotates the
  * refresh token) and one whose stored credentials hold a known refresh token.

@@ -8,7 +8,8 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { API_KEY, createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 
 /**
- * Path tricks in every path parameter of every API route (the routes come
+ * Path tricks in every path parameter of every API route, the bot API's, the
+ * operator API's and the web-session API's (the routes come
  * from the OpenAPI operations, which test/http/openapi.test.ts keeps equal to
  * the app's routes, so a new route is tried too). Requests go over a real
  * socket as raw bytes (node:http does not normalise the path), so the server
@@ -20,7 +21,10 @@ import { API_KEY, createTestGateway, type TestGateway } from '../helpers/gateway
  * (in @hono/node-server, as in every browser and HTTP client) removes dot
  * segments, so the router sees a shorter path, which has no route (404
  * `not_found`) or, for `…/links/./wait`, is `…/links/:provider` with the
- * provider "wait" (404 `unknown_provider`). Neither is ever a 500, and
+ * provider "wait" (404 `unknown_provider`), or, for the operator's
+ * `/tenants/./api-keys`, `/tenants/:tenant` with the tenant "api-keys" (404
+ * `tenant_not_found`; 400 `bad_request` for `/tenants/./links:export`, as
+ * "links:export" cannot be a tenant id). Neither is ever a 500, and
  * neither reaches another route's data.
  */
 const TRICKS: Array<[string, string]> = [
@@ -56,7 +60,10 @@ let port: number;
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  gateway = await createTestGateway(database, { env: { OIDC_PROVIDERS: 'corp', CORP_ISSUER: 'https://idp.example', CORP_CLIENT_ID: 'c' } });
+  // The operator API on, and the console open (its invite routes answer 409 while it is closed).
+  gateway = await createTestGateway(database, {
+    env: { OIDC_PROVIDERS: 'corp', CORP_ISSUER: 'https://idp.example', CORP_CLIENT_ID: 'c', LINKGATE_ADMIN_KEYS: ADMIN_KEY, LINKGATE_ADMINS: 'owner=discord:80351110224678912' },
+  });
   server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
   });
@@ -71,7 +78,7 @@ afterAll(async () => {
 function send(method: string, path: string): Promise<{ status: number; contentType: string; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port, method, path, headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' } },
+      { host: '127.0.0.1', port, method, path, headers: { authorization: `Bearer ${path.startsWith('/api/admin/') ? ADMIN_KEY : API_KEY}`, 'content-type': 'application/json' } },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -84,7 +91,8 @@ function send(method: string, path: string): Promise<{ status: number; contentTy
   });
 }
 
-const VALID: Record<string, string> = { userId: '80351110224678912', provider: 'corp', nsid: 'app.bsky.actor.getProfile', id: 'evt_00000000-0000-0000-0000-000000000000' };
+const ADMIN_KEY = 'lg_admin_paths_0123456789abcdefghijklmnop';
+const VALID: Record<string, string> = { userId: '80351110224678912', provider: 'corp', nsid: 'app.bsky.actor.getProfile', id: 'evt_00000000-0000-0000-0000-000000000000', tenant: 'default', clientId: 'app_0000000000000000' };
 const CASES = operations
   .filter((op) => op.path.startsWith('/api/'))
   // Path parameters are whole segments (`/links:import` is a literal name).
@@ -97,7 +105,7 @@ function pathWith(route: string, param: string, value: string): string {
 
 describe('path parameters of every API route', () => {
   it('covers every parameter the API has', () => {
-    expect(new Set(CASES.map((c) => c.param))).toEqual(new Set(['userId', 'provider', 'nsid', 'id']));
+    expect(new Set(CASES.map((c) => c.param))).toEqual(new Set(['userId', 'provider', 'nsid', 'id', 'tenant', 'clientId']));
     expect(CASES.length).toBeGreaterThanOrEqual(12);
   });
 
@@ -115,11 +123,14 @@ describe('path parameters of every API route', () => {
     expect(answers).toHaveLength(TRICKS.length);
   });
 
-  it.each(CASES)('$method $route: a dot or empty segment in :$param never reaches a route (404), never a 500', async ({ method, route, param }) => {
+  it.each(CASES)('$method $route: a dot or empty segment in :$param never reaches a route (404; 400 for an impossible tenant of an operator route), never a 500', async ({ method, route, param }) => {
     for (const value of NORMALISED) {
       const { status, body } = await send(method, pathWith(route, param, value));
-      expect(status, `${param}=${JSON.stringify(value)}`).toBe(404);
-      expect(['not_found', 'unknown_provider']).toContain((JSON.parse(body) as { error: { code: string } }).error.code);
+      // On the operator API, `/tenants/./api-keys` is `/tenants/:tenant` with the tenant "api-keys": the operator's own
+      // request, for a tenant that is not one (404), and `/tenants/./links:export` one with a tenant id that cannot be (400).
+      const { code } = (JSON.parse(body) as { error: { code: string } }).error;
+      expect(`${status} ${code}`, `${param}=${JSON.stringify(value)}`).toMatch(/^(404 (not_found|unknown_provider|tenant_not_found)|400 bad_request)$/);
+      if (status === 400) expect(route.startsWith('/api/admin/v1/tenants/:tenant/')).toBe(true);
     }
   });
 
