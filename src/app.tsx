@@ -188,7 +188,14 @@ export function createGateway(deps: AppDeps) {
   // The API reference is made on its first request: its document converts every route's schemas,
   // time and memory a gateway nobody asks for it would spend at every start for nothing.
   let docs: Promise<ReturnType<typeof import('./http/docs.tsx').docsHandlers>> | undefined;
-  const docsHandlers = () => (docs ??= import('./http/docs.tsx').then((module) => module.docsHandlers(config.publicBaseUrl)));
+  const docsHandlers = () =>
+    (docs ??= import('./http/docs.tsx')
+      .then((module) => module.docsHandlers(config.publicBaseUrl))
+      .catch((error: unknown) => {
+        // Tried again on the next request, not cached as a failure.
+        docs = undefined;
+        throw error;
+      }));
   app.get('/openapi.json', async (c) => (await docsHandlers()).openapi(c, async () => {}));
   app.get('/docs', async (c) => (await docsHandlers()).docs(c, async () => {}));
   app.route('/', homeRoutes({ config, registry, databaseKind: deps.database.kind }));

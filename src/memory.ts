@@ -13,11 +13,20 @@ import { runInNewContext } from 'node:vm';
  * collections, about 60 ms (`node --trace-gc`), not on a request's path
  * unless one arrives just then.
  */
+type Collect = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+
 export function releaseStartupMemory(): boolean {
   try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
-    setFlagsFromString('--no-expose-gc');
+    let gc = (globalThis as { gc?: Collect }).gc;
+    if (!gc) {
+      // Exposed for one new context only: the flag is put back whatever happens.
+      setFlagsFromString('--expose-gc');
+      try {
+        gc = runInNewContext('gc') as Collect;
+      } finally {
+        setFlagsFromString('--no-expose-gc');
+      }
+    }
     gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
     return true;
   } catch {

@@ -66,7 +66,7 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
     await next();
     if (!node) setAnswerHeaders(c, [['X-Request-Id', reqId], ...headers]);
     // Only on HTTP/1.1: HTTP/2 has no Connection header (RFC 9113 §8.2.2); its connections get a GOAWAY.
-    if (stopping?.aborted && outgoing instanceof ServerResponse) outgoing.setHeader('Connection', 'close');
+    if (stopping?.aborted && outgoing instanceof ServerResponse && !outgoing.headersSent) outgoing.setHeader('Connection', 'close');
     if (logger.isLevelEnabled('info')) logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
 }
@@ -81,12 +81,14 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
  * still copied.
  */
 export function setAnswerHeaders(c: Context<AppEnv>, headers: ReadonlyArray<readonly [string, string]>): void {
+  // As on the Node response (requestScope): a header the answer sets itself wins.
   const answer = c.res.headers;
+  const missing = headers.filter(([name]) => !answer.has(name));
   try {
-    for (const [name, value] of headers) answer.set(name, value);
+    for (const [name, value] of missing) answer.set(name, value);
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
-    for (const [name, value] of headers) c.header(name, value);
+    for (const [name, value] of missing) c.header(name, value);
   }
 }
 

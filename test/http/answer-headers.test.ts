@@ -10,9 +10,11 @@ import { answerHeaders, requestScope, type AppEnv } from '../../src/http/middlew
  * requestScope puts its headers on answers the handler has already made, in
  * place (so the Node adapter still writes a string body with its head), and
  * still on answers whose headers are immutable (a redirect made with
- * Response.redirect, an upstream answer returned as fetch() gave it).
+ * Response.redirect, an upstream answer returned as fetch() gave it). A
+ * header the answer sets itself wins, with or without a Node response.
  */
 let upstream: Server;
+let app: Hono<AppEnv>;
 let server: ServerType;
 let base: string;
 
@@ -20,11 +22,12 @@ beforeAll(async () => {
   upstream = createServer((_req, res) => res.setHeader('content-type', 'text/plain').end('from upstream'));
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`;
-  const app = new Hono<AppEnv>();
+  app = new Hono<AppEnv>();
   app.use('*', requestScope({ logger: pino({ level: 'silent' }), now: Date.now, headers: answerHeaders(true) }));
   app.get('/json', (c) => c.json({ linked: true }));
   app.get('/redirect', () => Response.redirect('https://example.org/next', 302));
   app.get('/upstream', () => fetch(upstreamUrl));
+  app.get('/own', (c) => c.json({ cached: true }, 200, { 'Cache-Control': 'public, max-age=60' }));
   server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
   await new Promise<void>((resolve) => server.once('listening', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -49,5 +52,13 @@ describe('answer headers', () => {
     expect(response.headers.get('x-request-id')).toBe('req-1');
     expect(await response.text()).toBe(body);
     if (path === '/json') expect(response.headers.get('content-length')).toBe(String(body.length));
+  });
+
+  it('leave a header the answer sets itself, over a socket and in app.request alike', async () => {
+    for (const response of [await fetch(`${base}/own`), await app.request('/own')]) {
+      expect(response.headers.get('cache-control')).toBe('public, max-age=60');
+      expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(await response.json()).toEqual({ cached: true });
+    }
   });
 });
