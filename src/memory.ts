@@ -1,6 +1,9 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
+/** V8's `gc` as `--expose-gc` makes it. */
+type Collect = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+
 /**
  * Gives back to the system what start-up allocated and the gateway does not
  * keep: compiled modules' scratch, migrations, the young generation grown
@@ -13,8 +16,6 @@ import { runInNewContext } from 'node:vm';
  * collections, about 60 ms (`node --trace-gc`), not on a request's path
  * unless one arrives just then.
  */
-type Collect = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
-
 export function releaseStartupMemory(): boolean {
   try {
     let gc = (globalThis as { gc?: Collect }).gc;

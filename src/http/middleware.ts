@@ -75,10 +75,10 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
  * Sets headers on the answer a handler has already made. Hono's `c.header`
  * at that point copies the Response first (a fetch() answer's headers are
  * immutable), and the copy turns the Node adapter's plain string body into
- * a stream read chunk by chunk and written apart from the head: on the status
- * API that was about a fifth of the gateway's CPU per request. The answers we
- * make have mutable headers, so they are set in place; an immutable one is
- * still copied.
+ * a stream read chunk by chunk and written apart from the head (most of what
+ * took the status API from 119.6 to 102.9 µs of CPU, bench/README.md). The
+ * answers we make have mutable headers, so they are set in place; an
+ * immutable one is still copied.
  */
 export function setAnswerHeaders(c: Context<AppEnv>, headers: ReadonlyArray<readonly [string, string]>): void {
   // As on the Node response (requestScope): a header the answer sets itself wins.
