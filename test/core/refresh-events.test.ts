@@ -9,10 +9,10 @@ import type { Database } from '../../src/db/client.ts';
 import { eq } from '../../src/db/orm.ts';
 import { webhookDeliveries } from '../../src/db/schema.ts';
 import { createLinkStore } from '../../src/core/links.ts';
-import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
+import type { FakeDiscord } from '../fakes/discord.ts';
 import { linkAtFakeDiscord } from '../helpers/browser.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { createDiscordGateway, type TestGateway } from '../helpers/gateway.ts';
 
 const ENV = {
   DISCORD_CLIENT_ID: '123456789012345678',
@@ -28,9 +28,8 @@ let clock = Date.now();
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  discord = await startFakeDiscord({ clientId: ENV.DISCORD_CLIENT_ID, clientSecret: ENV.DISCORD_CLIENT_SECRET, redirectUris: ['http://127.0.0.1:8000/oauth/discord/callback'] });
-  for (const id of ['80351110224678930', '80351110224678931']) discord.users.set(id, { id, username: `u${id.slice(-2)}`, global_name: null });
-  gateway = await createTestGateway(database, { env: ENV, fetch: reroute({ 'https://discord.com': discord.origin }), now: () => clock });
+  const users = ['80351110224678930', '80351110224678931'].map((id) => ({ id, username: `u${id.slice(-2)}`, global_name: null }));
+  ({ discord, gateway } = await createDiscordGateway(database, ENV, { users, now: () => clock }));
 });
 afterAll(async () => {
   await discord?.close();

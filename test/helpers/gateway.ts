@@ -16,6 +16,7 @@ import { providerToolsFactory } from '../../src/core/tools.ts';
 import type { Database } from '../../src/db/client.ts';
 import { createLogger } from '../../src/observability.ts';
 import { loadProviders, type Registry } from '../../src/registry.ts';
+import { startFakeDiscord, type FakeDiscord, type FakeDiscordUser } from '../fakes/discord.ts';
 
 export const PROVIDERS_DIR = fileURLToPath(new URL('../../providers', import.meta.url));
 
@@ -122,6 +123,22 @@ export async function createTestGateway(database: Database, options: TestGateway
       return app.request(`/api/v1${path}`, { ...init, headers });
     },
   };
+}
+
+/**
+ * A gateway whose Discord is the fake Discord (its app the environment's
+ * DISCORD_CLIENT_ID and secret, the gateway's callback registered), reached
+ * through `reroute`, with these users signed up at it.
+ */
+export async function createDiscordGateway(
+  database: Database,
+  env: Env & { DISCORD_CLIENT_ID: string; DISCORD_CLIENT_SECRET: string },
+  options: { users?: FakeDiscordUser[]; now?: () => number } = {},
+): Promise<{ discord: FakeDiscord; gateway: TestGateway }> {
+  const discord = await startFakeDiscord({ clientId: env.DISCORD_CLIENT_ID, clientSecret: env.DISCORD_CLIENT_SECRET, redirectUris: ['http://127.0.0.1:8000/oauth/discord/callback'] });
+  for (const user of options.users ?? []) discord.users.set(user.id, user);
+  const gateway = await createTestGateway(database, { env, fetch: reroute({ 'https://discord.com': discord.origin }), ...(options.now ? { now: options.now } : {}) });
+  return { discord, gateway };
 }
 
 /**

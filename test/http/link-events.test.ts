@@ -15,11 +15,11 @@ import { createLinkStore } from '../../src/core/links.ts';
 import { purgeExpired } from '../../src/core/purge.ts';
 import { CreatedApiKeyAnswer } from '../../src/http/admin.ts';
 import { LinkEventsAnswer } from '../../src/http/openapi.ts';
-import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
+import type { FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { atFake, createDiscordGateway, type TestGateway } from '../helpers/gateway.ts';
 
 const ADMIN_KEY = 'admin_link_events_0123456789abcdefghijklmnop';
 const ENV = {
@@ -37,9 +37,7 @@ let clock = Date.now();
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  discord = await startFakeDiscord({ clientId: ENV.DISCORD_CLIENT_ID, clientSecret: ENV.DISCORD_CLIENT_SECRET, redirectUris: ['http://127.0.0.1:8000/oauth/discord/callback'] });
-  discord.users.set(DISCORD_ID, { id: DISCORD_ID, username: 'kuromi', global_name: null });
-  gateway = await createTestGateway(database, { env: ENV, fetch: reroute({ 'https://discord.com': discord.origin }), now: () => clock });
+  ({ discord, gateway } = await createDiscordGateway(database, ENV, { users: [{ id: DISCORD_ID, username: 'kuromi', global_name: null }], now: () => clock }));
 });
 afterAll(async () => {
   await discord?.close();

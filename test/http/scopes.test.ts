@@ -6,11 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
-import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
+import type { FakeDiscord } from '../fakes/discord.ts';
 import { TestBrowser } from '../helpers/browser.ts';
 import { mintContext } from '../helpers/context.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { atFake, createTestGateway, reroute, type TestGateway } from '../helpers/gateway.ts';
+import { atFake, createDiscordGateway, type TestGateway } from '../helpers/gateway.ts';
 
 const ENV = { DISCORD_CLIENT_ID: '123456789012345678', DISCORD_CLIENT_SECRET: 'discord-client-secret-0123456789' };
 const DISCORD_ID = '80351110224678940';
@@ -21,9 +21,7 @@ let gateway: TestGateway;
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  discord = await startFakeDiscord({ clientId: ENV.DISCORD_CLIENT_ID, clientSecret: ENV.DISCORD_CLIENT_SECRET, redirectUris: ['http://127.0.0.1:8000/oauth/discord/callback'] });
-  discord.users.set(DISCORD_ID, { id: DISCORD_ID, username: 'scoped', global_name: null });
-  gateway = await createTestGateway(database, { env: ENV, fetch: reroute({ 'https://discord.com': discord.origin }) });
+  ({ discord, gateway } = await createDiscordGateway(database, ENV, { users: [{ id: DISCORD_ID, username: 'scoped', global_name: null }] }));
 });
 afterAll(async () => {
   await discord?.close();
