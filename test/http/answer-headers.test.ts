@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono } from 'hono';
 import pino from 'pino';
@@ -17,6 +17,7 @@ let upstream: Server;
 let app: Hono<AppEnv>;
 let server: ServerType;
 let base: string;
+let splitWrites = 0;
 
 beforeAll(async () => {
   upstream = createServer((_req, res) => res.setHeader('content-type', 'text/plain').end('from upstream'));
@@ -29,6 +30,14 @@ beforeAll(async () => {
   app.get('/upstream', () => fetch(upstreamUrl));
   app.get('/own', (c) => c.json({ cached: true }, 200, { 'Cache-Control': 'public, max-age=60' }));
   server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+  // Head and body written apart (the body read as a stream) reach the socket as one writev of several chunks.
+  server.on('connection', (socket: Socket & { _writev?: (...args: unknown[]) => unknown }) => {
+    const writev = socket._writev!;
+    socket._writev = function (...args: unknown[]) {
+      splitWrites += 1;
+      return writev.apply(this, args);
+    };
+  });
   await new Promise<void>((resolve) => server.once('listening', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
@@ -52,6 +61,12 @@ describe('answer headers', () => {
     expect(response.headers.get('x-request-id')).toBe('req-1');
     expect(await response.text()).toBe(body);
     if (path === '/json') expect(response.headers.get('content-length')).toBe(String(body.length));
+  });
+
+  it('leave the answer as the handler made it: head and a string body in one write', async () => {
+    splitWrites = 0;
+    for (let i = 0; i < 5; i += 1) expect(await (await fetch(`${base}/json`)).json()).toEqual({ linked: true });
+    expect(splitWrites).toBe(0);
   });
 
   it('leave a header the answer sets itself, over a socket and in app.request alike', async () => {
