@@ -20,10 +20,12 @@ WORKDIR /app
 
 # The sources stay owned by root: the service cannot rewrite its own code.
 # They are copied before the install because install scripts may use them.
-# tsx (which runs the TypeScript sources) is a runtime dependency, so
-# --omit=dev leaves everything the gateway and the CLI need.
+# The gateway runs compiled (`npm run build`: dist/, made with esbuild, a
+# runtime dependency); the `linkgate` command runs the TypeScript sources
+# with tsx, also a runtime dependency. So --omit=dev leaves everything.
 COPY . .
 RUN npm ci --omit=dev --no-audit && npm cache clean --force \
+    && npm run build \
     && ln -s /app/bin/linkgate.js /usr/local/bin/linkgate \
     && mkdir -p /data && chown node:node /data
 
@@ -37,6 +39,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
-# What `npm start` runs, without npm in between: SIGTERM reaches the server,
-# which drains its requests and exits.
-CMD ["node", "--max-semi-space-size=16", "--liftoff-only", "--import", "tsx", "src/server.ts"]
+# What `npm run start:prod` runs, without npm in between: SIGTERM reaches the
+# server, which drains its requests and exits. Against `npm start` (tsx): it
+# starts in about three quarters of the time and uses about 8 MB less
+# (docs/performance.md).
+CMD ["node", "--max-semi-space-size=16", "--liftoff-only", "--enable-source-maps", "--conditions=linkgate-dist", "dist/src/server.js"]

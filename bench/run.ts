@@ -7,7 +7,7 @@
  * BENCH_PROFILE=<dir> profiles the gateway instead (`--cpu-prof` into <dir>)
  * through scenario 1 only, prints where its CPU time went and writes no results.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -16,6 +16,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
+import { transformSync } from 'esbuild';
 import { SignJWT } from 'jose';
 import postgres from 'postgres';
 import { createKeyring } from '../src/core/crypto.ts';
@@ -28,6 +29,11 @@ const QUICK = process.env.BENCH_QUICK === '1';
 const STATUS_PATH = '/api/v1/users/{id}/links/bench';
 /** How long after /readyz, without a request, the gateway's resident memory counts as idle. */
 const IDLE_SETTLE_MS = 20_000;
+/**
+ * BENCH_RUNTIME=dist runs the gateway as `npm run start:prod` does (the
+ * build in dist/, made first), not as `npm start` does (tsx).
+ */
+const COMPILED = process.env.BENCH_RUNTIME === 'dist';
 const PROFILE_DIR = process.env.BENCH_PROFILE ? resolve(process.env.BENCH_PROFILE) : undefined;
 const SECONDS = QUICK ? 2 : 10;
 // Scenario 1 runs in turns: ROUNDS loads of SCENARIO1_SECONDS on each server.
@@ -81,9 +87,14 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** Runs a TypeScript entry the way `npm start` runs the gateway (see package.json). */
-function run(args: string[], env: Record<string, string>, port: number, nodeFlags: string[] = []): Running {
-  const child = spawn(process.execPath, ['--max-semi-space-size=16', '--liftoff-only', ...nodeFlags, '--import', 'tsx', ...args], {
+/**
+ * Runs a TypeScript entry the way `npm start` runs the gateway (see
+ * package.json), or with `compiled` a JavaScript one the way `npm run
+ * start:prod` does.
+ */
+function run(args: string[], env: Record<string, string>, port: number, nodeFlags: string[] = [], compiled = false): Running {
+  const loader = compiled ? ['--enable-source-maps', '--conditions=linkgate-dist'] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, ['--max-semi-space-size=16', '--liftoff-only', ...nodeFlags, ...loader, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -321,7 +332,26 @@ async function tokenRequests(port: number, refreshes: () => number) {
 
 // --- the run -------------------------------------------------------------------------------------
 
+/**
+ * The bench provider as JavaScript, in dist/bench/providers (inside the
+ * checkout, so that its imports resolve to this package's node_modules), for
+ * the compiled gateway: a TypeScript module there would make Node load its
+ * own type stripper, about 9 MB that a deployment with JavaScript providers
+ * does not pay (docs/operating.md).
+ */
+function compiledProviders(): string {
+  const out = join(ROOT, 'dist/bench/providers');
+  mkdirSync(out, { recursive: true });
+  const source = readFileSync(join(ROOT, 'bench/providers/bench.ts'), 'utf8');
+  writeFileSync(join(out, 'bench.js'), transformSync(source, { loader: 'ts', format: 'esm', target: 'node22' }).code);
+  return out;
+}
+
 async function main() {
+  if (COMPILED) {
+    const built = spawnSync(process.execPath, [join(ROOT, 'scripts/build.js')], { stdio: 'inherit' });
+    if (built.status !== 0) throw new Error('npm run build failed');
+  }
   const fake = await startFakeOAuth();
   const adminUrl = process.env.DATABASE_URL;
   const dbName = `linkgate_bench_${randomBytes(4).toString('hex')}`;
@@ -344,7 +374,7 @@ async function main() {
     USERID_HASH_SALT: randomBytes(32).toString('base64url'),
     LINKGATE_API_KEYS: API_KEY,
     LINKGATE_ENCRYPTION_KEYS: `bench:${KEY.toString('base64')}`,
-    LINKGATE_PROVIDERS_DIR: join(ROOT, 'bench/providers'),
+    LINKGATE_PROVIDERS_DIR: COMPILED ? compiledProviders() : join(ROOT, 'bench/providers'),
     BENCH_OAUTH_URL: fake.url,
     // One key and one address send thousands of requests a second here: the limiter counts them all
     // (its cost is in the figures) but is set not to refuse any.
@@ -355,7 +385,8 @@ async function main() {
   };
   const startGateway = async (nodeFlags: string[] = []) => {
     // BENCH_NODE_FLAGS: more node flags for the gateway (after the ones npm start uses), to measure one.
-    const gateway = run(['src/server.ts'], gatewayEnv, BASE_PORT, [...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), ...nodeFlags]);
+    const nodeFlagsFromEnv = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+    const gateway = run([COMPILED ? 'dist/src/server.js' : 'src/server.ts'], gatewayEnv, BASE_PORT, [...nodeFlagsFromEnv, ...nodeFlags], COMPILED);
     const startupMs = await waitFor(`http://127.0.0.1:${BASE_PORT}/readyz`, gateway.child);
     return { gateway, startupMs: Math.round(startupMs) };
   };
@@ -487,7 +518,8 @@ async function main() {
       await admin.end();
     }
   }
-  const kind = (results.machine as { database: string }).database;
+  // Each database and runtime has its own entry in results.json and its own table.
+  const kind = `${(results.machine as { database: string }).database}${COMPILED ? '-dist' : ''}`;
   if (QUICK) {
     // A smoke run's figures are not measurements: printed, never recorded.
     process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
@@ -510,7 +542,7 @@ async function main() {
 function writeTable(kind: string, r: Record<string, any>) {
   const readme = join(ROOT, 'bench/README.md');
   const s1 = r.scenario1;
-  const pglite = kind === 'pglite';
+  const pglite = kind.startsWith('pglite');
   const mark = (ok: boolean) => (ok ? '✅' : '❌');
   // Issue #24's targets: PostgreSQL's ratio in every round and its CPU against bare Hono's; PGlite's start-up and memory.
   const ratioTarget = pglite ? 0.85 : 0.8;

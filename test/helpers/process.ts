@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as v from 'valibot';
 import { createTestDatabase } from './database.ts';
 import { TEST_SECRETS } from './gateway.ts';
 
@@ -43,6 +44,16 @@ export interface GatewayProcessOptions {
   embedded?: boolean;
   /** The working directory of an earlier process (its `dataDir`): a restart on its data. */
   dataDir?: string;
+  /** As `npm run start:prod` runs it: the build in dist/ (made beforehand by `npm run build`), without tsx. */
+  compiled?: boolean;
+}
+
+/** `npm run start:prod`'s node arguments, the entry made absolute (the process runs in its own directory). */
+export function startProdArguments(): string[] {
+  const scripts = v.parse(v.object({ scripts: v.object({ 'start:prod': v.string() }) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts;
+  const [node, ...args] = scripts['start:prod'].split(' ');
+  if (node !== 'node') throw new Error(`start:prod does not start with node: ${scripts['start:prod']}`);
+  return args.map((arg) => (arg.endsWith('.js') ? join(ROOT, arg) : arg));
 }
 
 /**
@@ -57,7 +68,8 @@ export async function startGatewayProcess(env: Record<string, string>, options: 
   const databaseUrl = options.databaseUrl ?? database?.url;
   await options.prepare?.({ dir: dataDir, databaseUrl });
   let output = '';
-  const child = spawn(process.execPath, ['--liftoff-only', '--import', TSX_LOADER, join(ROOT, 'src/server.ts')], {
+  const args = options.compiled ? startProdArguments() : ['--liftoff-only', '--import', TSX_LOADER, join(ROOT, 'src/server.ts')];
+  const child = spawn(process.execPath, args, {
     cwd: dataDir,
     env: options.bare
       ? { PATH: process.env.PATH, HOME: process.env.HOME, ...env }
