@@ -332,20 +332,20 @@ const linksDelete: Command = {
   json: true,
   summary: "Delete a user's link and revoke its credentials at the provider.",
   details: [
-    'Does what DELETE /api/v1/users/:userId/links/:provider does: the link is deleted, then the provider is asked to revoke its tokens. Revocation is best effort: the link is deleted whatever the provider answers, and the output says what it answered, and that no link.deleted event will be sent when LINKGATE_WEBHOOK_URL is not set. While the server runs on the embedded database in DATA_DIR, it deletes the link through that route. Exits with 3 when there is no such link.',
+    'Does what DELETE /api/v1/users/:userId/links/:provider does: the link is deleted, then the provider is asked to revoke its tokens. Revocation is best effort: the link is deleted whatever the provider answers, and the output says what it answered, and that no link.deleted event will be sent when LINKGATE_WEBHOOK_URL is not set. The deletion is in the audit trail. While the server runs on the embedded database in DATA_DIR, it deletes the link through the operator API (LINKGATE_ADMIN_KEYS), audited as that key. Exits with 3 when there is no such link.',
   ],
   async run(args, io) {
     const key = linkKey(args);
     const loaded = loadConfig(io);
     const { config } = loaded;
     const logger = cliLogger(io, config);
-    const { botRequest, runningGateway } = await gatewayModule();
+    const { operatorRequest, runningGateway } = await gatewayModule();
     const gateway = runningGateway(io, config);
     let deleted: { link: Link; revocation: Revocation };
     if (gateway) {
-      // The API answers 204 with the revocation in a header: the link it deletes is read first, to print it.
+      // The operator API answers 204 with the revocation in a header: the link it deletes is read first, to print it.
       const link = await readLink(io, config, key);
-      const response = await botRequest(gateway, config, 'DELETE', linkPath(key), { failure: orNotLinked(key.provider) });
+      const response = await operatorRequest(gateway, config, 'DELETE', `/tenants/${tenant}${linkPath(key)}`, undefined, '`links delete` and the tenants commands', orNotLinked(key.provider));
       const revocation = Revocation.find((r) => r === response.headers.get('linkgate-revocation'));
       if (!revocation) throw new CliError(EXIT.failure, 'failed', `${gateway.describe} deleted the link without saying what the provider answered (no Linkgate-Revocation header)`);
       deleted = { link, revocation };
@@ -484,7 +484,7 @@ const importJellyfinRegistry: Command = {
         const links = createLinkStore(database.db, createKeyring(config.encryptionKeys), { webhookEvents: config.webhook !== undefined });
         // Audited as a link import (through a gateway, its operator API audits it).
         return auditedCommand(io, database.db, { action: 'links.import', tenant, target: 'jellyfin-registry' }, async (note) => {
-          const answer = await importRecords({ links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: config.allowSharedAccounts, now: io.now }, records);
+          const answer = await importRecords({ links, tenant, provider: (provider) => registry.get(provider), allowSharedAccounts: config.allowSharedAccounts, now: io.now }, records);
           // The whole file's counts: rows refused or skipped before the import too.
           const before = (kind: string) => rows.filter((row) => row.kind === kind).length;
           note.detail = { ...answer.counts, invalid: answer.counts.invalid + before('invalid'), skipped: before('skipped') };

@@ -82,9 +82,18 @@ export function botRequest(gateway: RunningGateway, config: Config, method: Gate
 
 /**
  * The operator API (/api/admin/v1): the first of LINKGATE_ADMIN_KEYS, which
- * both must have. `commands` names what goes through it, for the refusal.
+ * both must have. `commands` names what goes through it, for the refusal;
+ * `failure` reads an error answer first, as in `callGateway`.
  */
-export function operatorRequest(gateway: RunningGateway, config: Config, method: GatewayRequest['method'], path: string, body?: unknown, commands = 'tenants commands'): Promise<Response> {
+export function operatorRequest(
+  gateway: RunningGateway,
+  config: Config,
+  method: GatewayRequest['method'],
+  path: string,
+  body?: unknown,
+  commands = 'tenants commands',
+  failure?: GatewayRequest['failure'],
+): Promise<Response> {
   const noOperatorApi = (why: string) =>
     new CliError(
       EXIT.failure,
@@ -99,7 +108,8 @@ export function operatorRequest(gateway: RunningGateway, config: Config, method:
     key,
     ...(body === undefined ? {} : { body }),
     // Without LINKGATE_ADMIN_KEYS of its own the gateway has no operator API: every route is 404.
-    failure: (status, error) => (status === 404 && error?.code === 'not_found' && error.message === 'no such route' ? noOperatorApi('which is off (the gateway runs without LINKGATE_ADMIN_KEYS)') : undefined),
+    failure: (status, error) =>
+      status === 404 && error?.code === 'not_found' && error.message === 'no such route' ? noOperatorApi('which is off (the gateway runs without LINKGATE_ADMIN_KEYS)') : failure?.(status, error),
   });
 }
 

@@ -99,8 +99,12 @@ const sameCredentials = (a: Credentials, b: Credentials) =>
 export interface ImportDeps {
   links: LinkStore;
   tenant: string;
-  /** Whether `provider` is one of the tenant's providers. */
-  knows(provider: string): boolean | Promise<boolean>;
+  /**
+   * The tenant's provider `provider`, undefined when it has none: its links
+   * are stored with the configuration version new links get, so that the
+   * tenant's app refreshes and revokes them (undefined: the environment's).
+   */
+  provider(provider: string): { configVersion?: number } | undefined | Promise<{ configVersion?: number } | undefined>;
   allowSharedAccounts: boolean;
   now: () => number;
 }
@@ -167,7 +171,8 @@ async function importEntry(deps: ImportDeps, entry: unknown, key: Buffer | undef
   const line = v.safeParse(Line, entry);
   if (!line.success) throw new LinkgateError('bad_request', issueMessage(line.issues[0]));
   const { userId, provider, externalId, externalName } = line.output;
-  if (!(await deps.knows(provider))) throw new LinkgateError('unknown_provider', `there is no provider called "${provider}"`);
+  const known = await deps.provider(provider);
+  if (!known) throw new LinkgateError('unknown_provider', `there is no provider called "${provider}"`);
   let credentialsInput = line.output.credentials;
   if (key) {
     if (typeof credentialsInput !== 'string') throw new LinkgateError('bad_request', 'credentials must be sealed in a sealed export');
@@ -190,7 +195,7 @@ async function importEntry(deps: ImportDeps, entry: unknown, key: Buffer | undef
   const existing = await deps.links.get(linkKey);
   const status = line.output.status ?? 'active';
   if (existing && existing.externalId === account.id && (existing.externalName ?? undefined) === account.name && existing.status === status && sameCredentials(deps.links.openCredentials(existing), credentials)) return 'unchanged';
-  const stored = await deps.links.store(linkKey, account, credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), via: 'import' });
+  const stored = await deps.links.store(linkKey, account, credentials, { allowShared: deps.allowSharedAccounts, now: new Date(deps.now()), configVersion: known.configVersion ?? null, via: 'import' });
   if (status === 'needs_reauth') await deps.links.setStatus(stored, 'needs_reauth', new Date(deps.now()), 'imported as needing the user');
   return existing ? 'updated' : 'created';
 }

@@ -22,7 +22,8 @@ import type { LinkStore } from '../core/links.ts';
 import { DEFAULT_KEY_PUBLISH_SECONDS, MAX_KEY_PUBLISH_SECONDS, type OpenIdApp, type OpenIdApps, type SigningKeyAdmin, type SigningKeyInfo } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
 import { exportLinks } from '../core/link-transfer.ts';
-import { answerImport, IMPORT_MAX_BYTES } from './api.ts';
+import { unlink } from '../core/unlink.ts';
+import { answerImport, IMPORT_MAX_BYTES, LinkParams } from './api.ts';
 import { maskSecrets, type ProviderDirectory } from '../core/tenant-providers.ts';
 import { ApiKeyName, TenantId, TenantName, type ApiKeyInfo, type Tenant, type TenantStore } from '../core/tenants.ts';
 import { parseInput } from '../core/validation.ts';
@@ -59,6 +60,7 @@ export interface AdminRoutesDeps {
 
 export const TenantParams = v.object({ tenant: v.pipe(TenantId, v.description('a tenant id: 1–40 lowercase letters, digits and hyphens')) });
 export const CreateTenantBody = v.object({ id: TenantId, name: TenantName });
+export const TenantLinkParams = v.object({ ...TenantParams.entries, ...LinkParams.entries });
 export const CreateApiKeyBody = v.object({ name: ApiKeyName });
 const field = (name: string, schema: v.GenericSchema<string, string>) =>
   v.pipe(
@@ -727,6 +729,26 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       if (tenant === DEFAULT_TENANT) throw environmentOnly('webhook');
       if (!(await deps.tenants.deleteWebhook(tenant))) throw new LinkgateError('not_found', 'this tenant has no webhook');
       return c.body(null, 204);
+    }),
+  );
+
+  /**
+   * A user's link, deleted as the bot API's DELETE does (revoked upstream
+   * where the provider can, `link.deleted` sent), by an operator: audited.
+   * `linkgate links delete` uses it while the gateway runs on the embedded
+   * database. The provider need not be configured any more: its link goes,
+   * and the answer says the revocation was `provider_unavailable`.
+   */
+  app.delete(
+    '/tenants/:tenant/users/:userId/links/:provider',
+    audited('link.delete', async (c, note) => {
+      const { tenant, userId, provider } = parseInput(TenantLinkParams, c.req.param());
+      note.target = `link:${userId}/${provider}`;
+      await deps.tenants.require(tenant);
+      const deleted = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now }, { tenant, userId, provider }, c.get('log')(), 'admin');
+      if (!deleted) throw new LinkgateError('not_linked', `this user has no ${provider} link in this tenant`, { provider });
+      note.detail = { revocation: deleted.revocation };
+      return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
     }),
   );
 

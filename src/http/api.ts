@@ -146,7 +146,7 @@ export async function answerImport(
   }
   const registry = await deps.providers.of(tenant);
   const answer = await importLinks(
-    { links: deps.links, tenant, knows: (provider) => registry.get(provider) !== undefined, allowSharedAccounts: deps.allowSharedAccounts, now: deps.now },
+    { links: deps.links, tenant, provider: (provider) => registry.get(provider), allowSharedAccounts: deps.allowSharedAccounts, now: deps.now },
     await c.req.text(),
     c.req.header('linkgate-passphrase'),
   );

@@ -103,9 +103,9 @@ const TASKS: Task[] = [
   },
   {
     id: 'tenant-links',
-    title: 'Operator: links in and out, and the audit trail',
-    blurb: 'A tenant’s links as JSON lines, out and back in (sealed with a passphrase), and every change made through this API, the console and the command line.',
-    routes: ['post /api/admin/v1/tenants/:tenant/links:import', 'get /api/admin/v1/tenants/:tenant/links:export', 'get /api/admin/v1/audit', 'get /api/admin/v1/audit.csv'],
+    title: 'Operator: links, and the audit trail',
+    blurb: 'One user’s link deleted, a tenant’s links as JSON lines out and back in (sealed with a passphrase), and every change made through this API, the console and the command line.',
+    routes: ['delete /api/admin/v1/tenants/:tenant/users/:userId/links/:provider', 'post /api/admin/v1/tenants/:tenant/links:import', 'get /api/admin/v1/tenants/:tenant/links:export', 'get /api/admin/v1/audit', 'get /api/admin/v1/audit.csv'],
   },
   {
     id: 'console-invites',

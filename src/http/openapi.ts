@@ -35,6 +35,7 @@ import {
   SigningKeysAnswer,
   TenantAnswer,
   TenantDetailAnswer,
+  TenantLinkParams,
   TenantParams,
   TenantProviderParams,
   TenantProvidersAnswer,
@@ -722,6 +723,27 @@ export const operatorOperations: Operation[] = [
     path: '/webhook',
     summary: 'Remove the webhook endpoint',
     responses: { 204: { description: 'removed' }, 400: invalid('the tenant id is invalid, or the tenant is default (the environment’s)'), 404: noSuch('webhook') },
+  }),
+  tenantRoute({
+    method: 'delete',
+    path: '/users/:userId/links/:provider',
+    summary: 'Delete a user’s link',
+    description:
+      'As the bot API’s unlink, in this tenant, and audited (`link.delete`): the link is deleted and `link.deleted` sent; its credentials are revoked at the provider where it can. The provider need not be configured any more (then the revocation is `provider_unavailable`). `linkgate links delete` uses it while the gateway runs on the embedded database.',
+    params: TenantLinkParams,
+    responses: {
+      204: {
+        description: 'deleted',
+        headers: {
+          'Linkgate-Revocation': {
+            description: 'what the provider said: revoked, not_supported (it has no revocation), failed (it refused or was down; the link is deleted anyway), provider_unavailable (not configured here)',
+            schema: { type: 'string', enum: ['revoked', 'not_supported', 'failed', 'provider_unavailable'] },
+          },
+        },
+      },
+      400: invalid('the tenant id, user id or provider id is invalid'),
+      404: failure(['tenant_not_found', 'not_linked', 'not_found'], `no such tenant, or the user has no such link; or ${OFF}`),
+    },
   }),
   tenantRoute({
     method: 'post',

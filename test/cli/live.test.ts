@@ -85,7 +85,15 @@ describe('while the gateway runs on the embedded database', () => {
     expect(through).toEqual(direct.get(args.join(' ')));
   });
 
-  it('`links delete` deletes through the gateway, prints the revocation it answered and that no event will be sent', async () => {
+  it('`links delete` without LINKGATE_ADMIN_KEYS says to set them and restart the gateway, or to stop it, and deletes nothing', async () => {
+    const { LINKGATE_ADMIN_KEYS: _, ...without } = env;
+    const refused = await runCli(['links', 'delete', USER, 'anilist', '--json'], without);
+    expect(refused).toMatchObject({ code: 1, stdout: '' });
+    expect(json(refused.stderr)).toMatchObject({ error: { code: 'operator_api_disabled', message: expect.stringContaining('`links delete` and the tenants commands then go through its operator API') } });
+    expect(await runCli(['links', 'show', USER, 'anilist'], env)).toEqual(direct.get(`links show ${USER} anilist`));
+  });
+
+  it('`links delete` deletes through the operator API, prints the revocation it answered and that no event will be sent; the audit trail has it', async () => {
     // The link as `links show` printed it on the database directly, and the revocation the API answered in Linkgate-Revocation.
     const shown = json<unknown>(direct.get(`links show ${USER} anilist --json`)!.stdout);
     const asJson = await runCli(['links', 'delete', USER, 'anilist', '--json'], env);
@@ -100,7 +108,18 @@ describe('while the gateway runs on the embedded database', () => {
 
     const text = await runCli(['links', 'delete', OTHER, 'anilist'], env);
     expect(text).toEqual({ code: 0, stdout: `deleted the anilist link; the provider has no revocation\n${NO_EVENT}`, stderr: '' });
+
+    // Audited as the operator key. (The second was refused before the gateway was asked: the link is read first, to print it.)
+    const audit = await fetch(`${gateway!.base}/api/admin/v1/audit?action=link.delete`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    const events = json<{ events: Array<Record<string, unknown>> }>(await audit.text()).events.reverse();
+    expect(events.map((e) => [e.target, e.outcome, e.code])).toEqual([
+      [`link:${USER}/anilist`, 'ok', null],
+      [`link:${OTHER}/anilist`, 'ok', null],
+    ]);
+    for (const event of events) expect(event).toMatchObject({ actor: expect.stringMatching(/^operator-key:/), tenant: 'default' });
+    expect(events[0]!.detail).toEqual({ revocation: 'not_supported' });
   });
+
 
   it('`link-url` prints a URL the running gateway signed and accepts', async () => {
     const made = await runCli(['link-url', USER, 'anilist', '--json'], env);

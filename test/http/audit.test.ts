@@ -88,6 +88,11 @@ describe('the audit trail of the operator API', () => {
     await ok(fetch(`${server.base}/api/admin/v1/tenants/auditbot/links:import`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'user-agent': 'audit-test/1.0', 'content-type': 'application/x-ndjson' }, body: line }), 200);
     const exported = await ok(admin('/tenants/auditbot/links:export', { headers: { 'linkgate-passphrase': PASSPHRASE } }), 200);
     await exported.text();
+    // One user's link, deleted by the operator: the revocation is in the answer and the row; a second time is refused.
+    const unlinked = await ok(admin('/tenants/auditbot/users/u1/links/corp', { method: 'DELETE' }), 204);
+    const revocation = unlinked.headers.get('linkgate-revocation');
+    expect(['revoked', 'not_supported', 'failed']).toContain(revocation);
+    await ok(admin('/tenants/auditbot/users/u1/links/corp', { method: 'DELETE' }), 404);
     await ok(admin(`/tenants/auditbot/api-keys/${key.id}`, { method: 'DELETE' }), 204);
     await ok(admin(`/tenants/auditbot/context-secrets/${contextSecret.id}`, { method: 'DELETE' }), 204);
     await ok(admin(`/tenants/auditbot/apps/${app.clientId}`, { method: 'DELETE' }), 204);
@@ -109,6 +114,8 @@ describe('the audit trail of the operator API', () => {
       'signing_key.rotate ok',
       'links.import ok',
       'links.export ok',
+      'link.delete ok',
+      'link.delete refused',
       'api_key.revoke ok',
       'context_secret.retire ok',
       'app.delete ok',
@@ -124,6 +131,8 @@ describe('the audit trail of the operator API', () => {
     expect(by('provider.configure')).toMatchObject({ target: 'provider:corp', detail: { variables: ['CORP_CLIENT_ID', 'CORP_CLIENT_SECRET', 'CORP_ISSUER'], version: 1 } });
     expect(by('webhook.set').detail).toEqual({ origin: 'https://auditbot.example' });
     expect(by('links.import').detail).toEqual({ created: 1, updated: 0, unchanged: 0, invalid: 0 });
+    expect(by('link.delete')).toMatchObject({ target: 'link:u1/corp', detail: { revocation } });
+    expect(events.find((e) => e.action === 'link.delete' && e.outcome === 'refused')).toMatchObject({ code: 'not_linked', target: 'link:u1/corp' });
     expect(events.find((e) => e.action === 'api_key.revoke' && e.outcome === 'refused')).toMatchObject({ code: 'not_found', target: 'api_key:key_missing' });
 
     // The CSV is those rows; exporting it is audited (and that row is in the JSON from then on).

@@ -59,7 +59,7 @@ describe('GET /docs', () => {
     expect(html).toContain('http://127.0.0.1:8000/api/v1/users/80351110224678912/links/anilist');
     expect(html).toContain('how long to wait, 1 to 60 seconds; default 30');
     // The operator and web-session APIs, with their own credentials.
-    for (const title of ['Operator: tenants', 'Operator: keys and secrets', 'Operator: links in and out, and the audit trail', 'Sign people in to a same-site app']) expect(html).toContain(`>${title}</a>`);
+    for (const title of ['Operator: tenants', 'Operator: keys and secrets', 'Operator: links, and the audit trail', 'Sign people in to a same-site app']) expect(html).toContain(`>${title}</a>`);
     expect(html).toContain('curl -X POST -H &quot;Authorization: Bearer $LINKGATE_ADMIN_KEY&quot; \\\n  -H &#39;content-type: application/json&#39; -d &#39;{&quot;id&quot;:&quot;quiz-bot&quot;');
     expect(html).toContain('curl -b &quot;linkgate_session=$SESSION&quot; \\\n  &#39;http://127.0.0.1:8000/api/auth/session&#39;');
     expect(html).toContain('-H &#39;Linkgate-Passphrase: correct horse battery staple&#39;');

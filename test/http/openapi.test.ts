@@ -216,6 +216,7 @@ const pathOf = (op: Operation, tenant: string) =>
     .replace(':tenant', tenant)
     .replace(':id', op.path.includes('/api-keys/') ? 'key_nothing' : 'cs_nothing')
     .replace(':provider', 'token')
+    .replace(':userId', 'u-nobody')
     .replace(':clientId', 'app_nothing');
 /** What each operator route accepts, so that a scenario gets wrong only what it means to. */
 const ACCEPTED: Record<string, { body?: unknown; raw?: string; headers?: Record<string, string> }> = {
@@ -316,6 +317,11 @@ Object.assign(scenarios, operatorCommon, {
   [`delete ${T}/webhook 204`]: async () => {
     await ok(admin('/tenants/oa/webhook', { method: 'PUT', ...ACCEPTED[`put ${T}/webhook`] }));
     return admin('/tenants/oa/webhook', { method: 'DELETE' });
+  },
+  [`delete ${T}/users/:userId/links/:provider 204`]: async () => {
+    const line = JSON.stringify({ userId: 'u-oa-unlinked', provider: 'token', externalId: 'oa-unlinked', credentials: { accessToken: 'a' } });
+    await ok(admin('/tenants/oa/links:import', { method: 'POST', raw: `${line}\n`, headers: ndjson }));
+    return admin('/tenants/oa/users/u-oa-unlinked/links/token', { method: 'DELETE' });
   },
   [`post ${T}/links:import 200`]: () => admin('/tenants/oa/links:import', { method: 'POST', raw: `${IMPORTED}{ not json\n`, headers: ndjson }),
   [`post ${T}/links:import 413`]: () => admin('/tenants/oa/links:import', { method: 'POST', raw: '{}\n'.repeat(10_001), headers: ndjson }),

@@ -11,8 +11,8 @@ import { createHmac } from 'node:crypto';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/client.ts';
-import { sql } from '../../src/db/orm.ts';
-import { webhookDeliveries } from '../../src/db/schema.ts';
+import { and, eq, sql } from '../../src/db/orm.ts';
+import { links, webhookDeliveries } from '../../src/db/schema.ts';
 import { createWebhookWorker } from '../../src/core/webhooks.ts';
 import { createTenantStore } from '../../src/core/tenants.ts';
 import { parseConfig } from '../../src/config.ts';
@@ -319,6 +319,38 @@ describe('provider configurations', () => {
     expect(token.status).toBe(200);
     expect(idpA.counts.tokenByGrant.refresh_token ?? 0).toBe(refreshesBefore + 1);
     expect(idpA2.counts.tokenByGrant.refresh_token ?? 0).toBe(0);
+  });
+
+  it("refreshes and revokes a link imported into a tenant with the tenant's app", async () => {
+    // The tenant's export, imported back into it after the access token's expiry was moved up.
+    await link('b', 'mover', idpB, 'mover-at-b');
+    const exported = await (await admin('/tenants/b/links:export?plaintext=true')).text();
+    const exportedLine = JSON.parse(exported.split('\n').find((row) => row.includes('"userId":"mover"'))!) as { credentials: { expiresAt: string } };
+    // Its access token expires in 5 s: due within the refresh margin at the first use after the import.
+    exportedLine.credentials.expiresAt = new Date(Date.now() + 5000).toISOString();
+    const line = JSON.stringify(exportedLine);
+    const imported = await gateway.app.request('/api/admin/v1/tenants/b/links:import', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/x-ndjson' },
+      body: `${line}\n`,
+    });
+    // Restored over the link as it was (a backup, say): the import replaces its credentials.
+    expect(await imported.json()).toMatchObject({ counts: { updated: 1 } });
+    // The token is refreshed at b's app, as for a link made here.
+    const refreshesBefore = idpB.counts.tokenByGrant.refresh_token ?? 0;
+    expect((await bot('b', '/users/mover/links/corp/token', { method: 'POST' })).status).toBe(200);
+    expect(idpB.counts.tokenByGrant.refresh_token ?? 0).toBe(refreshesBefore + 1);
+    // The import recorded the tenant's configuration version; a link imported before it did (none) is served by the current one.
+    const [row] = await database.db.select({ configVersion: links.configVersion }).from(links).where(and(eq(links.tenant, 'b'), eq(links.userId, 'mover')));
+    expect(row!.configVersion).toBeGreaterThan(0);
+    await database.db.update(links).set({ configVersion: null }).where(and(eq(links.tenant, 'b'), eq(links.userId, 'mover')));
+    expect((await bot('b', '/users/mover/links/corp/token', { method: 'POST' })).status).toBe(200);
+    // The operator deletes it: b's app revokes its tokens.
+    const revocationsBefore = idpB.counts.revocation;
+    const deleted = await gateway.app.request('/api/admin/v1/tenants/b/users/mover/links/corp', { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    expect(deleted.status).toBe(204);
+    expect(deleted.headers.get('linkgate-revocation')).toBe('revoked');
+    expect(idpB.counts.revocation).toBeGreaterThan(revocationsBefore);
   });
 });
 
