@@ -1,12 +1,13 @@
 /**
  * `linkgate admin invite`: a one-time link to the admin console that makes
- * whoever signs in with it first an owner (src/core/console-invites.ts).
+ * whoever signs in with it first an owner (src/core/console-invites.ts);
+ * `admin invites list|revoke`: the open ones, and taking one back.
  * It adds owners to a console LINKGATE_ADMINS has opened and refuses
  * otherwise: an invite never opens a closed console. While a gateway runs on
  * the embedded database it asks that gateway (the operator API's
  * `POST /console/invites`), as the `tenants` commands do.
  */
-import { CliError, EXIT, type Command } from './cli.ts';
+import { argument, CliError, EXIT, type Command } from './cli.ts';
 import { print } from './output.ts';
 import { loadConfig } from './runtime.ts';
 
@@ -47,4 +48,73 @@ const adminInvite: Command = {
   },
 };
 
-export const CONSOLE_COMMANDS: readonly Command[] = [adminInvite];
+/** The console must be open for invites to mean anything: the same refusal as the operator API's 409. */
+function requireOpenConsole(admins: readonly unknown[]): void {
+  if (admins.length === 0) {
+    throw new CliError(EXIT.failure, 'console_closed', 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first');
+  }
+}
+
+const COMMANDS_NAME = '`admin invite`, `admin invites` and the tenants commands';
+
+const adminInvitesList: Command = {
+  path: ['admin', 'invites', 'list'],
+  args: [],
+  json: true,
+  summary: 'List the open invites to the admin console: not used, not expired, not revoked.',
+  details: ['Each by its id, with when it was made and when it expires; never the link, which only its maker saw. While a gateway runs on the embedded database, the list comes from its operator API (GET /api/admin/v1/console/invites).'],
+  async run(args, io) {
+    const { config } = loadConfig(io);
+    requireOpenConsole(config.admins);
+    const { answerOf, operatorRequest, runningGateway } = await import('./gateway.ts');
+    const { InvitesAnswer } = await import('../http/admin.ts');
+    const gateway = runningGateway(io, config);
+    const answer = gateway
+      ? await answerOf(gateway, await operatorRequest(gateway, config, 'GET', '/console/invites', undefined, COMMANDS_NAME), InvitesAnswer)
+      : await (async () => {
+          const { requireMigrated, withDatabase } = await import('./database.ts');
+          const { openInvites } = await import('../core/console-invites.ts');
+          const open = await withDatabase(io, config, async (database) => {
+            await requireMigrated(database);
+            return openInvites(database.db, new Date(io.now()));
+          });
+          return { invites: open.map((i) => ({ id: i.id, createdAt: i.createdAt.toISOString(), expiresAt: i.expiresAt.toISOString() })) };
+        })();
+    print(io, args, answer, () =>
+      answer.invites.length === 0 ? 'no open invites\n' : `${answer.invites.map((i) => `${i.id}  made ${i.createdAt}  expires ${i.expiresAt}`).join('\n')}\n`,
+    );
+    return EXIT.ok;
+  },
+};
+
+const adminInvitesRevoke: Command = {
+  path: ['admin', 'invites', 'revoke'],
+  args: [{ name: 'id', help: 'the invite\'s id (inv_…), as `linkgate admin invites list` prints it' }],
+  json: true,
+  summary: 'Revoke an open invite to the admin console: its link stops working.',
+  details: ['Audited (admin.invite_revoke). Exits with 3 when no open invite has that id (it was used, it expired, or it was revoked). While a gateway runs on the embedded database, it revokes through its operator API (DELETE /api/admin/v1/console/invites/:id).'],
+  async run(args, io) {
+    const { config } = loadConfig(io);
+    requireOpenConsole(config.admins);
+    const { InviteId, revokeInvite } = await import('../core/console-invites.ts');
+    const id = argument(InviteId, args.positionals[0]!);
+    const notFound = () => new CliError(EXIT.notFound, 'not_found', 'there is no open invite with this id (it was used, it expired, or it was revoked)');
+    const { operatorRequest, runningGateway } = await import('./gateway.ts');
+    const gateway = runningGateway(io, config);
+    if (gateway) {
+      await operatorRequest(gateway, config, 'DELETE', `/console/invites/${id}`, undefined, COMMANDS_NAME, (status) => (status === 404 ? notFound() : undefined));
+    } else {
+      const { auditedCommand, requireMigrated, withDatabase } = await import('./database.ts');
+      await withDatabase(io, config, async (database) => {
+        await requireMigrated(database);
+        await auditedCommand(io, database.db, { action: 'admin.invite_revoke', tenant: null, target: `invite:${id}` }, async () => {
+          if (!(await revokeInvite(database.db, id, new Date(io.now())))) throw notFound();
+        });
+      });
+    }
+    print(io, args, { revoked: id }, () => `revoked invite ${id}: its link no longer works\n`);
+    return EXIT.ok;
+  },
+};
+
+export const CONSOLE_COMMANDS: readonly Command[] = [adminInvite, adminInvitesList, adminInvitesRevoke];

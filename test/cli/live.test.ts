@@ -186,6 +186,18 @@ describe('while the gateway runs on the embedded database', () => {
     const text = await runCli(['admin', 'invite'], env);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^http:\/\/[^ ]+\/admin\/invite\/[A-Za-z0-9_-]{43}\n$/);
+
+    // `admin invites list|revoke` through the operator API too: the revoked link stops working.
+    const throughList = json<{ invites: { id: string }[] }>((await runCli(['admin', 'invites', 'list', '--json'], env)).stdout);
+    expect(throughList.invites.map((i) => i.id)).toEqual(json<{ invites: { id: string }[] }>(await (await fetch(`${gateway!.base}/api/admin/v1/console/invites`, operator)).text()).invites.map((i) => i.id));
+    expect(await runCli(['admin', 'invites', 'revoke', id], env)).toEqual({ code: 0, stdout: `revoked invite ${id}: its link no longer works\n`, stderr: '' });
+    expect((await fetch(`${gateway!.base}/admin/invite/${token}`, { redirect: 'manual' })).status).not.toBe(200);
+    expect(await runCli(['admin', 'invites', 'revoke', id], env)).toMatchObject({ code: 3, stderr: 'linkgate admin invites revoke: there is no open invite with this id (it was used, it expired, or it was revoked)\n' });
+    const revokes = json<{ events: Array<Record<string, unknown>> }>(await (await fetch(`${gateway!.base}/api/admin/v1/audit?action=admin.invite_revoke`, operator)).text()).events;
+    expect(revokes.map((e) => [e.target, e.outcome])).toEqual([
+      [`invite:${id}`, 'refused'],
+      [`invite:${id}`, 'ok'],
+    ]);
   });
 
   it('`admin invite` without LINKGATE_ADMIN_KEYS says to set them and restart the gateway, or to stop it; without LINKGATE_ADMINS it refuses before asking', async () => {

@@ -585,10 +585,32 @@ describe('invites', () => {
         const dump = JSON.stringify(await database.db.execute('select * from console_invites'));
         expect(dump).not.toContain(token);
       });
+      // `admin invites list` shows it by id, never the link; `revoke` takes it back, once.
+      const { id } = v.parse(v.object({ id: v.string() }), JSON.parse(made.stdout));
+      const listed = await runCliHere(['admin', 'invites', 'list', '--json'], env);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(JSON.parse(listed.stdout)).toEqual({ invites: [{ id, createdAt: expect.any(String), expiresAt }] });
+      expect((await runCliHere(['admin', 'invites', 'list'], env)).stdout).toMatch(new RegExp(`^${id}  made \\S+  expires ${expiresAt}\n$`));
+      expect(listed.stdout).not.toContain(token);
+      expect(await runCliHere(['admin', 'invites', 'revoke', id], env)).toEqual({ code: 0, stdout: `revoked invite ${id}: its link no longer works\n`, stderr: '' });
+      expect(await runCliHere(['admin', 'invites', 'list'], env)).toMatchObject({ code: 0, stdout: 'no open invites\n' });
+      const again = await runCliHere(['admin', 'invites', 'revoke', id, '--json'], env);
+      expect(again.code).toBe(3);
+      expect(JSON.parse(again.stderr)).toMatchObject({ error: { code: 'not_found' } });
+      expect((await runCliHere(['admin', 'invites', 'revoke', 'not-an-id'], env)).code).toBe(2);
+      await db.use(async (database) => {
+        expect(await inviteOpen(database.db, token, new Date())).toBe(false);
+        const revokes = (await listAudit(database.db, { limit: 500 })).events.filter((e) => e.action === 'admin.invite_revoke').reverse();
+        expect(revokes.map((e) => [e.actor, e.target, e.outcome, e.code])).toEqual([
+          ['cli', `invite:${id}`, 'ok', null],
+          ['cli', `invite:${id}`, 'refused', 'not_found'],
+        ]);
+      });
       // An invite never opens a closed console.
       const closed = await runCliHere(['admin', 'invite'], cliEnv(db.dataDir, { ...db.env, PUBLIC_BASE_URL: BASE }));
       expect(closed.code).not.toBe(0);
       expect(closed.stderr).toContain('LINKGATE_ADMINS is unset');
+      expect((await runCliHere(['admin', 'invites', 'list'], cliEnv(db.dataDir, { ...db.env, PUBLIC_BASE_URL: BASE }))).stderr).toContain('LINKGATE_ADMINS is unset');
     } finally {
       await db.close();
     }
