@@ -18,14 +18,19 @@
  * esbuild, already installed with tsx, does the compiling: it reads
  * tsconfig.json's JSX settings, and compiles the whole tree in well under a
  * second.
+ *
+ * `npm run build -- <dir>` writes to <dir> instead (the tests build into a
+ * copy of the package, never into the checkout's dist/). The tree is made
+ * beside its place and then put there, so a failed build leaves the last one.
  */
-import { cpSync, readdirSync, rmSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { cpSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const dist = join(root, 'dist');
+const dist = process.argv[2] ? resolve(process.argv[2]) : join(root, 'dist');
+const building = `${dist}.building-${process.pid}`;
 
 /** The .ts and .tsx modules under `dir`, without tests and declaration files. */
 function sources(dir) {
@@ -34,31 +39,38 @@ function sources(dir) {
     .map((entry) => relative(root, join(entry.parentPath, entry.name)));
 }
 
-rmSync(dist, { recursive: true, force: true });
-await build({
-  absWorkingDir: root,
-  entryPoints: [...sources('src'), ...sources('providers')],
-  outdir: dist,
-  outbase: '.',
-  platform: 'node',
-  format: 'esm',
-  target: 'node22',
-  // Stack traces (logs, Sentry) name the TypeScript lines: start:prod runs with --enable-source-maps.
-  sourcemap: 'linked',
-  // Bundling only to see every import: each one is left as an import, so every file stays its own module.
-  bundle: true,
-  logLevel: 'warning',
-  plugins: [
-    {
-      name: 'one-file-per-module',
-      setup(on) {
-        on.onResolve({ filter: /.*/ }, (args) => {
-          if (args.kind === 'entry-point') return undefined;
-          if (/^\.\.?\//.test(args.path)) return { path: args.path.replace(/\.tsx?$/, '.js'), external: true };
-          return { path: args.path, external: true };
-        });
+rmSync(building, { recursive: true, force: true });
+try {
+  await build({
+    absWorkingDir: root,
+    entryPoints: [...sources('src'), ...sources('providers')],
+    outdir: building,
+    outbase: '.',
+    platform: 'node',
+    format: 'esm',
+    target: 'node22',
+    // Stack traces (logs, Sentry) name the TypeScript lines: start:prod runs with --enable-source-maps.
+    sourcemap: 'linked',
+    // Bundling only to see every import: each one is left as an import, so every file stays its own module.
+    bundle: true,
+    logLevel: 'warning',
+    plugins: [
+      {
+        name: 'one-file-per-module',
+        setup(on) {
+          on.onResolve({ filter: /.*/ }, (args) => {
+            if (args.kind === 'entry-point') return undefined;
+            if (/^\.\.?\//.test(args.path)) return { path: args.path.replace(/\.tsx?$/, '.js'), external: true };
+            return { path: args.path, external: true };
+          });
+        },
       },
-    },
-  ],
-});
-cpSync(join(root, 'drizzle'), join(dist, 'drizzle'), { recursive: true });
+    ],
+  });
+  cpSync(join(root, 'drizzle'), join(building, 'drizzle'), { recursive: true });
+} catch (error) {
+  rmSync(building, { recursive: true, force: true });
+  throw error;
+}
+rmSync(dist, { recursive: true, force: true });
+renameSync(building, dist);

@@ -320,6 +320,7 @@ export function createGateway(deps: AppDeps) {
       apps: openId.apps,
       signingKeys: openId.signingKeys,
       consoleOpen: config.admins.length > 0,
+      metrics,
     }),
   );
 

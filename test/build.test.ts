@@ -4,9 +4,14 @@
  * build is one .js file per module in the same tree (scripts/build.js); a
  * provider module outside it, still TypeScript, is loaded by Node itself and
  * must share the build's copy of `linkgate/provider`.
+ *
+ * The build goes into a copy of the package in the run's temporary
+ * directory (its package.json, node_modules linked), never into the
+ * checkout's dist/, which a gateway or a benchmark may be running from.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,29 +20,41 @@ import { mintContext } from './helpers/context.ts';
 import { API_KEY } from './helpers/gateway.ts';
 import { ROOT, startGatewayProcess, startProdArguments, type GatewayProcess } from './helpers/process.ts';
 
-const FIXTURES = fileURLToPath(new URL('./fixtures/providers', import.meta.url));
-const DIST = join(ROOT, 'dist');
+const PIN = fileURLToPath(new URL('./fixtures/providers/pin.ts', import.meta.url));
 
-const filesUnder = (dir: string) =>
-  readdirSync(join(ROOT, dir), { recursive: true, withFileTypes: true })
+const filesUnder = (base: string, dir: string) =>
+  readdirSync(join(base, dir), { recursive: true, withFileTypes: true })
     .filter((entry) => entry.isFile())
-    .map((entry) => relative(ROOT, join(entry.parentPath, entry.name)));
+    .map((entry) => relative(base, join(entry.parentPath, entry.name)));
 
+/** The copy of the package: package.json, node_modules (linked), the build, and a provider directory of its own. */
+let pkg: string;
+let DIST: string;
 let gateway: GatewayProcess;
 
 beforeAll(async () => {
-  const built = spawnSync('npm', ['run', '-s', 'build'], { cwd: ROOT, encoding: 'utf8' });
+  pkg = mkdtempSync(join(tmpdir(), 'linkgate-build-'));
+  DIST = join(pkg, 'dist');
+  copyFileSync(join(ROOT, 'package.json'), join(pkg, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(pkg, 'node_modules'), 'dir');
+  // A provider module of the operator's, in TypeScript, beside the package (it resolves `linkgate/provider` through it).
+  mkdirSync(join(pkg, 'providers-extra'));
+  copyFileSync(PIN, join(pkg, 'providers-extra', 'pin.ts'));
+  const built = spawnSync('npm', ['run', '-s', 'build', '--', DIST], { cwd: ROOT, encoding: 'utf8' });
   expect(built.stderr).toBe('');
   expect(built.status).toBe(0);
-  gateway = await startGatewayProcess({ LINKGATE_PROVIDERS_DIR: FIXTURES }, { compiled: true });
+  gateway = await startGatewayProcess({ LINKGATE_PROVIDERS_DIR: join(pkg, 'providers-extra') }, { compiled: pkg });
 }, 60_000);
-afterAll(() => gateway?.cleanup());
+afterAll(async () => {
+  await gateway?.cleanup();
+  if (pkg) rmSync(pkg, { recursive: true, force: true });
+});
 
 describe('npm run build', () => {
   it('compiles each module of src/ and providers/ to a .js file in the same place under dist/, with its source map, and copies the migrations', () => {
-    const modules = [...filesUnder('src'), ...filesUnder('providers')].filter((file) => /\.tsx?$/.test(file) && !/\.(test|d)\.ts$/.test(file));
+    const modules = [...filesUnder(ROOT, 'src'), ...filesUnder(ROOT, 'providers')].filter((file) => /\.tsx?$/.test(file) && !/\.(test|d)\.ts$/.test(file));
     expect(modules.length).toBeGreaterThan(100);
-    const built = new Set(filesUnder('dist'));
+    const built = new Set(filesUnder(pkg, 'dist'));
     for (const module of modules) {
       const js = join('dist', module.replace(/\.tsx?$/, '.js'));
       expect(built, js).toContain(js);
@@ -60,6 +77,12 @@ describe('the Dockerfile', () => {
     const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)![1]!) as string[];
     const scripts = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts as Record<string, string>;
     expect(cmd.join(' ')).toBe(scripts['start:prod']);
+    // What that build needs is in the image: esbuild is installed by `npm ci --omit=dev`, and the build's inputs are copied.
+    const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    expect(Object.keys(manifest.dependencies)).toContain('esbuild');
+    const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((line) => line.trim());
+    for (const input of ['scripts', 'scripts/build.js', 'src', 'providers', 'drizzle', 'tsconfig.json', 'package.json']) expect(ignored).not.toContain(input);
+    expect(ignored).toContain('dist');
   });
 });
 
@@ -100,7 +123,7 @@ describe('npm run start:prod', () => {
 
   it('names the TypeScript line in a stack trace', () => {
     // start:prod's flags (--enable-source-maps among them), running a module of the build that throws.
-    const flags = startProdArguments().filter((arg) => !arg.endsWith('.js'));
+    const flags = startProdArguments(pkg).filter((arg) => !arg.endsWith('.js'));
     const config = pathToFileURL(join(DIST, 'src/config.js')).href;
     const script = `import { parseConfig } from '${config}'; try { parseConfig({ NODE_ENV: 'production' }); } catch (error) { console.log(error.stack); }`;
     const ran = spawnSync(process.execPath, [...flags, '--input-type=module', '-e', script], { encoding: 'utf8' });

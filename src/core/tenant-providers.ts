@@ -135,7 +135,7 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
     return { list: () => sorted, get: (id) => byId.get(id) };
   }
 
-  const directory: ProviderDirectory = {
+  return {
     defaults: registry,
 
     of(tenant) {
@@ -151,9 +151,8 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
     },
 
     async instance(tenant, provider, version) {
-      if (version === null && tenant === DEFAULT_TENANT) return registry.get(provider)?.instance;
-      // A tenant's link without a version was imported before imports recorded one: the tenant's current configuration serves it.
-      if (version === null) return (await directory.of(tenant)).get(provider)?.instance;
+      // Only the default tenant's links have no version (drizzle/0016 gave one to those imported into other tenants before).
+      if (version === null) return tenant === DEFAULT_TENANT ? registry.get(provider)?.instance : undefined;
       const stored = await tenants.providerConfig(tenant, provider, version);
       if (!stored) return undefined;
       return (await instanceOf(tenant, provider, version, stored.env)).instance;
@@ -208,5 +207,4 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
         });
     },
   };
-  return directory;
 }

@@ -19,6 +19,7 @@ import { createApiKeyIdentifier } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
 import type { LinkStore } from '../core/links.ts';
+import type { Metrics } from '../core/metrics.ts';
 import { DEFAULT_KEY_PUBLISH_SECONDS, MAX_KEY_PUBLISH_SECONDS, type OpenIdApp, type OpenIdApps, type SigningKeyAdmin, type SigningKeyInfo } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
 import { exportLinks } from '../core/link-transfer.ts';
@@ -54,6 +55,8 @@ export interface AdminRoutesDeps {
   signingKeys: SigningKeyAdmin;
   /** LINKGATE_ADMINS names someone: the admin console is open, and invites to it may be made. */
   consoleOpen: boolean;
+  /** LINKGATE_METRICS: an operator's unlink counts as `via="admin"`. */
+  metrics?: Metrics | undefined;
 }
 
 // ── Requests ────────────────────────────────────────────────────────────────
@@ -748,6 +751,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       const deleted = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now }, { tenant, userId, provider }, c.get('log')(), 'admin');
       if (!deleted) throw new LinkgateError('not_linked', `this user has no ${provider} link in this tenant`, { provider });
       note.detail = { revocation: deleted.revocation };
+      deps.metrics?.inc('linkgate_links_deleted_total', { provider, tenant, via: 'admin' });
       return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
     }),
   );

@@ -44,16 +44,22 @@ export interface GatewayProcessOptions {
   embedded?: boolean;
   /** The working directory of an earlier process (its `dataDir`): a restart on its data. */
   dataDir?: string;
-  /** As `npm run start:prod` runs it: the build in dist/ (made beforehand by `npm run build`), without tsx. */
-  compiled?: boolean;
+  /**
+   * As `npm run start:prod` runs it, without tsx: the build in `<compiled>/dist`
+   * (`npm run build -- <compiled>/dist`), `compiled` being a copy of the package.
+   */
+  compiled?: string;
 }
 
-/** `npm run start:prod`'s node arguments, the entry made absolute (the process runs in its own directory). */
-export function startProdArguments(): string[] {
+/**
+ * `npm run start:prod`'s node arguments, its entry made absolute in `root`
+ * (the process runs in its own directory).
+ */
+export function startProdArguments(root = ROOT): string[] {
   const scripts = v.parse(v.object({ scripts: v.object({ 'start:prod': v.string() }) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts;
   const [node, ...args] = scripts['start:prod'].split(' ');
   if (node !== 'node') throw new Error(`start:prod does not start with node: ${scripts['start:prod']}`);
-  return args.map((arg) => (arg.endsWith('.js') ? join(ROOT, arg) : arg));
+  return args.map((arg) => (arg.endsWith('.js') ? join(root, arg) : arg));
 }
 
 /**
@@ -68,7 +74,7 @@ export async function startGatewayProcess(env: Record<string, string>, options: 
   const databaseUrl = options.databaseUrl ?? database?.url;
   await options.prepare?.({ dir: dataDir, databaseUrl });
   let output = '';
-  const args = options.compiled ? startProdArguments() : ['--liftoff-only', '--import', TSX_LOADER, join(ROOT, 'src/server.ts')];
+  const args = options.compiled ? startProdArguments(options.compiled) : ['--liftoff-only', '--import', TSX_LOADER, join(ROOT, 'src/server.ts')];
   const child = spawn(process.execPath, args, {
     cwd: dataDir,
     env: options.bare

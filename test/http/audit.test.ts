@@ -17,7 +17,7 @@ import { AuditAnswer, CreatedApiKeyAnswer, CreatedAppAnswer, CreatedContextSecre
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
 import { cliEnv, createCliDatabase, runCliHere, type CliDatabase } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
+import { API_KEY, createTestGateway, listen, type TestGateway } from '../helpers/gateway.ts';
 
 const ADMIN_KEY = 'admin_audit_0123456789abcdefghijklmnopqrstu';
 const CLIENT_SECRET = 'audit-corp-client-secret-0123456789abcdef';
@@ -61,7 +61,7 @@ describe('the audit trail of the operator API', () => {
   beforeAll(async () => {
     database = await createTestDatabase();
     idp = await startTestIdp({ redirectUris: ['http://127.0.0.1:8000/oauth/corp/callback'], clientId: 'audit-corp', clientSecret: CLIENT_SECRET });
-    gateway = await createTestGateway(database, { env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY } });
+    gateway = await createTestGateway(database, { env: { LINKGATE_ADMIN_KEYS: ADMIN_KEY, LINKGATE_METRICS: 'true' } });
     server = await listen(gateway);
   });
   afterAll(async () => {
@@ -93,6 +93,8 @@ describe('the audit trail of the operator API', () => {
     const revocation = unlinked.headers.get('linkgate-revocation');
     expect(['revoked', 'not_supported', 'failed']).toContain(revocation);
     await ok(admin('/tenants/auditbot/users/u1/links/corp', { method: 'DELETE' }), 404);
+    const metrics = await (await fetch(`${server.base}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } })).text();
+    expect(metrics).toContain('linkgate_links_deleted_total{provider="corp",tenant="auditbot",via="admin"} 1');
     await ok(admin(`/tenants/auditbot/api-keys/${key.id}`, { method: 'DELETE' }), 204);
     await ok(admin(`/tenants/auditbot/context-secrets/${contextSecret.id}`, { method: 'DELETE' }), 204);
     await ok(admin(`/tenants/auditbot/apps/${app.clientId}`, { method: 'DELETE' }), 204);

@@ -5,6 +5,7 @@
  * provider configurations are checked, stored sealed and shown masked;
  * rotating a context secret; the operator API closed without its keys.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHmac } from 'node:crypto';
@@ -340,10 +341,15 @@ describe('provider configurations', () => {
     const refreshesBefore = idpB.counts.tokenByGrant.refresh_token ?? 0;
     expect((await bot('b', '/users/mover/links/corp/token', { method: 'POST' })).status).toBe(200);
     expect(idpB.counts.tokenByGrant.refresh_token ?? 0).toBe(refreshesBefore + 1);
-    // The import recorded the tenant's configuration version; a link imported before it did (none) is served by the current one.
-    const [row] = await database.db.select({ configVersion: links.configVersion }).from(links).where(and(eq(links.tenant, 'b'), eq(links.userId, 'mover')));
+    // The import recorded the tenant's configuration version. A link imported before it did has none, and is
+    // refused (503) until migration 0016 gives it the tenant's newest version for that provider.
+    const mover = and(eq(links.tenant, 'b'), eq(links.userId, 'mover'));
+    const [row] = await database.db.select({ configVersion: links.configVersion }).from(links).where(mover);
     expect(row!.configVersion).toBeGreaterThan(0);
-    await database.db.update(links).set({ configVersion: null }).where(and(eq(links.tenant, 'b'), eq(links.userId, 'mover')));
+    await database.db.update(links).set({ configVersion: null }).where(mover);
+    expect((await bot('b', '/users/mover/links/corp/token', { method: 'POST' })).status).toBe(503);
+    await database.db.execute(sql.raw(readFileSync(new URL('../../drizzle/0016_imported_link_versions.sql', import.meta.url), 'utf8')));
+    expect((await database.db.select({ configVersion: links.configVersion }).from(links).where(mover))[0]!.configVersion).toBe(row!.configVersion);
     expect((await bot('b', '/users/mover/links/corp/token', { method: 'POST' })).status).toBe(200);
     // The operator deletes it: b's app revokes its tokens.
     const revocationsBefore = idpB.counts.revocation;
