@@ -214,6 +214,17 @@ const failure = (codes: readonly ErrorCode[], description: string): Response => 
   codes,
 });
 
+/** An unlink's answer (the bot API's and the operator API's): what the provider said about revoking. */
+const unlinked: Response = {
+  description: 'deleted',
+  headers: {
+    'Linkgate-Revocation': {
+      description: 'what the provider said: revoked, not_supported (it has no revocation), failed (it refused or was down; the link is deleted anyway), provider_unavailable (not configured here)',
+      schema: { type: 'string', enum: ['revoked', 'not_supported', 'failed', 'provider_unavailable'] },
+    },
+  },
+};
+
 const unauthorized: Response = { description: 'missing or wrong API key', schema: ErrorAnswer };
 const badRequest: Response = { description: 'a parameter or the body is invalid', schema: ErrorAnswer };
 const relink = (description: string): Response => ({ description, schema: RelinkAnswer });
@@ -275,15 +286,7 @@ const botRoutes: Operation[] = [
     tag: 'links',
     params: LinkParams,
     responses: {
-      204: {
-        description: 'deleted',
-        headers: {
-          'Linkgate-Revocation': {
-            description: 'what the provider said: revoked, not_supported (it has no revocation), failed (it refused or was down; the link is deleted anyway), provider_unavailable (not configured here)',
-            schema: { type: 'string', enum: ['revoked', 'not_supported', 'failed', 'provider_unavailable'] },
-          },
-        },
-      },
+      204: unlinked,
       400: badRequest,
       401: unauthorized,
       404: { description: 'not linked', schema: ErrorAnswer },
@@ -732,15 +735,7 @@ export const operatorOperations: Operation[] = [
       'As the bot API’s unlink, in this tenant, and audited (`link.delete`): the link is deleted and `link.deleted` sent; its credentials are revoked at the provider where it can. The provider need not be configured any more (then the revocation is `provider_unavailable`). `linkgate links delete` uses it while the gateway runs on the embedded database.',
     params: TenantLinkParams,
     responses: {
-      204: {
-        description: 'deleted',
-        headers: {
-          'Linkgate-Revocation': {
-            description: 'what the provider said: revoked, not_supported (it has no revocation), failed (it refused or was down; the link is deleted anyway), provider_unavailable (not configured here)',
-            schema: { type: 'string', enum: ['revoked', 'not_supported', 'failed', 'provider_unavailable'] },
-          },
-        },
-      },
+      204: unlinked,
       400: invalid('the tenant id, user id or provider id is invalid'),
       404: failure(['tenant_not_found', 'not_linked', 'not_found'], `no such tenant, or the user has no such link; or ${OFF}`),
     },
