@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { completePinLink, TestBrowser } from './helpers/browser.ts';
 import { mintContext } from './helpers/context.ts';
 import { API_KEY } from './helpers/gateway.ts';
@@ -102,7 +102,8 @@ describe('npm run start:prod', () => {
     const state = /name="state" value="([^"]+)"/.exec(form)![1]!;
     const refused = await browser.get(`/oauth/pin/callback?state=${encodeURIComponent(state)}&code=x`);
     expect(refused.status).toBe(400);
-    expect(gateway.output()).toContain('"errorCode":"bad_request"');
+    // The request's log line is written after its answer.
+    await vi.waitFor(() => expect(gateway.output()).toContain('"errorCode":"bad_request"'));
     expect(gateway.output()).not.toContain('"status":500');
   });
 
