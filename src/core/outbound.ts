@@ -1,7 +1,8 @@
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { Agent } from 'undici';
 import { LinkgateError } from './errors.ts';
 
 /**
@@ -67,6 +68,28 @@ export function isPrivateAddress(address: string): boolean {
   return true;
 }
 
+/** A DNS resolver as `node:dns`'s `lookup` (the tests give one whose answers they choose). */
+export type Resolve = (hostname: string, options: LookupAllOptions, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
+
+/**
+ * A `lookup` for sockets that refuses, unless `allowPrivate`, a name any of
+ * whose addresses is private: the addresses checked are the ones connected
+ * to, so a DNS answer cannot change between the check and the connection.
+ */
+function checkedLookup(allowPrivate: boolean, resolve: Resolve = dnsLookup): LookupFunction {
+  return (hostname, lookupOptions, callback) => {
+    resolve(hostname, { ...lookupOptions, all: true }, (error, addresses) => {
+      if (error) return callback(error, '', 0);
+      const blocked = !allowPrivate && addresses.some((a) => isPrivateAddress(a.address));
+      if (blocked || addresses.length === 0) {
+        return callback(Object.assign(new Error('that server address is on a private network'), { code: 'EPRIVATE' }), '', 0);
+      }
+      if (lookupOptions.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
+      callback(null, addresses[0]!.address, addresses[0]!.family);
+    });
+  };
+}
+
 export interface UntrustedFetchOptions {
   /** Let the request reach loopback and private addresses (a LAN-only server). */
   allowPrivate?: boolean;
@@ -105,17 +128,7 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
   const host = target.hostname.replace(/^\[|\]$/g, '');
   if (isIP(host) && !allowPrivate && isPrivateAddress(host)) throw refused('that server address is on a private network');
 
-  const lookup: LookupFunction = (hostname, lookupOptions, callback) => {
-    dnsLookup(hostname, { ...lookupOptions, all: true }, (error, addresses: LookupAddress[]) => {
-      if (error) return callback(error, '', 0);
-      const blocked = !allowPrivate && addresses.some((a) => isPrivateAddress(a.address));
-      if (blocked || addresses.length === 0) {
-        return callback(Object.assign(new Error('that server address is on a private network'), { code: 'EPRIVATE' }), '', 0);
-      }
-      if (lookupOptions.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
-      callback(null, addresses[0]!.address, addresses[0]!.family);
-    });
-  };
+  const lookup = checkedLookup(allowPrivate);
 
   const timeoutMs = options.timeoutMs ?? 5000;
   const deadlineMs = options.deadlineMs ?? timeoutMs;
@@ -179,18 +192,36 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
  * configuration's issuer and API base, its webhook URL) in production: the
  * host, an address or every address its name resolves to, must not be on
  * loopback or a private network, so a tenant's admin cannot make the gateway
- * read its own network (cloud metadata, internal services). The name is
- * resolved once more when connecting, so a DNS answer that changes in between
- * is not caught; the bot-facing `untrustedFetch` checks at connect time.
+ * read its own network (cloud metadata, internal services). A name is
+ * checked when its connection is made (undici's `Agent` with a checking
+ * `lookup`, passed to `fetch` as its dispatcher): the addresses checked are
+ * the ones connected to, so a DNS answer that changes after a check (DNS
+ * rebinding) is caught too. `resolve` replaces DNS in the tests.
  */
-export function publicOnlyFetch(fetchImpl: typeof fetch): typeof fetch {
+export function publicOnlyFetch(fetchImpl: typeof fetch, options: { resolve?: Resolve } = {}): typeof fetch {
+  const dispatcher = options.resolve ? new Agent({ connect: { lookup: checkedLookup(false, options.resolve) } }) : (publicOnlyAgent ??= new Agent({ connect: { lookup: checkedLookup(false) } }));
   return async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
+    // An address is connected to without a lookup: it is checked here.
     const host = url.hostname.replace(/^\[|\]$/g, '');
-    const addresses = isIP(host) ? [host] : await new Promise<string[]>((resolve) => dnsLookup(host, { all: true }, (error, found: LookupAddress[]) => resolve(error ? [] : found.map((a) => a.address))));
-    if (addresses.some(isPrivateAddress)) {
-      throw new LinkgateError('provider_unavailable', 'that address is on a private network, which a tenant\'s configuration may not reach');
+    if (isIP(host) && isPrivateAddress(host)) throw tenantRefused();
+    try {
+      return await fetchImpl(input, { ...init, dispatcher } as RequestInit);
+    } catch (error) {
+      if (causedBy(error, 'EPRIVATE')) throw tenantRefused();
+      throw error;
     }
-    return fetchImpl(input, init);
   };
+}
+
+let publicOnlyAgent: Agent | undefined;
+
+const tenantRefused = () => new LinkgateError('provider_unavailable', "that address is on a private network, which a tenant's configuration may not reach");
+
+/** Whether `error` or one of its causes (fetch wraps what the connection threw) has `code`. */
+function causedBy(error: unknown, code: string): boolean {
+  for (let at = error, depth = 0; at instanceof Error && depth < 5; at = at.cause, depth += 1) {
+    if ((at as NodeJS.ErrnoException).code === code) return true;
+  }
+  return false;
 }

@@ -10,7 +10,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { publicOnlyFetch } from '../../src/core/outbound.ts';
+import { publicOnlyFetch, type Resolve } from '../../src/core/outbound.ts';
 import { createTenantStore } from '../../src/core/tenants.ts';
 import { createWebhookWorker } from '../../src/core/webhooks.ts';
 import type { Database } from '../../src/db/client.ts';
@@ -93,17 +93,34 @@ describe("a tenant's configuration in production", () => {
 });
 
 describe('publicOnlyFetch', () => {
-  it('refuses loopback, private, link-local and IPv6 loopback addresses, and passes a public one on', async () => {
-    const sent: string[] = [];
-    const guarded = publicOnlyFetch(async (input) => {
-      sent.push(String(input));
+  it('refuses loopback, private, link-local and IPv6 loopback addresses before sending, and passes a public one on with its checking dispatcher', async () => {
+    const sent: Array<{ url: string; dispatcher: unknown }> = [];
+    const guarded = publicOnlyFetch(async (input, init) => {
+      sent.push({ url: String(input), dispatcher: (init as { dispatcher?: unknown } | undefined)?.dispatcher });
       return new Response('ok');
     });
-    for (const url of [`${internalUrl}/`, 'http://169.254.169.254/latest/meta-data', 'http://10.0.0.7/', 'http://[::1]:8080/', 'http://192.168.1.20/', 'http://localhost:9/']) {
+    for (const url of [`${internalUrl}/`, 'http://169.254.169.254/latest/meta-data', 'http://10.0.0.7/', 'http://[::1]:8080/', 'http://192.168.1.20/']) {
       await expect(guarded(url)).rejects.toMatchObject({ code: 'provider_unavailable' });
     }
     expect(sent).toEqual([]);
     expect(await (await guarded('https://93.184.215.14/data')).text()).toBe('ok');
-    expect(sent).toEqual(['https://93.184.215.14/data']);
+    expect(sent).toEqual([{ url: 'https://93.184.215.14/data', dispatcher: expect.any(Object) }]);
+  });
+
+  it('checks a name when its connection is made: localhost, and a name whose DNS answer is the service, reach nothing', async () => {
+    const port = new URL(internalUrl).port;
+    await expect(publicOnlyFetch(fetch)(`http://localhost:${port}/`)).rejects.toMatchObject({ code: 'provider_unavailable' });
+    // DNS rebinding: whatever a check before the connection saw, the connection uses its own answer, and that is checked.
+    const asked: string[] = [];
+    const rebinding: Resolve = (hostname, _options, callback) => {
+      asked.push(hostname);
+      callback(null, [{ address: '127.0.0.1', family: 4 }]);
+    };
+    await expect(publicOnlyFetch(fetch, { resolve: rebinding })(`http://rebind.example:${port}/latest/meta-data`)).rejects.toMatchObject({ code: 'provider_unavailable' });
+    expect(asked).toEqual(['rebind.example']);
+    // An answer with a public address among private ones is refused too.
+    const mixed: Resolve = (_hostname, _options, callback) => callback(null, [{ address: '93.184.215.14', family: 4 }, { address: '10.0.0.7', family: 4 }]);
+    await expect(publicOnlyFetch(fetch, { resolve: mixed })(`http://mixed.example:${port}/`)).rejects.toMatchObject({ code: 'provider_unavailable' });
+    expect(hits).toEqual([]);
   });
 });
