@@ -2,7 +2,7 @@ import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from '
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
-import { Agent } from 'undici';
+import type { Dispatcher } from 'undici';
 import { LinkgateError } from './errors.ts';
 
 /**
@@ -199,14 +199,16 @@ export async function untrustedFetch(url: string | URL, init: UntrustedRequest =
  * rebinding) is caught too. `resolve` replaces DNS in the tests.
  */
 export function publicOnlyFetch(fetchImpl: typeof fetch, options: { resolve?: Resolve } = {}): typeof fetch {
-  const dispatcher = options.resolve ? new Agent({ connect: { lookup: checkedLookup(false, options.resolve) } }) : (publicOnlyAgent ??= new Agent({ connect: { lookup: checkedLookup(false) } }));
+  let dispatcher: Promise<Dispatcher> | undefined;
   return async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     // An address is connected to without a lookup: it is checked here.
     const host = url.hostname.replace(/^\[|\]$/g, '');
     if (isIP(host) && isPrivateAddress(host)) throw tenantRefused();
+    // undici is loaded on the first request a tenant's configuration makes (most gateways never do).
+    dispatcher ??= options.resolve ? checkingAgent(options.resolve) : (publicOnlyAgent ??= checkingAgent(dnsLookup));
     try {
-      return await fetchImpl(input, { ...init, dispatcher } as RequestInit);
+      return await fetchImpl(input, { ...init, dispatcher: await dispatcher } as RequestInit);
     } catch (error) {
       if (causedBy(error, 'EPRIVATE')) throw tenantRefused();
       throw error;
@@ -214,7 +216,13 @@ export function publicOnlyFetch(fetchImpl: typeof fetch, options: { resolve?: Re
   };
 }
 
-let publicOnlyAgent: Agent | undefined;
+/** A connection pool whose every connection is made to addresses `resolve` gave and the check passed. */
+async function checkingAgent(resolve: Resolve): Promise<Dispatcher> {
+  const { Agent } = await import('undici');
+  return new Agent({ connect: { lookup: checkedLookup(false, resolve) } });
+}
+
+let publicOnlyAgent: Promise<Dispatcher> | undefined;
 
 const tenantRefused = () => new LinkgateError('provider_unavailable', "that address is on a private network, which a tenant's configuration may not reach");
 
