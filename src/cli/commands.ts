@@ -36,7 +36,6 @@ const notLinked = (provider: string) => new LinkgateError('not_linked', `this us
 
 /** The bot API's answers, as the gateway's routes are checked against them (valibot at the boundary). */
 const apiAnswers = () => import('../http/openapi.ts');
-const Revocation = ['revoked', 'failed', 'not_supported', 'provider_unavailable'] as const satisfies readonly Revocation[];
 
 const linkPath = (key: LinkKey) => `/users/${encodeURIComponent(key.userId)}/links/${encodeURIComponent(key.provider)}`;
 
@@ -339,16 +338,14 @@ const linksDelete: Command = {
     const loaded = loadConfig(io);
     const { config } = loaded;
     const logger = cliLogger(io, config);
-    const { operatorRequest, runningGateway } = await gatewayModule();
+    const { answerOf, operatorRequest, runningGateway } = await gatewayModule();
     const gateway = runningGateway(io, config);
     let deleted: { link: Link; revocation: Revocation };
     if (gateway) {
-      // The operator API answers 204 with the revocation in a header: the link it deletes is read first, to print it.
-      const link = await readLink(io, config, key);
+      // The operator API answers with the link as it was and the revocation.
       const response = await operatorRequest(gateway, config, 'DELETE', `/tenants/${tenant}${linkPath(key)}`, undefined, '`links delete` and the tenants commands', orNotLinked(key.provider));
-      const revocation = Revocation.find((r) => r === response.headers.get('linkgate-revocation'));
-      if (!revocation) throw new CliError(EXIT.failure, 'failed', `${gateway.describe} deleted the link without saying what the provider answered (no Linkgate-Revocation header)`);
-      deleted = { link, revocation };
+      const answer = await answerOf(gateway, response, (await apiAnswers()).OperatorUnlinkAnswer);
+      deleted = { link: answer.deleted, revocation: answer.revocation };
     } else {
       const { auditedCommand, loadRegistry, requireMigrated, withDatabase } = await databaseModule();
       const { createLinkStore, toApiLink } = await linkStore();

@@ -18,7 +18,7 @@ import { createInvite, InviteId, openInvites, revokeInvite } from '../core/conso
 import { createApiKeyIdentifier } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
-import type { LinkStore } from '../core/links.ts';
+import { toApiLink, type LinkStore } from '../core/links.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { DEFAULT_KEY_PUBLISH_SECONDS, MAX_KEY_PUBLISH_SECONDS, type OpenIdApp, type OpenIdApps, type SigningKeyAdmin, type SigningKeyInfo } from '../core/openid-storage.ts';
 import { deleteTenant } from '../core/tenant-deletion.ts';
@@ -737,7 +737,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
 
   /**
    * A user's link, deleted as the bot API's DELETE does (revoked upstream
-   * where the provider can, `link.deleted` sent), by an operator: audited.
+   * where the provider can, `link.deleted` sent), by an operator: audited,
+   * and answered with the link as it was and the revocation.
    * `linkgate links delete` uses it while the gateway runs on the embedded
    * database. The provider need not be configured any more: its link goes,
    * and the answer says the revocation was `provider_unavailable`.
@@ -752,7 +753,8 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       if (!deleted) throw new LinkgateError('not_linked', `this user has no ${provider} link in this tenant`, { provider });
       note.detail = { revocation: deleted.revocation };
       deps.metrics?.inc('linkgate_links_deleted_total', { provider, tenant, via: 'admin' });
-      return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
+      // The link as it was, with what the provider said: `linkgate links delete` prints both.
+      return c.json({ deleted: toApiLink(deleted.row), revocation: deleted.revocation });
     }),
   );
 

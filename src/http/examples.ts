@@ -326,7 +326,7 @@ export const EXAMPLES: Record<string, Example> = {
     answer: { url: 'https://quiz.example/hooks/linkgate' },
   },
   'delete /api/admin/v1/tenants/:tenant/webhook': { path: `${TENANT}/webhook`, status: 204 },
-  'delete /api/admin/v1/tenants/:tenant/users/:userId/links/:provider': { path: `${TENANT}/users/${USER}/links/discord`, status: 204, headers: { 'Linkgate-Revocation': 'revoked' } },
+  'delete /api/admin/v1/tenants/:tenant/users/:userId/links/:provider': { path: `${TENANT}/users/${USER}/links/anilist`, status: 200, answer: { deleted: LINK, revocation: 'not_supported' } },
   'post /api/admin/v1/tenants/:tenant/links:import': {
     path: `${TENANT}/links:import`,
     body: { userId: USER, provider: 'discord', externalId: USER, externalName: 'kuromi', credentials: { accessToken: 'MTEwMDAwMDAw…', refreshToken: 'dGhlIHJlZnJlc2g…', scopes: ['identify'] } },

@@ -67,6 +67,15 @@ export const LinkAnswer = v.strictObject({
   expiresAt: v.nullable(v.pipe(IsoTime, v.description('when the access token expires; refreshed by the token route'))),
 });
 
+/** The operator API's unlink answer (`linkgate links delete --json` prints the same). */
+export const OperatorUnlinkAnswer = v.strictObject({
+  deleted: LinkAnswer,
+  revocation: v.pipe(
+    v.picklist(['revoked', 'not_supported', 'failed', 'provider_unavailable']),
+    v.description('what the provider said: revoked, not_supported (it has no revocation), failed (it refused or was down; the link is deleted anyway), provider_unavailable (not configured here)'),
+  ),
+});
+
 export const ErrorAnswer = v.strictObject({
   error: v.strictObject({
     code: v.pipe(v.string(), v.description('stable, machine-readable: not_linked, needs_reauth, unauthorized, bad_request, …')),
@@ -214,7 +223,7 @@ const failure = (codes: readonly ErrorCode[], description: string): Response => 
   codes,
 });
 
-/** An unlink's answer (the bot API's and the operator API's): what the provider said about revoking. */
+/** The bot API's unlink answer: what the provider said about revoking, in a header. */
 const unlinked: Response = {
   description: 'deleted',
   headers: {
@@ -732,10 +741,10 @@ export const operatorOperations: Operation[] = [
     path: '/users/:userId/links/:provider',
     summary: 'Delete a user’s link',
     description:
-      'As the bot API’s unlink, in this tenant, and audited (`link.delete`): the link is deleted and `link.deleted` sent; its credentials are revoked at the provider where it can. The provider need not be configured any more (then the revocation is `provider_unavailable`). `linkgate links delete` uses it while the gateway runs on the embedded database.',
+      'As the bot API’s unlink, in this tenant, and audited (`link.delete`): the link is deleted and `link.deleted` sent; its credentials are revoked at the provider where it can. The answer is the link as it was and what the provider said. The provider need not be configured any more (then the revocation is `provider_unavailable`). `linkgate links delete` uses it while the gateway runs on the embedded database.',
     params: TenantLinkParams,
     responses: {
-      204: unlinked,
+      200: { description: 'deleted: the link as it was, and what the provider said about revoking its credentials', schema: OperatorUnlinkAnswer },
       400: invalid('the tenant id, user id or provider id is invalid'),
       404: failure(['tenant_not_found', 'not_linked', 'not_found'], `no such tenant, or the user has no such link; or ${OFF}`),
     },

@@ -109,11 +109,12 @@ describe('while the gateway runs on the embedded database', () => {
     const text = await runCli(['links', 'delete', OTHER, 'anilist'], env);
     expect(text).toEqual({ code: 0, stdout: `deleted the anilist link; the provider has no revocation\n${NO_EVENT}`, stderr: '' });
 
-    // Audited as the operator key. (The second was refused before the gateway was asked: the link is read first, to print it.)
+    // Audited as the operator key, the refused second one too.
     const audit = await fetch(`${gateway!.base}/api/admin/v1/audit?action=link.delete`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
     const events = json<{ events: Array<Record<string, unknown>> }>(await audit.text()).events.reverse();
     expect(events.map((e) => [e.target, e.outcome, e.code])).toEqual([
       [`link:${USER}/anilist`, 'ok', null],
+      [`link:${USER}/anilist`, 'refused', 'not_linked'],
       [`link:${OTHER}/anilist`, 'ok', null],
     ]);
     for (const event of events) expect(event).toMatchObject({ actor: expect.stringMatching(/^operator-key:/), tenant: 'default' });

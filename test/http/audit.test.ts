@@ -89,8 +89,9 @@ describe('the audit trail of the operator API', () => {
     const exported = await ok(admin('/tenants/auditbot/links:export', { headers: { 'linkgate-passphrase': PASSPHRASE } }), 200);
     await exported.text();
     // One user's link, deleted by the operator: the revocation is in the answer and the row; a second time is refused.
-    const unlinked = await ok(admin('/tenants/auditbot/users/u1/links/corp', { method: 'DELETE' }), 204);
-    const revocation = unlinked.headers.get('linkgate-revocation');
+    const unlinked = (await (await ok(admin('/tenants/auditbot/users/u1/links/corp', { method: 'DELETE' }), 200)).json()) as { deleted: { externalId: string }; revocation: string };
+    const { revocation } = unlinked;
+    expect(unlinked.deleted.externalId).toBe('ext-1');
     expect(['revoked', 'not_supported', 'failed']).toContain(revocation);
     await ok(admin('/tenants/auditbot/users/u1/links/corp', { method: 'DELETE' }), 404);
     const metrics = await (await fetch(`${server.base}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } })).text();

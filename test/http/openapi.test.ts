@@ -318,7 +318,7 @@ Object.assign(scenarios, operatorCommon, {
     await ok(admin('/tenants/oa/webhook', { method: 'PUT', ...ACCEPTED[`put ${T}/webhook`] }));
     return admin('/tenants/oa/webhook', { method: 'DELETE' });
   },
-  [`delete ${T}/users/:userId/links/:provider 204`]: async () => {
+  [`delete ${T}/users/:userId/links/:provider 200`]: async () => {
     const line = JSON.stringify({ userId: 'u-oa-unlinked', provider: 'token', externalId: 'oa-unlinked', credentials: { accessToken: 'a' } });
     await ok(admin('/tenants/oa/links:import', { method: 'POST', raw: `${line}\n`, headers: ndjson }));
     return admin('/tenants/oa/users/u-oa-unlinked/links/token', { method: 'DELETE' });
