@@ -416,6 +416,7 @@ export function createGateway(deps: AppDeps) {
     reportError: deps.reportError,
     ...(deps.rpcHeartbeatMs ? { heartbeatMs: deps.rpcHeartbeatMs } : {}),
     login: { linking, logins, apps, stateTtlSeconds: config.stateTtlSeconds },
+    answerHeaders: answerHeaders(config.publicBaseUrl.protocol === 'https:'),
   };
 
   return { app, rpc, events, limiter, tokensServed, tokens, logins };

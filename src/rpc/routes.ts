@@ -26,7 +26,12 @@ export interface Rpc {
 }
 
 /** What the services and their gate are made from (src/app.tsx assembles it; nothing here is loaded until the first RPC request). */
-export type RpcDeps = LinkServiceDeps & GateDeps & { login: Omit<LoginServiceDeps, 'now' | 'stopping' | 'heartbeatMs' | 'providers'> };
+export type RpcDeps = LinkServiceDeps &
+  GateDeps & {
+    login: Omit<LoginServiceDeps, 'now' | 'stopping' | 'heartbeatMs' | 'providers'>;
+    /** On every RPC answer, as on every REST one (`answerHeaders`): no-store, nosniff, HSTS over https. */
+    answerHeaders?: Readonly<Record<string, string>>;
+  };
 
 export function createRpc(deps: RpcDeps): Rpc {
   return {

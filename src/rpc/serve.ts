@@ -15,8 +15,11 @@ const RPC_PREFIX = '/linkgate.v1.';
 
 export function serveRpc(deps: RpcDeps, fallback: RequestHandler): RequestHandler {
   let connect: Promise<RequestHandler> | undefined;
+  const headers = Object.entries(deps.answerHeaders ?? {});
   return (request, response) => {
     if (!request.url?.startsWith(RPC_PREFIX)) return fallback(request, response);
+    // The REST answers' headers (no-store: GetToken answers hold access tokens); Connect writes its own beside them.
+    for (const [name, value] of headers) (response as ServerResponse).setHeader(name, value);
     connect ??= import('./routes.ts').then(({ createRpc, rpcRequestHandler }) => rpcRequestHandler(createRpc(deps), fallback));
     connect.then(
       (handle) => handle(request, response),

@@ -116,6 +116,38 @@ describe('GetLink and CreateLinkUrl over gRPC, gRPC-Web and Connect, and REST, o
     expect((await http2Get('/healthz')).body).toBe('{"status":"healthy"}');
   });
 
+  it('answers with the REST answers\' headers, no-store and nosniff, over Connect (HTTP/1.1) and gRPC (HTTP/2) alike', async () => {
+    // Connect: a token answer, which holds an access token, must never be cached.
+    const overConnect = await fetch(`${served.base}/linkgate.v1.LinkService/GetLink`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}`, 'x-request-id': 'rpc-headers-1' },
+      body: JSON.stringify({ user_id: 'rpc-headers', provider: 'pin' }),
+    });
+    expect(overConnect.status).toBe(404);
+    expect(Object.fromEntries(['cache-control', 'x-content-type-options', 'x-request-id', 'strict-transport-security'].map((name) => [name, overConnect.headers.get(name)]))).toEqual({
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'x-request-id': 'rpc-headers-1',
+      // PUBLIC_BASE_URL is plain http here: no HSTS, as on REST.
+      'strict-transport-security': null,
+    });
+    // gRPC over HTTP/2: the response headers, before any message.
+    const headers = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const session = connectHttp2(served.base);
+      session.on('error', reject);
+      const call = session.request({ ':method': 'POST', ':path': '/linkgate.v1.LinkService/GetLink', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${API_KEY}` });
+      call.on('response', (answer) => {
+        resolve({ ...answer });
+        call.close();
+        session.close();
+      });
+      call.on('error', reject);
+      // One empty message (GetLinkRequest with no fields): a 5-byte frame header, length 0.
+      call.end(Buffer.alloc(5));
+    });
+    expect(headers).toMatchObject({ ':status': 200, 'content-type': 'application/grpc+proto', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+  });
+
   it('lists providers and links, hands out tokens, and unlinks, as the REST API does', async () => {
     const key = { tenant: 'default', userId: 'rpc-token-user', provider: 'pin' };
     await createLinkStore(database.db, gateway.keyring).store(key, { id: 'ext-9', name: 'Nine' }, { accessToken: 'at-rpc-secret-7f3a', expiresAt: Date.now() + 3_600_000 }, { allowShared: true, now: new Date() });
