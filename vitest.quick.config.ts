@@ -11,6 +11,7 @@ import base from './vitest.config.ts';
 export const SLOW = [
   'test/cli/**',
   'test/server.test.ts',
+  'test/build.test.ts',
   'test/http/mcp.test.ts',
   'test/reliability/crash.test.ts',
   'test/reliability/http-limits.test.ts',
