@@ -343,7 +343,7 @@ const linksDelete: Command = {
     let deleted: { link: Link; revocation: Revocation };
     if (gateway) {
       // The operator API answers with the link as it was and the revocation.
-      const response = await operatorRequest(gateway, config, 'DELETE', `/tenants/${tenant}${linkPath(key)}`, undefined, '`links delete` and the tenants commands', orNotLinked(key.provider));
+      const response = await operatorRequest(gateway, config, 'DELETE', `/tenants/${tenant}${linkPath(key)}`, { commands: '`links delete` and the tenants commands', failure: orNotLinked(key.provider) });
       const answer = await answerOf(gateway, response, (await apiAnswers()).OperatorUnlinkAnswer);
       deleted = { link: answer.deleted, revocation: answer.revocation };
     } else {

@@ -11,6 +11,13 @@ import { argument, CliError, EXIT, type Command } from './cli.ts';
 import { print } from './output.ts';
 import { loadConfig } from './runtime.ts';
 
+/** The console must be open for invites to mean anything: the same refusal as the operator API's 409. */
+async function requireOpenConsole(admins: readonly unknown[]): Promise<void> {
+  if (admins.length === 0) throw new CliError(EXIT.failure, 'console_closed', (await import('../core/console-invites.ts')).CONSOLE_CLOSED);
+}
+
+const COMMANDS_NAME = '`admin invite`, `admin invites` and the tenants commands';
+
 const adminInvite: Command = {
   path: ['admin', 'invite'],
   args: [],
@@ -22,14 +29,12 @@ const adminInvite: Command = {
   ],
   async run(args, io) {
     const { config } = loadConfig(io);
-    if (config.admins.length === 0) {
-      throw new CliError(EXIT.failure, 'console_closed', 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first');
-    }
+    await requireOpenConsole(config.admins);
     const { answerOf, operatorRequest, runningGateway } = await import('./gateway.ts');
     const { CreatedInviteAnswer, makeInvite } = await import('../http/admin.ts');
     const gateway = runningGateway(io, config);
     const invite = gateway
-      ? await answerOf(gateway, await operatorRequest(gateway, config, 'POST', '/console/invites', undefined, '`admin invite` and the tenants commands'), CreatedInviteAnswer)
+      ? await answerOf(gateway, await operatorRequest(gateway, config, 'POST', '/console/invites', { commands: COMMANDS_NAME }), CreatedInviteAnswer)
       : await (async () => {
           const { auditedCommand, requireMigrated, withDatabase } = await import('./database.ts');
           return withDatabase(io, config, async (database) => {
@@ -48,15 +53,6 @@ const adminInvite: Command = {
   },
 };
 
-/** The console must be open for invites to mean anything: the same refusal as the operator API's 409. */
-function requireOpenConsole(admins: readonly unknown[]): void {
-  if (admins.length === 0) {
-    throw new CliError(EXIT.failure, 'console_closed', 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first');
-  }
-}
-
-const COMMANDS_NAME = '`admin invite`, `admin invites` and the tenants commands';
-
 const adminInvitesList: Command = {
   path: ['admin', 'invites', 'list'],
   args: [],
@@ -65,12 +61,12 @@ const adminInvitesList: Command = {
   details: ['Each by its id, with when it was made and when it expires; never the link, which only its maker saw. While a gateway runs on the embedded database, the list comes from its operator API (GET /api/admin/v1/console/invites).'],
   async run(args, io) {
     const { config } = loadConfig(io);
-    requireOpenConsole(config.admins);
+    await requireOpenConsole(config.admins);
     const { answerOf, operatorRequest, runningGateway } = await import('./gateway.ts');
     const { InvitesAnswer } = await import('../http/admin.ts');
     const gateway = runningGateway(io, config);
     const answer = gateway
-      ? await answerOf(gateway, await operatorRequest(gateway, config, 'GET', '/console/invites', undefined, COMMANDS_NAME), InvitesAnswer)
+      ? await answerOf(gateway, await operatorRequest(gateway, config, 'GET', '/console/invites', { commands: COMMANDS_NAME }), InvitesAnswer)
       : await (async () => {
           const { requireMigrated, withDatabase } = await import('./database.ts');
           const { openInvites } = await import('../core/console-invites.ts');
@@ -95,14 +91,14 @@ const adminInvitesRevoke: Command = {
   details: ['Audited (admin.invite_revoke). Exits with 3 when no open invite has that id (it was used, it expired, or it was revoked). While a gateway runs on the embedded database, it revokes through its operator API (DELETE /api/admin/v1/console/invites/:id).'],
   async run(args, io) {
     const { config } = loadConfig(io);
-    requireOpenConsole(config.admins);
-    const { InviteId, revokeInvite } = await import('../core/console-invites.ts');
+    await requireOpenConsole(config.admins);
+    const { InviteId, NO_OPEN_INVITE, revokeInvite } = await import('../core/console-invites.ts');
     const id = argument(InviteId, args.positionals[0]!);
-    const notFound = () => new CliError(EXIT.notFound, 'not_found', 'there is no open invite with this id (it was used, it expired, or it was revoked)');
+    const notFound = () => new CliError(EXIT.notFound, 'not_found', NO_OPEN_INVITE);
     const { operatorRequest, runningGateway } = await import('./gateway.ts');
     const gateway = runningGateway(io, config);
     if (gateway) {
-      await operatorRequest(gateway, config, 'DELETE', `/console/invites/${id}`, undefined, COMMANDS_NAME, (status) => (status === 404 ? notFound() : undefined));
+      await operatorRequest(gateway, config, 'DELETE', `/console/invites/${id}`, { commands: COMMANDS_NAME, failure: (status) => (status === 404 ? notFound() : undefined) });
     } else {
       const { auditedCommand, requireMigrated, withDatabase } = await import('./database.ts');
       await withDatabase(io, config, async (database) => {

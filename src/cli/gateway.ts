@@ -90,9 +90,7 @@ export function operatorRequest(
   config: Config,
   method: GatewayRequest['method'],
   path: string,
-  body?: unknown,
-  commands = 'tenants commands',
-  failure?: GatewayRequest['failure'],
+  { body, commands = 'tenants commands', failure }: { body?: unknown; commands?: string; failure?: GatewayRequest['failure'] } = {},
 ): Promise<Response> {
   const noOperatorApi = (why: string) =>
     new CliError(

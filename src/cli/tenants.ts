@@ -102,7 +102,7 @@ async function operate<T>(
       loaded,
     );
   }
-  return read(await operatorRequest(gateway!, config, route.method, route.path, route.body), gateway!);
+  return read(await operatorRequest(gateway!, config, route.method, route.path, { body: route.body }), gateway!);
 }
 
 /** The answer of a route that answers JSON, checked with the operator API's schema for it. */

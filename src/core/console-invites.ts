@@ -22,6 +22,12 @@ export const InviteToken = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/));
  * trail: `inv_` and the first 16 characters of its digest, never the token
  * (96 bits of a SHA-256: nothing to guess the link from, and no two invites alike).
  */
+/** Why no invite is made, listed or revoked while LINKGATE_ADMINS is empty: an invite never opens a closed console. */
+export const CONSOLE_CLOSED = 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first';
+
+/** What revoking an invite that is not open says (the operator API, the console, the command line). */
+export const NO_OPEN_INVITE = 'there is no open invite with this id (it was used, it expired, or it was revoked)';
+
 export const InviteId = v.pipe(v.string(), v.regex(/^inv_[A-Za-z0-9_-]{16}$/, 'not an invite id (inv_…)'));
 const inviteIdOf = (idHash: string) => `inv_${idHash.slice(0, 16)}`;
 

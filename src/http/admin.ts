@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import * as v from 'valibot';
 import { BrandColor, BrandIconUrl, BrandName, isLoopback, SupportUrl } from '../config.ts';
 import { AUDIT_ACTIONS, AuditQuery, csvExport, list as listAudit, outcomeOf, record, type AuditAction, type AuditFact, type AuditFilter } from '../core/audit.ts';
-import { createInvite, InviteId, openInvites, revokeInvite } from '../core/console-invites.ts';
+import { CONSOLE_CLOSED, createInvite, InviteId, NO_OPEN_INVITE, openInvites, revokeInvite } from '../core/console-invites.ts';
 import { createApiKeyIdentifier } from '../core/crypto.ts';
 import { LinkgateError } from '../core/errors.ts';
 import { DEFAULT_TENANT, ProviderId } from '../core/ids.ts';
@@ -239,7 +239,7 @@ export const InvitesAnswer = v.strictObject({ invites: v.array(v.strictObject({ 
 
 /** An invite never opens a closed console (src/core/console-invites.ts): asked for one while LINKGATE_ADMINS is empty. */
 export const consoleClosed = () =>
-  new LinkgateError('console_closed', 'the admin console is closed (LINKGATE_ADMINS is unset), and an invite does not open it: add an owner to LINKGATE_ADMINS first');
+  new LinkgateError('console_closed', CONSOLE_CLOSED);
 
 /** Makes an invite (the console's Admins page, this API and `linkgate admin invite`): its link, shown once. */
 export async function makeInvite(db: Db, publicBaseUrl: URL, now: Date): Promise<v.InferOutput<typeof CreatedInviteAnswer>> {
@@ -703,7 +703,7 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       if (!deps.consoleOpen) throw consoleClosed();
       const { id } = parseInput(InviteParams, c.req.param());
       note.target = `invite:${id}`;
-      if (!(await revokeInvite(deps.db, id, new Date(now())))) throw new LinkgateError('not_found', 'there is no open invite with this id (it was used, it expired, or it was revoked)');
+      if (!(await revokeInvite(deps.db, id, new Date(now())))) throw new LinkgateError('not_found', NO_OPEN_INVITE);
       c.get('log')().info({ invite: id }, 'console invite revoked');
       return c.body(null, 204);
     }),

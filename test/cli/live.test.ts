@@ -207,7 +207,7 @@ describe('while the gateway runs on the embedded database', () => {
       code: 1,
       stdout: '',
       stderr:
-        `linkgate admin invite: the gateway running on DATA_DIR ${dataDir} (pid ${gateway!.child.pid}) holds the embedded database, and \`admin invite\` and the tenants commands then go through its operator API, ` +
+        `linkgate admin invite: the gateway running on DATA_DIR ${dataDir} (pid ${gateway!.child.pid}) holds the embedded database, and \`admin invite\`, \`admin invites\` and the tenants commands then go through its operator API, ` +
         'which needs one of LINKGATE_ADMIN_KEYS, and none is set: set LINKGATE_ADMIN_KEYS and restart the gateway, or stop it to run this command on the database directly\n',
     });
     const { LINKGATE_ADMINS: __, ...closed } = env;

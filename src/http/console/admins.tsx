@@ -6,7 +6,7 @@
  */
 import type { Hono, Context } from 'hono';
 import * as v from 'valibot';
-import { InviteId, invitedOwners, openInvites, removeInvitedOwner, revokeInvite } from '../../core/console-invites.ts';
+import { InviteId, invitedOwners, NO_OPEN_INVITE, openInvites, removeInvitedOwner, revokeInvite } from '../../core/console-invites.ts';
 import { LinkgateError } from '../../core/errors.ts';
 import { ProviderId } from '../../core/ids.ts';
 import { parseInput } from '../../core/validation.ts';
@@ -117,7 +117,7 @@ export function adminScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
     change('admin.invite_revoke', 'owner', async (c, _form, _who, note) => {
       const id = parseInput(InviteId, c.req.param('id'));
       note.target = `invite:${id}`;
-      if (!(await revokeInvite(db, id, new Date(now())))) throw new LinkgateError('not_found', 'there is no open invite with this id (it was used, it expired, or it was revoked)');
+      if (!(await revokeInvite(db, id, new Date(now())))) throw new LinkgateError('not_found', NO_OPEN_INVITE);
       return c.redirect('/admin/admins', 303);
     }),
   );
