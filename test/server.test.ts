@@ -8,10 +8,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createKeyring } from '../src/core/crypto.ts';
 import { createLinkStore } from '../src/core/links.ts';
 import { openDatabase } from '../src/db/client.ts';
-import { startGatewayProcess } from './helpers/process.ts';
+import { scriptArguments, startGatewayProcess } from './helpers/process.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const TSX = join(ROOT, 'node_modules/.bin/tsx');
+/** `npm start`'s node arguments: one process, tsx as a loader in it. */
+const START = scriptArguments('start');
 const cwd = mkdtempSync(join(tmpdir(), 'linkgate-server-'));
 afterAll(() => rmSync(cwd, { recursive: true, force: true }));
 
@@ -33,7 +34,7 @@ interface Running {
 /** Starts the gateway as `npm start` does, with no configuration but a port, in a fresh working directory. */
 function start(port: number): Running {
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port) };
-  const child = spawn(TSX, [join(ROOT, 'src/server.ts')], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, START, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -118,7 +119,7 @@ describe('the gateway process', () => {
   }, 120_000);
 
   it('stops with one line naming a bad variable', async () => {
-    const child = spawn(TSX, [join(ROOT, 'src/server.ts')], {
+    const child = spawn(process.execPath, START, {
       cwd,
       env: { PATH: process.env.PATH, OAUTH_STATE_TTL_SECONDS: 'soon' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -131,7 +132,7 @@ describe('the gateway process', () => {
   });
 
   it('in production, stops listing every missing or bad variable at once', async () => {
-    const child = spawn(TSX, [join(ROOT, 'src/server.ts')], {
+    const child = spawn(process.execPath, START, {
       cwd,
       env: {
         PATH: process.env.PATH,

@@ -49,6 +49,13 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     const client = postgres(options.url, {
       max: poolSize,
       onnotice: () => {},
+      // postgres-js would otherwise run a pg_type query first on every new
+      // connection and drop its promise: a connection lost during that query
+      // (a database restart) became an unhandled rejection, which ends the
+      // process (porsager/postgres#1192, #1223). Drizzle reads and writes the
+      // text[] columns itself, so the array parsers it fetched are not needed,
+      // and each new connection saves a round trip.
+      fetch_types: false,
       // Credentials never leave the process through errors: postgres-js puts
       // query parameters on errors only when `debug` is on, which it is not.
     });
@@ -60,14 +67,14 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       async migrate() {
         // Several instances may start at once: the one holding the lock
         // migrates, the others wait and then find nothing left to do.
-        const lock = await client.reserve();
-        try {
-          await lock`select pg_advisory_lock(hashtext('linkgate:migrate'))`;
+        // The lock is a transaction's (released when it ends, however it
+        // ends) while the migrations run on other pooled connections. Not
+        // `client.reserve()`: without fetch_types postgres-js never hands a
+        // new connection to a reservation.
+        await client.begin(async (lock) => {
+          await lock`select pg_advisory_xact_lock(hashtext('linkgate:migrate'))`;
           await migratePostgres(db, { migrationsFolder });
-        } finally {
-          await lock`select pg_advisory_unlock(hashtext('linkgate:migrate'))`;
-          lock.release();
-        }
+        });
       },
       async listen(channel, onPayload) {
         const { unlisten } = await client.listen(channel, onPayload);

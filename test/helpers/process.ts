@@ -8,12 +8,6 @@ import { createTestDatabase } from './database.ts';
 import { TEST_SECRETS } from './gateway.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-/**
- * `node --liftoff-only --import tsx`, as `npm start` runs it, and not the tsx
- * CLI: that is a parent process of its own, and a signal (or a SIGKILL after
- * a failure) to it would not reach the gateway.
- */
-const TSX_LOADER = import.meta.resolve('tsx');
 
 export interface GatewayProcess {
   child: ChildProcess;
@@ -52,14 +46,25 @@ export interface GatewayProcessOptions {
 }
 
 /**
- * `npm run start:prod`'s node arguments, its entry made absolute in `root`
- * (the process runs in its own directory).
+ * The node arguments of an npm script that starts the gateway (`start`,
+ * `start:prod`), its entry made absolute in `root` (the process runs in its
+ * own directory), so tests start it exactly as the script does. `start` loads
+ * tsx as a loader inside the one process; the tsx CLI would be a parent of its
+ * own that gives the gateway 30 ms to acknowledge a relayed SIGTERM before it
+ * kills it and exits 143, which a loaded machine sometimes misses.
  */
+export function scriptArguments(script: 'start' | 'start:prod', root = ROOT): string[] {
+  const scripts = v.parse(v.object({ scripts: v.record(v.string(), v.string()) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts;
+  const command = scripts[script];
+  const [node, ...args] = (command ?? '').split(' ');
+  if (node !== 'node') throw new Error(`${script} does not start with node: ${command}`);
+  // `--import tsx` resolves from the working directory, which is not this package.
+  return args.map((arg, i) => (args[i - 1] === '--import' ? import.meta.resolve(arg) : arg.endsWith('.js') || arg.endsWith('.ts') ? join(root, arg) : arg));
+}
+
+/** `npm run start:prod`'s node arguments (see scriptArguments). */
 export function startProdArguments(root = ROOT): string[] {
-  const scripts = v.parse(v.object({ scripts: v.object({ 'start:prod': v.string() }) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts;
-  const [node, ...args] = scripts['start:prod'].split(' ');
-  if (node !== 'node') throw new Error(`start:prod does not start with node: ${scripts['start:prod']}`);
-  return args.map((arg) => (arg.endsWith('.js') ? join(root, arg) : arg));
+  return scriptArguments('start:prod', root);
 }
 
 /**
@@ -74,7 +79,7 @@ export async function startGatewayProcess(env: Record<string, string>, options: 
   const databaseUrl = options.databaseUrl ?? database?.url;
   await options.prepare?.({ dir: dataDir, databaseUrl });
   let output = '';
-  const args = options.compiled ? startProdArguments(options.compiled) : ['--liftoff-only', '--import', TSX_LOADER, join(ROOT, 'src/server.ts')];
+  const args = options.compiled ? startProdArguments(options.compiled) : scriptArguments('start');
   const child = spawn(process.execPath, args, {
     cwd: dataDir,
     env: options.bare

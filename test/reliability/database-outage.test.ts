@@ -83,12 +83,13 @@ describe.skipIf(!onPostgres)('when PostgreSQL stops in the middle of a link flow
   let idp: TestIdp;
   let gateway: TestGateway;
 
-  /** Errors thrown outside every promise: in a real server each of them would have ended the process. */
+  /** Errors thrown outside every promise, and rejections nobody handled: in a real server each of them would have ended the process. */
   const uncaught: unknown[] = [];
   const record = (error: unknown) => uncaught.push(error);
 
   beforeAll(async () => {
     process.on('uncaughtException', record);
+    process.on('unhandledRejection', record);
     database = await createTestDatabase();
     const url = new URL(database.url!);
     proxy = new DatabaseProxy({ host: url.hostname, port: Number(url.port || 5432) });
@@ -105,6 +106,7 @@ describe.skipIf(!onPostgres)('when PostgreSQL stops in the middle of a link flow
   });
   afterAll(async () => {
     process.off('uncaughtException', record);
+    process.off('unhandledRejection', record);
     proxy?.cut();
     await proxied?.close().catch(() => {});
     await idp?.close();
@@ -186,6 +188,28 @@ describe.skipIf(!onPostgres)('when PostgreSQL stops in the middle of a link flow
     expect(done.status).toBe(200);
     expect(idp.counts.token).toBe(tokens + 2);
     expect(await linksOf(userId)).toMatchObject([{ externalId: 'idp-sub-during', status: 'active' }]);
+  });
+
+  it('a connection lost during its first statement fails that query alone: nothing unhandled, and the next query runs', async () => {
+    // A pool of its own, so every connection in it is new. The first statement
+    // any of them sends is cut with the connection, as a database restart
+    // does during a pool's warm-up.
+    const url = new URL(database.url!);
+    url.host = `127.0.0.1:${proxy.port}`;
+    const fresh = await openDatabase({ url: url.href, maxConnections: 1 });
+    const trips = proxy.trips;
+    try {
+      proxy.tripwire = 'select';
+      await expect(fresh.db.select({ status: flows.status }).from(flows)).rejects.toMatchObject({ cause: { code: 'CONNECTION_CLOSED' } });
+      expect(proxy.trips).toBe(trips + 1);
+      await proxy.restore();
+      expect(await fresh.db.select({ status: flows.status }).from(flows)).toEqual(expect.any(Array));
+      // A dropped promise would surface on a later turn of the event loop.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(uncaught).toEqual([]);
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('wakes a waiting bot again once the database is back (its LISTEN connection comes back)', async () => {
