@@ -59,6 +59,8 @@ const defaultStatus = {
   flow_browser_mismatch: 400,
   flow_busy: 409,
   csrf_failed: 403,
+  /** A console form that makes something shown once, sent a second time (its answer page reloaded). */
+  form_already_sent: 409,
   /** The success page of a sign-in whose flow is gone (reloaded long after). */
   result_gone: 404,
   /** The user cancelled linking (the wait API). */

@@ -488,6 +488,20 @@ export const consoleInvites = pgTable(
   (t) => [index('console_invites_used_by_idx').on(t.usedBy)],
 );
 
+/**
+ * The console's spent one-time form tokens (src/core/form-tokens.ts): the
+ * SHA-256 of each, kept until no session that could send its form again is
+ * left. A form whose token is here makes nothing.
+ */
+export const consoleFormTokens = pgTable(
+  'console_form_tokens',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [index('console_form_tokens_expires_at_idx').on(t.expiresAt)],
+);
+
 export type FlowRow = typeof flows.$inferSelect;
 export type LoginSessionRow = typeof loginSessions.$inferSelect;
 export type WebSessionRow = typeof webSessions.$inferSelect;

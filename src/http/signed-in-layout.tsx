@@ -6,6 +6,7 @@
  * (src/http/cookie-session.ts); tables that scroll on a phone.
  */
 import type { Child } from 'hono/jsx';
+import { FORM_TOKEN_FIELD, newFormToken } from '../core/form-tokens.ts';
 import { Layout, type PageFrame } from './pages.tsx';
 
 const STYLE = `
@@ -88,11 +89,18 @@ export function SignedInLayout(props: SignedInProps) {
 /** The session's CSRF token, in every form that changes something. */
 export const CsrfField = (props: { csrf: string }) => <input type="hidden" name="csrf" value={props.csrf} />;
 
-/** A one-button form: an action on one thing (revoke, retry, unlink). */
-export function PostButton(props: { action: string; csrf: string; label: string; secondary?: boolean; danger?: boolean; fields?: Record<string, string>; describedBy?: string }) {
+/**
+ * A new one-time token (src/core/form-tokens.ts), in a form that makes
+ * something shown once: sent again, the form makes nothing.
+ */
+export const OnceField = () => <input type="hidden" name={FORM_TOKEN_FIELD} value={newFormToken()} />;
+
+/** A one-button form: an action on one thing (revoke, retry, unlink); `once` for one that makes something shown once. */
+export function PostButton(props: { action: string; csrf: string; label: string; secondary?: boolean; danger?: boolean; fields?: Record<string, string>; describedBy?: string; once?: boolean }) {
   return (
     <form method="post" action={props.action}>
       <CsrfField csrf={props.csrf} />
+      {props.once ? <OnceField /> : null}
       {Object.entries(props.fields ?? {}).map(([name, value]) => (
         <input type="hidden" name={name} value={value} />
       ))}

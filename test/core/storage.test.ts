@@ -2,7 +2,8 @@ import { fileURLToPath } from 'node:url';
 import { eq, sql } from '../../src/db/orm.ts';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyring } from '../../src/core/crypto.ts';
+import { createKeyring, sha256 } from '../../src/core/crypto.ts';
+import { createFormTokens, newFormToken } from '../../src/core/form-tokens.ts';
 import { isLinkgateError } from '../../src/core/errors.ts';
 import { createKeyValueStore } from '../../src/core/kv.ts';
 import { CONTEXT_CLOCK_SKEW_SECONDS } from '../../src/core/link-context.ts';
@@ -11,7 +12,7 @@ import { purgeExpired } from '../../src/core/purge.ts';
 import { reencryptAll } from '../../src/core/reencrypt.ts';
 import { createTenantStore } from '../../src/core/tenants.ts';
 import type { Database } from '../../src/db/client.ts';
-import { flows, kv, links, loginSessions, usedContexts } from '../../src/db/schema.ts';
+import { consoleFormTokens, flows, kv, links, loginSessions, usedContexts } from '../../src/db/schema.ts';
 import { loginResultAad } from '../../src/core/logins.ts';
 import { createOpenIdApps } from '../../src/core/openid-storage.ts';
 import { TestBrowser } from '../helpers/browser.ts';
@@ -182,6 +183,21 @@ describe('link storage', () => {
   });
 });
 
+describe('the console one-time form tokens', () => {
+  it('a token is spent once; given back, once more; only its digest is stored', async () => {
+    const tokens = createFormTokens(database.db, 60, () => NOW.getTime());
+    const token = newFormToken();
+    expect(token).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(await Promise.all([tokens.spend(token), tokens.spend(token)])).toEqual(expect.arrayContaining([true, false]));
+    expect(await tokens.spend(token)).toBe(false);
+    await tokens.release(token);
+    expect(await tokens.spend(token)).toBe(true);
+    const stored = await database.db.select().from(consoleFormTokens);
+    expect(stored).toContainEqual({ tokenHash: sha256(token), expiresAt: new Date(NOW.getTime() + 60_000) });
+    expect(JSON.stringify(stored)).not.toContain(token);
+  });
+});
+
 describe('background purge', () => {
   it('deletes expired flows, used context ids and key-value entries, and keeps live ones', async () => {
     const keyring = createKeyring([NEW]);
@@ -197,7 +213,14 @@ describe('background purge', () => {
     await store.set('short', 1, { ttlSeconds: 1 });
     await store.set('forever', 2);
 
-    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0, loginSessions: 0, consoleInvites: 0 });
+    // The console's spent form tokens: one spent 8 hours and a second ago, one just now.
+    const spentEarlier = createFormTokens(database.db, 8 * 3600, () => NOW.getTime() - 8 * 3600 * 1000 - 1000);
+    const spentNow = createFormTokens(database.db, 8 * 3600, () => NOW.getTime());
+    expect(await spentEarlier.spend('AAAAAAAAAAAAAAAAAAAAAA')).toBe(true);
+    expect(await spentNow.spend('BBBBBBBBBBBBBBBBBBBBBB')).toBe(true);
+
+    expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0, loginSessions: 0, consoleInvites: 0, consoleFormTokens: 1 });
+    expect(await spentNow.spend('BBBBBBBBBBBBBBBBBBBBBB')).toBe(false);
     expect((await database.db.select({ s: flows.stateHash }).from(flows)).map((r) => r.s)).toEqual(['live']);
     expect((await database.db.select({ j: usedContexts.jti }).from(usedContexts)).map((r) => r.j)).toEqual(['new-jti']);
     expect((await database.db.select({ k: kv.key }).from(kv).where(eq(kv.namespace, 'purge'))).map((r) => r.k)).toEqual(['forever']);

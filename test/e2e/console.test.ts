@@ -171,9 +171,16 @@ describe.each(Object.keys(WIDTHS) as Width[])('the console at %s width', (width)
     secrets.push(key);
     expect((await gateway.app.request('/api/v1/providers', { headers: { authorization: `Bearer ${key}`, 'x-tenant-id': tenant } })).status).toBe(200);
     await inspect(page, 'api-key', width);
+    // Reloading the answer sends the form again: it makes no second key, and says so.
+    await page.reload();
+    await page.locator('#error-code').waitFor();
+    expect(await page.locator('#error-code').textContent()).toBe('form_already_sent');
+    expect(await page.content()).not.toContain(key);
+    await inspect(page, 'form-already-sent', width);
     // Shown once: the list shows the key's name and use, never the key again.
-    await page.goto(`${server.url}/admin/t/${tenant}/api-keys`);
+    await page.getByRole('link', { name: 'Back to the page' }).click();
     await page.getByRole('cell', { name: 'quiz bot' }).waitFor();
+    expect(await page.getByRole('cell', { name: 'quiz bot' }).count()).toBe(1);
     expect(await page.content()).not.toContain(key);
 
     await page.goto(`${server.url}/admin/t/default/links`);

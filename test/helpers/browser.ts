@@ -43,6 +43,16 @@ export class TestBrowser {
     return this.follow(await this.sendForm(url, form), options.follow ?? true);
   }
 
+  /**
+   * Opens `page` and sends its form that posts to `action`, as a person
+   * clicking its button does: the form's hidden fields (its CSRF and one-time
+   * tokens) with `fields` filled in.
+   */
+  async submit(page: string, action: string, fields: Record<string, string> = {}, options: { follow?: boolean } = {}): Promise<Response> {
+    const html = await (await this.get(page)).text();
+    return this.post(action, { ...hiddenFields(html, action), ...fields }, options);
+  }
+
   private async sendForm(url: string | URL, form: Record<string, string>): Promise<Response> {
     return this.send(url, {
       method: 'POST',
@@ -66,12 +76,20 @@ export class TestBrowser {
 }
 
 /** The confirmation page's form: where it posts and its hidden fields (the context and the CSRF token). */
+/** The hidden fields of the page's form that posts to `action`. */
+export function hiddenFields(html: string, action: string): Record<string, string> {
+  const form = [...html.matchAll(/<form method="post" action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/g)].find((m) => unescapeHtml(m[1]!) === action);
+  if (!form) throw new Error(`no form posts to ${action} on this page: ${html.slice(0, 200)}`);
+  return Object.fromEntries([...form[2]!.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, unescapeHtml(m[2]!)]));
+}
+
+const unescapeHtml = (text: string) => text.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
+
 export function confirmationForm(html: string): { action: string; fields: Record<string, string> } {
   const form = /<form method="post" action="([^"]+)">([\s\S]*?)<\/form>/.exec(html);
   if (!form || !/name="csrf"/.test(form[2]!)) throw new Error(`not a confirmation page: ${html.slice(0, 200)}`);
-  const unescape = (text: string) => text.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
-  const fields = Object.fromEntries([...form[2]!.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, unescape(m[2]!)]));
-  return { action: unescape(form[1]!), fields };
+  const fields = Object.fromEntries([...form[2]!.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, unescapeHtml(m[2]!)]));
+  return { action: unescapeHtml(form[1]!), fields };
 }
 
 /**

@@ -15,7 +15,7 @@ import { eq, isNull } from '../../src/db/orm.ts';
 import { consoleInvites, webhookDeliveries, webSessions } from '../../src/db/schema.ts';
 import { startFakeDiscord, type FakeDiscord } from '../fakes/discord.ts';
 import { startTestIdp, type TestIdp } from '../fakes/oidc-idp.ts';
-import { TestBrowser } from '../helpers/browser.ts';
+import { hiddenFields, TestBrowser } from '../helpers/browser.ts';
 import { cliEnv, createCliDatabase, runCliHere } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { atFake, createTestGateway, listen, reroute, TEST_SECRETS, type TestGateway } from '../helpers/gateway.ts';
@@ -328,7 +328,7 @@ describe('as owner', () => {
   });
 
   it('creates an API key shown once, lists it with its last use, and revokes it', async () => {
-    const created = await owner.browser.post('/admin/t/quizbot/api-keys', { csrf: owner.csrf, name: 'quiz bot' });
+    const created = await owner.browser.submit('/admin/t/quizbot/api-keys', '/admin/t/quizbot/api-keys', { name: 'quiz bot' });
     expect(created.status).toBe(201);
     const html = await created.text();
     const key = /<code id="new-api-key">([^<]+)<\/code>/.exec(html)![1]!;
@@ -345,14 +345,73 @@ describe('as owner', () => {
     expect((await gateway.app.request('/api/v1/providers', { headers: { authorization: `Bearer ${key}`, 'x-tenant-id': 'quizbot' } })).status).toBe(401);
   });
 
+  it('a form that makes something shown once makes it once: its answer reloaded is a 409 with a link back, audited, and a refused form can be corrected and sent again', async () => {
+    const action = '/admin/t/quizbot/api-keys';
+    const form = hiddenFields(await (await owner.browser.get(action)).text(), action);
+    expect(form.once).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    // Refused (no name): nothing was made, so the same form, corrected, goes through.
+    expect((await owner.browser.post(action, { ...form, name: '' }, { follow: false })).status).toBe(400);
+    const first = await owner.browser.post(action, { ...form, name: 'reloaded' });
+    expect(first.status).toBe(201);
+    const key = /<code id="new-api-key">([^<]+)<\/code>/.exec(await first.text())![1]!;
+    secrets.push(key);
+    // The browser sends the form again when its answer is reloaded.
+    const again = await owner.browser.post(action, { ...form, name: 'reloaded' });
+    expect(again.status).toBe(409);
+    const html = await again.text();
+    expect(html).toContain('this form was already sent, and what it made was shown once then: nothing new was made');
+    expect(html).toContain(`<a href="${action}">Back to the page</a>`);
+    expect(html).toContain('<code id="error-code">form_already_sent</code>');
+    expect(html).not.toContain(key);
+    expect((await (await owner.browser.get(action)).text()).match(/<td>reloaded<\/td>/g)).toHaveLength(1);
+    const rows = await auditRows({ action: 'api_key.create', tenant: 'quizbot' });
+    expect(rows.slice(0, 3).map((row) => [row.outcome, row.code])).toEqual([
+      ['refused', 'form_already_sent'],
+      ['ok', null],
+      ['refused', 'bad_request'],
+    ]);
+    // A form without its token (not one of the console's pages) makes nothing.
+    const bare = await owner.browser.post(action, { csrf: owner.csrf, name: 'tokenless' }, { follow: false });
+    expect(bare.status).toBe(400);
+    expect(await bare.text()).toContain('this form has no valid one-time token: reload its page');
+
+    // Every form that makes something shown once carries a token, a new one on each load of its page.
+    const forms: Array<[string, string]> = [
+      [action, action],
+      ['/admin/t/quizbot/context-secrets', '/admin/t/quizbot/context-secrets'],
+      ['/admin/t/quizbot/apps', '/admin/t/quizbot/apps'],
+      ['/admin/admins', '/admin/admins/invites'],
+      [`/admin/t/default/links/discord/${BOT_USER}`, `/admin/t/default/links/discord/${BOT_USER}/relink`],
+    ];
+    for (const [page, posts] of forms) {
+      const [one, two] = [hiddenFields(await (await owner.browser.get(page)).text(), posts), hiddenFields(await (await owner.browser.get(page)).text(), posts)];
+      expect(one.once, page).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      expect(two.once, page).not.toBe(one.once);
+    }
+    // The invite: one made, the reload refused with the Admins page to go back to.
+    const admins = await (await owner.browser.get('/admin/admins')).text();
+    const inviteIds = (html: string) => [...html.matchAll(/<code>(inv_[A-Za-z0-9_-]{16})<\/code>/g)].map((m) => m[1]!);
+    const invite = hiddenFields(admins, '/admin/admins/invites');
+    const made = await owner.browser.post('/admin/admins/invites', invite);
+    expect(made.status).toBe(201);
+    const madeHtml = await made.text();
+    secrets.push(/<code id="invite-url">[^<]+\/admin\/invite\/([^<]+)<\/code>/.exec(madeHtml)![1]!);
+    const reloaded = await owner.browser.post('/admin/admins/invites', invite);
+    expect(reloaded.status).toBe(409);
+    expect(await reloaded.text()).toContain('<a href="/admin/admins">Back to the page</a>');
+    const [inviteId, ...more] = inviteIds(await (await owner.browser.get('/admin/admins')).text()).filter((id) => !inviteIds(admins).includes(id));
+    expect(more).toEqual([]);
+    expect((await owner.browser.post(`/admin/admins/invites/${inviteId}/revoke`, { csrf: owner.csrf }, { follow: false })).status).toBe(303);
+  });
+
   it('creates and retires a context secret, creates and deletes an app, sets a webhook and removes it', async () => {
-    const secret = await owner.browser.post('/admin/t/quizbot/context-secrets', { csrf: owner.csrf });
+    const secret = await owner.browser.submit('/admin/t/quizbot/context-secrets', '/admin/t/quizbot/context-secrets');
     expect(secret.status).toBe(201);
     const secretHtml = await secret.text();
     secrets.push(/<code id="new-context-secret">([^<]+)<\/code>/.exec(secretHtml)![1]!);
     const secretId = /New context secret (cs_[A-Za-z0-9_-]+)/.exec(secretHtml)![1]!;
 
-    const app = await owner.browser.post('/admin/t/quizbot/apps', { csrf: owner.csrf, name: 'Quiz site', redirectUris: 'https://quiz.example/cb', type: 'confidential' });
+    const app = await owner.browser.submit('/admin/t/quizbot/apps', '/admin/t/quizbot/apps', { name: 'Quiz site', redirectUris: 'https://quiz.example/cb', type: 'confidential' });
     expect(app.status).toBe(201);
     const appHtml = await app.text();
     secrets.push(/<code id="new-client-secret">([^<]+)<\/code>/.exec(appHtml)![1]!);
@@ -387,7 +446,7 @@ describe('as owner', () => {
     expect(refreshed.status, await refreshed.clone().text()).toBe(303);
     expect(await (await owner.browser.get(`/admin/t/default/links/discord/${BOT_USER}`)).text()).toMatch(/<td>refreshed<\/td>/);
 
-    const relink = await owner.browser.post(`/admin/t/default/links/discord/${BOT_USER}/relink`, { csrf: owner.csrf });
+    const relink = await owner.browser.submit(`/admin/t/default/links/discord/${BOT_USER}`, `/admin/t/default/links/discord/${BOT_USER}/relink`);
     expect(relink.status).toBe(201);
     const url = /<code id="relink-url">([^<]+)<\/code>/.exec(await relink.text())![1]!.replaceAll('&amp;', '&');
     secrets.push(new URL(url).searchParams.get('context')!);
@@ -497,7 +556,7 @@ describe('roles', () => {
     expect((await browser.get('/admin/t/default/links')).status).toBe(404);
     expect((await browser.post(`/admin/t/default/links/discord/${BOT_USER}/unlink`, { csrf }, { follow: false })).status).toBe(404);
     expect((await browser.post('/admin/tenants', { csrf, id: 'mine', name: 'Mine' }, { follow: false })).status).toBe(403);
-    const key = await browser.post('/admin/t/quizbot/api-keys', { csrf, name: 'quinn' });
+    const key = await browser.submit('/admin/t/quizbot/api-keys', '/admin/t/quizbot/api-keys', { name: 'quinn' });
     expect(key.status).toBe(201);
     secrets.push(/<code id="new-api-key">([^<]+)<\/code>/.exec(await key.text())![1]!);
     // Its audit trail is its tenant's.
@@ -696,7 +755,7 @@ describe('admins (owners only)', () => {
 
   it('creates an invite shown once, lists it among the open ones by id, and revokes it: the link stops working; both audited, never the link', async () => {
     const before = await openInviteCount();
-    const created = await owner.browser.post('/admin/admins/invites', { csrf: owner.csrf });
+    const created = await owner.browser.submit('/admin/admins', '/admin/admins/invites');
     expect(created.status).toBe(201);
     const html = await created.text();
     const url = /<code id="invite-url">([^<]+)<\/code>/.exec(html)![1]!;
@@ -849,7 +908,7 @@ describe('the audit trail of console changes', () => {
     const { browser, csrf } = await signedInAs(OWNER);
     const actor = `admin:corp:${OWNER}`;
     const since = (await auditRows({ actor }))[0]!.id;
-    const key = await browser.post('/admin/t/quizbot/api-keys', { csrf, name: 'counted' });
+    const key = await browser.submit('/admin/t/quizbot/api-keys', '/admin/t/quizbot/api-keys', { name: 'counted' });
     const html = await key.text();
     secrets.push(/<code id="new-api-key">([^<]+)<\/code>/.exec(html)![1]!);
     const id = /New API key (key_[A-Za-z0-9_-]+)/.exec(html)![1]!;

@@ -90,7 +90,7 @@ export function adminScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
             </tr>
           ))}
         </Table>
-        <PostButton action="/admin/admins/invites" csrf={who.csrf} label="Create an invite" describedBy="invite-help" />
+        <PostButton action="/admin/admins/invites" csrf={who.csrf} label="Create an invite" describedBy="invite-help" once />
         <p class="muted" id="invite-help">
           A link that works once, for an hour: whoever signs in with it first becomes an owner. It is shown once, here.
         </p>
@@ -109,7 +109,7 @@ export function adminScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
       // The link makes an owner: shown to this owner once, never audited.
       note.detail = { expiresAt: made.expiresAt };
       return adminsPage(c, who, { url: made.url, expiresAt: new Date(made.expiresAt) });
-    }),
+    }, { once: () => '/admin/admins' }),
   );
 
   app.post(

@@ -6,7 +6,7 @@ import { TenantId } from '../../core/tenants.ts';
 import { parseInput } from '../../core/validation.ts';
 import { CreateAppBody, createTenantApp, deleteTenantApp } from '../admin.ts';
 import type { AppEnv } from '../middleware.ts';
-import { PostButton, CsrfField, ShownOnce, Table } from '../signed-in-layout.tsx';
+import { PostButton, CsrfField, OnceField, ShownOnce, Table } from '../signed-in-layout.tsx';
 import type { ConsoleKit, SignedIn } from './kit.tsx';
 
 const ClientId = v.pipe(v.string(), v.regex(/^app_[A-Za-z0-9_-]{1,40}$/, 'not an app id'));
@@ -46,6 +46,7 @@ export function appScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
             <h2>Create an app</h2>
             <form method="post" action={tenantPath(tenant, '/apps')}>
               <CsrfField csrf={who.csrf} />
+              <OnceField />
               <label for="app-name">Name</label>
               <input id="app-name" name="name" required maxlength={100} />
               <label for="app-uris">Redirect URIs (one a line)</label>
@@ -79,7 +80,7 @@ export function appScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
       const created = await createTenantApp(deps, tenant, body);
       note.target = `app:${created.clientId}`;
       return appsPage(c, who, created);
-    }),
+    }, { once: (c) => c.req.path }),
   );
 
   app.post(

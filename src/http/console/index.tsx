@@ -34,7 +34,7 @@ import { adminScreens } from './admins.tsx';
 import { appScreens } from './apps.tsx';
 import { auditScreens } from './audit.tsx';
 import { keyScreens } from './keys.tsx';
-import { createConsoleKit, type ConsoleDeps } from './kit.tsx';
+import { createConsoleKit, FormAlreadySent, type ConsoleDeps } from './kit.tsx';
 import { linkScreens } from './links.tsx';
 import { providerScreens } from './providers.tsx';
 import { finishSignIn, signInRoutes } from './sign-in.tsx';
@@ -64,8 +64,17 @@ export function consoleRoutes(deps: ConsoleDeps) {
   app.onError((error, c) => {
     if (!isLinkgateError(error) || error.status >= 500) throw error;
     c.get('log')().info({ errorCode: error.code, status: error.status, message: error.message }, 'request refused');
-    const title = error.status === 403 ? 'Not allowed' : error.status === 404 ? 'Not found' : error.status === 401 ? 'Not signed in' : 'This could not be done';
-    return c.html(<MessagePage frame={frame(c)} title={title} lines={[error.message]} code={error.code} />, error.status as 400);
+    const title = error instanceof FormAlreadySent ? 'This form was already sent' : error.status === 403 ? 'Not allowed' : error.status === 404 ? 'Not found' : error.status === 401 ? 'Not signed in' : 'This could not be done';
+    return c.html(
+      <MessagePage frame={frame(c)} title={title} lines={[error.message]} code={error.code}>
+        {error instanceof FormAlreadySent ? (
+          <p>
+            <a href={error.back}>Back to the page</a>
+          </p>
+        ) : null}
+      </MessagePage>,
+      error.status as 400,
+    );
   });
 
   return {

@@ -7,7 +7,7 @@ import { DEFAULT_TENANT } from '../../core/ids.ts';
 import { ApiKeyName, TenantId } from '../../core/tenants.ts';
 import { parseInput } from '../../core/validation.ts';
 import type { AppEnv } from '../middleware.ts';
-import { PostButton, CsrfField, ShownOnce, Table, when } from '../signed-in-layout.tsx';
+import { PostButton, CsrfField, OnceField, ShownOnce, Table, when } from '../signed-in-layout.tsx';
 import type { ConsoleKit, SignedIn } from './kit.tsx';
 
 const KeyId = v.pipe(v.string(), v.regex(/^key_[A-Za-z0-9_-]{1,40}$/, 'not an API key id'));
@@ -48,6 +48,7 @@ export function keyScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
             <h2>Create an API key</h2>
             <form method="post" action={tenantPath(tenant, '/api-keys')} class="inline">
               <CsrfField csrf={who.csrf} />
+              <OnceField />
               <div>
                 <label for="key-name">Name</label>
                 <input id="key-name" name="name" required maxlength={100} />
@@ -73,7 +74,7 @@ export function keyScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
       note.target = `api_key:${created.id}`;
       // Shown in this answer only: it is stored as a digest.
       return apiKeysPage(c, who, { id: created.id, key: created.key });
-    }),
+    }, { once: (c) => c.req.path }),
   );
 
   app.post(
@@ -114,7 +115,7 @@ export function keyScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
             </tr>
           ))}
         </Table>
-        {editable ? <PostButton action={tenantPath(tenant, '/context-secrets')} csrf={who.csrf} label="Create a context secret" /> : null}
+        {editable ? <PostButton action={tenantPath(tenant, '/context-secrets')} csrf={who.csrf} label="Create a context secret" once /> : null}
       </Page>,
       created ? 201 : 200,
     );
@@ -128,7 +129,7 @@ export function keyScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
       const created = await tenants.createContextSecret(c.req.param('tenant')!);
       note.target = `context_secret:${created.id}`;
       return secretsPage(c, who, created);
-    }),
+    }, { once: (c) => c.req.path }),
   );
 
   app.post(

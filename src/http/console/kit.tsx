@@ -13,12 +13,14 @@ import type { Brand, ConsoleAdmin } from '../../config.ts';
 import { outcomeOf, record, type AuditAction, type AuditFact } from '../../core/audit.ts';
 import { invitedOwner, invitedProviders } from '../../core/console-invites.ts';
 import { LinkgateError } from '../../core/errors.ts';
+import { createFormTokens, FORM_TOKEN_FIELD, FormToken } from '../../core/form-tokens.ts';
 import type { Linking } from '../../core/linking.ts';
 import type { LinkStore } from '../../core/links.ts';
 import type { OpenIdApps } from '../../core/openid-storage.ts';
 import type { ProviderDirectory } from '../../core/tenant-providers.ts';
 import { TenantId, type TenantStore } from '../../core/tenants.ts';
 import type { TokenService } from '../../core/tokens.ts';
+import { parseInput } from '../../core/validation.ts';
 import { createWebSessions, type WebSession } from '../../core/web-sessions.ts';
 import type { Db } from '../../db/client.ts';
 import { checkCsrfToken, checkSameOrigin, csrfTokenOf, readForm, sessionCookie } from '../cookie-session.ts';
@@ -73,11 +75,20 @@ export interface Note {
   detail?: Record<string, AuditFact>;
 }
 
+/** A one-time form sent again (its answer page reloaded): nothing was made; `back` is the page to make another from. */
+export class FormAlreadySent extends LinkgateError {
+  constructor(readonly back: string) {
+    super('form_already_sent', 'this form was already sent, and what it made was shown once then: nothing new was made. To make another, open the page again');
+  }
+}
+
 /** The console's shared state and helpers, made once per gateway (src/http/console/index.tsx). */
 export function createConsoleKit(deps: ConsoleDeps) {
   const { db, tenants, now } = deps;
   const origin = deps.publicBaseUrl.origin;
   const sessions = createWebSessions(db, { ...CONSOLE_SESSION, now });
+  // A spent token is remembered as long as a session that holds its form can last.
+  const forms = createFormTokens(db, CONSOLE_SESSION.ttlSeconds, now);
   const cookie = sessionCookie({ name: CONSOLE_COOKIE, secureCookies: deps.secureCookies });
   const signedInUrl = new URL(CONSOLE_SIGNED_IN, deps.publicBaseUrl).href;
   /** The console's cookie of an invite being used (`/admin/invite/:token`), read when the sign-in it starts ends. */
@@ -137,9 +148,15 @@ export function createConsoleKit(deps: ConsoleDeps) {
    * A change: same origin, the session's CSRF token, a role that may make it
    * (`owner`: only owners; `tenant`: writers of the path's tenant), then one
    * audit row whatever its end, as the operator API writes.
+   *
+   * `once`: the change makes something shown once, and its form carries a
+   * one-time token (`OnceField`): a second request with the same token (the
+   * answer page reloaded) makes nothing and is answered 409 with a link to
+   * the `back` page. A refused change gives its token back, so the form,
+   * corrected, can be sent again.
    */
   const change =
-    (action: AuditAction, who_may: 'owner' | 'tenant', handle: (c: Context<AppEnv>, form: URLSearchParams, who: SignedIn, note: Note) => Promise<Response>) =>
+    (action: AuditAction, who_may: 'owner' | 'tenant', handle: (c: Context<AppEnv>, form: URLSearchParams, who: SignedIn, note: Note) => Promise<Response>, options: { once?: (c: Context<AppEnv>) => string } = {}) =>
     async (c: Context<AppEnv>): Promise<Response> => {
       checkSameOrigin(c, origin);
       const who = await signedIn(c);
@@ -151,11 +168,18 @@ export function createConsoleKit(deps: ConsoleDeps) {
       if (raw !== undefined && (tenant === null || !sees(who.admin, tenant))) throw noTenant();
       const note: Note = {};
       let end: { outcome: 'ok' | 'refused' | 'failed'; code?: string } = { outcome: 'ok' };
+      let spent: string | undefined;
       try {
         if (who_may === 'owner' ? who.admin.role !== 'owner' : tenant === null || !writes(who.admin, tenant)) throw forbidden('make this change');
+        if (options.once) {
+          const token = parseInput(FormToken, form.get(FORM_TOKEN_FIELD) ?? '');
+          if (!(await forms.spend(token))) throw new FormAlreadySent(options.once(c));
+          spent = token;
+        }
         return await handle(c, form, who, note);
       } catch (error) {
         end = outcomeOf(error);
+        if (spent !== undefined && end.outcome === 'refused') await forms.release(spent);
         throw error;
       } finally {
         const whose = note.tenant ?? tenant;

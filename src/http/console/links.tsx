@@ -126,7 +126,7 @@ export function linkScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
         {editable ? (
           <div class="actions">
             <PostButton action={`${linkPath(row)}/refresh`} csrf={who.csrf} label="Refresh now" secondary />
-            <PostButton action={`${linkPath(row)}/relink`} csrf={who.csrf} label="Make a relink URL" secondary />
+            <PostButton action={`${linkPath(row)}/relink`} csrf={who.csrf} label="Make a relink URL" secondary once />
             <PostButton action={`${linkPath(row)}/unlink`} csrf={who.csrf} label="Unlink" danger />
           </div>
         ) : null}
@@ -169,7 +169,7 @@ export function linkScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
       // The URL links whoever opens it to this user: shown to this admin only, never audited.
       note.detail = { expiresAt: made.expiresAt.toISOString() };
       return linkPage(c, who, made);
-    }),
+    }, { once: (c) => c.req.path.replace(/\/relink$/, '') }),
   );
 
   app.post(
