@@ -19,6 +19,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { transformSync } from 'esbuild';
 import { SignJWT } from 'jose';
 import postgres from 'postgres';
+import * as v from 'valibot';
 import { createKeyring } from '../src/core/crypto.ts';
 import { linkAad } from '../src/core/links.ts';
 import { summarize } from './profile.ts';
@@ -87,14 +88,21 @@ interface Running {
   stop(): Promise<void>;
 }
 
+/** The node flags an npm script (`start`, `start:prod`) runs the gateway with: its arguments but the entry file. */
+function scriptFlags(script: 'start' | 'start:prod'): string[] {
+  const command = v.parse(v.object({ scripts: v.record(v.string(), v.string()) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts[script] ?? '';
+  const [node, ...args] = command.split(' ');
+  if (node !== 'node') throw new Error(`package.json's ${script} does not start with node: ${command}`);
+  return args.filter((arg) => !/\.(ts|js)$/.test(arg));
+}
+
 /**
- * Runs a TypeScript entry the way `npm start` runs the gateway (see
- * package.json), or with `compiled` a JavaScript one the way `npm run
- * start:prod` does.
+ * Runs a TypeScript entry the way `npm start` runs the gateway (its node
+ * flags, read from package.json), or with `compiled` a JavaScript one the
+ * way `npm run start:prod` does.
  */
 function run(args: string[], env: Record<string, string>, port: number, nodeFlags: string[] = [], compiled = false): Running {
-  const loader = compiled ? ['--enable-source-maps', '--conditions=linkgate-dist'] : ['--import', 'tsx'];
-  const child = spawn(process.execPath, ['--max-semi-space-size=16', '--liftoff-only', ...nodeFlags, ...loader, ...args], {
+  const child = spawn(process.execPath, [...scriptFlags(compiled ? 'start:prod' : 'start'), ...nodeFlags, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
