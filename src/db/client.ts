@@ -71,7 +71,14 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
         // ends) while the migrations run on other pooled connections. Not
         // `client.reserve()`: without fetch_types postgres-js never hands a
         // new connection to a reservation.
+        if (poolSize < 2) throw new Error('migrating needs a pool of two connections at least: one holds the lock');
         await client.begin(async (lock) => {
+          // The transaction is idle while the migrations run, and its lock
+          // may be waited for as long as another instance migrates: a
+          // database's idle-in-transaction or statement timeout (hosted
+          // PostgreSQL often sets them) must not end it.
+          await lock`set local idle_in_transaction_session_timeout = 0`;
+          await lock`set local statement_timeout = 0`;
           await lock`select pg_advisory_xact_lock(hashtext('linkgate:migrate'))`;
           await migratePostgres(db, { migrationsFolder });
         });

@@ -12,11 +12,13 @@ const MIGRATIONS = (JSON.parse(readFileSync(new URL('../../drizzle/meta/_journal
  * migrations must run once, whoever comes first.
  */
 describe.skipIf(!process.env.TEST_DATABASE_URL)('migrating PostgreSQL', () => {
-  it('four instances migrating a new database at once apply each migration once, and again find nothing to do', async () => {
+  it('four instances migrating a new database at once apply each migration once, and again find nothing to do, on a database that ends idle transactions', async () => {
     const base = process.env.TEST_DATABASE_URL!;
     const name = `linkgate_test_${randomBytes(6).toString('hex')}`;
     const admin = postgres(base, { max: 1, onnotice: () => {} });
     await admin.unsafe(`create database ${name}`);
+    // As hosted PostgreSQL often has it: a transaction idle for longer is ended.
+    await admin.unsafe(`alter database ${name} set idle_in_transaction_session_timeout = '100ms'`);
     const url = new URL(base);
     url.pathname = `/${name}`;
     // Two connections each: the lock's transaction holds one, the migrations run on the other.
