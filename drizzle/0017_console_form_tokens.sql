@@ -1,5 +1,6 @@
 CREATE TABLE "console_form_tokens" (
 	"token_hash" text PRIMARY KEY NOT NULL,
+	"made" text,
 	"expires_at" timestamp with time zone NOT NULL
 );
 --> statement-breakpoint

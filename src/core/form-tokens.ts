@@ -6,7 +6,8 @@
  * form makes the browser send the form again: without the token that was a
  * second key (or invite) nobody ever saw.
  *
- * Nothing secret is kept: only the SHA-256 of each token spent, in
+ * Nothing secret is kept: only the SHA-256 of each token spent and the id
+ * of what its form made (as the audit trail names it), in
  * `console_form_tokens`, until no console session that could send its form
  * again is left; the purge deletes it after that.
  */
@@ -26,9 +27,15 @@ export const FormToken = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{22}$/, 'this
 export const newFormToken = (): string => randomToken(16);
 
 export interface FormTokens {
-  /** Spends a token: true the first time, false for every later request that brings it. */
-  spend(token: string): Promise<boolean>;
-  /** Makes a token usable again: the request that spent it made nothing (it was refused, or failed). */
+  /**
+   * Spends a token: `true` the first time; for every later request that
+   * brings it, what the first one made (its audit target, `api_key:<id>`),
+   * or null while it is being made (or if it failed).
+   */
+  spend(token: string): Promise<true | { made: string | null }>;
+  /** Notes what the request that spent the token made, for the answer to a second send. */
+  made(token: string, target: string): Promise<void>;
+  /** Makes a token usable again: the request that spent it was refused, and made nothing. */
   release(token: string): Promise<void>;
 }
 
@@ -36,12 +43,18 @@ export interface FormTokens {
 export function createFormTokens(db: Db, keepSeconds: number, now: () => number): FormTokens {
   return {
     async spend(token) {
+      const tokenHash = sha256(token);
       const spent = await db
         .insert(consoleFormTokens)
-        .values({ tokenHash: sha256(token), expiresAt: new Date(now() + keepSeconds * 1000) })
+        .values({ tokenHash, expiresAt: new Date(now() + keepSeconds * 1000) })
         .onConflictDoNothing()
         .returning({ tokenHash: consoleFormTokens.tokenHash });
-      return spent.length === 1;
+      if (spent.length === 1) return true;
+      const [earlier] = await db.select({ made: consoleFormTokens.made }).from(consoleFormTokens).where(eq(consoleFormTokens.tokenHash, tokenHash));
+      return { made: earlier?.made ?? null };
+    },
+    async made(token, target) {
+      await db.update(consoleFormTokens).set({ made: target }).where(eq(consoleFormTokens.tokenHash, sha256(token)));
     },
     async release(token) {
       await db.delete(consoleFormTokens).where(eq(consoleFormTokens.tokenHash, sha256(token)));

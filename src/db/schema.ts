@@ -497,6 +497,8 @@ export const consoleFormTokens = pgTable(
   'console_form_tokens',
   {
     tokenHash: text('token_hash').primaryKey(),
+    /** What its first send made (`api_key:<id>`, the audit row's target), once made: the answer to a second send names it. */
+    made: text('made'),
     expiresAt: at('expires_at').notNull(),
   },
   (t) => [index('console_form_tokens_expires_at_idx').on(t.expiresAt)],

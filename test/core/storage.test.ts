@@ -184,16 +184,18 @@ describe('link storage', () => {
 });
 
 describe('the console one-time form tokens', () => {
-  it('a token is spent once; given back, once more; only its digest is stored', async () => {
+  it('a token is spent once, and a later send learns what the first made; given back, it is spent once more; only its digest is stored', async () => {
     const tokens = createFormTokens(database.db, 60, () => NOW.getTime());
     const token = newFormToken();
     expect(token).toMatch(/^[A-Za-z0-9_-]{22}$/);
-    expect(await Promise.all([tokens.spend(token), tokens.spend(token)])).toEqual(expect.arrayContaining([true, false]));
-    expect(await tokens.spend(token)).toBe(false);
+    // Two sends at once: one spends it, the other finds nothing made yet.
+    expect(await Promise.all([tokens.spend(token), tokens.spend(token)])).toEqual(expect.arrayContaining([true, { made: null }]));
+    await tokens.made(token, 'api_key:key_made');
+    expect(await tokens.spend(token)).toEqual({ made: 'api_key:key_made' });
     await tokens.release(token);
     expect(await tokens.spend(token)).toBe(true);
     const stored = await database.db.select().from(consoleFormTokens);
-    expect(stored).toContainEqual({ tokenHash: sha256(token), expiresAt: new Date(NOW.getTime() + 60_000) });
+    expect(stored).toContainEqual({ tokenHash: sha256(token), made: null, expiresAt: new Date(NOW.getTime() + 60_000) });
     expect(JSON.stringify(stored)).not.toContain(token);
   });
 });
@@ -220,7 +222,7 @@ describe('background purge', () => {
     expect(await spentNow.spend('BBBBBBBBBBBBBBBBBBBBBB')).toBe(true);
 
     expect(await purgeExpired(database.db, NOW)).toEqual({ flows: 1, usedContexts: 1, kv: 1, rateLimits: 0, webhookDeliveries: 0, openIdPayloads: 0, webSessions: 0, linkEvents: 0, loginSessions: 0, consoleInvites: 0, consoleFormTokens: 1 });
-    expect(await spentNow.spend('BBBBBBBBBBBBBBBBBBBBBB')).toBe(false);
+    expect(await spentNow.spend('BBBBBBBBBBBBBBBBBBBBBB')).toEqual({ made: null });
     expect((await database.db.select({ s: flows.stateHash }).from(flows)).map((r) => r.s)).toEqual(['live']);
     expect((await database.db.select({ j: usedContexts.jti }).from(usedContexts)).map((r) => r.j)).toEqual(['new-jti']);
     expect((await database.db.select({ k: kv.key }).from(kv).where(eq(kv.namespace, 'purge'))).map((r) => r.k)).toEqual(['forever']);

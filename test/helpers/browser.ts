@@ -75,7 +75,6 @@ export class TestBrowser {
   }
 }
 
-/** The confirmation page's form: where it posts and its hidden fields (the context and the CSRF token). */
 /** The hidden fields of the page's form that posts to `action`. */
 export function hiddenFields(html: string, action: string): Record<string, string> {
   const form = [...html.matchAll(/<form method="post" action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/g)].find((m) => unescapeHtml(m[1]!) === action);
@@ -85,6 +84,7 @@ export function hiddenFields(html: string, action: string): Record<string, strin
 
 const unescapeHtml = (text: string) => text.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
 
+/** The confirmation page's form: where it posts and its hidden fields (the context and the CSRF token). */
 export function confirmationForm(html: string): { action: string; fields: Record<string, string> } {
   const form = /<form method="post" action="([^"]+)">([\s\S]*?)<\/form>/.exec(html);
   if (!form || !/name="csrf"/.test(form[2]!)) throw new Error(`not a confirmation page: ${html.slice(0, 200)}`);

@@ -353,23 +353,34 @@ describe('as owner', () => {
     expect((await owner.browser.post(action, { ...form, name: '' }, { follow: false })).status).toBe(400);
     const first = await owner.browser.post(action, { ...form, name: 'reloaded' });
     expect(first.status).toBe(201);
-    const key = /<code id="new-api-key">([^<]+)<\/code>/.exec(await first.text())![1]!;
+    const firstHtml = await first.text();
+    const key = /<code id="new-api-key">([^<]+)<\/code>/.exec(firstHtml)![1]!;
+    const id = /New API key (key_[A-Za-z0-9_-]+)/.exec(firstHtml)![1]!;
     secrets.push(key);
-    // The browser sends the form again when its answer is reloaded.
+    // The browser sends the form again when its answer is reloaded (or the button is clicked twice, and then only this answer is shown).
     const again = await owner.browser.post(action, { ...form, name: 'reloaded' });
     expect(again.status).toBe(409);
     const html = await again.text();
-    expect(html).toContain('this form was already sent, and what it made was shown once then: nothing new was made');
+    expect(html).toContain('<h1>This form was already sent</h1>');
+    expect(html).toContain(
+      `this form was already sent: its first send made API key ${id}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), revoke ${id} and make another from the page`,
+    );
     expect(html).toContain(`<a href="${action}">Back to the page</a>`);
     expect(html).toContain('<code id="error-code">form_already_sent</code>');
     expect(html).not.toContain(key);
     expect((await (await owner.browser.get(action)).text()).match(/<td>reloaded<\/td>/g)).toHaveLength(1);
     const rows = await auditRows({ action: 'api_key.create', tenant: 'quizbot' });
-    expect(rows.slice(0, 3).map((row) => [row.outcome, row.code])).toEqual([
-      ['refused', 'form_already_sent'],
-      ['ok', null],
-      ['refused', 'bad_request'],
+    expect(rows.slice(0, 3).map((row) => [row.outcome, row.code, row.target])).toEqual([
+      ['refused', 'form_already_sent', `api_key:${id}`],
+      ['ok', null, `api_key:${id}`],
+      ['refused', 'bad_request', 'tenant:quizbot'],
     ]);
+    // A double click: two sends of one form at once make one key.
+    const twice = hiddenFields(await (await owner.browser.get(action)).text(), action);
+    const both = await Promise.all([owner.browser.post(action, { ...twice, name: 'double' }), owner.browser.post(action, { ...twice, name: 'double' })]);
+    expect(both.map((answer) => answer.status).sort()).toEqual([201, 409]);
+    secrets.push(/<code id="new-api-key">([^<]+)<\/code>/.exec(await both.find((answer) => answer.status === 201)!.text())![1]!);
+    expect((await (await owner.browser.get(action)).text()).match(/<td>double<\/td>/g)).toHaveLength(1);
     // A form without its token (not one of the console's pages) makes nothing.
     const bare = await owner.browser.post(action, { csrf: owner.csrf, name: 'tokenless' }, { follow: false });
     expect(bare.status).toBe(400);
@@ -398,9 +409,11 @@ describe('as owner', () => {
     secrets.push(/<code id="invite-url">[^<]+\/admin\/invite\/([^<]+)<\/code>/.exec(madeHtml)![1]!);
     const reloaded = await owner.browser.post('/admin/admins/invites', invite);
     expect(reloaded.status).toBe(409);
-    expect(await reloaded.text()).toContain('<a href="/admin/admins">Back to the page</a>');
+    const reloadedHtml = await reloaded.text();
+    expect(reloadedHtml).toContain('<a href="/admin/admins">Back to the page</a>');
     const [inviteId, ...more] = inviteIds(await (await owner.browser.get('/admin/admins')).text()).filter((id) => !inviteIds(admins).includes(id));
     expect(more).toEqual([]);
+    expect(reloadedHtml).toContain(`its first send made invite ${inviteId}, shown once in the answer to that send`);
     expect((await owner.browser.post(`/admin/admins/invites/${inviteId}/revoke`, { csrf: owner.csrf }, { follow: false })).status).toBe(303);
   });
 

@@ -75,11 +75,37 @@ export interface Note {
   detail?: Record<string, AuditFact>;
 }
 
-/** A one-time form sent again (its answer page reloaded): nothing was made; `back` is the page to make another from. */
+/**
+ * A one-time form sent again: nothing was made. `made` is what its first send
+ * made (its audit target), when known; `back` is the page to go on from.
+ */
 export class FormAlreadySent extends LinkgateError {
-  constructor(readonly back: string) {
-    super('form_already_sent', 'this form was already sent, and what it made was shown once then: nothing new was made. To make another, open the page again');
+  constructor(
+    readonly back: string,
+    made: string | null,
+  ) {
+    super('form_already_sent', alreadySentMessage(made));
   }
+}
+
+/**
+ * What the 409 page says. The first send's answer held the secret; a reload
+ * shows this page after it, but a double click shows it instead of it, so
+ * the page names what was made and how to undo it.
+ */
+function alreadySentMessage(made: string | null): string {
+  const colon = made?.indexOf(':') ?? -1;
+  const [kind, id] = made && colon > 0 ? [made.slice(0, colon), made.slice(colon + 1)] : ['', ''];
+  const named: Record<string, [string, string]> = {
+    api_key: [`API key ${id}`, `revoke ${id} and make another`],
+    context_secret: [`context secret ${id}`, `retire ${id} and make another`],
+    app: [`app ${id}`, `delete ${id} and make another`],
+    invite: [`invite ${id}`, `revoke ${id} and make another`],
+    link: ['a relink URL', 'make another (the first expires unused)'],
+  };
+  const known = named[kind];
+  if (!known) return 'this form was already sent, and nothing new was made. To make another, open the page again';
+  return `this form was already sent: its first send made ${known[0]}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), ${known[1]} from the page`;
 }
 
 /** The console's shared state and helpers, made once per gateway (src/http/console/index.tsx). */
@@ -119,6 +145,15 @@ export function createConsoleKit(deps: ConsoleDeps) {
     }
   }
 
+  /** Runs a bookkeeping write whose failure must not replace the answer: logged instead. */
+  async function noting(c: Context<AppEnv>, write: () => Promise<void>): Promise<void> {
+    try {
+      await write();
+    } catch (error) {
+      c.get('log')().error({ cause: error instanceof Error ? { name: error.name, message: error.message.slice(0, 200) } : 'unknown' }, 'form token not updated');
+    }
+  }
+
   /** This browser's admin, or undefined: no cookie, an ended session, or an identity no longer in LINKGATE_ADMINS. */
   async function signedIn(c: Context<AppEnv>): Promise<SignedIn | undefined> {
     const token = cookie.read(c);
@@ -151,9 +186,9 @@ export function createConsoleKit(deps: ConsoleDeps) {
    *
    * `once`: the change makes something shown once, and its form carries a
    * one-time token (`OnceField`): a second request with the same token (the
-   * answer page reloaded) makes nothing and is answered 409 with a link to
-   * the `back` page. A refused change gives its token back, so the form,
-   * corrected, can be sent again.
+   * answer page reloaded, a double click) makes nothing and is answered 409,
+   * naming what the first made, with a link to the `back` page. A refused
+   * change gives its token back, so the form, corrected, can be sent again.
    */
   const change =
     (action: AuditAction, who_may: 'owner' | 'tenant', handle: (c: Context<AppEnv>, form: URLSearchParams, who: SignedIn, note: Note) => Promise<Response>, options: { once?: (c: Context<AppEnv>) => string } = {}) =>
@@ -173,13 +208,20 @@ export function createConsoleKit(deps: ConsoleDeps) {
         if (who_may === 'owner' ? who.admin.role !== 'owner' : tenant === null || !writes(who.admin, tenant)) throw forbidden('make this change');
         if (options.once) {
           const token = parseInput(FormToken, form.get(FORM_TOKEN_FIELD) ?? '');
-          if (!(await forms.spend(token))) throw new FormAlreadySent(options.once(c));
+          const first = await forms.spend(token);
+          if (first !== true) {
+            if (first.made) note.target = first.made;
+            throw new FormAlreadySent(options.once(c), first.made);
+          }
           spent = token;
         }
-        return await handle(c, form, who, note);
+        const answer = await handle(c, form, who, note);
+        if (spent !== undefined && note.target) await noting(c, () => forms.made(spent!, note.target!));
+        return answer;
       } catch (error) {
         end = outcomeOf(error);
-        if (spent !== undefined && end.outcome === 'refused') await forms.release(spent);
+        // Refused: nothing was made, and the corrected form may be sent again. A failure keeps the token (it may have made something).
+        if (spent !== undefined && end.outcome === 'refused') await noting(c, () => forms.release(spent!));
         throw error;
       } finally {
         const whose = note.tenant ?? tenant;
