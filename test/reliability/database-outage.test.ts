@@ -193,7 +193,8 @@ describe.skipIf(!onPostgres)('when PostgreSQL stops in the middle of a link flow
   it('a connection lost during its first statement fails that query alone: nothing unhandled, and the next query runs', async () => {
     // A pool of its own, so every connection in it is new. The first statement
     // any of them sends is cut with the connection, as a database restart
-    // does during a pool's warm-up.
+    // does during a pool's warm-up. (The tripwire is the proxy's: nothing
+    // else sends a select through it meanwhile, the test gateway being idle.)
     const url = new URL(database.url!);
     url.host = `127.0.0.1:${proxy.port}`;
     const fresh = await openDatabase({ url: url.href, maxConnections: 1 });
