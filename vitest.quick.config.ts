@@ -14,6 +14,7 @@ export const SLOW = [
   'test/build.test.ts',
   'test/http/mcp.test.ts',
   'test/reliability/crash.test.ts',
+  'test/reliability/fatal.test.ts',
   'test/reliability/http-limits.test.ts',
   'test/reliability/shutdown.test.ts',
   'test/docs/snippets.test.ts',

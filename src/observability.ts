@@ -150,6 +150,10 @@ export function scrubBreadcrumb(crumb: Sentry.Breadcrumb): Sentry.Breadcrumb {
 /** What the gateway hands Sentry: unexpected errors, and each request's route. */
 export interface Observer {
   reportError(error: unknown): void;
+  /** A fault that ends the process (src/server.ts): reported as fatal. */
+  reportFatal(error: unknown): void;
+  /** Sends what is queued, waiting `timeoutMs` at most. */
+  flush(timeoutMs: number): Promise<void>;
   /** Names the current request's trace (and errors it reports) after its route pattern. */
   nameRoute(name: string): void;
 }
@@ -178,12 +182,20 @@ export async function initSentry(config: Config, overrides: Partial<Sentry.NodeO
       databaseQueryData: false,
       stackFrameVariables: false,
     },
+    // The gateway's own handlers (src/server.ts) log, report and end the process on a fault
+    // nothing handles: the SDK's would keep it running after a rejection (its `warn` mode)
+    // and print the stack on stderr, outside the log.
+    integrations: (defaults) => defaults.filter((integration) => integration.name !== 'OnUncaughtException' && integration.name !== 'OnUnhandledRejection'),
     beforeSend: (event) => scrubEvent(event),
     beforeSendSpan: (span) => scrubSpan(span),
     beforeBreadcrumb: (crumb) => scrubBreadcrumb(crumb),
   });
   return {
     reportError: (error) => sentry.captureException(error),
+    reportFatal: (error) => sentry.captureException(error, { level: 'fatal' }),
+    flush: async (timeoutMs) => {
+      await sentry.flush(timeoutMs);
+    },
     nameRoute(name) {
       // Without this the SDK names a request after its raw path, user id included.
       sentry.getIsolationScope().setTransactionName(name);

@@ -95,6 +95,21 @@ async function main(): Promise<void> {
     logger.warn({ generated, file }, 'generated development secrets (the API key is in that file); set them yourself in production');
   }
   const observer = await initSentry(config);
+  // A fault nothing handles (a throw outside every promise, a rejection nobody
+  // awaits: a bug, ours or a library's) ends the process, as Node's default
+  // does, but as a line of the log's own format (never a raw stack trace on
+  // stderr), reported to Sentry before it goes. The supervisor restarts it.
+  let failing = false;
+  const fatal = (what: string) => (error: unknown) => {
+    if (failing) return;
+    failing = true;
+    logger.fatal({ cause: logCause(error) }, what);
+    if (!observer) process.exit(1);
+    observer.reportFatal(error);
+    void observer.flush(2000).finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', fatal('uncaught exception'));
+  process.on('unhandledRejection', fatal('unhandled rejection'));
 
   const unlock = config.databaseUrl ? undefined : lockDataDir(config.dataDir, process.pid, isProcessAlive);
   const database = await openDatabase({ url: config.databaseUrl, dataDir: join(config.dataDir, 'pgdata') });
