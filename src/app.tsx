@@ -344,6 +344,7 @@ export function createGateway(deps: AppDeps) {
       addressOf,
       brand: config.brand,
       logger,
+      metrics,
       now,
     });
     app.use('/admin', browserLimit);

@@ -14,7 +14,7 @@ const DEFINITIONS = {
   linkgate_flows_cancelled_total: { help: 'Linking cancelled by the user, on our page (user) or at the provider (provider_denied)', type: 'counter' },
   linkgate_token_refreshes_total: { help: 'Token refreshes, by provider, tenant and outcome', type: 'counter' },
   linkgate_webhook_deliveries_total: { help: 'Webhook delivery attempts, by tenant and outcome', type: 'counter' },
-  linkgate_links_deleted_total: { help: 'Links deleted, by provider, tenant and where the unlink came from (api, rpc, admin, account, annie_auth)', type: 'counter' },
+  linkgate_links_deleted_total: { help: 'Links deleted, by provider, tenant and where the unlink came from (api, rpc, admin, account, console, annie_auth)', type: 'counter' },
   linkgate_http_request_duration_seconds: { help: 'HTTP requests, by method, route pattern and status', type: 'histogram' },
   linkgate_rpc_duration_seconds: { help: 'RPCs (gRPC, gRPC-Web, Connect), by procedure and status', type: 'histogram' },
 } as const;

@@ -207,10 +207,9 @@ export function accountRoutes(deps: AccountRoutesDeps) {
     const form = parseInput(ProviderForm, Object.fromEntries(await readForm(c)));
     const { token, session } = await signedInWrite(c, tenant, form.csrf);
     const base = accountPath(tenant);
-    const deleted = await unlink({ links, providers: deps.providers, hashUserId: deps.hashUserId, now: deps.now }, { tenant, userId: session.userId, provider: form.provider }, c.get('log')(), 'account');
+    const deleted = await unlink({ links, providers: deps.providers, hashUserId: deps.hashUserId, now: deps.now, metrics: deps.metrics }, { tenant, userId: session.userId, provider: form.provider }, c.get('log')(), 'account');
     // Already gone (a second click, or the bot unlinked it): the page shows it gone either way.
     if (!deleted) return c.redirect(base, 303);
-    deps.metrics?.inc('linkgate_links_deleted_total', { provider: form.provider, tenant, via: 'account' });
     if (form.provider === session.provider) {
       // The account they signed in with: the session was that link's, and ends with it.
       await sessions.revoke(token);

@@ -749,10 +749,9 @@ export function adminRoutes(deps: AdminRoutesDeps) {
       const { tenant, userId, provider } = parseInput(TenantLinkParams, c.req.param());
       note.target = `link:${userId}/${provider}`;
       await deps.tenants.require(tenant);
-      const deleted = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now }, { tenant, userId, provider }, c.get('log')(), 'admin');
+      const deleted = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now, metrics: deps.metrics }, { tenant, userId, provider }, c.get('log')(), 'admin');
       if (!deleted) throw new LinkgateError('not_linked', `this user has no ${provider} link in this tenant`, { provider });
       note.detail = { revocation: deleted.revocation };
-      deps.metrics?.inc('linkgate_links_deleted_total', { provider, tenant, via: 'admin' });
       // The link as it was, with what the provider said: `linkgate links delete` prints both.
       return c.json({ deleted: toApiLink(deleted.row), revocation: deleted.revocation });
     }),

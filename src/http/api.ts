@@ -458,7 +458,6 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     const known = await tenantProvider(c, provider);
     const deleted = await unlink(deps, { tenant: c.get('tenant'), userId, provider }, c.get('log')(), 'api');
     if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${known.displayName}`, { provider });
-    deps.metrics?.inc('linkgate_links_deleted_total', { provider, tenant: c.get('tenant'), via: 'api' });
     // What the provider said, for a bot that tells its user (`revoked`, `not_supported`, `failed`, `provider_unavailable`).
     return c.body(null, 204, { 'Linkgate-Revocation': deleted.revocation });
   });

@@ -186,7 +186,6 @@ export function linkService(deps: LinkServiceDeps): ServiceImpl<typeof LinkServi
       const provider = await knownProvider(callerOf(ctx).tenant, fields.provider);
       const deleted = await unlink(deps, keyOf(ctx, fields), deps.logger, 'rpc');
       if (!deleted) throw new LinkgateError('not_linked', `this user has not linked ${provider.displayName}`, { provider: provider.id });
-      deps.metrics?.inc('linkgate_links_deleted_total', { provider: provider.id, tenant: callerOf(ctx).tenant, via: 'rpc' });
       return { revocation: REVOCATION[deleted.revocation] };
     },
 

@@ -57,6 +57,7 @@ const env = () => ({
   // The default tenant's events are queued for this receiver (no worker runs here: they stay pending).
   LINKGATE_WEBHOOK_URL: 'https://hooks.example/default',
   LINKGATE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+  LINKGATE_METRICS: 'true',
 });
 
 /** A browser whose every request carries a user agent; `extra` headers (Origin, Sec-Fetch-Site) too when given. */
@@ -470,6 +471,9 @@ describe('as owner', () => {
     expect((await gateway.api(`/users/${BOT_USER}/links/discord`)).status).toBe(404);
     const [row] = await auditRows({ action: 'link.delete', actor: `admin:corp:${OWNER}` });
     expect(row).toMatchObject({ tenant: 'default', target: `link:${BOT_USER}/discord`, outcome: 'ok', detail: { revocation: 'revoked' } });
+    // Counted as every unlink is, by where it came from.
+    const metrics = await (await gateway.app.request('/metrics', { headers: { authorization: `Bearer ${TEST_SECRETS.LINKGATE_API_KEYS.split(',')[0]}` } })).text();
+    expect(metrics).toContain('linkgate_links_deleted_total{provider="discord",tenant="default",via="console"} 1');
     await linkDiscord(BOT_USER, DISCORD_ACCOUNT);
   });
 

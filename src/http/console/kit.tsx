@@ -16,6 +16,7 @@ import { LinkgateError } from '../../core/errors.ts';
 import { createFormTokens, FORM_TOKEN_FIELD, FormToken } from '../../core/form-tokens.ts';
 import type { Linking } from '../../core/linking.ts';
 import type { LinkStore } from '../../core/links.ts';
+import type { Metrics } from '../../core/metrics.ts';
 import type { OpenIdApps } from '../../core/openid-storage.ts';
 import type { ProviderDirectory } from '../../core/tenant-providers.ts';
 import { TenantId, type TenantStore } from '../../core/tenants.ts';
@@ -55,6 +56,8 @@ export interface ConsoleDeps {
   addressOf: (c: Context<AppEnv>) => string;
   brand: Brand;
   logger: Logger;
+  /** LINKGATE_METRICS: an unlink here counts as `via="console"`. */
+  metrics?: Metrics | undefined;
   now: () => number;
 }
 

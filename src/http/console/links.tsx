@@ -177,7 +177,7 @@ export function linkScreens(app: Hono<AppEnv>, kit: ConsoleKit): void {
     change('link.delete', 'tenant', async (c, _form, _who, note) => {
       const { key, row } = await requireLink(c);
       note.target = `link:${row.userId}/${row.provider}`;
-      const done = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now }, key, c.get('log')(), 'console');
+      const done = await unlink({ links: deps.links, providers: deps.providers, hashUserId: deps.hashUserId, now, metrics: deps.metrics }, key, c.get('log')(), 'console');
       note.detail = { revocation: done?.revocation ?? 'none' };
       return c.redirect(tenantPath(key.tenant, '/links'), 303);
     }),
