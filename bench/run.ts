@@ -19,7 +19,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { transformSync } from 'esbuild';
 import { SignJWT } from 'jose';
 import postgres from 'postgres';
-import * as v from 'valibot';
+import { startArguments } from '../scripts/start-arguments.ts';
 import { createKeyring } from '../src/core/crypto.ts';
 import { linkAad } from '../src/core/links.ts';
 import { summarize } from './profile.ts';
@@ -89,12 +89,7 @@ interface Running {
 }
 
 /** The node flags an npm script (`start`, `start:prod`) runs the gateway with: its arguments but the entry file. */
-function scriptFlags(script: 'start' | 'start:prod'): string[] {
-  const command = v.parse(v.object({ scripts: v.record(v.string(), v.string()) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts[script] ?? '';
-  const [node, ...args] = command.split(' ');
-  if (node !== 'node') throw new Error(`package.json's ${script} does not start with node: ${command}`);
-  return args.filter((arg) => !/\.(ts|js)$/.test(arg));
-}
+const scriptFlags = (script: 'start' | 'start:prod') => startArguments(script).filter((arg) => !/\.(ts|js)$/.test(arg));
 
 /**
  * Runs a TypeScript entry the way `npm start` runs the gateway (its node

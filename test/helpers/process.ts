@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as v from 'valibot';
+import { startArguments } from '../../scripts/start-arguments.ts';
 import { createTestDatabase } from './database.ts';
 import { TEST_SECRETS } from './gateway.ts';
 
@@ -54,10 +54,7 @@ export interface GatewayProcessOptions {
  * kills it and exits 143, which a loaded machine sometimes misses.
  */
 export function scriptArguments(script: 'start' | 'start:prod', root = ROOT): string[] {
-  const scripts = v.parse(v.object({ scripts: v.record(v.string(), v.string()) }), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))).scripts;
-  const command = scripts[script];
-  const [node, ...args] = (command ?? '').split(' ');
-  if (node !== 'node') throw new Error(`${script} does not start with node: ${command}`);
+  const args = startArguments(script);
   // `--import tsx` resolves from the working directory, which is not this package.
   return args.map((arg, i) => (args[i - 1] === '--import' ? import.meta.resolve(arg) : arg.endsWith('.js') || arg.endsWith('.ts') ? join(root, arg) : arg));
 }
