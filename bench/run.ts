@@ -26,6 +26,12 @@ import { summarize } from './profile.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
+/**
+ * BENCH_STATUS_ONLY=1: scenario 1's status API on Linkgate and bare Hono
+ * only, printed, nothing recorded, to try a change quickly; BENCH_ROUNDS and
+ * BENCH_ROUND_SECONDS change its rounds (more, shorter rounds: finer turns).
+ */
+const STATUS_ONLY = process.env.BENCH_STATUS_ONLY === '1';
 /** Scenario 1's request; load.ts puts a random user id in place of {id}. */
 const STATUS_PATH = '/api/v1/users/{id}/links/bench';
 /** How long after /readyz, without a request, the gateway's resident memory counts as idle. */
@@ -38,8 +44,9 @@ const COMPILED = process.env.BENCH_RUNTIME === 'dist';
 const PROFILE_DIR = process.env.BENCH_PROFILE ? resolve(process.env.BENCH_PROFILE) : undefined;
 const SECONDS = QUICK ? 2 : 10;
 // Scenario 1 runs in turns: ROUNDS loads of SCENARIO1_SECONDS on each server.
-const ROUNDS = QUICK ? 1 : 3;
-const SCENARIO1_SECONDS = QUICK ? 2 : 6;
+const ROUNDS = STATUS_ONLY && process.env.BENCH_ROUNDS ? Number(process.env.BENCH_ROUNDS) : QUICK ? 1 : 3;
+const SCENARIO1_SECONDS = STATUS_ONLY && process.env.BENCH_ROUND_SECONDS ? Number(process.env.BENCH_ROUND_SECONDS) : QUICK ? 2 : 6;
+const WARM_UP_SECONDS = QUICK ? 1 : 3;
 const LINKS = QUICK ? 5_000 : 100_000;
 const USERS = Math.round(LINKS / 0.7); // 70 % of the ids asked for are linked
 const TOKEN_LINKS = 200;
@@ -157,6 +164,8 @@ interface Load {
   total: number;
   non2xx: number;
   errors: number;
+  /** Set for each round of scenario 1: the server's CPU time per request in that round (µs). */
+  cpuMicrosPerRequest?: number;
 }
 
 function load(port: number, template: string, connections = 50, seconds = SECONDS, script = 'bench/load.ts'): Promise<Load> {
@@ -197,11 +206,17 @@ const median = (values: number[]) => {
 async function inTurns(targets: { name: string; server: Running; script?: string }[]): Promise<Record<string, Measured>> {
   const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
   const ticks = new Map<string, number>(targets.map((t) => [t.name, 0]));
+  // Each server first takes an untimed load: the rounds measure it warm (code compiled by V8,
+  // modules a request loads lazily loaded, pools full), not its first seconds, which the
+  // first round alone used to carry (Linkgate's first round often 20–40 % below its others).
+  for (const { server, script } of targets) await load(server.port, STATUS_PATH, 50, WARM_UP_SECONDS, script);
   for (let round = 0; round < ROUNDS; round += 1) {
     for (const { name, server, script } of targets) {
       const before = cpuTicks(server.child.pid!);
-      rounds.get(name)!.push(await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS, script));
-      ticks.set(name, ticks.get(name)! + cpuTicks(server.child.pid!) - before);
+      const measured = await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS, script);
+      const used = cpuTicks(server.child.pid!) - before;
+      rounds.get(name)!.push({ ...measured, cpuMicrosPerRequest: Number(((used * MICROS_PER_TICK) / measured.total).toFixed(1)) });
+      ticks.set(name, ticks.get(name)! + used);
     }
   }
   const measured: Record<string, Measured> = {};
@@ -248,7 +263,8 @@ async function seed(databaseUrl: string | undefined, dataDir: string): Promise<v
       const batch = rows.slice(i, i + 5000).map((r) => ({ tenant: 'default', provider: 'bench', status: 'active', ...r }));
       await sql`insert into links ${sql(batch, 'tenant', 'user_id', 'provider', 'status', 'external_id', 'credentials', 'expires_at')}`;
     }
-    await sql`analyze links`;
+    // Vacuumed too: autovacuum would otherwise visit the 100 000 new rows during the first round.
+    await sql`vacuum analyze links`;
     await sql.end();
     return;
   }
@@ -261,7 +277,7 @@ async function seed(databaseUrl: string | undefined, dataDir: string): Promise<v
       batch.flatMap((r) => [r.user_id, r.external_id, r.credentials, r.expires_at.toISOString()]),
     );
   }
-  await db.exec('analyze links');
+  await db.exec('vacuum analyze links');
   await db.close();
 }
 
@@ -423,6 +439,30 @@ async function main() {
         .find((path) => statSync(path).mtime >= honoStarted);
       if (!honoFile) throw new Error(`no profile of bare Hono was written to ${PROFILE_DIR}`);
       process.stdout.write(`\nbare Hono: ${bare.requestsPerSecond} req/s while profiled; ${honoFile}\n\n${summarize(honoFile, 20, bare.total)}\n`);
+      return;
+    }
+    if (STATUS_ONLY) {
+      await (await startGateway()).gateway.stop(); // migrates the new database
+      await seed(databaseUrl, dataDir);
+      const { gateway } = await startGateway();
+      log(`status API only: Linkgate and bare Hono, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each`);
+      const measured = databaseUrl ? undefined : await inTurns([{ name: 'linkgate', server: gateway }]);
+      if (measured) await gateway.stop();
+      const hono = run(['bench/baseline-hono.ts'], databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'pgdata') }, BASE_PORT + 2);
+      await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
+      const both = measured ? { ...measured, ...(await inTurns([{ name: 'bareHono', server: hono }])) } : await inTurns([{ name: 'linkgate', server: gateway }, { name: 'bareHono', server: hono }]);
+      await hono.stop();
+      if (!measured) await gateway.stop();
+      const { linkgate, bareHono } = both as Record<'linkgate' | 'bareHono', Measured>;
+      const line = (name: string, m: Measured) =>
+        `${name}: ${m.requestsPerSecond} req/s, p99 ${m.p99} ms, ${m.cpuMicrosPerRequest} µs CPU per request; rounds ${m.rounds.map((r) => `${Math.round(r.requestsPerSecond)} (${r.cpuMicrosPerRequest} µs)`).join(', ')}`;
+      const ratios = linkgate.rounds.map((round, i) => (round.requestsPerSecond / bareHono.rounds[i]!.requestsPerSecond).toFixed(2));
+      const cpuRatios = linkgate.rounds.map((round, i) => round.cpuMicrosPerRequest! / bareHono.rounds[i]!.cpuMicrosPerRequest!);
+      process.stdout.write(
+        `${line('Linkgate', linkgate)}\n${line('bare Hono', bareHono)}\n` +
+          `Linkgate ÷ bare Hono ${(linkgate.requestsPerSecond / bareHono.requestsPerSecond).toFixed(2)} (rounds ${ratios.join(', ')}); ` +
+          `CPU per request ${(linkgate.cpuMicrosPerRequest / bareHono.cpuMicrosPerRequest).toFixed(2)} × bare Hono's (round by round ${cpuRatios.map((r) => r.toFixed(2)).join(', ')}; median ${median(cpuRatios).toFixed(2)})\n`,
+      );
       return;
     }
     // Scenario 4: start-up on an empty database (migrations included), then on a seeded one.

@@ -27,6 +27,8 @@ import { homeRoutes } from './http/home.tsx';
 import { healthRoutes } from './http/health.ts';
 import { answerHeaders, apiKeyAuth, pageHeaders, requestMetrics, requestScope, traceRoute, type ApiKeys, type AppEnv } from './http/middleware.ts';
 import { oauthRoutes } from './http/oauth.tsx';
+import type { RequestHandler } from './http/listener.ts';
+import { statusPath } from './http/status-path.ts';
 import { createOpenIdProviders } from './http/openid-provider.tsx';
 import { webSessionRoutes } from './http/web-session.ts';
 import { CONSOLE_SESSION, consoleRoutes, type Console } from './http/console/index.tsx';
@@ -420,7 +422,27 @@ export function createGateway(deps: AppDeps) {
     answerHeaders: answerHeaders(config.publicBaseUrl.protocol === 'https:'),
   };
 
-  return { app, rpc, events, limiter, tokensServed, tokens, logins };
+  /** The port's request handler around `route` (Hono's): the status API's plain request answered beside it (src/http/status-path.ts). */
+  const serveStatus = (route: RequestHandler) =>
+    statusPath(
+      {
+        tenants,
+        providers,
+        links,
+        limiter,
+        logger,
+        now,
+        publicBaseUrl: config.publicBaseUrl,
+        contextTtlSeconds: config.contextTtlSeconds,
+        headers: answerHeaders(config.publicBaseUrl.protocol === 'https:'),
+        metrics,
+        nameRoute: deps.nameRoute,
+        stopping: deps.stopping,
+      },
+      route,
+    );
+
+  return { app, rpc, events, limiter, tokensServed, tokens, logins, serveStatus };
 }
 
 export type App = ReturnType<typeof createApp>;

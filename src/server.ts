@@ -139,7 +139,7 @@ async function main(): Promise<void> {
     keyring,
     environment: { apiKeys: config.apiKeys, contextSigningSecret: config.contextSigningSecret, webhook: config.webhook && { url: config.webhook.url, secret: config.webhook.secret } },
   });
-  const { app, rpc, limiter, tokensServed, tokens } = createGateway({
+  const { app, rpc, limiter, tokensServed, tokens, serveStatus } = createGateway({
     config,
     database,
     keyring,
@@ -154,7 +154,7 @@ async function main(): Promise<void> {
 
   // One port: REST and pages (Hono) and the RPC services, over HTTP/1.1 and HTTP/2 alike.
   const listener = createListener({
-    handler: serveRpc(rpc, getRequestListener(app.fetch, { hostname: config.host })),
+    handler: serveRpc(rpc, serveStatus(getRequestListener(app.fetch, { hostname: config.host }))),
     http1: HTTP_LIMITS,
     firstBytesTimeoutMs: HTTP_LIMITS.headersTimeout,
     http2Settings: HTTP2_LIMITS.settings,

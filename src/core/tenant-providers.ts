@@ -71,7 +71,8 @@ const configInvalid = (message: string) => new LinkgateError('bad_request', mess
 export function createProviderDirectory(deps: { registry: Registry; tenants: TenantStore; toolsFor: ToolsFor; logger: Logger; now?: () => number }): ProviderDirectory {
   const { registry, tenants } = deps;
   const catalog = registry.catalog ?? { definitions: [], families: [] };
-  const registries = new Map<string, Promise<Registry>>();
+  /** Each tenant's registry: the promise while it loads, then the registry itself (answered at once, as the status API's plain path needs). */
+  const registries = new Map<string, Registry | Promise<Registry>>();
   const instances = new Map<string, Promise<RegisteredProvider>>();
 
   tenants.onChange((tenant) => {
@@ -140,14 +141,17 @@ export function createProviderDirectory(deps: { registry: Registry; tenants: Ten
 
     of(tenant) {
       if (tenant === DEFAULT_TENANT) return registry;
-      let loaded = registries.get(tenant);
-      if (!loaded) {
-        tenants.watch();
-        loaded = load(tenant);
-        registries.set(tenant, loaded);
-        loaded.catch(() => registries.delete(tenant));
-      }
-      return loaded;
+      const known = registries.get(tenant);
+      if (known) return known;
+      tenants.watch();
+      const loading = load(tenant);
+      registries.set(tenant, loading);
+      // Unless the tenant changed meanwhile (its entry dropped, or loading again).
+      loading.then(
+        (registry) => registries.get(tenant) === loading && registries.set(tenant, registry),
+        () => registries.get(tenant) === loading && registries.delete(tenant),
+      );
+      return loading;
     },
 
     async instance(tenant, provider, version) {

@@ -170,7 +170,7 @@ export interface LinkUrlOptions {
 
 /** A link URL for a tenant's user, signed with the tenant's context secret (POST /link-urls, relink answers, MCP). */
 export async function signLinkUrl(
-  deps: Pick<ApiRoutesDeps, 'tenants' | 'contextTtlSeconds' | 'publicBaseUrl' | 'now'>,
+  deps: Pick<ApiRoutesDeps, 'contextTtlSeconds' | 'publicBaseUrl' | 'now'> & { tenants: Pick<TenantStore, 'signingSecret'> },
   tenant: string,
   userId: string,
   provider: string,
@@ -183,6 +183,16 @@ export async function signLinkUrl(
   );
   return { url, expiresAt: expiresAt.toISOString() };
 }
+
+type RelinkCode = 'not_linked' | 'needs_reauth' | 'insufficient_scope';
+
+/** An answer that carries a fresh link URL: what is wrong, and the URL that puts it right. */
+export function relinkBody(error: { code: RelinkCode; message: string }, linkUrl: string) {
+  return { error: { code: error.code, message: error.message }, linkUrl };
+}
+
+/** The status API's `not_linked` message. */
+export const notLinkedMessage = (displayName: string) => `this user has not linked ${displayName}`;
 
 /**
  * The bot API's gate, for /api/v1 and /mcp alike: the key and its tenant (401,
@@ -263,11 +273,11 @@ export function apiRoutes(deps: ApiRoutesDeps) {
    * `not_linked` and `needs_reauth` answers carry a fresh link URL, so a bot
    * can reply "please link your account: <url>" without another call.
    */
-  async function relinkAnswer(c: Context<AppEnv>, error: { code: 'not_linked' | 'needs_reauth' | 'insufficient_scope'; message: string }, userId: string, provider: string, scopes?: readonly string[]) {
+  async function relinkAnswer(c: Context<AppEnv>, error: { code: RelinkCode; message: string }, userId: string, provider: string, scopes?: readonly string[]) {
     const known = await tenantProvider(c, provider);
     if (!known.instance) throw unconfigured(known);
     const fresh = await linkUrl(c.get('tenant'), userId, provider, scopes && scopes.length > 0 ? { scopes } : {});
-    return c.json({ error: { code: error.code, message: error.message }, linkUrl: fresh.url }, error.code === 'not_linked' ? 404 : 409);
+    return c.json(relinkBody(error, fresh.url), error.code === 'not_linked' ? 404 : 409);
   }
 
   /** Runs a route, answering `not_linked` / `needs_reauth` with a link URL. */
@@ -291,7 +301,7 @@ export function apiRoutes(deps: ApiRoutesDeps) {
     return orRelink(c, userId, provider, async () => {
       const row = verify === 'true' ? await deps.tokens.verify(key) : await deps.links.status(key);
       // The hot path's miss: answered directly, without building (and catching) an Error.
-      if (!row) return relinkAnswer(c, { code: 'not_linked', message: `this user has not linked ${known.displayName}` }, userId, provider, requireScopes);
+      if (!row) return relinkAnswer(c, { code: 'not_linked', message: notLinkedMessage(known.displayName) }, userId, provider, requireScopes);
       // Scopes the bot needs that the user did not grant: a link URL that asks for them.
       const missing = requireScopes?.filter((scope) => !row.scopes.includes(scope)) ?? [];
       if (row.status === 'active' && missing.length > 0) {

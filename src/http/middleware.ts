@@ -48,8 +48,7 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
   const headers = Object.entries(options.headers ?? {});
   return createMiddleware<AppEnv>(async function requestScope(c, next) {
     const started = now();
-    const asked = c.req.header('x-request-id');
-    const reqId = asked !== undefined && asked.length <= 64 && /^[\w=-]+$/.test(asked) ? asked : randomUUID();
+    const reqId = requestIdOf(c.req.header('x-request-id'));
     c.set('requestId', reqId);
     let child: Logger | undefined;
     c.set('log', () => (child ??= logger.child({ reqId })));
@@ -69,6 +68,11 @@ export function requestScope(options: { logger: Logger; now: () => number; stopp
     if (stopping?.aborted && outgoing instanceof ServerResponse && !outgoing.headersSent) outgoing.setHeader('Connection', 'close');
     if (logger.isLevelEnabled('info')) logger.info({ reqId, method: c.req.method, route: c.req.routePath, status: c.res.status, ms: now() - started }, 'request');
   });
+}
+
+/** The request's id: the caller's `X-Request-Id` when it is a short token (letters, digits, `_`, `-`, `=`, at most 64), else a new UUID. */
+export function requestIdOf(asked: string | null | undefined): string {
+  return asked !== undefined && asked !== null && asked.length <= 64 && /^[\w=-]+$/.test(asked) ? asked : randomUUID();
 }
 
 /**

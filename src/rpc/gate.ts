@@ -6,7 +6,6 @@
  * never a field of the request; the latency histogram; and errors turned
  * into RPC statuses, with no stack trace and nothing unsafe in them.
  */
-import { randomUUID } from 'node:crypto';
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import type { Bot } from '../core/callers.ts';
@@ -18,6 +17,7 @@ import type { RateLimitRule } from '../config.ts';
 import type { RateDecision, RateLimiter, RateScope } from '../core/rate-limit.ts';
 import { databaseFailure, logCause } from '../db/errors.ts';
 import { clientAddressOf, rateLimited } from '../http/rate-limit.ts';
+import { requestIdOf } from '../http/middleware.ts';
 import { toConnectError } from './errors.ts';
 
 /** The bot a call comes from, set by the gate before the implementation runs. */
@@ -81,8 +81,7 @@ export function rpcGate(deps: GateDeps): Interceptor {
   return (next) =>
     async function rpcGate(req) {
       const started = now();
-      const asked = req.header.get('x-request-id');
-      const reqId = asked !== null && asked.length <= 64 && /^[\w=-]+$/.test(asked) ? asked : randomUUID();
+      const reqId = requestIdOf(req.header.get('x-request-id'));
       let child: Logger | undefined;
       const log = () => (child ??= logger.child({ reqId }));
       // The procedure, never the request: its fields carry user ids.

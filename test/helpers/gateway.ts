@@ -40,6 +40,8 @@ export interface TestGateway {
   app: ReturnType<typeof createGateway>['app'];
   /** The RPC services, for a listener (`listen`). */
   rpc: RpcDeps;
+  /** The status API's plain requests answered beside Hono (src/http/status-path.ts), around a listener's Hono handler. */
+  serveStatus: ReturnType<typeof createGateway>['serveStatus'];
   events: LinkEvents;
   /** RPC sign-ins (LoginService): their waits are counted by `logins.waiting()`. */
   logins: LoginSessions;
@@ -93,7 +95,7 @@ export async function createTestGateway(database: Database, options: TestGateway
     publicOnlyForTenants: config.nodeEnv === 'production',
   });
   const registry = await loadProviders(options.providersDir ?? PROVIDERS_DIR, env, toolsFor);
-  const { app, rpc, events, tokens, logins } = createGateway({
+  const { app, rpc, events, tokens, logins, serveStatus } = createGateway({
     config,
     database,
     keyring,
@@ -109,6 +111,7 @@ export async function createTestGateway(database: Database, options: TestGateway
   return {
     app,
     rpc,
+    serveStatus,
     events,
     logins,
     config,
@@ -167,7 +170,7 @@ export function atFake(url: URL, origin: string): URL {
  */
 export async function listen(gateway: TestGateway): Promise<{ base: string; port: number; listener: Listener; close(): Promise<void> }> {
   const listener = createListener({
-    handler: serveRpc(gateway.rpc, getRequestListener(gateway.app.fetch)),
+    handler: serveRpc(gateway.rpc, gateway.serveStatus(getRequestListener(gateway.app.fetch))),
     http1: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000, maxHeaderSize: 16 * 1024 },
     firstBytesTimeoutMs: 10_000,
     http2Settings: { maxHeaderListSize: 16 * 1024 },
