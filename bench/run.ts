@@ -450,7 +450,12 @@ async function main() {
       if (measured) await gateway.stop();
       const hono = run(['bench/baseline-hono.ts'], databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'pgdata') }, BASE_PORT + 2);
       await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
-      const both = measured ? { ...measured, ...(await inTurns([{ name: 'bareHono', server: hono }])) } : await inTurns([{ name: 'linkgate', server: gateway }, { name: 'bareHono', server: hono }]);
+      const both = measured ? { ...measured, ...(await inTurns([{ name: 'bareHono', server: hono }])) } : await inTurns([
+            { name: 'linkgate', server: gateway },
+            // BENCH_WITH_GRPC=1: GetLink over gRPC takes its turn too, as in the whole bench (it slows the status API's next rounds: bench/README.md).
+            ...(process.env.BENCH_WITH_GRPC === '1' ? [{ name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' }] : []),
+            { name: 'bareHono', server: hono },
+          ]);
       await hono.stop();
       if (!measured) await gateway.stop();
       const { linkgate, bareHono } = both as Record<'linkgate' | 'bareHono', Measured>;

@@ -35,6 +35,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { RateLimiter } from '../core/rate-limit.ts';
 import type { ProviderDirectory } from '../core/tenant-providers.ts';
 import type { TenantStore } from '../core/tenants.ts';
+import { databaseFailure, logCause } from '../db/errors.ts';
 import { LinkParams, notLinkedMessage, relinkBody, signLinkUrl } from './api.ts';
 import type { RequestHandler } from './listener.ts';
 import { requestIdOf } from './middleware.ts';
@@ -108,7 +109,12 @@ export function statusPath(deps: StatusPathDeps, route: RequestHandler): Request
     if (!params.success) return route(request, response);
     const headers = requestHeaders((request as IncomingMessage).rawHeaders);
     const bot = authenticateBot(tenantOf, headers.authorization);
-    if (bot === undefined || bot instanceof Promise) return route(request, response);
+    if (bot instanceof Promise) {
+      // The route looks the key up itself (and answers a database failure); this lookup fills the cache.
+      bot.catch(() => {});
+      return route(request, response);
+    }
+    if (bot === undefined) return route(request, response);
     if (headers.tenant !== undefined && headers.tenant !== bot.tenant) return route(request, response);
     const settings = deps.tenants.settings(bot.tenant);
     const registry = deps.providers.of(bot.tenant);
@@ -118,7 +124,9 @@ export function statusPath(deps: StatusPathDeps, route: RequestHandler): Request
     const plain = response as ServerResponse;
     const go = () => {
       deps.nameRoute?.(`GET ${STATUS_ROUTE}`);
-      answer(plain, started, headers.requestId, bot.tenant, params.output.userId, provider).catch(() => {
+      answer(plain, started, headers.requestId, bot.tenant, params.output.userId, provider).catch((error: unknown) => {
+        // The route logs and answers a database failure; anything else would be ours, and the route's answer would hide it.
+        if (!databaseFailure(error)) logger.error({ cause: logCause(error) }, 'the status API beside Hono failed; the route answered');
         if (!plain.headersSent) route(request, response);
       });
     };

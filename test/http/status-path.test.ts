@@ -69,10 +69,8 @@ async function comparable(answer: Answer, secret: string = TEST_SECRETS.OAUTH_CO
 
 let database: Database;
 let gateway: TestGateway;
-let both: { port: number; close: () => Promise<void> };
+let both: Awaited<ReturnType<typeof serveCounting>>;
 let routeOnly: { port: number; close: () => Promise<void> };
-/** Requests that reached Hono's route through the port that answers plain ones beside it. */
-let routed = 0;
 
 async function serve(handler: RequestHandler) {
   const listener = createListener({ handler, http1: { headersTimeout: 10_000, requestTimeout: 30_000 }, firstBytesTimeoutMs: 10_000, http2Settings: {}, http2IdleTimeoutMs: 60_000 });
@@ -81,6 +79,22 @@ async function serve(handler: RequestHandler) {
     port: (listener.server.address() as AddressInfo).port,
     close: () => new Promise<void>((resolve) => (listener.closeAll(), listener.server.close(() => resolve()))),
   };
+}
+
+/** The port as src/server.ts serves it, counting the requests that reach Hono's route. */
+async function serveCounting(gateway: TestGateway) {
+  const hono = getRequestListener(gateway.app.fetch);
+  let routes = 0;
+  const port = await serve(
+    serveRpc(
+      gateway.rpc,
+      gateway.serveStatus((req, res) => {
+        routes += 1;
+        return hono(req, res);
+      }),
+    ),
+  );
+  return { ...port, routed: () => routes };
 }
 
 beforeAll(async () => {
@@ -92,17 +106,8 @@ beforeAll(async () => {
   await links.store({ tenant: 'default', userId: LINKED, provider: 'corp' }, { id: 'sub-1', name: 'Ada' }, credentials, options);
   const reauth = await links.store({ tenant: 'default', userId: REAUTH, provider: 'corp' }, { id: 'sub-2' }, credentials, options);
   await links.setStatus(reauth, 'needs_reauth', new Date('2026-11-24T10:00:00Z'), 'refresh refused');
-  const hono = getRequestListener(gateway.app.fetch);
-  both = await serve(
-    serveRpc(
-      gateway.rpc,
-      gateway.serveStatus((req, res) => {
-        routed += 1;
-        return hono(req, res);
-      }),
-    ),
-  );
-  routeOnly = await serve(serveRpc(gateway.rpc, hono));
+  both = await serveCounting(gateway);
+  routeOnly = await serve(serveRpc(gateway.rpc, getRequestListener(gateway.app.fetch)));
 });
 afterAll(async () => {
   await both.close();
@@ -114,9 +119,9 @@ const key: [string, string] = ['Authorization', `Bearer ${API_KEY}`];
 
 /** Sends the request both ways; returns the port's answer once it matched the route's. */
 async function same(path: string, headers: Array<[string, string]>, options: { plain: boolean; method?: string }) {
-  const before = routed;
+  const before = both.routed();
   const answer = await send(both.port, options.method ?? 'GET', path, headers);
-  expect(routed - before, options.plain ? 'answered beside the route' : 'answered by the route').toBe(options.plain ? 0 : 1);
+  expect(both.routed() - before, options.plain ? 'answered beside the route' : 'answered by the route').toBe(options.plain ? 0 : 1);
   const reference = await send(routeOnly.port, options.method ?? 'GET', path, headers);
   expect(await comparable(answer)).toEqual(await comparable(reference));
   return answer;
@@ -175,6 +180,8 @@ describe('the status API beside Hono', () => {
     ['a user id that is not one', `/api/v1/users/${'x'.repeat(129)}/links/corp`, [key]],
     ['a user id with a character ids never have', '/api/v1/users/a!b/links/corp', [key]],
     ['an escaped user id', `/api/v1/users/${encodeURIComponent('a:b')}/links/corp`, [key]],
+    ['a dot segment (the URL the route sees is another path)', '/api/v1/users/./links/corp', [key]],
+    ['a dot-dot segment', '/api/v1/users/../links/corp', [key]],
     ['an unknown provider', `/api/v1/users/${LINKED}/links/nope`, [key]],
     ['a provider that is not configured', '/api/v1/users/nobody/links/discord', [key]],
     ['a query', `/api/v1/users/${LINKED}/links/corp?verify=false`, [key]],
@@ -196,10 +203,10 @@ describe('the status API beside Hono', () => {
   it('writes the same log line and metrics as the route', async () => {
     const lines = () => gateway.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'request' && line.route === STATUS_ROUTE);
     const seen = lines().length;
-    const before = routed;
+    const before = both.routed();
     await send(both.port, 'GET', `/api/v1/users/${LINKED}/links/corp`, [key, ['X-Request-Id', 'beside-1']]);
     await send(routeOnly.port, 'GET', `/api/v1/users/${LINKED}/links/corp`, [key, ['X-Request-Id', 'route-1']]);
-    expect(routed).toBe(before);
+    expect(both.routed()).toBe(before);
     const [beside, route] = lines().slice(seen);
     const shape = ({ time, pid, hostname, ms, reqId, ...rest }: Record<string, unknown>) => ({ ...rest, ms: typeof ms, reqId: typeof reqId });
     expect(beside).toMatchObject({ reqId: 'beside-1', method: 'GET', status: 200 });
@@ -233,14 +240,14 @@ describe('the status API beside Hono', () => {
     const acme: [string, string] = ['Authorization', `Bearer ${acmeKey}`];
     // The first request finds the key in the database: the route's.
     await send(both.port, 'GET', '/api/v1/users/acme-user/links/discord', [acme]);
-    const before = routed;
+    const before = both.routed();
     const linked = await send(both.port, 'GET', '/api/v1/users/acme-user/links/discord', [acme]);
-    expect(routed).toBe(before);
+    expect(both.routed()).toBe(before);
     expect(JSON.parse(linked.body)).toMatchObject({ userId: 'acme-user', externalId: 'sub-9' });
     expect(await comparable(linked)).toEqual(await comparable(await send(routeOnly.port, 'GET', '/api/v1/users/acme-user/links/discord', [acme])));
     // The default tenant's user is not acme's: not linked, with a link URL signed by acme's secret.
     const other = await send(both.port, 'GET', `/api/v1/users/${LINKED}/links/discord`, [acme]);
-    expect(routed).toBe(before);
+    expect(both.routed()).toBe(before);
     expect(other.status).toBe(404);
     const { payload } = await jwtVerify(new URL((JSON.parse(other.body) as { linkUrl: string }).linkUrl).searchParams.get('context')!, new TextEncoder().encode(secret));
     expect(payload).toMatchObject({ sub: LINKED, tenant: 'acme' });
@@ -250,20 +257,12 @@ describe('the status API beside Hono', () => {
 
 describe('the status API beside Hono, at its limits', () => {
   it('counts each request once and leaves the refusal to the route', async () => {
-    const limited = await createTestGateway(database, { env: { ...OIDC_ENV, LINKGATE_API_RATE_LIMIT: '3', LINKGATE_API_RATE_WINDOW_SECONDS: '60' } });
-    const hono = getRequestListener(limited.app.fetch);
-    let reachedRoute = 0;
-    const port = await serve(
-      limited.serveStatus((req, res) => {
-        reachedRoute += 1;
-        return hono(req, res);
-      }),
-    );
+    const port = await serveCounting(await createTestGateway(database, { env: { ...OIDC_ENV, LINKGATE_API_RATE_LIMIT: '3', LINKGATE_API_RATE_WINDOW_SECONDS: '60' } }));
     try {
       const statuses = [];
       for (let i = 0; i < 5; i += 1) statuses.push((await send(port.port, 'GET', `/api/v1/users/${LINKED}/links/corp`, [key])).status);
       expect(statuses).toEqual([200, 200, 200, 429, 429]);
-      expect(reachedRoute).toBe(2);
+      expect(port.routed()).toBe(2);
       const refused = await send(port.port, 'GET', `/api/v1/users/${LINKED}/links/corp`, [key]);
       expect(JSON.parse(refused.body)).toMatchObject({ error: { code: 'rate_limited' } });
       expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
@@ -292,23 +291,19 @@ describe('the status API beside Hono, at its limits', () => {
 
   it('leaves a database failure to the route, which answers it', async () => {
     const own = await createTestDatabase();
-    const failing = await createTestGateway(own, { env: OIDC_ENV });
-    const hono = getRequestListener(failing.app.fetch);
-    let reachedRoute = 0;
-    const port = await serve(
-      failing.serveStatus((req, res) => {
-        reachedRoute += 1;
-        return hono(req, res);
-      }),
-    );
+    const port = await serveCounting(await createTestGateway(own, { env: OIDC_ENV }));
     try {
       expect((await send(port.port, 'GET', '/api/v1/users/nobody/links/corp', [key])).status).toBe(404);
-      expect(reachedRoute).toBe(0);
+      expect(port.routed()).toBe(0);
       await own.close();
       const answer = await send(port.port, 'GET', '/api/v1/users/nobody/links/corp', [key]);
-      expect(reachedRoute).toBe(1);
+      expect(port.routed()).toBe(1);
       expect(answer.status).toBeGreaterThanOrEqual(500);
       expect(JSON.parse(answer.body)).toMatchObject({ error: { code: expect.stringMatching(/^(database_unavailable|internal_error)$/) } });
+      // A key that is not the environment's is looked up in the database, which fails: the route answers, nothing is left unhandled.
+      const unknownKey = await send(port.port, 'GET', '/api/v1/users/nobody/links/corp', [['Authorization', `Bearer lg_${'z'.repeat(40)}`]]);
+      expect(port.routed()).toBe(2);
+      expect(unknownKey.status).toBeGreaterThanOrEqual(500);
     } finally {
       await port.close();
     }
