@@ -9,7 +9,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -255,6 +255,19 @@ function linkRows(now: number) {
   return rows;
 }
 
+/**
+ * Where bare Hono finds the data: the same PostgreSQL database, or on PGlite,
+ * which one process holds at a time, a copy of the seeded data directory made
+ * while no process holds it, so that both servers run at once and take the
+ * load in turns, as on PostgreSQL.
+ */
+function honoDataEnv(databaseUrl: string | undefined, dataDir: string): Record<string, string> {
+  if (databaseUrl) return { DATABASE_URL: databaseUrl };
+  const copy = join(dataDir, 'bare-hono');
+  if (!existsSync(copy)) cpSync(join(dataDir, 'pgdata'), join(copy, 'pgdata'), { recursive: true });
+  return { DATA_DIR: join(copy, 'pgdata') };
+}
+
 async function seed(databaseUrl: string | undefined, dataDir: string): Promise<void> {
   const rows = linkRows(Date.now());
   if (databaseUrl) {
@@ -444,20 +457,18 @@ async function main() {
     if (STATUS_ONLY) {
       await (await startGateway()).gateway.stop(); // migrates the new database
       await seed(databaseUrl, dataDir);
+      const hono = run(['bench/baseline-hono.ts'], honoDataEnv(databaseUrl, dataDir), BASE_PORT + 2);
+      await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
       const { gateway } = await startGateway();
       log(`status API only: Linkgate and bare Hono, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each`);
-      const measured = databaseUrl ? undefined : await inTurns([{ name: 'linkgate', server: gateway }]);
-      if (measured) await gateway.stop();
-      const hono = run(['bench/baseline-hono.ts'], databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'pgdata') }, BASE_PORT + 2);
-      await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
-      const both = measured ? { ...measured, ...(await inTurns([{ name: 'bareHono', server: hono }])) } : await inTurns([
-            { name: 'linkgate', server: gateway },
-            // BENCH_WITH_GRPC=1: GetLink over gRPC takes its turn too, as in the whole bench (it slows the status API's next rounds: bench/README.md).
-            ...(process.env.BENCH_WITH_GRPC === '1' ? [{ name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' }] : []),
-            { name: 'bareHono', server: hono },
-          ]);
+      const both = await inTurns([
+        { name: 'linkgate', server: gateway },
+        // BENCH_WITH_GRPC=1: GetLink over gRPC takes its turn too, as in the whole bench.
+        ...(process.env.BENCH_WITH_GRPC === '1' ? [{ name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' }] : []),
+        { name: 'bareHono', server: hono },
+      ]);
       await hono.stop();
-      if (!measured) await gateway.stop();
+      await gateway.stop();
       const { linkgate, bareHono } = both as Record<'linkgate' | 'bareHono', Measured>;
       const line = (name: string, m: Measured) =>
         `${name}: ${m.requestsPerSecond} req/s, p99 ${m.p99} ms, ${m.cpuMicrosPerRequest} µs CPU per request; rounds ${m.rounds.map((r) => `${Math.round(r.requestsPerSecond)} (${r.cpuMicrosPerRequest} µs)`).join(', ')}`;
@@ -475,6 +486,7 @@ async function main() {
     const startupPeakMb = peakMb(first.gateway.child.pid!);
     await first.gateway.stop();
     await seed(databaseUrl, dataDir);
+    const honoEnv = honoDataEnv(databaseUrl, dataDir);
     const { gateway, startupMs } = await startGateway();
     await sleep(2000);
     const startedRss = rssMb(gateway.child.pid!);
@@ -485,17 +497,12 @@ async function main() {
 
     // Scenario 1: the status API and the two baselines on the same data, in
     // turns (Linkgate, bare Hono, bare node:http, again), so that a busy
-    // moment of this shared machine does not fall on one of them only. PGlite
-    // is one process's: bare Hono gets the data once the gateway has stopped.
-    const honoEnv: Record<string, string> = databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'pgdata') };
-    const startHono = async () => {
-      const server = run(['bench/baseline-hono.ts'], honoEnv, BASE_PORT + 2);
-      await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, server.child);
-      return server;
-    };
+    // moment of this shared machine does not fall on one of them only (on
+    // PGlite bare Hono reads its own copy of the data: honoDataEnv).
     const http = run(['bench/baseline-http.ts'], {}, BASE_PORT + 1);
     await waitFor(`http://127.0.0.1:${BASE_PORT + 1}/`, http.child);
-    let hono = databaseUrl ? await startHono() : undefined;
+    const hono = run(['bench/baseline-hono.ts'], honoEnv, BASE_PORT + 2);
+    await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
     log(`scenario 1: status API and baselines, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each`);
     const peakIdleMb = peakMb(gateway.child.pid!);
     resetPeak(gateway.child.pid!);
@@ -503,7 +510,7 @@ async function main() {
     const scenario1 = await inTurns([
       { name: 'linkgate', server: gateway },
       { name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' },
-      ...(hono ? [{ name: 'bareHono', server: hono }] : []),
+      { name: 'bareHono', server: hono },
       { name: 'bareHttp', server: http },
     ]);
     const afterRss = rssMb(gateway.child.pid!);
@@ -520,10 +527,6 @@ async function main() {
     const tokens = await tokenRequests(BASE_PORT, fake.refreshes);
     const peakScenario3Mb = peakMb(gateway.child.pid!);
     await gateway.stop();
-    if (!hono) {
-      hono = await startHono();
-      Object.assign(scenario1, await inTurns([{ name: 'bareHono', server: hono }]));
-    }
     await hono.stop();
     const { linkgate, linkgateGrpc, bareHono, bareHttp } = scenario1 as Record<'linkgate' | 'linkgateGrpc' | 'bareHono' | 'bareHttp', Measured>;
 
