@@ -364,7 +364,7 @@ describe('as owner', () => {
     const html = await again.text();
     expect(html).toContain('<h1>This form was already sent</h1>');
     expect(html).toContain(
-      `this form was already sent: its first send made API key ${id}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), revoke ${id} and make another from the page`,
+      `its first send made API key ${id}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), revoke ${id} and make another from the page`,
     );
     expect(html).toContain(`<a href="${action}">Back to the page</a>`);
     expect(html).toContain('<code id="error-code">form_already_sent</code>');

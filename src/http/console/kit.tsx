@@ -24,6 +24,7 @@ import type { TokenService } from '../../core/tokens.ts';
 import { parseInput } from '../../core/validation.ts';
 import { createWebSessions, type WebSession } from '../../core/web-sessions.ts';
 import type { Db } from '../../db/client.ts';
+import { logCause } from '../../db/errors.ts';
 import { checkCsrfToken, checkSameOrigin, csrfTokenOf, readForm, sessionCookie } from '../cookie-session.ts';
 import type { AppEnv } from '../middleware.ts';
 import type { PageFrame } from '../pages.tsx';
@@ -107,8 +108,9 @@ function alreadySentMessage(made: string | null): string {
     link: ['a relink URL', 'make another (the first expires unused)'],
   };
   const known = named[kind];
-  if (!known) return 'this form was already sent, and nothing new was made. To make another, open the page again';
-  return `this form was already sent: its first send made ${known[0]}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), ${known[1]} from the page`;
+  // The page's title already says the form was sent before: the message says what came of it.
+  if (!known) return 'nothing new was made. To make another, open the page again';
+  return `its first send made ${known[0]}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), ${known[1]} from the page`;
 }
 
 /** The console's shared state and helpers, made once per gateway (src/http/console/index.tsx). */
@@ -153,7 +155,7 @@ export function createConsoleKit(deps: ConsoleDeps) {
     try {
       await write();
     } catch (error) {
-      c.get('log')().error({ cause: error instanceof Error ? { name: error.name, message: error.message.slice(0, 200) } : 'unknown' }, 'form token not updated');
+      c.get('log')().error({ cause: logCause(error) }, 'form token not updated');
     }
   }
 
