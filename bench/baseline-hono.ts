@@ -19,7 +19,7 @@ if (process.env.DATABASE_URL) {
   const sql = postgres(process.env.DATABASE_URL, { max: 10 });
   query = async (userId) => (await sql`select user_id, provider, external_id, external_name, status, scopes, linked_at, updated_at, expires_at from links where tenant = 'default' and user_id = ${userId} and provider = 'bench'`)[0];
 } else {
-  const db = preparedStatements(await pgliteDriver().PGlite.create(process.env.DATA_DIR!, { startParams: pgliteStartParams() }));
+  const db = preparedStatements(await pgliteDriver().PGlite.create(process.env.DATA_DIR!, { startParams: pgliteStartParams() }), process.env.DATA_DIR!);
   query = async (userId) => (await db.query<Row>(`select ${COLUMNS} from links where tenant = 'default' and user_id = $1 and provider = 'bench'`, [userId])).rows[0];
 }
 const app = new Hono();

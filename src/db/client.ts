@@ -102,7 +102,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   const { PGlite, drizzle: drizzlePglite, migrate: migratePglite } = pgliteDriver();
   const client = await PGlite.create(dataDir, { startParams: pgliteStartParams(), ...(options.loadDataDir ? { loadDataDir: options.loadDataDir } : {}) });
   // Drizzle's PGlite session calls only `query` and `transaction` on its client.
-  const db = drizzlePglite({ client: preparedStatements(client) as unknown as PGlite, schema, ...queryLogger(options) });
+  const db = drizzlePglite({ client: preparedStatements(client, dataDir) as unknown as PGlite, schema, ...queryLogger(options) });
   return {
     db,
     kind: 'pglite',

@@ -94,12 +94,64 @@ interface Statement {
   fields: { name: string; dataTypeID: number }[];
 }
 
+/** Statements are named `linkgate_<n>`: one count per process, so two clients on one PGlite never reuse a name. */
+let counter = 0;
 /** Named statements kept at most; the least recently used is closed. */
 const MAX_STATEMENTS = 200;
 /** Statements worth preparing: the ones Drizzle sends again and again. DDL (the migrations) is parsed each time. */
 const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
 /** "cached plan must not change result type": a table changed under a prepared statement. */
 const PLAN_CHANGED = '0A000';
+
+/** Execute (the unnamed portal, every row) and Sync, the end of every prepared run. */
+const EXECUTE_SYNC = Uint8Array.of(0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0x53, 0, 0, 0, 4);
+
+/**
+ * Bind (the unnamed portal to `statement`, parameters and result columns
+ * all in text), Execute and Sync, as one message: PostgreSQL's
+ * frontend/backend protocol, "Message Formats". Written here, in one
+ * pooled Buffer, rather than by PGlite's serializer, whose writer makes
+ * four ArrayBuffers per Bind and took 10–12 µs per run timed alone (this
+ * 0.6), and 30 µs per status request in the gateway's profile
+ * (bench/README.md, sixth session).
+ */
+export function bindExecuteSync(statement: string, values: readonly (string | null)[]): Uint8Array {
+  // 'B', its length, the portal's name (empty) and the statement's, no format codes, the values, no format codes.
+  let length = 4 + 1 + Buffer.byteLength(statement) + 1 + 2 + 2 + 2;
+  for (const value of values) length += 4 + (value === null ? 0 : Buffer.byteLength(value));
+  const message = Buffer.allocUnsafe(1 + length + EXECUTE_SYNC.length);
+  message[0] = 0x42;
+  let at = message.writeInt32BE(length, 1);
+  message[at++] = 0;
+  at += message.write(statement, at);
+  message[at++] = 0;
+  at = message.writeInt16BE(0, at);
+  at = message.writeInt16BE(values.length, at);
+  for (const value of values) {
+    if (value === null) {
+      at = message.writeInt32BE(-1, at);
+    } else {
+      const written = message.write(value, at + 4);
+      message.writeInt32BE(written, at);
+      at += 4 + written;
+    }
+  }
+  at = message.writeInt16BE(0, at);
+  message.set(EXECUTE_SYNC, at);
+  return message;
+}
+
+/**
+ * Whether PGlite's file system for `dataDir` needs its `syncToFs` after a
+ * write. A directory (NodeFS) is written through by every write PostgreSQL
+ * makes, and `memory://` has nowhere to copy to: both have a `syncToFs`
+ * that does nothing, which PGlite still reaches through a mutex of its own
+ * and several promise hops per query. The browsers' IndexedDB and OPFS file
+ * systems (`idb://`, `opfs-ahp://`) do need it.
+ */
+export function fileSystemNeedsSync(dataDir: string): boolean {
+  return dataDir.includes('://') && !dataDir.startsWith('memory://');
+}
 
 /** What Drizzle's PGlite session calls on its client. */
 export interface QueryClient {
@@ -115,12 +167,15 @@ export interface QueryClient {
  * is parsed once (Parse, Describe) and then runs as Bind, Execute, Sync in
  * one trip: the status API's query went from ~250 to ~100 µs of CPU.
  * What this does not handle (COPY with a blob) goes to PGlite's `query`.
+ *
+ * `dataDir` is the one PGlite was opened on: it says whether a write must
+ * be copied out to its file system afterwards (fileSystemNeedsSync).
  */
-export function preparedStatements(pg: PGlite): QueryClient {
+export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
+  const mustSync = fileSystemNeedsSync(dataDir);
   const { protocol } = pgliteDriver().pglite;
   const { serialize } = protocol;
   const statements = new Map<string, Statement>();
-  let counter = 0;
 
   function concat(parts: Uint8Array[]): Uint8Array {
     const message = new Uint8Array(parts.reduce((size, part) => size + part.length, 0));
@@ -160,7 +215,7 @@ export function preparedStatements(pg: PGlite): QueryClient {
   }
 
   async function run<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean): Promise<Results<T>> {
-    const syncToFs = !inTransaction;
+    const syncToFs = mustSync && !inTransaction;
     let statement = statements.get(text);
     if (statement) {
       // Least recently used first: a hit moves to the end.
@@ -173,9 +228,10 @@ export function preparedStatements(pg: PGlite): QueryClient {
     const values = params.map((value, i) => {
       if (value === null || value === undefined) return null;
       const toText = serializers[statement.paramTypes[i]!];
-      return toText ? toText(value) : String(value);
+      // PGlite's serializers answer text; String() keeps a stray one from writing anything else.
+      return toText ? String(toText(value)) : String(value);
     });
-    const messages = await pg.execProtocolStream(concat([serialize.bind({ statement: statement.name, values }), serialize.execute({}), serialize.sync()]), {
+    const messages = await pg.execProtocolStream(bindExecuteSync(statement.name, values), {
       syncToFs,
       ...(options?.onNotice ? { onNotice: options.onNotice } : {}),
     });
@@ -213,7 +269,7 @@ export function preparedStatements(pg: PGlite): QueryClient {
     } catch (error) {
       const statement = statements.get(text);
       if (statement && error instanceof protocol.messages.DatabaseError && error.code === PLAN_CHANGED) {
-        await forget(text, statement, !inTransaction);
+        await forget(text, statement, mustSync && !inTransaction);
         // Outside a transaction nothing was done: prepare it again, as the table is now. Inside one, the transaction has failed.
         if (retry) return query<T>(text, params, options, inTransaction, false);
       }

@@ -1,0 +1,152 @@
+/**
+ * src/db/pglite.ts: the embedded database's query path. Statements are
+ * prepared once and then run as one Bind, Execute and Sync message that
+ * pglite.ts writes itself (bindExecuteSync). These tests send values through
+ * it to a real PGlite and compare what comes back with PGlite's own `query`
+ * (which uses PGlite's serializer), and read the message as PostgreSQL's
+ * protocol defines it. Always on PGlite: it is the embedded database's code.
+ */
+import type { PGlite } from '@electric-sql/pglite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pgliteDriver } from '../../src/db/orm.ts';
+import { bindExecuteSync, fileSystemNeedsSync, pgliteStartParams, preparedStatements, type QueryClient } from '../../src/db/pglite.ts';
+import { pgliteSnapshot } from '../helpers/database.ts';
+
+/** The message's fields, read back as the backend reads them (PostgreSQL docs, "Message Formats": Bind, Execute, Sync). */
+function readMessage(bytes: Uint8Array) {
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const cString = () => {
+    const end = view.indexOf(0, at);
+    const text = view.toString('utf8', at, end);
+    at = end + 1;
+    return text;
+  };
+  const type = String.fromCharCode(view[at++]!);
+  const length = view.readInt32BE(at);
+  const bindEnd = 1 + length;
+  at += 4;
+  const portal = cString();
+  const statement = cString();
+  const parameterFormats = view.readInt16BE(at);
+  at += 2;
+  const count = view.readInt16BE(at);
+  at += 2;
+  const values: (string | null)[] = [];
+  for (let i = 0; i < count; i++) {
+    const size = view.readInt32BE(at);
+    at += 4;
+    values.push(size === -1 ? null : view.toString('utf8', at, at + size));
+    if (size > 0) at += size;
+  }
+  const resultFormats = view.readInt16BE(at);
+  at += 2;
+  return { type, bindEnds: at === bindEnd, portal, statement, parameterFormats, values, resultFormats, rest: [...view.subarray(at)] };
+}
+
+describe('bindExecuteSync', () => {
+  it('writes Bind (text values, NULL as length -1, UTF-8 byte lengths), then Execute and Sync', () => {
+    const values = ['default', null, '', 'ü€😀', 'x'.repeat(20_000)];
+    const message = readMessage(bindExecuteSync('linkgate_7', values));
+    expect(message).toEqual({
+      type: 'B',
+      bindEnds: true,
+      portal: '',
+      statement: 'linkgate_7',
+      parameterFormats: 0,
+      values,
+      resultFormats: 0,
+      // Execute: 'E', length 9, the unnamed portal, no row limit. Sync: 'S', length 4.
+      rest: [0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0x53, 0, 0, 0, 4],
+    });
+  });
+
+  it('holds a statement without parameters', () => {
+    expect(readMessage(bindExecuteSync('s', []))).toMatchObject({ bindEnds: true, statement: 's', values: [], resultFormats: 0 });
+  });
+});
+
+describe('fileSystemNeedsSync', () => {
+  it('is false for a directory and for memory, true for the browsers’ file systems', () => {
+    expect(fileSystemNeedsSync('/var/lib/linkgate/pgdata')).toBe(false);
+    expect(fileSystemNeedsSync('./data/pgdata')).toBe(false);
+    expect(fileSystemNeedsSync('memory://')).toBe(false);
+    expect(fileSystemNeedsSync('idb://linkgate')).toBe(true);
+    expect(fileSystemNeedsSync('opfs-ahp://linkgate')).toBe(true);
+  });
+});
+
+describe('preparedStatements on PGlite', () => {
+  let pg: PGlite;
+  let client: QueryClient;
+
+  beforeAll(async () => {
+    pg = await pgliteDriver().PGlite.create('memory://', { startParams: pgliteStartParams(), loadDataDir: await pgliteSnapshot() });
+    client = preparedStatements(pg, 'memory://');
+  });
+  afterAll(() => pg.close());
+
+  it('answers what PGlite’s own query answers, for values of every kind', async () => {
+    const text = 'select $1::text as a, $2::text as b, $3::text as c, $4::int as d, $5::timestamptz as e, $6::text[] as f, $7::jsonb as g, $8::bytea as h, $9::boolean as i';
+    const params = ['ü€😀 "quoted" \\ back', null, 'y'.repeat(20_000), 42, new Date('2026-12-07T10:00:00.123Z'), ['a', 'b,c', null], { nested: [1, 'two'] }, new Uint8Array([0, 1, 254, 255]), false];
+    const own = await pg.query(text, params);
+    for (let run = 0; run < 2; run++) {
+      // The first run prepares the statement, the second finds it prepared.
+      const prepared = await client.query(text, params);
+      expect(prepared.rows).toEqual(own.rows);
+      expect(prepared.fields).toEqual(own.fields.map(({ name, dataTypeID }) => ({ name, dataTypeID })));
+    }
+    expect((own.rows[0] as { c: string }).c).toHaveLength(20_000);
+  });
+
+  it('takes a thousand parameters', async () => {
+    const params = Array.from({ length: 1000 }, (_, i) => `v${i}`);
+    const text = `select ${params.map((_, i) => `$${i + 1}::text`).join(' || ')} as joined`;
+    const { rows } = await client.query<{ joined: string }>(text, params);
+    expect(rows[0]!.joined).toBe(params.join(''));
+  });
+
+  it('counts the rows a write changed, and the change is there to read', async () => {
+    await pg.exec('create table prepared_test (id int primary key, name text)');
+    const inserted = await client.query('insert into prepared_test (id, name) select g, $1 from generate_series(1, 5) g', ['five']);
+    expect(inserted.affectedRows).toBe(5);
+    const updated = await client.query('update prepared_test set name = $1 where id <= $2', ['two', 2]);
+    expect(updated.affectedRows).toBe(2);
+    const { rows } = await pg.query('select name, count(*)::int as n from prepared_test group by name order by name');
+    expect(rows).toEqual([
+      { name: 'five', n: 3 },
+      { name: 'two', n: 2 },
+    ]);
+  });
+
+  it('prepares a statement again when its table changed under it', async () => {
+    await pg.exec('create table changing (id int)');
+    await pg.exec('insert into changing values (1)');
+    expect((await client.query('select * from changing')).rows).toEqual([{ id: 1 }]);
+    await pg.exec('alter table changing add column note text');
+    await pg.exec("update changing set note = 'added'");
+    expect((await client.query('select * from changing')).rows).toEqual([{ id: 1, note: 'added' }]);
+  });
+
+  it('keeps answering right past the number of statements it holds', async () => {
+    for (let i = 0; i < 250; i++) {
+      const { rows } = await client.query<{ n: number }>(`select $1::int + ${i} as n`, [1]);
+      expect(rows[0]!.n).toBe(1 + i);
+    }
+    // The first ones were closed to make room: prepared again, they answer as before.
+    expect((await client.query<{ n: number }>('select $1::int + 0 as n', [7])).rows[0]!.n).toBe(7);
+  });
+
+  it('lets two clients share one PGlite without their statement names meeting', async () => {
+    const other = preparedStatements(pg, 'memory://');
+    const [mine, theirs] = await Promise.all([client.query<{ x: string }>("select 'mine' as x where $1::int = 1", [1]), other.query<{ x: string }>("select 'theirs' as x where $1::int = 1", [1])]);
+    expect(mine.rows).toEqual([{ x: 'mine' }]);
+    expect(theirs.rows).toEqual([{ x: 'theirs' }]);
+  });
+
+  it('reports a database error with the query and its parameters, and goes on', async () => {
+    const failure = await client.query('select $1::int as n', ['not a number']).catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: '22P02', query: 'select $1::int as n', params: ['not a number'] });
+    expect((await client.query<{ n: number }>('select $1::int as n', [3])).rows).toEqual([{ n: 3 }]);
+  });
+});
