@@ -237,21 +237,25 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     });
     const { fields } = statement;
     // As PGlite's parseType, looked up per field rather than merged per query: its parsers are a few hundred (one per array type).
-    const parse = (value: string | null, i: number) => {
-      if (value === null) return null;
-      const oid = fields[i]!.dataTypeID;
-      const parser = options?.parsers?.[oid] ?? pg.parsers[oid];
-      return parser ? parser(value, oid) : value;
-    };
+    // Plain loops, no closure made per query: under tsx (keepNames) each named one costs a defineProperty.
+    const own = options?.parsers;
     const rows: unknown[] = [];
     let affectedRows = 0;
     for (const message of messages) {
       if (message instanceof protocol.messages.DataRowMessage) {
+        const values = message.fields;
+        const parsed: unknown[] = new Array(values.length);
+        for (let i = 0; i < values.length; i++) {
+          const value = values[i]!;
+          const oid = fields[i]!.dataTypeID;
+          const parser = value === null ? undefined : (own?.[oid] ?? pg.parsers[oid]);
+          parsed[i] = parser ? parser(value!, oid) : value;
+        }
         if (options?.rowMode === 'array') {
-          rows.push(message.fields.map(parse));
+          rows.push(parsed);
         } else {
           const row: Record<string, unknown> = {};
-          message.fields.forEach((value, i) => (row[fields[i]!.name] = parse(value, i)));
+          for (let i = 0; i < parsed.length; i++) row[fields[i]!.name] = parsed[i];
           rows.push(row);
         }
       } else if (message instanceof protocol.messages.CommandCompleteMessage) {

@@ -42,6 +42,7 @@ import { requestIdOf } from './middleware.ts';
 
 /** The route, as the log line, the metrics and tracing name it. */
 export const STATUS_ROUTE = '/api/v1/users/:userId/links/:provider';
+const TRACE_NAME = `GET ${STATUS_ROUTE}`;
 const PLAIN_PATH = /^\/api\/v1\/users\/([^/?#%]+)\/links\/([^/?#%]+)$/;
 
 export interface StatusPathDeps {
@@ -122,21 +123,30 @@ export function statusPath(deps: StatusPathDeps, route: RequestHandler): Request
     const provider = registry.get(params.output.provider);
     if (!provider?.instance) return route(request, response);
     const plain = response as ServerResponse;
-    const go = () => {
-      deps.nameRoute?.(`GET ${STATUS_ROUTE}`);
-      answer(plain, started, headers.requestId, bot.tenant, params.output.userId, provider).catch((error: unknown) => {
-        // The route logs and answers a database failure; anything else would be ours, and the route's answer would hide it.
-        if (!databaseFailure(error)) logger.error({ cause: logCause(error) }, 'the status API beside Hono failed; the route answered');
-        if (!plain.headersSent) route(request, response);
-      });
-    };
+    const { userId } = params.output;
     const taken = deps.limiter.take('api', bot.key, settings.apiRateLimit);
     if (taken instanceof Promise) {
       // Waiting for the counters to sync: a refusal is the route's to answer (a refusal counts nothing).
-      taken.then((decision) => (decision.allowed ? go() : route(request, response)), () => route(request, response));
+      taken.then(
+        (decision) => (decision.allowed ? serve(request, plain, started, headers.requestId, bot.tenant, userId, provider) : route(request, response)),
+        () => route(request, response),
+      );
       return;
     }
     if (!taken.allowed) return route(request, response);
-    go();
+    serve(request, plain, started, headers.requestId, bot.tenant, userId, provider);
   };
+
+  /**
+   * Answers a plain request the limiter let through; a failure is the route's to answer. A function of
+   * its own rather than a closure per request: under tsx (keepNames) each named one costs a defineProperty.
+   */
+  function serve(request: Parameters<RequestHandler>[0], response: ServerResponse, started: number, requestId: string | undefined, tenant: string, userId: string, provider: { id: string; displayName: string }) {
+    deps.nameRoute?.(TRACE_NAME);
+    answer(response, started, requestId, tenant, userId, provider).catch((error: unknown) => {
+      // The route logs and answers a database failure; anything else would be ours, and the route's answer would hide it.
+      if (!databaseFailure(error)) logger.error({ cause: logCause(error) }, 'the status API beside Hono failed; the route answered');
+      if (!response.headersSent) route(request, response);
+    });
+  }
 }

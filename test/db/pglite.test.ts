@@ -4,12 +4,17 @@
  * pglite.ts writes itself (bindExecuteSync). These tests send values through
  * it to a real PGlite and compare what comes back with PGlite's own `query`
  * (which uses PGlite's serializer), and read the message as PostgreSQL's
- * protocol defines it. Always on PGlite: it is the embedded database's code.
+ * protocol defines it. Then the templates new data directories are copied
+ * from. Always on PGlite: it is the embedded database's code.
  */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pgliteDriver } from '../../src/db/orm.ts';
-import { bindExecuteSync, fileSystemNeedsSync, pgliteStartParams, preparedStatements, type QueryClient } from '../../src/db/pglite.ts';
+import { makeMigratedTemplate, migratedTemplate, migrationsFolder, openDatabase, pgliteTemplate } from '../../src/db/client.ts';
+import { pgliteDriver, sql } from '../../src/db/orm.ts';
+import { bindExecuteSync, fileSystemNeedsSync, pgliteStartParams, preparedStatements, seedDataDir, type QueryClient } from '../../src/db/pglite.ts';
 import { pgliteSnapshot } from '../helpers/database.ts';
 
 /** The message's fields, read back as the backend reads them (PostgreSQL docs, "Message Formats": Bind, Execute, Sync). */
@@ -148,5 +153,65 @@ describe('preparedStatements on PGlite', () => {
     const failure = await client.query('select $1::int as n', ['not a number']).catch((error: unknown) => error);
     expect(failure).toMatchObject({ code: '22P02', query: 'select $1::int as n', params: ['not a number'] });
     expect((await client.query<{ n: number }>('select $1::int as n', [3])).rows).toEqual([{ n: 3 }]);
+  });
+});
+
+describe('the migrated template', () => {
+  const journal = JSON.parse(readFileSync(join(migrationsFolder, 'meta/_journal.json'), 'utf8')) as { entries: unknown[] };
+  // Drizzle's execute answers PGlite's result (rows in `rows`).
+  const count = async (database: { db: { execute: (query: ReturnType<typeof sql>) => Promise<unknown> } }, query: ReturnType<typeof sql>) =>
+    ((await database.db.execute(query)) as { rows: { n: number }[] }).rows[0]!.n;
+  const applied = async (dataDir: string) => {
+    const database = await openDatabase({ dataDir, template: false });
+    try {
+      const migrations = await count(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`);
+      const links = await count(database, sql`select count(*)::int as n from links`);
+      await database.migrate();
+      return { migrations, links, afterMigrate: await count(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`) };
+    } finally {
+      await database.close();
+    }
+  };
+
+  it('is the template with every migration applied, made once, and the ones for other migrations go', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'linkgate-migrated-'));
+    try {
+      // A template of its own, so that this test builds one instead of finding the install's.
+      const template = join(scratch, 'pglite-test');
+      seedDataDir(template, (await pgliteTemplate())!);
+      const stale = `${template}-migrated-0000000000000000`;
+      mkdirSync(stale);
+      writeFileSync(join(stale, 'PG_VERSION'), '17');
+
+      const made = await makeMigratedTemplate(template, 'testdigest');
+      expect(made).toBe(`${template}-migrated-testdigest`);
+      expect(existsSync(stale)).toBe(false);
+      expect(existsSync(join(template, 'PG_VERSION'))).toBe(true);
+      const builtAt = statSync(join(made!, 'PG_VERSION')).mtimeMs;
+      expect(await makeMigratedTemplate(template, 'testdigest')).toBe(made);
+      expect(statSync(join(made!, 'PG_VERSION')).mtimeMs).toBe(builtAt);
+
+      // A data directory copied from it holds every migration, and migrating it changes nothing.
+      const dataDir = join(scratch, 'pgdata');
+      seedDataDir(dataDir, made!);
+      expect(await applied(dataDir)).toEqual({ migrations: journal.entries.length, links: 0, afterMigrate: journal.entries.length });
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it('is what a new data directory starts from once npm install made it: migrated before migrate() runs', async () => {
+    await makeMigratedTemplate(await pgliteTemplate());
+    expect(migratedTemplate()).toMatch(/-migrated-[0-9a-f]{16}$/);
+    const scratch = mkdtempSync(join(tmpdir(), 'linkgate-migrated-'));
+    try {
+      const dataDir = join(scratch, 'pgdata');
+      const database = await openDatabase({ dataDir });
+      const migrations = await count(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`);
+      await database.close();
+      expect(migrations).toBe(journal.entries.length);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
   });
 });

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
-import { openDatabase, type Database } from '../../src/db/client.ts';
+import { openDatabase, pgliteTemplate, type Database } from '../../src/db/client.ts';
+import { seedDataDir } from '../../src/db/pglite.ts';
 import { isProcessAlive } from '../../src/db/lock.ts';
 import { TEST_SECRETS } from './gateway.ts';
 
@@ -84,12 +85,14 @@ export interface CliDatabase {
 /**
  * An empty (not migrated) database for the command line: a new PostgreSQL
  * database when TEST_DATABASE_URL is set, else an embedded one in a fresh
- * DATA_DIR, where the server would keep it.
+ * DATA_DIR, where the server would keep it, copied from the plain template
+ * (a new data directory would otherwise start from the migrated one).
  */
 export async function createCliDatabase(): Promise<CliDatabase> {
   const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-cli-'));
   const base = process.env.TEST_DATABASE_URL;
   if (!base) {
+    seedDataDir(join(dataDir, 'pgdata'), (await pgliteTemplate())!);
     return {
       env: { DATA_DIR: dataDir },
       dataDir,

@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
-import { migrationsFolder, openDatabase, pgliteTemplate, type Database } from '../../src/db/client.ts';
+import { migrationsDigest, openDatabase, pgliteTemplate, type Database } from '../../src/db/client.ts';
 import { pgliteDriver } from '../../src/db/orm.ts';
 import { pgliteStartParams } from '../../src/db/pglite.ts';
 
@@ -17,11 +17,7 @@ import { pgliteStartParams } from '../../src/db/pglite.ts';
 export async function pgliteSnapshotFile(): Promise<string> {
   const template = await pgliteTemplate();
   if (!template) throw new Error('the PGlite template could not be made (is node_modules writable?)');
-  const digest = createHash('sha256');
-  for (const file of ['meta/_journal.json', ...readdirSync(migrationsFolder).filter((name) => name.endsWith('.sql')).sort()]) {
-    digest.update(file).update(readFileSync(join(migrationsFolder, file)));
-  }
-  const file = `${template}-${digest.digest('hex').slice(0, 16)}.tar`;
+  const file = `${template}-${migrationsDigest()}.tar`;
   if (existsSync(file)) return file;
   const scratch = mkdtempSync(join(tmpdir(), 'linkgate-snapshot-'));
   try {
