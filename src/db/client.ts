@@ -99,7 +99,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   const dataDir = options.dataDir ?? 'memory://';
   // A new data directory starts as a copy of the template: no initdb (seconds, and 0.5–1 GB at its peak);
   // of the migrated one when `npm install` made it for these migrations: nothing left to migrate either.
-  if (!dataDir.includes('://') && !options.loadDataDir && options.template !== false) {
+  if (!dataDir.includes('://') && !options.loadDataDir && options.template !== false && !existsSync(join(dataDir, 'PG_VERSION'))) {
     const template = migratedTemplate() ?? (await pgliteTemplate());
     if (template) seedDataDir(dataDir, template);
   }
@@ -178,7 +178,7 @@ export async function makeMigratedTemplate(template: string | undefined, digest 
     }
   });
   if (made) {
-    // The ones for earlier migrations (each a full data directory) and what an interrupted build left.
+    // The ones for earlier migrations, each a full data directory; a build under way (`.building-`) is left alone.
     const stale = basename(migratedTemplateDir(template, ''));
     for (const name of readdirSync(dirname(dir))) {
       if (name.startsWith(stale) && name !== basename(dir) && !name.includes('.building-')) rmSync(join(dirname(dir), name), { recursive: true, force: true });

@@ -126,7 +126,8 @@ export function bindExecuteSync(statement: string, values: readonly (string | nu
   at += message.write(statement, at);
   message[at++] = 0;
   at = message.writeInt16BE(0, at);
-  at = message.writeInt16BE(values.length, at);
+  // Unsigned, as the backend reads it: up to 65 535 parameters (a multi-row insert may pass 32 767).
+  at = message.writeUInt16BE(values.length, at);
   for (const value of values) {
     if (value === null) {
       at = message.writeInt32BE(-1, at);

@@ -35,7 +35,7 @@ function readMessage(bytes: Uint8Array) {
   const statement = cString();
   const parameterFormats = view.readInt16BE(at);
   at += 2;
-  const count = view.readInt16BE(at);
+  const count = view.readUInt16BE(at);
   at += 2;
   const values: (string | null)[] = [];
   for (let i = 0; i < count; i++) {
@@ -104,11 +104,15 @@ describe('preparedStatements on PGlite', () => {
     expect((own.rows[0] as { c: string }).c).toHaveLength(20_000);
   });
 
-  it('takes a thousand parameters', async () => {
+  it('takes a thousand parameters, and more than a signed 16-bit count holds', async () => {
     const params = Array.from({ length: 1000 }, (_, i) => `v${i}`);
     const text = `select ${params.map((_, i) => `$${i + 1}::text`).join(' || ')} as joined`;
     const { rows } = await client.query<{ joined: string }>(text, params);
     expect(rows[0]!.joined).toBe(params.join(''));
+
+    const many = Array.from({ length: 40_000 }, (_, i) => i);
+    const sum = await client.query<{ n: number; total: string }>(`select cardinality(a) as n, (select sum(x) from unnest(a) x)::text as total from (select array[${many.map((_, i) => `$${i + 1}::int`).join(',')}] as a) s`, many);
+    expect(sum.rows).toEqual([{ n: 40_000, total: String((40_000 * 39_999) / 2) }]);
   });
 
   it('counts the rows a write changed, and the change is there to read', async () => {
