@@ -112,7 +112,7 @@ const EXECUTE_SYNC = Uint8Array.of(0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0x53, 0, 0, 
  * frontend/backend protocol, "Message Formats". Written here, in one
  * pooled Buffer, rather than by PGlite's serializer, whose writer makes
  * four ArrayBuffers per Bind and took 10–12 µs per run timed alone (this
- * 0.6), and 30 µs per status request in the gateway's profile
+ * 0.6), and about 32 µs per status request in the gateway's profile
  * (bench/README.md, sixth session).
  */
 export function bindExecuteSync(statement: string, values: readonly (string | null)[]): Uint8Array {
