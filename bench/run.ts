@@ -47,6 +47,8 @@ const SECONDS = QUICK ? 2 : 10;
 const ROUNDS = STATUS_ONLY && process.env.BENCH_ROUNDS ? Number(process.env.BENCH_ROUNDS) : QUICK ? 1 : 3;
 const SCENARIO1_SECONDS = STATUS_ONLY && process.env.BENCH_ROUND_SECONDS ? Number(process.env.BENCH_ROUND_SECONDS) : QUICK ? 2 : 6;
 const WARM_UP_SECONDS = QUICK ? 1 : 3;
+/** BENCH_STATUS_ONLY: seconds every server sits idle after each of its turns (the whole run's turns leave Linkgate idle ~18 s). */
+const IDLE_AFTER_TURN_SECONDS = STATUS_ONLY && process.env.BENCH_IDLE_AFTER_TURN ? Number(process.env.BENCH_IDLE_AFTER_TURN) : 0;
 const LINKS = QUICK ? 5_000 : 100_000;
 const USERS = Math.round(LINKS / 0.7); // 70 % of the ids asked for are linked
 const TOKEN_LINKS = 200;
@@ -217,6 +219,7 @@ async function inTurns(targets: { name: string; server: Running; script?: string
       const used = cpuTicks(server.child.pid!) - before;
       rounds.get(name)!.push({ ...measured, cpuMicrosPerRequest: Number(((used * MICROS_PER_TICK) / measured.total).toFixed(1)) });
       ticks.set(name, ticks.get(name)! + used);
+      if (IDLE_AFTER_TURN_SECONDS > 0) await sleep(IDLE_AFTER_TURN_SECONDS * 1000);
     }
   }
   const measured: Record<string, Measured> = {};
