@@ -162,7 +162,7 @@ export function migratedTemplate(): string | undefined {
 /**
  * Makes the migrated template from the template (a copy, migrated, closed
  * cleanly; no initdb) unless it is there, and removes those made for other
- * migrations. `npm install` runs it (scripts/pglite-template.ts); the tests'
+ * migrations or another PGlite. `npm install` runs it (scripts/pglite-template.ts); the tests'
  * global setup too. Undefined when it cannot be made.
  */
 export async function makeMigratedTemplate(template: string | undefined, digest = migrationsDigest()): Promise<string | undefined> {
@@ -178,10 +178,9 @@ export async function makeMigratedTemplate(template: string | undefined, digest 
     }
   });
   if (made) {
-    // The ones for earlier migrations, each a full data directory; a build under way (`.building-`) is left alone.
-    const stale = basename(migratedTemplateDir(template, ''));
+    // The ones for earlier migrations or an earlier PGlite (each a full data directory); a build under way (`.building-`) is left alone.
     for (const name of readdirSync(dirname(dir))) {
-      if (name.startsWith(stale) && name !== basename(dir) && !name.includes('.building-')) rmSync(join(dirname(dir), name), { recursive: true, force: true });
+      if (/^pglite-.*-migrated-[^.]+$/.test(name) && name !== basename(dir)) rmSync(join(dirname(dir), name), { recursive: true, force: true });
     }
   }
   return made;

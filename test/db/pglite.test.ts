@@ -177,19 +177,26 @@ describe('the migrated template', () => {
     }
   };
 
-  it('is the template with every migration applied, made once, and the ones for other migrations go', async () => {
+  it('is the template with every migration applied, made once, and the ones for other migrations or PGlites go', async () => {
     const scratch = mkdtempSync(join(tmpdir(), 'linkgate-migrated-'));
     try {
       // A template of its own, so that this test builds one instead of finding the install's.
       const template = join(scratch, 'pglite-test');
       seedDataDir(template, (await pgliteTemplate())!);
       const stale = `${template}-migrated-0000000000000000`;
-      mkdirSync(stale);
-      writeFileSync(join(stale, 'PG_VERSION'), '17');
+      const otherPglite = join(scratch, 'pglite-0.0.1-migrated-0000000000000000');
+      const building = `${template}-migrated-testdigest.building-x`;
+      for (const dir of [stale, otherPglite, building]) {
+        mkdirSync(dir);
+        writeFileSync(join(dir, 'PG_VERSION'), '17');
+      }
 
       const made = await makeMigratedTemplate(template, 'testdigest');
       expect(made).toBe(`${template}-migrated-testdigest`);
       expect(existsSync(stale)).toBe(false);
+      expect(existsSync(otherPglite)).toBe(false);
+      // Another process's build under way is not touched.
+      expect(existsSync(building)).toBe(true);
       expect(existsSync(join(template, 'PG_VERSION'))).toBe(true);
       const builtAt = statSync(join(made!, 'PG_VERSION')).mtimeMs;
       expect(await makeMigratedTemplate(template, 'testdigest')).toBe(made);
