@@ -215,6 +215,13 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     await pg.execProtocolStream(concat([serialize.close({ type: 'S', name: statement.name }), serialize.sync()]), { syncToFs, throwOnError: false });
   }
 
+  /** As PGlite's parseType, looked up per field rather than merged per query: its parsers are a few hundred (one per array type). */
+  function parseField(value: string | null, oid: number, own: QueryOptions['parsers']): unknown {
+    if (value === null) return null;
+    const parser = own?.[oid] ?? pg.parsers[oid];
+    return parser ? parser(value, oid) : value;
+  }
+
   async function run<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean): Promise<Results<T>> {
     const syncToFs = mustSync && !inTransaction;
     let statement = statements.get(text);
@@ -237,7 +244,6 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
       ...(options?.onNotice ? { onNotice: options.onNotice } : {}),
     });
     const { fields } = statement;
-    // As PGlite's parseType, looked up per field rather than merged per query: its parsers are a few hundred (one per array type).
     // Plain loops, no closure made per query: under tsx (keepNames) each named one costs a defineProperty.
     const own = options?.parsers;
     const rows: unknown[] = [];
@@ -245,18 +251,13 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     for (const message of messages) {
       if (message instanceof protocol.messages.DataRowMessage) {
         const values = message.fields;
-        const parsed: unknown[] = new Array(values.length);
-        for (let i = 0; i < values.length; i++) {
-          const value = values[i]!;
-          const oid = fields[i]!.dataTypeID;
-          const parser = value === null ? undefined : (own?.[oid] ?? pg.parsers[oid]);
-          parsed[i] = parser ? parser(value!, oid) : value;
-        }
         if (options?.rowMode === 'array') {
-          rows.push(parsed);
+          const row: unknown[] = new Array(values.length);
+          for (let i = 0; i < values.length; i++) row[i] = parseField(values[i]!, fields[i]!.dataTypeID, own);
+          rows.push(row);
         } else {
           const row: Record<string, unknown> = {};
-          for (let i = 0; i < parsed.length; i++) row[fields[i]!.name] = parsed[i];
+          for (let i = 0; i < values.length; i++) row[fields[i]!.name] = parseField(values[i]!, fields[i]!.dataTypeID, own);
           rows.push(row);
         }
       } else if (message instanceof protocol.messages.CommandCompleteMessage) {

@@ -146,6 +146,33 @@ describe('preparedStatements on PGlite', () => {
     expect((await client.query<{ n: number }>('select $1::int + 0 as n', [7])).rows[0]!.n).toBe(7);
   });
 
+  it('asks PGlite to sync its file system after a write only where that file system needs it', async () => {
+    // Counted on the real PGlite: on memory:// its syncToFs does nothing, but each call goes through a mutex.
+    const real = pg.syncToFs.bind(pg);
+    let syncs = 0;
+    pg.syncToFs = () => {
+      syncs += 1;
+      return real();
+    };
+    try {
+      await pg.exec('create table if not exists synced (n int)');
+      syncs = 0;
+      await client.query('insert into synced values ($1)', [1]);
+      expect(syncs).toBe(0);
+      await client.query('insert into synced values ($1)', [2]);
+      expect(syncs).toBe(0);
+      // The same PGlite, told its data directory is IndexedDB's: synced after preparing, and after each run.
+      const browser = preparedStatements(pg, 'idb://linkgate');
+      await browser.query('insert into synced values ($1)', [3]);
+      expect(syncs).toBe(2);
+      await browser.query('insert into synced values ($1)', [4]);
+      expect(syncs).toBe(3);
+      expect((await pg.query('select n from synced order by n')).rows).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
+    } finally {
+      pg.syncToFs = real;
+    }
+  });
+
   it('lets two clients share one PGlite without their statement names meeting', async () => {
     const other = preparedStatements(pg, 'memory://');
     const [mine, theirs] = await Promise.all([client.query<{ x: string }>("select 'mine' as x where $1::int = 1", [1]), other.query<{ x: string }>("select 'theirs' as x where $1::int = 1", [1])]);
