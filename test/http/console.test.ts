@@ -364,7 +364,7 @@ describe('as owner', () => {
     const html = await again.text();
     expect(html).toContain('<h1>This form was already sent</h1>');
     expect(html).toContain(
-      `its first send made API key ${id}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), revoke ${id} and make another from the page`,
+      `<p>Its first send made API key ${id}, shown once in the answer to that send, and nothing new was made. If that answer was not shown (a second click), revoke ${id} and make another from the page.</p>`,
     );
     expect(html).toContain(`<a href="${action}">Back to the page</a>`);
     expect(html).toContain('<code id="error-code">form_already_sent</code>');
@@ -385,7 +385,7 @@ describe('as owner', () => {
     // A form without its token (not one of the console's pages) makes nothing.
     const bare = await owner.browser.post(action, { csrf: owner.csrf, name: 'tokenless' }, { follow: false });
     expect(bare.status).toBe(400);
-    expect(await bare.text()).toContain('this form has no valid one-time token: reload its page');
+    expect(await bare.text()).toContain('<p>This form has no valid one-time token: reload its page.</p>');
 
     // Every form that makes something shown once carries a token, a new one on each load of its page.
     const forms: Array<[string, string]> = [
@@ -414,7 +414,7 @@ describe('as owner', () => {
     expect(reloadedHtml).toContain('<a href="/admin/admins">Back to the page</a>');
     const [inviteId, ...more] = inviteIds(await (await owner.browser.get('/admin/admins')).text()).filter((id) => !inviteIds(admins).includes(id));
     expect(more).toEqual([]);
-    expect(reloadedHtml).toContain(`its first send made invite ${inviteId}, shown once in the answer to that send`);
+    expect(reloadedHtml).toContain(`Its first send made invite ${inviteId}, shown once in the answer to that send`);
     expect((await owner.browser.post(`/admin/admins/invites/${inviteId}/revoke`, { csrf: owner.csrf }, { follow: false })).status).toBe(303);
   });
 

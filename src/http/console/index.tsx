@@ -60,13 +60,16 @@ export function consoleRoutes(deps: ConsoleDeps) {
   adminScreens(app, kit);
   auditScreens(app, kit);
 
+  // An error's message is written for the API (lower case, no full stop); on a page it is a sentence.
+  const asSentence = (message: string) => `${message.charAt(0).toUpperCase()}${message.slice(1)}${/[.!?]$/.test(message) ? '' : '.'}`;
+
   // A refusal on a console page is said in the console's words; the gateway's onError keeps the rest.
   app.onError((error, c) => {
     if (!isLinkgateError(error) || error.status >= 500) throw error;
     c.get('log')().info({ errorCode: error.code, status: error.status, message: error.message }, 'request refused');
     const title = error instanceof FormAlreadySent ? 'This form was already sent' : error.status === 403 ? 'Not allowed' : error.status === 404 ? 'Not found' : error.status === 401 ? 'Not signed in' : 'This could not be done';
     return c.html(
-      <MessagePage frame={frame(c)} title={title} lines={[error.message]} code={error.code}>
+      <MessagePage frame={frame(c)} title={title} lines={[asSentence(error.message)]} code={error.code}>
         {error instanceof FormAlreadySent ? (
           <p>
             <a href={error.back}>Back to the page</a>
