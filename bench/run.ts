@@ -46,7 +46,13 @@ const SECONDS = QUICK ? 2 : 10;
 // Scenario 1 runs in turns: ROUNDS loads of SCENARIO1_SECONDS on each server.
 const ROUNDS = STATUS_ONLY && process.env.BENCH_ROUNDS ? Number(process.env.BENCH_ROUNDS) : QUICK ? 1 : 3;
 const SCENARIO1_SECONDS = STATUS_ONLY && process.env.BENCH_ROUND_SECONDS ? Number(process.env.BENCH_ROUND_SECONDS) : QUICK ? 2 : 6;
-const WARM_UP_SECONDS = QUICK ? 1 : 3;
+/**
+ * Each server's untimed load before the rounds. 20 s, not 3: after 3 s Linkgate's CPU per request
+ * was still falling (V8 still optimizing its larger hot path), and its ratio to bare Hono's came
+ * out 1.34–1.38 against 1.19–1.21 after 20 s, in pairs of runs back to back (bench/README.md).
+ * BENCH_WARM_UP=<s> sets another, to see the difference.
+ */
+const WARM_UP_SECONDS = process.env.BENCH_WARM_UP ? Number(process.env.BENCH_WARM_UP) : QUICK ? 1 : 20;
 /** BENCH_STATUS_ONLY: seconds every server sits idle after each of its turns (the whole run's turns leave Linkgate idle ~18 s). */
 const IDLE_AFTER_TURN_SECONDS = STATUS_ONLY && process.env.BENCH_IDLE_AFTER_TURN ? Number(process.env.BENCH_IDLE_AFTER_TURN) : 0;
 const LINKS = QUICK ? 5_000 : 100_000;
@@ -204,6 +210,46 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
+/** Medians of a server's rounds, and its CPU per request over all of them. */
+function summarizeRounds(all: Load[], ticks: number): Measured {
+  const total = all.reduce((sum, r) => sum + r.total, 0);
+  return {
+    requestsPerSecond: Math.round(median(all.map((r) => r.requestsPerSecond))),
+    p50: median(all.map((r) => r.p50)),
+    p99: median(all.map((r) => r.p99)),
+    total,
+    non2xx: all.reduce((sum, r) => sum + r.non2xx, 0),
+    errors: all.reduce((sum, r) => sum + r.errors, 0),
+    cpuMicrosPerRequest: Number(((ticks * MICROS_PER_TICK) / total).toFixed(1)),
+    rounds: all,
+  };
+}
+
+/**
+ * BENCH_SIDE_BY_SIDE: each round loads every server at once, each with its
+ * own load process, so that all of them run through the same seconds of
+ * this shared machine. Taking turns, each server gets its own seconds, and
+ * the machine's speed moves by 20–40 % from one to the next: a ratio of CPU
+ * per request measured side by side compares the code, not the seconds.
+ * Requests per second are not comparable with the turns' (the servers share
+ * the two cores and the database).
+ */
+async function sideBySide(targets: { name: string; server: Running }[]): Promise<Record<string, Measured>> {
+  const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
+  const ticks = new Map<string, number>(targets.map((t) => [t.name, 0]));
+  await Promise.all(targets.map(({ server }) => load(server.port, STATUS_PATH, 50, WARM_UP_SECONDS)));
+  for (let round = 0; round < ROUNDS; round += 1) {
+    const before = targets.map(({ server }) => cpuTicks(server.child.pid!));
+    const measured = await Promise.all(targets.map(({ server }) => load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS)));
+    targets.forEach(({ name, server }, i) => {
+      const used = cpuTicks(server.child.pid!) - before[i]!;
+      rounds.get(name)!.push({ ...measured[i]!, cpuMicrosPerRequest: Number(((used * MICROS_PER_TICK) / measured[i]!.total).toFixed(1)) });
+      ticks.set(name, ticks.get(name)! + used);
+    });
+  }
+  return Object.fromEntries(targets.map(({ name }) => [name, summarizeRounds(rounds.get(name)!, ticks.get(name)!)]));
+}
+
 /** Scenario 1's load on each server in turn, ROUNDS times; medians of the rounds, CPU per request from /proc. */
 async function inTurns(targets: { name: string; server: Running; script?: string }[]): Promise<Record<string, Measured>> {
   const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
@@ -222,22 +268,7 @@ async function inTurns(targets: { name: string; server: Running; script?: string
       if (IDLE_AFTER_TURN_SECONDS > 0) await sleep(IDLE_AFTER_TURN_SECONDS * 1000);
     }
   }
-  const measured: Record<string, Measured> = {};
-  for (const { name } of targets) {
-    const all = rounds.get(name)!;
-    const total = all.reduce((sum, r) => sum + r.total, 0);
-    measured[name] = {
-      requestsPerSecond: Math.round(median(all.map((r) => r.requestsPerSecond))),
-      p50: median(all.map((r) => r.p50)),
-      p99: median(all.map((r) => r.p99)),
-      total,
-      non2xx: all.reduce((sum, r) => sum + r.non2xx, 0),
-      errors: all.reduce((sum, r) => sum + r.errors, 0),
-      cpuMicrosPerRequest: Number(((ticks.get(name)! * MICROS_PER_TICK) / total).toFixed(1)),
-      rounds: all,
-    };
-  }
-  return measured;
+  return Object.fromEntries(targets.map(({ name }) => [name, summarizeRounds(rounds.get(name)!, ticks.get(name)!)]));
 }
 
 // --- data ----------------------------------------------------------------------------------------
@@ -462,9 +493,14 @@ async function main() {
       await seed(databaseUrl, dataDir);
       const hono = run(['bench/baseline-hono.ts'], honoDataEnv(databaseUrl, dataDir), BASE_PORT + 2);
       await waitFor(`http://127.0.0.1:${BASE_PORT + 2}/api/v1/users/u1/links/bench`, hono.child);
-      const { gateway } = await startGateway();
-      log(`status API only: Linkgate and bare Hono, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each`);
-      const both = await inTurns([
+      // BENCH_AA=1: a second bare Hono stands in for Linkgate, to see the method's own spread (ideally
+      // 1.00). On PGlite it reads the gateway's data directory, which no gateway holds then.
+      const aa = process.env.BENCH_AA === '1';
+      const gateway = aa ? run(['bench/baseline-hono.ts'], databaseUrl ? { DATABASE_URL: databaseUrl } : { DATA_DIR: join(dataDir, 'pgdata') }, BASE_PORT + 3) : (await startGateway()).gateway;
+      if (aa) await waitFor(`http://127.0.0.1:${BASE_PORT + 3}/api/v1/users/u1/links/bench`, gateway.child);
+      const together = process.env.BENCH_SIDE_BY_SIDE === '1';
+      log(`status API only: ${aa ? 'a second bare Hono (as Linkgate)' : 'Linkgate'} and bare Hono, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each${together ? ', side by side' : ''}`);
+      const both = together ? await sideBySide([{ name: 'linkgate', server: gateway }, { name: 'bareHono', server: hono }]) : await inTurns([
         { name: 'linkgate', server: gateway },
         // BENCH_WITH_GRPC=1: GetLink over gRPC takes its turn too, as in the whole bench.
         ...(process.env.BENCH_WITH_GRPC === '1' ? [{ name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' }] : []),
@@ -478,7 +514,7 @@ async function main() {
       const ratios = linkgate.rounds.map((round, i) => (round.requestsPerSecond / bareHono.rounds[i]!.requestsPerSecond).toFixed(2));
       const cpuRatios = linkgate.rounds.map((round, i) => round.cpuMicrosPerRequest! / bareHono.rounds[i]!.cpuMicrosPerRequest!);
       process.stdout.write(
-        `${line('Linkgate', linkgate)}\n${line('bare Hono', bareHono)}\n` +
+        `${line(aa ? 'second bare Hono (as Linkgate)' : 'Linkgate', linkgate)}\n${line('bare Hono', bareHono)}\n` +
           `Linkgate ÷ bare Hono ${(linkgate.requestsPerSecond / bareHono.requestsPerSecond).toFixed(2)} (rounds ${ratios.join(', ')}); ` +
           `CPU per request ${(linkgate.cpuMicrosPerRequest / bareHono.cpuMicrosPerRequest).toFixed(2)} × bare Hono's (round by round ${cpuRatios.map((r) => r.toFixed(2)).join(', ')}; median ${median(cpuRatios).toFixed(2)})\n`,
       );
