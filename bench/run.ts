@@ -48,7 +48,7 @@ const ROUNDS = STATUS_ONLY && process.env.BENCH_ROUNDS ? Number(process.env.BENC
 const SCENARIO1_SECONDS = STATUS_ONLY && process.env.BENCH_ROUND_SECONDS ? Number(process.env.BENCH_ROUND_SECONDS) : QUICK ? 2 : 6;
 /**
  * Each server's untimed load before the rounds. 20 s, not 3: after 3 s Linkgate's CPU per request
- * was still falling (V8 still optimizing its larger hot path), and its ratio to bare Hono's came
+ * was still falling (V8 still optimizing and re-optimizing its code), and its ratio to bare Hono's came
  * out 1.34–1.38 against 1.19–1.21 after 20 s, in pairs of runs back to back (bench/README.md).
  * BENCH_WARM_UP=<s> sets another, to see the difference.
  */
@@ -232,7 +232,8 @@ function summarizeRounds(all: Load[], ticks: number): Measured {
  * the machine's speed moves by 20–40 % from one to the next: a ratio of CPU
  * per request measured side by side compares the code, not the seconds.
  * Requests per second are not comparable with the turns' (the servers share
- * the two cores and the database).
+ * the two cores and the database). BENCH_WITH_GRPC and BENCH_IDLE_AFTER_TURN
+ * apply to turns only.
  */
 async function sideBySide(targets: { name: string; server: Running }[]): Promise<Record<string, Measured>> {
   const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
