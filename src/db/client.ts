@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { PGlite } from '@electric-sql/pglite';
 import { pgliteDriver, postgresDriver, sql } from './orm.ts';
-import { ensureTemplate, pgliteStartParams, preparedStatements, seedDataDir, templateDir } from './pglite.ts';
+import { ensureTemplate, isNewDataDir, pgliteStartParams, preparedStatements, seedDataDir, templateDir } from './pglite.ts';
 import * as schema from './schema.ts';
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
@@ -99,7 +99,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   const dataDir = options.dataDir ?? 'memory://';
   // A new data directory starts as a copy of the template: no initdb (seconds, and 0.5–1 GB at its peak);
   // of the migrated one when `npm install` made it for these migrations: nothing left to migrate either.
-  if (!dataDir.includes('://') && !options.loadDataDir && options.template !== false && !existsSync(join(dataDir, 'PG_VERSION'))) {
+  if (!dataDir.includes('://') && !options.loadDataDir && options.template !== false && isNewDataDir(dataDir)) {
     const template = migratedTemplate() ?? (await pgliteTemplate());
     if (template) seedDataDir(dataDir, template);
   }

@@ -69,6 +69,12 @@ export async function ensureTemplate(dir: string, build: (scratch: string) => Pr
   }
 }
 
+/** Whether `dataDir` holds nothing yet: neither a database nor anything else, which a copy would replace. */
+export function isNewDataDir(dataDir: string): boolean {
+  if (existsSync(join(dataDir, 'PG_VERSION'))) return false;
+  return !existsSync(dataDir) || readdirSync(dataDir).length === 0;
+}
+
 /**
  * Makes `dataDir` a copy of the template when it holds no database yet. The
  * copy goes to a scratch directory first and is renamed into place: a crash
@@ -76,8 +82,7 @@ export async function ensureTemplate(dir: string, build: (scratch: string) => Pr
  * something else is left alone.
  */
 export function seedDataDir(dataDir: string, template: string): void {
-  if (existsSync(join(dataDir, 'PG_VERSION'))) return;
-  if (existsSync(dataDir) && readdirSync(dataDir).length > 0) return;
+  if (!isNewDataDir(dataDir)) return;
   // One name, not one per process: the caller holds the DATA_DIR lock, and a crash's leftover is replaced.
   const scratch = join(dirname(dataDir), `.${basename(dataDir)}.copying`);
   rmSync(scratch, { recursive: true, force: true });

@@ -14,7 +14,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeMigratedTemplate, migratedTemplate, migrationsFolder, openDatabase, pgliteTemplate } from '../../src/db/client.ts';
 import { pgliteDriver, sql } from '../../src/db/orm.ts';
-import { bindExecuteSync, fileSystemNeedsSync, pgliteStartParams, preparedStatements, seedDataDir, type QueryClient } from '../../src/db/pglite.ts';
+import { bindExecuteSync, fileSystemNeedsSync, isNewDataDir, pgliteStartParams, preparedStatements, seedDataDir, type QueryClient } from '../../src/db/pglite.ts';
 import { pgliteSnapshot } from '../helpers/database.ts';
 
 /** The message's fields, read back as the backend reads them (PostgreSQL docs, "Message Formats": Bind, Execute, Sync). */
@@ -233,6 +233,32 @@ describe('the migrated template', () => {
       const dataDir = join(scratch, 'pgdata');
       seedDataDir(dataDir, made!);
       expect(await applied(dataDir)).toEqual({ migrations: journal.entries.length, links: 0, afterMigrate: journal.entries.length });
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it('is copied only into a data directory that holds nothing yet', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'linkgate-seed-'));
+    try {
+      const template = (await pgliteTemplate())!;
+      const missing = join(scratch, 'missing');
+      const empty = join(scratch, 'empty');
+      mkdirSync(empty);
+      const other = join(scratch, 'other');
+      mkdirSync(other);
+      writeFileSync(join(other, 'notes.txt'), 'mine');
+      const database = join(scratch, 'database');
+      mkdirSync(database);
+      writeFileSync(join(database, 'PG_VERSION'), '17');
+      expect([missing, empty, other, database].map(isNewDataDir)).toEqual([true, true, false, false]);
+
+      for (const dir of [missing, empty, other, database]) seedDataDir(dir, template);
+      expect(existsSync(join(missing, 'PG_VERSION')) && existsSync(join(empty, 'PG_VERSION'))).toBe(true);
+      expect(existsSync(join(other, 'PG_VERSION'))).toBe(false);
+      expect(readFileSync(join(other, 'notes.txt'), 'utf8')).toBe('mine');
+      expect(readFileSync(join(database, 'PG_VERSION'), 'utf8')).toBe('17');
+      expect(existsSync(join(database, 'base'))).toBe(false);
     } finally {
       rmSync(scratch, { recursive: true, force: true });
     }
