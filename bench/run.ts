@@ -9,7 +9,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -42,6 +42,10 @@ const IDLE_SETTLE_MS = 20_000;
  */
 const COMPILED = process.env.BENCH_RUNTIME === 'dist';
 const PROFILE_DIR = process.env.BENCH_PROFILE ? resolve(process.env.BENCH_PROFILE) : undefined;
+/** BENCH_ALL_NODE_FLAGS: node flags for every server, the baselines too (a `--trace-*` or `--import` that must see both alike). */
+const ALL_NODE_FLAGS = process.env.BENCH_ALL_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+/** BENCH_SERVER_LOGS=<dir>: every server's output also goes to <dir>/<pid>.log, to read what a `--trace-*` flag (BENCH_NODE_FLAGS) prints. */
+const SERVER_LOGS = process.env.BENCH_SERVER_LOGS ? resolve(process.env.BENCH_SERVER_LOGS) : undefined;
 const SECONDS = QUICK ? 2 : 10;
 // Scenario 1 runs in turns: ROUNDS loads of SCENARIO1_SECONDS on each server.
 const ROUNDS = STATUS_ONLY && process.env.BENCH_ROUNDS ? Number(process.env.BENCH_ROUNDS) : QUICK ? 1 : 3;
@@ -112,14 +116,21 @@ const scriptFlags = (script: 'start' | 'start:prod') => startArguments(script).f
  * way `npm run start:prod` does.
  */
 function run(args: string[], env: Record<string, string>, port: number, nodeFlags: string[] = [], compiled = false): Running {
-  const child = spawn(process.execPath, [...scriptFlags(compiled ? 'start:prod' : 'start'), ...nodeFlags, ...args], {
+  const child = spawn(process.execPath, [...scriptFlags(compiled ? 'start:prod' : 'start'), ...ALL_NODE_FLAGS, ...nodeFlags, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stdout!.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
+  child.stderr!.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
+  if (SERVER_LOGS) {
+    mkdirSync(SERVER_LOGS, { recursive: true });
+    const file = createWriteStream(join(SERVER_LOGS, `${child.pid}.log`));
+    child.stdout!.pipe(file, { end: false });
+    child.stderr!.pipe(file, { end: false });
+    child.once('exit', () => file.end());
+  }
   child.on('exit', (code) => {
     if (code && code !== 0) log(`${args.join(' ')} exited ${code}: ${output.slice(-2000)}`);
   });

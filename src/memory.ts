@@ -1,3 +1,4 @@
+import { executionAsyncResource } from 'node:async_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -35,3 +36,34 @@ export function releaseStartupMemory(): boolean {
     return false;
   }
 }
+
+/** The tick record keepTickRecord holds, for the life of the process. */
+let keptTick: object | undefined;
+
+/**
+ * Holds one of `process.nextTick`'s records for the life of the process, so
+ * that a collection that reduces memory does not make every later tick
+ * slower.
+ *
+ * Each `nextTick` builds a record: an object literal with symbol keys, in
+ * Node's lib/internal/process/task_queues.js. A full collection that reduces
+ * the footprint (releaseStartupMemory's, and the one V8's memory reducer
+ * makes once the process has idled for some seconds) does not keep unused
+ * hidden classes, as other collections do for a while. Run when no record is
+ * alive, as at idle, it drops the record's classes, and from then on every
+ * tick took 2–3 times as long (600–1 200 ns against 200–400 ns, ticks of
+ * eight at a time, Node 24.21): 5–8 µs of CPU per status request, which
+ * makes 7.4 ticks (the profiles in bench/README.md, "The eighth session").
+ * One record kept alive keeps its classes, and the cost does not appear.
+ * Inside a tick's callback, `executionAsyncResource()` is that tick's record.
+ * Where it is not (another runtime), what is kept is a small object and
+ * nothing else changes.
+ */
+export function keepTickRecord(): void {
+  process.nextTick(() => {
+    keptTick = executionAsyncResource();
+  });
+}
+
+/** What keepTickRecord holds (undefined until its tick has run). */
+export const keptTickRecord = (): object | undefined => keptTick;

@@ -23,7 +23,7 @@ import { openDatabase } from './db/client.ts';
 import { logCause } from './db/errors.ts';
 import { announceGateway, isProcessAlive, lockDataDir } from './db/lock.ts';
 import { createListener } from './http/listener.ts';
-import { releaseStartupMemory } from './memory.ts';
+import { keepTickRecord, releaseStartupMemory } from './memory.ts';
 import { createLogger, initSentry } from './observability.ts';
 import { ProviderLoadError, describeNeeds, loadProviders, providerVariableProblems } from './registry.ts';
 import { serveRpc } from './rpc/serve.ts';
@@ -169,6 +169,7 @@ async function main(): Promise<void> {
     const local = `http://${address.includes(':') ? `[${address}]` : address}:${info.port}`;
     // The command line on this DATA_DIR talks to us instead of the embedded database we hold.
     if (!config.databaseUrl) unannounce = announceGateway(config.dataDir, { pid: process.pid, url: local });
+    keepTickRecord();
     setTimeout(releaseStartupMemory, RELEASE_STARTUP_MEMORY_AFTER_MS).unref();
     logger.info(
       {
