@@ -49,15 +49,16 @@ let keptTick: object | undefined;
  * Node's lib/internal/process/task_queues.js. A full collection that reduces
  * the footprint (releaseStartupMemory's, and the one V8's memory reducer
  * makes once the process has idled for some seconds) does not keep unused
- * hidden classes, as other collections do for a while. Run when no record is
- * alive, as at idle, it drops the record's classes, and from then on every
- * tick took 2–3 times as long (600–1 200 ns against 200–400 ns, ticks of
- * eight at a time, Node 24.21): 5–8 µs of CPU per status request, which
- * makes 7.4 ticks (the profiles in bench/README.md, "The eighth session").
- * One record kept alive keeps its classes, and the cost does not appear.
- * Inside a tick's callback, `executionAsyncResource()` is that tick's record.
- * Where it is not (another runtime), what is kept is a small object and
- * nothing else changes.
+ * hidden classes, as other collections do for a while (V8's
+ * `MarkCompactCollector::RetainMaps`, src/heap/mark-compact.cc). Run while
+ * no record is alive, as at idle, it drops the record's classes, and from
+ * then on every tick took 2–3 times as long: in the gateway's process, ticks
+ * eight at a time took 580–880 ns against 130–250 with a record kept (Node
+ * 24.21); under the status API's load, 5–8 µs of CPU per request, which makes
+ * 7.4 ticks (bench/README.md, "The eighth session"). One record kept alive
+ * keeps its classes. Inside a tick's callback, `executionAsyncResource()` is
+ * that tick's record; where it is not (another runtime), what is kept is a
+ * small object and nothing else changes.
  */
 export function keepTickRecord(): void {
   process.nextTick(() => {
