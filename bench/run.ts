@@ -221,18 +221,38 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
-/** Medians of a server's rounds, and its CPU per request over all of them. */
-function summarizeRounds(all: Load[], ticks: number): Measured {
-  const total = all.reduce((sum, r) => sum + r.total, 0);
+/**
+ * Scenario 1's rounds per server, as `inTurns` and `sideBySide` take them: each round with its
+ * CPU per request, then per server the medians of its rounds and its CPU per request over all.
+ */
+function roundsBook(names: string[]) {
+  const rounds = new Map<string, Load[]>(names.map((name) => [name, []]));
+  const ticks = new Map<string, number>(names.map((name) => [name, 0]));
   return {
-    requestsPerSecond: Math.round(median(all.map((r) => r.requestsPerSecond))),
-    p50: median(all.map((r) => r.p50)),
-    p99: median(all.map((r) => r.p99)),
-    total,
-    non2xx: all.reduce((sum, r) => sum + r.non2xx, 0),
-    errors: all.reduce((sum, r) => sum + r.errors, 0),
-    cpuMicrosPerRequest: Number(((ticks * MICROS_PER_TICK) / total).toFixed(1)),
-    rounds: all,
+    /** One round of `name`: its load, and the CPU ticks its server used meanwhile. */
+    add(name: string, measured: Load, used: number): void {
+      rounds.get(name)!.push({ ...measured, cpuMicrosPerRequest: Number(((used * MICROS_PER_TICK) / measured.total).toFixed(1)) });
+      ticks.set(name, ticks.get(name)! + used);
+    },
+    summary(): Record<string, Measured> {
+      return Object.fromEntries(
+        names.map((name) => {
+          const all = rounds.get(name)!;
+          const total = all.reduce((sum, r) => sum + r.total, 0);
+          const measured: Measured = {
+            requestsPerSecond: Math.round(median(all.map((r) => r.requestsPerSecond))),
+            p50: median(all.map((r) => r.p50)),
+            p99: median(all.map((r) => r.p99)),
+            total,
+            non2xx: all.reduce((sum, r) => sum + r.non2xx, 0),
+            errors: all.reduce((sum, r) => sum + r.errors, 0),
+            cpuMicrosPerRequest: Number(((ticks.get(name)! * MICROS_PER_TICK) / total).toFixed(1)),
+            rounds: all,
+          };
+          return [name, measured];
+        }),
+      );
+    },
   };
 }
 
@@ -247,25 +267,19 @@ function summarizeRounds(all: Load[], ticks: number): Measured {
  * apply to turns only.
  */
 async function sideBySide(targets: { name: string; server: Running }[]): Promise<Record<string, Measured>> {
-  const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
-  const ticks = new Map<string, number>(targets.map((t) => [t.name, 0]));
+  const book = roundsBook(targets.map(({ name }) => name));
   await Promise.all(targets.map(({ server }) => load(server.port, STATUS_PATH, 50, WARM_UP_SECONDS)));
   for (let round = 0; round < ROUNDS; round += 1) {
     const before = targets.map(({ server }) => cpuTicks(server.child.pid!));
     const measured = await Promise.all(targets.map(({ server }) => load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS)));
-    targets.forEach(({ name, server }, i) => {
-      const used = cpuTicks(server.child.pid!) - before[i]!;
-      rounds.get(name)!.push({ ...measured[i]!, cpuMicrosPerRequest: Number(((used * MICROS_PER_TICK) / measured[i]!.total).toFixed(1)) });
-      ticks.set(name, ticks.get(name)! + used);
-    });
+    targets.forEach(({ name, server }, i) => book.add(name, measured[i]!, cpuTicks(server.child.pid!) - before[i]!));
   }
-  return Object.fromEntries(targets.map(({ name }) => [name, summarizeRounds(rounds.get(name)!, ticks.get(name)!)]));
+  return book.summary();
 }
 
 /** Scenario 1's load on each server in turn, ROUNDS times; medians of the rounds, CPU per request from /proc. */
 async function inTurns(targets: { name: string; server: Running; script?: string }[]): Promise<Record<string, Measured>> {
-  const rounds = new Map<string, Load[]>(targets.map((t) => [t.name, []]));
-  const ticks = new Map<string, number>(targets.map((t) => [t.name, 0]));
+  const book = roundsBook(targets.map(({ name }) => name));
   // Each server first takes an untimed load: the rounds measure it warm (code compiled by V8,
   // modules a request loads lazily loaded, pools full), not its first seconds, which the
   // first round alone used to carry (Linkgate's first round often 20–40 % below its others).
@@ -274,13 +288,11 @@ async function inTurns(targets: { name: string; server: Running; script?: string
     for (const { name, server, script } of targets) {
       const before = cpuTicks(server.child.pid!);
       const measured = await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS, script);
-      const used = cpuTicks(server.child.pid!) - before;
-      rounds.get(name)!.push({ ...measured, cpuMicrosPerRequest: Number(((used * MICROS_PER_TICK) / measured.total).toFixed(1)) });
-      ticks.set(name, ticks.get(name)! + used);
+      book.add(name, measured, cpuTicks(server.child.pid!) - before);
       if (IDLE_AFTER_TURN_SECONDS > 0) await sleep(IDLE_AFTER_TURN_SECONDS * 1000);
     }
   }
-  return Object.fromEntries(targets.map(({ name }) => [name, summarizeRounds(rounds.get(name)!, ticks.get(name)!)]));
+  return book.summary();
 }
 
 // --- data ----------------------------------------------------------------------------------------
