@@ -1,7 +1,8 @@
 /**
  * The embedded database (PGlite) set up for one small gateway: its
  * PostgreSQL settings, new data directories copied from a template instead
- * of running initdb, and a query path with prepared statements.
+ * of running initdb, and a query path with prepared statements, the reads
+ * of one turn of the event loop sent as one trip.
  * docs/performance.md ("The embedded database") has the measurements.
  */
 import { createRequire } from 'node:module';
@@ -105,46 +106,70 @@ let counter = 0;
 const MAX_STATEMENTS = 200;
 /** Statements worth preparing: the ones Drizzle sends again and again. DDL (the migrations) is parsed each time. */
 const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
+/** Statements that go several to a trip outside a transaction (preparedStatements, "reads"). A notice could not be told apart. */
+const READ = /^\s*select\b/i;
+/** Reads on one trip at most: a bound on the message and on the answers held at once. */
+const MAX_READS_PER_TRIP = 64;
 /** "cached plan must not change result type": a table changed under a prepared statement. */
 const PLAN_CHANGED = '0A000';
 
-/** Execute (the unnamed portal, every row) and Sync, the end of every prepared run. */
-const EXECUTE_SYNC = Uint8Array.of(0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0x53, 0, 0, 0, 4);
+/** Execute (the unnamed portal, every row). */
+const EXECUTE = Uint8Array.of(0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0);
+/** Sync: the end of a trip, where PostgreSQL commits its implicit transaction and answers ReadyForQuery. */
+const SYNC = Uint8Array.of(0x53, 0, 0, 0, 4);
+
+/** One run of a prepared statement: its name and its parameters, as text. */
+export interface BoundRun {
+  statement: string;
+  values: readonly (string | null)[];
+}
 
 /**
- * Bind (the unnamed portal to `statement`, parameters and result columns
- * all in text), Execute and Sync, as one message: PostgreSQL's
- * frontend/backend protocol, "Message Formats". Written here, in one
- * pooled Buffer, rather than by PGlite's serializer, whose writer makes
- * four ArrayBuffers per Bind and took 10–12 µs per run timed alone (this
- * 0.6), and about 32 µs per status request in the gateway's profile
+ * Bind (the unnamed portal to a statement, parameters and result columns
+ * all in text) and Execute for each run, then one Sync, as one message:
+ * PostgreSQL's frontend/backend protocol, "Message Formats". Written here,
+ * in one pooled Buffer, rather than by PGlite's serializer, whose writer
+ * makes four ArrayBuffers per Bind and took 10–12 µs per run timed alone
+ * (this 0.6), and about 32 µs per status request in the gateway's profile
  * (bench/README.md, sixth session).
  */
-export function bindExecuteSync(statement: string, values: readonly (string | null)[]): Uint8Array {
-  // 'B', its length, the portal's name (empty) and the statement's, no format codes, the values, no format codes.
+export function bindExecuteSync(runs: readonly BoundRun[]): Uint8Array {
+  let size = SYNC.length;
+  for (const run of runs) size += 1 + bindLength(run) + EXECUTE.length;
+  const message = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const { statement, values } of runs) {
+    // 'B', its length, the portal's name (empty) and the statement's, no format codes, the values, no format codes.
+    message[at++] = 0x42;
+    at = message.writeInt32BE(bindLength({ statement, values }), at);
+    message[at++] = 0;
+    at += message.write(statement, at);
+    message[at++] = 0;
+    at = message.writeInt16BE(0, at);
+    // Unsigned, as the backend reads it: up to 65 535 parameters (a multi-row insert may pass 32 767).
+    at = message.writeUInt16BE(values.length, at);
+    for (const value of values) {
+      if (value === null) {
+        at = message.writeInt32BE(-1, at);
+      } else {
+        const written = message.write(value, at + 4);
+        message.writeInt32BE(written, at);
+        at += 4 + written;
+      }
+    }
+    at = message.writeInt16BE(0, at);
+    message.set(EXECUTE, at);
+    at += EXECUTE.length;
+  }
+  message.set(SYNC, at);
+  return message;
+}
+
+/** A Bind message's length field: itself, the two names, the format and value counts, the values. */
+function bindLength({ statement, values }: BoundRun): number {
   let length = 4 + 1 + Buffer.byteLength(statement) + 1 + 2 + 2 + 2;
   for (const value of values) length += 4 + (value === null ? 0 : Buffer.byteLength(value));
-  const message = Buffer.allocUnsafe(1 + length + EXECUTE_SYNC.length);
-  message[0] = 0x42;
-  let at = message.writeInt32BE(length, 1);
-  message[at++] = 0;
-  at += message.write(statement, at);
-  message[at++] = 0;
-  at = message.writeInt16BE(0, at);
-  // Unsigned, as the backend reads it: up to 65 535 parameters (a multi-row insert may pass 32 767).
-  at = message.writeUInt16BE(values.length, at);
-  for (const value of values) {
-    if (value === null) {
-      at = message.writeInt32BE(-1, at);
-    } else {
-      const written = message.write(value, at + 4);
-      message.writeInt32BE(written, at);
-      at += 4 + written;
-    }
-  }
-  at = message.writeInt16BE(0, at);
-  message.set(EXECUTE_SYNC, at);
-  return message;
+  return length;
 }
 
 /**
@@ -159,6 +184,15 @@ export function fileSystemNeedsSync(dataDir: string): boolean {
   return dataDir.includes('://') && !dataDir.startsWith('memory://');
 }
 
+/** A read waiting for its trip. */
+interface PendingRead {
+  text: string;
+  params: unknown[];
+  options: QueryOptions | undefined;
+  resolve: (results: Results<unknown>) => void;
+  reject: (error: unknown) => void;
+}
+
 /** What Drizzle's PGlite session calls on its client. */
 export interface QueryClient {
   query<T>(text: string, params?: unknown[], options?: QueryOptions): Promise<Results<T>>;
@@ -171,7 +205,8 @@ export interface QueryClient {
  * Describe, Execute, Sync), each a separate trip through PostgreSQL's main
  * loop in WebAssembly, and parses and plans it every time. Here a statement
  * is parsed once (Parse, Describe) and then runs as Bind, Execute, Sync in
- * one trip: the status API's query went from ~250 to ~100 µs of CPU.
+ * one trip: the status API's query went from ~250 to ~100 µs of CPU. Reads
+ * (SELECT) outside a transaction go several to a trip ("reads" below).
  * What this does not handle (COPY with a blob) goes to PGlite's `query`.
  *
  * `dataDir` is the one PGlite was opened on: it says whether a write must
@@ -227,33 +262,42 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     return parser ? parser(value, oid) : value;
   }
 
-  async function run<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean): Promise<Results<T>> {
-    const syncToFs = mustSync && !inTransaction;
-    let statement = statements.get(text);
-    if (statement) {
-      // Least recently used first: a hit moves to the end.
-      statements.delete(text);
-      statements.set(text, statement);
-    } else {
-      statement = await prepare(text, syncToFs);
-    }
+  /** The statement prepared for `text`: found (and moved to the end: least recently used first) or prepared now. */
+  async function statementFor(text: string, syncToFs: boolean): Promise<Statement> {
+    const statement = statements.get(text);
+    if (!statement) return prepare(text, syncToFs);
+    statements.delete(text);
+    statements.set(text, statement);
+    return statement;
+  }
+
+  /** A run's parameters as text, by PGlite's serializers for the types the statement takes. */
+  function bound(statement: Statement, params: unknown[], options: QueryOptions | undefined): BoundRun {
     const serializers = options?.serializers ? { ...pg.serializers, ...options.serializers } : pg.serializers;
-    const values = params.map((value, i) => {
-      if (value === null || value === undefined) return null;
-      const toText = serializers[statement.paramTypes[i]!];
+    const values: (string | null)[] = new Array(params.length);
+    for (let i = 0; i < params.length; i++) {
+      const value = params[i];
+      const toText = value === null || value === undefined ? undefined : serializers[statement.paramTypes[i]!];
       // PGlite's serializers answer text; String() keeps a stray one from writing anything else.
-      return toText ? String(toText(value)) : String(value);
-    });
-    const messages = await pg.execProtocolStream(bindExecuteSync(statement.name, values), {
-      syncToFs,
-      ...(options?.onNotice ? { onNotice: options.onNotice } : {}),
-    });
+      values[i] = value === null || value === undefined ? null : toText ? String(toText(value)) : String(value);
+    }
+    return { statement: statement.name, values };
+  }
+
+  /**
+   * One run's answer, read from `messages[from]` up to its CommandComplete:
+   * its rows, mapped by the statement's fields, and the count of rows it
+   * changed. `next` is where the following run's answer starts.
+   */
+  function answerOf<T>(messages: readonly unknown[], from: number, statement: Statement, options: QueryOptions | undefined): { results: Results<T>; next: number } {
     const { fields } = statement;
     // Plain loops, no closure made per query: under tsx (keepNames) each named one costs a defineProperty.
     const own = options?.parsers;
     const rows: unknown[] = [];
     let affectedRows = 0;
-    for (const message of messages) {
+    let at = from;
+    for (; at < messages.length; at++) {
+      const message = messages[at];
       if (message instanceof protocol.messages.DataRowMessage) {
         const values = message.fields;
         if (options?.rowMode === 'array') {
@@ -269,9 +313,21 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
         // "INSERT 0 5", "UPDATE 3", "DELETE 1": the count of rows changed (as PGlite reports it).
         const [command = ''] = message.text.split(' ');
         if (['INSERT', 'UPDATE', 'DELETE', 'MERGE', 'COPY'].includes(command)) affectedRows += Number(message.text.split(' ').at(-1));
+        at += 1;
+        break;
       }
     }
-    return { rows: rows as T[], fields, affectedRows };
+    return { results: { rows: rows as T[], fields, affectedRows }, next: at };
+  }
+
+  async function run<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean): Promise<Results<T>> {
+    const syncToFs = mustSync && !inTransaction;
+    const statement = await statementFor(text, syncToFs);
+    const messages = await pg.execProtocolStream(bindExecuteSync([bound(statement, params, options)]), {
+      syncToFs,
+      ...(options?.onNotice ? { onNotice: options.onNotice } : {}),
+    });
+    return answerOf<T>(messages, 0, statement, options).results;
   }
 
   async function query<T>(text: string, params: unknown[], options: QueryOptions | undefined, inTransaction: boolean, retry = !inTransaction): Promise<Results<T>> {
@@ -290,6 +346,90 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
 
   const preparable = (text: string, options: QueryOptions | undefined) => !options?.blob && PREPARABLE.test(text);
 
+  // --- reads, several to a trip ---
+  //
+  // A trip through PGlite costs most of a read's CPU whatever the read: the
+  // call into WebAssembly, PostgreSQL starting and committing the trip's
+  // transaction, ReadyForQuery, PGlite's mutexes and promises. Timed alone
+  // (an indexed row of 100 000, 2026-12-07): ~150 µs for a read on its own
+  // trip, ~100 µs each with 4 to a trip, ~75 with 8. So reads made while the
+  // event loop turns (the status API's, 50 requests in flight) wait for the
+  // turn's end (setImmediate: after the I/O callbacks of that turn) and for
+  // PGlite, then go as one trip: Bind and Execute each, one Sync. They share
+  // that trip's transaction: the same snapshot (PGlite has one session, so it
+  // is the one each would have seen) and the same now(). A read alone waits
+  // for nothing but the end of the turn.
+  //
+  // If any of them fails, PostgreSQL abandons the trip's transaction (and
+  // whatever it did) and skips the rest up to Sync: then each runs again on a
+  // trip of its own, for its own answer or error.
+  const reads: PendingRead[] = [];
+  let tripQueued = false;
+
+  function read<T>(text: string, params: unknown[], options: QueryOptions | undefined): Promise<Results<T>> {
+    return new Promise<Results<T>>((resolve, reject) => {
+      reads.push({ text, params, options, resolve: resolve as PendingRead['resolve'], reject });
+      if (!tripQueued) queueTrip();
+    });
+  }
+
+  function queueTrip() {
+    tripQueued = true;
+    setImmediate(readsTrip);
+  }
+
+  /** The reads that go on this trip (up to MAX_READS_PER_TRIP); those that wait for the next queue it. */
+  function takeReads(): PendingRead[] {
+    tripQueued = false;
+    const taken = reads.splice(0, MAX_READS_PER_TRIP);
+    if (reads.length > 0) queueTrip();
+    return taken;
+  }
+
+  async function readsTrip(): Promise<void> {
+    let taken: PendingRead[] | undefined;
+    try {
+      await pg._checkReady();
+      // As PGlite's own query: after the transaction that runs, then alone.
+      await pg._runExclusiveTransaction(() =>
+        pg.runExclusive(async () => {
+          // Taken once PGlite is ours: the reads made while it was busy go too.
+          taken = takeReads();
+          await runReads(taken);
+        }),
+      );
+    } catch (error) {
+      // PGlite closed or failed, outside any one read: every read of this trip has its error.
+      for (const pending of taken ?? takeReads()) pending.reject(error);
+    }
+  }
+
+  async function runReads(taken: PendingRead[]): Promise<void> {
+    if (taken.length > 1) {
+      try {
+        const prepared: Statement[] = [];
+        const runs: BoundRun[] = [];
+        for (const pending of taken) {
+          const statement = await statementFor(pending.text, mustSync);
+          prepared.push(statement);
+          runs.push(bound(statement, pending.params, pending.options));
+        }
+        const messages = await pg.execProtocolStream(bindExecuteSync(runs), { syncToFs: mustSync });
+        const answers: Results<unknown>[] = [];
+        for (let i = 0, at = 0; i < taken.length; i++) {
+          const { results, next } = answerOf<unknown>(messages, at, prepared[i]!, taken[i]!.options);
+          answers.push(results);
+          at = next;
+        }
+        for (let i = 0; i < taken.length; i++) taken[i]!.resolve(answers[i]!);
+        return;
+      } catch {
+        // One of them failed, and the trip with it: each runs again alone, below.
+      }
+    }
+    for (const pending of taken) await query(pending.text, pending.params, pending.options, false).then(pending.resolve, pending.reject);
+  }
+
   function onTransaction(tx: Transaction): QueryClient {
     return {
       query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
@@ -302,6 +442,7 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
   return {
     async query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
       if (!preparable(text, options)) return pg.query<T>(text, params, options);
+      if (READ.test(text) && !options?.onNotice) return read<T>(text, params, options);
       await pg._checkReady();
       // As PGlite's own query: after the transaction that runs, then alone.
       return pg._runExclusiveTransaction(() => pg.runExclusive(() => query<T>(text, params, options, false)));

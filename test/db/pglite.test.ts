@@ -49,10 +49,15 @@ function readMessage(bytes: Uint8Array) {
   return { type, bindEnds: at === bindEnd, portal, statement, parameterFormats, values, resultFormats, rest: [...view.subarray(at)] };
 }
 
+/** Execute: 'E', length 9, the unnamed portal, no row limit. */
+const EXECUTE = [0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0];
+/** Sync: 'S', length 4. */
+const SYNC = [0x53, 0, 0, 0, 4];
+
 describe('bindExecuteSync', () => {
   it('writes Bind (text values, NULL as length -1, UTF-8 byte lengths), then Execute and Sync', () => {
     const values = ['default', null, '', 'ü€😀', 'x'.repeat(20_000)];
-    const message = readMessage(bindExecuteSync('linkgate_7', values));
+    const message = readMessage(bindExecuteSync([{ statement: 'linkgate_7', values }]));
     expect(message).toEqual({
       type: 'B',
       bindEnds: true,
@@ -61,13 +66,25 @@ describe('bindExecuteSync', () => {
       parameterFormats: 0,
       values,
       resultFormats: 0,
-      // Execute: 'E', length 9, the unnamed portal, no row limit. Sync: 'S', length 4.
-      rest: [0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0x53, 0, 0, 0, 4],
+      rest: [...EXECUTE, ...SYNC],
     });
   });
 
   it('holds a statement without parameters', () => {
-    expect(readMessage(bindExecuteSync('s', []))).toMatchObject({ bindEnds: true, statement: 's', values: [], resultFormats: 0 });
+    expect(readMessage(bindExecuteSync([{ statement: 's', values: [] }]))).toMatchObject({ bindEnds: true, statement: 's', values: [], resultFormats: 0 });
+  });
+
+  it('writes Bind and Execute for each of several runs, and one Sync at the end', () => {
+    const message = bindExecuteSync([
+      { statement: 'a', values: ['1', null] },
+      { statement: 'bb', values: ['ü'] },
+    ]);
+    const first = readMessage(message);
+    expect(first).toMatchObject({ type: 'B', bindEnds: true, statement: 'a', values: ['1', null] });
+    const firstLength = message.length - first.rest.length;
+    expect(first.rest.slice(0, EXECUTE.length)).toEqual(EXECUTE);
+    const second = readMessage(message.subarray(firstLength + EXECUTE.length));
+    expect(second).toMatchObject({ type: 'B', bindEnds: true, statement: 'bb', values: ['ü'], rest: [...EXECUTE, ...SYNC] });
   });
 });
 
@@ -178,6 +195,94 @@ describe('preparedStatements on PGlite', () => {
     const [mine, theirs] = await Promise.all([client.query<{ x: string }>("select 'mine' as x where $1::int = 1", [1]), other.query<{ x: string }>("select 'theirs' as x where $1::int = 1", [1])]);
     expect(mine.rows).toEqual([{ x: 'mine' }]);
     expect(theirs.rows).toEqual([{ x: 'theirs' }]);
+  });
+
+  describe('reads made while the event loop turns', () => {
+    /** Counts PGlite's trips (execProtocolStream calls) while `run` runs, on the real PGlite. */
+    async function trips<T>(run: () => Promise<T>): Promise<{ result: T; trips: number }> {
+      const real = pg.execProtocolStream.bind(pg);
+      let count = 0;
+      pg.execProtocolStream = (...args) => {
+        count += 1;
+        return real(...args);
+      };
+      try {
+        return { result: await run(), trips: count };
+      } finally {
+        pg.execProtocolStream = real;
+      }
+    }
+    const byId = 'select id, name from trip_rows where id = $1';
+    const countAbove = 'select count(*)::int as n from trip_rows where id > $1';
+
+    beforeAll(async () => {
+      await pg.exec("create table trip_rows (id int primary key, name text); insert into trip_rows select g, 'row ' || g from generate_series(1, 200) g");
+      // Prepared before the trips are counted.
+      await client.query(byId, [1]);
+      await client.query(countAbove, [1]);
+    });
+
+    it('go as one trip, and each gets its own answer', async () => {
+      const ids = [5, 3, 999, 17, 3, 200];
+      const { result, trips: count } = await trips(() => Promise.all(ids.map((id) => client.query<{ id: number; name: string }>(byId, [id]))));
+      expect(result.map((r) => r.rows)).toEqual(ids.map((id) => (id <= 200 ? [{ id, name: `row ${id}` }] : [])));
+      expect(result[0]!.fields).toEqual([
+        { name: 'id', dataTypeID: 23 },
+        { name: 'name', dataTypeID: 25 },
+      ]);
+      expect(count).toBe(1);
+      // Different statements on one trip.
+      const mixed = await trips(() => Promise.all([client.query<{ id: number }>(byId, [8]), client.query<{ n: number }>(countAbove, [190]), client.query<{ id: number }>(byId, [9])]));
+      expect(mixed.result.map((r) => r.rows)).toEqual([[{ id: 8, name: 'row 8' }], [{ n: 10 }], [{ id: 9, name: 'row 9' }]]);
+      expect(mixed.trips).toBe(1);
+      // One not prepared yet: prepared on the way (a trip of its own), then on the trip with the others.
+      const fresh = await Promise.all([client.query(byId, [10]), client.query<{ n: number }>('select count(*)::int as n from trip_rows where id < $1', [4])]);
+      expect(fresh.map((r) => r.rows)).toEqual([[{ id: 10, name: 'row 10' }], [{ n: 3 }]]);
+    });
+
+    it('take more than one trip when there are more than a trip takes', async () => {
+      const ids = Array.from({ length: 150 }, (_, i) => i + 1);
+      const { result, trips: count } = await trips(() => Promise.all(ids.map((id) => client.query<{ name: string }>(byId, [id]))));
+      expect(result.map((r) => r.rows[0]!.name)).toEqual(ids.map((id) => `row ${id}`));
+      expect(count).toBe(3); // 64, 64 and 22
+    });
+
+    it('answer each on its own when one of them fails: the others their rows, that one its error', async () => {
+      const settled = await Promise.allSettled([client.query(byId, [4]), client.query('select $1::int as n', ['not a number']), client.query(byId, [6])]);
+      expect(settled[0]).toEqual({ status: 'fulfilled', value: expect.objectContaining({ rows: [{ id: 4, name: 'row 4' }] }) });
+      expect(settled[1]).toMatchObject({ status: 'rejected', reason: { code: '22P02', query: 'select $1::int as n', params: ['not a number'] } });
+      expect(settled[2]).toEqual({ status: 'fulfilled', value: expect.objectContaining({ rows: [{ id: 6, name: 'row 6' }] }) });
+    });
+
+    it('wait for a transaction that runs, and read what it committed', async () => {
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let inserted!: () => void;
+      const didInsert = new Promise<void>((resolve) => (inserted = resolve));
+      const transaction = client.transaction(async (tx) => {
+        await tx.query('insert into trip_rows (id, name) values ($1, $2)', [500, 'in a transaction']);
+        inserted();
+        await held;
+      });
+      await didInsert;
+      let answered = false;
+      const reading = client.query<{ name: string }>(byId, [500]).then((r) => ((answered = true), r));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(answered).toBe(false);
+      release();
+      await transaction;
+      expect((await reading).rows).toEqual([{ id: 500, name: 'in a transaction' }]);
+    });
+
+    it('are refused, not left waiting, once PGlite is closed', async () => {
+      const own = await pgliteDriver().PGlite.create('memory://', { startParams: pgliteStartParams(), loadDataDir: await pgliteSnapshot() });
+      const closed = preparedStatements(own, 'memory://');
+      expect((await closed.query<{ n: number }>('select $1::int as n', [1])).rows).toEqual([{ n: 1 }]);
+      await own.close();
+      const refused = await Promise.allSettled([closed.query('select $1::int as n', [2]), closed.query('select $1::int as n', [3])]);
+      expect(refused.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      expect(String((refused[0] as PromiseRejectedResult).reason)).toMatch(/closed/i);
+    });
   });
 
   it('reports a database error with the query and its parameters, and goes on', async () => {
