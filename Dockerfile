@@ -47,4 +47,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 # server, which drains its requests and exits. Against `npm start` (tsx): it
 # starts in about three quarters of the time and idles 6-12 MB smaller
 # (docs/performance.md).
-CMD ["node", "--max-semi-space-size=16", "--liftoff-only", "--enable-source-maps", "--conditions=linkgate-dist", "dist/src/server.js"]
+CMD ["node", "--max-semi-space-size=16", "--heap-growing-percent=100", "--liftoff-only", "--enable-source-maps", "--conditions=linkgate-dist", "dist/src/server.js"]
