@@ -108,6 +108,13 @@ const MAX_STATEMENTS = 200;
 const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
 /** Statements that go several to a trip outside a transaction (preparedStatements, "reads"). A notice could not be told apart. */
 const READ = /^\s*select\b/i;
+/** SELECTs that are not only reads: what PostgreSQL does not roll back, or a table made, or rows locked. */
+const NOT_A_PLAIN_READ = /\b(nextval|setval|set_config|pg_advisory_\w+|pg_notify|pg_sleep\w*|into|for\s+(update|share|no\s+key\s+update|key\s+share))\b/i;
+
+/** A SELECT that only reads: one that can share a trip (and its transaction) with others, and run again if that trip fails. */
+export function isPlainRead(text: string): boolean {
+  return READ.test(text) && !NOT_A_PLAIN_READ.test(text);
+}
 /** Reads on one trip at most: a bound on the message and on the answers held at once. */
 const MAX_READS_PER_TRIP = 64;
 /** "cached plan must not change result type": a table changed under a prepared statement. */
@@ -317,6 +324,7 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
         break;
       }
     }
+    if (!(messages[at - 1] instanceof protocol.messages.CommandCompleteMessage)) throw new Error('PGlite answered fewer statements than it was sent');
     return { results: { rows: rows as T[], fields, affectedRows }, next: at };
   }
 
@@ -352,82 +360,120 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
   // call into WebAssembly, PostgreSQL starting and committing the trip's
   // transaction, ReadyForQuery, PGlite's mutexes and promises. Timed alone
   // (an indexed row of 100 000, 2026-12-07): ~150 µs for a read on its own
-  // trip, ~100 µs each with 4 to a trip, ~75 with 8. So reads made while the
-  // event loop turns (the status API's, 50 requests in flight) wait for the
-  // turn's end (setImmediate: after the I/O callbacks of that turn) and for
-  // PGlite, then go as one trip: Bind and Execute each, one Sync. They share
-  // that trip's transaction: the same snapshot (PGlite has one session, so it
-  // is the one each would have seen) and the same now(). A read alone waits
-  // for nothing but the end of the turn.
+  // trip, ~100 µs each with 4 to a trip, ~75 with 8. So a read opens a trip
+  // (or joins the open one, up to MAX_READS_PER_TRIP); the trip, once the
+  // queries made before it have run, waits for the end of the event loop's
+  // turn (setImmediate: after that turn's I/O callbacks, the status API's
+  // requests among them) and sends every read that joined as one message:
+  // Bind and Execute each, one Sync.
   //
-  // If any of them fails, PostgreSQL abandons the trip's transaction (and
-  // whatever it did) and skips the rest up to Sync: then each runs again on a
-  // trip of its own, for its own answer or error.
-  const reads: PendingRead[] = [];
-  let tripQueued = false;
+  // Order is kept: this client's queries run in the order they were made
+  // (inOrder), and any query that is not a read closes the open trip, so a
+  // read made after it goes on a later trip. The reads of a trip share its
+  // transaction: the same now(), and what PostgreSQL does not roll back would
+  // be done once per run: a sequence, a session advisory lock, set_config,
+  // which isPlainRead leaves out. If the trip fails, PostgreSQL has abandoned
+  // its transaction and skipped the rest up to Sync: then each read runs
+  // again on a trip of its own, for its own answer or error (a read that
+  // fails costs the others of its trip a second trip; reads rarely fail, as
+  // inputs are checked before they reach the database). (Under fake timers
+  // that fake setImmediate, reads wait for them.)
+  let open: PendingRead[] | undefined;
+
+  /**
+   * This client's queries, one after another in the order they were made:
+   * each starts once the one before it has ended. PGlite's own mutexes then
+   * keep them apart from other users of the same PGlite.
+   */
+  let tail: Promise<unknown> = Promise.resolve();
+  function inOrder<T>(run: () => Promise<T>): Promise<T> {
+    const result = tail.then(run);
+    tail = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * As PGlite's own query: once PGlite is ready (waited for outside its
+   * mutexes, which its start may need), after the transaction that runs,
+   * then alone; and checked again inside, as its close() does: a close()
+   * queued ahead may have run.
+   */
+  async function exclusive<T>(run: () => Promise<T>): Promise<T> {
+    await pg._checkReady();
+    return pg._runExclusiveTransaction(() =>
+      pg.runExclusive(async () => {
+        await pg._checkReady();
+        return run();
+      }),
+    );
+  }
 
   function read<T>(text: string, params: unknown[], options: QueryOptions | undefined): Promise<Results<T>> {
     return new Promise<Results<T>>((resolve, reject) => {
-      reads.push({ text, params, options, resolve: resolve as PendingRead['resolve'], reject });
-      if (!tripQueued) queueTrip();
+      if (!open) tripOf((open = []));
+      open.push({ text, params, options, resolve: resolve as PendingRead['resolve'], reject });
+      if (open.length >= MAX_READS_PER_TRIP) open = undefined;
     });
   }
 
-  function queueTrip() {
-    tripQueued = true;
-    setImmediate(readsTrip);
+  /** A query that is not a read: reads made after it go on a later trip than the open one. */
+  function closeTrip(): void {
+    open = undefined;
   }
 
-  /** The reads that go on this trip (up to MAX_READS_PER_TRIP); those that wait for the next queue it. */
-  function takeReads(): PendingRead[] {
-    tripQueued = false;
-    const taken = reads.splice(0, MAX_READS_PER_TRIP);
-    if (reads.length > 0) queueTrip();
-    return taken;
+  function tripOf(trip: PendingRead[]): void {
+    inOrder(async () => {
+      // The end of the turn: the reads that this turn's I/O callbacks make join the trip.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (open === trip) open = undefined;
+      await exclusive(() => runReads(trip));
+    }).catch((error: unknown) => {
+      // PGlite closed or failed, outside any one read: every read of the trip has its error.
+      if (open === trip) open = undefined;
+      for (const pending of trip) pending.reject(error);
+    });
   }
 
-  async function readsTrip(): Promise<void> {
-    let taken: PendingRead[] | undefined;
-    try {
-      await pg._checkReady();
-      // As PGlite's own query: after the transaction that runs, then alone.
-      await pg._runExclusiveTransaction(() =>
-        pg.runExclusive(async () => {
-          // Taken once PGlite is ours: the reads made while it was busy go too.
-          taken = takeReads();
-          await runReads(taken);
-        }),
-      );
-    } catch (error) {
-      // PGlite closed or failed, outside any one read: every read of this trip has its error.
-      for (const pending of taken ?? takeReads()) pending.reject(error);
-    }
-  }
-
-  async function runReads(taken: PendingRead[]): Promise<void> {
-    if (taken.length > 1) {
+  async function runReads(trip: PendingRead[]): Promise<void> {
+    if (trip.length > 1) {
+      let prepared: Statement[] | undefined;
+      let messages: readonly unknown[] | undefined;
       try {
-        const prepared: Statement[] = [];
+        prepared = [];
         const runs: BoundRun[] = [];
-        for (const pending of taken) {
+        for (const pending of trip) {
           const statement = await statementFor(pending.text, mustSync);
           prepared.push(statement);
           runs.push(bound(statement, pending.params, pending.options));
         }
-        const messages = await pg.execProtocolStream(bindExecuteSync(runs), { syncToFs: mustSync });
-        const answers: Results<unknown>[] = [];
-        for (let i = 0, at = 0; i < taken.length; i++) {
-          const { results, next } = answerOf<unknown>(messages, at, prepared[i]!, taken[i]!.options);
-          answers.push(results);
-          at = next;
-        }
-        for (let i = 0; i < taken.length; i++) taken[i]!.resolve(answers[i]!);
-        return;
+        messages = await pg.execProtocolStream(bindExecuteSync(runs), { syncToFs: mustSync });
       } catch {
         // One of them failed, and the trip with it: each runs again alone, below.
+        messages = undefined;
+      }
+      if (messages && prepared) {
+        // Each answer read on its own: a parser that throws fails its own read only.
+        for (let i = 0, at = 0; i < trip.length; i++) {
+          try {
+            const { results, next } = answerOf<unknown>(messages, at, prepared[i]!, trip[i]!.options);
+            trip[i]!.resolve(results);
+            at = next;
+          } catch (error) {
+            trip[i]!.reject(withQuery(error, trip[i]!.text, trip[i]!.params));
+            at = nextAnswer(messages, at);
+          }
+        }
+        return;
       }
     }
-    for (const pending of taken) await query(pending.text, pending.params, pending.options, false).then(pending.resolve, pending.reject);
+    for (const pending of trip) await query(pending.text, pending.params, pending.options, false).then(pending.resolve, pending.reject);
+  }
+
+  /** Where the answer after the one starting at `from` starts: past its CommandComplete. */
+  function nextAnswer(messages: readonly unknown[], from: number): number {
+    let at = from;
+    while (at < messages.length && !(messages[at] instanceof protocol.messages.CommandCompleteMessage)) at += 1;
+    return at + 1;
   }
 
   function onTransaction(tx: Transaction): QueryClient {
@@ -441,12 +487,14 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
 
   return {
     async query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
-      if (!preparable(text, options)) return pg.query<T>(text, params, options);
-      if (READ.test(text) && !options?.onNotice) return read<T>(text, params, options);
-      await pg._checkReady();
-      // As PGlite's own query: after the transaction that runs, then alone.
-      return pg._runExclusiveTransaction(() => pg.runExclusive(() => query<T>(text, params, options, false)));
+      if (preparable(text, options) && isPlainRead(text) && !options?.onNotice) return read<T>(text, params, options);
+      closeTrip();
+      if (!preparable(text, options)) return inOrder(() => pg.query<T>(text, params, options));
+      return inOrder(() => exclusive(() => query<T>(text, params, options, false)));
     },
-    transaction: (run) => pg.transaction((tx) => run(onTransaction(tx))),
+    transaction: (run) => {
+      closeTrip();
+      return inOrder(() => pg.transaction((tx) => run(onTransaction(tx))));
+    },
   };
 }

@@ -14,7 +14,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeMigratedTemplate, migratedTemplate, migrationsFolder, openDatabase, pgliteTemplate } from '../../src/db/client.ts';
 import { pgliteDriver, sql } from '../../src/db/orm.ts';
-import { bindExecuteSync, fileSystemNeedsSync, isNewDataDir, pgliteStartParams, preparedStatements, seedDataDir, type QueryClient } from '../../src/db/pglite.ts';
+import { bindExecuteSync, fileSystemNeedsSync, isNewDataDir, isPlainRead, pgliteStartParams, preparedStatements, seedDataDir, type QueryClient } from '../../src/db/pglite.ts';
 import { pgliteSnapshot } from '../helpers/database.ts';
 
 /** The message's fields, read back as the backend reads them (PostgreSQL docs, "Message Formats": Bind, Execute, Sync). */
@@ -95,6 +95,30 @@ describe('fileSystemNeedsSync', () => {
     expect(fileSystemNeedsSync('memory://')).toBe(false);
     expect(fileSystemNeedsSync('idb://linkgate')).toBe(true);
     expect(fileSystemNeedsSync('opfs-ahp://linkgate')).toBe(true);
+  });
+});
+
+describe('isPlainRead', () => {
+  it('takes a SELECT that only reads, and leaves out what PostgreSQL would not roll back, tables made and locked rows', () => {
+    expect(isPlainRead('select "user_id", "status" from "links" where ("links"."tenant" = $1 and "links"."user_id" = $2)')).toBe(true);
+    expect(isPlainRead('  SELECT count(*) FROM t')).toBe(true);
+    for (const text of [
+      "select nextval('s')",
+      "select setval('s', 1)",
+      "select set_config('x.y', $1, true)",
+      'select pg_advisory_lock(1)',
+      'select pg_advisory_xact_lock(hashtext($1))',
+      "select pg_notify('c', $1)",
+      'select pg_sleep(1)',
+      'select * into copy_of_t from t',
+      'select * from t where id = $1 for update',
+      'select * from t for no key update',
+      'select * from t for key share',
+      'insert into t values ($1)',
+      'with x as (delete from t returning *) select * from x',
+    ]) {
+      expect(isPlainRead(text), text).toBe(false);
+    }
   });
 });
 
@@ -235,9 +259,11 @@ describe('preparedStatements on PGlite', () => {
       const mixed = await trips(() => Promise.all([client.query<{ id: number }>(byId, [8]), client.query<{ n: number }>(countAbove, [190]), client.query<{ id: number }>(byId, [9])]));
       expect(mixed.result.map((r) => r.rows)).toEqual([[{ id: 8, name: 'row 8' }], [{ n: 10 }], [{ id: 9, name: 'row 9' }]]);
       expect(mixed.trips).toBe(1);
-      // One not prepared yet: prepared on the way (a trip of its own), then on the trip with the others.
-      const fresh = await Promise.all([client.query(byId, [10]), client.query<{ n: number }>('select count(*)::int as n from trip_rows where id < $1', [4])]);
-      expect(fresh.map((r) => r.rows)).toEqual([[{ id: 10, name: 'row 10' }], [{ n: 3 }]]);
+      // Not prepared yet (a client of its own, nothing prepared): each prepared on the way, a trip each, then one trip for both.
+      const other = preparedStatements(pg, 'memory://');
+      const fresh = await trips(() => Promise.all([other.query(byId, [10]), other.query<{ n: number }>('select count(*)::int as n from trip_rows where id < $1', [4])]));
+      expect(fresh.result.map((r) => r.rows)).toEqual([[{ id: 10, name: 'row 10' }], [{ n: 3 }]]);
+      expect(fresh.trips).toBe(3);
     });
 
     it('take more than one trip when there are more than a trip takes', async () => {
@@ -248,10 +274,36 @@ describe('preparedStatements on PGlite', () => {
     });
 
     it('answer each on its own when one of them fails: the others their rows, that one its error', async () => {
-      const settled = await Promise.allSettled([client.query(byId, [4]), client.query('select $1::int as n', ['not a number']), client.query(byId, [6])]);
-      expect(settled[0]).toEqual({ status: 'fulfilled', value: expect.objectContaining({ rows: [{ id: 4, name: 'row 4' }] }) });
-      expect(settled[1]).toMatchObject({ status: 'rejected', reason: { code: '22P02', query: 'select $1::int as n', params: ['not a number'] } });
-      expect(settled[2]).toEqual({ status: 'fulfilled', value: expect.objectContaining({ rows: [{ id: 6, name: 'row 6' }] }) });
+      // Refused at Bind (the value is no int), and at Execute after the reads before it had run (division by zero).
+      for (const [failing, param, code] of [
+        ['select $1::int as n', 'not a number', '22P02'],
+        ['select 1 / $1::int as n', 0, '22012'],
+      ] as const) {
+        await client.query(failing, [1]); // prepared, so that the trips counted are the runs
+        const { result: settled, trips: count } = await trips(() => Promise.allSettled([client.query(byId, [4]), client.query(failing, [param]), client.query(byId, [6])]));
+        expect(settled[0]).toEqual({ status: 'fulfilled', value: expect.objectContaining({ rows: [{ id: 4, name: 'row 4' }] }) });
+        expect(settled[1]).toMatchObject({ status: 'rejected', reason: { code, query: failing, params: [param] } });
+        expect(settled[2]).toEqual({ status: 'fulfilled', value: expect.objectContaining({ rows: [{ id: 6, name: 'row 6' }] }) });
+        // The trip that failed, then one trip each.
+        expect(count).toBe(4);
+      }
+    });
+
+    it('keep the order they were made in with the writes around them', async () => {
+      await pg.exec('create table trip_order (id int primary key)');
+      const count = 'select count(*)::int as n from trip_order where id > $1';
+      await client.query(count, [0]);
+      // Not awaited one by one: a read made before a write does not see it, one made after it does.
+      const [before, , after, , last] = await Promise.all([
+        client.query<{ n: number }>(count, [0]),
+        client.query('insert into trip_order values ($1)', [1]),
+        client.query<{ n: number }>(count, [0]),
+        client.transaction(async (tx) => {
+          await tx.query('insert into trip_order values ($1)', [2]);
+        }),
+        client.query<{ n: number }>(count, [0]),
+      ]);
+      expect([before.rows[0]!.n, after.rows[0]!.n, last.rows[0]!.n]).toEqual([0, 1, 2]);
     });
 
     it('wait for a transaction that runs, and read what it committed', async () => {
@@ -278,7 +330,14 @@ describe('preparedStatements on PGlite', () => {
       const own = await pgliteDriver().PGlite.create('memory://', { startParams: pgliteStartParams(), loadDataDir: await pgliteSnapshot() });
       const closed = preparedStatements(own, 'memory://');
       expect((await closed.query<{ n: number }>('select $1::int as n', [1])).rows).toEqual([{ n: 1 }]);
+      // Made in the turn close() is called in: answered before it, or refused, never left waiting.
+      const during = closed.query<{ n: number }>('select $1::int as n', [2]);
       await own.close();
+      const settled = await during.then(
+        (r) => r.rows,
+        (error: unknown) => String(error),
+      );
+      expect([[{ n: 2 }], 'Error: PGlite is closing', 'Error: PGlite is closed']).toContainEqual(settled);
       const refused = await Promise.allSettled([closed.query('select $1::int as n', [2]), closed.query('select $1::int as n', [3])]);
       expect(refused.map((r) => r.status)).toEqual(['rejected', 'rejected']);
       expect(String((refused[0] as PromiseRejectedResult).reason)).toMatch(/closed/i);
