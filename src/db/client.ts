@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { PGlite } from '@electric-sql/pglite';
 import { pgliteDriver, postgresDriver, sql } from './orm.ts';
-import { ensureTemplate, isNewDataDir, pgliteStartParams, preparedStatements, seedDataDir, templateDir } from './pglite.ts';
+import { ensureTemplate, isNewDataDir, keepOnlyPostgres, pgliteStartParams, preparedStatements, seedDataDir, templateDir } from './pglite.ts';
 import * as schema from './schema.ts';
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
@@ -132,6 +132,7 @@ export function pgliteTemplate(): Promise<string | undefined> {
   return ensureTemplate(templateDir(), async (scratch) => {
     const database = await openDatabase({ dataDir: scratch, template: false });
     await database.close();
+    await keepOnlyPostgres(scratch);
   });
 }
 
@@ -178,9 +179,13 @@ export async function makeMigratedTemplate(template: string | undefined, digest 
     }
   });
   if (made) {
-    // The ones for earlier migrations or an earlier PGlite (each a full data directory); a build under way (`.building-`) is left alone.
+    // The ones for earlier migrations or an earlier PGlite (each a full data directory), and what an
+    // earlier PGlite or template layout left (its template, the tests' snapshots of it); a build under
+    // way (`.building-`) is left alone.
+    const current = basename(template);
     for (const name of readdirSync(dirname(dir))) {
-      if (/^pglite-.*-migrated-[^.]+$/.test(name) && name !== basename(dir)) rmSync(join(dirname(dir), name), { recursive: true, force: true });
+      const stale = /^pglite-.*-migrated-[^.]+$/.test(name) ? name !== basename(dir) : /^pglite-/.test(name) && !name.startsWith(current) && !name.includes('.building-');
+      if (stale) rmSync(join(dirname(dir), name), { recursive: true, force: true });
     }
   }
   return made;

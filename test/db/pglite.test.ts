@@ -7,7 +7,7 @@
  * protocol defines it. Then the templates new data directories are copied
  * from. Always on PGlite: it is the embedded database's code.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
@@ -377,15 +377,21 @@ describe('the migrated template', () => {
       const stale = `${template}-migrated-0000000000000000`;
       const otherPglite = join(scratch, 'pglite-0.0.1-migrated-0000000000000000');
       const building = `${template}-migrated-testdigest.building-x`;
-      for (const dir of [stale, otherPglite, building]) {
+      // What an earlier template layout left: its template and a test snapshot of it.
+      const oldLayout = join(scratch, 'pglite-0.0.1');
+      const oldSnapshot = join(scratch, 'pglite-0.0.1-0000000000000000.tar');
+      for (const dir of [stale, otherPglite, building, oldLayout]) {
         mkdirSync(dir);
         writeFileSync(join(dir, 'PG_VERSION'), '17');
       }
+      writeFileSync(oldSnapshot, 'tar');
 
       const made = await makeMigratedTemplate(template, 'testdigest');
       expect(made).toBe(`${template}-migrated-testdigest`);
       expect(existsSync(stale)).toBe(false);
       expect(existsSync(otherPglite)).toBe(false);
+      expect(existsSync(oldLayout)).toBe(false);
+      expect(existsSync(oldSnapshot)).toBe(false);
       // Another process's build under way is not touched.
       expect(existsSync(building)).toBe(true);
       expect(existsSync(join(template, 'PG_VERSION'))).toBe(true);
@@ -399,6 +405,27 @@ describe('the migrated template', () => {
       expect(await applied(dataDir)).toEqual({ migrations: journal.entries.length, links: 0, afterMigrate: journal.entries.length });
     } finally {
       rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it('holds the postgres database alone: initdb’s template0 and template1 are dropped, and with them two thirds of the files a new data directory copies', async () => {
+    const template = (await pgliteTemplate())!;
+    const files = (dir: string): number => readdirSync(dir, { withFileTypes: true }).reduce((n, entry) => n + (entry.isDirectory() ? files(join(dir, entry.name)) : 1), 0);
+    expect(readdirSync(join(template, 'base'))).toHaveLength(1);
+    expect(files(template)).toBeLessThan(500);
+    const dataDir = mkdtempSync(join(tmpdir(), 'linkgate-one-db-'));
+    try {
+      rmSync(dataDir, { recursive: true });
+      seedDataDir(dataDir, template);
+      const database = await openDatabase({ dataDir, template: false });
+      try {
+        const rows = (await database.db.execute(sql`select datname, current_database() as current from pg_database`)) as unknown as { rows: { datname: string; current: string }[] };
+        expect(rows.rows).toEqual([{ datname: 'postgres', current: 'postgres' }]);
+      } finally {
+        await database.close();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 
