@@ -36,7 +36,8 @@ export function pgliteStartParams(): string[] {
 
 /**
  * Where the template for this PGlite release lives: an empty database as
- * initdb makes it, in `node_modules/.cache/linkgate/`, made by `npm install`
+ * initdb makes it, but for the two template databases (keepOnlyPostgres),
+ * in `node_modules/.cache/linkgate/`, made by `npm install`
  * (postinstall) or by the first start that needs it. Not migrated: the
  * server migrates at start as on PostgreSQL, and the template stays valid
  * whatever the migrations become.
@@ -52,10 +53,11 @@ export function templateDir(): string {
 /**
  * Drops initdb's template0 and template1 from a new template, leaving the
  * `postgres` database, the only one PGlite opens. Copying a data directory
- * costs per file (1.3 ms a file on this project's machine on 2026-12-07:
- * 0.9 s for the 1 083 files of the three databases, 80 ms on a good day),
- * and this leaves about a third of them (371). Nothing in the gateway
- * creates a database, which is what template1 is for.
+ * costs per file (0.8–1.3 ms a file on this project's machine on
+ * 2026-12-07: 0.9–1.3 s for the 1 083 files of the migrated template with
+ * three databases, 0.54 s for its 483 with one), and this leaves about a
+ * third of initdb's files (371 of 971). Nothing in the gateway creates a
+ * database, which is what template1 is for.
  */
 export async function keepOnlyPostgres(dataDir: string): Promise<void> {
   const pg = await pgliteDriver().PGlite.create(dataDir, { startParams: pgliteStartParams() });
