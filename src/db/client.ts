@@ -179,13 +179,13 @@ export async function makeMigratedTemplate(template: string | undefined, digest 
     }
   });
   if (made) {
-    // The ones for earlier migrations or an earlier PGlite (each a full data directory), and what an
-    // earlier PGlite or template layout left (its template, the tests' snapshots of it); a build under
-    // way (`.building-`) is left alone.
+    // Kept: this migrated template, the template and the tests' snapshots of it, and any build under
+    // way (`.building-`). Gone: the migrated templates of other migrations, and whatever an earlier
+    // PGlite or template layout left (each a full data directory, or a snapshot of one).
     const current = basename(template);
+    const keep = (name: string) => name === basename(dir) || name.includes('.building-') || (name.startsWith(current) && !name.includes('-migrated-'));
     for (const name of readdirSync(dirname(dir))) {
-      const stale = /^pglite-.*-migrated-[^.]+$/.test(name) ? name !== basename(dir) : /^pglite-/.test(name) && !name.startsWith(current) && !name.includes('.building-');
-      if (stale) rmSync(join(dirname(dir), name), { recursive: true, force: true });
+      if (name.startsWith('pglite-') && !keep(name)) rmSync(join(dirname(dir), name), { recursive: true, force: true });
     }
   }
   return made;

@@ -164,14 +164,17 @@ export interface BoundRun {
  * (bench/README.md, sixth session).
  */
 export function bindExecuteSync(runs: readonly BoundRun[]): Uint8Array {
+  // Each Bind's length once: it sizes the message and is written into it.
+  const lengths = runs.map(bindLength);
   let size = SYNC.length;
-  for (const run of runs) size += 1 + bindLength(run) + EXECUTE.length;
+  for (const length of lengths) size += 1 + length + EXECUTE.length;
   const message = Buffer.allocUnsafe(size);
   let at = 0;
-  for (const { statement, values } of runs) {
+  for (let i = 0; i < runs.length; i++) {
+    const { statement, values } = runs[i]!;
     // 'B', its length, the portal's name (empty) and the statement's, no format codes, the values, no format codes.
     message[at++] = 0x42;
-    at = message.writeInt32BE(bindLength({ statement, values }), at);
+    at = message.writeInt32BE(lengths[i]!, at);
     message[at++] = 0;
     at += message.write(statement, at);
     message[at++] = 0;
@@ -459,10 +462,9 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
 
   async function runReads(trip: PendingRead[]): Promise<void> {
     if (trip.length > 1) {
-      let prepared: Statement[] | undefined;
+      const prepared: Statement[] = [];
       let messages: readonly unknown[] | undefined;
       try {
-        prepared = [];
         const runs: BoundRun[] = [];
         for (const pending of trip) {
           const statement = await statementFor(pending.text, mustSync);
@@ -474,7 +476,7 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
         // One of them failed, and the trip with it: each runs again alone, below.
         messages = undefined;
       }
-      if (messages && prepared) {
+      if (messages) {
         // Each answer read on its own: a parser that throws fails its own read only.
         for (let i = 0, at = 0; i < trip.length; i++) {
           try {
