@@ -277,7 +277,12 @@ async function sideBySide(targets: { name: string; server: Running }[]): Promise
   return book.summary();
 }
 
-/** Scenario 1's load on each server in turn, ROUNDS times; medians of the rounds, CPU per request from /proc. */
+/**
+ * Scenario 1's load on each server in turn, ROUNDS times; medians of the rounds, CPU per request from /proc.
+ * The first two targets are the pair a ratio is taken of (Linkgate and bare Hono): their turns come one
+ * after the other, and every other round the second goes first (A B …, B A …), so that a machine whose
+ * speed drifts from turn to turn weighs on both alike rather than on whichever comes later.
+ */
 async function inTurns(targets: { name: string; server: Running; script?: string }[]): Promise<Record<string, Measured>> {
   const book = roundsBook(targets.map(({ name }) => name));
   // Each server first takes an untimed load: the rounds measure it warm (code compiled by V8,
@@ -285,7 +290,9 @@ async function inTurns(targets: { name: string; server: Running; script?: string
   // first round alone used to carry (Linkgate's first round often 20–40 % below its others).
   for (const { server, script } of targets) await load(server.port, STATUS_PATH, 50, WARM_UP_SECONDS, script);
   for (let round = 0; round < ROUNDS; round += 1) {
-    for (const { name, server, script } of targets) {
+    const [first, second, ...rest] = targets;
+    const order = round % 2 === 1 && first && second ? [second, first, ...rest] : targets;
+    for (const { name, server, script } of order) {
       const before = cpuTicks(server.child.pid!);
       const measured = await load(server.port, STATUS_PATH, 50, SCENARIO1_SECONDS, script);
       book.add(name, measured, cpuTicks(server.child.pid!) - before);
@@ -526,9 +533,9 @@ async function main() {
       log(`status API only: ${aa ? 'a second bare Hono (as Linkgate)' : 'Linkgate'} and bare Hono, ${ROUNDS} rounds of ${SCENARIO1_SECONDS} s each${together ? ', side by side' : ''}`);
       const both = together ? await sideBySide([{ name: 'linkgate', server: gateway }, { name: 'bareHono', server: hono }]) : await inTurns([
         { name: 'linkgate', server: gateway },
+        { name: 'bareHono', server: hono },
         // BENCH_WITH_GRPC=1: GetLink over gRPC takes its turn too, as in the whole bench.
         ...(process.env.BENCH_WITH_GRPC === '1' ? [{ name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' }] : []),
-        { name: 'bareHono', server: hono },
       ]);
       await hono.stop();
       await gateway.stop();
@@ -559,9 +566,10 @@ async function main() {
     const idleRss = rssMb(gateway.child.pid!);
 
     // Scenario 1: the status API and the two baselines on the same data, in
-    // turns (Linkgate, bare Hono, bare node:http, again), so that a busy
-    // moment of this shared machine does not fall on one of them only (on
-    // PGlite bare Hono reads its own copy of the data: honoDataEnv).
+    // turns (Linkgate, bare Hono, GetLink over gRPC, bare node:http, again;
+    // bare Hono first every other round), so that a busy moment of this
+    // shared machine does not fall on one of them only (on PGlite bare Hono
+    // reads its own copy of the data: honoDataEnv).
     const http = run(['bench/baseline-http.ts'], {}, BASE_PORT + 1);
     await waitFor(`http://127.0.0.1:${BASE_PORT + 1}/`, http.child);
     const hono = run(['bench/baseline-hono.ts'], honoEnv, BASE_PORT + 2);
@@ -572,8 +580,8 @@ async function main() {
     // GetLink over gRPC on the gateway's same port takes its turn beside the status API.
     const scenario1 = await inTurns([
       { name: 'linkgate', server: gateway },
-      { name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' },
       { name: 'bareHono', server: hono },
+      { name: 'linkgateGrpc', server: gateway, script: 'bench/load-grpc.ts' },
       { name: 'bareHttp', server: http },
     ]);
     const afterRss = rssMb(gateway.child.pid!);
