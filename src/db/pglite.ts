@@ -121,6 +121,8 @@ interface Statement {
   name: string;
   paramTypes: number[];
   fields: { name: string; dataTypeID: number }[];
+  /** The schema generation it was prepared in (preparedStatements, `generation`). */
+  generation: number;
 }
 
 /** Statements are named `linkgate_<n>`: one count per process, so two clients on one PGlite never reuse a name. */
@@ -131,8 +133,15 @@ const MAX_STATEMENTS = 200;
 const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
 /** Statements that go several to a trip outside a transaction (preparedStatements, "reads"). A notice could not be told apart. */
 const READ = /^\s*select\b/i;
-/** SELECTs that are not only reads: what PostgreSQL does not roll back, or a table made, or rows locked. */
-const NOT_A_PLAIN_READ = /\b(nextval|setval|set_config|pg_advisory_\w+|pg_notify|pg_sleep\w*|into|for\s+(update|share|no\s+key\s+update|key\s+share))\b/i;
+/**
+ * SELECTs that are not only reads: what PostgreSQL does not roll back (a
+ * sequence, a setting, a session's advisory lock, a notification, a large
+ * object, another backend signalled, a logical message), a wait, a table
+ * made, or rows locked. A function of the database's own that writes cannot
+ * be told from its name; the gateway's reads call none.
+ */
+const NOT_A_PLAIN_READ =
+  /\b(nextval|setval|set_config|pg_(try_)?advisory_\w+|pg_notify|pg_sleep\w*|lo_\w+|pg_(terminate|cancel)_backend|pg_logical_emit_message|into|for\s+(update|share|no\s+key\s+update|key\s+share))\b/i;
 
 /** A SELECT that only reads: one that can share a trip (and its transaction) with others, and run again if that trip fails. */
 export function isPlainRead(text: string): boolean {
@@ -140,8 +149,23 @@ export function isPlainRead(text: string): boolean {
 }
 /** Reads on one trip at most: a bound on the message and on the answers held at once. */
 const MAX_READS_PER_TRIP = 64;
-/** "cached plan must not change result type": a table changed under a prepared statement. */
-const PLAN_CHANGED = '0A000';
+/**
+ * "cached plan must not change result type": a table changed under a
+ * prepared statement (PostgreSQL's RevalidateCachedQuery; 0A000 alone is any
+ * "feature not supported", a trigger's own error among them).
+ */
+const PLAN_CHANGED = { code: '0A000', routine: 'RevalidateCachedQuery' };
+/** "prepared statement does not exist": closed by someone else on the same PGlite (DEALLOCATE, DISCARD). */
+const NO_SUCH_STATEMENT = '26000';
+/**
+ * Statements that may change what a prepared statement takes or answers (a
+ * column's type, a type dropped and made again; a DO block may hold any of
+ * them), or close prepared statements. PostgreSQL prepares a statement again
+ * by itself when a table under it changed, but keeps the parameter types it
+ * was prepared with: a cached `where code = $1` would go on taking an int
+ * after the column became text.
+ */
+const CHANGES_SCHEMA = /^\s*(create|alter|drop|do|discard|deallocate)\b/i;
 
 /** Execute (the unnamed portal, every row). */
 const EXECUTE = Uint8Array.of(0x45, 0, 0, 0, 9, 0, 0, 0, 0, 0);
@@ -250,6 +274,15 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
   const { protocol } = pgliteDriver().pglite;
   const { serialize } = protocol;
   const statements = new Map<string, Statement>();
+  /**
+   * Moves on whenever this client runs a statement that may change the
+   * schema (CHANGES_SCHEMA), and again when a transaction that ran one ends
+   * (committed or rolled back, what was prepared inside it may be wrong now):
+   * a statement prepared in an earlier generation is closed and prepared
+   * again on its next use. A schema changed by another client of the same
+   * PGlite is caught only where PostgreSQL reports it (PLAN_CHANGED).
+   */
+  let generation = 0;
 
   function concat(parts: Uint8Array[]): Uint8Array {
     const message = new Uint8Array(parts.reduce((size, part) => size + part.length, 0));
@@ -270,7 +303,7 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
   async function prepare(text: string, syncToFs: boolean): Promise<Statement> {
     const name = `linkgate_${(counter += 1)}`;
     const messages = await pg.execProtocolStream(concat([serialize.parse({ name, text }), serialize.describe({ type: 'S', name }), serialize.sync()]), { syncToFs });
-    const statement: Statement = { name, paramTypes: [], fields: [] };
+    const statement: Statement = { name, paramTypes: [], fields: [], generation };
     for (const message of messages) {
       if (message instanceof protocol.messages.ParameterDescriptionMessage) statement.paramTypes = message.dataTypeIDs;
       if (message instanceof protocol.messages.RowDescriptionMessage) statement.fields = message.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
@@ -295,10 +328,16 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     return parser ? parser(value, oid) : value;
   }
 
-  /** The statement prepared for `text`: found (and moved to the end: least recently used first) or prepared now. */
+  /**
+   * The statement prepared for `text`: found (and moved to the end: least recently used first) or prepared
+   * now, as well as one prepared before the schema last changed.
+   */
   async function statementFor(text: string, syncToFs: boolean): Promise<Statement> {
     const statement = statements.get(text);
-    if (!statement) return prepare(text, syncToFs);
+    if (statement?.generation !== generation) {
+      if (statement) await forget(text, statement, syncToFs);
+      return prepare(text, syncToFs);
+    }
     statements.delete(text);
     statements.set(text, statement);
     return statement;
@@ -369,7 +408,10 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
       return await run<T>(text, params, options, inTransaction);
     } catch (error) {
       const statement = statements.get(text);
-      if (statement && error instanceof protocol.messages.DatabaseError && error.code === PLAN_CHANGED) {
+      const stale =
+        error instanceof protocol.messages.DatabaseError &&
+        ((error.code === PLAN_CHANGED.code && error.routine === PLAN_CHANGED.routine) || error.code === NO_SUCH_STATEMENT);
+      if (statement && stale) {
         await forget(text, statement, mustSync && !inTransaction);
         // Outside a transaction nothing was done: prepare it again, as the table is now. Inside one, the transaction has failed.
         if (retry) return query<T>(text, params, options, inTransaction, false);
@@ -501,10 +543,26 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     return at + 1;
   }
 
-  function onTransaction(tx: Transaction): QueryClient {
+  /** A statement that is not prepared, run by `run`; the schema's generation moves on after one that may change it. */
+  async function unprepared<T>(text: string, run: () => Promise<Results<T>>, changed?: () => void): Promise<Results<T>> {
+    try {
+      return await run();
+    } finally {
+      if (CHANGES_SCHEMA.test(text)) {
+        generation += 1;
+        changed?.();
+      }
+    }
+  }
+
+  /** `tx` for the transaction's callback; `changed` is told when a statement in it may have changed the schema. */
+  function onTransaction(tx: Transaction, changed: () => void): QueryClient {
     return {
       query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
-        return preparable(text, options) ? pg.runExclusive(() => query<T>(text, params, options, true)) : tx.query<T>(text, params, options);
+        // As PGlite's own transaction does: the prepared path below would otherwise run in whatever transaction is current.
+        if (tx.closed) return Promise.reject(new Error('Transaction is closed'));
+        if (preparable(text, options)) return pg.runExclusive(() => query<T>(text, params, options, true));
+        return unprepared(text, () => tx.query<T>(text, params, options), changed);
       },
       transaction: () => Promise.reject(new Error('nested transactions are savepoints: Drizzle runs them on the same transaction')),
     };
@@ -514,12 +572,19 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     async query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
       if (preparable(text, options) && isPlainRead(text) && !options?.onNotice) return read<T>(text, params, options);
       closeTrip();
-      if (!preparable(text, options)) return inOrder(() => pg.query<T>(text, params, options));
+      if (!preparable(text, options)) return inOrder(() => unprepared(text, () => pg.query<T>(text, params, options)));
       return inOrder(() => exclusive(() => query<T>(text, params, options, false)));
     },
     transaction: (run) => {
       closeTrip();
-      return inOrder(() => pg.transaction((tx) => run(onTransaction(tx))));
+      return inOrder(async () => {
+        let changedSchema = false;
+        try {
+          return await pg.transaction((tx) => run(onTransaction(tx, () => (changedSchema = true))));
+        } finally {
+          if (changedSchema) generation += 1;
+        }
+      });
     },
   };
 }

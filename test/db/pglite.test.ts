@@ -108,6 +108,11 @@ describe('isPlainRead', () => {
       "select set_config('x.y', $1, true)",
       'select pg_advisory_lock(1)',
       'select pg_advisory_xact_lock(hashtext($1))',
+      'select pg_try_advisory_lock(42)',
+      'select pg_try_advisory_xact_lock(42)',
+      'select lo_unlink($1)',
+      'select pg_terminate_backend($1)',
+      "select pg_logical_emit_message(true, 'p', 'm')",
       "select pg_notify('c', $1)",
       'select pg_sleep(1)',
       'select * into copy_of_t from t',
@@ -342,6 +347,59 @@ describe('preparedStatements on PGlite', () => {
       expect(refused.map((r) => r.status)).toEqual(['rejected', 'rejected']);
       expect(String((refused[0] as PromiseRejectedResult).reason)).toMatch(/closed/i);
     });
+  });
+
+  it('prepares its statements again once it changed the schema itself: what they take, not only what they answer', async () => {
+    await client.query('create table retyped (id int primary key, code int)');
+    await client.query('insert into retyped values ($1, $2)', [1, 7]);
+    const text = 'select id from retyped where code = $1';
+    expect((await client.query(text, [7])).rows).toEqual([{ id: 1 }]);
+    // PostgreSQL would keep the cached statement's int parameter: 'abc' would fail as an int, on every call.
+    await client.query('alter table retyped alter column code type text using code::text');
+    await client.query('insert into retyped values ($1, $2)', [2, 'abc']);
+    expect((await client.query(text, ['abc'])).rows).toEqual([{ id: 2 }]);
+
+    // The same in a transaction, and after one that rolled back: what was prepared inside it is prepared again.
+    await expect(
+      client.transaction(async (tx) => {
+        await tx.query('alter table retyped alter column code type int using 0');
+        expect((await tx.query(text, [0])).rows).toHaveLength(2);
+        await tx.query('select 1 / $1::int', [0]);
+      }),
+    ).rejects.toMatchObject({ code: '22012' });
+    expect((await client.query(text, ['abc'])).rows).toEqual([{ id: 2 }]);
+  });
+
+  it('prepares a statement again when something else closed it on the same PGlite', async () => {
+    const text = 'select $1::int + 40 as n';
+    expect((await client.query<{ n: number }>(text, [1])).rows).toEqual([{ n: 41 }]);
+    await pg.exec('deallocate all');
+    expect((await client.query<{ n: number }>(text, [2])).rows).toEqual([{ n: 42 }]);
+  });
+
+  it('runs a statement once when its error only looks like a changed table (feature_not_supported from a trigger)', async () => {
+    await pg.exec(`
+      create sequence refused_seq;
+      create table refused (id int default nextval('refused_seq'));
+      create function refuse() returns trigger language plpgsql as $$ begin raise exception 'no' using errcode = 'feature_not_supported'; end $$;
+      create trigger refuse before insert on refused for each row execute function refuse();`);
+    for (let i = 0; i < 2; i++) {
+      const failure = await client.query('insert into refused default values').catch((error: unknown) => error);
+      expect(failure).toMatchObject({ code: '0A000' });
+    }
+    expect((await pg.query<{ last_value: number }>('select last_value from refused_seq')).rows).toEqual([{ last_value: 2 }]);
+  });
+
+  it('refuses a query on a transaction that has ended, as PGlite does', async () => {
+    await client.query('create table ended (n int)');
+    let kept: QueryClient | undefined;
+    await client.transaction(async (tx) => {
+      kept = tx;
+      await tx.query('insert into ended values ($1)', [1]);
+    });
+    await expect(kept!.query('insert into ended values ($1)', [2])).rejects.toThrow('Transaction is closed');
+    await expect(kept!.query('select count(*) from ended')).rejects.toThrow('Transaction is closed');
+    expect((await pg.query<{ n: number }>('select count(*)::int as n from ended')).rows).toEqual([{ n: 1 }]);
   });
 
   it('reports a database error with the query and its parameters, and goes on', async () => {
