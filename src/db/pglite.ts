@@ -476,6 +476,22 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     );
   }
 
+  /**
+   * For what goes through PGlite's own query and transaction, which check
+   * that it is ready only before they wait for its mutexes: a close() queued
+   * ahead may have run meanwhile and torn its WebAssembly down under them.
+   * Then the caller gets PGlite's "closing"/"closed" error rather than what
+   * the torn-down module threw (a TypeError).
+   */
+  async function closedAs<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      await pg._checkReady();
+      throw error;
+    }
+  }
+
   function read<T>(text: string, params: unknown[], options: QueryOptions | undefined): Promise<Results<T>> {
     return new Promise<Results<T>>((resolve, reject) => {
       if (!open) tripOf((open = []));
@@ -572,7 +588,7 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     async query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
       if (preparable(text, options) && isPlainRead(text) && !options?.onNotice) return read<T>(text, params, options);
       closeTrip();
-      if (!preparable(text, options)) return inOrder(() => unprepared(text, () => pg.query<T>(text, params, options)));
+      if (!preparable(text, options)) return inOrder(() => closedAs(() => unprepared(text, () => pg.query<T>(text, params, options))));
       return inOrder(() => exclusive(() => query<T>(text, params, options, false)));
     },
     transaction: (run) => {
@@ -580,7 +596,13 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
       return inOrder(async () => {
         let changedSchema = false;
         try {
-          return await pg.transaction((tx) => run(onTransaction(tx, () => (changedSchema = true))));
+          return await closedAs(() =>
+            pg.transaction(async (tx) => {
+              // Checked again inside, as exclusive() does: the callback does not start on a PGlite that is closing.
+              await pg._checkReady();
+              return run(onTransaction(tx, () => (changedSchema = true)));
+            }),
+          );
         } finally {
           if (changedSchema) generation += 1;
         }

@@ -331,6 +331,22 @@ describe('preparedStatements on PGlite', () => {
       expect((await reading).rows).toEqual([{ id: 500, name: 'in a transaction' }]);
     });
 
+    it('refuse a transaction and a statement made in the turn close() is called in with PGlite’s own error, and do not start the transaction', async () => {
+      const own = await pgliteDriver().PGlite.create('memory://', { startParams: pgliteStartParams(), loadDataDir: await pgliteSnapshot() });
+      const closing = preparedStatements(own, 'memory://');
+      let ran = false;
+      const transaction = closing.transaction(async (tx) => {
+        ran = true;
+        return (await tx.query('select 1 as n')).rows;
+      });
+      const statement = closing.query('create table never_made (n int)');
+      await own.close();
+      const settled = await Promise.allSettled([transaction, statement]);
+      // PGlite's WebAssembly was torn down under them: a TypeError from inside it before.
+      for (const result of settled) expect(result.status === 'rejected' ? String(result.reason) : 'answered').toMatch(/^Error: PGlite is clos(ing|ed)$/);
+      expect(ran).toBe(false);
+    });
+
     it('are refused, not left waiting, once PGlite is closed', async () => {
       const own = await pgliteDriver().PGlite.create('memory://', { startParams: pgliteStartParams(), loadDataDir: await pgliteSnapshot() });
       const closed = preparedStatements(own, 'memory://');
