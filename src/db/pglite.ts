@@ -560,25 +560,22 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
   }
 
   /** A statement that is not prepared, run by `run`; the schema's generation moves on after one that may change it. */
-  async function unprepared<T>(text: string, run: () => Promise<Results<T>>, changed?: () => void): Promise<Results<T>> {
+  async function unprepared<T>(text: string, run: () => Promise<Results<T>>): Promise<Results<T>> {
     try {
       return await run();
     } finally {
-      if (CHANGES_SCHEMA.test(text)) {
-        generation += 1;
-        changed?.();
-      }
+      if (CHANGES_SCHEMA.test(text)) generation += 1;
     }
   }
 
-  /** `tx` for the transaction's callback; `changed` is told when a statement in it may have changed the schema. */
-  function onTransaction(tx: Transaction, changed: () => void): QueryClient {
+  /** `tx` for the transaction's callback. */
+  function onTransaction(tx: Transaction): QueryClient {
     return {
       query<T>(text: string, params: unknown[] = [], options?: QueryOptions) {
         // As PGlite's own transaction does: the prepared path below would otherwise run in whatever transaction is current.
         if (tx.closed) return Promise.reject(new Error('Transaction is closed'));
         if (preparable(text, options)) return pg.runExclusive(() => query<T>(text, params, options, true));
-        return unprepared(text, () => tx.query<T>(text, params, options), changed);
+        return unprepared(text, () => tx.query<T>(text, params, options));
       },
       transaction: () => Promise.reject(new Error('nested transactions are savepoints: Drizzle runs them on the same transaction')),
     };
@@ -594,17 +591,18 @@ export function preparedStatements(pg: PGlite, dataDir: string): QueryClient {
     transaction: (run) => {
       closeTrip();
       return inOrder(async () => {
-        let changedSchema = false;
+        // Only this transaction's statements run meanwhile (inOrder): a generation that moved is one of them.
+        const before = generation;
         try {
           return await closedAs(() =>
             pg.transaction(async (tx) => {
               // Checked again inside, as exclusive() does: the callback does not start on a PGlite that is closing.
               await pg._checkReady();
-              return run(onTransaction(tx, () => (changedSchema = true)));
+              return run(onTransaction(tx));
             }),
           );
         } finally {
-          if (changedSchema) generation += 1;
+          if (generation !== before) generation += 1;
         }
       });
     },
